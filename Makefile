@@ -1,0 +1,57 @@
+# vox3d: two commands.  `make run` builds Voxceleb-3D on the embedded default,
+# `make test` runs the test suite.  Both set up .venv first (pinned requirements).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.vox3d-installed
+CORES ?= all
+
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
+export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
+export TORCH_HOME ?= $(CURDIR)/.cache/torch
+export PYTHONHASHSEED := 0
+
+SIM3DR_SRC := $(wildcard Sim3DR/*.pyx Sim3DR/*.cpp Sim3DR/*.h Sim3DR/*.pxd)
+
+.PHONY: setup run test test-fast lint fmt bench clean report
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml setup.py $(SIM3DR_SRC)
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { \
+	  echo ">> ffmpeg/ffprobe not found: installing Debian's ffmpeg (needs apt and root)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg) \
+	  || { echo "!! could not install ffmpeg; install it yourself (apt-get install ffmpeg)"; exit 1; }; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
+	@mkdir -p $(NUMBA_CACHE_DIR) $(MPLCONFIGDIR) $(TORCH_HOME)
+	@touch $(STAMP)
+
+run: setup
+	$(BIN)/snakemake --cores $(CORES) --profile profiles/default
+
+report: setup
+	$(BIN)/snakemake --cores $(CORES) --profile profiles/default --report report.html
+
+test: setup
+	$(BIN)/python -m pytest -m "slow or not slow" -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check vox3d scripts tests bench Sim3DR setup.py
+	$(BIN)/ruff format --check vox3d scripts tests bench setup.py
+	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/snakemake --lint --cores 1
+
+fmt: setup
+	$(BIN)/ruff format vox3d scripts tests bench setup.py
+	$(BIN)/ruff check --fix vox3d scripts tests bench setup.py
+	$(BIN)/snakefmt Snakefile rules
+
+clean:
+	rm -rf $(VENV) build *.egg-info Sim3DR/*.so Sim3DR/_sim3dr.cpp .snakemake

@@ -1,0 +1,90 @@
+"""Atomic output and the shared rejects format.
+
+Every file a stage writes goes through :func:`atomic_path`: the data is written to a
+temporary name in the same folder and renamed into place only when complete, so a job
+killed with SIGKILL leaves either the old file, no file, or the whole new file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+#: Columns of every rejects table (extract, fit, features, ...).
+REJECT_COLUMNS = ("path", "stage", "reason")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` on success.
+
+    On an exception the temporary file is removed and `path` is left untouched.
+    `suffix` defaults to the target's suffix (some writers look at it).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=(path.suffix if suffix is None else suffix) + ".part",
+        dir=path.parent,
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write UTF-8 `text` to `path` atomically."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_tsv(
+    path: str | os.PathLike, rows: Iterable[Mapping[str, object]], columns: Iterable[str]
+) -> None:
+    """Write rows (dicts) as a tab-separated table with a header, atomically.
+
+    Floats are written with `repr` so values round-trip exactly and bytes are stable.
+    """
+    columns = list(columns)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        w.writerow(columns)
+        for row in rows:
+            w.writerow([_fmt(row.get(c, "")) for c in columns])
+
+
+def read_tsv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Read a tab-separated table with a header into a list of dicts (strings)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def _fmt(v: object) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)
+    return str(v).replace("\t", " ").replace("\n", " ")
+
+
+def write_rejects(path: str | os.PathLike, rows: Iterable[Mapping[str, object]]) -> None:
+    """Write a rejects table (`path`, `stage`, `reason`), sorted by path then stage."""
+    rows = sorted(rows, key=lambda r: (str(r["path"]), str(r["stage"])))
+    write_tsv(path, rows, REJECT_COLUMNS)
