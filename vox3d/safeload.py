@@ -29,8 +29,22 @@ class UnsafeFileError(BadModelFileError):
 # (module, name) pairs a pickle may reference.  numpy moved its internals between 1.x and
 # 2.x (numpy.core -> numpy._core); both spellings are admitted.
 _ALLOWED: set[tuple[str, str]] = {
-    ("builtins", n) for n in ("dict", "list", "tuple", "set", "frozenset", "int", "float",
-                              "complex", "str", "bytes", "bytearray", "bool", "slice")
+    ("builtins", n)
+    for n in (
+        "dict",
+        "list",
+        "tuple",
+        "set",
+        "frozenset",
+        "int",
+        "float",
+        "complex",
+        "str",
+        "bytes",
+        "bytearray",
+        "bool",
+        "slice",
+    )
 } | {
     ("collections", "OrderedDict"),
     ("numpy", "ndarray"),
@@ -113,10 +127,16 @@ def check_state_dict(
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing:
-        raise BadModelFileError(f"{source}: missing weights {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        raise BadModelFileError(
+            f"{source}: missing weights {missing[:5]}{' ...' if len(missing) > 5 else ''}"
+        )
     if extra and not allow_extra:
-        raise BadModelFileError(f"{source}: unexpected weights {extra[:5]}{' ...' if len(extra) > 5 else ''}")
+        raise BadModelFileError(
+            f"{source}: unexpected weights {extra[:5]}{' ...' if len(extra) > 5 else ''}"
+        )
     for k, shape in expected.items():
         got = tuple(state[k].shape)
         if got != tuple(shape):
-            raise BadModelFileError(f"{source}: weight {k} has shape {got}, expected {tuple(shape)}")
+            raise BadModelFileError(
+                f"{source}: weight {k} has shape {got}, expected {tuple(shape)}"
+            )

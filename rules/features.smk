@@ -1,0 +1,52 @@
+# Features: per shard, voice activity detection + CMP's 64-band log-mel (or MFCC) of every
+# utterance -> OUT/features/<shard>.h5; `features_rejects` gathers every shard's rejects.
+# Logic: vox3d/fbank.py (settings), vox3d/features.py (stage), vox3d/featurestore.py (reader).
+
+TARGETS.append(out("features/rejects.tsv"))
+
+
+def feature_shards(wildcards=None):
+    """OUT/features/<shard>.h5 of every shard (input of train, evaluate, features_rejects)."""
+    return shard_files("features")
+
+
+rule features_shard:
+    input:
+        h5=out("extract/{shard}.h5"),
+    output:
+        h5=out("features/{shard}.h5"),
+    log:
+        out("logs/features_shard/{shard}.log"),
+    benchmark:
+        out("benchmarks/features_shard/{shard}.tsv")
+    wildcard_constraints:
+        shard=r"shard-\d+",
+    conda:
+        "../envs/features.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    params:
+        settings=config["features"],
+    script:
+        "../scripts/features.py"
+
+
+rule features_rejects:
+    input:
+        shards=feature_shards,
+    output:
+        rejects=out("features/rejects.tsv"),
+    log:
+        out("logs/features_rejects/features_rejects.log"),
+    benchmark:
+        out("benchmarks/features_rejects/features_rejects.tsv")
+    conda:
+        "../envs/features.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=10,
+    script:
+        "../scripts/features.py"

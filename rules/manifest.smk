@@ -1,0 +1,39 @@
+# Manifest: probe every video once -> OUT/manifest.tsv + OUT/shards/shard-NNNNN.tsv.
+
+
+def manifest_inputs(wildcards):
+    if synthetic():
+        return {
+            "ground_truth": out("synthetic/ground_truth.h5"),
+            "videos": out("synthetic/videos"),
+            "meta": out("synthetic/vox1_meta.csv"),
+        }
+    inputs = {"videos": config["videos_dir"]}
+    if config.get("meta_csv"):
+        inputs["meta"] = config["meta_csv"]
+    return inputs
+
+
+checkpoint manifest:
+    input:
+        unpack(manifest_inputs),
+    output:
+        manifest=out("manifest.tsv"),
+        shards=directory(out("shards")),
+    log:
+        out("logs/manifest/manifest.log"),
+    benchmark:
+        out("benchmarks/manifest/manifest.tsv")
+    conda:
+        "../envs/core.yaml"
+    threads: 2
+    resources:
+        mem_mb=1000,
+        runtime=60,
+    params:
+        videos_dir=videos_dir(),
+        meta_csv=meta_csv() or "",
+        shard_size=config["shard_size"],
+        prober="pyav",
+    script:
+        "../scripts/manifest.py"

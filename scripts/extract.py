@@ -1,0 +1,27 @@
+"""Snakemake script of `extract_shard` (one shard -> HDF5) and `extract` (aggregate tables)."""
+
+import logging
+import sys
+
+import _repo  # noqa: F401  (puts the repository on sys.path)
+
+from vox3d.extract import aggregate, extract_shard
+
+smk = snakemake  # noqa: F821  (injected by Snakemake)
+
+with open(smk.log[0], "w", encoding="utf-8") as log_fh:
+    sys.stderr = log_fh
+    logging.basicConfig(stream=log_fh, level=logging.INFO, format="%(levelname)s %(message)s")
+    if smk.rule == "extract_shard":
+        res = extract_shard(
+            smk.input.shard,
+            smk.params.videos_dir,
+            smk.output.h5,
+            frame_rate=smk.params.frame_rate,
+            min_duration=smk.params.min_duration,
+            decoder=smk.params.decoder,
+            threads=smk.threads,
+        )
+    else:
+        res = aggregate(smk.input.shards, smk.output.rejects, smk.output.stats)
+    logging.info("%s: %s", smk.rule, res)

@@ -1,0 +1,22 @@
+"""Snakemake script of `features_shard` (one extract shard -> feature HDF5) and
+`features_rejects` (every shard's rejects -> one table)."""
+
+import logging
+import sys
+
+import _repo  # noqa: F401  (puts the repository on sys.path)
+
+from vox3d.fbank import FeatureConfig
+from vox3d.features import collect_rejects, features_shard
+
+smk = snakemake  # noqa: F821  (injected by Snakemake)
+
+with open(smk.log[0], "w", encoding="utf-8") as log_fh:
+    sys.stderr = log_fh
+    logging.basicConfig(stream=log_fh, level=logging.INFO, format="%(levelname)s %(message)s")
+    if smk.rule == "features_shard":
+        cfg = FeatureConfig.from_mapping(dict(smk.params.settings))
+        res = features_shard(smk.input.h5, smk.output.h5, cfg)
+    else:
+        res = {"rejected": collect_rejects(smk.input.shards, smk.output.rejects)}
+    logging.info("%s: %s", smk.rule, res)

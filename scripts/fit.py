@@ -1,0 +1,21 @@
+"""Snakemake script of `fit_shard` (one extract shard -> fit HDF5) and `fit_rejects`
+(aggregate rejects and per-reason counts).  Thin: all logic is in vox3d.fit."""
+
+import contextlib
+import json
+
+import _repo  # noqa: F401  (puts the repository on sys.path)
+
+from vox3d.fit import FitConfig, fit_shard, write_fit_tables
+
+smk = snakemake  # noqa: F821  (injected by Snakemake)
+
+with open(smk.log[0], "w", encoding="utf-8") as log, contextlib.redirect_stderr(log):
+    if smk.rule == "fit_shard":
+        cfg = FitConfig.from_config(dict(smk.params.settings), threads=smk.threads)
+        stats = fit_shard(smk.input.h5, smk.output.h5, cfg)
+        print(json.dumps(stats, sort_keys=True), file=log)
+    else:
+        write_fit_tables(
+            list(smk.input.shards), smk.input.identities, smk.output.rejects, smk.output.stats
+        )

@@ -1,0 +1,52 @@
+"""Shared pytest fixtures: where the third-party test data lives, and the real clips in it.
+
+The data (``../shared/data`` beside the repository, or ``$VOX3D_DATA``) is required: a
+missing folder fails the tests that need it with a message saying where it should be.
+Stage-specific fixtures live in the stages' own test files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vox3d.paths import DATA_ROOT
+
+#: The 10 real VoxCeleb2 clips of real/voxceleb (see real/MANIFEST.md).
+N_REAL_CLIPS = 10
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """``vox3d.paths.DATA_ROOT``; fails (never skips) when it is missing."""
+    if not (DATA_ROOT / "real" / "MANIFEST.md").is_file():
+        pytest.fail(
+            f"test data not found at {DATA_ROOT}: the tests need the project's shared data "
+            "folder (real/, 3ddfa_v2/, cmp/, ict-facekit/) at ../shared/data beside the "
+            "repository, or set VOX3D_DATA to its location",
+            pytrace=False,
+        )
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def real_clips(data_root: Path) -> list[Path]:
+    """The 10 real VoxCeleb2 mp4s, ``real/voxceleb/<id>/<clip>/<utt>.mp4``, sorted."""
+    clips = sorted((data_root / "real" / "voxceleb").glob("*/*/*.mp4"))
+    assert len(clips) == N_REAL_CLIPS, f"expected {N_REAL_CLIPS} clips, found {len(clips)}"
+    return clips
+
+
+@pytest.fixture(scope="session")
+def other_clips(data_root: Path) -> list[Path]:
+    """The 7 clips of real/other (WebM/VP9, MPEG-PS, AVI/MJPEG, GRID), sorted."""
+    return sorted(p for p in (data_root / "real" / "other").glob("*/*/*") if p.is_file())
+
+
+@pytest.fixture(scope="session")
+def bad_files(data_root: Path) -> dict[str, Path]:
+    """The broken inputs of real/bad by stem: empty, not_a_video, truncated, no_audio, ..."""
+    files = {p.stem: p for p in sorted((data_root / "real" / "bad").iterdir()) if p.is_file()}
+    assert {"empty", "not_a_video", "truncated", "no_audio", "no_video", "too_short"} <= set(files)
+    return files

@@ -1,0 +1,83 @@
+"""Workflow configuration: load ``config.yaml``, validate it against the schema, fill defaults.
+
+Validation reports every problem with the dotted name of the offending key
+(``config key 'extract.frame_rate': 'fast' is not of type 'number'``,
+``unknown config key 'extract.framerate'``), then runs ``snakemake.utils.validate`` on the
+same schema, which fills in the schema's defaults. The Snakefile calls
+:func:`validate_config` first thing, so a bad key stops a run before any job starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vox3d.paths import REPO_ROOT
+
+SCHEMA = REPO_ROOT / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIG = REPO_ROOT / "config.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration does not match the schema; the message names every bad key."""
+
+
+def _dotted(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def schema_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """Every schema violation in `config`, one sentence each naming the key (sorted)."""
+    import jsonschema
+
+    cls = jsonschema.validators.validator_for(schema)
+    msgs = []
+    for e in cls(schema).iter_errors(config):
+        where = list(e.absolute_path)
+        if e.validator == "additionalProperties" and isinstance(e.instance, Mapping):
+            allowed = set(e.schema.get("properties", {}))
+            for k in sorted(set(e.instance) - allowed):
+                msgs.append(
+                    f"unknown config key '{_dotted([*where, k])}' "
+                    f"(allowed here: {', '.join(sorted(allowed))})"
+                )
+        else:
+            msgs.append(f"config key '{_dotted(where)}': {e.message}")
+    return sorted(set(msgs))
+
+
+def load_schema(path: str | os.PathLike = SCHEMA) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA) -> dict:
+    """Check `config` in place against the schema (naming bad keys), then fill defaults."""
+    errors = schema_errors(config, load_schema(schema_path))
+    if errors:
+        raise ConfigError(
+            f"invalid configuration ({len(errors)} problem(s), schema {Path(schema_path).name}):\n  "
+            + "\n  ".join(errors)
+        )
+    from snakemake.utils import validate
+
+    validate(config, str(schema_path), set_default=True)
+    return config
+
+
+def load_config(
+    path: str | os.PathLike = DEFAULT_CONFIG, overrides: Mapping[str, Any] | None = None
+) -> dict:
+    """``config.yaml`` with `overrides` merged in (nested dicts merged), validated."""
+    with open(path, encoding="utf-8") as fh:
+        config = yaml.safe_load(fh) or {}
+    for k, v in (overrides or {}).items():
+        if isinstance(v, Mapping) and isinstance(config.get(k), dict):
+            config[k] = {**config[k], **v}
+        else:
+            config[k] = v
+    return validate_config(config)

@@ -1,0 +1,682 @@
+"""Voice features exactly as the Cross-Modal Perceptionist (CMP) computes them.
+
+This module is the one source of truth for every feature setting.  The pipeline (facts of
+the original code, github.com/choyingw/Cross-Modal-Perceptionist commit 5191c37: ``vad.py``,
+``mfcc.py`` and ``rm_sil`` / ``get_fbank`` of ``demo_mic.py``; the same steps as
+reconstructing-faces-from-voices) is re-implemented here, vectorised:
+
+1. **Input**: 16 kHz mono 16-bit PCM (``int16``, not scaled to +-1).  Float audio is
+   quantised as ``clip(rint(x * 32768))`` (what ffmpeg's float -> s16 conversion does).
+2. **Voice activity** (:func:`vad_keep_frames`): webrtcvad aggressiveness 2 on 20 ms frames
+   (320 samples); a frame is only taken while ``offset + 640 bytes < len(bytes)``, so a
+   trailing partial frame *and* a final frame that ends exactly at the end are dropped.  A
+   ring buffer of ``int(50 / 20) = 2`` frames: when not triggered, the newest frame is
+   appended and the detector is **called on every frame in the buffer** (so each frame is
+   classified twice, and webrtcvad is stateful, so the repeated calls change later
+   decisions); it triggers when more than 90 % of the buffer (both frames) are speech, and
+   the buffered frames open a segment.  When triggered every frame is appended to the
+   segment, the buffer is classified the same way, and the segment closes when more than
+   90 % of the buffer is non-speech; the buffer is cleared at every switch.  A segment
+   still open at the end is kept.  The segments are concatenated.  One fresh detector per
+   utterance.  (Calling the detector once per frame instead changes the voiced length by
+   up to 6 %: measured on the reference audio.)
+3. **Log-mel** (:func:`log_mel_energies`, the Sphinx ``MFCC`` class configured as
+   ``MFCC(nfilt=64, lowerf=20., upperf=7200., samprate=16000, nfft=1024, wlen=0.025)``):
+   64 triangular filters 20-7200 Hz on the mel scale ``2595 log10(1 + f/700)``, edges
+   equally spaced in mel and rounded (half to even) to FFT bins of 15.625 Hz; each
+   triangle's peak height is ``2 / (width in Hz)``.  Frames of 400 samples
+   (``int(0.025 * 16000)``) every 160 samples, ``int(len / 160 + 1)`` frames; frames that
+   run past the end are filled cyclically with their own samples (``numpy.resize``).
+   Pre-emphasis 0.97 *per frame*: the first sample of frame i uses the *last* sample of
+   frame i-1 as its predecessor (0 for the first frame; a fresh extractor per utterance).
+   Hamming window (numpy), ``|rfft(frame, 1024)|^2``, filterbank, ``log(max(x, 1e-5))``;
+   float64, then float32.
+4. **Normalisation** (:func:`normalize`): per band subtract the mean over frames, divide
+   by ``std + float32 eps`` (population std of the centred array), in float32.
+5. **Stored length** (:func:`repeat_frames`): shorter than 1000 frames -> the array is
+   tiled and cut to exactly 1000 frames; longer arrays are kept whole.  Our HDF5 feature
+   shards store step 4 (unrepeated); the reader repeats.
+
+MFCC option (``kind="mfcc"``): the same VAD, framing and filterbank energies, converted to
+dB (``librosa.power_to_db(E, ref=1.0, amin=1e-5, top_db=None)`` = ``10 log10(max(E,
+1e-5))``) and transformed with ``librosa.feature.mfcc(S=..., n_mfcc=n_mfcc, dct_type=2,
+norm="ortho", lifter=0)``; then normalised per coefficient as in step 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------
+# Settings (CMP's, do not change: they define the feature format)
+# --------------------------------------------------------------------------------------
+#: Sample rate of everything here (Hz).
+SAMPLE_RATE = 16000
+#: webrtcvad aggressiveness (0-3) used by CMP.
+VAD_AGGRESSIVENESS = 2
+#: VAD frame length (ms) and the collector's padding (ms) -> ring buffer int(50/20) = 2.
+VAD_FRAME_MS = 20
+VAD_PADDING_MS = 50
+#: A switch happens when more than this fraction of the ring buffer agrees.
+VAD_RATIO = 0.9
+#: Mel filterbank.
+N_MELS = 64
+F_MIN = 20.0
+F_MAX = 7200.0
+N_FFT = 1024
+#: Frames per second (hop = SAMPLE_RATE / FRAME_RATE = 160.0 samples, 10 ms).
+FRAME_RATE = 100
+HOP = SAMPLE_RATE / FRAME_RATE
+#: Window length in samples: int(0.025 * 16000) = 400 (25 ms).
+WIN_LENGTH = int(0.025 * SAMPLE_RATE)
+PREEMPHASIS = 0.97
+#: Floor of the filterbank energies before the natural log.
+LOG_FLOOR = 1e-5
+#: Added to the per-band std in the normalisation (float32 machine epsilon).
+NORM_EPS = float(np.finfo(np.float32).eps)
+#: Stored arrays shorter than this are tiled to exactly this many frames.
+MIN_STORED_FRAMES = 1000
+#: Full scale of 16-bit PCM.
+PCM_SCALE = 32768.0
+#: Format name/version written into every feature file.
+FORMAT = "vox3d.features/1"
+
+
+class BadAudio(ValueError):
+    """Audio that cannot give features; the message is the reason shown in rejects."""
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """The configurable part of the feature stage (config ``features:`` section).
+
+    kind: ``logmel`` (CMP's 64 bands) or ``mfcc`` (``n_mfcc`` coefficients, see module doc).
+    float16: store frames as float16 in the HDF5 shards (reader returns float32).
+    min_voiced_s: reject utterances with less voiced audio after VAD (seconds).
+    max_clipped: reject utterances with more than this fraction of samples at full scale.
+    max_dc: above this mean level (fraction of full scale) the mean is removed before VAD.
+    """
+
+    kind: str = "logmel"
+    n_mfcc: int = 20
+    float16: bool = False
+    min_voiced_s: float = 0.5
+    max_clipped: float = 0.01
+    max_dc: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("logmel", "mfcc"):
+            raise ValueError(f"features.kind must be 'logmel' or 'mfcc', not {self.kind!r}")
+        if not 1 <= self.n_mfcc <= N_MELS:
+            raise ValueError(f"features.n_mfcc must be in 1..{N_MELS}, not {self.n_mfcc}")
+
+    @classmethod
+    def from_mapping(cls, m: dict | None) -> FeatureConfig:
+        """From a config ``features:`` mapping (unknown keys are an error)."""
+        m = dict(m or {})
+        known = {f for f in cls.__dataclass_fields__}
+        bad = sorted(set(m) - known)
+        if bad:
+            raise ValueError(f"unknown features setting(s): {', '.join(bad)}")
+        return cls(**m)
+
+    @property
+    def n_features(self) -> int:
+        """Width D of a feature frame."""
+        return N_MELS if self.kind == "logmel" else self.n_mfcc
+
+    def attrs(self) -> dict[str, object]:
+        """Every setting that shapes a feature file, for HDF5 attributes."""
+        a: dict[str, object] = {
+            "format": FORMAT,
+            "sample_rate": SAMPLE_RATE,
+            "vad": "webrtcvad",
+            "vad_aggressiveness": VAD_AGGRESSIVENESS,
+            "vad_frame_ms": VAD_FRAME_MS,
+            "vad_padding_ms": VAD_PADDING_MS,
+            "vad_ratio": VAD_RATIO,
+            "vad_repeated_calls": True,
+            "n_mels": N_MELS,
+            "f_min": F_MIN,
+            "f_max": F_MAX,
+            "n_fft": N_FFT,
+            "hop_length": HOP,
+            "win_length": WIN_LENGTH,
+            "window": "hamming",
+            "preemphasis": PREEMPHASIS,
+            "preemphasis_prior": "last sample of previous frame; 0 at utterance start",
+            "log": "natural",
+            "log_floor": LOG_FLOOR,
+            "norm": "per utterance, per band: (x - mean) / (std + eps), ddof 0, float32",
+            "norm_eps": NORM_EPS,
+            "repeat_to": MIN_STORED_FRAMES,
+            "repeated": False,
+            "n_features": self.n_features,
+        }
+        a.update({k: v for k, v in asdict(self).items()})
+        if self.kind == "mfcc":
+            a["mfcc"] = (
+                "librosa.feature.mfcc(S=librosa.power_to_db(E, ref=1.0, amin=1e-5, "
+                f"top_db=None), n_mfcc={self.n_mfcc}, dct_type=2, norm='ortho', lifter=0)"
+            )
+        a.update(package_versions())
+        return a
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that compute the features (HDF5 attributes)."""
+    from importlib import metadata
+
+    from vox3d import __version__
+
+    out = {"version_vox3d": __version__, "version_numpy": np.__version__}
+    for dist in ("webrtcvad-wheels", "librosa", "soxr", "h5py"):
+        try:
+            out["version_" + dist.replace("-", "_")] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out["version_" + dist.replace("-", "_")] = "absent"
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Audio conditioning
+# --------------------------------------------------------------------------------------
+def to_pcm16(audio: np.ndarray) -> np.ndarray:
+    """Float audio in [-1, 1] -> int16 ``clip(rint(x * 32768))``; int16 passes through.
+
+    audio: (S,) float or int16.  Returns (S,) int16.
+    """
+    a = np.asarray(audio)
+    if a.dtype == np.int16:
+        return a
+    if np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"expected float or int16 audio, got {a.dtype}")
+    q = np.rint(a.astype(np.float64, copy=False) * PCM_SCALE)
+    return np.clip(q, -32768, 32767).astype(np.int16)
+
+
+def resample(audio: np.ndarray, sr: int, target: int = SAMPLE_RATE) -> np.ndarray:
+    """Resample float audio (S,) from `sr` to `target` Hz with soxr (quality 'HQ')."""
+    if sr == target:
+        return audio
+    import soxr
+
+    return soxr.resample(np.asarray(audio, np.float64), sr, target, quality="HQ")
+
+
+def condition(audio: np.ndarray, sr: int) -> np.ndarray:
+    """Any audio -> 16 kHz mono int16, or :class:`BadAudio`.
+
+    audio: (S,) or (S, C) float in [-1, 1] or int16 (channels last); sr in Hz.  Channels
+    are averaged; other rates are resampled with soxr; floats are quantised like ffmpeg.
+    """
+    a = np.asarray(audio)
+    if a.ndim == 2:
+        if a.shape[1] == 0:
+            raise BadAudio("no audio channels")
+        a = a.astype(np.float64) / (PCM_SCALE if a.dtype == np.int16 else 1.0)
+        a = a.mean(axis=1)
+    elif a.ndim != 1:
+        raise BadAudio(f"audio must be (samples,) or (samples, channels), got shape {a.shape}")
+    if a.size == 0:
+        raise BadAudio("empty audio (0 samples)")
+    if a.dtype != np.int16 and not np.all(np.isfinite(a)):
+        raise BadAudio("audio has non-finite samples (NaN or Inf)")
+    if sr <= 0:
+        raise BadAudio(f"invalid sample rate {sr}")
+    if sr != SAMPLE_RATE:
+        if a.dtype == np.int16:
+            a = a.astype(np.float64) / PCM_SCALE
+        a = resample(a, sr)
+    return to_pcm16(a)
+
+
+# --------------------------------------------------------------------------------------
+# Voice activity detection
+# --------------------------------------------------------------------------------------
+def vad_keep_frames(pcm: np.ndarray, aggressiveness: int = VAD_AGGRESSIVENESS) -> np.ndarray:
+    """Indices of the 20 ms frames (320 samples) CMP's VAD keeps, in order.
+
+    pcm: (S,) int16 at 16 kHz.  Returns (K,) int64 frame indices (frame k = samples
+    ``[320 k, 320 k + 320)``).  See the module doc for the exact collector semantics.
+    """
+    import webrtcvad
+
+    pcm = np.ascontiguousarray(pcm, dtype=np.int16)
+    n = SAMPLE_RATE * VAD_FRAME_MS // 1000  # samples per frame
+    nbytes = 2 * n
+    total = 2 * pcm.size
+    # frames at byte offsets o with o + nbytes < total (strict, as the original)
+    n_frames = max(0, (total - 1) // nbytes)
+    buf = pcm.tobytes()
+    frames = [buf[k * nbytes : (k + 1) * nbytes] for k in range(n_frames)]
+    vad = webrtcvad.Vad(aggressiveness)
+    is_speech = vad.is_speech
+    maxlen = int(VAD_PADDING_MS / VAD_FRAME_MS)
+    limit = VAD_RATIO * maxlen
+    ring: collections.deque[int] = collections.deque(maxlen=maxlen)
+    triggered = False
+    keep: list[int] = []
+    seg: list[int] = []
+    sr = SAMPLE_RATE
+    for k in range(n_frames):
+        ring.append(k)
+        if not triggered:
+            voiced = 0
+            for j in ring:  # every buffered frame is classified again (stateful VAD)
+                voiced += is_speech(frames[j], sr)
+            if voiced > limit:
+                triggered = True
+                seg.extend(ring)
+                ring.clear()
+        else:
+            seg.append(k)
+            unvoiced = 0
+            for j in ring:
+                unvoiced += not is_speech(frames[j], sr)
+            if unvoiced > limit:
+                triggered = False
+                keep.extend(seg)
+                seg = []
+                ring.clear()
+    keep.extend(seg)
+    return np.asarray(keep, dtype=np.int64)
+
+
+def remove_silence(pcm: np.ndarray) -> np.ndarray:
+    """The voiced audio CMP keeps: its VAD segments concatenated, (K * 320,) int16."""
+    pcm = np.asarray(pcm, dtype=np.int16)
+    keep = vad_keep_frames(pcm)
+    n = SAMPLE_RATE * VAD_FRAME_MS // 1000
+    if keep.size == 0:
+        return pcm[:0].copy()
+    frames = pcm[: (pcm.size // n) * n].reshape(-1, n)
+    return frames[keep].reshape(-1)
+
+
+# --------------------------------------------------------------------------------------
+# Log-mel filterbank energies
+# --------------------------------------------------------------------------------------
+def mel(f: np.ndarray | float) -> np.ndarray | float:
+    """Hz -> mel, ``2595 log10(1 + f / 700)``."""
+    return 2595.0 * np.log10(1.0 + np.asarray(f, np.float64) / 700.0)
+
+
+def mel_inv(m: np.ndarray | float) -> np.ndarray | float:
+    """mel -> Hz."""
+    return 700.0 * (np.power(10.0, np.asarray(m, np.float64) / 2595.0) - 1.0)
+
+
+def filter_bins() -> np.ndarray:
+    """(N_MELS + 2,) int FFT-bin edges of the triangles (left, centre, right chains)."""
+    dfreq = SAMPLE_RATE / N_FFT
+    mmin, mmax = mel(F_MIN), mel(F_MAX)
+    step = (mmax - mmin) / (N_MELS + 1)
+    edges_hz = mel_inv(mmin + step * np.arange(N_MELS + 2, dtype=np.float64))
+    return np.rint(edges_hz / dfreq).astype(np.int64)  # rint: round half to even
+
+
+def mel_filterbank() -> np.ndarray:
+    """(N_FFT // 2 + 1, N_MELS) float64 triangular filters (peak 2 / width in Hz)."""
+    dfreq = SAMPLE_RATE / N_FFT
+    bins = filter_bins()
+    fb = np.zeros((N_FFT // 2 + 1, N_MELS), np.float64)
+    for j in range(N_MELS):
+        left, centre, right = (int(b) for b in bins[j : j + 3])
+        if right == left:
+            raise ValueError(f"mel filter {j} has zero width")
+        height = 2.0 / ((right - left) * dfreq)
+        if centre != left:
+            up = height / (centre - left)
+            for q in range(left + 1, centre):
+                fb[q, j] = (q - left) * up
+        fb[centre, j] = height
+        if centre != right:
+            down = height / (centre - right)
+            for q in range(centre + 1, right):
+                fb[q, j] = (q - right) * down
+    return fb
+
+
+_FILTERS: np.ndarray | None = None
+_WINDOW: np.ndarray | None = None
+
+
+def _filters_and_window() -> tuple[np.ndarray, np.ndarray]:
+    global _FILTERS, _WINDOW
+    if _FILTERS is None:
+        _FILTERS = mel_filterbank()
+        _WINDOW = np.hamming(WIN_LENGTH)
+    return _FILTERS, _WINDOW  # type: ignore[return-value]
+
+
+def n_frames(n_samples: int) -> int:
+    """Number of log-mel frames for a signal: ``int(n / 160 + 1)``."""
+    return int(n_samples / HOP + 1)
+
+
+def frame_signal(sig: np.ndarray, prior: float = 0.0) -> np.ndarray:
+    """Pre-emphasised frames, (T, WIN_LENGTH) float64, exactly as the original forms them.
+
+    sig: (S,) int16 (or float) samples.  prior: predecessor of the very first sample.
+    Frames past the end are filled cyclically (numpy.resize); an empty tail frame is zeros.
+    """
+    x = np.asarray(sig)
+    length = x.size
+    nfr = n_frames(length)
+    starts = np.rint(np.arange(nfr) * HOP).astype(np.int64)
+    frames = np.empty((nfr, WIN_LENGTH), np.float64)
+    full = starts + WIN_LENGTH <= length
+    n_full = int(full.sum())
+    xf = x.astype(np.float64)
+    if n_full:
+        # starts are increasing, so the full frames come first
+        view = np.lib.stride_tricks.sliding_window_view(xf, WIN_LENGTH)
+        frames[:n_full] = view[starts[:n_full]]
+    for i in range(n_full, nfr):
+        seg = xf[starts[i] : length]
+        frames[i] = np.resize(seg, WIN_LENGTH) if seg.size else 0.0
+    prev = np.empty(nfr, np.float64)
+    prev[0] = prior
+    prev[1:] = frames[:-1, -1]
+    out = np.empty_like(frames)
+    out[:, 0] = frames[:, 0] - PREEMPHASIS * prev
+    np.subtract(frames[:, 1:], PREEMPHASIS * frames[:, :-1], out=out[:, 1:])
+    return out
+
+
+def filterbank_energies(sig: np.ndarray, prior: float = 0.0) -> np.ndarray:
+    """Mel filterbank energies ``|rfft(frame * hamming, 1024)|^2 @ filters``, (T, 64) float64."""
+    filters, window = _filters_and_window()
+    frames = frame_signal(sig, prior)
+    frames *= window
+    spec = np.fft.rfft(frames, N_FFT, axis=1)
+    power = spec.real * spec.real
+    power += spec.imag * spec.imag
+    return power @ filters
+
+
+def log_mel_energies(sig: np.ndarray, prior: float = 0.0) -> np.ndarray:
+    """CMP log-mel ``log(max(E, 1e-5))`` of a signal, (T, 64) float64 (before float32)."""
+    e = filterbank_energies(sig, prior)
+    np.maximum(e, LOG_FLOOR, out=e)
+    return np.log(e, out=e)
+
+
+def mfcc_from_energies(energies: np.ndarray, n_mfcc: int) -> np.ndarray:
+    """MFCC (T, n_mfcc) float64 from filterbank energies (T, 64) through librosa."""
+    import librosa
+
+    db = librosa.power_to_db(energies.T, ref=1.0, amin=LOG_FLOOR, top_db=None)
+    return librosa.feature.mfcc(S=db, n_mfcc=n_mfcc, dct_type=2, norm="ortho", lifter=0).T
+
+
+def normalize(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CMP's per-utterance normalisation in float32.
+
+    feats: (T, D).  Returns (normalised (T, D) float32, mean (D,), std (D,)) where std is
+    the population std of the centred array (the divisor is ``std + NORM_EPS``).
+    """
+    f = np.asarray(feats, np.float32)
+    mean = f.mean(axis=0)
+    f = f - mean
+    std = f.std(axis=0)
+    f = f / (std + np.finfo(np.float32).eps)
+    return f, mean, std
+
+
+def repeat_frames(feats: np.ndarray, n: int = MIN_STORED_FRAMES) -> np.ndarray:
+    """Tile (T, D) along time and cut to exactly `n` frames when T < n; else unchanged."""
+    t = feats.shape[0]
+    if t == 0:
+        raise ValueError("cannot repeat an empty feature array")
+    if t >= n:
+        return feats
+    return np.resize(feats, (n,) + feats.shape[1:])
+
+
+# --------------------------------------------------------------------------------------
+# One utterance
+# --------------------------------------------------------------------------------------
+@dataclass
+class UtteranceFeatures:
+    """Features of one utterance (before the repeat to 1000 frames).
+
+    frames: (T, D) float32 normalised features; mean, std: (D,) float32 of the
+    normalisation (``prenorm = frames * (std + eps) + mean``); voiced_samples: samples kept
+    by VAD; dc_offset: mean of the input (fraction of full scale; removed when above
+    ``max_dc``); clipped: fraction of samples at full scale.
+    """
+
+    frames: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    voiced_samples: int
+    dc_offset: float = 0.0
+    clipped: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def stored(self) -> np.ndarray:
+        """The array CMP stores (``preprocessed_MFCC/*.npy``): repeated to >= 1000 frames."""
+        return repeat_frames(self.frames, MIN_STORED_FRAMES)
+
+
+def cmp_features(pcm: np.ndarray, kind: str = "logmel", n_mfcc: int = 20) -> np.ndarray:
+    """The original pipeline end to end on 16 kHz int16: the stored (>= 1000, D) float32.
+
+    Raises :class:`BadAudio` when VAD keeps nothing.
+    """
+    voiced = remove_silence(pcm)
+    if voiced.size == 0:
+        raise BadAudio("silence: voice activity detection found no speech")
+    feats = _raw_features(voiced, kind, n_mfcc)
+    return repeat_frames(normalize(feats)[0])
+
+
+def _raw_features(voiced: np.ndarray, kind: str, n_mfcc: int) -> np.ndarray:
+    if kind == "logmel":
+        return log_mel_energies(voiced).astype(np.float32)
+    e = filterbank_energies(voiced)
+    return mfcc_from_energies(e, n_mfcc).astype(np.float32)
+
+
+def utterance_features(
+    audio: np.ndarray, sr: int = SAMPLE_RATE, cfg: FeatureConfig | None = None
+) -> UtteranceFeatures:
+    """Features of one utterance, or :class:`BadAudio` with a reason a person understands.
+
+    audio: (S,) or (S, C) float in [-1, 1] or int16, any rate (resampled to 16 kHz, channels
+    averaged).  Checks: empty, non-finite, clipped (> ``max_clipped`` of samples at full
+    scale), DC offset (> ``max_dc``: the mean is removed, noted), silence (VAD keeps nothing),
+    too short after VAD (< ``min_voiced_s``).
+    """
+    cfg = cfg or FeatureConfig()
+    pcm = condition(audio, sr)
+    notes: list[str] = []
+    if sr != SAMPLE_RATE:
+        notes.append(f"resampled from {sr} Hz")
+    clipped = float(np.count_nonzero((pcm == 32767) | (pcm == -32768))) / pcm.size
+    if clipped > cfg.max_clipped:
+        raise BadAudio(
+            f"clipped: {100 * clipped:.2f}% of samples at full scale "
+            f"(limit {100 * cfg.max_clipped:.2f}%, features.max_clipped)"
+        )
+    dc = float(pcm.mean(dtype=np.float64)) / PCM_SCALE
+    if abs(dc) > cfg.max_dc:
+        shifted = pcm.astype(np.int32) - int(round(dc * PCM_SCALE))
+        pcm = np.clip(shifted, -32768, 32767).astype(np.int16)
+        notes.append(f"DC offset {dc:+.4f} of full scale removed")
+    voiced = remove_silence(pcm)
+    if voiced.size == 0:
+        raise BadAudio(
+            "silence: voice activity detection (webrtcvad, aggressiveness "
+            f"{VAD_AGGRESSIVENESS}) found no speech in {pcm.size / SAMPLE_RATE:.2f} s"
+        )
+    voiced_s = voiced.size / SAMPLE_RATE
+    if voiced_s < cfg.min_voiced_s:
+        raise BadAudio(
+            f"too short after voice activity detection: {voiced_s:.2f} s voiced "
+            f"< {cfg.min_voiced_s:.2f} s (features.min_voiced_s)"
+        )
+    raw = _raw_features(voiced, cfg.kind, cfg.n_mfcc)
+    frames, mean, std = normalize(raw)
+    if not np.all(np.isfinite(frames)):
+        raise BadAudio("features are not finite")
+    return UtteranceFeatures(frames, mean, std, int(voiced.size), dc, clipped, notes)
+
+
+# --------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------
+SOUNDFILE_EXTS = {".wav", ".flac", ".ogg", ".aiff", ".aif", ".au"}
+
+
+def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Decode any audio or video file to ``(samples, sample_rate)``.
+
+    16-bit mono 16 kHz WAV/FLAC is returned as int16 exactly.  Other WAV/FLAC are returned
+    as float64 (S, C) at their own rate.  Anything else (video, other codecs) is decoded by
+    the ffmpeg program to 16 kHz mono s16 (how the reference WAVs were made; ``-ac 1 -ar
+    16000``), or by PyAV when ffmpeg is not installed (float, own rate; channels averaged
+    and resampled later).  Raises :class:`BadAudio` naming the file and the reason.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise BadAudio(f"{p}: no such file")
+    if p.stat().st_size == 0:
+        raise BadAudio(f"{p}: empty file (0 bytes)")
+    if p.suffix.lower() in SOUNDFILE_EXTS:
+        import soundfile as sf
+
+        try:
+            info = sf.info(str(p))
+            if info.channels == 1 and info.subtype == "PCM_16":
+                data, sr = sf.read(str(p), dtype="int16")
+                return data, int(sr)
+            data, sr = sf.read(str(p), dtype="float64", always_2d=True)
+            return data, int(sr)
+        except (RuntimeError, sf.LibsndfileError) as e:
+            if p.suffix.lower() in (".wav", ".flac"):
+                raise BadAudio(f"{p}: cannot read audio ({e})") from e
+    if shutil.which("ffmpeg"):
+        return _load_ffmpeg(p), SAMPLE_RATE
+    return _load_pyav(p)
+
+
+def _load_ffmpeg(p: Path) -> np.ndarray:
+    import ffmpeg
+
+    try:
+        out, _ = (
+            ffmpeg.input(str(p))
+            .output("pipe:", format="s16le", acodec="pcm_s16le", ac=1, ar=SAMPLE_RATE, vn=None)
+            .global_args("-nostdin", "-v", "error")
+            .run(capture_stdout=True, capture_stderr=True)
+        )
+    except ffmpeg.Error as e:
+        msg = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()
+        raise BadAudio(f"{p}: ffmpeg cannot decode audio ({msg[-1] if msg else e})") from e
+    pcm = np.frombuffer(out, dtype="<i2").astype(np.int16)
+    if pcm.size == 0:
+        raise BadAudio(f"{p}: no audio stream or no audio samples")
+    return pcm
+
+
+def _load_pyav(p: Path) -> tuple[np.ndarray, int]:
+    import av
+
+    try:
+        with av.open(str(p)) as c:
+            if not c.streams.audio:
+                raise BadAudio(f"{p}: no audio stream")
+            s = c.streams.audio[0]
+            chunks = []
+            rate = s.rate
+            for fr in c.decode(s):
+                a = fr.to_ndarray()
+                if fr.format.is_planar:
+                    a = a.T
+                else:
+                    a = a.reshape(-1, len(fr.layout.channels))
+                if np.issubdtype(a.dtype, np.integer):
+                    a = a.astype(np.float64) / float(np.iinfo(a.dtype).max + 1)
+                chunks.append(a.astype(np.float64))
+                rate = fr.sample_rate
+    except av.error.FFmpegError as e:
+        raise BadAudio(f"{p}: cannot decode audio ({e})") from e
+    if not chunks:
+        raise BadAudio(f"{p}: no audio samples")
+    return np.concatenate(chunks, axis=0), int(rate)
+
+
+def file_features(path: str | os.PathLike, cfg: FeatureConfig | None = None) -> UtteranceFeatures:
+    """:func:`utterance_features` of a file (any audio or video)."""
+    audio, sr = load_audio(path)
+    try:
+        return utterance_features(audio, sr, cfg)
+    except BadAudio as e:
+        raise BadAudio(f"{path}: {e}") from None
+
+
+def cli(argv: list[str]) -> int:
+    """``vox3d features AUDIO --out X.npy [--kind logmel|mfcc] [--n-mfcc N]``."""
+    ap = argparse.ArgumentParser(
+        prog="vox3d features",
+        description="One utterance's CMP voice features (VAD + 64-band log-mel, normalised "
+        "per band, repeated to >= 1000 frames) as a float32 (frames, bands) .npy, the format "
+        "of CMP's preprocessed_MFCC/.  AUDIO: wav, flac or any video/audio ffmpeg reads.",
+    )
+    ap.add_argument("audio", help="input audio or video file")
+    ap.add_argument("--out", required=True, help="output .npy")
+    ap.add_argument("--kind", choices=("logmel", "mfcc"), default="logmel")
+    ap.add_argument("--n-mfcc", type=int, default=FeatureConfig.n_mfcc)
+    ap.add_argument(
+        "--no-repeat", action="store_true", help="do not repeat to 1000 frames (raw length)"
+    )
+    ap.add_argument("--min-voiced-s", type=float, default=FeatureConfig.min_voiced_s)
+    args = ap.parse_args(argv)
+    from vox3d.io import atomic_path
+
+    try:
+        cfg = FeatureConfig(kind=args.kind, n_mfcc=args.n_mfcc, min_voiced_s=args.min_voiced_s)
+        feats = file_features(args.audio, cfg)
+    except (BadAudio, ValueError) as e:
+        print(f"vox3d features: {e}", file=sys.stderr)
+        return 1
+    arr = feats.frames if args.no_repeat else feats.stored()
+    with atomic_path(args.out, suffix=".npy") as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(arr, dtype=np.float32))
+    print(
+        f"{args.out}: {arr.shape[0]} frames x {arr.shape[1]} ({feats.frames.shape[0]} voiced "
+        f"frames, {feats.voiced_samples / SAMPLE_RATE:.2f} s voiced)"
+        + ("; " + "; ".join(feats.notes) if feats.notes else "")
+    )
+    return 0
+
+
+__all__ = [
+    "BadAudio",
+    "FeatureConfig",
+    "UtteranceFeatures",
+    "cli",
+    "cmp_features",
+    "condition",
+    "file_features",
+    "load_audio",
+    "log_mel_energies",
+    "mel_filterbank",
+    "normalize",
+    "remove_silence",
+    "repeat_frames",
+    "to_pcm16",
+    "utterance_features",
+    "vad_keep_frames",
+]

@@ -1,0 +1,388 @@
+"""Figures of the report (matplotlib, Agg backend; meshes rendered with :mod:`vox3d.render`).
+
+* :func:`plot_are_bars`: ARE ratios and mean per method (95% bootstrap intervals), and RMSE;
+* :func:`plot_training_curves`: training / validation loss from ``train/log.csv``;
+* :func:`plot_dataset_stats`: identities, videos, frames kept and rejected by reason, gender;
+* :func:`plot_identity_panels`: per held-out identity a reference frame, the fitted mesh
+  overlaid on it, the mesh predicted from voice, the mean face and a per-vertex error map.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vox3d.io import atomic_path  # noqa: E402
+
+_METHOD_COLORS = {"model": "#1f77b4", "mean_face": "#999999", "gender_mean": "#ff7f0e"}
+
+
+def _save(fig, path: str | os.PathLike) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def _read_table(path, delimiter="\t") -> list[dict[str, str]]:
+    if not path or not Path(path).is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh, delimiter=delimiter))
+
+
+def _f(x) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+# --------------------------------------------------------------------------------------
+# metrics and training curves
+# --------------------------------------------------------------------------------------
+
+
+def plot_are_bars(metrics_tsv: str | os.PathLike, out_png: str | os.PathLike) -> None:
+    """Grouped bars of ER, FR, MR, CR, mean ARE (left) and RMSE (right) per method, one panel
+    row per target, with 95% bootstrap intervals as error bars."""
+    rows = _read_table(metrics_tsv)
+    targets = sorted({r["target"] for r in rows}) or ["-"]
+    cols = ["are_er", "are_fr", "are_mr", "are_cr", "are_mean"]
+    fig, axes = plt.subplots(
+        len(targets),
+        2,
+        figsize=(11, 3.6 * len(targets)),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [4, 1.3]},
+    )
+    for ti, t in enumerate(targets):
+        sub = [r for r in rows if r["target"] == t]
+        ax, ax2 = axes[ti]
+        w = 0.8 / max(1, len(sub))
+        for mi, r in enumerate(sub):
+            x = np.arange(len(cols)) + (mi - (len(sub) - 1) / 2) * w
+            y = np.array([_f(r[c]) for c in cols])
+            lo = np.array([_f(r[f"{c}_lo"]) for c in cols])
+            hi = np.array([_f(r[f"{c}_hi"]) for c in cols])
+            err = np.nan_to_num(np.stack([y - lo, hi - y]), nan=0.0)
+            color = _METHOD_COLORS.get(r["method"], None)
+            ax.bar(x, y, w, yerr=err, capsize=3, label=r["method"], color=color)
+            ry, rlo, rhi = _f(r["rmse"]), _f(r["rmse_lo"]), _f(r["rmse_hi"])
+            ax2.bar(
+                mi,
+                ry,
+                0.7,
+                color=color,
+                yerr=np.nan_to_num([[ry - rlo], [rhi - ry]], nan=0.0),
+                capsize=3,
+            )
+        ax.set_xticks(np.arange(len(cols)), ["ER", "FR", "MR", "CR", "mean"])
+        ax.set_ylabel("absolute ratio error")
+        ax.set_title(f"ARE on held-out identities (target: {t})")
+        ax.legend(fontsize=8)
+        ax2.set_xticks(range(len(sub)), [r["method"] for r in sub], rotation=30, fontsize=8)
+        ax2.set_ylabel("RMSE after alignment (model units)")
+        ax2.set_title("RMSE")
+    fig.tight_layout()
+    _save(fig, out_png)
+
+
+def plot_training_curves(log_csv: str | os.PathLike, out_png: str | os.PathLike) -> None:
+    """Training loss terms and validation loss against the step."""
+    rows = _read_table(log_csv, delimiter=",")
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    step = np.array([_f(r["step"]) for r in rows])
+    for key, style in (("loss", "-"), ("loss_param", "--"), ("loss_vertex", ":")):
+        y = np.array([_f(r.get(key)) for r in rows])
+        if np.isfinite(y).any():
+            ax[0].plot(step, y, style, label=f"train {key}")
+    for key, style in (("val_loss", "-"), ("val_loss_param", "--"), ("val_loss_vertex", ":")):
+        y = np.array([_f(r.get(key)) for r in rows])
+        ok = np.isfinite(y)
+        if ok.any():
+            ax[1].plot(step[ok], y[ok], style + "o", ms=3, label=key)
+    for a, t in zip(ax, ("training", "validation (held-out identities)"), strict=True):
+        a.set_xlabel("step")
+        a.set_ylabel("loss")
+        a.set_title(t)
+        a.legend(fontsize=8)
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, out_png)
+
+
+# --------------------------------------------------------------------------------------
+# dataset statistics
+# --------------------------------------------------------------------------------------
+
+
+def plot_dataset_stats(
+    out_png: str | os.PathLike,
+    manifest_tsv: str | os.PathLike | None = None,
+    fit_stats_tsv: str | os.PathLike | None = None,
+    rejects_tsvs: Sequence[str | os.PathLike] = (),
+    split_tsv: str | os.PathLike | None = None,
+    genders: Mapping[str, str] | None = None,
+) -> None:
+    """Four panels: counts (identities, videos, frames, kept), frames by fit outcome,
+    rejected files by stage and reason, identities by gender and split."""
+    man = _read_table(manifest_tsv)
+    fit = _read_table(fit_stats_tsv)
+    total = next((r for r in fit if r.get("shard") == "total"), None)
+    split = _read_table(split_tsv)
+    genders = dict(genders or {})
+    for r in split:
+        genders.setdefault(r["identity"], r.get("gender", ""))
+    fig, ax = plt.subplots(2, 2, figsize=(11, 7.5))
+    ids = {r.get("identity", "") for r in man} or {r["identity"] for r in split}
+    counts = {"identities": len(ids), "videos": len(man)}
+    if total:
+        counts["frames"] = int(_f(total.get("frames")))
+        counts["frames kept"] = int(_f(total.get("kept")))
+    a = ax[0, 0]
+    a.bar(range(len(counts)), list(counts.values()), color="#4c72b0")
+    for i, v in enumerate(counts.values()):
+        a.text(i, v, str(v), ha="center", va="bottom", fontsize=8)
+    a.set_xticks(range(len(counts)), list(counts))
+    a.set_title("dataset size")
+    a = ax[0, 1]
+    if total:
+        skip = {"shard", "videos", "videos_rejected", "frames"}
+        keys = [k for k in total if k not in skip]
+        vals = [_f(total[k]) for k in keys]
+        a.barh(
+            range(len(keys)), vals, color=["#55a868" if k == "kept" else "#c44e52" for k in keys]
+        )
+        a.set_yticks(range(len(keys)), keys, fontsize=8)
+        for i, v in enumerate(vals):
+            a.text(v, i, f" {int(v)}", va="center", fontsize=7)
+    else:
+        a.text(0.5, 0.5, "no fit statistics", ha="center", transform=a.transAxes)
+    a.set_title("frames: kept and rejected by reason (fit)")
+    a = ax[1, 0]
+    rej: dict[str, int] = {}
+    for p in rejects_tsvs:
+        for r in _read_table(p):
+            reason = r.get("reason", "")
+            key = f"{r.get('stage', '?')}: {reason[:50]}"
+            rej[key] = rej.get(key, 0) + 1
+    if rej:
+        keys = sorted(rej, key=lambda k: (-rej[k], k))[:15]
+        a.barh(range(len(keys)), [rej[k] for k in keys], color="#c44e52")
+        a.set_yticks(range(len(keys)), keys, fontsize=7)
+        a.invert_yaxis()
+    else:
+        a.text(0.5, 0.5, "no rejected files", ha="center", transform=a.transAxes)
+    a.set_title("rejected files by stage and reason")
+    a = ax[1, 1]
+    sides = {r["identity"]: r["set"] for r in split}
+    labels = ["m", "f", ""]
+    for si, side in enumerate(("train", "val")):
+        n = [
+            sum(1 for i, s in sides.items() if s == side and genders.get(i, "") == g)
+            for g in labels
+        ]
+        a.bar(np.arange(3) + (si - 0.5) * 0.4, n, 0.4, label=side)
+    a.set_xticks(range(3), ["male", "female", "unknown"])
+    a.set_title("identities by gender and split")
+    a.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, out_png)
+
+
+# --------------------------------------------------------------------------------------
+# meshes
+# --------------------------------------------------------------------------------------
+
+
+def frontal_image_coords(
+    vertices: np.ndarray, size: int, extent: float | None = None
+) -> np.ndarray:
+    """Model coordinates ``(V, 3)`` (x left-of-subject = image right, y up, z to the camera)
+    -> image coordinates ``(V, 3)`` float32 of a ``size`` x ``size`` frontal view (x right,
+    y down, z larger = nearer), the mesh centred and ``extent`` model units wide."""
+    v = np.asarray(vertices, dtype=np.float64)
+    c = (v.max(0) + v.min(0)) / 2
+    ext = extent or float((v.max(0) - v.min(0))[:2].max()) * 1.1
+    s = size / ext
+    out = np.empty_like(v)
+    out[:, 0] = (v[:, 0] - c[0]) * s + size / 2
+    out[:, 1] = size / 2 - (v[:, 1] - c[1]) * s
+    out[:, 2] = (v[:, 2] - v[:, 2].min()) * s
+    return out.astype(np.float32)
+
+
+def render_mesh(
+    img_vertices: np.ndarray,
+    triangles: np.ndarray,
+    colors: np.ndarray | None = None,
+    image: np.ndarray | None = None,
+    size: int = 256,
+) -> np.ndarray:
+    """Render a mesh in image coordinates with :func:`vox3d.render.render` (lit), onto
+    ``image`` (``(H, W, 3)`` uint8) or a white canvas; returns ``(H, W, 3)`` uint8."""
+    from vox3d.render import Light, render
+
+    v = np.ascontiguousarray(img_vertices, dtype=np.float32)
+    if colors is None:
+        colors = np.full((len(v), 3), 0.8, dtype=np.float32)
+    if image is None:
+        image = np.full((size, size, 3), 255, dtype=np.uint8)
+    out = render(
+        v,
+        np.ascontiguousarray(triangles, dtype=np.int32),
+        np.ascontiguousarray(colors, dtype=np.float32),
+        image=np.ascontiguousarray(image, dtype=np.uint8),
+        light=Light(),
+    )
+    return np.asarray(out)
+
+
+def error_colors(err: np.ndarray, vmax: float) -> np.ndarray:
+    """Per-vertex error ``(V,)`` -> ``(V, 3)`` float32 RGB in [0, 1] (viridis, 0..vmax)."""
+    cmap = matplotlib.colormaps["viridis"]
+    return cmap(np.clip(np.asarray(err) / max(vmax, 1e-12), 0, 1))[:, :3].astype(np.float32)
+
+
+def reference_frame(
+    identity: str,
+    fit_shards: Sequence[str | os.PathLike],
+    extract_shards: Sequence[str | os.PathLike],
+):
+    """The identity's kept frame with the highest detector score: ``(rgb (H, W, 3) uint8,
+    params (n,), roi (4,), layout)`` or None when no shard has one."""
+    import h5py
+
+    from vox3d.params import ParamLayout
+
+    best = None
+    for fp in sorted(str(p) for p in fit_shards):
+        with h5py.File(fp, "r") as f:
+            vid_ids = [_decode(s) for s in f["videos/identity"][()]]
+            vid_paths = [_decode(s) for s in f["videos/path"][()]]
+            mine = [i for i, x in enumerate(vid_ids) if x == identity]
+            if not mine:
+                continue
+            video = f["frames/video"][()]
+            keep = f["frames/keep"][()].astype(bool) & np.isin(video, mine)
+            if not keep.any():
+                continue
+            score = np.where(keep, f["frames/score"][()], -np.inf)
+            j = int(np.argmax(score))
+            if best is None or score[j] > best[0]:
+                best = (
+                    float(score[j]),
+                    fp,
+                    vid_paths[int(video[j])],
+                    int(f["frames/frame"][j]),
+                    f["frames/params"][j],
+                    f["frames/roi"][j],
+                    ParamLayout.from_attrs(f.attrs),
+                )
+    if best is None:
+        return None
+    _, fp, vpath, frame, params, roi, layout = best
+    from vox3d.extract import ExtractShard
+
+    stem = Path(fp).stem
+    for ep in sorted(str(p) for p in extract_shards):
+        if Path(ep).stem != stem:
+            continue
+        with ExtractShard(ep) as es:
+            for i, v in enumerate(es.videos):
+                if v["video"] == vpath:
+                    frames, _ = es.frames(i)
+                    return frames[frame], np.asarray(params), np.asarray(roi), layout
+    return None
+
+
+def _decode(s) -> str:
+    return s.decode("utf-8") if isinstance(s, bytes) else str(s)
+
+
+def plot_identity_panels(
+    predictions_h5: str | os.PathLike,
+    face_model,
+    out_png: str | os.PathLike,
+    n: int = 4,
+    fit_shards: Sequence[str | os.PathLike] = (),
+    extract_shards: Sequence[str | os.PathLike] = (),
+    size: int = 256,
+) -> None:
+    """One row per held-out identity (the first ``n`` in sorted order): reference frame,
+    fitted mesh overlaid on it, fitted identity mesh, mesh predicted from voice (mean over
+    utterances), mean face, per-vertex error |pred - fitted| after rigid alignment."""
+    import h5py
+
+    from vox3d.evaluate import mesh_vertices
+    from vox3d.metrics import align
+    from vox3d.params import split as split_params
+    from vox3d.params import to_image, transform_vertices
+
+    fm = face_model
+    with h5py.File(predictions_h5, "r") as f:
+        ids = [_decode(s) for s in f["val_identities"][()]][:n]
+        pred = {i: f["model"][i][()] for i in ids if i in f["model"]}
+        meanf = {i: f["mean_face"][i][()] for i in ids if i in f["mean_face"]}
+        tgt = {i: f["target_fitted"][i][()] for i in ids if i in f["target_fitted"]}
+    ids = [i for i in ids if i in pred and i in tgt]
+    cols = ["reference frame", "fitted overlay", "fitted", "from voice", "mean face", "error"]
+    fig, axes = plt.subplots(
+        max(1, len(ids)),
+        len(cols),
+        figsize=(2.3 * len(cols), 2.5 * max(1, len(ids))),
+        squeeze=False,
+    )
+    tri = fm.triangles
+    errs = []
+    meshes = {}
+    for i in ids:
+        tv = mesh_vertices(fm.mean, fm.id_basis, tgt[i])
+        pv = mesh_vertices(fm.mean, fm.id_basis, np.asarray(pred[i]).mean(0))
+        mv = mesh_vertices(fm.mean, fm.id_basis, np.asarray(meanf[i])[0])
+        e = np.linalg.norm(align(pv, tv) - tv, axis=1)
+        errs.append(e)
+        meshes[i] = (tv, pv, mv, e)
+    vmax = float(np.percentile(np.concatenate(errs), 99)) if errs else 1.0
+    ext = float((fm.mean.max(0) - fm.mean.min(0))[:2].max()) * 1.15
+    for r, i in enumerate(ids):
+        tv, pv, mv, e = meshes[i]
+        ref = reference_frame(i, fit_shards, extract_shards) if fit_shards else None
+        if ref is not None:
+            rgb, params, roi, layout = ref
+            axes[r, 0].imshow(rgb)
+            P, a_id, a_exp = split_params(params, layout)
+            k_exp = min(len(a_exp), fm.n_exp)
+            fv = fm.vertices(a_id[: fm.n_id], a_exp[:k_exp] if k_exp else None)
+            img_v = to_image(transform_vertices(fv, P), roi)
+            axes[r, 1].imshow(render_mesh(img_v, tri, image=np.ascontiguousarray(rgb)))
+        else:
+            for c in (0, 1):
+                axes[r, c].text(0.5, 0.5, "no frame", ha="center", transform=axes[r, c].transAxes)
+        for c, v, colors in (
+            (2, tv, None),
+            (3, pv, None),
+            (4, mv, None),
+            (5, tv, error_colors(e, vmax)),
+        ):
+            axes[r, c].imshow(
+                render_mesh(frontal_image_coords(v, size, ext), tri, colors, size=size)
+            )
+        axes[r, 0].set_ylabel(i, fontsize=8)
+        axes[r, 5].set_xlabel(f"mean {e.mean():.3g} {fm.units}", fontsize=7)
+    for c, t in enumerate(cols):
+        axes[0, c].set_title(t, fontsize=9)
+    for a in axes.ravel():
+        a.set_xticks([])
+        a.set_yticks([])
+    sm = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, vmax))
+    fig.colorbar(sm, ax=axes[:, -1].tolist(), fraction=0.05, label=f"error ({fm.units})")
+    _save(fig, out_png)

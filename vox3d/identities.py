@@ -1,0 +1,287 @@
+"""Per-identity robust shape: pool the identity coefficients of every kept frame of every
+video of an identity into one shape vector.
+
+Estimator (all per identity, coefficients in the face model's units, shape ``(K,)``):
+
+1. **Frame outliers** (Mahalanobis): the frames' robust centre is the coordinate-wise
+   median, their robust scale the per-coefficient MAD x 1.4826 (floored, see
+   :func:`robust_scale`); a frame whose squared distance ``sum(((x - med) / scale)**2)``
+   exceeds the chi-square quantile ``chi2.ppf(mahal_quantile, K)`` is dropped.  A diagonal
+   robust covariance is used because an identity often has fewer frames than
+   coefficients, where a full covariance is singular.
+2. **Per-video medians** of the remaining frames: each video counts once, however long.
+3. **Huber mean over videos** (per coefficient, iteratively reweighted, tuning constant
+   ``huber_k`` in robust-scale units): a video whose median is far out (a badly fitted
+   video) is down-weighted, not allowed to drag the estimate.
+
+``spread`` is the per-coefficient robust standard deviation (MAD x 1.4826) of the kept
+frames around their own video's median plus the spread of the video medians, i.e. how
+much the frames of this identity disagree; ``n_frames`` / ``n_videos`` count what was used.
+
+I/O: :func:`aggregate_identities` reads ``OUT/fit/<shard>.h5`` files (written by
+:mod:`vox3d.fit`) and writes ``OUT/fit/identities.h5``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+MAD_TO_STD = 1.482602218505602  # 1 / Phi^-1(3/4): MAD of a normal -> its std
+
+
+@dataclass(frozen=True)
+class IdentityEstimate:
+    """Robust shape of one identity.
+
+    shape: (K,) float64, the pooled identity coefficients.
+    spread: (K,) float64, robust std of the frames' coefficients (see module doc).
+    n_frames: frames used (after the Mahalanobis rejection).
+    n_videos: videos used.
+    n_outliers: frames rejected as Mahalanobis outliers.
+    """
+
+    shape: np.ndarray
+    spread: np.ndarray
+    n_frames: int
+    n_videos: int
+    n_outliers: int
+
+
+def robust_scale(x: np.ndarray, center: np.ndarray, floor: np.ndarray | float) -> np.ndarray:
+    """Per-column MAD x 1.4826 of `x` (N, K) around `center` (K,), at least `floor`."""
+    mad = np.median(np.abs(x - center), axis=0) * MAD_TO_STD
+    return np.maximum(mad, floor)
+
+
+def mahalanobis_inliers(
+    x: np.ndarray, quantile: float = 0.999, floor: np.ndarray | float = 1e-6
+) -> np.ndarray:
+    """Boolean (N,) mask of the rows of `x` (N, K) that are not far out.
+
+    Squared robust Mahalanobis distance with a diagonal covariance (median centre, MAD
+    scale) compared with the chi-square `quantile` with K degrees of freedom.  With fewer
+    than 3 rows nothing is rejected (no robust scale can be told from 1-2 samples).
+    """
+    from scipy.stats import chi2
+
+    n, k = x.shape
+    if n < 3:
+        return np.ones(n, dtype=bool)
+    med = np.median(x, axis=0)
+    scale = robust_scale(x, med, floor)
+    d2 = np.sum(((x - med) / scale) ** 2, axis=1)
+    keep = d2 <= chi2.ppf(quantile, k)
+    if not keep.any():  # degenerate: keep the closest half rather than nothing
+        keep = d2 <= np.median(d2)
+    return keep
+
+
+def huber_mean(
+    x: np.ndarray,
+    k: float = 1.345,
+    floor: np.ndarray | float = 1e-6,
+    iters: int = 50,
+    tol: float = 1e-10,
+) -> np.ndarray:
+    """Per-column Huber M-estimate of location of `x` (N, K) -> (K,).
+
+    Iteratively reweighted least squares from the median, scale fixed at the MAD x 1.4826
+    of the data around the median (floored); residuals beyond ``k`` scales get weight
+    ``k * scale / |r|``.  With one or two rows this is the plain mean.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape[0] <= 2:
+        return x.mean(axis=0)
+    mu = np.median(x, axis=0)
+    scale = robust_scale(x, mu, floor)
+    for _ in range(iters):
+        r = np.abs(x - mu) / scale
+        w = np.where(r <= k, 1.0, k / np.maximum(r, 1e-300))
+        new = np.sum(w * x, axis=0) / np.sum(w, axis=0)
+        if np.max(np.abs(new - mu)) < tol:
+            mu = new
+            break
+        mu = new
+    return mu
+
+
+def robust_identity_shape(
+    coeffs: np.ndarray,
+    video: np.ndarray,
+    mahal_quantile: float = 0.999,
+    huber_k: float = 1.345,
+    scale_floor: np.ndarray | float = 1e-6,
+) -> IdentityEstimate:
+    """Pool the identity coefficients of one identity's frames.
+
+    coeffs: (N, K) identity coefficients of the kept frames (N >= 1).
+    video: (N,) any hashable-as-numpy labels telling which video each frame is from.
+    scale_floor: scalar or (K,) lower bound of the robust scales (e.g. 1e-3 x the prior
+        std), so that identical frames do not give a zero scale.
+    """
+    coeffs = np.asarray(coeffs, dtype=np.float64)
+    video = np.asarray(video)
+    if coeffs.ndim != 2 or coeffs.shape[0] == 0:
+        raise ValueError(f"need (N>=1, K) coefficients, got shape {coeffs.shape}")
+    if video.shape != (coeffs.shape[0],):
+        raise ValueError(f"video labels {video.shape} do not match coefficients {coeffs.shape}")
+    finite = np.isfinite(coeffs).all(axis=1)
+    coeffs, video = coeffs[finite], video[finite]
+    if coeffs.shape[0] == 0:
+        raise ValueError("no finite coefficients")
+    inl = mahalanobis_inliers(coeffs, mahal_quantile, scale_floor)
+    x, v = coeffs[inl], video[inl]
+    labels = np.unique(v)
+    medians = np.stack([np.median(x[v == lab], axis=0) for lab in labels])
+    shape = huber_mean(medians, huber_k, scale_floor)
+    resid = np.concatenate([x[v == lab] - med for lab, med in zip(labels, medians, strict=True)])
+    within = np.median(np.abs(resid), axis=0) * MAD_TO_STD
+    between = (
+        np.median(np.abs(medians - shape), axis=0) * MAD_TO_STD
+        if len(labels) > 1
+        else np.zeros_like(shape)
+    )
+    spread = np.sqrt(within**2 + between**2)
+    return IdentityEstimate(
+        shape=shape,
+        spread=spread,
+        n_frames=int(x.shape[0]),
+        n_videos=int(len(labels)),
+        n_outliers=int((~inl).sum()),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# I/O: fit shards -> identities.h5
+
+
+def _read_shard(path: str | os.PathLike) -> dict:
+    """The per-frame fields identities need from one fit shard file."""
+    import h5py
+
+    from vox3d.params import ParamLayout
+
+    with h5py.File(path, "r") as f:
+        layout = ParamLayout.from_attrs(f.attrs)
+        videos_path = [s.decode() if isinstance(s, bytes) else s for s in f["videos/path"][()]]
+        videos_id = [s.decode() if isinstance(s, bytes) else s for s in f["videos/identity"][()]]
+        return {
+            "face_model": str(f.attrs["face_model"]),
+            "n_id": int(f.attrs["n_id"]),
+            "layout": layout,
+            "videos_path": videos_path,
+            "videos_identity": videos_id,
+            "video": f["frames/video"][()],
+            "keep": f["frames/keep"][()].astype(bool),
+            "params": f["frames/params"][()],
+        }
+
+
+def aggregate_identities(
+    shard_paths: Sequence[str | os.PathLike],
+    out_path: str | os.PathLike,
+    mahal_quantile: float = 0.999,
+    huber_k: float = 1.345,
+    min_frames: int = 1,
+    scale_floor: float = 1e-6,
+) -> dict:
+    """Read fit shards, pool per identity, write ``identities.h5``; return a summary.
+
+    Output datasets: ``identity`` (N_id,) utf-8, ``shape`` (N_id, K) float32, ``spread``
+    (N_id, K) float32, ``n_frames``/``n_videos``/``n_outliers`` (N_id,) int64, and
+    ``rejects/path``, ``rejects/reason`` (utf-8) for identities with fewer than
+    `min_frames` usable frames.  Attributes: ``face_model``, ``n_id``, ``estimator``
+    (json of the settings), ``version``.
+    """
+    from vox3d import __version__
+    from vox3d.fit import h5_group, h5_new, h5_strings
+    from vox3d.io import atomic_path
+
+    per_id: dict[str, dict[str, list]] = {}
+    face_model, n_id = None, None
+    for sp in sorted(str(p) for p in shard_paths):
+        d = _read_shard(sp)
+        if face_model is None:
+            face_model, n_id = d["face_model"], d["n_id"]
+        elif (d["face_model"], d["n_id"]) != (face_model, n_id):
+            raise ValueError(
+                f"{sp}: face model {d['face_model']}/{d['n_id']} differs from "
+                f"the other shards ({face_model}/{n_id}); refit all shards with one config"
+            )
+        sl = d["layout"].shape
+        for vi, (vpath, ident) in enumerate(
+            zip(d["videos_path"], d["videos_identity"], strict=True)
+        ):
+            entry = per_id.setdefault(ident, {"coeffs": [], "video": [], "paths": []})
+            entry["paths"].append(vpath)
+            sel = (d["video"] == vi) & d["keep"]
+            if sel.any():
+                entry["coeffs"].append(d["params"][sel][:, sl].astype(np.float64))
+                entry["video"].append(np.full(int(sel.sum()), vpath, dtype=object))
+    names, shapes, spreads, nf, nv, no = [], [], [], [], [], []
+    rejects: list[tuple[str, str]] = []
+    for ident in sorted(per_id):
+        e = per_id[ident]
+        n_frames = sum(len(c) for c in e["coeffs"])
+        if n_frames < max(1, min_frames):
+            rejects.append(
+                (
+                    ident,
+                    f"identity {ident}: no usable frame in {len(e['paths'])} video(s) "
+                    f"({n_frames} kept, {min_frames} needed); see fit rejects for why",
+                )
+            )
+            continue
+        coeffs = np.concatenate(e["coeffs"])
+        vids = np.concatenate(e["video"]).astype(str)
+        est = robust_identity_shape(coeffs, vids, mahal_quantile, huber_k, scale_floor)
+        names.append(ident)
+        shapes.append(est.shape)
+        spreads.append(est.spread)
+        nf.append(est.n_frames)
+        nv.append(est.n_videos)
+        no.append(est.n_outliers)
+    k = n_id if n_id is not None else 0
+    with atomic_path(out_path) as tmp, h5_new(tmp) as f:
+        h5_strings(f, "identity", names)
+        for name, data, dt in (
+            ("shape", np.asarray(shapes).reshape(len(names), k), np.float32),
+            ("spread", np.asarray(spreads).reshape(len(names), k), np.float32),
+            ("n_frames", nf, np.int64),
+            ("n_videos", nv, np.int64),
+            ("n_outliers", no, np.int64),
+        ):
+            f.create_dataset(name, data=np.asarray(data, dt), track_times=False)
+        g = h5_group(f, "rejects")
+        h5_strings(g, "path", [r[0] for r in rejects])
+        h5_strings(g, "reason", [r[1] for r in rejects])
+        f.attrs["face_model"] = face_model or ""
+        f.attrs["n_id"] = k
+        f.attrs["estimator"] = json.dumps(
+            {
+                "frames": "diagonal robust Mahalanobis rejection (median, MAD)",
+                "mahal_quantile": mahal_quantile,
+                "videos": "per-video median",
+                "pool": "Huber mean over videos",
+                "huber_k": huber_k,
+                "min_frames": min_frames,
+            },
+            sort_keys=True,
+        )
+        f.attrs["version"] = __version__
+    return {"identities": len(names), "rejected": len(rejects), "rejects": rejects}
+
+
+def read_identity_rejects(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Rejects rows (path, stage, reason) stored in an ``identities.h5``."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        paths = [s.decode() if isinstance(s, bytes) else s for s in f["rejects/path"][()]]
+        reasons = [s.decode() if isinstance(s, bytes) else s for s in f["rejects/reason"][()]]
+    return [{"path": p, "stage": "fit", "reason": r} for p, r in zip(paths, reasons, strict=True)]

@@ -1,0 +1,238 @@
+"""The manifest: one probe of every video under ``videos_dir``, and its split into shards.
+
+Layout of ``videos_dir`` (VoxCeleb): ``<identity>/<youtube-id>/<utterance>.<ext>`` with
+``ext`` one of :data:`vox3d.video.VIDEO_EXTENSIONS` (any case). Names may hold spaces and
+any unicode. Files at another depth are still taken, so that nothing is dropped silently:
+
+* ``<identity>/<utterance>.<ext>`` (depth 2): ``youtube_id`` is empty;
+* deeper files: ``identity`` is the first folder, ``youtube_id`` the folders between it and
+  the file, joined by ``/``;
+* files directly in ``videos_dir`` have no identity: they are listed with a ``probe_error``
+  (so the extract stage writes them to its rejects table) and not probed;
+* other files (any other extension, hidden files and folders starting with ``.``) are
+  ignored; names holding a tab or a newline cannot be written to a TSV and are listed in
+  the log only.
+
+Output: ``manifest.tsv`` (columns :data:`MANIFEST_COLUMNS`, sorted by ``path``, paths
+relative to ``videos_dir`` with ``/``) and ``shards/shard-NNNNN.tsv``: consecutive runs of
+``shard_size`` rows of the sorted manifest, same columns. The same files in, the same
+bytes out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+
+from vox3d.io import read_tsv, write_tsv
+from vox3d.video import VIDEO_EXTENSIONS, ProbeInfo, probe, probe_ffprobe
+
+log = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = (
+    "path",
+    "identity",
+    "youtube_id",
+    "utterance",
+    "size_bytes",
+    "duration_s",
+    "has_video",
+    "has_audio",
+    "fps",
+    "width",
+    "height",
+    "vcodec",
+    "acodec",
+    "sample_rate",
+    "channels",
+    "name",
+    "gender",
+    "nationality",
+    "set",
+    "probe_error",
+)
+#: Columns joined from ``meta_csv`` by identity.
+META_COLUMNS = ("name", "gender", "nationality", "set")
+SHARD_PREFIX = "shard-"
+NO_IDENTITY = "not in an identity folder: expected <identity>/<youtube-id>/<utterance>.<ext>"
+PROBERS: dict[str, Callable[[str | os.PathLike], ProbeInfo]] = {
+    "pyav": probe,
+    "ffprobe": probe_ffprobe,
+}
+
+
+def shard_name(i: int) -> str:
+    """``shard-00000`` for ``i = 0``."""
+    return f"{SHARD_PREFIX}{i:05d}"
+
+
+def find_videos(root: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """Relative POSIX paths of the videos under `root` (sorted), and of names it cannot list."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"videos_dir {root}: not a folder")
+    found, bad = [], []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fn in filenames:
+            if fn.startswith(".") or not fn.lower().endswith(VIDEO_EXTENSIONS):
+                continue
+            rel = Path(dirpath, fn).relative_to(root).as_posix()
+            (bad if ("\t" in rel or "\n" in rel or "\r" in rel) else found).append(rel)
+    return sorted(found), sorted(bad)
+
+
+def parse_layout(rel: str) -> tuple[str, str, str]:
+    """``<id>/<yt>/<utt>.<ext>`` -> (identity, youtube_id, utterance); see module docstring."""
+    parts = PurePosixPath(rel).parts
+    utterance = PurePosixPath(rel).stem
+    if len(parts) == 1:
+        return "", "", utterance
+    return parts[0], "/".join(parts[1:-1]), utterance
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """VoxCeleb-style metadata -> {identity: {name, gender, nationality, set}}.
+
+    The VoxCeleb1 format (``vox1_meta.csv``) is tab separated with the header
+    ``VoxCeleb1 ID, VGGFace1 ID, Gender, Nationality, Set``; comma-separated files and the
+    VoxCeleb2 layout (no nationality) are read too. Columns are found by header name; the
+    first column is the identity, the second the name.
+    """
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        text = fh.read()
+    first = text.splitlines()[0] if text else ""
+    delim = "\t" if "\t" in first else ","
+    rows = list(csv.reader(text.splitlines(), delimiter=delim))
+    if not rows:
+        return {}
+    header = [h.strip().lower() for h in rows[0]]
+    col = {
+        "name": 1 if len(header) > 1 else None,
+        "gender": next((i for i, h in enumerate(header) if "gender" in h), None),
+        "nationality": next((i for i, h in enumerate(header) if "national" in h), None),
+        "set": next((i for i, h in enumerate(header) if h == "set"), None),
+    }
+    meta: dict[str, dict[str, str]] = {}
+    for r in rows[1:]:
+        r = [c.strip() for c in r]
+        if not r or not r[0]:
+            continue
+        meta[r[0]] = {k: (r[i] if i is not None and i < len(r) else "") for k, i in col.items()}
+    return meta
+
+
+def build_manifest(
+    videos_dir: str | os.PathLike,
+    meta_csv: str | os.PathLike | None = None,
+    prober: str = "pyav",
+    threads: int = 1,
+    progress: bool = True,
+) -> list[dict[str, object]]:
+    """Probe every video under `videos_dir` once; rows sorted by path (module docstring)."""
+    from tqdm import tqdm
+
+    root = Path(videos_dir)
+    rels, bad = find_videos(root)
+    for b in bad:
+        log.warning("skipped %r: a tab or newline in the name cannot go into a TSV", b)
+    meta = read_meta(meta_csv) if meta_csv else {}
+    probe_fn = PROBERS[prober]
+
+    def one(rel: str) -> dict[str, object]:
+        identity, yt, utt = parse_layout(rel)
+        row: dict[str, object] = {"path": rel, "identity": identity, "youtube_id": yt}
+        row["utterance"] = utt
+        if not identity:
+            info = ProbeInfo(error=NO_IDENTITY, error_code="bad_layout")
+            try:
+                info.size_bytes = (root / rel).stat().st_size
+            except OSError:
+                pass
+        else:
+            info = probe_fn(root / rel)
+        row.update(info.as_row())
+        row.update(meta.get(identity, {k: "" for k in META_COLUMNS}))
+        return row
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        it = pool.map(one, rels)
+        rows = list(tqdm(it, total=len(rels), desc="probe", unit="video", disable=not progress))
+    rows.sort(key=lambda r: str(r["path"]))
+    return rows
+
+
+def split_shards(rows: list[dict[str, object]], shard_size: int) -> list[list[dict[str, object]]]:
+    """Consecutive runs of `shard_size` rows (the last may be shorter)."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    return [rows[i : i + shard_size] for i in range(0, len(rows), shard_size)]
+
+
+def write_manifest(
+    rows: list[dict[str, object]],
+    manifest_tsv: str | os.PathLike,
+    shards_dir: str | os.PathLike,
+    shard_size: int,
+) -> list[str]:
+    """Write the shards folder (atomically, as a whole) and then ``manifest.tsv``.
+
+    Returns the shard names.
+    """
+    shards_dir = Path(shards_dir)
+    shards_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(
+        tempfile.mkdtemp(prefix=f".{shards_dir.name}.", suffix=".part", dir=shards_dir.parent)
+    )
+    names = []
+    try:
+        for i, chunk in enumerate(split_shards(rows, shard_size)):
+            names.append(shard_name(i))
+            write_tsv(tmp / f"{names[-1]}.tsv", chunk, MANIFEST_COLUMNS)
+        if shards_dir.exists():
+            shutil.rmtree(shards_dir)
+        os.replace(tmp, shards_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    write_tsv(manifest_tsv, rows, MANIFEST_COLUMNS)
+    return names
+
+
+def list_shards(shards_dir: str | os.PathLike) -> list[str]:
+    """Shard names (``shard-NNNNN``) found in `shards_dir`, sorted."""
+    return sorted(
+        p.name[: -len(".tsv")]
+        for p in Path(shards_dir).iterdir()
+        if p.name.startswith(SHARD_PREFIX) and p.name.endswith(".tsv")
+    )
+
+
+def read_shard(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Rows of a shard (or manifest) TSV as strings."""
+    return read_tsv(path)
+
+
+def cli(argv: list[str]) -> int:
+    """``vox3d manifest VIDEOS_DIR --out-dir OUT [--meta-csv CSV] [--shard-size N]``."""
+    ap = argparse.ArgumentParser(prog="vox3d manifest", description=__doc__.splitlines()[0])
+    ap.add_argument("videos_dir")
+    ap.add_argument("--out-dir", required=True, help="writes OUT/manifest.tsv and OUT/shards/")
+    ap.add_argument("--meta-csv", default=None)
+    ap.add_argument("--shard-size", type=int, default=64)
+    ap.add_argument("--prober", choices=sorted(PROBERS), default="pyav")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args(argv)
+    rows = build_manifest(a.videos_dir, a.meta_csv, a.prober, a.threads)
+    out = Path(a.out_dir)
+    names = write_manifest(rows, out / "manifest.tsv", out / "shards", a.shard_size)
+    n_err = sum(1 for r in rows if r["probe_error"])
+    print(f"{len(rows)} videos ({n_err} with probe errors) in {len(names)} shards -> {out}")
+    return 0

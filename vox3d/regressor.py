@@ -1,0 +1,287 @@
+"""3DDFA-V2's parameter regressor: MobileNet-V1 on 120x120 BGR crops -> 62 parameters.
+
+Network facts (Howard et al. 2017, MobileNet-V1; 3DDFA-V2's variant and the official
+``mb05_120x120.pth`` layout): a 3x3/2 conv to ``32 w`` channels, then 13 depthwise-
+separable blocks (3x3 depthwise conv + BN + ReLU, 1x1 conv + BN + ReLU) with output
+widths 64, 128, 128, 256, 256, 512 x6, 1024, 1024 (times the widen factor ``w``) and
+stride 2 at blocks 2, 4, 6 and 12; global average pooling; a linear layer to 62 values.
+BatchNorm eps 1e-5, convolutions without bias.
+
+Input: ``(pixel - 127.5) / 128`` of the BGR crop, NCHW float.  Output: whitened
+parameters; ``params = raw * std + mean`` with ``std``/``mean`` from
+``param_mean_std_62d_120x120.pkl``.  Parameter layout (3DDFA-V2): 12 pose values (a 3x4
+scaled rotation | translation, row major), 40 shape, 10 expression coefficients
+(see :mod:`vox3d.params`).
+
+Checkpoint keys (``module.`` prefix stripped): the official file names the final layer
+``fc_param`` and also carries ``fc_lm`` (a 136-value landmark head used only in
+training).  We load ``fc_param`` as our ``fc`` and ignore ``fc_lm`` - both documented
+facts of the official file, the way 3DDFA-V2 itself loads it.  Any other unexpected or
+missing key, or a wrong shape, is an error naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vox3d import paths
+from vox3d.crop import CROP_SIZE
+from vox3d.safeload import BadModelFileError, check_state_dict, load_pickle, load_torch
+
+#: Keys of the official checkpoint that are not part of the inference network.
+IGNORED_PREFIXES: tuple[str, ...] = ("fc_lm.",)
+#: Official alias of the final layer.
+FC_ALIASES: dict[str, str] = {"fc_param.weight": "fc.weight", "fc_param.bias": "fc.bias"}
+
+_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class _DepthwiseSeparable(nn.Module):
+    """3x3 depthwise conv + BN + ReLU, 1x1 pointwise conv + BN + ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv_dw = nn.Conv2d(cin, cin, 3, stride=stride, padding=1, groups=cin, bias=False)
+        self.bn_dw = nn.BatchNorm2d(cin)
+        self.conv_sep = nn.Conv2d(cin, cout, 1, bias=False)
+        self.bn_sep = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn_dw(self.conv_dw(x)))
+        return F.relu(self.bn_sep(self.conv_sep(x)))
+
+
+#: (name, output width before widening, stride) of the 13 separable blocks.
+_BLOCKS: tuple[tuple[str, int, int], ...] = (
+    ("dw2_1", 64, 1),
+    ("dw2_2", 128, 2),
+    ("dw3_1", 128, 1),
+    ("dw3_2", 256, 2),
+    ("dw4_1", 256, 1),
+    ("dw4_2", 512, 2),
+    ("dw5_1", 512, 1),
+    ("dw5_2", 512, 1),
+    ("dw5_3", 512, 1),
+    ("dw5_4", 512, 1),
+    ("dw5_5", 512, 1),
+    ("dw5_6", 1024, 2),
+    ("dw6", 1024, 1),
+)
+
+
+class MobileNetV1(nn.Module):
+    """MobileNet-V1 as in 3DDFA-V2.  ``(B, C, 120, 120)`` float -> ``(B, num_classes)``."""
+
+    def __init__(
+        self, widen_factor: float = 0.5, num_classes: int = 62, input_channels: int = 3
+    ) -> None:
+        super().__init__()
+        self.widen_factor = widen_factor
+        c0 = int(32 * widen_factor)
+        self.conv1 = nn.Conv2d(input_channels, c0, 3, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c0)
+        cin = c0
+        for name, width, stride in _BLOCKS:
+            cout = int(width * widen_factor)
+            setattr(self, name, _DepthwiseSeparable(cin, cout, stride))
+            cin = cout
+        self.fc = nn.Linear(cin, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        for name, _, _ in _BLOCKS:
+            x = getattr(self, name)(x)
+        return x.mean((2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def build_mobilenet(
+    widen_factor: float = 0.5, num_classes: int = 62, input_channels: int = 3
+) -> nn.Module:
+    """A fresh :class:`MobileNetV1` (random weights)."""
+    return MobileNetV1(widen_factor, num_classes, input_channels)
+
+
+def _clean_state(obj, source: str) -> dict[str, torch.Tensor]:
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise BadModelFileError(f"{source}: not a regressor checkpoint (no state_dict of tensors)")
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        k = k[len("module.") :] if k.startswith("module.") else k
+        if k.startswith(IGNORED_PREFIXES):
+            continue
+        out[FC_ALIASES.get(k, k)] = v
+    return out
+
+
+def load_mobilenet(
+    weights: str | os.PathLike | Mapping[str, torch.Tensor],
+    widen_factor: float = 0.5,
+    num_classes: int = 62,
+) -> MobileNetV1:
+    """Build :class:`MobileNetV1` and load a 3DDFA-V2-style checkpoint (eval mode).
+
+    ``weights``: a checkpoint path, or an already loaded checkpoint / state dict.
+    Raises :class:`~vox3d.safeload.BadModelFileError` naming ``weights`` if the file is
+    missing, truncated, not a weights file, or its keys/shapes do not fit the network
+    (e.g. an mb1 checkpoint loaded with ``widen_factor=0.5``).
+    """
+    model = MobileNetV1(widen_factor, num_classes)
+    if isinstance(weights, Mapping):
+        obj, weights = weights, "<in-memory checkpoint>"
+    else:
+        obj = load_torch(weights)
+    state = _clean_state(obj, str(weights))
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    try:
+        check_state_dict(state, expected, str(weights))
+    except BadModelFileError as e:
+        raise BadModelFileError(
+            f"{e} (network: MobileNet-V1 widen_factor={widen_factor}, {num_classes} outputs)"
+        ) from None
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def load_param_mean_std(
+    path: str | os.PathLike | Mapping | tuple, num_params: int = 62
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, std)``, each ``(num_params,) float32``, from the whitening pickle
+    (or from an in-memory ``{"mean", "std"}`` mapping or ``(mean, std)`` pair)."""
+    if isinstance(path, tuple):
+        d, path = {"mean": path[0], "std": path[1]}, "<in-memory mean/std>"
+    elif isinstance(path, Mapping):
+        d, path = path, "<in-memory mean/std>"
+    else:
+        d = load_pickle(path)
+    try:
+        mean = np.asarray(d["mean"], dtype=np.float32).reshape(-1)
+        std = np.asarray(d["std"], dtype=np.float32).reshape(-1)
+    except (KeyError, TypeError, ValueError) as e:
+        raise BadModelFileError(
+            f"{path}: expected a dict with arrays 'mean' and 'std' ({e})"
+        ) from e
+    if mean.shape != (num_params,) or std.shape != (num_params,):
+        raise BadModelFileError(
+            f"{path}: mean/std have shapes {mean.shape}/{std.shape}, expected ({num_params},)"
+        )
+    return mean, std
+
+
+def normalize_crops(crops: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(B, 120, 120, 3) uint8`` BGR -> ``(B, 3, 120, 120)`` ``(x - 127.5) / 128``."""
+    x = crops.permute(0, 3, 1, 2).to(torch.float32)
+    return ((x - 127.5) / 128.0).to(dtype)
+
+
+class Regressor:
+    """3DDFA-V2 regressor on batches of 120x120 BGR uint8 crops.
+
+    ``precision``: ``fp32`` (parity), ``fp16`` / ``bf16`` (GPU speed; weights and
+    activations in that type).  ``channels_last`` uses the NHWC memory format.
+    ``weights`` / ``param_mean_std`` are paths or already loaded objects (a state dict /
+    checkpoint dict; a ``{"mean", "std"}`` dict or ``(mean, std)`` pair).
+    """
+
+    def __init__(
+        self,
+        weights: str | os.PathLike | Mapping[str, torch.Tensor] = paths.MB05_WEIGHTS,
+        param_mean_std: str | os.PathLike | Mapping | tuple = paths.PARAM_MEAN_STD,
+        widen: float = 0.5,
+        num_params: int = 62,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        channels_last: bool = False,
+    ) -> None:
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
+        self.device = torch.device(device)
+        self.dtype = _PRECISIONS[precision]
+        self.num_params = num_params
+        self.channels_last = channels_last
+        model = load_mobilenet(weights, widen, num_params).to(self.device, self.dtype)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model: nn.Module = model
+        mean, std = load_param_mean_std(param_mean_std, num_params)
+        self.mean, self.std = mean, std
+        self._mean_t = torch.from_numpy(mean).to(self.device)
+        self._std_t = torch.from_numpy(std).to(self.device)
+
+    @torch.inference_mode()
+    def raw_tensor(self, crops: torch.Tensor) -> torch.Tensor:
+        """Network output ``(B, num_params) float32`` on the device for crops
+        ``(B, 120, 120, 3) uint8`` (a tensor on any device)."""
+        if crops.ndim != 4 or crops.shape[1:] != (CROP_SIZE, CROP_SIZE, 3):
+            raise ValueError(
+                f"expected crops (B, {CROP_SIZE}, {CROP_SIZE}, 3), got {tuple(crops.shape)}"
+            )
+        return self._forward(crops.to(self.device, non_blocking=True))
+
+    def cuda_graph(self, batch_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A CUDA-graph runner of :meth:`raw_tensor` for up to ``batch_size`` crops.
+
+        Returns ``run(crops (n, 120, 120, 3) uint8 on the device, n <= batch_size) ->
+        (n, num_params) float32`` (whitened).  One graph launch replaces ~100 kernel
+        launches: it matters for batches whose kernels are short.
+        """
+        if self.device.type != "cuda":
+            raise ValueError("CUDA graphs need a CUDA device")
+        static_in = torch.zeros(
+            batch_size, CROP_SIZE, CROP_SIZE, 3, dtype=torch.uint8, device=self.device
+        )
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side), torch.no_grad():
+            for _ in range(3):  # warm up (cuDNN autotuning, allocations) off the graph
+                self._forward(static_in)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), torch.no_grad():
+            static_out = self._forward(static_in)
+
+        def run(crops: torch.Tensor) -> torch.Tensor:
+            n = crops.shape[0]
+            if n > batch_size:
+                raise ValueError(f"{n} crops for a graph of batch {batch_size}")
+            static_in[:n].copy_(crops, non_blocking=True)
+            graph.replay()
+            return static_out[:n].clone()
+
+        return run
+
+    def _forward(self, crops: torch.Tensor) -> torch.Tensor:
+        x = normalize_crops(crops, self.dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        else:
+            x = x.contiguous()
+        return self.model(x).float()
+
+    @torch.inference_mode()
+    def predict_tensor(self, crops: torch.Tensor) -> torch.Tensor:
+        """De-whitened parameters ``(B, num_params) float32`` on the device."""
+        return self.raw_tensor(crops) * self._std_t + self._mean_t
+
+    def raw(self, crops_bgr_uint8: np.ndarray) -> np.ndarray:
+        """Network output (whitened) ``(B, num_params) float32`` for ``(B, 120, 120, 3)``
+        uint8 BGR crops (a single ``(120, 120, 3)`` crop is treated as B = 1)."""
+        c = np.asarray(crops_bgr_uint8)
+        if c.ndim == 3:
+            c = c[None]
+        if c.dtype != np.uint8:
+            raise ValueError(f"expected uint8 crops, got {c.dtype}")
+        return self.raw_tensor(torch.from_numpy(np.ascontiguousarray(c))).cpu().numpy()
+
+    def predict(self, crops_bgr_uint8: np.ndarray) -> np.ndarray:
+        """3DDFA-V2 parameters ``(B, num_params) float32`` (``raw * std + mean``)."""
+        return self.raw(crops_bgr_uint8) * self.std + self.mean

@@ -1,0 +1,677 @@
+"""Training loop of the voice -> identity shape model (CMP supervised variant).
+
+Batches are a pure function of ``(seed, step)`` (:class:`UtteranceBank`): identity drawn
+uniformly, then one of its utterances, then a random crop of ``crop_min..crop_max`` frames
+(one length per batch, as CMP's collate does; utterances shorter than the crop are
+repeated cyclically, as CMP pads).  Dropout is seeded per step too.  Hence a run resumed
+from a checkpoint continues bit-for-bit like an uninterrupted one (on CPU, where
+``torch.use_deterministic_algorithms(True)`` holds), with no data-loader state to save.
+
+Loss (supervised): ``param_weight * MSE(z_pred, z_target)`` on standardised identity
+coefficients plus ``vertex_weight * mean ||v_pred - v_target||^2 / s2`` over the face-area
+vertices of the face model, where ``s2`` is the mean squared distance of the training
+targets' face-area vertices from their mean mesh (so the vertex term is unit free and
+equals ~1 for always predicting the mean face).  Vertices are linear in the coefficients
+(``v = mean + sum_k c_k B_k``), so only the identity basis of the face area is needed.
+
+Unsupervised / knowledge-distillation variant (CMP sec. 3.2): not implemented yet.  It
+trains a voice -> face *image* GAN and distils a pretrained image -> 3D network
+(SynergyNet) into a student through the generated images; it needs a face-image GAN,
+a face-image training set and a pretrained image-to-3D teacher that predicts our face
+model's coefficients (the fit stage's regressor could serve as teacher).  That is a
+separate training of hours on a GPU; ``train.mode`` accepts only ``supervised`` for now.
+
+Checkpoints (plain dicts of tensors / numbers / strings, loadable with
+``weights_only=True``) are written atomically every ``checkpoint_every`` steps; a rerun
+resumes from the newest checkpoint whose ``run_key`` (hash of config + data) matches.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vox3d.io import atomic_path, write_text_atomic
+from vox3d.voice_model import ModelConfig, VoiceToShape, build_model
+
+#: Named schedules.  ``paper``: the CMP schedule (Adam 2e-4, betas 0.5/0.999, batch 64,
+#: crops 300-800 frames, 48k iterations).  ``demo``: a few minutes on 2 CPU cores.
+PRESETS: dict[str, dict] = {
+    "paper": {
+        "steps": 48000,
+        "batch_size": 64,
+        "lr": 2e-4,
+        "betas": [0.5, 0.999],
+        "crop_min": 300,
+        "crop_max": 800,
+        "checkpoint_every": 2000,
+        "eval_every": 2000,
+        "log_every": 100,
+    },
+    "demo": {
+        "steps": 600,
+        "batch_size": 32,
+        "lr": 1e-3,
+        "betas": [0.5, 0.999],
+        "crop_min": 100,
+        "crop_max": 300,
+        "checkpoint_every": 100,
+        "eval_every": 100,
+        "log_every": 20,
+    },
+}
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (plain values; stored in checkpoints)."""
+
+    steps: int = 600
+    batch_size: int = 32
+    lr: float = 1e-3
+    betas: Sequence[float] = field(default_factory=lambda: [0.5, 0.999])
+    weight_decay: float = 0.0
+    crop_min: int = 100
+    crop_max: int = 300
+    param_weight: float = 1.0
+    vertex_weight: float = 1.0
+    checkpoint_every: int = 100
+    eval_every: int = 100
+    log_every: int = 20
+    keep_checkpoints: int = 2
+    seed: int = 0
+    mode: str = "supervised"
+    amp: bool = False  # bf16 autocast on CUDA
+    eval_max_frames: int = 1000
+    model: dict = field(default_factory=dict)  # ModelConfig overrides (hidden, dropout ...)
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides) -> TrainConfig:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown train preset {preset!r} (choose from {sorted(PRESETS)})")
+        d = dict(PRESETS[preset])
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        # log windows must end on checkpoint steps (exact resume of the logged means)
+        d["log_every"] = math.gcd(int(d["log_every"]), int(d["checkpoint_every"]))
+        return cls(**d)
+
+    def validate(self) -> None:
+        if self.mode != "supervised":
+            raise ValueError(
+                f"train.mode {self.mode!r} is not implemented: only 'supervised' "
+                "(see vox3d/train.py: the unsupervised KD variant needs a face-image GAN "
+                "and an image-to-3D teacher)"
+            )
+        if not 1 <= self.crop_min <= self.crop_max:
+            raise ValueError(
+                f"need 1 <= crop_min <= crop_max, got {self.crop_min}, {self.crop_max}"
+            )
+        if self.checkpoint_every % self.log_every:
+            raise ValueError("checkpoint_every must be a multiple of log_every")
+        for k in ("steps", "batch_size", "checkpoint_every", "eval_every", "log_every"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"train.{k} must be >= 1")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = [float(b) for b in d["betas"]]
+        return d
+
+
+# --------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------
+
+
+class UtteranceBank:
+    """In-memory utterances of some identities; deterministic random-crop batches.
+
+    feats: list of ``(T_i, n_bands) float32`` arrays; ids: identity index per utterance
+    (0..n_identities-1).
+    """
+
+    def __init__(self, feats: Sequence[np.ndarray], ids: Sequence[int]) -> None:
+        if len(feats) != len(ids) or not feats:
+            raise ValueError("need one identity index per utterance and at least one utterance")
+        self.feats = [np.ascontiguousarray(f, dtype=np.float32) for f in feats]
+        self.ids = np.asarray(ids, dtype=np.int64)
+        self.n_bands = int(self.feats[0].shape[1])
+        self.identities = np.unique(self.ids)
+        self.by_identity = {int(i): np.flatnonzero(self.ids == i) for i in self.identities}
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def fingerprint(self) -> str:
+        """sha256 over the features and labels (identifies the data in a run key)."""
+        h = hashlib.sha256()
+        for f, i in zip(self.feats, self.ids, strict=True):
+            h.update(np.int64(i).tobytes())
+            h.update(np.asarray(f.shape, np.int64).tobytes())
+            h.update(f.tobytes())
+        return h.hexdigest()
+
+    def batch(
+        self, step: int, batch_size: int, crop_min: int, crop_max: int, seed: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch of step ``step``: ``(feats (B, L, n_bands) float32, identity (B,) int64)``."""
+        rng = np.random.default_rng([seed, step])
+        length = int(rng.integers(crop_min, crop_max + 1))
+        who = rng.choice(self.identities, size=batch_size)
+        out = np.empty((batch_size, length, self.n_bands), np.float32)
+        for b, ident in enumerate(who):
+            utts = self.by_identity[int(ident)]
+            f = self.feats[int(utts[rng.integers(len(utts))])]
+            out[b] = crop(f, length, int(rng.integers(0, max(1, len(f) - length + 1))))
+        return torch.from_numpy(out), torch.from_numpy(who.astype(np.int64))
+
+
+def crop(f: np.ndarray, length: int, start: int) -> np.ndarray:
+    """``length`` frames of ``f (T, C)`` from ``start``; shorter inputs repeat cyclically."""
+    if len(f) >= length:
+        return f[start : start + length]
+    reps = math.ceil(length / len(f))
+    return np.tile(f, (reps, 1))[:length]
+
+
+@dataclass
+class Targets:
+    """Per-identity training targets.
+
+    coef: ``(n_identities, K)`` float32 identity coefficients (row = identity index);
+    basis: ``(K, Vf, 3)`` float32 identity basis on the face-area vertices, or None
+    (no vertex loss).
+    """
+
+    coef: np.ndarray
+    basis: np.ndarray | None = None
+
+
+# --------------------------------------------------------------------------------------
+# loss
+# --------------------------------------------------------------------------------------
+
+
+class ShapeLoss(torch.nn.Module):
+    """Parameter + face-area vertex loss (see module docstring)."""
+
+    def __init__(
+        self,
+        basis: torch.Tensor | None,
+        target_std: torch.Tensor,
+        train_coef: torch.Tensor,
+        param_weight: float = 1.0,
+        vertex_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.param_weight = param_weight
+        self.vertex_weight = vertex_weight if basis is not None else 0.0
+        if basis is not None:
+            self.register_buffer("basis", basis.reshape(basis.shape[0], -1))  # (K, Vf*3)
+            dev = (train_coef - train_coef.mean(0, keepdim=True)) @ self.basis  # (N, Vf*3)
+            s2 = dev.pow(2).reshape(len(train_coef), -1, 3).sum(-1).mean()
+            self.register_buffer("s2", torch.clamp(s2, min=1e-12))
+        else:
+            self.basis = None
+        self.register_buffer("target_std", target_std)
+
+    def forward(self, z_pred: torch.Tensor, z_true: torch.Tensor) -> dict[str, torch.Tensor]:
+        lp = F.mse_loss(z_pred, z_true)
+        out = {"loss_param": lp}
+        total = self.param_weight * lp
+        if self.vertex_weight > 0:
+            d = ((z_pred - z_true) * self.target_std) @ self.basis  # (B, Vf*3)
+            lv = d.pow(2).reshape(len(d), -1, 3).sum(-1).mean() / self.s2
+            out["loss_vertex"] = lv
+            total = total + self.vertex_weight * lv
+        out["loss"] = total
+        return out
+
+
+# --------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------
+
+_CKPT_RE = re.compile(r"^step-(\d{7})\.pt$")
+
+
+def run_key(cfg: TrainConfig, model_cfg: ModelConfig, data_fp: str, target_fp: str) -> str:
+    blob = json.dumps(
+        {
+            "train": cfg.to_dict(),
+            "model": model_cfg.to_dict(),
+            "data": data_fp,
+            "targets": target_fp,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write a checkpoint dict atomically (torch.save to a temporary name, then rename)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    if not ckpt_dir.is_dir():
+        return []
+    out = []
+    for p in ckpt_dir.iterdir():
+        m = _CKPT_RE.match(p.name)
+        if m:
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def latest_checkpoint(ckpt_dir: Path, key: str, log: Callable[[str], None] = print) -> dict | None:
+    """Newest readable checkpoint with a matching run key, else None."""
+    from vox3d.safeload import BadModelFileError, load_torch
+
+    for _step, p in reversed(list_checkpoints(ckpt_dir)):
+        try:
+            state = load_torch(p)
+        except BadModelFileError as e:
+            log(f"skipping unreadable checkpoint: {e}")
+            continue
+        if state.get("run_key") != key:
+            log(f"ignoring checkpoint {p.name}: made with another config or data")
+            continue
+        return state
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------
+
+
+LOG_COLUMNS = (
+    "step",
+    "loss",
+    "loss_param",
+    "loss_vertex",
+    "val_loss",
+    "val_loss_param",
+    "val_loss_vertex",
+    "lr",
+)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+    return torch.device(device)
+
+
+def _write_log_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, delimiter=",", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in LOG_COLUMNS})
+    write_text_atomic(path, buf.getvalue())
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: VoiceToShape,
+    loss_fn: ShapeLoss,
+    bank: UtteranceBank,
+    coef_z: torch.Tensor,
+    device: torch.device,
+    max_frames: int = 1000,
+) -> dict[str, float]:
+    """Mean loss over whole utterances (first ``max_frames`` frames), model in eval mode."""
+    was = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    for f, i in zip(bank.feats, bank.ids, strict=True):
+        x = torch.from_numpy(f[:max_frames])[None].to(device)
+        out = loss_fn(model(x), coef_z[int(i)][None].to(device))
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+    model.train(was)
+    return {k: v / len(bank) for k, v in sums.items()}
+
+
+def train(
+    cfg: TrainConfig,
+    bank: UtteranceBank,
+    targets: Targets,
+    out_dir: str | os.PathLike,
+    val_bank: UtteranceBank | None = None,
+    val_coef: np.ndarray | None = None,
+    device: str = "auto",
+    meta: Mapping | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train (or resume) a model; return the final model file dict.
+
+    Writes into ``out_dir``: ``checkpoints/step-NNNNNNN.pt``, ``log.csv``, ``tb/``
+    (TensorBoard) and ``model.pt`` (weights + metadata, no optimizer state).
+    ``meta`` (plain values) is stored in the model file (identities, face model ...).
+    ``val_coef``: ``(n_val_identities, K)`` targets indexed like ``val_bank.ids``.
+    """
+    from tqdm import tqdm
+
+    cfg.validate()
+    out = Path(out_dir)
+    ckpt_dir = out / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    if dev.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    else:
+        torch.backends.cudnn.benchmark = True
+
+    coef = np.asarray(targets.coef, dtype=np.float32)
+    used = np.unique(bank.ids)
+    mean = coef[used].mean(0)
+    std = coef[used].std(0)
+    std = np.where(std > 1e-8, std, 1.0).astype(np.float32)
+    model_cfg = ModelConfig(n_bands=bank.n_bands, n_out=coef.shape[1], **cfg.model)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_cfg)
+    model.target_mean.copy_(torch.from_numpy(mean))
+    model.target_std.copy_(torch.from_numpy(std))
+    model.to(dev)
+    coef_t = torch.from_numpy(coef)
+    coef_z = model.standardise(coef_t.to(dev)).detach()
+    basis = (
+        None if targets.basis is None else torch.from_numpy(np.asarray(targets.basis, np.float32))
+    )
+    loss_fn = ShapeLoss(
+        basis,
+        torch.from_numpy(std),
+        coef_t[torch.from_numpy(used)],
+        cfg.param_weight,
+        cfg.vertex_weight,
+    ).to(dev)
+    opt = torch.optim.Adam(
+        model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
+    )
+    val_z = None
+    if val_bank is not None and val_coef is not None:
+        val_z = model.standardise(torch.from_numpy(np.asarray(val_coef, np.float32)).to(dev))
+
+    tfp = hashlib.sha256(
+        coef.tobytes() + (b"" if basis is None else basis.numpy().tobytes())
+    ).hexdigest()
+    key = run_key(cfg, model_cfg, bank.fingerprint(), tfp)
+    step, history = 0, []
+    state = latest_checkpoint(ckpt_dir, key, log=lambda m: tqdm.write(m))
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, history = int(state["step"]), list(state["history"])
+        tqdm.write(f"resuming from {ckpt_dir}/step-{step:07d}.pt")
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    tb = SummaryWriter(log_dir=str(out / "tb"), purge_step=step + 1 if step else None)
+    use_amp = cfg.amp and dev.type == "cuda"
+    model.train()
+    window: dict[str, torch.Tensor] = {}
+    n_window = 0
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="it", disable=not progress)
+    while step < cfg.steps:
+        x, who = bank.batch(step, cfg.batch_size, cfg.crop_min, cfg.crop_max, cfg.seed)
+        x, who = x.to(dev, non_blocking=True), who.to(dev)
+        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout of this step
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            z = model(x)
+        losses = loss_fn(z.float(), coef_z[who])
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        opt.step()
+        step += 1
+        for k, v in losses.items():  # summed on the device: no host sync per step
+            window[k] = window.get(k, 0.0) + v.detach()
+        n_window += 1
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            row = {"step": step, "lr": cfg.lr}
+            row.update({k: float(v) / n_window for k, v in window.items()})
+            window, n_window = {}, 0
+            if val_z is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+                vl = evaluate_loss(model, loss_fn, val_bank, val_z, dev, cfg.eval_max_frames)
+                row.update({f"val_{k}": v for k, v in vl.items()})
+            history.append(row)
+            for k, v in row.items():
+                if k != "step" and v is not None:
+                    tb.add_scalar(
+                        k.replace("val_", "val/") if k.startswith("val_") else f"train/{k}", v, step
+                    )
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save_checkpoint(
+                ckpt_dir / f"step-{step:07d}.pt",
+                {
+                    "run_key": key,
+                    "step": step,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "history": history,
+                    "model_config": model_cfg.to_dict(),
+                },
+            )
+            for _, old in list_checkpoints(ckpt_dir)[: -cfg.keep_checkpoints]:
+                old.unlink(missing_ok=True)
+            _write_log_csv(out / "log.csv", history)
+    bar.close()
+    tb.flush()
+    tb.close()
+    _write_log_csv(out / "log.csv", history)
+    final = {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model_config": model_cfg.to_dict(),
+        "train_config": cfg.to_dict(),
+        "step": step,
+        "run_key": key,
+        "history": history,
+    }
+    final.update(dict(meta or {}))
+    save_checkpoint(out / "model.pt", final)
+    return final
+
+
+# --------------------------------------------------------------------------------------
+# I/O edge: files of the other stages -> in-memory data; the `train` rule
+# --------------------------------------------------------------------------------------
+
+
+def _s(x) -> str:
+    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+def read_identity_targets(path: str | os.PathLike) -> tuple[list[str], np.ndarray, dict]:
+    """``fit/identities.h5`` -> ``(identities, shape (N, K) float32, attrs)``."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        ids = [_s(x) for x in f["identity"][()]]
+        coef = np.asarray(f["shape"][()], dtype=np.float32)
+        attrs = {k: (_s(v) if isinstance(v, bytes | str) else v) for k, v in f.attrs.items()}
+    return ids, coef.reshape(len(ids), -1), attrs
+
+
+_GT_COEF_NAMES = ("id_coef", "identity_coef", "shape", "id_coefs", "coef")
+
+
+def read_ground_truth(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """True identity coefficients per identity from the synthetic ``ground_truth.h5``.
+
+    Accepts a table layout (``identity`` (N,) + one of ``id_coef`` / ``identity_coef`` /
+    ``shape`` (N, K), at the root or in group ``identities``) or one group per identity
+    (``identities/<id>/id_coef`` ...).  Raises ValueError naming the file otherwise.
+    """
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        for root in (f, f.get("identities"), f.get("identity")):
+            if not isinstance(root, h5py.Group):
+                continue
+            for name in ("identity", "identities", "id", "ids"):
+                if name in root and isinstance(root[name], h5py.Dataset):
+                    for cn in _GT_COEF_NAMES:
+                        if cn in root and isinstance(root[cn], h5py.Dataset):
+                            ids = [_s(x) for x in root[name][()]]
+                            c = np.asarray(root[cn][()], np.float64).reshape(len(ids), -1)
+                            return dict(zip(ids, c, strict=True))
+            out = {}
+            for k in root:
+                g = root[k]
+                if isinstance(g, h5py.Group):
+                    for cn in _GT_COEF_NAMES:
+                        if cn in g and isinstance(g[cn], h5py.Dataset):
+                            out[k] = np.asarray(g[cn][()], np.float64).reshape(-1)
+                            break
+            if out:
+                return out
+    raise ValueError(f"{path}: no per-identity identity coefficients found (ground truth layout)")
+
+
+def load_utterances(
+    feature_paths: Sequence[str | os.PathLike], identities: Sequence[str] | None = None
+) -> dict[str, list[np.ndarray]]:
+    """Whole utterances ``{identity: [(T, bands) float32, ...]}`` from feature shards, read
+    through :class:`vox3d.featurestore.FeatureStore` (eval mode), in store order."""
+    from vox3d.featurestore import FeatureStore
+
+    paths = sorted(str(p) for p in feature_paths)
+    store = FeatureStore(paths, identities=list(identities) if identities else None, mode="eval")
+    names = list(store.identities)
+    out: dict[str, list[np.ndarray]] = {}
+    for i in range(len(store)):
+        item = store[i]
+        feats, ident = item[0], item[1]
+        name = names[int(ident)] if not isinstance(ident, str) else ident
+        out.setdefault(name, []).append(np.asarray(feats, np.float32))
+    return out
+
+
+def face_model_from_config(face_cfg: Mapping, n_id: int | None = None):
+    """Load the face model named by the config's ``face_model`` (+ asset paths) section.
+
+    face_cfg keys: ``name``, ``subset``, ``n_id``, ``n_exp``, ``path`` (ICT archive or BFM
+    pickle), ``tri_path``; ``n_id`` overrides (the targets' coefficient count).
+    """
+    from vox3d.face_model import load_face_model
+
+    name = face_cfg.get("name", "ict")
+    kw = {
+        "subset": face_cfg.get("subset", "face"),
+        "n_id": int(n_id if n_id is not None else face_cfg.get("n_id", 40)),
+        "n_exp": int(face_cfg.get("n_exp", 0)),
+    }
+    if face_cfg.get("path"):
+        kw["path"] = face_cfg["path"]
+    if face_cfg.get("tri_path"):
+        kw["tri_path"] = face_cfg["tri_path"]
+    return load_face_model(name, **kw)
+
+
+def run_train(
+    settings: Mapping,
+    feature_paths: Sequence[str | os.PathLike],
+    identities_h5: str | os.PathLike,
+    meta_csv: str | os.PathLike | None,
+    out_dir: str | os.PathLike,
+    face_model: Mapping | None = None,
+    threads: int | None = None,
+) -> dict:
+    """The `train` rule: split identities, load features and targets, train, write
+    ``split.tsv``, ``model.pt``, checkpoints and logs under ``out_dir``.
+
+    settings: the config's ``train`` section (``preset`` plus overrides, ``device``,
+    ``split``, ``val_fraction``, ``vertex_set`` ...).
+    """
+    from vox3d.split import read_meta, split_identities, write_split
+
+    s = dict(settings)
+    preset = s.pop("preset", "demo")
+    device = s.pop("device", "auto")
+    split_method = s.pop("split", "auto")
+    val_fraction = float(s.pop("val_fraction", 0.2))
+    vertex_set = s.pop("vertex_set", "face")
+    hidden = s.pop("hidden", None)
+    overrides = {k: v for k, v in s.items() if k in TrainConfig.__dataclass_fields__}
+    if hidden:
+        overrides["model"] = {"hidden": [int(h) for h in hidden]}
+    cfg = TrainConfig.from_preset(preset, **overrides)
+
+    ids, coef, attrs = read_identity_targets(identities_h5)
+    meta = read_meta(meta_csv)
+    utts = load_utterances(feature_paths)
+    usable = sorted(set(ids) & set(utts))
+    if len(usable) < 2:
+        raise ValueError(
+            f"need at least 2 identities with both features and fitted shape; got {len(usable)} "
+            f"({len(ids)} in {identities_h5}, {len(utts)} with features)"
+        )
+    train_ids, val_ids, how = split_identities(usable, meta, split_method, val_fraction)
+    out = Path(out_dir)
+    write_split(out / "split.tsv", train_ids, val_ids, meta)
+    row = {i: r for r, i in enumerate(ids)}
+
+    def bank_for(which):
+        feats, lab = [], []
+        for j, ident in enumerate(which):
+            for f in utts[ident]:
+                feats.append(f)
+                lab.append(j)
+        return UtteranceBank(feats, lab), np.stack([coef[row[i]] for i in which])
+
+    bank, tcoef = bank_for(train_ids)
+    vbank, vcoef = bank_for(val_ids)
+    basis = None
+    fm_name = str(attrs.get("face_model") or (face_model or {}).get("name", "ict"))
+    if cfg.vertex_weight > 0:
+        fcfg = dict(face_model or {})
+        fcfg["name"] = fm_name
+        fm = face_model_from_config(fcfg, n_id=coef.shape[1])
+        idx = fm.vertex_sets.get(vertex_set) if vertex_set else None
+        b = fm.id_basis[: coef.shape[1]]
+        basis = np.ascontiguousarray(b if idx is None else b[:, idx])
+    meta_out = {
+        "identities": list(train_ids),
+        "val_identities": list(val_ids),
+        "split_method": how,
+        "face_model": fm_name,
+        "n_id": int(coef.shape[1]),
+        "preset": preset,
+        "vertex_set": str(vertex_set),
+    }
+    return train(
+        cfg,
+        bank,
+        Targets(tcoef, basis),
+        out,
+        val_bank=vbank,
+        val_coef=vcoef,
+        device=device,
+        meta=meta_out,
+        threads=threads,
+    )

@@ -1,0 +1,79 @@
+"""``vox3d voice2mesh AUDIO --checkpoint C --out mesh.obj [--png render.png]``.
+
+AUDIO: a wav, flac or video file (anything :mod:`vox3d.fbank` decodes).  The utterance's
+log-mel features (voice activity detection + the CMP filterbank, as in training) go
+through the trained voice model; the predicted identity coefficients become a neutral
+mesh of the face model the model was trained for, written as OBJ (and an optional frontal
+render as PNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def predict_coefficients(audio: str | Path, checkpoint: str | Path, device: str = "cpu"):
+    """``(coefficients (K,) float64, model file metadata)`` for one recording."""
+    import torch
+
+    from vox3d import fbank
+    from vox3d.train import resolve_device
+    from vox3d.voice_model import load_model
+
+    dev = resolve_device(device)
+    model, meta = load_model(checkpoint)
+    feats = np.asarray(fbank.file_features(str(audio)).stored(), dtype=np.float32)
+    if feats.ndim != 2 or feats.shape[1] != model.cfg.n_bands or len(feats) == 0:
+        raise ValueError(f"{audio}: no usable voice features (shape {feats.shape})")
+    model.to(dev)
+    with torch.no_grad():
+        coef = model.coefficients(torch.from_numpy(feats)[None].to(dev))[0].cpu().numpy()
+    return coef.astype(np.float64), meta
+
+
+def cli(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(
+        prog="vox3d voice2mesh", description="predict a 3D face mesh from a voice recording"
+    )
+    ap.add_argument("audio", help="wav, flac or video file")
+    ap.add_argument("--checkpoint", required=True, help="trained model (train/model.pt)")
+    ap.add_argument("--out", required=True, help="output mesh (.obj)")
+    ap.add_argument("--png", help="optional frontal render (.png)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    ap.add_argument(
+        "--face-model-path", help="ICT-FaceKit archive / BFM pickle (default: config assets)"
+    )
+    ap.add_argument("--subset", default="face", help="face-model vertex subset of the mesh")
+    args = ap.parse_args(argv)
+    from vox3d.fbank import BadAudio
+    from vox3d.safeload import BadModelFileError
+    from vox3d.train import face_model_from_config
+
+    try:
+        coef, meta = predict_coefficients(args.audio, args.checkpoint, args.device)
+        fcfg = {"name": meta.get("face_model") or "ict", "subset": args.subset, "n_exp": 0}
+        if args.face_model_path:
+            fcfg["path"] = args.face_model_path
+        fm = face_model_from_config(fcfg, n_id=len(coef))
+    except (BadAudio, BadModelFileError, ValueError, OSError) as e:
+        print(f"vox3d voice2mesh: {e}", file=sys.stderr)
+        return 1
+    verts = fm.vertices(coef.astype(np.float32))
+    from vox3d.mesh import save_obj
+
+    save_obj(args.out, verts, fm.triangles)
+    if args.png:
+        from PIL import Image
+
+        from vox3d.figures import frontal_image_coords, render_mesh
+        from vox3d.io import atomic_path
+
+        img = render_mesh(frontal_image_coords(verts, 512), fm.triangles, size=512)
+        with atomic_path(args.png) as tmp:
+            Image.fromarray(img).save(tmp, format="PNG")
+    print(f"{args.out}: {len(verts)} vertices, identity coefficients {np.round(coef[:5], 3)} ...")
+    return 0
