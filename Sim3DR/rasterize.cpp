@@ -2,6 +2,7 @@
 #include "rasterize.h"
 
 #include <algorithm>
+#include <climits>
 #include <atomic>
 #include <cmath>
 #include <limits>
@@ -20,8 +21,11 @@ inline int64_t floor_div(int64_t a, int64_t b) {  // b > 0
     return (a % b != 0 && a < 0) ? q - 1 : q;
 }
 
+// floor(256 v + 0.5) for |v| <= kMaxCoord (checked before), without a libm call
 inline int64_t snap(float v) {
-    return static_cast<int64_t>(std::floor(static_cast<double>(v) * kSub + 0.5));
+    const double d = static_cast<double>(v) * kSub + 0.5;
+    const int64_t r = static_cast<int64_t>(d);  // truncates towards zero
+    return r - (static_cast<double>(r) > d);
 }
 
 // A triangle after snapping, oriented so that `area` > 0 (inside: all edge functions >= 0).
@@ -33,19 +37,35 @@ struct Tri {
     double z[3];
 };
 
+// A vertex snapped to the sub-pixel grid; x == kInvalid marks a non-finite / too-far one.
+struct SnapV {
+    int32_t x, y;
+    float z;
+};
+constexpr int32_t kInvalid = INT32_MIN;
+
+void snap_vertices(const S3Mesh& m, SnapV* out) {
+    for (int64_t i = 0; i < m.n_vertices; ++i) {
+        const float* v = m.vertices + 3 * i;
+        if (std::fabs(v[0]) <= kMaxCoord && std::fabs(v[1]) <= kMaxCoord && std::isfinite(v[2])) {
+            out[i] = SnapV{static_cast<int32_t>(snap(v[0])), static_cast<int32_t>(snap(v[1])), v[2]};
+        } else {
+            out[i] = SnapV{kInvalid, kInvalid, 0.0f};  // also catches NaN
+        }
+    }
+}
+
 // Returns 0 on success, 1 for a degenerate (zero-area) triangle, 2 for an invalid one.
-inline int setup(const S3Mesh& m, int64_t t, Tri& tri) {
+inline int setup(const S3Mesh& m, const SnapV* sv, int64_t t, Tri& tri) {
     const int32_t* ti = m.triangles + 3 * t;
     for (int k = 0; k < 3; ++k) {
-        int32_t i = ti[k];
+        const int32_t i = ti[k];
         if (i < 0 || i >= m.n_vertices) return 2;
-        const float* v = m.vertices + 3 * static_cast<int64_t>(i);
-        if (!(std::fabs(v[0]) <= kMaxCoord && std::fabs(v[1]) <= kMaxCoord &&
-              std::isfinite(v[2])))
-            return 2;  // also catches NaN
-        tri.X[k] = snap(v[0]);
-        tri.Y[k] = snap(v[1]);
-        tri.z[k] = v[2];
+        const SnapV v = sv[i];
+        if (v.x == kInvalid) return 2;
+        tri.X[k] = v.x;
+        tri.Y[k] = v.y;
+        tri.z[k] = v.z;
         tri.idx[k] = i;
     }
     int64_t area = (tri.X[1] - tri.X[0]) * (tri.Y[2] - tri.Y[0]) -
@@ -96,15 +116,15 @@ struct Buffers {
 };
 
 // Rasterize all meshes into rows [y0, y1): depth test, nearest triangle per pixel.
-int64_t raster_band(const S3Mesh* meshes, int n_meshes, const int64_t* first, int cull,
-                    const Buffers& buf, int y0, int y1, int W) {
+int64_t raster_band(const S3Mesh* meshes, const SnapV* const* snapped, int n_meshes,
+                    const int64_t* first, int cull, const Buffers& buf, int y0, int y1, int W) {
     int64_t skipped = 0;
     for (int mi = 0; mi < n_meshes; ++mi) {
         const S3Mesh& m = meshes[mi];
         const int64_t id0 = first[mi];
         for (int64_t t = 0; t < m.n_triangles; ++t) {
             Tri tri;
-            int rc = setup(m, t, tri);
+            int rc = setup(m, snapped[mi], t, tri);
             if (rc) {
                 skipped += (rc == 2);
                 continue;
@@ -159,10 +179,8 @@ int64_t raster_band(const S3Mesh* meshes, int n_meshes, const int64_t* first, in
     return skipped;
 }
 
-inline uint8_t to_u8(double v) {
-    v = std::floor(v + 0.5);
-    return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
-}
+// Round half up; v is already within [0, 255], so truncation of v + 0.5 is its floor.
+inline uint8_t to_u8(double v) { return static_cast<uint8_t>(static_cast<int>(v + 0.5)); }
 
 // x^e for e >= 0: exact repeated squaring for small integer exponents, else pow.
 inline double power(double x, double e, int ie) {
@@ -262,20 +280,36 @@ T* scratch(std::unique_ptr<T[]>& own, int64_t n) {
     return own.get();
 }
 
+// Per-thread scratch memory reused across calls (avoids page faults of fresh buffers).
+struct Scratch {
+    std::vector<float> depth, b1, b2;
+    std::vector<int32_t> id;
+};
+
+Scratch& thread_scratch(int64_t npix, bool need_depth) {
+    thread_local Scratch s;
+    if (static_cast<int64_t>(s.id.size()) < npix) {
+        s.id.resize(npix);
+        s.b1.resize(npix);
+        s.b2.resize(npix);
+    }
+    if (need_depth && static_cast<int64_t>(s.depth.size()) < npix) s.depth.resize(npix);
+    return s;
+}
+
 int64_t render_one(const S3Mesh* meshes, int n_meshes, const S3Light* light, S3Target* tg,
                    int n_threads) {
     const int H = tg->height, W = tg->width;
     if (H <= 0 || W <= 0) return 0;
     const int64_t npix = static_cast<int64_t>(H) * W;
-    std::unique_ptr<float[]> depth_own, b1_own, b2_own;
-    std::unique_ptr<int32_t[]> id_own;
+    Scratch& sc = thread_scratch(npix, tg->depth == nullptr);
     Buffers buf;
     buf.width = W;
     buf.coverage = tg->coverage;
-    buf.depth = tg->depth ? tg->depth : scratch(depth_own, npix);
-    buf.id = scratch(id_own, npix);
-    buf.b1 = scratch(b1_own, npix);
-    buf.b2 = scratch(b2_own, npix);
+    buf.depth = tg->depth ? tg->depth : sc.depth.data();
+    buf.id = sc.id.data();
+    buf.b1 = sc.b1.data();
+    buf.b2 = sc.b2.data();
     std::vector<int64_t> first(n_meshes + 1, 0);
     for (int mi = 0; mi < n_meshes; ++mi) first[mi + 1] = first[mi] + meshes[mi].n_triangles;
     if (first[n_meshes] >= (int64_t(1) << 30)) return -1;  // ids must fit 30 bits
@@ -294,6 +328,13 @@ int64_t render_one(const S3Mesh* meshes, int n_meshes, const S3Light* light, S3T
             }
         }
     }
+    std::vector<std::vector<SnapV>> snapped_own(n_meshes);
+    std::vector<const SnapV*> snapped(n_meshes);
+    for (int mi = 0; mi < n_meshes; ++mi) {
+        snapped_own[mi].resize(meshes[mi].n_vertices);
+        snap_vertices(meshes[mi], snapped_own[mi].data());
+        snapped[mi] = snapped_own[mi].data();
+    }
     n_threads = std::max(1, std::min(n_threads, H));
     std::vector<int64_t> skipped(n_threads, 0);
     auto work = [&](int k) {
@@ -301,7 +342,7 @@ int64_t render_one(const S3Mesh* meshes, int n_meshes, const S3Light* light, S3T
         const int64_t y1 = H * static_cast<int64_t>(k + 1) / n_threads;
         std::fill(buf.depth + y0 * W, buf.depth + y1 * W, -std::numeric_limits<float>::infinity());
         std::fill(buf.id + y0 * W, buf.id + y1 * W, -1);
-        skipped[k] = raster_band(meshes, n_meshes, first.data(), tg->cull, buf,
+        skipped[k] = raster_band(meshes, snapped.data(), n_meshes, first.data(), tg->cull, buf,
                                  static_cast<int>(y0), static_cast<int>(y1), W);
         shade_band(meshes, n_meshes, first.data(), normals, light, *tg, buf,
                    static_cast<int>(y0), static_cast<int>(y1));

@@ -67,9 +67,11 @@ def main() -> int:
         os.utime(videos, (time.time() - 3600,) * 2)  # inputs older than the checkpoint outputs
         cmd = [
             str(Path(sys.executable).with_name("snakemake")),
+            "extract",
             "-n",
             "--nolock",
-            "extract",
+            "--quiet",
+            "rules",
             "--cores",
             "2",
             "--config",

@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     T = 1000
     labels = np.repeat(np.arange(args.identities), args.utterances)
     coef = rng.normal(size=(args.identities, args.n_id)).astype(np.float32)
-    basis = torch.from_numpy(rng.normal(size=(args.n_id, args.vertices, 3)).astype(np.float32) * 0.1)
+    basis = torch.from_numpy(
+        rng.normal(size=(args.n_id, args.vertices, 3)).astype(np.float32) * 0.1
+    )
 
     model = VoiceToShape(ModelConfig(n_out=args.n_id)).to(dev)
     loss_fn = ShapeLoss(basis, model.target_std.cpu(), torch.from_numpy(coef)).to(dev)
@@ -77,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             idx = s[:, None] + torch.arange(L, device=dev)[None]
             return feats[u[:, None], idx], lab[u]
     else:
-        bank = UtteranceBank([rng.normal(size=(T, 64)).astype(np.float32) for _ in range(n_utt)], labels)
+        bank = UtteranceBank(
+            [rng.normal(size=(T, 64)).astype(np.float32) for _ in range(n_utt)], labels
+        )
 
         def batch(step):
             x, w = bank.batch(step, B, cmin, cmax)
@@ -108,11 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     ips = args.iters / dt
     total = p["steps"] / ips
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    print(f"device: {name}; torch {torch.__version__}; amp bf16: {args.amp}; compile: {args.compile}; "
-          f"data: {args.source}")
+    print(
+        f"device: {name}; torch {torch.__version__}; amp bf16: {args.amp}; compile: {args.compile}; "
+        f"data: {args.source}"
+    )
     print(f"paper preset: batch {B}, crops {cmin}-{cmax} frames, Adam {p['lr']} betas {p['betas']}")
-    print(f"{args.iters} iterations in {dt:.2f} s: {ips:.1f} it/s ({1000 / ips:.2f} ms/it); "
-          f"final loss {float(loss.detach()):.4f}")
+    print(
+        f"{args.iters} iterations in {dt:.2f} s: {ips:.1f} it/s ({1000 / ips:.2f} ms/it); "
+        f"final loss {float(loss.detach()):.4f}"
+    )
     print(f"projected {p['steps']} iterations: {total / 60:.1f} min (target <= 20 min)")
     return 0
 

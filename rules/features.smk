@@ -23,9 +23,9 @@ rule features_shard:
         shard=r"shard-\d+",
     conda:
         "../envs/features.yaml"
-    threads: 1
+    threads: 2
     resources:
-        mem_mb=1000,
+        mem_mb=1500,
         runtime=30,
     params:
         settings=config["features"],

@@ -1,37 +1,21 @@
 # Voice -> identity shape model (Cross-Modal Perceptionist, supervised).  Logic: vox3d/train.py
 
-
-def train_meta_csv(wildcards):
-    """VoxCeleb1-style metadata as an input list (empty when there is none)."""
-    m = meta_csv()
-    return [m] if m else []
-
-
-def face_model_params():
-    """Face model settings + asset paths for vox3d.train.face_model_from_config."""
-    fm = dict(config["face_model"])
-    assets = config["assets"]
-    fm["path"] = assets["ict_facekit"] if fm["name"] == "ict" else assets["bfm"]
-    fm["tri_path"] = assets["bfm_tri"]
-    return fm
-
-
 TARGETS.append(out("train/model.pt"))
 
 
 rule train:
     input:
         features=lambda wc: shard_files("features"),
-        identities=f"{OUT}/fit/identities.h5",
-        meta=train_meta_csv,
+        identities=out("fit/identities.h5"),
+        meta=lambda wc: [meta_csv()] if meta_csv() else [],
     output:
-        model=f"{OUT}/train/model.pt",
-        split=f"{OUT}/train/split.tsv",
-        log_csv=f"{OUT}/train/log.csv",
+        model=out("train/model.pt"),
+        split=out("train/split.tsv"),
+        log_csv=out("train/log.csv"),
     log:
-        f"{OUT}/logs/train/train.log",
+        out("logs/train/train.log"),
     benchmark:
-        f"{OUT}/benchmarks/train/train.tsv"
+        out("benchmarks/train/train.tsv")
     conda:
         "../envs/train.yaml"
     threads: 2
@@ -41,6 +25,7 @@ rule train:
         gpu=1 if config["train"]["device"] == "cuda" else 0,
     params:
         settings=config["train"],
-        face_model=face_model_params(),
+        face_model=config["face_model"],
+        assets=config["assets"],
     script:
         "../scripts/train.py"

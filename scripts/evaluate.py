@@ -1,29 +1,28 @@
 """Snakemake entry point of rule `evaluate` (thin: parse snakemake.*, call vox3d.evaluate)."""
 
-import _repo  # noqa: F401  (puts the repository on sys.path)
-
 import contextlib
 
+import _repo  # noqa: F401  (puts the repository on sys.path)
 import torch
 
-from vox3d.evaluate import run_evaluate
+from vox3d.evaluate import face_model_settings, run_evaluate
 
-snakemake = globals()["snakemake"]  # injected by Snakemake's script: directive
+smk = snakemake  # noqa: F821  (injected by Snakemake)
 
-with open(snakemake.log[0], "w") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
-    torch.set_num_threads(max(1, snakemake.threads))
+with open(smk.log[0], "w") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
+    torch.set_num_threads(max(1, smk.threads))
     summary = run_evaluate(
-        model_path=snakemake.input.model,
-        split_path=snakemake.input.split,
-        identities_h5=snakemake.input.identities,
-        feature_paths=list(snakemake.input.features),
-        out_metrics=snakemake.output.metrics,
-        out_per_identity=snakemake.output.per_identity,
-        out_predictions=snakemake.output.predictions,
-        ground_truth_h5=snakemake.input.ground_truth[0] if snakemake.input.ground_truth else None,
-        face_model=dict(snakemake.params.face_model),
-        settings=dict(snakemake.params.settings),
-        device=snakemake.params.settings.get("device", "auto"),
+        model_path=smk.input.model,
+        split_path=smk.input.split,
+        identities_h5=smk.input.identities,
+        feature_paths=list(smk.input.features),
+        out_metrics=smk.output.metrics,
+        out_per_identity=smk.output.per_identity,
+        out_predictions=smk.output.predictions,
+        ground_truth_h5=smk.input.ground_truth[0] if smk.input.ground_truth else None,
+        face_model=face_model_settings(smk.params.face_model, smk.params.assets),
+        settings=dict(smk.params.settings),
+        device=smk.params.settings.get("device", "auto"),
     )
     for row in summary:
         print(row["method"], row["target"], "are_mean", row["are_mean"], "rmse", row["rmse"])

@@ -16,7 +16,7 @@ with open(smk.log[0], "w", encoding="utf-8") as log_fh:
     logging.basicConfig(stream=log_fh, level=logging.INFO, format="%(levelname)s %(message)s")
     if smk.rule == "features_shard":
         cfg = FeatureConfig.from_mapping(dict(smk.params.settings))
-        res = features_shard(smk.input.h5, smk.output.h5, cfg)
+        res = features_shard(smk.input.h5, smk.output.h5, cfg, workers=smk.threads)
     else:
         res = {"rejected": collect_rejects(smk.input.shards, smk.output.rejects)}
     logging.info("%s: %s", smk.rule, res)

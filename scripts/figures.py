@@ -1,40 +1,37 @@
 """Snakemake entry point of rule `figures` (thin: parse snakemake.*, call vox3d.figures)."""
 
-import _repo  # noqa: F401  (puts the repository on sys.path)
-
 import contextlib
-from pathlib import Path
+
+import _repo  # noqa: F401  (puts the repository on sys.path)
+import h5py
 
 from vox3d import figures
+from vox3d.evaluate import face_model_from_config, face_model_settings
 from vox3d.split import read_meta
-from vox3d.train import face_model_from_config
 
-snakemake = globals()["snakemake"]  # injected by Snakemake's script: directive
-inp, out, params = snakemake.input, snakemake.output, snakemake.params
+smk = snakemake  # noqa: F821  (injected by Snakemake)
+inp, out = smk.input, smk.output
 
-with open(snakemake.log[0], "w") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
+with open(smk.log[0], "w") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
     figures.plot_are_bars(inp.metrics, out.are)
     figures.plot_training_curves(inp.log_csv, out.curves)
-    od = Path(params.out_dir)
     meta = read_meta(inp.meta[0]) if inp.meta else {}
     figures.plot_dataset_stats(
         out.stats,
-        manifest_tsv=od / "manifest.tsv",
-        fit_stats_tsv=od / "fit" / "stats.tsv",
-        rejects_tsvs=[od / s / "rejects.tsv" for s in ("extract", "fit", "features")],
+        manifest_tsv=inp.manifest,
+        fit_stats_tsv=inp.fit_stats,
+        rejects_tsvs=list(inp.rejects),
         split_tsv=inp.split,
         genders={k: m.gender for k, m in meta.items()},
     )
-    import h5py
-
     with h5py.File(inp.predictions, "r") as f:
         n_id = int(f.attrs["n_id"])
-    fm = face_model_from_config(dict(params.face_model), n_id=n_id)
+    settings = face_model_settings(smk.params.face_model, smk.params.assets)
     figures.plot_identity_panels(
         inp.predictions,
-        fm,
+        face_model_from_config(settings, n_id=n_id),
         out.identities,
-        n=int(params.settings.get("n_figures", 4)),
+        n=int(smk.params.settings.get("n_figures", 4)),
         fit_shards=list(inp.fit_shards),
         extract_shards=list(inp.extract_shards),
     )

@@ -1,24 +1,24 @@
 """Snakemake entry point of rule `train` (thin: parse snakemake.*, call vox3d.train)."""
 
-import _repo  # noqa: F401  (puts the repository on sys.path)
-
 import contextlib
 from pathlib import Path
 
+import _repo  # noqa: F401  (puts the repository on sys.path)
 import torch
 
+from vox3d.evaluate import face_model_settings
 from vox3d.train import run_train
 
-snakemake = globals()["snakemake"]  # injected by Snakemake's script: directive
+smk = snakemake  # noqa: F821  (injected by Snakemake)
 
-with open(snakemake.log[0], "w") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
-    torch.set_num_threads(max(1, snakemake.threads))
+with open(smk.log[0], "w") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
+    torch.set_num_threads(max(1, smk.threads))
     run_train(
-        settings=dict(snakemake.params.settings),
-        feature_paths=list(snakemake.input.features),
-        identities_h5=snakemake.input.identities,
-        meta_csv=snakemake.input.meta[0] if snakemake.input.meta else None,
-        out_dir=Path(snakemake.output.model).parent,
-        face_model=dict(snakemake.params.face_model),
-        threads=snakemake.threads,
+        settings=dict(smk.params.settings),
+        feature_paths=list(smk.input.features),
+        identities_h5=smk.input.identities,
+        meta_csv=smk.input.meta[0] if smk.input.meta else None,
+        out_dir=Path(smk.output.model).parent,
+        face_model=face_model_settings(smk.params.face_model, smk.params.assets),
+        threads=smk.threads,
     )

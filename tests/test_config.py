@@ -32,6 +32,12 @@ def test_defaults_filled(cfg):
     del cfg["shard_size"]
     out = validate_config(cfg)
     assert out["extract"]["frame_rate"] == 5.0 and out["shard_size"] == 64
+    del cfg["extract"]  # a whole missing section gets its defaults too
+    assert validate_config(cfg)["extract"] == {
+        "frame_rate": 5.0,
+        "min_duration": 1.0,
+        "decoder": "pyav",
+    }
 
 
 def test_every_schema_key_has_a_default_or_a_value(cfg):

@@ -84,7 +84,9 @@ def _write_inputs(tmp_path, n_ids=12, k=6, seed=0):
             t = int(rng.integers(200, 400))
             f = (coef[i] @ mix + rng.normal(size=(t, 64))).astype(np.float32)
             nan = np.full(64, np.nan, np.float32)
-            kept.append(Utterance(f"{ident}/yt{u}/00001.mp4", ident, UtteranceFeatures(f, nan, nan, 1)))
+            kept.append(
+                Utterance(f"{ident}/yt{u}/00001.mp4", ident, UtteranceFeatures(f, nan, nan, 1))
+            )
     write(tmp_path / "features" / "shard-00000.h5", kept, [], FeatureConfig())
     with h5py.File(tmp_path / "identities.h5", "w", libver="latest") as f:
         f.create_dataset("identity", data=np.array(names, dtype=object), dtype=h5py.string_dtype())
@@ -93,7 +95,9 @@ def _write_inputs(tmp_path, n_ids=12, k=6, seed=0):
         f.attrs["n_id"] = k
     first = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     lines = ["VoxCeleb1 ID\tVGGFace1 ID\tGender\tNationality\tSet"]
-    lines += [f"{n}\t{first[(2 * i) % 26]}name_{i}\t{'mf'[i % 2]}\tX\tdev" for i, n in enumerate(names)]
+    lines += [
+        f"{n}\t{first[(2 * i) % 26]}name_{i}\t{'mf'[i % 2]}\tX\tdev" for i, n in enumerate(names)
+    ]
     (tmp_path / "meta.csv").write_text("\n".join(lines) + "\n")
     return names, coef
 
@@ -101,25 +105,47 @@ def _write_inputs(tmp_path, n_ids=12, k=6, seed=0):
 @pytest.mark.slow
 def test_train_evaluate_figures_on_stage_formats(tmp_path):
     from vox3d import figures
-    from vox3d.evaluate import run_evaluate
+    from vox3d.evaluate import face_model_from_config, run_evaluate
     from vox3d.io import read_tsv
-    from vox3d.train import face_model_from_config, run_train
+    from vox3d.train import run_train
 
     names, coef = _write_inputs(tmp_path)
     shards = [tmp_path / "features" / "shard-00000.h5"]
-    settings = {"preset": "demo", "steps": 150, "batch_size": 16, "crop_min": 50, "crop_max": 150,
-                "checkpoint_every": 50, "lr": 2e-3, "device": "cpu", "split": "auto"}
-    final = run_train(settings, shards, tmp_path / "identities.h5", tmp_path / "meta.csv",
-                      tmp_path / "train", face_model={"name": "ict", "subset": "face"}, threads=1)
+    settings = {
+        "preset": "demo",
+        "steps": 150,
+        "batch_size": 16,
+        "crop_min": 50,
+        "crop_max": 150,
+        "checkpoint_every": 50,
+        "lr": 2e-3,
+        "device": "cpu",
+        "split": "auto",
+    }
+    final = run_train(
+        settings,
+        shards,
+        tmp_path / "identities.h5",
+        tmp_path / "meta.csv",
+        tmp_path / "train",
+        face_model={"name": "ict", "subset": "face"},
+        threads=1,
+    )
     train_ids, val_ids = final["identities"], final["val_identities"]
     assert final["split_method"] == "names" and not set(train_ids) & set(val_ids)
     h = final["history"]
     assert h[-1]["loss"] < h[0]["loss"]
     summ = run_evaluate(
-        tmp_path / "train" / "model.pt", tmp_path / "train" / "split.tsv", tmp_path / "identities.h5",
-        shards, tmp_path / "ev" / "metrics.tsv", tmp_path / "ev" / "per_identity.tsv",
-        tmp_path / "ev" / "predictions.h5", face_model={"name": "ict", "subset": "face"},
-        settings={"bootstrap": 200}, device="cpu",
+        tmp_path / "train" / "model.pt",
+        tmp_path / "train" / "split.tsv",
+        tmp_path / "identities.h5",
+        shards,
+        tmp_path / "ev" / "metrics.tsv",
+        tmp_path / "ev" / "per_identity.tsv",
+        tmp_path / "ev" / "predictions.h5",
+        face_model={"name": "ict", "subset": "face"},
+        settings={"bootstrap": 200},
+        device="cpu",
     )
     rows = read_tsv(tmp_path / "ev" / "metrics.tsv")
     assert {r["method"] for r in rows} == {"model", "mean_face", "gender_mean"}
@@ -132,7 +158,11 @@ def test_train_evaluate_figures_on_stage_formats(tmp_path):
     fm = face_model_from_config({"name": "ict", "subset": "face"}, n_id=coef.shape[1])
     figures.plot_are_bars(tmp_path / "ev" / "metrics.tsv", tmp_path / "ev" / "are.png")
     figures.plot_training_curves(tmp_path / "train" / "log.csv", tmp_path / "ev" / "curves.png")
-    figures.plot_dataset_stats(tmp_path / "ev" / "stats.png", split_tsv=tmp_path / "train" / "split.tsv")
-    figures.plot_identity_panels(tmp_path / "ev" / "predictions.h5", fm, tmp_path / "ev" / "ids.png", n=2)
+    figures.plot_dataset_stats(
+        tmp_path / "ev" / "stats.png", split_tsv=tmp_path / "train" / "split.tsv"
+    )
+    figures.plot_identity_panels(
+        tmp_path / "ev" / "predictions.h5", fm, tmp_path / "ev" / "ids.png", n=2
+    )
     for p in ("are", "curves", "stats", "ids"):
         assert (tmp_path / "ev" / f"{p}.png").stat().st_size > 5000

@@ -23,6 +23,7 @@ from vox3d.video import (
     MediaError,
     NearestFrameSelector,
     decode,
+    expected_frame_count,
     select_frame_indices,
     to_mono_16k,
 )
@@ -183,6 +184,7 @@ def test_rerun_gives_identical_bytes(corpus, tmp_path):
     assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
 
 
+@pytest.mark.slow
 def test_killed_then_resumed_shard(corpus, tmp_path):
     root, _ = corpus
     rows = [r for r in build_manifest(root, progress=False) if not r["path"].startswith("broken/")]
@@ -268,6 +270,10 @@ def test_selector_rules():
     assert select_frame_indices([0.0, 0.04, 0.08, 0.12], 5.0) == [0]
     sel = NearestFrameSelector(5.0)
     assert sel.finish() == []
+    for n, fps in [(108, 25.0), (244, 25.0), (90, 30.0), (7, 3.0)]:
+        times = np.arange(n) / fps
+        assert expected_frame_count(n, fps, 5.0) == len(select_frame_indices(times, 5.0))
+    assert expected_frame_count(108, 25.0, 5.0) == 22
 
 
 def test_to_mono_16k_mixes_and_resamples():
@@ -321,6 +327,7 @@ def test_snakemake_manifest_extract_end_to_end(corpus, tmp_path):
         "extract",
         "--cores",
         "2",
+        "--nolock",  # outputs are in tmp_path; do not contend with other runs in the repo
         "--config",
         f"videos_dir={root}",
         f"out_dir={out}",
@@ -339,3 +346,46 @@ def test_snakemake_manifest_extract_end_to_end(corpus, tmp_path):
     assert int(stats[-1]["extracted"]) == len(src) - len(BAD_REASONS)
     for rule in ("manifest", "extract_shard", "extract"):
         assert any((out / "logs" / rule).iterdir()) and any((out / "benchmarks" / rule).iterdir())
+
+
+@pytest.mark.parametrize("decoder", ["pyav", "ffmpeg"])
+def test_cut_streamable_mp4_is_rejected(real_clips, tmp_path, decoder):
+    """An mp4 with its index first (faststart) cut in half opens fine but decodes half."""
+    root = tmp_path / "v"
+    (root / "a" / "y").mkdir(parents=True)
+    (root / "b" / "y").mkdir(parents=True)
+    whole = tmp_path / "fs.mp4"
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-y", "-i", str(real_clips[3]), "-c", "copy",
+         "-movflags", "+faststart", str(whole)],
+        check=True,
+    )  # fmt: skip
+    data = whole.read_bytes()
+    (root / "a" / "y" / "cut.mp4").write_bytes(data[: len(data) // 2])
+    shutil.copyfile(real_clips[0], root / "b" / "y" / "ok.mp4")
+    write_manifest(build_manifest(root, progress=False), tmp_path / "m.tsv", tmp_path / "s", 10)
+    extract_shard(tmp_path / "s" / "shard-00000.tsv", root, tmp_path / "x.h5", decoder=decoder,
+                  progress=False)  # fmt: skip
+    with ExtractShard(tmp_path / "x.h5") as s:
+        assert [v["video"] for v in s.videos] == ["b/y/ok.mp4"]
+        (rj,) = s.rejects
+    assert rj["path"] == "a/y/cut.mp4" and rj["code"] == "truncated"
+    assert "truncated or damaged: only" in rj["reason"]
+
+
+def test_files_outside_identity_folders(real_clips, bad_files, tmp_path):
+    """Files directly in videos_dir: rejected, a broken one with its own reason."""
+    root = tmp_path / "v"
+    (root / "id1" / "yt").mkdir(parents=True)
+    shutil.copyfile(real_clips[0], root / "id1" / "yt" / "ok.mp4")
+    shutil.copyfile(real_clips[1], root / "top.mp4")
+    shutil.copyfile(bad_files["no_audio"], root / "no_audio.mp4")
+    shutil.copyfile(bad_files["empty"], root / "empty.mp4")
+    write_manifest(build_manifest(root, progress=False), tmp_path / "m.tsv", tmp_path / "s", 10)
+    extract_shard(tmp_path / "s" / "shard-00000.tsv", root, tmp_path / "x.h5", progress=False)
+    with ExtractShard(tmp_path / "x.h5") as s:
+        assert [v["video"] for v in s.videos] == ["id1/yt/ok.mp4"]
+        reasons = {r["path"]: r["reason"] for r in s.rejects}
+    assert reasons["top.mp4"].startswith("not in an identity folder")
+    assert reasons["no_audio.mp4"] == "no audio stream (video only)"
+    assert reasons["empty.mp4"] == "empty file (0 bytes)"

@@ -59,9 +59,7 @@ def test_bad_audio_rejected_with_reasons_and_shard_completes(tmp_path):
     assert [u.video for u in kept] == ["good/v/1.mp4", "dc/v/1.mp4"]
     out = tmp_path / "f.h5"
     features.write(out, kept, rejects, cfg, source="test")
-    assert features.read_rejects(out) == sorted(rejects, key=lambda r: r["path"]) or len(
-        features.read_rejects(out)
-    ) == len(rejects)
+    assert features.read_rejects(out) == rejects
     tsv = tmp_path / "rejects.tsv"
     assert features.collect_rejects([out], tsv) == 6
     rows = read_tsv(tsv)
@@ -75,7 +73,15 @@ def test_dc_offset_removed_and_features_close_to_clean():
     assert dc.dc_offset == pytest.approx(0.2, abs=1e-3)
     assert any("DC offset" in n for n in dc.notes)
     assert dc.voiced_samples == clean.voiced_samples
-    assert np.abs(dc.frames - clean.frames).max() < 0.05
+    diff = np.abs(dc.frames - clean.frames)
+    # equal except frames of digital silence (log floor), where a 1-2 LSB residue shows
+    assert np.median(diff) < 0.02
+    corr = np.corrcoef(dc.frames.ravel(), clean.frames.ravel())[0, 1]
+    assert corr > 0.99
+    raw = fbank.utterance_features(speech + 0.2, cfg=fbank.FeatureConfig(max_dc=1.0))
+    assert not raw.notes
+    raw_corr = np.corrcoef(raw.frames.ravel(), clean.frames.ravel())[0, 1]
+    assert raw_corr < corr
 
 
 def test_other_rates_and_stereo_are_resampled():
@@ -84,7 +90,9 @@ def test_other_rates_and_stereo_are_resampled():
 
     up = soxr.resample(speech, 16000, 44100, quality="HQ")
     stereo = np.stack([up, up], axis=1)
-    kept, rejects = features.compute([("a/b/c.wav", "a", stereo)], fbank.FeatureConfig(), sr=44100, progress=False)
+    kept, rejects = features.compute(
+        [("a/b/c.wav", "a", stereo)], fbank.FeatureConfig(), sr=44100, progress=False
+    )
     assert not rejects
     f = kept[0].feats
     clean = fbank.utterance_features(speech)
@@ -98,7 +106,9 @@ def test_other_rates_and_stereo_are_resampled():
 
 def test_shard_layout_attributes_float16_and_same_bytes(tmp_path):
     names = ["pcavs00086_00086", "pcavs00373_00373"]
-    items = [(f"{n.split('_')[0]}/yt/{n.split('_')[1]}.mp4", n.split("_")[0], _speech(n)) for n in names]
+    items = [
+        (f"{n.split('_')[0]}/yt/{n.split('_')[1]}.mp4", n.split("_")[0], _speech(n)) for n in names
+    ]
     cfg = fbank.FeatureConfig()
     kept, rejects = features.compute(items, cfg, progress=False)
     a, b = tmp_path / "a.h5", tmp_path / "b.h5"
@@ -110,9 +120,22 @@ def test_shard_layout_attributes_float16_and_same_bytes(tmp_path):
         assert h["frames"].shape == (477 + 461, 64)
         assert h["frames"].chunks == (features.CHUNK_FRAMES, 64)
         assert h["frames"].compression == features.COMPRESSION
-        for k in ("n_mels", "f_min", "f_max", "n_fft", "win_length", "hop_length", "preemphasis",
-                  "vad_aggressiveness", "log_floor", "norm_eps", "kind", "version_numpy",
-                  "version_webrtcvad_wheels", "version_vox3d"):
+        for k in (
+            "n_mels",
+            "f_min",
+            "f_max",
+            "n_fft",
+            "win_length",
+            "hop_length",
+            "preemphasis",
+            "vad_aggressiveness",
+            "log_floor",
+            "norm_eps",
+            "kind",
+            "version_numpy",
+            "version_webrtcvad_wheels",
+            "version_vox3d",
+        ):
             assert k in h.attrs, k
         assert h.attrs["format"] == fbank.FORMAT and not h.attrs["repeated"]
         assert list(h["index/offset"][()]) == [0, 477] and list(h["index/length"][()]) == [477, 461]
@@ -121,7 +144,7 @@ def test_shard_layout_attributes_float16_and_same_bytes(tmp_path):
     assert ix["identity"] == ["pcavs00086", "pcavs00373"]
     for i, n in enumerate(names):
         assert np.array_equal(features.read_utterance(a, i, repeat=True), np.load(REF / f"{n}.npy"))
-    # float16 storage: error well below the 1e-3 parity budget? no: measured, bounded here
+    # float16 storage: error at most half a float16 ulp of the largest value
     c = tmp_path / "c.h5"
     features.write(c, kept, rejects, fbank.FeatureConfig(float16=True))
     with h5py.File(c) as h:
@@ -142,7 +165,8 @@ def test_cmp_npy_folder_round_trips_through_featurestore(tmp_path):
     # two stored arrays are longer than 1000 frames (kept whole); the rest were tiled
     assert lengths["rand_id00004/_2wZVvsQYFg/00002"] == 1751
     assert lengths["rand_id00005/0nH78dDh0N0/00003"] == 1269
-    assert all(v <= 1000 for k, v in lengths.items() if "00004/_2wZ" not in k and "00003" not in k[-5:]) or True
+    assert sorted(lengths.values())[:13] == sorted(v for v in lengths.values() if v < 1000)
+    assert sum(v < 1000 for v in lengths.values()) == 13
     store = FeatureStore([out], mode="eval")
     assert store.identities == [f"rand_id0000{i}" for i in range(1, 6)]
     for i, u in enumerate(store.utterances):
@@ -171,15 +195,27 @@ def _write_extract_fixture(path, items):
     lens = np.array([len(a) for _, _, a in items], np.int64)
     offs = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
     cols = {
-        "video": [v for v, _, _ in items], "identity": [i for _, i, _ in items],
-        "duration_s": lens / 16000.0, "audio_offset": offs, "audio_length": lens,
-        "frame_offset": np.zeros(len(items), np.int64), "frame_count": np.zeros(len(items), np.int64),
-        "height": np.zeros(len(items), np.int64), "width": np.zeros(len(items), np.int64),
+        "video": [v for v, _, _ in items],
+        "identity": [i for _, i, _ in items],
+        "duration_s": lens / 16000.0,
+        "audio_offset": offs,
+        "audio_length": lens,
+        "frame_offset": np.zeros(len(items), np.int64),
+        "frame_count": np.zeros(len(items), np.int64),
+        "height": np.zeros(len(items), np.int64),
+        "width": np.zeros(len(items), np.int64),
         "av_offset": np.zeros(len(items)),
     }
     with h5py.File(path, "w") as f:
-        f.attrs.update({"format": extract.FORMAT, "format_version": extract.FORMAT_VERSION,
-                        "sample_rate": 16000, "frame_rate": 5.0, "decoder": "pyav"})
+        f.attrs.update(
+            {
+                "format": extract.FORMAT,
+                "format_version": extract.FORMAT_VERSION,
+                "sample_rate": 16000,
+                "frame_rate": 5.0,
+                "decoder": "pyav",
+            }
+        )
         f.create_dataset("audio", data=audio)
         f.create_dataset("frame_times", data=np.zeros(0))
         f.create_group("frames")
@@ -203,6 +239,10 @@ def test_features_shard_from_extract_shard(tmp_path):
     assert ix["attrs"]["source"] == "shard-00000.h5"
     ref = np.load(REF / "pcavs00086_00086.npy")
     assert np.array_equal(features.read_utterance(out, 0, repeat=True), ref)
+    # two worker processes: same file, byte for byte
+    out2 = tmp_path / "features" / "two.h5"
+    assert features.features_shard(ex, out2, progress=False, workers=2) == res
+    assert filecmp.cmp(out, out2, shallow=False)
 
 
 @pytest.mark.slow
@@ -218,8 +258,13 @@ def test_real_clips_through_manifest_extract_features(tmp_path):
     rows = build_manifest(DATA_ROOT / "real" / "voxceleb", None, "pyav", 1)
     write_manifest(rows, tmp_path / "manifest.tsv", tmp_path / "shards", 64)
     ex = tmp_path / "extract.h5"
-    extract.extract_shard(tmp_path / "shards" / "shard-00000.tsv", DATA_ROOT / "real" / "voxceleb",
-                          ex, decoder="ffmpeg", progress=False)
+    extract.extract_shard(
+        tmp_path / "shards" / "shard-00000.tsv",
+        DATA_ROOT / "real" / "voxceleb",
+        ex,
+        decoder="ffmpeg",
+        progress=False,
+    )
     out = tmp_path / "features.h5"
     assert features.features_shard(ex, out, progress=False) == {"utterances": 10, "rejected": 0}
     store = FeatureStore([out], mode="eval")

@@ -10,7 +10,6 @@ import pytest
 from vox3d.io import read_tsv
 from vox3d.manifest import (
     MANIFEST_COLUMNS,
-    NO_IDENTITY,
     build_manifest,
     find_videos,
     list_shards,
@@ -32,6 +31,7 @@ def tree(tmp_path_factory, real_clips, other_clips, bad_files):
         "depth2/only.webm": [p for p in other_clips if p.suffix == ".webm"][0],
         "deep/a/b/c.avi": [p for p in other_clips if p.suffix == ".avi"][0],
         "top.mp4": real_clips[2],
+        "top_empty.mp4": bad_files["empty"],
         "bad/x/empty.mp4": bad_files["empty"],
         "bad/x/not_a_video.mp4": bad_files["not_a_video"],
         "bad/x/truncated.mp4": bad_files["truncated"],
@@ -50,7 +50,7 @@ def test_find_videos(tree):
     assert found == sorted(found)
     assert "id10002/yt 2/ütt é.MP4" in found
     assert "id10001/yt1/notes.txt" not in found and not any(p.startswith(".") for p in found)
-    assert len(found) == 9
+    assert len(found) == 10
 
 
 def test_parse_layout():
@@ -93,7 +93,8 @@ def test_build_manifest(tree, data_root):
     assert g["gender"] == ""  # not in the metadata
     assert by["depth2/only.webm"]["identity"] == "depth2"
     assert by["deep/a/b/c.avi"]["youtube_id"] == "a/b"
-    assert by["top.mp4"]["probe_error"] == NO_IDENTITY
+    assert (by["top.mp4"]["identity"], by["top.mp4"]["probe_error"]) == ("", "")
+    assert by["top_empty.mp4"]["probe_error"] == "empty file (0 bytes)"  # its own reason
     assert by["bad/x/empty.mp4"]["probe_error"] == "empty file (0 bytes)"
     assert "not a video" in by["bad/x/not_a_video.mp4"]["probe_error"]
     assert "truncated" in by["bad/x/truncated.mp4"]["probe_error"]

@@ -9,7 +9,18 @@ import numpy as np
 import pytest
 from render_reference import reference_normals, reference_render
 
-from vox3d.render import Light, Mesh, render, render_batch, render_full, render_meshes, vertex_normals
+from vox3d.paths import ICT_FACEKIT
+from vox3d.render import (
+    Light,
+    Mesh,
+    fit_to_image,
+    render,
+    render_batch,
+    render_full,
+    render_meshes,
+    render_shape,
+    vertex_normals,
+)
 
 H = W = 64
 
@@ -192,7 +203,6 @@ def test_degenerate_nan_and_bad_indices_are_skipped():
 
 
 def test_depth_test_and_several_meshes():
-    rng = np.random.default_rng(5)
     v1, t1 = grid_mesh(n=8, seed=1, z_wave=False)  # z = 10
     v2 = v1.copy()
     v2[:, 2] = 5 + 10 * (v2[:, 0] / W)  # a slope crossing z = 10 at x = W / 2
@@ -212,7 +222,9 @@ def test_batch_threads_and_gil_release_give_identical_images():
     scenes = [random_soup(rng, n_tri=40) for _ in range(6)]
     light = Light.phong()
     singles = [render(v, t, c, size=(H, W), light=light) for v, t, c in scenes]
-    batch = render_batch([Mesh(v, t, c) for v, t, c in scenes], sizes=(H, W), light=light, threads=2)
+    batch = render_batch(
+        [Mesh(v, t, c) for v, t, c in scenes], sizes=(H, W), light=light, threads=2
+    )
     assert all(np.array_equal(a, b) for a, b in zip(singles, batch, strict=True))
     for v, t, c in scenes[:2]:
         assert np.array_equal(
@@ -276,3 +288,39 @@ def test_bad_arguments_raise():
         render(v[:, :2], t, size=(8, 8))
     with pytest.raises(ValueError):
         render(v, t, np.zeros((2, 3)), size=(8, 8))
+
+
+@pytest.mark.skipif(not ICT_FACEKIT.exists(), reason="ICT-FaceKit asset missing")
+def test_ict_face_matches_reference_lit():
+    from vox3d import params as P
+    from vox3d.face_model import load_face_model
+
+    m = load_face_model("ict", subset="narrow_face")
+    pose = P.srt_to_pose(2.6 * 120 / 64, P.euler_to_rotation(0.4, 0.1, 0.05), [60, 65, 0])
+    iv = P.to_image(P.transform_vertices(m.mean, pose), [0, 0, H, W])
+    cols = ((m.mean - m.mean.min(0)) / np.ptp(m.mean, axis=0)).astype(np.float32)
+    light = Light.phong()
+    ours = render_full(iv, m.triangles, cols, size=(H, W), light=light)
+    ref = reference_render(
+        [(iv, m.triangles, cols)],
+        H,
+        W,
+        light=(light.ambient, light.directional, light.specular, light.shininess),
+    )
+    assert _agree(ours, ref[0], ref[1], ours.mask) > 1000
+
+
+def test_render_shape_fits_mesh_into_image():
+    import trimesh
+
+    s = trimesh.creation.icosphere(subdivisions=3)
+    img = render_shape(s.vertices, s.faces.astype(np.int32), size=(80, 100))
+    assert img.shape == (80, 100, 3)
+    covered = img.max(-1) > 0
+    ys, xs = np.nonzero(covered)
+    # a sphere filling 85% of the smaller side, centred
+    assert abs(np.ptp(ys) + 1 - 0.85 * 80) <= 2 and abs(xs.mean() - 49.5) < 1
+    # lit from the upper left (towards the viewer): upper-left brighter than lower-right
+    assert img[25, 40].mean() > img[55, 60].mean()
+    v = fit_to_image(s.vertices, 64)
+    assert v[:, 2].min() == 0 and v[np.argmax(s.vertices[:, 2]), 2] == v[:, 2].max()

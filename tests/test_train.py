@@ -54,10 +54,26 @@ def test_batches_deterministic_and_cropped():
 
 def test_loss_falls_on_toy_data(tmp_path):
     feats, ids, coef, basis = toy_data()
-    cfg = TrainConfig(steps=60, batch_size=16, lr=2e-3, crop_min=40, crop_max=80,
-                      checkpoint_every=20, eval_every=20, log_every=10, model=SMALL_MODEL)
-    final = train(cfg, UtteranceBank(feats, ids), Targets(coef, basis), tmp_path,
-                  device="cpu", progress=False, threads=1)
+    cfg = TrainConfig(
+        steps=60,
+        batch_size=16,
+        lr=2e-3,
+        crop_min=40,
+        crop_max=80,
+        checkpoint_every=20,
+        eval_every=20,
+        log_every=10,
+        model=SMALL_MODEL,
+    )
+    final = train(
+        cfg,
+        UtteranceBank(feats, ids),
+        Targets(coef, basis),
+        tmp_path,
+        device="cpu",
+        progress=False,
+        threads=1,
+    )
     h = final["history"]
     assert h[-1]["loss"] < 0.5 * h[0]["loss"], [r["loss"] for r in h]
     assert h[-1]["loss_vertex"] < h[0]["loss_vertex"]

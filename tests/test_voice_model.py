@@ -13,7 +13,11 @@ def test_encoder_layers_match_cmp():
     enc = VoiceEncoder()
     convs = [m for m in enc.modules() if isinstance(m, torch.nn.Conv1d)]
     assert [(c.in_channels, c.out_channels) for c in convs] == [
-        (64, 256), (256, 384), (384, 576), (576, 864), (864, 64)
+        (64, 256),
+        (256, 384),
+        (384, 576),
+        (576, 864),
+        (864, 64),
     ]
     assert all(c.kernel_size == (3,) and c.stride == (2,) and c.padding == (1,) for c in convs)
     assert [c.bias is not None for c in convs] == [False] * 4 + [True]
@@ -48,10 +52,36 @@ def test_destandardise_roundtrip_and_load(tmp_path):
     m.target_std.copy_(torch.full((5,), 2.0))
     c = torch.randn(3, 5)
     torch.testing.assert_close(m.destandardise(m.standardise(c)), c)
-    save_checkpoint(tmp_path / "m.pt", {"model": m.state_dict(), "model_config": m.cfg.to_dict(),
-                                         "identities": ["a", "b"]})
+    save_checkpoint(
+        tmp_path / "m.pt",
+        {"model": m.state_dict(), "model_config": m.cfg.to_dict(), "identities": ["a", "b"]},
+    )
     m2, meta = load_model(tmp_path / "m.pt")
     assert meta["identities"] == ["a", "b"]
     x = torch.randn(2, 120, 64)
     m.eval()
     torch.testing.assert_close(m2.coefficients(x), m.coefficients(x))
+
+
+def test_real_cmp_features_through_reader_and_encoder(tmp_path):
+    """preprocessed_MFCC -> feature shard -> FeatureStore (eval and train) -> encoder."""
+    from vox3d.features import features_from_cmp_npy
+    from vox3d.featurestore import FeatureStore
+    from vox3d.train import load_utterances
+
+    root = CMP_DIR / "preprocessed_MFCC"
+    shard = tmp_path / "cmp.h5"
+    assert features_from_cmp_npy(root, shard) == 15
+    utts = load_utterances([shard])
+    assert sorted(utts) == sorted(p.name for p in root.iterdir())
+    # the reader gives back CMP's stored arrays exactly
+    first = sorted((root / sorted(utts)[0]).rglob("*.npy"))[0]
+    assert any(np.array_equal(u, np.load(first)) for u in utts[sorted(utts)[0]])
+    model = VoiceToShape(ModelConfig(n_out=40)).eval()
+    store = FeatureStore([shard], crop=(300, 800), mode="train", seed=0)
+    x, label = store[0]
+    assert 300 <= x.shape[0] <= 800 and x.shape[1] == 64
+    with torch.no_grad():
+        z = model(torch.as_tensor(x)[None])
+    assert z.shape == (1, 40) and torch.isfinite(z).all()
+    assert 0 <= int(label) < len(store.identities)

@@ -29,8 +29,10 @@ import numpy as np
 from vox3d import metrics
 
 METHODS = ("model", "mean_face", "gender_mean")
-SUMMARY_COLUMNS = ("method", "target", "n_identities") + tuple(
-    c for m in metrics.METRIC_COLUMNS + ("r2_vertex",) for c in (m, f"{m}_lo", f"{m}_hi")
+SUMMARY_COLUMNS = (
+    ("method", "target", "n_identities")
+    + tuple(c for m in metrics.METRIC_COLUMNS + ("r2_vertex",) for c in (m, f"{m}_lo", f"{m}_hi"))
+    + ("ceiling_r2_vertex",)
 )
 PER_IDENTITY_COLUMNS = (
     ("method", "target", "identity", "n_predictions")
@@ -150,9 +152,53 @@ def predict_utterances(
     return np.stack(out).astype(np.float64) if out else np.zeros((0, model.cfg.n_out))
 
 
+def face_model_settings(face_model: Mapping, assets: Mapping) -> dict:
+    """The config's ``face_model`` section plus its asset paths (``path``, ``tri_path``)."""
+    fm = dict(face_model)
+    fm["path"] = assets.get("ict_facekit") if fm.get("name", "ict") == "ict" else assets.get("bfm")
+    fm["tri_path"] = assets.get("bfm_tri")
+    return fm
+
+
+def face_model_from_config(face_cfg: Mapping, n_id: int | None = None):
+    """Load the face model named by the config's ``face_model`` (+ asset paths) section.
+
+    face_cfg keys: ``name``, ``subset``, ``n_id``, ``n_exp``, ``path`` (ICT archive or BFM
+    pickle), ``tri_path``; ``n_id`` overrides (the targets' coefficient count).
+    """
+    from vox3d.face_model import load_face_model
+
+    name = face_cfg.get("name", "ict")
+    kw = {
+        "subset": face_cfg.get("subset", "face"),
+        "n_id": int(n_id if n_id is not None else face_cfg.get("n_id", 40)),
+        "n_exp": int(face_cfg.get("n_exp", 0)),
+    }
+    if face_cfg.get("path"):
+        kw["path"] = face_cfg["path"]
+    if face_cfg.get("tri_path"):
+        kw["tri_path"] = face_cfg["tri_path"]
+    return load_face_model(name, **kw)
+
+
 # --------------------------------------------------------------------------------------
 # I/O edge: the `evaluate` rule
 # --------------------------------------------------------------------------------------
+
+
+def _voice_ceiling(path) -> float | None:
+    """The corpus card's ceiling: vertex-space R^2 predictable from the voice (attribute
+    ``voice_ceiling`` of the synthetic ``ground_truth.h5``), or None."""
+    import json
+
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        raw = f.attrs.get("voice_ceiling")
+    try:
+        return float(json.loads(raw)["r2_vertex"]) if raw is not None else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def run_evaluate(
@@ -191,9 +237,11 @@ def run_evaluate(
     fitted = {i: c.astype(np.float64) for i, c in zip(ids, coef, strict=True)}
     k = coef.shape[1]
     targets = {"fitted": {i: fitted[i] for i in val_ids if i in fitted}}
+    ceiling = None
     if ground_truth_h5 and Path(ground_truth_h5).is_file():
         gt = vdata.read_ground_truth(ground_truth_h5)
         targets["ground_truth"] = {i: gt[i][:k] for i in val_ids if i in gt}
+        ceiling = _voice_ceiling(ground_truth_h5)
 
     utts = vdata.load_utterances(feature_paths, val_ids)
     preds: dict[str, dict[str, np.ndarray]] = {"model": {}}
@@ -202,13 +250,15 @@ def run_evaluate(
     train_coef = {i: fitted[i] for i in train_ids if i in fitted}
     preds.update(baseline_predictions(train_coef, genders, sorted(utts)))
 
-    fm = vdata.face_model_from_config(face_model or {}, n_id=k)
+    fm = face_model_from_config(face_model or {}, n_id=k)
     vset = settings.get("vertex_set", "face")
     midx = fm.vertex_sets.get(vset) if vset else None
     train_mean = np.mean(np.stack(list(train_coef.values())), axis=0)
     summary, per_id = evaluate_predictions(
         preds, targets, fm.mean, fm.id_basis, fm.are_pairs, midx, train_mean, scale, n_boot, seed
     )
+    for row in summary:
+        row["ceiling_r2_vertex"] = ceiling if ceiling is not None else ""
     write_tsv(out_metrics, summary, SUMMARY_COLUMNS)
     write_tsv(out_per_identity, per_id, PER_IDENTITY_COLUMNS)
     str_dt = h5py.string_dtype("utf-8")

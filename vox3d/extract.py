@@ -1,17 +1,19 @@
 """Extract stage: per shard, 16 kHz mono audio and frames at ``frame_rate`` into one HDF5 file.
 
 Decoding rules (which samples, which frames, which timestamps) are in :mod:`vox3d.video`.
-Default decoder: ``pyav``. Measured by ``bench/extract.py`` on the shared real clips on this
-2-core machine, in-process PyAV decodes the 224x224 VoxCeleb2 clips at several hundred times
-real time per core, about 3-4x faster than the ``ffmpeg`` command through pipes, which pays
-for an ``ffprobe`` and an ``ffmpeg`` process per video and converts every frame to RGB (not
-only the kept ones). Their outputs are identical (frames, timestamps, and audio bit for bit
-for PCM / MPEG audio; AAC within 3e-7 and Opus within a few samples' length because the
-``av`` wheel bundles a newer libavcodec than the system ``ffmpeg``).
+Default decoder: ``pyav``, chosen by measurement. ``bench/extract.py`` on the 17 shared real
+clips (103 s of H.264/AAC, VP9/Opus, MPEG-1/MP2, MJPEG/PCM; one decoder thread; this 2-core
+machine; HDF5 writing included) extracts at a real-time factor of about 58 per core with
+PyAV against about 21 with the ``ffmpeg`` command, 2.8x less CPU: the command pays for an
+``ffprobe`` and an ``ffmpeg`` process per video and converts every frame to RGB, not only
+the kept ones. (With PyAV, decoding is about half of the time, gzip of the frames the rest.)
+The two give identical outputs: frames and timestamps always, audio bit for bit for PCM and
+MPEG audio; AAC differs by at most 3e-7 and Opus by a few ms of length, because the ``av``
+wheel bundles a newer libavcodec (8.x) than the system ``ffmpeg`` (5.1).
 
 HDF5 layout of ``extract/<shard>.h5`` (version :data:`FORMAT_VERSION`; file attributes
 ``format``, ``format_version``, ``sample_rate``, ``frame_rate``, ``min_duration``,
-``decoder``, ``vox3d_version``):
+``decoder``, ``frame_compression``, ``vox3d_version``):
 
 * index, one entry per extracted video (datasets of length V, in manifest order):
   ``video`` (utf-8, the manifest path), ``identity`` (utf-8), ``duration_s`` (float64,
@@ -87,6 +89,11 @@ STATS_COLUMNS = ("shard", "videos", "extracted", "rejected", "audio_s", "frames"
     f"rejected_{c}" for c in REJECT_CODES
 )
 AUDIO_CHUNK = 1 << 16  # samples per HDF5 chunk of `audio`
+#: Frame chunk filter: gzip (zlib) level 1, a standard HDF5 filter. Measured on the 10 real
+#: clips (415 frames, 62.5 MB raw): gzip-1 writes in 0.81 s CPU to 33.2 MB (reads 0.24 s);
+#: lzf is faster (0.44 s, 40.2 MB) but h5py's liblzf leaves its hash table uninitialised,
+#: so the same frames compress to different bytes from run to run (seen here), which breaks
+#: "same input, same bytes".
 FRAME_COMPRESSION = {"compression": "gzip", "compression_opts": 1}
 _STR = h5py.string_dtype("utf-8")
 
@@ -123,8 +130,6 @@ def _dataset(parent: h5py.Group, name: str, data=None, **kw) -> h5py.Dataset:
 
 
 def _code_of_manifest_error(msg: str) -> str:
-    if msg == NO_IDENTITY:
-        return "bad_layout"
     if msg.startswith("empty file"):
         return "empty_file"
     return "unreadable"
@@ -141,6 +146,8 @@ def _check_row(row: dict[str, str], min_duration: float) -> None:
     dur = _float(row.get("duration_s"))
     if dur is not None and dur < min_duration:
         raise MediaError("too_short", f"too short: {dur:.2f} s < min_duration {min_duration:.2f} s")
+    if not row.get("identity"):
+        raise MediaError("bad_layout", NO_IDENTITY)
 
 
 def _float(v: str | None) -> float | None:
@@ -193,6 +200,7 @@ def extract_shard(
                     "frame_rate": float(frame_rate),
                     "min_duration": float(min_duration),
                     "decoder": decoder,
+                    "frame_compression": FRAME_COMPRESSION["compression"],
                     "vox3d_version": __version__,
                 }
             )
@@ -215,10 +223,14 @@ def extract_shard(
                     fps = _float(row.get("fps")) or 25.0
                     span = dec.last_frame_time + 1.0 / fps
                     if dur and span < MIN_DECODED_FRACTION * dur:
+                        why = f" ({dec.extra['error']})" if dec.extra.get("error") else ""
                         raise MediaError(
                             "truncated",
-                            f"truncated: only {span:.2f} s of its {dur:.2f} s could be decoded",
+                            f"truncated or damaged: only {span:.2f} s of its {dur:.2f} s "
+                            f"could be decoded{why}",
                         )
+                    if dec.extra.get("error"):
+                        log.warning("%s: kept what decoded: %s", rel, dec.extra["error"])
                     a_dur = dec.audio.size / SAMPLE_RATE
                     if a_dur < min_duration:
                         raise MediaError(

@@ -363,16 +363,21 @@ def choose_are_pairs(mean: np.ndarray, landmarks68: np.ndarray, candidates=None)
 # ICT-FaceKit: parsing and cache
 # ---------------------------------------------------------------------------------------
 
-_V_LINE = re.compile(rb"^v[ \t]+(\S+)[ \t]+(\S+)[ \t]+(\S+)", re.MULTILINE)
-
 
 def parse_obj_vertices(data: bytes, source: str = "<obj>") -> np.ndarray:
-    """Vertex positions ``(V, 3) float64`` of an OBJ file's ``v`` lines (extra w ignored)."""
-    rows = _V_LINE.findall(data)
-    if not rows:
+    """Vertex positions ``(V, 3) float64`` of an OBJ file's ``v`` lines (extra values, e.g.
+    colours or w, are ignored)."""
+    lines = [ln[2:] for ln in data.split(b"\n") if ln[:2] in (b"v ", b"v\t")]
+    if not lines:
         raise BadModelFileError(f"{source}: no vertices in OBJ")
+    values = b" ".join(lines).split()
+    if len(values) != 3 * len(lines):  # extra values on some lines: take x y z of each
+        parts = [ln.split() for ln in lines]
+        if any(len(p) < 3 for p in parts):
+            raise BadModelFileError(f"{source}: a vertex line has fewer than 3 coordinates")
+        values = [x for p in parts for x in p[:3]]
     try:
-        return np.array(rows, dtype=np.float64)
+        return np.array(values, dtype=np.float64).reshape(-1, 3)
     except ValueError as e:
         raise BadModelFileError(f"{source}: bad vertex line ({e})") from e
 
@@ -755,3 +760,34 @@ __all__ = [
     "model_layout",
     "restrict",
 ]
+
+
+def reconstruct(
+    model: FaceModel,
+    params: np.ndarray,
+    roi_box=None,
+    *,
+    layout=None,
+    size: int = 120,
+) -> np.ndarray:
+    """Parameters ``(n,)`` or ``(B, n)`` -> posed vertices ``(V, 3)`` / ``(B, V, 3)`` float32.
+
+    Without `roi_box`: crop coordinates ``P @ [v; 1]`` (3DDFA-V2 convention, `size` crop);
+    with ``roi_box (4,)`` (or ``(B, 4)``): image coordinates via :func:`vox3d.params.to_image`.
+    `layout` defaults to :func:`model_layout`.
+    """
+    from vox3d import params as prm
+
+    layout = layout or model_layout(model)
+    params = np.asarray(params, dtype=np.float32)
+    single = params.ndim == 1
+    p2 = params[None] if single else params
+    P, a_id, a_exp = prm.split(p2, layout)
+    verts = model.vertices(a_id, a_exp if a_exp.shape[1] else None)
+    out = prm.transform_vertices(verts, P).astype(np.float32)
+    if roi_box is not None:
+        boxes = np.asarray(roi_box, dtype=np.float64).reshape(-1, 4)
+        if len(boxes) == 1:
+            boxes = np.repeat(boxes, len(out), axis=0)
+        out = np.stack([prm.to_image(o, b, size) for o, b in zip(out, boxes, strict=True)])
+    return out[0] if single else out

@@ -13,9 +13,9 @@ reconstructing-faces-from-voices; ``nframe_range = [300, 800]``):
   is ``sampling="identity"`` (an identity uniformly, then one of its utterances), which
   balances identities with different numbers of utterances.
 
-Determinism: all randomness comes from ``numpy.random.default_rng((seed, epoch))`` plans
-drawn for a whole epoch at once, and (with ``batch_size``) per-batch draws from
-``default_rng((seed, epoch, batch, 1))``; nothing depends on the worker that reads an item,
+Determinism: all randomness comes from plans drawn for a whole epoch at once,
+``numpy.random.default_rng((seed, epoch))`` for the items and (with ``batch_size``)
+``default_rng((seed, epoch, 1))`` for the per-batch length and shift; nothing depends on the worker that reads an item,
 so any number of DataLoader workers gives the same batches.  Use the DataLoader's default
 sequential sampler (the plan is already random) with the same ``batch_size``.
 
@@ -182,8 +182,14 @@ class FeatureStore(Dataset):
         return self.identities[int(self.labels[i])]
 
     # ---------------------------------------------------------------- plans
-    def plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """(utterance index, window start) of every item of an epoch, (N,) int64 each."""
+    def plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The random choices of an epoch, drawn at once (vectorised).
+
+        Returns (utterance index, window start) per item, (N,) int64 each, and the
+        per-batch (length, shift), (ceil(N / batch_size),) int64 each (empty without
+        ``batch_size``).  Draws: ``default_rng((seed, epoch))`` for the items,
+        ``default_rng((seed, epoch, 1))`` for the batches.
+        """
         if self._plan_epoch == epoch and self._plan is not None:
             return self._plan
         rng = np.random.default_rng((self.seed, epoch))
@@ -197,20 +203,20 @@ class FeatureStore(Dataset):
             utt = rng.integers(0, len(self.utterances), n)
         virt = self._virtual_length(self._length[utt])
         start = (rng.random(n) * (virt - self.crop[1] + 1)).astype(np.int64)
-        self._plan_epoch, self._plan = epoch, (utt.astype(np.int64), start)
+        lengths = shifts = np.zeros(0, np.int64)
+        if self.batch_size:
+            lo, hi = self.crop
+            nb = -(-n // self.batch_size)
+            brng = np.random.default_rng((self.seed, epoch, 1))
+            lengths = brng.integers(lo, hi + 1, nb).astype(np.int64)
+            shifts = (brng.random(nb) * (hi - lengths + 1)).astype(np.int64)
+        self._plan_epoch = epoch
+        self._plan = (utt.astype(np.int64), start, lengths, shifts)
         return self._plan
 
     def _virtual_length(self, length: np.ndarray) -> np.ndarray:
         """Length of the tiled utterance CMP crops from: max(T, repeat_to, crop_max)."""
         return np.maximum(np.maximum(length, self.repeat_to), self.crop[1])
-
-    def batch_window(self, epoch: int, batch: int) -> tuple[int, int]:
-        """(length, shift) shared by a batch: L ~ U{min..max}, pt ~ U{0..max-L}."""
-        rng = np.random.default_rng((self.seed, epoch, batch, 1))
-        lo, hi = self.crop
-        length = int(rng.integers(lo, hi + 1))
-        shift = int(rng.integers(0, hi - length + 1))
-        return length, shift
 
     # ---------------------------------------------------------------- reading
     def read(self, u: int, start: int, n: int) -> np.ndarray:
@@ -239,14 +245,37 @@ class FeatureStore(Dataset):
             return torch.from_numpy(self.read(i, 0, n)), int(self.labels[i])
         if not 0 <= i < self.items_per_epoch:
             raise IndexError(i)
-        utt, start = self.plan(self.epoch)
+        utt, start, lengths, shifts = self.plan(self.epoch)
         u, s = int(utt[i]), int(start[i])
         if self.batch_size:
-            length, shift = self.batch_window(self.epoch, i // self.batch_size)
-            x = self.read(u, s + shift, length)
+            b = i // self.batch_size
+            x = self.read(u, s + int(shifts[b]), int(lengths[b]))
         else:
             x = self.read(u, s, self.crop[1])
         return torch.from_numpy(x), int(self.labels[u])
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+        """Batched fetch (used by DataLoader): with ``batch_size`` and indices of one batch,
+        every crop is copied straight into one (B, L, D) tensor (shared memory inside a
+        worker); :func:`collate` then returns it without another copy."""
+        idx = np.asarray(indices, np.int64)
+        if self.mode != "train" or not self.batch_size or idx.size == 0:
+            return [self[int(i)] for i in idx]
+        b = idx // self.batch_size
+        if b.min() != b.max() or idx.min() < 0 or idx.max() >= self.items_per_epoch:
+            return [self[int(i)] for i in idx]
+        utt, start, lengths, shifts = self.plan(self.epoch)
+        length, shift = int(lengths[b[0]]), int(shifts[b[0]])
+        u = utt[idx]
+        s = start[idx] + shift
+        out = _new_tensor((idx.size, length, int(self.n_features or 0)))
+        dst = out.numpy()
+        for k in range(idx.size):
+            dst[k] = self.read(int(u[k]), int(s[k]), length)
+        labels = torch.from_numpy(self.labels[u].copy())
+        batch = _Batch((out[k], int(labels[k])) for k in range(idx.size))
+        batch.feats, batch.labels = out, labels
+        return batch
 
     @classmethod
     def worker_init_fn(cls, worker_id: int) -> None:
@@ -259,14 +288,46 @@ class FeatureStore(Dataset):
         random.seed(s)
 
 
+class _Batch(list):
+    """Items of one batch that already live in one (B, L, D) tensor (``feats``)."""
+
+    feats: torch.Tensor
+    labels: torch.Tensor
+
+
+def _new_tensor(shape: tuple[int, ...]) -> torch.Tensor:
+    """An empty float32 tensor; in shared memory inside a DataLoader worker."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.float32)
+    numel = int(np.prod(shape))
+    storage = torch.UntypedStorage._new_shared(numel * 4)
+    return torch.empty(0, dtype=torch.float32).new(storage).view(-1)[:numel].view(shape)
+
+
 def collate(batch: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack items into ``(B, L, D) float32, (B,) int64``, cutting every item to the
     shortest length in the batch (its first L frames): deterministic; with ``batch_size`` on
     the store all items already share CMP's random length."""
+    if isinstance(batch, _Batch):
+        return batch.feats, batch.labels
     length = min(int(x.shape[0]) for x, _ in batch)
-    feats = torch.stack([x[:length] for x, _ in batch])
-    labels = torch.as_tensor([int(y) for _, y in batch], dtype=torch.int64)
-    return feats, labels
+    return _stack([x[:length] for x, _ in batch]), _labels(batch)
+
+
+def _labels(batch: Sequence[tuple[torch.Tensor, int]]) -> torch.Tensor:
+    return torch.as_tensor([int(y) for _, y in batch], dtype=torch.int64)
+
+
+def _stack(xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """torch.stack; inside a DataLoader worker straight into shared memory (as PyTorch's
+    default_collate does), so the batch crosses to the main process without another copy."""
+    out = None
+    if torch.utils.data.get_worker_info() is not None:
+        x0 = xs[0]
+        numel = len(xs) * x0.numel()
+        storage = x0.untyped_storage()._new_shared(numel * x0.element_size())
+        out = x0.new(storage).view(-1)[:numel].view(len(xs), *x0.shape)
+    return torch.stack(list(xs), out=out)
 
 
 class CMPCollate:
@@ -292,6 +353,4 @@ class CMPCollate:
         lo, hi = self.crop
         length = int(self._rng.integers(lo, hi + 1))
         shift = int(self._rng.integers(0, hi - length + 1))
-        feats = torch.stack([x[shift : shift + length] for x, _ in batch])
-        labels = torch.as_tensor([int(y) for _, y in batch], dtype=torch.int64)
-        return feats, labels
+        return _stack([x[shift : shift + length] for x, _ in batch]), _labels(batch)

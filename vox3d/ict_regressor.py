@@ -580,9 +580,17 @@ class RenderDataset:
 
 
 def _worker_init(_: int) -> None:
+    """One thread per render worker (torch and the BLAS under numpy): many workers with a
+    full BLAS thread pool each oversubscribe the cores many times over."""
     import torch
 
     torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # set OMP_NUM_THREADS=1 / OPENBLAS_NUM_THREADS=1 instead
+        pass
 
 
 # --------------------------------------------------------------------------------------
@@ -677,7 +685,10 @@ def train(
         dl, total=tc.steps, desc="train ict regressor", disable=not progress, file=sys.stderr
     )
     t0 = time.time()
+    t_wait = 0.0
+    t_last = time.time()
     for step, (crops, params, _) in enumerate(bar):
+        t_wait += time.time() - t_last
         x = normalize_crops(crops.to(dev, non_blocking=True))
         y = params.to(dev, non_blocking=True)
         out = model(x)
@@ -697,8 +708,9 @@ def train(
             lp, lv = float(loss_p.detach()), float(loss_v.detach())
             bar.set_postfix(param=f"{lp:.3f}", vdc_px=f"{lv:.2f}")
             if log is not None:
-                log.write(f"{step}\t{lp:.5f}\t{lv:.4f}\t{time.time() - t0:.1f}\n")
+                log.write(f"{step}\t{lp:.5f}\t{lv:.4f}\t{time.time() - t0:.1f}\t{t_wait:.1f}\n")
                 log.flush()
+        t_last = time.time()
     return model.eval()
 
 

@@ -7,8 +7,9 @@ any unicode. Files at another depth are still taken, so that nothing is dropped 
 * ``<identity>/<utterance>.<ext>`` (depth 2): ``youtube_id`` is empty;
 * deeper files: ``identity`` is the first folder, ``youtube_id`` the folders between it and
   the file, joined by ``/``;
-* files directly in ``videos_dir`` have no identity: they are listed with a ``probe_error``
-  (so the extract stage writes them to its rejects table) and not probed;
+* files directly in ``videos_dir`` have no identity: they are probed and listed with an
+  empty ``identity``; the extract stage rejects them (a broken file with its own reason,
+  else "not in an identity folder");
 * other files (any other extension, hidden files and folders starting with ``.``) are
   ignored; names holding a tab or a newline cannot be written to a TSV and are listed in
   the log only.
@@ -150,14 +151,7 @@ def build_manifest(
         identity, yt, utt = parse_layout(rel)
         row: dict[str, object] = {"path": rel, "identity": identity, "youtube_id": yt}
         row["utterance"] = utt
-        if not identity:
-            info = ProbeInfo(error=NO_IDENTITY, error_code="bad_layout")
-            try:
-                info.size_bytes = (root / rel).stat().st_size
-            except OSError:
-                pass
-        else:
-            info = probe_fn(root / rel)
+        info = probe_fn(root / rel)
         row.update(info.as_row())
         row.update(meta.get(identity, {k: "" for k in META_COLUMNS}))
         return row

@@ -307,3 +307,55 @@ def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     ``normalise(sum over faces of cross(v1 - v0, v2 - v0))``; zero for unused vertices.
     For image coordinates (left-handed: y down) negate them (the renderer does this)."""
     return _sim3dr.vertex_normals(vertices, triangles, 1.0)
+
+
+def fit_to_image(
+    vertices: np.ndarray,
+    size: int | tuple[int, int] = 512,
+    yaw: float = 0.0,
+    pitch: float = 0.0,
+    roll: float = 0.0,
+    fill: float = 0.85,
+) -> np.ndarray:
+    """Model-coordinate vertices ``(V, 3)`` (x left-to-right of the viewer, y up, z towards
+    the camera) -> image coordinates ``(V, 3)`` float32: rotated by the Euler angles
+    (radians, :func:`vox3d.params.euler_to_rotation`), scaled so the mesh spans `fill` of
+    the image and centred; y flipped, z shifted to min 0 (larger = nearer)."""
+    from vox3d.params import euler_to_rotation
+
+    h, w = (size, size) if np.isscalar(size) else size
+    v = np.asarray(vertices, dtype=np.float64) @ euler_to_rotation(yaw, pitch, roll).T
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    s = fill * min(w / max(hi[0] - lo[0], 1e-12), h / max(hi[1] - lo[1], 1e-12))
+    c = (lo + hi) / 2
+    out = np.empty_like(v)
+    out[:, 0] = (v[:, 0] - c[0]) * s + w / 2
+    out[:, 1] = -(v[:, 1] - c[1]) * s + h / 2
+    out[:, 2] = (v[:, 2] - lo[2]) * s
+    return out.astype(np.float32)
+
+
+def render_shape(
+    vertices: np.ndarray,
+    triangles: np.ndarray,
+    colors: np.ndarray | None = None,
+    size: int | tuple[int, int] = 512,
+    yaw: float = 0.0,
+    pitch: float = 0.0,
+    light: Light | None = None,
+    image: np.ndarray | None = None,
+) -> np.ndarray:
+    """A lit (Phong by default) render of a model-coordinate mesh fitted into the image,
+    for figures: see :func:`fit_to_image`."""
+    if image is not None:
+        size = image.shape[:2]
+    hw = (size, size) if np.isscalar(size) else tuple(size)
+    iv = fit_to_image(vertices, hw, yaw, pitch)
+    return render(
+        iv,
+        triangles,
+        colors,
+        image=image,
+        size=None if image is not None else hw,
+        light=light if light is not None else Light.phong(),
+    )

@@ -68,12 +68,12 @@ GENDER_GAIN = 1.5
 GENDER_BIAS = math.log(0.6 / 0.4)
 #: Seed of the fixed face -> voice mapping directions (the same for every corpus).
 MAPPING_SEED = 20220601
-#: Face size in the frame: image pixels per model centimetre (ICT nasion-chin ~11.3 cm ->
-#: about 100 px, as in VoxCeleb2 crops); small-face videos use SMALL_SCALE.
-SCALE_PX_PER_CM = (6.6, 8.6)
-SMALL_SCALE_PX_PER_CM = (3.2, 4.4)
+#: Face size in the frame: image pixels per model centimetre (ICT outer eye corners ~9 cm ->
+#: 75-100 px apart, as in VoxCeleb2 crops); small-face videos use SMALL_SCALE.
+SCALE_PX_PER_CM = (8.6, 11.0)
+SMALL_SCALE_PX_PER_CM = (2.6, 3.6)
 #: Probabilities of hard material.
-P_SMALL_VIDEO = 0.12
+P_SMALL_VIDEO = 0.1
 P_PROFILE_UTT = 0.3
 P_BLUR_UTT = 0.25
 #: Bit flags of the per-frame ``hard`` field.
@@ -83,7 +83,7 @@ _S_IDENTITY, _S_VIDEO, _S_AUDIO, _S_MOTION, _S_NOISE, _S_NAMES, _S_BACKGROUND = 
 
 #: Deterministic x264 / AAC encoding (VoxCeleb2: H.264 High yuv420p, AAC-LC 16 kHz mono).
 FFMPEG_VIDEO_ARGS = (
-    "-c:v", "libx264", "-preset", "medium", "-crf", "23", "-pix_fmt", "yuv420p",
+    "-c:v", "libx264", "-preset", "faster", "-crf", "23", "-pix_fmt", "yuv420p",
     "-threads", "1", "-x264-params", "threads=1:lookahead-threads=1:sliced-threads=0",
 )  # fmt: skip
 FFMPEG_AUDIO_ARGS = ("-c:a", "aac", "-b:a", "64k", "-ar", "16000", "-ac", "1")
@@ -227,6 +227,14 @@ def load_rig(cfg: SynthConfig):
         "eye_occlusion_left", "eye_occlusion_right",
     )  # fmt: skip
     tri = model.triangles[~transparent[model.triangles].any(axis=1)]
+    # Never visible (saves render time): gums and tongue, eye sockets, eyeball backs.
+    mean0 = model.mean.astype(np.float64)
+    hidden = mask("gums_tongue", "eye_socket_left", "eye_socket_right")
+    for nm in ("eyeball_left", "eyeball_right"):
+        if nm in sets:
+            d = mean0[sets[nm]] - mean0[sets[nm]].mean(0)
+            hidden[sets[nm][d[:, 2] < -0.1 * np.linalg.norm(d, axis=1)]] = True
+    tri = tri[~hidden[tri].all(axis=1)]
     regions = {
         "skin": src < ICT_SUBSETS["face_neck"],
         "eyeball": mask("eyeball_left", "eyeball_right"),
@@ -511,7 +519,7 @@ def draw_video(cfg: SynthConfig, ident: Identity, v: int) -> VideoSpec:
         light_specular=float(rng.uniform(0.0, 0.15)),
         scale_px_per_cm=float(scale),
         center_px=np.array(
-            [FRAME_SIZE / 2 + rng.uniform(-10, 10), FRAME_SIZE * 0.47 + rng.uniform(-10, 10)]
+            [FRAME_SIZE / 2 + rng.uniform(-12, 12), FRAME_SIZE * 0.52 + rng.uniform(-10, 10)]
         ),
         mean_euler_deg=np.array([rng.uniform(-20, 20), rng.uniform(-8, 8), rng.uniform(-4, 4)]),
         small=small,
@@ -544,8 +552,9 @@ def background(spec: VideoSpec, size: int = FRAME_SIZE) -> np.ndarray:
     g = np.clip((xx - 0.5) * math.cos(ang) + (yy - 0.5) * math.sin(ang) + 0.5, 0, 1)
     img = c1 * (1 - g[..., None]) + c2 * g[..., None]
     for cells, amp in ((4, 0.06), (12, 0.03), (40, 0.012)):
-        n = rng.standard_normal((cells, cells, 3)).astype(np.float32)
-        img += amp * cv2.resize(n, (W, H), interpolation=cv2.INTER_CUBIC)
+        # Mostly luminance texture, a little colour.
+        n = rng.standard_normal((cells, cells, 1)) + 0.3 * rng.standard_normal((cells, cells, 3))
+        img += amp * cv2.resize(n.astype(np.float32), (W, H), interpolation=cv2.INTER_CUBIC)
     for _ in range(int(rng.integers(2, 6))):
         layer = np.zeros((H, W), np.float32)
         x0, y0 = rng.uniform(-0.2, 1.0, 2) * size
@@ -585,7 +594,8 @@ def _smooth_noise(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:
 
     pad = int(4 * sigma) + 1
     x = gaussian_filter1d(rng.standard_normal(n + 2 * pad), sigma)[pad : pad + n]
-    return x / (x.std() + 1e-9) if n > 1 else x
+    # Unit white noise through a Gaussian of std `sigma` has variance 1 / (2 sqrt(pi) sigma).
+    return x * math.sqrt(2.0 * math.sqrt(math.pi) * sigma)
 
 
 def _hump(n: int, start: int, length: int, ramp: int) -> np.ndarray:
@@ -855,7 +865,7 @@ def clip_frames(rig, ident, spec, truth, colors, bg, light, noise_rng, poses_out
     V = rig.model.n_vertices
     expb = rig.model.exp_basis.reshape(rig.model.n_exp, V * 3)
     for t in range(len(truth.scale)):
-        verts = base + (truth.exp[t].astype(np.float32) @ expb).reshape(V, 3)
+        verts = base + np.dot(truth.exp[t].astype(np.float32), expb).reshape(V, 3)
         P = frame_pose(truth.euler_deg[t], truth.scale[t], truth.center[t], anchor)
         img_v = project(verts, P)
         poses_out[t] = P.reshape(12)
@@ -873,6 +883,13 @@ def render_video(job: tuple[int, int]) -> list[ClipResult]:
     """Render and encode every utterance of video `job = (identity, video)`; returns their
     ground truth.  Uses the module state set by :func:`build_corpus` (inherited by forked
     workers)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):  # BLAS threads only spin here: one worker = one core
+        return _render_video(job)
+
+
+def _render_video(job: tuple[int, int]) -> list[ClipResult]:
     cfg: SynthConfig = _STATE["cfg"]
     rig: FaceRig = _STATE["rig"]
     idents: list[Identity] = _STATE["identities"]

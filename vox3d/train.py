@@ -530,23 +530,27 @@ def read_ground_truth(path: str | os.PathLike) -> dict[str, np.ndarray]:
     import h5py
 
     with h5py.File(path, "r") as f:
-        for root in (f, f.get("identities"), f.get("identity")):
-            if not isinstance(root, h5py.Group):
-                continue
-            for name in ("identity", "identities", "id", "ids"):
-                if name in root and isinstance(root[name], h5py.Dataset):
-                    for cn in _GT_COEF_NAMES:
-                        if cn in root and isinstance(root[cn], h5py.Dataset):
-                            ids = [_s(x) for x in root[name][()]]
-                            c = np.asarray(root[cn][()], np.float64).reshape(len(ids), -1)
-                            return dict(zip(ids, c, strict=True))
+        roots = [
+            r for r in (f, f.get("identities"), f.get("identity")) if isinstance(r, h5py.Group)
+        ]
+        for root in roots:  # table layout
+            names = [n for n in ("id", "identity", "identities", "ids") if n in root]
+            coefs = [c for c in _GT_COEF_NAMES if c in root]
+            names = [n for n in names if isinstance(root[n], h5py.Dataset)]
+            coefs = [c for c in coefs if isinstance(root[c], h5py.Dataset) and root[c].ndim == 2]
+            if names and coefs:
+                ids = [_s(x) for x in root[names[0]][()]]
+                c = np.asarray(root[coefs[0]][()], np.float64)
+                if len(c) == len(ids):
+                    return dict(zip(ids, c, strict=True))
+        for root in roots:  # one group per identity
             out = {}
             for k in root:
                 g = root[k]
                 if isinstance(g, h5py.Group):
                     for cn in _GT_COEF_NAMES:
-                        if cn in g and isinstance(g[cn], h5py.Dataset):
-                            out[k] = np.asarray(g[cn][()], np.float64).reshape(-1)
+                        if cn in g and isinstance(g[cn], h5py.Dataset) and g[cn].ndim == 1:
+                            out[k] = np.asarray(g[cn][()], np.float64)
                             break
             if out:
                 return out
@@ -572,27 +576,6 @@ def load_utterances(
     return out
 
 
-def face_model_from_config(face_cfg: Mapping, n_id: int | None = None):
-    """Load the face model named by the config's ``face_model`` (+ asset paths) section.
-
-    face_cfg keys: ``name``, ``subset``, ``n_id``, ``n_exp``, ``path`` (ICT archive or BFM
-    pickle), ``tri_path``; ``n_id`` overrides (the targets' coefficient count).
-    """
-    from vox3d.face_model import load_face_model
-
-    name = face_cfg.get("name", "ict")
-    kw = {
-        "subset": face_cfg.get("subset", "face"),
-        "n_id": int(n_id if n_id is not None else face_cfg.get("n_id", 40)),
-        "n_exp": int(face_cfg.get("n_exp", 0)),
-    }
-    if face_cfg.get("path"):
-        kw["path"] = face_cfg["path"]
-    if face_cfg.get("tri_path"):
-        kw["tri_path"] = face_cfg["tri_path"]
-    return load_face_model(name, **kw)
-
-
 def run_train(
     settings: Mapping,
     feature_paths: Sequence[str | os.PathLike],
@@ -608,6 +591,7 @@ def run_train(
     settings: the config's ``train`` section (``preset`` plus overrides, ``device``,
     ``split``, ``val_fraction``, ``vertex_set`` ...).
     """
+    from vox3d.evaluate import face_model_from_config
     from vox3d.split import read_meta, split_identities, write_split
 
     s = dict(settings)

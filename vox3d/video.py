@@ -48,7 +48,7 @@ VIDEO_EXTENSIONS = (".mp4", ".mpg", ".avi", ".mkv", ".webm")
 DECODERS = ("pyav", "ffmpeg")
 #: A video whose decoded frames span less than this fraction of its probed duration is
 #: taken as truncated.
-MIN_DECODED_FRACTION = 0.5
+MIN_DECODED_FRACTION = 0.9
 
 _EPS = 1e-9
 
@@ -448,6 +448,7 @@ def _decode_pyav(path: Path, frame_rate: float, threads: int) -> Decoded:
         n_v = 0
         rate = int(as_.codec_context.sample_rate or 0)
         t_now = 0.0
+        error = ""
         try:
             for packet in container.demux(vs, as_):
                 for frame in packet.decode():
@@ -464,13 +465,11 @@ def _decode_pyav(path: Path, frame_rate: float, threads: int) -> Decoded:
                             first_a = float(frame.time)
                         rate = frame.sample_rate or rate
                         chunks.append(_pyav_audio_to_float(frame))
-            chosen += sel.finish()
         except MediaError:
             raise
-        except Exception as e:
-            raise MediaError(
-                "decode_error", f"decode error at {t_now:.2f} s: {_first_line(e)}"
-            ) from e
+        except Exception as e:  # damaged data: keep what decoded (as the ffmpeg command does)
+            error = f"decoding stopped at {t_now:.2f} s: {_first_line(e, path)}"
+        chosen += sel.finish()
         frames = _stack([f.to_ndarray(format="rgb24") for _, f in chosen])
         times = np.array([t for t, _ in chosen], dtype=np.float64)
         raw = np.concatenate(chunks) if chunks else np.zeros((0, 1), np.float32)
@@ -487,6 +486,7 @@ def _decode_pyav(path: Path, frame_rate: float, threads: int) -> Decoded:
         source_channels=channels,
         decoded_frames=n_v,
         last_frame_time=float(last),
+        extra={"error": error} if error else {},
     )
 
 

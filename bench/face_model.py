@@ -1,0 +1,71 @@
+"""Benchmark of the ICT-FaceKit loader and of params -> vertices.
+
+Prints the time to parse the ICT-FaceKit archive (100 identity + 53 expression OBJs of
+26,719 vertices) into an empty cache, the cached load time, and the time of a batched
+``vertices`` call in numpy and torch (CPU, 1 thread).
+
+    PYTHONPATH=. python bench/face_model.py [--archive PATH] [--batch 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--archive", default=None, help="ICT-FaceKit archive or FaceXModel folder")
+    ap.add_argument("--batch", type=int, default=256)
+    a = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["VOX3D_CACHE"] = cache  # an empty cache: the first load parses
+        from vox3d import face_model as fm
+
+        t0 = time.perf_counter()
+        arrays = fm.load_ict_arrays(a.archive)
+        t_parse = time.perf_counter() - t0
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fm.load_ict_arrays(a.archive)
+            times.append(time.perf_counter() - t0)
+        size = sum(f.stat().st_size for f in fm.paths.cache_dir().glob("*.npz"))
+        print(f"ICT-FaceKit parse (archive -> arrays -> cache): {t_parse:.2f} s")
+        print(
+            f"ICT-FaceKit cached load (incl. sha256 of the source): best {min(times):.3f} s "
+            f"({size / 1e6:.0f} MB cache)"
+        )
+        t0 = time.perf_counter()
+        m = fm.load_face_model("ict", path=a.archive, subset="face")
+        print(f"load_face_model('ict', subset='face') from cache: {time.perf_counter() - t0:.3f} s")
+        del arrays
+    rng = np.random.default_rng(0)
+    ids = rng.normal(size=(a.batch, m.n_id)).astype(np.float32)
+    exps = rng.uniform(0, 1, (a.batch, m.n_exp)).astype(np.float32)
+    for name, fn in (
+        ("numpy", lambda: m.vertices(ids, exps)),
+        ("torch", lambda: m.vertices_torch(torch.from_numpy(ids), torch.from_numpy(exps))),
+    ):
+        fn()
+        ts = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        print(
+            f"vertices {name} batch {a.batch} x {m.n_vertices} v: {min(ts) * 1e3:.1f} ms "
+            f"({a.batch / min(ts):.0f} meshes/s)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

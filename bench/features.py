@@ -1,0 +1,402 @@
+"""Benchmark of the features stage and the training reader; prints what it measures.
+
+1. Real-time factor (seconds of audio per second of wall time, one process, one thread) of
+   our feature stage (extract shard -> feature shard, HDF5 read/write included) next to a
+   per-utterance loop in the original's style (its documented steps: read a WAV file with
+   `wave`, 20 ms Frame objects, the ring-buffer collector calling the detector on every
+   buffered frame, each segment written to a temporary WAV and read back, the Sphinx-style
+   per-frame Python loop (np.insert pre-emphasis, one rfft and one dot per frame),
+   normalisation, the append loop to 1000 frames, np.save per file).  Both on the same
+   real speech (reference_fbank WAVs + LibriSpeech FLACs as 16-bit WAV); their outputs are
+   compared too.
+2. HDF5 layout options of ``frames`` (rows per chunk x compression): file size and random
+   crop reads/s straight from the file (``FeatureStore(cache=False)``).
+3. float16 storage: size and max abs error against float32.
+4. Random crops/s of the chosen layout through ``FeatureStore`` (in-memory cache per
+   process, the default) directly and through a DataLoader with 0 and 2 workers
+   (batch 64, crops 300-800 frames).
+
+Usage: ``PYTHONPATH=. .venv/bin/python bench/features.py [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import h5py  # noqa: E402
+import soundfile as sf  # noqa: E402
+import torch  # noqa: E402
+
+from vox3d import fbank, features  # noqa: E402
+from vox3d.featurestore import FeatureStore, collate  # noqa: E402
+from vox3d.paths import CMP_DIR, DATA_ROOT  # noqa: E402
+
+
+# --------------------------------------------------------------------------------------
+# 1. the original's per-utterance loop (documented steps, written out as it does them)
+# --------------------------------------------------------------------------------------
+class _Frame:
+    def __init__(self, data: bytes, timestamp: float, duration: float) -> None:
+        self.bytes = data
+        self.timestamp = timestamp
+        self.duration = duration
+
+
+def _read_wave(path: str) -> tuple[bytes, int]:
+    with contextlib.closing(wave.open(path, "rb")) as wf:
+        assert wf.getnchannels() == 1 and wf.getsampwidth() == 2
+        rate = wf.getframerate()
+        assert rate in (8000, 16000, 32000)
+        return wf.readframes(wf.getnframes()), rate
+
+
+def _write_wave(path: str, data: bytes, rate: int) -> None:
+    with contextlib.closing(wave.open(path, "wb")) as wf:
+        wf.setnchannels(1)
+        wf.setsampwidth(2)
+        wf.setframerate(rate)
+        wf.writeframes(data)
+
+
+def _frames(ms: int, audio: bytes, rate: int):
+    n = int(rate * (ms / 1000.0) * 2)
+    offset, ts, dur = 0, 0.0, (float(n) / rate) / 2.0
+    while offset + n < len(audio):
+        yield _Frame(audio[offset : offset + n], ts, dur)
+        ts += dur
+        offset += n
+
+
+def _collector(rate, frame_ms, padding_ms, vad, frames):
+    ring = collections.deque(maxlen=int(padding_ms / frame_ms))
+    triggered, voiced = False, []
+    for fr in frames:
+        if not triggered:
+            ring.append(fr)
+            if len([f for f in ring if vad.is_speech(f.bytes, rate)]) > 0.9 * ring.maxlen:
+                triggered = True
+                voiced.extend(ring)
+                ring.clear()
+        else:
+            voiced.append(fr)
+            ring.append(fr)
+            if len([f for f in ring if not vad.is_speech(f.bytes, rate)]) > 0.9 * ring.maxlen:
+                triggered = False
+                yield b"".join(f.bytes for f in voiced)
+                ring.clear()
+                voiced = []
+    if voiced:
+        yield b"".join(f.bytes for f in voiced)
+
+
+class _SphinxLogMel:
+    """Per-frame loop of the Sphinx-style extractor (filters from vox3d.fbank: same facts)."""
+
+    def __init__(self) -> None:
+        self.filters = fbank.mel_filterbank()
+        self.win = np.hamming(fbank.WIN_LENGTH)
+        self.prior = 0
+        self.fshift = fbank.HOP
+        self.wlen = fbank.WIN_LENGTH
+
+    def pre_emphasis(self, frame):
+        frame = np.insert(frame, 0, self.prior)
+        self.prior = frame[-1]
+        return frame[1:] - 0.97 * frame[:-1]
+
+    def frame2logspec(self, frame):
+        frame = self.pre_emphasis(frame) * self.win
+        spec = np.fft.rfft(frame, fbank.N_FFT)
+        power = spec.real * spec.real + spec.imag * spec.imag
+        return np.log(np.dot(power, self.filters).clip(1e-5, np.inf))
+
+    def sig2logspec(self, sig):
+        nfr = int(len(sig) / self.fshift + 1)
+        out = np.zeros((nfr, fbank.N_MELS), "d")
+        fr = 0
+        while fr < nfr:
+            start = round(fr * self.fshift)
+            end = min(len(sig), start + self.wlen)
+            frame = sig[start:end]
+            if len(frame) < self.wlen:
+                frame = np.resize(frame, self.wlen)
+            out[fr] = self.frame2logspec(frame)
+            fr += 1
+        return out
+
+
+def original_style(wav: str, out_npy: str, tmp: str) -> None:
+    """One utterance the original way: WAV file in, .npy file out."""
+    import webrtcvad
+    from scipy.io import wavfile
+
+    vad = webrtcvad.Vad(2)
+    audio, rate = _read_wave(wav)
+    segments = _collector(rate, 20, 50, vad, list(_frames(20, audio, rate)))
+    seg_dir = os.path.join(tmp, "seg")
+    if os.path.exists(seg_dir):
+        shutil.rmtree(seg_dir)
+    os.makedirs(seg_dir)
+    data = []
+    for i, seg in enumerate(segments):
+        p = os.path.join(seg_dir, f"{i}.wav")
+        _write_wave(p, seg, rate)
+        data.append(wavfile.read(p)[1])
+    shutil.rmtree(seg_dir)
+    voice = np.concatenate(data).astype("int16")
+    fb = _SphinxLogMel().sig2logspec(voice).astype("float32")
+    fb = fb - fb.mean(axis=0)
+    fb = fb / (fb.std(axis=0) + np.finfo(np.float32).eps)
+    n0 = fb.shape[0]
+    while fb.shape[0] < 1000:
+        fb = np.append(fb, fb[0:n0], axis=0)
+        fb = fb[0:1000, :]
+    np.save(out_npy, fb)
+
+
+def _write_extract_shard(path: Path, items: list[tuple[str, str, np.ndarray]]) -> None:
+    """An extract shard (vox3d.extract layout) holding only audio, for the stage timing."""
+    from vox3d import extract
+
+    s = h5py.string_dtype("utf-8")
+    lens = np.array([len(a) for _, _, a in items], np.int64)
+    offs = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
+    n = len(items)
+    cols = {
+        "video": [v for v, _, _ in items],
+        "identity": [i for _, i, _ in items],
+        "duration_s": lens / 16000.0,
+        "audio_offset": offs,
+        "audio_length": lens,
+        "frame_offset": np.zeros(n, np.int64),
+        "frame_count": np.zeros(n, np.int64),
+        "height": np.zeros(n, np.int64),
+        "width": np.zeros(n, np.int64),
+        "av_offset": np.zeros(n),
+    }
+    with h5py.File(path, "w") as f:
+        f.attrs.update(
+            {
+                "format": extract.FORMAT,
+                "format_version": extract.FORMAT_VERSION,
+                "sample_rate": 16000,
+                "frame_rate": 5.0,
+                "decoder": "pyav",
+            }
+        )
+        f.create_dataset("audio", data=np.concatenate([a for _, _, a in items]).astype(np.float32))
+        f.create_dataset("frame_times", data=np.zeros(0))
+        f.create_group("frames")
+        for k, dt in extract.INDEX.items():
+            f.create_dataset(k, data=np.array(cols[k], dtype=s if dt == "str" else dt))
+        g = f.create_group("rejects")
+        for k in ("path", "code", "reason"):
+            g.create_dataset(k, data=np.array([], dtype=s))
+
+
+def bench_rtf(tmp: Path, repeats: int) -> None:
+    wavs = sorted((CMP_DIR / "reference_fbank").glob("*.wav"))
+    for flac in sorted((DATA_ROOT / "real" / "librispeech").glob("*/*/*.flac")):
+        pcm, sr = sf.read(flac, dtype="int16")
+        p = tmp / f"{flac.stem}.wav"
+        sf.write(p, pcm, sr, subtype="PCM_16")
+        wavs.append(p)
+    items = []
+    seconds = 0.0
+    for w in wavs:
+        pcm, sr = sf.read(w, dtype="int16")
+        seconds += pcm.size / sr
+        items.append((f"{w.stem}/yt/{w.stem}.mp4", w.stem, pcm.astype(np.float32) / 32768.0))
+    ex = tmp / "extract.h5"
+    _write_extract_shard(ex, items)
+
+    t_loop, t_stage, t_stage2, t_core = [], [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for w in wavs:
+            original_style(str(w), str(tmp / f"{w.stem}.npy"), str(tmp))
+        t_loop.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        features.features_shard(ex, tmp / "features.h5", progress=False)
+        t_stage.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        features.features_shard(ex, tmp / "features2.h5", progress=False, workers=2)
+        t_stage2.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for _, _, a in items:
+            fbank.utterance_features(a)
+        t_core.append(time.perf_counter() - t0)
+    diff = 0.0
+    store = FeatureStore([str(tmp / "features.h5")], mode="eval")
+    for i, u in enumerate(store.utterances):
+        ref = np.load(tmp / f"{u.split('/')[0]}.npy")
+        diff = max(diff, float(np.abs(store[i][0].numpy() - ref).max()))
+    loop, stage, stage2, core = min(t_loop), min(t_stage), min(t_stage2), min(t_core)
+    print(
+        f"\n## 1. real-time factor ({len(wavs)} utterances, {seconds:.1f} s of speech, best of {repeats})"
+    )
+    print(f"original-style loop : {loop:7.3f} s  -> {seconds / loop:8.0f}x real time")
+    print(f"our stage (h5 -> h5): {stage:7.3f} s  -> {seconds / stage:8.0f}x real time")
+    print(f"our core (no I/O)   : {core:7.3f} s  -> {seconds / core:8.0f}x real time")
+    print(
+        f"our stage, 2 procs  : {stage2:7.3f} s  -> {seconds / stage2:8.0f}x real time"
+        "  (the rule's threads: 2)"
+    )
+    print(
+        f"speed-up over the loop: stage {loop / stage:.1f}x, core {loop / core:.1f}x (one "
+        f"process), stage with 2 processes {loop / stage2:.1f}x  (target >= 5x)"
+    )
+    print(f"max |ours - loop| over all stored arrays: {diff:.3g}")
+
+
+# --------------------------------------------------------------------------------------
+# 2-4. layout and reader
+# --------------------------------------------------------------------------------------
+def _corpus(n_ids: int = 40, per_id: int = 4, seed: int = 0) -> list[features.Utterance]:
+    """Realistic features: windows of real CMP log-mel arrays, 400-1300 frames each."""
+    real = [
+        fbank.cmp_features(sf.read(w, dtype="int16")[0])
+        for w in sorted((CMP_DIR / "reference_fbank").glob("*.wav"))
+    ]
+    pool = np.concatenate(real)
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n_ids):
+        for j in range(per_id):
+            t = int(rng.integers(400, 1300))
+            s = int(rng.integers(0, pool.shape[0] - t))
+            x = np.ascontiguousarray(pool[s : s + t])
+            f = fbank.UtteranceFeatures(x, np.zeros(64, np.float32), np.ones(64, np.float32), t)
+            out.append(features.Utterance(f"id{i:05d}/yt/{j:05d}.mp4", f"id{i:05d}", f))
+    return out
+
+
+def _crops_per_s(store: FeatureStore, n: int) -> float:
+    store[0]
+    t0 = time.perf_counter()
+    for i in range(n):
+        store[i]
+    return n / (time.perf_counter() - t0)
+
+
+def bench_layout(tmp: Path, kept: list, n_reads: int) -> None:
+    print("\n## 2. frames layout: file size, random 300-800-frame crops read from the file")
+    print(f"{'chunk rows':>10} {'compression':>12} {'MB':>7} {'crops/s':>9} {'load s':>7}")
+    cfg = fbank.FeatureConfig()
+    for rows in (128, 256, 512, 2048):
+        for comp, opts in ((None, None), ("lzf", None), ("gzip", 1), ("gzip", 4)):
+            p = tmp / f"layout_{rows}_{comp}_{opts}.h5"
+            features.write(
+                p, kept, [], cfg, chunk_frames=rows, compression=comp, compression_opts=opts
+            )
+            store = FeatureStore([str(p)], items_per_epoch=n_reads, batch_size=64, cache=False)
+            rate = _crops_per_s(store, n_reads)
+            t0 = time.perf_counter()
+            FeatureStore([str(p)], mode="eval")[0]
+            load = time.perf_counter() - t0
+            name = "none" if comp is None else f"{comp}{'' if opts is None else ':' + str(opts)}"
+            mark = (
+                " <- chosen"
+                if (rows, comp, opts)
+                == (features.CHUNK_FRAMES, features.COMPRESSION, features.COMPRESSION_OPTS)
+                else ""
+            )
+            print(
+                f"{rows:>10} {name:>12} {p.stat().st_size / 1e6:7.2f} {rate:9.0f} {load:7.3f}{mark}"
+            )
+
+
+def bench_float16(tmp: Path, kept: list) -> None:
+    a, b = tmp / "f32.h5", tmp / "f16.h5"
+    features.write(a, kept, [], fbank.FeatureConfig())
+    features.write(b, kept, [], fbank.FeatureConfig(float16=True))
+    with h5py.File(a) as fa, h5py.File(b) as fb:
+        x32 = fa["frames"][()]
+        x16 = fb["frames"][()].astype(np.float32)
+    err = np.abs(x16 - x32)
+    print("\n## 3. float16 storage")
+    print(f"size float32 {a.stat().st_size / 1e6:.2f} MB, float16 {b.stat().st_size / 1e6:.2f} MB")
+    print(
+        f"max abs error {err.max():.2e}, mean {err.mean():.2e}, "
+        f"max relative {np.max(err / np.maximum(np.abs(x32), 1e-3)):.2e} "
+        f"(values in [{x32.min():.1f}, {x32.max():.1f}])"
+    )
+
+
+def bench_reader(tmp: Path, kept: list, n_items: int) -> None:
+    from torch.utils.data import DataLoader
+
+    p = tmp / "reader.h5"
+    features.write(p, kept, [], fbank.FeatureConfig())
+    print(f"\n## 4. random crops/s, 300-800 frames, {len(kept)} utterances, in-memory cache")
+    store = FeatureStore([str(p)], items_per_epoch=n_items, batch_size=64, seed=0)
+    print(f"FeatureStore[i] loop         : {_crops_per_s(store, n_items):9.0f} crops/s")
+    for workers in (0, 2):
+        store = FeatureStore([str(p)], items_per_epoch=n_items, batch_size=64, seed=0)
+        dl = DataLoader(
+            store,
+            batch_size=64,
+            num_workers=workers,
+            collate_fn=collate,
+            worker_init_fn=FeatureStore.worker_init_fn,
+            persistent_workers=False,
+        )
+        it = iter(dl)
+        next(it)  # start-up (worker spawn, cache load) not counted
+        t0 = time.perf_counter()
+        n = 0
+        for _, y in it:
+            n += len(y)
+        rate = n / (time.perf_counter() - t0)
+        print(f"DataLoader {workers} workers, batch 64: {rate:9.0f} crops/s  (target >= 20,000)")
+    # what a worker pays to hand a batch over: fresh shared memory, first touch
+    x = torch.empty(64, 550, 64)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        y = torch.empty(0).new(torch.UntypedStorage._new_shared(x.numel() * 4)).view(x.shape)
+        y.copy_(x)
+    shm = (time.perf_counter() - t0) / 10
+    t0 = time.perf_counter()
+    for _ in range(10):
+        y = torch.empty(x.shape)
+        y.copy_(x)
+    plain = (time.perf_counter() - t0) / 10
+    print(
+        f"(a 9 MB batch into fresh shared memory: {shm * 1e3:.1f} ms; into ordinary memory: "
+        f"{plain * 1e3:.1f} ms; with workers every batch crosses through shared memory)"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and reads")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    print(
+        f"machine: {os.cpu_count()} CPUs; torch {torch.__version__}, numpy {np.__version__}, "
+        f"h5py {h5py.__version__}"
+    )
+    with tempfile.TemporaryDirectory(prefix="vox3d-bench-") as d:
+        tmp = Path(d)
+        bench_rtf(tmp, repeats=1 if a.quick else 3)
+        kept = _corpus()
+        bench_layout(tmp, kept, n_reads=500 if a.quick else 2000)
+        bench_float16(tmp, kept)
+        bench_reader(tmp, kept, n_items=64 * (40 if a.quick else 200))
+
+
+if __name__ == "__main__":
+    main()

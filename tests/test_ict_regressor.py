@@ -1,0 +1,113 @@
+"""ICT regressor data generation and training (vox3d.ict_regressor)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vox3d import ict_regressor as ir
+from vox3d.params import ict_layout, to_image
+
+
+@pytest.fixture(scope="module")
+def gm():
+    try:
+        return ir.build_gen_model(6, 3)
+    except Exception as e:  # the ICT archive is a shared asset
+        pytest.skip(f"ICT-FaceKit not available: {e}")
+
+
+def test_samples_deterministic_and_distinct(gm):
+    cfg = ir.GenConfig(n_id=6, n_exp=3)
+    a, b = ir.make_sample(gm, cfg, 5), ir.make_sample(gm, cfg, 5)
+    assert a.crop.dtype == np.uint8 and a.crop.shape == (120, 120, 3)
+    assert a.params.shape == (ict_layout(6, 3).n,)
+    np.testing.assert_array_equal(a.crop, b.crop)
+    np.testing.assert_array_equal(a.params, b.params)
+    c = ir.make_sample(gm, cfg, 6)
+    assert not np.array_equal(a.crop, c.crop)
+    # params do not depend on whether the crop is rendered
+    np.testing.assert_array_equal(ir.make_sample(gm, cfg, 5, render=False).params, a.params)
+    assert abs(a.yaw) <= cfg.yaw_deg
+
+
+def test_params_place_the_face_where_it_is_rendered(gm, monkeypatch):
+    """Frame -> detector-style box -> ROI -> crop (vox3d.crop): the true parameters project
+    the mesh onto the face pixels of the crop, and to_image maps them back to the frame."""
+    from vox3d.crop import crop_image, roi_box_from_bbox
+
+    monkeypatch.setattr(ir, "_background", lambda rng, size: np.zeros((size, size, 3), np.float32))
+    cfg = ir.GenConfig(n_id=6, n_exp=3)
+    for i in range(3):
+        fr = ir.render_frame(gm, cfg, i, degrade=False)
+        box = ir.detector_box(fr.landmarks[:, 0], fr.landmarks[:, 1], cfg, None)
+        roi = roi_box_from_bbox(box)
+        p = fr.params_for_roi(roi)
+        P = p[:12].reshape(3, 4).astype(np.float64)
+        v = gm.vertices(p[12:18], p[18:21]).astype(np.float64)
+        pc = v @ P[:, :3].T + P[:, 3]  # crop coordinates, 3DDFA convention
+        back = to_image(pc[gm.landmarks68], roi)
+        np.testing.assert_allclose(back[:, :2], fr.landmarks, atol=1e-3)
+        crop = crop_image(np.ascontiguousarray(fr.image[..., ::-1]), roi)
+        mask = crop.max(-1) > 0
+        px = to_image(pc, (0, 0, 120, 120))  # crop pixel coordinates
+        ys, xs = np.nonzero(mask)
+        # mesh extent = face-pixel extent (within the resampling blur), where inside the crop
+        fx = to_image(pc, roi)  # frame pixels: only vertices inside the frame are drawn
+        inside = (px[:, 0] > 1) & (px[:, 0] < 118) & (px[:, 1] > 1) & (px[:, 1] < 118)
+        inside &= (fx[:, 0] > 1) & (fx[:, 0] < 222) & (fx[:, 1] > 1) & (fx[:, 1] < 222)
+        assert inside.mean() > 0.3
+        for ax, pix in ((0, xs), (1, ys)):
+            lo, hi = px[inside, ax].min(), px[inside, ax].max()
+            assert abs(lo - pix.min()) < 2.5 and abs(hi - pix.max()) < 2.5
+        lm = np.round(px[gm.landmarks68, :2]).astype(int)
+        ok = (lm >= 0).all(1) & (lm < 120).all(1)
+        assert mask[lm[ok, 1], lm[ok, 0]].mean() > 0.95
+
+
+def test_accuracy_tables_zero_for_truth(gm):
+    cfg = ir.GenConfig(n_id=6, n_exp=3)
+    s = [ir.make_sample(gm, cfg, i, render=False) for i in range(40)]
+    y = np.stack([x.params for x in s]).astype(np.float64)
+    yaw = np.array([x.yaw for x in s])
+    acc = ir.accuracy_tables(gm, y, y, yaw)
+    assert acc["all"]["vertex_mm"] == 0 and acc["all"]["nme"] == 0
+    assert sum(acc[k]["n"] for k in ("yaw_0_20", "yaw_20_40", "yaw_40_60")) == 40
+    mean_pred = y.copy()
+    mean_pred[:, 12:] = 0  # the mean face, true pose
+    acc = ir.accuracy_tables(gm, mean_pred, y, yaw)
+    assert acc["all"]["id_vertex_mm"] == pytest.approx(acc["all"]["mean_face_mm"])
+    assert acc["all"]["vertex_mm"] > 0 and acc["all"]["nme"] > 0
+
+
+def test_train_is_deterministic_and_checkpoint_loads(gm, tmp_path):
+    cfg = ir.GenConfig(n_id=6, n_exp=3)
+    tc = ir.TrainConfig(steps=2, batch_size=4, n_loss_vertices=50)
+    mean, std = ir.param_stats(gm, cfg, 200)
+    m1 = ir.train(gm, cfg, tc, mean, std, progress=False)
+    m2 = ir.train(gm, cfg, tc, mean, std, progress=False)
+    for (k, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    out = tmp_path / "r.pth"
+    meta = ir.save_checkpoint(m1, out, cfg, tc, mean, std, gm=gm)
+    assert meta["sha256"] == ir.sha256_file(out)
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["n_id"] == 6 and saved["layout"]["param_n_exp"] == 3
+    assert torch.load(out, weights_only=True).keys() == m1.state_dict().keys()
+    reg = ir.make_regressor(out, 6, 3)
+    crops = np.stack([ir.make_sample(gm, cfg, i).crop for i in range(3)])
+    pred = reg.predict(crops)
+    assert pred.shape == (3, ict_layout(6, 3).n) and np.isfinite(pred).all()
+    # the Regressor de-whitens with the json's mean/std
+    raw = reg.raw(crops)
+    np.testing.assert_allclose(pred, raw * std + mean, rtol=1e-5, atol=1e-5)
+
+
+def test_gen_model_roundtrip(gm, tmp_path):
+    gm.save(tmp_path / "g.npz")
+    g2 = ir.GenModel.load(tmp_path / "g.npz")
+    assert g2.digest() == gm.digest()
+    np.testing.assert_array_equal(g2.smooth_basis, gm.smooth_basis)
