@@ -13,8 +13,16 @@ extensions = [
         "Sim3DR._sim3dr",
         sources=["Sim3DR/_sim3dr.pyx", "Sim3DR/rasterize.cpp"],
         include_dirs=[np.get_include(), "Sim3DR"],
+        depends=["Sim3DR/rasterize.h"],
         language="c++",
-        extra_compile_args=["-O3", "-std=c++17", "-fno-math-errno", "-ffp-contract=off"],
+        extra_compile_args=[
+            "-O3",
+            "-std=c++17",
+            "-fno-math-errno",
+            "-ffp-contract=off",
+            "-pthread",
+        ],
+        extra_link_args=["-pthread"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
 ]

@@ -50,3 +50,9 @@ rule features_rejects:
         runtime=10,
     script:
         "../scripts/features.py"
+
+
+rule features:
+    input:
+        feature_shards,
+        out("features/rejects.tsv"),

@@ -139,7 +139,9 @@ class FaceBoxesNet(nn.Module):
             confs.append(ch(src).permute(0, 2, 3, 1).reshape(b, -1))
         loc = torch.cat(locs, 1).view(b, -1, 4)
         conf = torch.cat(confs, 1).view(b, -1, self.num_classes)
-        return loc, F.softmax(conf, dim=-1)
+        # softmax in float32 even for a half-precision network: near 1.0 fp16 resolves
+        # only 5e-4, which would tie the scores that order the boxes for NMS
+        return loc, F.softmax(conf.float(), dim=-1)
 
 
 def expected_shapes() -> dict[str, tuple[int, ...]]:

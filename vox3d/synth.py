@@ -1263,7 +1263,12 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--n-id", type=int, default=40)
     p.add_argument("--n-exp", type=int, default=10)
     p.add_argument("--face-model-path", default=None, help="ICT-FaceKit archive or folder")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1,
+        help="worker processes (the output does not depend on it; default: all CPUs)",
+    )
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     try:
