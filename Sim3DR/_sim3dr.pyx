@@ -34,6 +34,7 @@ cdef extern from "rasterize.h":
         const float* colors
         float specular
         float shininess
+        int gouraud
 
     ctypedef struct S3Target:
         uint8_t* image
@@ -95,7 +96,7 @@ cdef int _fill_mesh(S3Mesh* m, tuple mesh) except -1:
 
 cdef int _fill_light(S3Light* L, object light) except -1:
     """light = None or (ambient (3,), directions (n,3) f32, colors (n,3) f32, specular,
-    shininess)."""
+    shininess, gouraud)."""
     if light is None:
         L.enabled = 0
         L.n_directional = 0
@@ -103,10 +104,11 @@ cdef int _fill_light(S3Light* L, object light) except -1:
         L.colors = NULL
         L.specular = 0
         L.shininess = 1
+        L.gouraud = 0
         for k in range(3):
             L.ambient[k] = 1
         return 0
-    ambient, directions, colors, specular, shininess = light
+    ambient, directions, colors, specular, shininess, gouraud = light
     L.enabled = 1
     for k in range(3):
         L.ambient[k] = ambient[k]
@@ -115,6 +117,7 @@ cdef int _fill_light(S3Light* L, object light) except -1:
     L.colors = _fptr(colors)
     L.specular = specular
     L.shininess = shininess
+    L.gouraud = 1 if gouraud else 0
     return 0
 
 

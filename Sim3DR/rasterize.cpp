@@ -106,11 +106,18 @@ inline Edge make_edge(const Tri& t, int k) {
     return e;
 }
 
+// Per-pixel record kept during rasterization (one cache line touch per depth test).
+struct Frag {
+    float depth;  // z-buffer
+    int32_t id;   // 2 * (visible triangle numbered across meshes) + back-facing bit; -1 none
+    float b1;     // barycentric weight of (oriented) vertex 1 at the pixel centre
+    float b2;     // ... of vertex 2 (vertex 0: 1 - b1 - b2)
+};
+
 struct Buffers {
-    float* depth;     // z-buffer
-    int32_t* id;      // visible triangle, numbered across meshes (mesh offset + index), -1
-    float* b1;        // barycentric weight of (oriented) vertex 1 at the pixel centre
-    float* b2;        // ... of vertex 2 (vertex 0: 1 - b1 - b2)
+    Frag* frag;
+    int32_t* row_lo;  // per row: first column any triangle's bounding box touched (W if none)
+    int32_t* row_hi;  // per row: last such column (-1 if none)
     int32_t* coverage;
     int width;
 };
@@ -156,6 +163,8 @@ int64_t raster_band(const S3Mesh* meshes, const SnapV* const* snapped, int n_mes
             int64_t r0 = e0.at(px, py), r1 = e1.at(px, py), r2 = e2.at(px, py);
             for (int64_t i = iy0; i <= iy1; ++i, r0 += sy0, r1 += sy1, r2 += sy2) {
                 int64_t w0 = r0, w1 = r1, w2 = r2;
+                if (jx0 < buf.row_lo[i]) buf.row_lo[i] = static_cast<int32_t>(jx0);
+                if (jx1 > buf.row_hi[i]) buf.row_hi[i] = static_cast<int32_t>(jx1);
                 const int64_t row = i * W;
                 double z = (tri.z[0] * static_cast<double>(r0) +
                             tri.z[1] * static_cast<double>(r1) +
@@ -166,11 +175,12 @@ int64_t raster_band(const S3Mesh* meshes, const SnapV* const* snapped, int n_mes
                     const int64_t p = row + j;
                     if (buf.coverage) buf.coverage[p] += 1;
                     const float zf = static_cast<float>(z);
-                    if (zf > buf.depth[p]) {
-                        buf.depth[p] = zf;
-                        buf.id[p] = static_cast<int32_t>(2 * (id0 + t) + (tri.back ? 1 : 0));
-                        buf.b1[p] = static_cast<float>(static_cast<double>(w1) * inv_area);
-                        buf.b2[p] = static_cast<float>(static_cast<double>(w2) * inv_area);
+                    Frag& f = buf.frag[p];
+                    if (zf > f.depth) {
+                        f.depth = zf;
+                        f.id = static_cast<int32_t>(2 * (id0 + t) + (tri.back ? 1 : 0));
+                        f.b1 = static_cast<float>(static_cast<double>(w1) * inv_area);
+                        f.b2 = static_cast<float>(static_cast<double>(w2) * inv_area);
                     }
                 }
             }
@@ -194,22 +204,84 @@ inline double power(double x, double e, int ie) {
     return r;
 }
 
+// c <- c * (ambient + sum_i C_i max(0, n.L_i)) + sum_i C_i ks max(0, r_i.v)^shininess for a
+// unit normal n (viewer v = (0, 0, 1), r_i = 2 (n.L_i) n - L_i).
+inline void apply_light(const S3Light& light, int ishin, const double n[3], double c[3]) {
+    double diff[3] = {light.ambient[0], light.ambient[1], light.ambient[2]};
+    double spec[3] = {0, 0, 0};
+    const double ks = light.specular;
+    for (int d = 0; d < light.n_directional; ++d) {
+        const float* L = light.directions + 3 * d;
+        const float* C = light.colors + 3 * d;
+        const double nl = n[0] * L[0] + n[1] * L[1] + n[2] * L[2];
+        if (nl <= 0) continue;
+        double sp = 0;
+        if (ks > 0) {
+            const double rz = 2 * nl * n[2] - L[2];  // reflection . view (0, 0, 1)
+            if (rz > 0) sp = ks * power(rz, light.shininess, ishin);
+        }
+        for (int ch = 0; ch < 3; ++ch) {
+            diff[ch] += C[ch] * nl;
+            spec[ch] += C[ch] * sp;
+        }
+    }
+    for (int ch = 0; ch < 3; ++ch) c[ch] = c[ch] * diff[ch] + spec[ch];
+}
+
+inline int integer_shininess(double shin) {
+    return (shin >= 0 && shin <= 256 && std::floor(shin) == shin) ? static_cast<int>(shin) : -1;
+}
+
+// Gouraud: lit colours of every vertex for its normal (front) and the flipped normal
+// (back), clipped to [0, 1]; (V, 3) each.
+void vertex_lighting(const S3Mesh& m, const float* normals, const S3Light& light, float* front,
+                     float* back) {
+    const int ishin = integer_shininess(light.shininess);
+    for (int64_t i = 0; i < m.n_vertices; ++i) {
+        const float* N = normals + 3 * i;
+        for (int side = 0; side < 2; ++side) {
+            const double sg = side ? -1.0 : 1.0;
+            const double n[3] = {sg * N[0], sg * N[1], sg * N[2]};
+            double c[3];
+            for (int ch = 0; ch < 3; ++ch)
+                c[ch] = m.colors ? m.colors[3 * i + ch] : m.default_color[ch];
+            apply_light(light, ishin, n, c);
+            float* out = (side ? back : front) + 3 * i;
+            for (int ch = 0; ch < 3; ++ch) out[ch] = static_cast<float>(std::min(1.0, std::max(0.0, c[ch])));
+        }
+    }
+}
+
 // Shade rows [y0, y1) once per covered pixel.
 void shade_band(const S3Mesh* meshes, int n_meshes, const int64_t* first,
-                const std::vector<const float*>& normals, const S3Light* light,
-                const S3Target& tg, const Buffers& buf, int y0, int y1) {
+                const std::vector<const float*>& normals,
+                const std::vector<const float*>& lit_front, const std::vector<const float*>& lit_back,
+                const S3Light* light, const S3Target& tg, const Buffers& buf, int y0, int y1) {
     const int W = tg.width;
-    const bool lit = light && light->enabled;
+    const bool gouraud = light && light->enabled && light->gouraud;
+    const bool lit = light && light->enabled && !gouraud;
     const double alpha = tg.alpha;
-    const int n_dir = lit ? light->n_directional : 0;
-    const double ks = lit ? light->specular : 0.0;
-    const double shin = lit ? light->shininess : 1.0;
-    const int ishin = (shin >= 0 && shin <= 256 && std::floor(shin) == shin) ? static_cast<int>(shin) : -1;
+    const int ishin = lit ? integer_shininess(light->shininess) : -1;
     int mi = 0;
+    const float ninf = -std::numeric_limits<float>::infinity();
     for (int64_t i = y0; i < y1; ++i) {
-        for (int64_t j = 0; j < W; ++j) {
-            const int64_t p = i * W + j;
-            const int32_t code = buf.id[p];
+        // outside the touched column range nothing is drawn: bulk-fill the outputs
+        const int64_t lo = std::min<int64_t>(buf.row_lo[i], W), hi = buf.row_hi[i];
+        const int64_t row = i * W;
+        const int64_t seg[2][2] = {{0, hi < lo ? W : lo}, {hi < lo ? W : hi + 1, W}};
+        for (const auto& sg : seg) {
+            const int64_t a0 = sg[0], a1 = sg[1];
+            if (a0 >= a1) continue;
+            if (tg.depth) std::fill(tg.depth + row + a0, tg.depth + row + a1, ninf);
+            if (tg.mask) std::fill(tg.mask + row + a0, tg.mask + row + a1, uint8_t(0));
+            if (tg.tri_index) std::fill(tg.tri_index + row + a0, tg.tri_index + row + a1, -1);
+            if (tg.mesh_index) std::fill(tg.mesh_index + row + a0, tg.mesh_index + row + a1, -1);
+        }
+        for (int64_t j = lo; j <= hi; ++j) {
+            const int64_t p = row + j;
+            const Frag& f = buf.frag[p];
+            const int32_t code = f.id;
+            if (tg.depth) tg.depth[p] = f.depth;
             if (tg.mask) tg.mask[p] = code >= 0;
             if (code < 0) {
                 if (tg.tri_index) tg.tri_index[p] = -1;
@@ -227,9 +299,13 @@ void shade_band(const S3Mesh* meshes, int n_meshes, const int64_t* first,
             const int32_t* ti = m.triangles + 3 * t;
             // oriented vertex order used during rasterization (front faces were swapped)
             const int32_t i0 = ti[0], i1 = back ? ti[1] : ti[2], i2 = back ? ti[2] : ti[1];
-            const double l1 = buf.b1[p], l2 = buf.b2[p], l0 = 1.0 - l1 - l2;
+            const double l1 = f.b1, l2 = f.b2, l0 = 1.0 - l1 - l2;
             double c[3];
-            if (m.colors) {
+            if (gouraud) {
+                const float* V = back ? lit_back[mi] : lit_front[mi];
+                const float *c0 = V + 3 * i0, *c1 = V + 3 * i1, *c2 = V + 3 * i2;
+                for (int ch = 0; ch < 3; ++ch) c[ch] = l0 * c0[ch] + l1 * c1[ch] + l2 * c2[ch];
+            } else if (m.colors) {
                 const float *c0 = m.colors + 3 * i0, *c1 = m.colors + 3 * i1, *c2 = m.colors + 3 * i2;
                 for (int ch = 0; ch < 3; ++ch) c[ch] = l0 * c0[ch] + l1 * c1[ch] + l2 * c2[ch];
             } else {
@@ -245,24 +321,7 @@ void shade_band(const S3Mesh* meshes, int n_meshes, const int64_t* first,
                     double s = (back ? -1.0 : 1.0) / std::sqrt(len2);  // two-sided lighting
                     n[0] *= s, n[1] *= s, n[2] *= s;
                 }
-                double diff[3] = {light->ambient[0], light->ambient[1], light->ambient[2]};
-                double spec[3] = {0, 0, 0};
-                for (int d = 0; d < n_dir; ++d) {
-                    const float* L = light->directions + 3 * d;
-                    const float* C = light->colors + 3 * d;
-                    double nl = n[0] * L[0] + n[1] * L[1] + n[2] * L[2];
-                    if (nl <= 0) continue;
-                    double sp = 0;
-                    if (ks > 0) {
-                        double rz = 2 * nl * n[2] - L[2];  // reflection . view (0, 0, 1)
-                        if (rz > 0) sp = ks * power(rz, shin, ishin);
-                    }
-                    for (int ch = 0; ch < 3; ++ch) {
-                        diff[ch] += C[ch] * nl;
-                        spec[ch] += C[ch] * sp;
-                    }
-                }
-                for (int ch = 0; ch < 3; ++ch) c[ch] = c[ch] * diff[ch] + spec[ch];
+                apply_light(*light, ishin, n, c);
             }
             uint8_t* out = tg.image + 3 * p;
             for (int ch = 0; ch < 3; ++ch) {
@@ -280,20 +339,32 @@ T* scratch(std::unique_ptr<T[]>& own, int64_t n) {
     return own.get();
 }
 
-// Per-thread scratch memory reused across calls (avoids page faults of fresh buffers).
+// Per-thread scratch memory reused across calls (no page faults of fresh buffers).  Only
+// the fragments inside the previous call's touched row ranges need resetting.
 struct Scratch {
-    std::vector<float> depth, b1, b2;
-    std::vector<int32_t> id;
+    std::vector<Frag> frags;
+    std::vector<int32_t> row_lo, row_hi;
+    int width = -1;
 };
 
-Scratch& thread_scratch(int64_t npix, bool need_depth) {
+constexpr Frag kEmpty{-std::numeric_limits<float>::infinity(), -1, 0.0f, 0.0f};
+
+Scratch& thread_scratch(int H, int W) {
     thread_local Scratch s;
-    if (static_cast<int64_t>(s.id.size()) < npix) {
-        s.id.resize(npix);
-        s.b1.resize(npix);
-        s.b2.resize(npix);
+    const int64_t npix = static_cast<int64_t>(H) * W;
+    if (static_cast<int64_t>(s.frags.size()) < npix || s.width != W) {
+        if (static_cast<int64_t>(s.frags.size()) < npix) s.frags.resize(npix);
+        std::fill(s.frags.begin(), s.frags.end(), kEmpty);
+        s.row_lo.assign(std::max<size_t>(s.row_lo.size(), H), W);
+        s.row_hi.assign(std::max<size_t>(s.row_hi.size(), H), -1);
+        std::fill(s.row_lo.begin(), s.row_lo.end(), W);
+        std::fill(s.row_hi.begin(), s.row_hi.end(), -1);
+        s.width = W;
     }
-    if (need_depth && static_cast<int64_t>(s.depth.size()) < npix) s.depth.resize(npix);
+    if (static_cast<int>(s.row_lo.size()) < H) {
+        s.row_lo.resize(H, W);
+        s.row_hi.resize(H, -1);
+    }
     return s;
 }
 
@@ -301,15 +372,13 @@ int64_t render_one(const S3Mesh* meshes, int n_meshes, const S3Light* light, S3T
                    int n_threads) {
     const int H = tg->height, W = tg->width;
     if (H <= 0 || W <= 0) return 0;
-    const int64_t npix = static_cast<int64_t>(H) * W;
-    Scratch& sc = thread_scratch(npix, tg->depth == nullptr);
     Buffers buf;
     buf.width = W;
     buf.coverage = tg->coverage;
-    buf.depth = tg->depth ? tg->depth : sc.depth.data();
-    buf.id = sc.id.data();
-    buf.b1 = sc.b1.data();
-    buf.b2 = sc.b2.data();
+    Scratch& sc = thread_scratch(H, W);
+    buf.frag = sc.frags.data();
+    buf.row_lo = sc.row_lo.data();
+    buf.row_hi = sc.row_hi.data();
     std::vector<int64_t> first(n_meshes + 1, 0);
     for (int mi = 0; mi < n_meshes; ++mi) first[mi + 1] = first[mi] + meshes[mi].n_triangles;
     if (first[n_meshes] >= (int64_t(1) << 30)) return -1;  // ids must fit 30 bits
@@ -335,16 +404,33 @@ int64_t render_one(const S3Mesh* meshes, int n_meshes, const S3Light* light, S3T
         snap_vertices(meshes[mi], snapped_own[mi].data());
         snapped[mi] = snapped_own[mi].data();
     }
+    std::vector<std::vector<float>> lit_own(2 * n_meshes);
+    std::vector<const float*> lit_front(n_meshes, nullptr), lit_back(n_meshes, nullptr);
+    if (light && light->enabled && light->gouraud) {
+        for (int mi = 0; mi < n_meshes; ++mi) {
+            lit_own[2 * mi].resize(3 * meshes[mi].n_vertices);
+            lit_own[2 * mi + 1].resize(3 * meshes[mi].n_vertices);
+            vertex_lighting(meshes[mi], normals[mi], *light, lit_own[2 * mi].data(),
+                            lit_own[2 * mi + 1].data());
+            lit_front[mi] = lit_own[2 * mi].data();
+            lit_back[mi] = lit_own[2 * mi + 1].data();
+        }
+    }
     n_threads = std::max(1, std::min(n_threads, H));
     std::vector<int64_t> skipped(n_threads, 0);
     auto work = [&](int k) {
         const int64_t y0 = H * static_cast<int64_t>(k) / n_threads;
         const int64_t y1 = H * static_cast<int64_t>(k + 1) / n_threads;
-        std::fill(buf.depth + y0 * W, buf.depth + y1 * W, -std::numeric_limits<float>::infinity());
-        std::fill(buf.id + y0 * W, buf.id + y1 * W, -1);
+        for (int64_t i = y0; i < y1; ++i) {  // reset what the previous call touched
+            if (buf.row_lo[i] <= buf.row_hi[i])
+                std::fill(buf.frag + i * W + buf.row_lo[i], buf.frag + i * W + buf.row_hi[i] + 1,
+                          kEmpty);
+            buf.row_lo[i] = W;
+            buf.row_hi[i] = -1;
+        }
         skipped[k] = raster_band(meshes, snapped.data(), n_meshes, first.data(), tg->cull, buf,
                                  static_cast<int>(y0), static_cast<int>(y1), W);
-        shade_band(meshes, n_meshes, first.data(), normals, light, *tg, buf,
+        shade_band(meshes, n_meshes, first.data(), normals, lit_front, lit_back, light, *tg, buf,
                    static_cast<int>(y0), static_cast<int>(y1));
     };
     if (n_threads == 1) {

@@ -14,8 +14,10 @@
 //    vertex beyond +-2^20 pixels are skipped;
 //  * shading is deferred: rasterization keeps the nearest triangle per pixel, then each
 //    covered pixel is shaded once with barycentric interpolation of vertex colours and
-//    (when lit) vertex normals, per-pixel ambient + Lambert + Phong (Blinn-free, classic
-//    reflection vector, viewer along +z), and blended over the image with `alpha`.
+//    (when lit) vertex normals, per-pixel ambient + Lambert + Phong (classic reflection
+//    vector, viewer along +z), and blended over the image with `alpha`.  Optionally
+//    (S3Light::gouraud) the lighting is evaluated per vertex and the lit colours are
+//    interpolated instead (faster, smoother highlights lost).
 #pragma once
 #include <cstdint>
 
@@ -39,6 +41,7 @@ struct S3Light {
     const float* colors;      // (n, 3)
     float specular;           // Phong coefficient (0 = Lambert only)
     float shininess;
+    int gouraud;              // 0: per-pixel (Phong) shading; 1: per-vertex (Gouraud) lighting
 };
 
 struct S3Target {

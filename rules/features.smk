@@ -23,7 +23,7 @@ rule features_shard:
         shard=r"shard-\d+",
     conda:
         "../envs/features.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=1500,
         runtime=30,

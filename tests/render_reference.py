@@ -9,8 +9,9 @@ kernel, triangle by triangle over each bounding box:
   the triangle to its right);
 * barycentric coordinates from a 2x2 linear solve; depth = barycentric mix of z; the
   larger z wins, ties keep the earlier triangle;
-* shading as documented in :mod:`vox3d.render` (per-pixel normalised normal, ambient +
-  Lambert + Phong with viewer (0, 0, 1), two-sided), rounding half up.
+* shading as documented in :mod:`vox3d.render` (per-pixel normalised normal, or per-vertex
+  lighting for Gouraud; ambient + Lambert + Phong with viewer (0, 0, 1), two-sided),
+  rounding half up.
 
 Only for small images (tests use 64x64).
 """
@@ -70,7 +71,8 @@ def reference_render(
 ):
     """Render ``meshes`` (list of (vertices, triangles, colors or None)) like Sim3DR.
 
-    `light` is None or ``(ambient (3,), [(direction, color), ...], specular, shininess)``.
+    `light` is None or ``(ambient (3,), [(direction, color), ...], specular, shininess
+    [, "phong" | "gouraud"])``.
     Returns ``image (H, W, 3) uint8, depth (H, W) float64 (-inf empty), coverage (H, W)``.
     """
     depth = np.full((height, width), -np.inf)
@@ -133,36 +135,46 @@ def reference_render(
         else np.array(background, dtype=np.uint8)
     )
     normals = [reference_normals(np.asarray(m[0]), np.asarray(m[1])) for m in meshes]
+    gouraud = light is not None and len(light) > 4 and light[4] == "gouraud"
+
+    def shade(c, n):
+        ambient, dirs, ks, shin = light[:4]
+        shade = np.array(ambient, np.float64)
+        spec = np.zeros(3)
+        for d, col in dirs:
+            L = np.asarray(d, np.float64) / np.linalg.norm(d)
+            L = L.astype(np.float32).astype(np.float64)
+            col = np.asarray(col, np.float64)
+            nl = n @ L
+            if nl <= 0:
+                continue
+            shade = shade + col * nl
+            if ks > 0:
+                rv = (2 * nl * n - L)[2]
+                if rv > 0:
+                    spec = spec + col * ks * rv**shin
+        return c * shade + spec
+
     for i, j in zip(*np.nonzero(owner[..., 0] >= 0), strict=True):
         mi, ti = owner[i, j]
         verts, tris, cols = meshes[mi]
         tri = np.asarray(tris)[ti]
         b = bary[i, j]
-        c = b @ np.asarray(cols, np.float64)[tri] if cols is not None else np.full(3, 0.75)
+        vc = np.asarray(cols, np.float64)[tri] if cols is not None else np.full((3, 3), 0.75)
+        c = b @ vc
         if light is not None:
-            ambient, dirs, ks, shin = light
             v = np.asarray(verts, np.float64)[tri]
             d1, d2 = _snap(v[1, :2]) - _snap(v[0, :2]), _snap(v[2, :2]) - _snap(v[0, :2])
-            back = d1[0] * d2[1] - d1[1] * d2[0] > 0
-            n = b @ normals[mi][tri]
-            ln = np.linalg.norm(n)
-            if ln > 0:
-                n = n / ln * (-1 if back else 1)
-            shade = np.array(ambient, np.float64)
-            spec = np.zeros(3)
-            for d, col in dirs:
-                L = np.asarray(d, np.float64) / np.linalg.norm(d)
-                L = L.astype(np.float32).astype(np.float64)
-                col = np.asarray(col, np.float64)
-                nl = n @ L
-                if nl <= 0:
-                    continue
-                shade = shade + col * nl
-                if ks > 0:
-                    rv = (2 * nl * n - L)[2]
-                    if rv > 0:
-                        spec = spec + col * ks * rv**shin
-            c = c * shade + spec
+            sign = -1 if d1[0] * d2[1] - d1[1] * d2[0] > 0 else 1  # back faces: flip normals
+            if gouraud:  # light each vertex (clipped), then interpolate
+                lit = [np.clip(shade(vc[k], sign * normals[mi][tri[k]]), 0, 1) for k in range(3)]
+                c = b @ np.array(lit)
+            else:
+                n = b @ normals[mi][tri]
+                ln = np.linalg.norm(n)
+                if ln > 0:
+                    n = n / ln * sign
+                c = shade(c, n)
         val = np.clip(c, 0, 1) * 255
         if alpha < 1:
             val = alpha * val + (1 - alpha) * img[i, j]

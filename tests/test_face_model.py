@@ -113,6 +113,9 @@ def test_ict_subsets_are_consistent(ict_head):
         assert np.array_equal(s.vertex_index, np.arange(nv))
     face = ict_head.subset("face")
     assert face.subset("narrow_face").n_vertices == 6706
+    assert face.subset("face").n_vertices == 9409
+    with pytest.raises(ValueError, match="cannot take subset"):
+        face.subset("head")
     assert len(face.triangles) < len(ict_head.subset("face_neck").triangles) < 52220
     with pytest.raises(ValueError):
         ict_head.subset("torso")

@@ -156,6 +156,21 @@ def test_shard_layout_attributes_float16_and_same_bytes(tmp_path):
     assert err.max() < 0.01
 
 
+@pytest.mark.parametrize("comp", ["none", "lzf", "gzip"])
+def test_compression_setting(tmp_path, comp):
+    x = np.random.default_rng(0).standard_normal((300, 64)).astype(np.float32)
+    f = fbank.UtteranceFeatures(x, np.zeros(64, np.float32), np.ones(64, np.float32), 300)
+    cfg = fbank.FeatureConfig(compression=comp)
+    p = tmp_path / "c.h5"
+    features.write(p, [features.Utterance("a/b/c.mp4", "a", f)], [], cfg)
+    with h5py.File(p) as h:
+        assert h["frames"].compression == (None if comp == "none" else comp)
+        assert h.attrs["compression"].startswith(comp)
+    assert np.array_equal(features.read_utterance(p, 0), x)
+    with pytest.raises(ValueError, match="compression"):
+        fbank.FeatureConfig(compression="zstd")
+
+
 def test_cmp_npy_folder_round_trips_through_featurestore(tmp_path):
     root = CMP_DIR / "preprocessed_MFCC"
     out = tmp_path / "cmp.h5"

@@ -44,7 +44,9 @@ def write_extract_shard(path, videos):
             times += list(np.arange(n) / 5.0)
             off += n
         for k, v in idx.items():
-            f.create_dataset(k, data=np.array(v, dtype=s if k in ("video", "identity") else "int64"))
+            f.create_dataset(
+                k, data=np.array(v, dtype=s if k in ("video", "identity") else "int64")
+            )
         f.create_dataset("duration_s", data=np.ones(len(videos)))
         f.create_dataset("av_offset", data=np.zeros(len(videos)))
         f.create_dataset("audio", data=np.zeros(0, np.float32))

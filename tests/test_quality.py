@@ -65,9 +65,17 @@ def test_classify_counts_each_reason():
     counts = count_reasons(np.concatenate([codes, codes2]))
     assert counts["low_score"] == 2 and counts["ok"] == 1 and sum(counts.values()) == 8
     nme = np.array([0.05, 0.5])
-    c3 = classify(th, *[np.array([1, 1], float)] * 1, np.array([0.9, 0.9]), np.array([80, 80]),
-                  np.array([1, 1]), np.array([np.inf, np.inf]), np.array([0, 0]),
-                  np.array([100, 100]), landmark_nme=nme)
+    c3 = classify(
+        th,
+        *[np.array([1, 1], float)] * 1,
+        np.array([0.9, 0.9]),
+        np.array([80, 80]),
+        np.array([1, 1]),
+        np.array([np.inf, np.inf]),
+        np.array([0, 0]),
+        np.array([100, 100]),
+        landmark_nme=nme,
+    )
     assert [REASONS[c] for c in c3] == ["ok", "landmarks"]
 
 

@@ -139,3 +139,10 @@ def test_reduced_precision_close(ref):
     assert d < 0.1
     r = Regressor(channels_last=True)
     assert np.abs(r.raw(ref["crops_bgr_uint8"]) - ref["crops_raw_output"]).max() < 1e-4
+
+
+def test_fused_batchnorm_same_output(ref):
+    """BN folded into the convolutions (speed option) keeps parity with the original."""
+    r = Regressor(fuse_bn=True, channels_last=True)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in r.model.modules())
+    assert np.abs(r.raw(ref["crops_bgr_uint8"]) - ref["crops_raw_output"]).max() < 1e-4

@@ -107,6 +107,22 @@ def test_lit_overlay_matches_reference():
     assert not np.array_equal(ours.image, render(v, t, c, size=(H, W), light=light))
 
 
+def test_gouraud_matches_reference_and_differs_from_phong():
+    rng = np.random.default_rng(9)
+    v, t = grid_mesh(n=12, seed=4)
+    v[:, 2] = 10 + 25 * np.sin(v[:, 0] / 12) * np.cos(v[:, 1] / 15)  # strong curvature
+    c = rng.uniform(0.3, 1, v.shape).astype(np.float32)
+    light = Light.phong(specular=0.5, shininess=8.0, shading="gouraud")
+    ours = render_full(v, t, c, size=(H, W), light=light)
+    ref_light = (light.ambient, light.directional, light.specular, light.shininess, "gouraud")
+    ref_img, ref_depth, _ = reference_render([(v, t, c)], H, W, light=ref_light)
+    _agree(ours, ref_img, ref_depth, ours.mask)
+    phong = render(v, t, c, size=(H, W), light=Light.phong(specular=0.5, shininess=8.0))
+    assert np.abs(phong.astype(int) - ours.image).max() > 10
+    with pytest.raises(ValueError):
+        render(v, t, size=(H, W), light=Light(shading="flat"))
+
+
 def test_background_untouched_outside_mask_and_input_not_modified():
     rng = np.random.default_rng(4)
     v, t, c = random_soup(rng, n_tri=10)
@@ -324,3 +340,25 @@ def test_render_shape_fits_mesh_into_image():
     assert img[25, 40].mean() > img[55, 60].mean()
     v = fit_to_image(s.vertices, 64)
     assert v[:, 2].min() == 0 and v[np.argmax(s.vertices[:, 2]), 2] == v[:, 2].max()
+
+
+def test_results_do_not_depend_on_earlier_calls_and_odd_sizes_match_reference():
+    # the kernel reuses per-thread scratch buffers: renders of different sizes in any order
+    # must equal each other, and non-square images must match the reference
+    rng = np.random.default_rng(8)
+    sizes = [(64, 64), (32, 100), (100, 32), (64, 64), (200, 50), (10, 10), (64, 64)]
+    scenes = []
+    for h, w in sizes:
+        n = 30
+        v = np.c_[
+            rng.uniform(-5, w + 5, 3 * n), rng.uniform(-5, h + 5, 3 * n), rng.uniform(0, 9, 3 * n)
+        ].astype(np.float32)
+        scenes.append((v, np.arange(3 * n, dtype=np.int32).reshape(-1, 3), (h, w)))
+    first = [render_full(v, t, size=s) for v, t, s in scenes]
+    again = [render_full(v, t, size=s) for v, t, s in scenes[::-1]][::-1]
+    for a, b in zip(first, again, strict=True):
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.depth, b.depth)
+        assert np.array_equal(a.mask, b.mask)
+    v, t, (h, w) = scenes[1]
+    ref_img, ref_depth, _ = reference_render([(v, t, None)], h, w)
+    _agree(first[1], ref_img, ref_depth, first[1].mask)

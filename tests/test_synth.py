@@ -185,6 +185,15 @@ def test_ground_truth_layout(corpus):
         assert json.loads(f.attrs["voice_ceiling"])["r2_vertex"] > 0
 
 
+def _segment(changed: np.ndarray) -> np.ndarray:
+    """Foreground from the pixels that differ from the background: opened (3x3) against
+    codec noise, then holes filled (skin that happens to match the background colour)."""
+    m = cv2.morphologyEx(changed.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    pad = np.pad(1 - m, 1, constant_values=1)
+    cv2.floodFill(pad, None, (0, 0), 2)  # the background, reached from the border
+    return pad[1:-1, 1:-1] != 2
+
+
 @pytest.mark.slow
 def test_rerendered_ground_truth_reproduces_the_face_mask(corpus):
     """Render the stored shape, expression and pose to a mask and compare it with the face
@@ -206,15 +215,13 @@ def test_rerendered_ground_truth_reproduces_the_face_mask(corpus):
             with av.open(str(path)) as c:
                 frames = [fr.to_ndarray(format="rgb24") for fr in c.decode(video=0)]
             for t in range(0, n, 5):
-                if f["frames/hard"][off + t] & synth.HARD_BLUR:
+                if f["frames/blur_px"][off + t] > 0:
                     continue
                 verts = rig.model.vertices(f["identities/id_coef"][i], f["frames/exp"][off + t])
                 img_v = synth.project(verts, f["frames/pose"][off + t].reshape(3, 4))
                 gt = synth.face_mask(rig, img_v)
                 diff = np.abs(frames[t].astype(np.int16) - bg).max(axis=2)
-                seg = cv2.morphologyEx(
-                    (diff > 20).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)
-                ).astype(bool)
+                seg = _segment(diff > 14)
                 ious.append((gt & seg).sum() / max((gt | seg).sum(), 1))
                 assert gt.sum() > 500
     assert len(ious) >= 12

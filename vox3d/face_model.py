@@ -257,6 +257,11 @@ class FaceModel:
             return self
         if name not in ICT_SUBSETS:
             raise ValueError(f"unknown ICT subset {name!r}; choose from {sorted(ICT_SUBSETS)}")
+        if ICT_SUBSETS[name] > ICT_SUBSETS.get(self.subset_name, ICT_N_VERTICES):
+            raise ValueError(
+                f"cannot take subset {name!r} of a model restricted to {self.subset_name!r}: "
+                f"load it with subset={name!r}"
+            )
         src = self.vertex_index if self.vertex_index is not None else np.arange(self.n_vertices)
         keep = np.flatnonzero(src < ICT_SUBSETS[name])
         if len(keep) == self.n_vertices:
@@ -531,6 +536,8 @@ def load_ict_arrays(
     """All ICT arrays (see :func:`parse_ict`), from the cache when its key (the sha256 of
     the archive, or of the folder's OBJ/JSON files) matches, else parsed and cached."""
     src = Path(path) if path is not None else Path(paths.ICT_FACEKIT)
+    if not src.exists() and not src.is_absolute() and (paths.REPO_ROOT / src).exists():
+        src = paths.REPO_ROOT / src  # config paths are relative to the project root
     if not src.exists():
         raise BadModelFileError(
             f"{src}: ICT-FaceKit not found (upstream: github.com/ICT-VGL/ICT-FaceKit, "
@@ -736,8 +743,12 @@ def load_face_model(
                 "BFM needs a bfm_noneck_v3.pkl (3DDFA-V2 configs/, BFM academic licence): "
                 "set config assets.bfm"
             )
-        tp = tri_path if tri_path is not None else paths.BFM_TRI
-        arrays = load_bfm_arrays(path, tp if Path(tp).is_file() else None)
+        path, tp = Path(path), Path(tri_path if tri_path is not None else paths.BFM_TRI)
+        if not path.exists() and not path.is_absolute():
+            path = paths.REPO_ROOT / path  # config paths are relative to the project root
+        if not tp.exists() and not tp.is_absolute():
+            tp = paths.REPO_ROOT / tp
+        arrays = load_bfm_arrays(path, tp if tp.is_file() else None)
         return _bfm_model(arrays, n_id, n_exp)
     raise ValueError(f"unknown face model {name!r} (ict | bfm)")
 

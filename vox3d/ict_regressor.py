@@ -1004,7 +1004,9 @@ def main(argv: list[str] | None = None) -> int:
     acc = evaluate(model, gm, gen, mean, std, args.eval_samples, args.device)
     print(format_accuracy(acc))
     if not args.eval_only:
-        meta = save_checkpoint(model, args.out, gen, tc, mean, std, acc, gm=gm)
+        meta = save_checkpoint(
+            model, args.out, gen, tc, mean, std, acc, {"stats_samples": args.stats_samples}, gm=gm
+        )
         print(f"training wall time {wall:.1f} s")
         print(f"wrote {args.out} sha256 {meta['sha256']}")
     return 0

@@ -46,12 +46,15 @@ class Light:
             surface towards the light (normalised here), e.g. ``(0, 0, 1)`` = from the camera.
         specular: Phong specular coefficient (0 = Lambert only).
         shininess: Phong exponent.
+        shading: ``"phong"`` (default: the interpolated normal is lit at every pixel) or
+            ``"gouraud"`` (lit per vertex, colours interpolated: faster, softer highlights).
     """
 
     ambient: Sequence[float] = (0.3, 0.3, 0.3)
     directional: list = field(default_factory=lambda: [((-0.3, -0.4, 1.0), (0.75, 0.75, 0.75))])
     specular: float = 0.0
     shininess: float = 16.0
+    shading: str = "phong"
 
     @classmethod
     def lambert(cls, **kw) -> Light:
@@ -75,7 +78,16 @@ class Light:
                 raise ValueError(f"light direction {d} must be finite and non-zero")
             dirs[k] = d / norm
             cols[k] = np.asarray(c, dtype=np.float32).reshape(3)
-        return ambient, dirs, cols, float(self.specular), float(self.shininess)
+        if self.shading not in ("phong", "gouraud"):
+            raise ValueError(f"shading must be 'phong' or 'gouraud', got {self.shading!r}")
+        return (
+            ambient,
+            dirs,
+            cols,
+            float(self.specular),
+            float(self.shininess),
+            self.shading == "gouraud",
+        )
 
 
 @dataclass

@@ -27,7 +27,8 @@ reproducible on its own and the result does not depend on the number of workers)
 * **Utterance** (one mp4): audio from the voice synthesiser; per frame a smooth head-pose
   trajectory (yaw +-40, pitch +-20, roll +-10 degrees), jaw opening driven by the audio's
   voicing x vowel openness (lip sync), blinks, smiles and brow raises; hard frames:
-  profile episodes (|yaw| 62-85 degrees), motion-blurred episodes, small-face videos.
+  profile episodes (|yaw| 62-85 degrees), camera-shake episodes (motion + defocus blur),
+  small-face videos.
 
 Pose ground truth is stored in the 3DDFA-V2 parameter convention of :mod:`vox3d.params`:
 ``P = [s R | t]`` maps model vertices (cm) to crop coordinates of a virtual crop equal to
@@ -76,6 +77,9 @@ SMALL_SCALE_PX_PER_CM = (2.6, 3.6)
 P_SMALL_VIDEO = 0.1
 P_PROFILE_UTT = 0.3
 P_BLUR_UTT = 0.25
+#: Blurred episodes: motion blur of ``blur_px`` pixels plus a defocus (Gaussian) of
+#: ``blur_px * DEFOCUS_PER_BLUR_PX`` pixels std (camera shake with focus hunting).
+DEFOCUS_PER_BLUR_PX = 0.25
 #: Bit flags of the per-frame ``hard`` field.
 HARD_PROFILE, HARD_SMALL, HARD_BLUR = 1, 2, 4
 #: Seed-sequence streams.
@@ -650,10 +654,10 @@ def draw_utterance(
         w = _hump(T, start, length, 2)
         sweep = rng.choice([-1, 1]) * rng.uniform(8, 15)
         yaw = yaw + sweep * np.clip((np.arange(T) - start) / length, 0, 1) * (w > 0)
-        blur = w * rng.uniform(7, 15)
+        blur = w * rng.uniform(9, 18)
         blur_angle[:] = rng.uniform(-20, 20)
     hard[np.abs(yaw) > 60] |= HARD_PROFILE
-    hard[blur >= 3] |= HARD_BLUR
+    hard[blur >= 2] |= HARD_BLUR
     if spec.small:
         hard |= HARD_SMALL
     scale = spec.scale_px_per_cm * (1 + 0.03 * _smooth_noise(rng, T, 20))
@@ -778,6 +782,15 @@ def face_mask(rig: FaceRig, vertices_img: np.ndarray) -> np.ndarray:
     return np.asarray(r.mask).astype(bool)
 
 
+def defocus(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian defocus blur of std `sigma` pixels (uint8 in and out)."""
+    import cv2
+
+    if sigma < 0.3:
+        return img
+    return cv2.GaussianBlur(img, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+
+
 def motion_blur(img: np.ndarray, length: float, angle_deg: float) -> np.ndarray:
     """Linear motion blur of `length` pixels at `angle_deg` (uint8 in and out)."""
     import cv2
@@ -848,6 +861,7 @@ class ClipResult:
     face_box: np.ndarray  # (T, 4) box of the projected 68 landmarks
     hard: np.ndarray
     blur_px: np.ndarray
+    blur_angle: np.ndarray
     voicing: np.ndarray
     f0: np.ndarray
     segments: np.ndarray
@@ -872,11 +886,15 @@ def clip_frames(rig, ident, spec, truth, colors, bg, light, noise_rng, poses_out
         fv = img_v[rig.model.landmarks68]
         boxes_out[t] = [fv[:, 0].min(), fv[:, 1].min(), fv[:, 0].max(), fv[:, 1].max()]
         frame = render_frame(rig, img_v, colors, bg, light)
+        # Sensor noise (uniform integers in [-2, 2], std 1.4 grey levels), then the motion
+        # blur of the exposure, which smears the noise too (blurred frames are smooth, as
+        # their compressed real counterparts are).
+        noisy = frame.astype(np.int16) + noise_rng.integers(-2, 3, frame.shape, dtype=np.int16)
+        frame = np.clip(noisy, 0, 255).astype(np.uint8)
         if truth.blur_px[t] >= 2:
             frame = motion_blur(frame, truth.blur_px[t], truth.blur_angle[t])
-        # Sensor noise: uniform integers in [-2, 2] (std 1.4 grey levels).
-        noisy = frame.astype(np.int16) + noise_rng.integers(-2, 3, frame.shape, dtype=np.int16)
-        yield np.clip(noisy, 0, 255).astype(np.uint8)
+            frame = defocus(frame, truth.blur_px[t] * DEFOCUS_PER_BLUR_PX)
+        yield frame
 
 
 def render_video(job: tuple[int, int]) -> list[ClipResult]:
@@ -927,6 +945,7 @@ def _render_video(job: tuple[int, int]) -> list[ClipResult]:
                 face_box=boxes,
                 hard=truth.hard,
                 blur_px=truth.blur_px,
+                blur_angle=truth.blur_angle,
                 voicing=truth.voicing,
                 f0=truth.utt.f0,
                 segments=truth.utt.segments,
@@ -1115,6 +1134,11 @@ def write_ground_truth(path, cfg, rig, idents, specs, clips, ceiling) -> None:
             gfr["face_box"].attrs["columns"] = json.dumps(["x1", "y1", "x2", "y2"])
             _ds(gfr, "hard", cat("hard", np.uint8), np.uint8)
             _ds(gfr, "blur_px", cat("blur_px"))
+            gfr["blur_px"].attrs["meaning"] = (
+                f"motion blur length (px) at angle blur_angle_deg, plus a Gaussian defocus of "
+                f"std blur_px * {DEFOCUS_PER_BLUR_PX} px; 0 = sharp"
+            )
+            _ds(gfr, "blur_angle_deg", cat("blur_angle"))
             _ds(gfr, "voicing", cat("voicing"))
             ga = f.create_group("audio", track_order=True)
             _ds(ga, "f0_hz", cat("f0"))
@@ -1174,7 +1198,7 @@ seed give the same mp4 bytes, decoded frames, audio and `ground_truth.h5`.
 | videos (YouTube ids) | {s["videos"]} |
 | clips (utterances, one mp4 each) | {s["clips"]} x {cfg.seconds:g} s = {s["hours"] * 60:.1f} min |
 | frames | {s["frames"]} ({FPS} fps, {FRAME_SIZE}x{FRAME_SIZE}) |
-| hard frames | profile (\\|yaw\\| > 60 deg) {s["frames_profile"]}, small face {s["frames_small"]}, motion blur {s["frames_blur"]} |
+| hard frames | profile (\\|yaw\\| > 60 deg) {s["frames_profile"]}, small face {s["frames_small"]}, blurred (camera shake) {s["frames_blur"]} |
 | median landmark-box height | {s["face_height_px_median"]:.0f} px |
 
 Layout: `videos/<id>/<youtube-id>/<utt>.mp4` as VoxCeleb2 dev (H.264 High, yuv420p,
@@ -1192,8 +1216,10 @@ background with a torso, ambient + directional + specular light, face size and p
 room acoustics; per frame smooth head pose (yaw +-40, pitch +-20, roll +-10 deg; profile
 episodes 62-85 deg), expressions {", ".join(names)} with `jawOpen` driven by the
 audio (voicing x vowel openness, lip sync), blinks every 2-6 s; hard material: small-face
-videos (p = {P_SMALL_VIDEO}), profile episodes (p = {P_PROFILE_UTT} per clip), motion-blur
-episodes (p = {P_BLUR_UTT} per clip); mild sensor noise.
+videos (p = {P_SMALL_VIDEO}, {SMALL_SCALE_PX_PER_CM[0]}-{SMALL_SCALE_PX_PER_CM[1]} px/cm instead of
+{SCALE_PX_PER_CM[0]}-{SCALE_PX_PER_CM[1]}), profile episodes (p = {P_PROFILE_UTT} per clip),
+camera-shake episodes (p = {P_BLUR_UTT} per clip: motion blur 9-18 px plus defocus);
+mild sensor noise.
 
 ## Voices and the face -> voice mapping
 
@@ -1243,7 +1269,7 @@ predictable from the voice; the rest is independent of it by construction.
   `f0_session_factor`;
 * `frames/` (all clips concatenated): `pose (T, 12)`, `euler_deg (T, 3)`,
   `scale_px_per_cm`, `center_px`, `exp (T, K_exp)`, `face_box (T, 4)` (box of the
-  68 projected landmarks, x1 y1 x2 y2 px), `hard`, `blur_px`,
+  68 projected landmarks, x1 y1 x2 y2 px), `hard`, `blur_px`, `blur_angle_deg`,
   `voicing`;
 * `audio/`: `f0_hz` (100 Hz track, 0 = unvoiced), `segments (S, 2)` speech phrases (s).
 """
