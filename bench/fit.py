@@ -49,6 +49,7 @@ def _args(argv):
     ap.add_argument("--seconds", type=float, default=0.0, help="time per measurement (0 = auto)")
     ap.add_argument("--compile", action="store_true", help="also try torch.compile")
     ap.add_argument("--no-graphs", action="store_true", help="skip CUDA-graph rows")
+    ap.add_argument("--skip-pipeline", action="store_true", help="regressor rows only")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (torch)")
     ap.add_argument("--data", help="folder laid out like ../shared/data (sets VOX3D_DATA)")
     ap.add_argument("--widen", type=float, default=0.5, help="0.5 = mb05 (1.0: random mb1 weights)")
@@ -160,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         for p in precs
     }
     det = FaceBoxes(device=dev)
-    det_half = {p: FaceBoxes(device=dev, precision=p) for p in precs if p != "fp32"}
+    det_half = {p: FaceBoxes(device=dev, precision=p, fuse_bn=True) for p in precs if p != "fp32"}
+    print(
+        f"cuDNN fused conv+ReLU in BN-fused regressors: { {p: r.cudnn_relu for p, r in regs_fused.items()} }"
+    )
 
     # ------------------------------------------------------------------ parity
     print("\nparity")
@@ -286,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  torch.compile {p}: failed ({type(e).__name__}: {str(e)[:300]})")
 
     # ------------------------------------------------------------------ det + crop + reg
+    if a.skip_pipeline:
+        tab.print(f"regressor throughput on {dev_name} (faces/s)")
+        print(f"\nbest regressor: {best:,.0f} faces/s = {best / loop_rate:,.0f}x the batch-1 loop")
+        return 0
     print("\ndetector + crop + regressor (frames/s)", file=sys.stderr)
     host_frames = [frames[i].numpy() for i in range(64)]
     if have_cv2:

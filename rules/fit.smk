@@ -8,19 +8,6 @@ import shutil
 TARGETS.extend([out("fit/identities.h5"), out("fit/rejects.tsv"), out("fit/stats.tsv")])
 
 
-def fit_uses_gpu():
-    """True when the fit jobs run on a GPU: fit.device cuda, or auto on a machine with one."""
-    device = config["fit"]["device"]
-    return device == "cuda" or (
-        device == "auto" and shutil.which("nvidia-smi") is not None
-    )
-
-
-def fit_settings():
-    """The config sections the fit stage reads (vox3d.fit.FitConfig.from_config)."""
-    return {k: config[k] for k in ("face_model", "fit", "assets")}
-
-
 rule fit_shard:
     input:
         h5=out("extract/{shard}.h5"),
@@ -38,9 +25,15 @@ rule fit_shard:
     resources:
         mem_mb=3000,
         runtime=60,
-        gpu=1 if fit_uses_gpu() else 0,
+        # a GPU when fit.device is cuda, or auto on a machine with one (nvidia-smi present)
+        gpu=(
+            1
+            if config["fit"]["device"] == "cuda"
+            or (config["fit"]["device"] == "auto" and shutil.which("nvidia-smi"))
+            else 0
+        ),
     params:
-        settings=fit_settings(),
+        settings={k: config[k] for k in ("face_model", "fit", "assets")},
     script:
         "../scripts/fit.py"
 

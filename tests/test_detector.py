@@ -186,3 +186,12 @@ def test_bad_checkpoints(tmp_path):
     p = tmp_path / "prefixed.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, p)
     assert FaceBoxes(p).detect(np.zeros((64, 64, 3), np.uint8)).shape == (0, 5)
+
+
+def test_fused_batchnorm_detector(images, ref):
+    """BN folded into the convolutions (the reduced-precision GPU option) keeps parity."""
+    fb = FaceBoxes(fuse_bn=True)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fb.net.modules())
+    dets = fb.detect(images["JianzhuGuo"])
+    assert dets.shape == ref["JianzhuGuo/boxes"].shape
+    assert np.abs(dets - ref["JianzhuGuo/boxes"]).max() < 1e-2

@@ -166,3 +166,30 @@ def test_train_evaluate_figures_on_stage_formats(tmp_path):
     )
     for p in ("are", "curves", "stats", "ids"):
         assert (tmp_path / "ev" / f"{p}.png").stat().st_size > 5000
+
+
+def test_read_ground_truth_layouts(tmp_path):
+    """The synthetic corpus's table layout (identities/id + id_coef) and per-group layout."""
+    import h5py
+
+    from vox3d.train import read_ground_truth
+
+    c = np.arange(12, dtype=np.float32).reshape(3, 4)
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        g = f.create_group("identities")
+        g.create_dataset("id", data=np.array(["x", "y", "z"], dtype=object), dtype=h5py.string_dtype())
+        g.create_dataset("name", data=np.array(["A", "B", "C"], dtype=object), dtype=h5py.string_dtype())
+        g.create_dataset("id_coef", data=c)
+        g.create_dataset("voice", data=np.zeros((3, 12)))
+    gt = read_ground_truth(tmp_path / "a.h5")
+    assert sorted(gt) == ["x", "y", "z"]
+    np.testing.assert_array_equal(gt["y"], c[1])
+    with h5py.File(tmp_path / "b.h5", "w") as f:
+        for i, n in enumerate("xy"):
+            f.create_group(f"identities/{n}").create_dataset("id_coef", data=c[i])
+    gt = read_ground_truth(tmp_path / "b.h5")
+    np.testing.assert_array_equal(gt["x"], c[0])
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        f.create_dataset("other", data=c)
+    with pytest.raises(ValueError, match="c.h5"):
+        read_ground_truth(tmp_path / "c.h5")

@@ -197,3 +197,40 @@ def test_config_mismatch_names_the_checkpoint(random_checkpoint):
         make_regressor(random_checkpoint, 40, 10)
     with pytest.raises(BadModelFileError, match="json"):
         make_regressor(random_checkpoint.with_name("missing.pth"), 8, 4)
+
+
+@needs_tddfa
+def test_real_no_face_videos_become_rejects(tmp_path):
+    """The shared real broken files without a face (black frames, blue background) and a
+    real VoxCeleb2 clip through manifest -> extract -> fit: rejects, no crash."""
+    import shutil
+
+    from vox3d.extract import extract_shard
+    from vox3d.manifest import cli as manifest_cli
+
+    real = paths.DATA_ROOT / "real"
+    srcs = {
+        "idbad/clip/no_face.mp4": real / "bad" / "no_face.mp4",
+        "idbad/clip/no_face_background.mp4": real / "bad" / "no_face_background.mp4",
+    }
+    good = sorted((real / "voxceleb").glob("id06811/*/*.mp4"))
+    if not all(p.is_file() for p in srcs.values()) or not good:
+        pytest.skip("shared real clips not found")
+    srcs["id06811/clip/00001.mp4"] = good[0]
+    vids = tmp_path / "videos"
+    for rel, src in srcs.items():
+        (vids / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, vids / rel)
+    assert manifest_cli([str(vids), "--out-dir", str(tmp_path), "--shard-size", "8"]) == 0
+    shard = tmp_path / "shards" / "shard-00000.tsv"
+    extract_shard(shard, vids, tmp_path / "extract.h5", frame_rate=2.0, progress=False)
+    cfg = FitConfig.from_config({"face_model": {"name": "bfm"}, "fit": {"device": "cpu"}})
+    stats = fit_shard(tmp_path / "extract.h5", tmp_path / "fit.h5", cfg, progress=False)
+    assert stats["videos"] == 3 and stats["videos_rejected"] == 2
+    assert stats["kept"] > 0 and stats["no_face"] > 0
+    with h5py.File(tmp_path / "fit.h5", "r") as f:
+        rej = dict(zip([s.decode() for s in f["rejects/path"][()]],
+                       [s.decode() for s in f["rejects/reason"][()]], strict=True))  # fmt: skip
+        assert f["frames/params"].shape[1] == 62 and f.attrs["face_model"] == "bfm"
+    assert set(rej) == {"idbad/clip/no_face.mp4", "idbad/clip/no_face_background.mp4"}
+    assert all("no usable frame" in r and "no face" in r for r in rej.values())

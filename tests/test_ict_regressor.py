@@ -111,3 +111,24 @@ def test_gen_model_roundtrip(gm, tmp_path):
     g2 = ir.GenModel.load(tmp_path / "g.npz")
     assert g2.digest() == gm.digest()
     np.testing.assert_array_equal(g2.smooth_basis, gm.smooth_basis)
+
+
+def test_committed_checkpoint_matches_json_and_is_accurate():
+    """The committed regressor: hash as recorded, loadable weights-only, and accurate on
+    held-out renders (measured: NME 0.034, 600 renders; a broken checkpoint gives > 0.15)."""
+    from vox3d.safeload import load_torch
+
+    path = ir.DEFAULT_CHECKPOINT
+    meta = ir.read_checkpoint_meta(path)
+    assert ir.sha256_file(path) == meta["sha256"]
+    assert path.stat().st_size < 10e6
+    assert isinstance(load_torch(path), dict)
+    try:
+        g = ir.build_gen_model(meta["n_id"], meta["n_exp"])
+    except Exception as e:
+        pytest.skip(f"ICT-FaceKit not available: {e}")
+    assert g.digest() == meta["gen_model_sha256"]
+    model, mean, std, _ = ir.load_model(path)
+    acc = ir.evaluate(model, g, ir.GenConfig.from_dict(meta["generator"]), mean, std, n=48)
+    assert acc["all"]["nme"] < 0.06
+    assert acc["all"]["vertex_mm"] < 5.5

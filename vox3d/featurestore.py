@@ -21,8 +21,10 @@ sequential sampler (the plan is already random) with the same ``batch_size``.
 
 Speed: each process (main or DataLoader worker) opens the HDF5 files lazily on its first
 read and, with ``cache=True`` (default), loads the ``frames`` of every shard into memory
-once (shards are small: tens of MB); a crop is then one numpy slice.  ``cache=False``
-reads every crop from the file (chunked, compressed).
+once (shards are small: tens of MB; the whole default corpus a few hundred MB, held once
+per process, shared copy-on-write with forked workers when the main process loaded it
+first); a crop is then one numpy slice.  ``cache=False`` reads every crop from the file
+(chunked, compressed): for corpora larger than memory.
 """
 
 from __future__ import annotations
@@ -135,7 +137,7 @@ class FeatureStore(Dataset):
         self._ids_present = np.nonzero(counts)[0]
         self.items_per_epoch = int(items_per_epoch or len(self.utterances))
         self._plan_epoch: int | None = None
-        self._plan: tuple[np.ndarray, np.ndarray] | None = None
+        self._plan: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._pid: int | None = None
         self._h5: list | None = None
         self._frames: list[np.ndarray] | None = None
@@ -156,8 +158,11 @@ class FeatureStore(Dataset):
         return st
 
     def _open(self) -> None:
-        """Open files / load caches in this process (lazily, once per process)."""
-        if self._pid == os.getpid() and (self._frames is not None or self._h5 is not None):
+        """Open files / load caches in this process (lazily, once per process).  A cache
+        inherited through fork is plain memory and is reused; HDF5 handles are not."""
+        if self._frames is not None:
+            return
+        if self._h5 is not None and self._pid == os.getpid():
             return
         import h5py
 

@@ -59,6 +59,8 @@ class FitConfig:
     tddfa_weights: str | None = None
     tddfa_param_mean_std: str | None = None
     ict_regressor: str | None = None  # default: vox3d/data/ict_regressor.pth
+    ict_facekit: str | None = None  # ICT-FaceKit archive (fit.landmarks: fan only)
+    bfm: str | None = None  # bfm_noneck_v3.pkl (fit.landmarks: fan with face_model bfm)
     threads: int = 1
 
     @classmethod
@@ -83,6 +85,8 @@ class FitConfig:
             tddfa_weights=assets.get("tddfa_weights"),
             tddfa_param_mean_std=assets.get("tddfa_param_mean_std"),
             ict_regressor=fit.get("ict_regressor"),
+            ict_facekit=assets.get("ict_facekit"),
+            bfm=assets.get("bfm"),
             threads=int(threads),
         )
 
@@ -141,9 +145,17 @@ class Fitter:
             )
         self.landmarker = None
         if cfg.landmarks == "fan":
+            from vox3d.face_model import load_face_model
             from vox3d.landmarks import FanLandmarker
 
-            self.landmarker = FanLandmarker(cfg.fan_weights, device=self.device)
+            fm = load_face_model(
+                cfg.face_model,
+                path=cfg.ict_facekit if cfg.face_model == "ict" else cfg.bfm,
+                subset="head",
+                n_id=self.layout.n_id,
+                n_exp=self.layout.n_exp,
+            )
+            self.landmarker = FanLandmarker(cfg.fan_weights, self.device, fm, self.layout)
 
     def fit_frames(self, frames_rgb) -> dict[str, np.ndarray]:
         """Detect, choose, crop, regress and measure a chunk of frames.
@@ -195,7 +207,7 @@ class Fitter:
             out["yaw"][ii], out["pitch"][ii], out["roll"][ii] = angles.T
             if self.landmarker is not None:
                 out["landmark_nme"][ii] = self.landmarker.nme(
-                    [bgr[i] for i in idx], out["roi"][ii], params, self.layout, self.cfg.face_model
+                    [np.asarray(frames_rgb[i]) for i in idx], out["box"][ii], out["roi"][ii], params
                 )
         out["reason"] = classify(
             th,

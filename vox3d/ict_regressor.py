@@ -296,20 +296,21 @@ def _albedo(gm: GenModel, rng: np.random.Generator) -> np.ndarray:
 
 
 def _light(rng: np.random.Generator):
-    """Random Sim3DR light: (ambient (3,), directions (1, 3), colours (1, 3), specular,
-    shininess); directions in image axes (x right, y down, z to the viewer)."""
+    """Random :class:`vox3d.render.Light`: ambient + one directional light (image axes:
+    x right, y down, z to the viewer) + a Phong specular term."""
+    from vox3d.render import Light
+
     d = rng.normal(0, 1, 3)
     d[2] = abs(d[2]) + 0.6
     d /= np.linalg.norm(d)
     tint = rng.uniform(0.9, 1.1, 3)
     amb = rng.uniform(0.25, 0.6) * tint
     dif = rng.uniform(0.35, 0.85) * tint
-    return (
-        amb.astype(np.float32),
-        d[None].astype(np.float32),
-        dif[None].astype(np.float32),
-        float(rng.uniform(0.0, 0.25)),
-        float(rng.uniform(8, 30)),
+    return Light(
+        ambient=tuple(amb),
+        directional=[(tuple(d), tuple(dif))],
+        specular=float(rng.uniform(0.0, 0.25)),
+        shininess=float(rng.uniform(8, 30)),
     )
 
 
@@ -365,20 +366,11 @@ def _rasterize(
     v_px: np.ndarray, tri: np.ndarray, colors: np.ndarray, bg: np.ndarray, light
 ) -> np.ndarray:
     """Render per-vertex colours (V, 3) 0..1 of vertices (V, 3) (image x, y pixels with
-    pixel centres at +0.5, z larger = nearer) over `bg` (H, W, 3) uint8 with Sim3DR and
-    `light`; returns the (H, W, 3) uint8 image (RGB)."""
-    from Sim3DR import _sim3dr
+    pixel centres at +0.5, z larger = nearer) over `bg` (H, W, 3) uint8 with Sim3DR
+    (:func:`vox3d.render.render`, per-pixel Phong shading); returns (H, W, 3) uint8 RGB."""
+    from vox3d.render import render
 
-    img = np.ascontiguousarray(bg, np.uint8).copy()
-    mesh = (
-        np.ascontiguousarray(v_px, np.float32),
-        np.ascontiguousarray(tri, np.int32),
-        np.ascontiguousarray(colors, np.float32),
-        None,
-        np.zeros(3, np.float32),
-    )
-    _sim3dr.render([mesh], img, None, None, light)
-    return img
+    return render(v_px, tri, colors, image=bg, light=light)
 
 
 def sample_pose_and_coeffs(gm: GenModel, cfg: GenConfig, rng: np.random.Generator):
@@ -976,6 +968,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop training early")
     args = p.parse_args(argv)
 
+    if args.eval_only:  # the checkpoint says which face model sizes it predicts
+        meta0 = read_checkpoint_meta(args.out)
+        args.n_id, args.n_exp = int(meta0["n_id"]), int(meta0["n_exp"])
     gm = (
         GenModel.load(args.gen_model)
         if args.gen_model
@@ -989,6 +984,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.eval_only:
         model, mean, std, meta = load_model(args.out, args.device)
         gen = GenConfig.from_dict(meta["generator"])
+        if meta.get("gen_model_sha256") not in (None, gm.digest()):
+            print(
+                "warning: the face model arrays differ from those the checkpoint was trained "
+                "on (gen_model_sha256); accuracy may not be comparable",
+                file=sys.stderr,
+            )
     else:
         tc = TrainConfig(
             steps=args.steps, batch_size=args.batch_size, lr=args.lr, workers=args.workers,
