@@ -1,11 +1,14 @@
 # vox3d: two commands.  `make run` builds Voxceleb-3D on the embedded default,
 # `make test` runs the test suite.  Both set up .venv first (pinned requirements).
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.vox3d-installed
 CORES ?= all
+# pip on some machines warns once per package about missing local index folders: drop that noise.
+PIPFILTER := { grep -v -e '^WARNING: Location' -e 'is neither a file nor a directory' || true; }
 
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
@@ -24,9 +27,9 @@ $(STAMP): requirements.lock pyproject.toml setup.py $(SIM3DR_SRC)
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg) \
 	  || { echo "!! could not install ffmpeg; install it yourself (apt-get install ffmpeg)"; exit 1; }; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.lock
-	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
+	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | $(PIPFILTER)
+	$(BIN)/python -m pip install -q -r requirements.lock 2>&1 | $(PIPFILTER)
+	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e . 2>&1 | $(PIPFILTER)
 	@mkdir -p $(NUMBA_CACHE_DIR) $(MPLCONFIGDIR) $(TORCH_HOME)
 	@touch $(STAMP)
 

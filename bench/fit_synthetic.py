@@ -171,11 +171,28 @@ def main(argv=None) -> int:
         if vals:
             v = np.array(vals)
             print(f"  {key:<13} mean {v.mean():.3f}  median {np.median(v):.3f}  (n={len(v)})")
+    # how much identity signal: correlation of estimated and true coefficients across
+    # identities (aggregate) and across frames (single frames), first modes
+    n_modes = min(10, k)
+    frame_coef = np.stack([r[0][12 : 12 + k] for r in rows["par"]])
+    frame_true = gt["id_coef"][idents, :k]
+    r_frame = [np.corrcoef(frame_coef[:, m], frame_true[:, m])[0, 1] for m in range(n_modes)]
+    summary_r = {"single_frame": float(np.mean(r_frame))}
+    if agg:
+        names = [gt["ids"][u] for u in np.unique(idents) if gt["ids"][u] in agg]
+        A = np.stack([agg[nm] for nm in names])
+        T = np.stack([gt["id_coef"][gt["ids"].index(nm), :k] for nm in names])
+        r_agg = [np.corrcoef(A[:, m], T[:, m])[0, 1] for m in range(n_modes)]
+        summary_r["aggregate"] = float(np.mean(r_agg))
+        print(f"\ncorrelation with the true identity coefficients, modes 0-{n_modes - 1}:")
+        print("  aggregate    " + " ".join(f"{x:5.2f}" for x in r_agg))
+    print("  single frame " + " ".join(f"{x:5.2f}" for x in r_frame))
     summary = {
         "frames_kept": frames_kept,
         "frame_nme": float(lm_err.mean()),
         "frame_id_mm": float(id_v.mean()),
         **{f"identity_{k2}_mm": float(np.mean(v)) for k2, v in res.items() if v},
+        **{f"coef_corr_{k2}": v for k2, v in summary_r.items()},
     }
     print("\n" + json.dumps(summary, sort_keys=True))
     return 0

@@ -49,5 +49,10 @@ def shard_files(stage, wildcards=None):
     return [out(f"{stage}/{s}.h5") for s in shards()]
 
 
+def feature_shards(wildcards=None):
+    """OUT/features/<shard>.h5 of every shard (input of train, evaluate, features_rejects)."""
+    return shard_files("features")
+
+
 def all_targets(wildcards):
     return TARGETS

@@ -5,11 +5,6 @@
 TARGETS.append(out("features/rejects.tsv"))
 
 
-def feature_shards(wildcards=None):
-    """OUT/features/<shard>.h5 of every shard (input of train, evaluate, features_rejects)."""
-    return shard_files("features")
-
-
 rule features_shard:
     input:
         h5=out("extract/{shard}.h5"),

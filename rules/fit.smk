@@ -102,7 +102,8 @@ rule train_regressor:
         out("benchmarks/train_regressor/train_regressor.tsv")
     conda:
         "../envs/fit.yaml"
-    threads: 1
+    # the main process + one per render worker (the data do not depend on the count)
+    threads: config["fit"]["regressor"]["workers"] + 1
     resources:
         mem_mb=4000,
         runtime=120,

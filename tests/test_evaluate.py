@@ -177,8 +177,12 @@ def test_read_ground_truth_layouts(tmp_path):
     c = np.arange(12, dtype=np.float32).reshape(3, 4)
     with h5py.File(tmp_path / "a.h5", "w") as f:
         g = f.create_group("identities")
-        g.create_dataset("id", data=np.array(["x", "y", "z"], dtype=object), dtype=h5py.string_dtype())
-        g.create_dataset("name", data=np.array(["A", "B", "C"], dtype=object), dtype=h5py.string_dtype())
+        g.create_dataset(
+            "id", data=np.array(["x", "y", "z"], dtype=object), dtype=h5py.string_dtype()
+        )
+        g.create_dataset(
+            "name", data=np.array(["A", "B", "C"], dtype=object), dtype=h5py.string_dtype()
+        )
         g.create_dataset("id_coef", data=c)
         g.create_dataset("voice", data=np.zeros((3, 12)))
     gt = read_ground_truth(tmp_path / "a.h5")

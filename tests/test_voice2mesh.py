@@ -17,7 +17,9 @@ def checkpoint(tmp_path):
     m = VoiceToShape(ModelConfig(n_out=8))
     m.target_std.fill_(0.5)
     p = tmp_path / "model.pt"
-    save_checkpoint(p, {"model": m.state_dict(), "model_config": m.cfg.to_dict(), "face_model": "ict"})
+    save_checkpoint(
+        p, {"model": m.state_dict(), "model_config": m.cfg.to_dict(), "face_model": "ict"}
+    )
     return p
 
 
@@ -34,7 +36,18 @@ def test_voice2mesh_writes_mesh_and_render(tmp_path, checkpoint, audio):
     if audio.is_dir():
         audio = sorted(audio.rglob("*.flac"))[0]
     out, png = tmp_path / "face.obj", tmp_path / "face.png"
-    rc = main(["voice2mesh", str(audio), "--checkpoint", str(checkpoint), "--out", str(out), "--png", str(png)])
+    rc = main(
+        [
+            "voice2mesh",
+            str(audio),
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--png",
+            str(png),
+        ]
+    )
     assert rc == 0
     lines = out.read_text().splitlines()
     v = np.array([[float(x) for x in ln.split()[1:4]] for ln in lines if ln.startswith("v ")])
@@ -47,7 +60,31 @@ def test_voice2mesh_video_and_bad_input(tmp_path, checkpoint):
     from vox3d.cli import main
 
     clip = sorted((DATA_ROOT / "real" / "voxceleb").rglob("*.mp4"))[0]
-    assert main(["voice2mesh", str(clip), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "a.obj")]) == 0
+    assert (
+        main(
+            [
+                "voice2mesh",
+                str(clip),
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "a.obj"),
+            ]
+        )
+        == 0
+    )
     bad = DATA_ROOT / "real" / "bad" / "not_a_video.mp4"
-    assert main(["voice2mesh", str(bad), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "b.obj")]) == 1
+    assert (
+        main(
+            [
+                "voice2mesh",
+                str(bad),
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "b.obj"),
+            ]
+        )
+        == 1
+    )
     assert not (tmp_path / "b.obj").exists()

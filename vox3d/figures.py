@@ -163,7 +163,9 @@ def plot_dataset_stats(
         )
         a.set_yticks(range(len(keys)), keys, fontsize=8)
         for i, v in enumerate(vals):
-            a.text(v, i, f" {int(v)}", va="center", fontsize=7)
+            a.text(max(v, 1), i, f" {int(v)}", va="center", fontsize=7)
+        a.set_xscale("log")
+        a.set_xlim(0.8, max(vals + [1]) * 3)
     else:
         a.text(0.5, 0.5, "no fit statistics", ha="center", transform=a.transAxes)
     a.set_title("frames: kept and rejected by reason (fit)")
@@ -181,6 +183,7 @@ def plot_dataset_stats(
         a.invert_yaxis()
     else:
         a.text(0.5, 0.5, "no rejected files", ha="center", transform=a.transAxes)
+        a.set_axis_off()
     a.set_title("rejected files by stage and reason")
     a = ax[1, 1]
     sides = {r["identity"]: r["set"] for r in split}

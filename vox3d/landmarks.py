@@ -8,7 +8,7 @@ box) as a quality field (``landmark_nme``; frames above ``fit.max_landmark_nme``
 rejected with reason ``landmarks``).
 
 Weights: the upstream 2DFAN-4 checkpoint, a plain ``state_dict`` (read here with
-``torch.load(weights_only=True)`` through :func:`vox3d.safeload.load_torch`):
+torch weights-only loading through :func:`vox3d.safeload.load_torch`):
 
 * upstream URL :data:`FAN_URL` (the one face-alignment 1.5 downloads itself);
 * looked up at ``fit.fan_weights`` when set, else ``$TORCH_HOME/hub/checkpoints/<file>``

@@ -270,7 +270,7 @@ def normalize_crops(crops: torch.Tensor, dtype: torch.dtype = torch.float32) -> 
     significant bits and 1/128 a power of two, so fp32, fp16 and bf16 are all exact.
     The result has channels-last strides (a permuted view of the NHWC input).
     """
-    x = crops.permute(0, 3, 1, 2).to(dtype)
+    x = crops.permute(0, 3, 1, 2).to(dtype, copy=True)  # never modify the caller's tensor
     return x.sub_(127.5).mul_(1.0 / 128.0)
 
 

@@ -35,6 +35,7 @@ import json
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -352,6 +353,55 @@ def evaluate_loss(
     return {k: v / len(bank) for k, v in sums.items()}
 
 
+def _tqdm():
+    """tqdm, or a silent stand-in where it is not installed (bare GPU boxes)."""
+    try:
+        from tqdm import tqdm
+
+        return tqdm
+    except ImportError:
+
+        class _Bar:
+            def __init__(self, *a, **k):
+                pass
+
+            def update(self, n=1):
+                pass
+
+            def set_postfix(self, **k):
+                pass
+
+            def close(self):
+                pass
+
+            @staticmethod
+            def write(msg):
+                print(msg, file=sys.stderr)
+
+        return _Bar
+
+
+def _summary_writer(log_dir: Path, purge_step: int | None):
+    """A TensorBoard SummaryWriter, or a no-op stand-in where tensorboard is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print("tensorboard not installed: no TensorBoard logs (log.csv only)", file=sys.stderr)
+
+        class _NoTB:
+            def add_scalar(self, *a, **k):
+                pass
+
+            def flush(self):
+                pass
+
+            def close(self):
+                pass
+
+        return _NoTB()
+    return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+
+
 def train(
     cfg: TrainConfig,
     bank: UtteranceBank,
@@ -371,8 +421,7 @@ def train(
     ``meta`` (plain values) is stored in the model file (identities, face model ...).
     ``val_coef``: ``(n_val_identities, K)`` targets indexed like ``val_bank.ids``.
     """
-    from tqdm import tqdm
-
+    tqdm = _tqdm()
     cfg.validate()
     out = Path(out_dir)
     ckpt_dir = out / "checkpoints"
@@ -428,9 +477,7 @@ def train(
         step, history = int(state["step"]), list(state["history"])
         tqdm.write(f"resuming from {ckpt_dir}/step-{step:07d}.pt")
 
-    from torch.utils.tensorboard import SummaryWriter
-
-    tb = SummaryWriter(log_dir=str(out / "tb"), purge_step=step + 1 if step else None)
+    tb = _summary_writer(out / "tb", purge_step=step + 1 if step else None)
     use_amp = cfg.amp and dev.type == "cuda"
     model.train()
     window: dict[str, torch.Tensor] = {}
