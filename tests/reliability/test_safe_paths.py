@@ -13,8 +13,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted(
     p
-    for pattern in ("vox3d/**/*.py", "scripts/**/*.py", "bench/**/*.py", "Sim3DR/**/*.py",
-                    "rules/*.smk", "Snakefile")
+    for pattern in (
+        "vox3d/**/*.py",
+        "scripts/**/*.py",
+        "bench/**/*.py",
+        "Sim3DR/**/*.py",
+        "rules/*.smk",
+        "Snakefile",
+    )
     for p in ROOT.glob(pattern)
 )
 ALLOWED = {ROOT / "vox3d" / "safeload.py"}
