@@ -134,3 +134,34 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert a["history"] == b["history"]
     assert (killed / "log.csv").read_bytes() == (clean / "log.csv").read_bytes()
+
+
+def test_ratio_loss_matches_are_metric():
+    """ShapeLoss.ratios on the pair vertices equals vox3d.metrics.face_ratios of the mesh."""
+    from vox3d.metrics import face_ratios
+    from vox3d.train import ShapeLoss, ratio_pair_vertices
+
+    rng = np.random.default_rng(0)
+    mean = rng.normal(size=(30, 3)) * 5
+    basis = rng.normal(size=(4, 30, 3)) * 0.5
+    pairs = {"oicd": (0, 1), "ear": (2, 3), "forehead": (4, 5), "mid": (6, 7), "cheek": (8, 9)}
+    idx = ratio_pair_vertices(pairs)
+    std, tmean = np.array([1.0, 2, 0.5, 1]), np.array([0.1, 0, -0.2, 0.3])
+    t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
+    loss = ShapeLoss(
+        None,
+        t(std),
+        t(rng.normal(size=(5, 4))),
+        ratio_mean=t(mean[idx]),
+        ratio_basis=t(basis[:, idx]),
+        ratio_weight=1.0,
+        target_mean=t(tmean),
+    )
+    z = rng.normal(size=(3, 4))
+    coef = z * std + tmean
+    mesh = mean + np.einsum("bk,kvc->bvc", coef, basis)
+    np.testing.assert_allclose(loss.ratios(t(z)).numpy(), face_ratios(mesh, pairs), rtol=1e-10)
+    out = loss(t(z), t(z[::-1].copy()))
+    assert out["loss_ratio"] > 0 and torch.isclose(
+        out["loss"], out["loss_param"] + out["loss_ratio"]
+    )

@@ -88,6 +88,7 @@ class TrainConfig:
     crop_max: int = 300
     param_weight: float = 1.0
     vertex_weight: float = 1.0
+    ratio_weight: float = 0.0
     checkpoint_every: int = 100
     eval_every: int = 100
     log_every: int = 20
@@ -193,11 +194,16 @@ class Targets:
 
     coef: ``(n_identities, K)`` float32 identity coefficients (row = identity index);
     basis: ``(K, Vf, 3)`` float32 identity basis on the face-area vertices, or None
-    (no vertex loss).
+    (no vertex loss);
+    ratio_mean, ratio_basis: ``(10, 3)`` / ``(K, 10, 3)`` mean and identity basis at the
+    ARE vertex pairs in the order oicd, ear, forehead, mid, cheek (two vertices each), or
+    None (no ratio loss).
     """
 
     coef: np.ndarray
     basis: np.ndarray | None = None
+    ratio_mean: np.ndarray | None = None
+    ratio_basis: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -206,7 +212,7 @@ class Targets:
 
 
 class ShapeLoss(torch.nn.Module):
-    """Parameter + face-area vertex loss (see module docstring)."""
+    """Parameter + face-area vertex (+ optional face-ratio) loss (see module docstring)."""
 
     def __init__(
         self,
@@ -215,9 +221,19 @@ class ShapeLoss(torch.nn.Module):
         train_coef: torch.Tensor,
         param_weight: float = 1.0,
         vertex_weight: float = 1.0,
+        ratio_mean: torch.Tensor | None = None,
+        ratio_basis: torch.Tensor | None = None,
+        ratio_weight: float = 0.0,
+        target_mean: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.param_weight = param_weight
+        self.ratio_weight = ratio_weight if ratio_basis is not None else 0.0
+        if self.ratio_weight > 0:
+            self.register_buffer("ratio_mean", ratio_mean.reshape(-1, 3))  # (10, 3)
+            self.register_buffer("ratio_basis", ratio_basis.reshape(ratio_basis.shape[0], -1))
+            tm = torch.zeros_like(target_std) if target_mean is None else target_mean
+            self.register_buffer("target_mean", tm)
         self.vertex_weight = vertex_weight if basis is not None else 0.0
         if basis is not None:
             self.register_buffer("basis", basis.reshape(basis.shape[0], -1))  # (K, Vf*3)
@@ -237,8 +253,20 @@ class ShapeLoss(torch.nn.Module):
             lv = d.pow(2).reshape(len(d), -1, 3).sum(-1).mean() / self.s2
             out["loss_vertex"] = lv
             total = total + self.vertex_weight * lv
+        if self.ratio_weight > 0:
+            lr = (self.ratios(z_pred) - self.ratios(z_true)).abs().mean()
+            out["loss_ratio"] = lr
+            total = total + self.ratio_weight * lr
         out["loss"] = total
         return out
+
+    def ratios(self, z: torch.Tensor) -> torch.Tensor:
+        """ARE face ratios ``(B, 4)`` (ear, forehead, mid, cheek over OICD) of standardised
+        coefficients ``z (B, K)``."""
+        c = z * self.target_std + self.target_mean
+        v = (self.ratio_mean.reshape(1, -1) + c @ self.ratio_basis).reshape(len(z), -1, 2, 3)
+        d = (v[:, :, 0] - v[:, :, 1]).norm(dim=-1)  # (B, 5)
+        return d[:, 1:] / d[:, :1]
 
 
 # --------------------------------------------------------------------------------------
@@ -307,9 +335,11 @@ LOG_COLUMNS = (
     "loss",
     "loss_param",
     "loss_vertex",
+    "loss_ratio",
     "val_loss",
     "val_loss_param",
     "val_loss_vertex",
+    "val_loss_ratio",
     "lr",
 )
 
@@ -421,7 +451,6 @@ def train(
     ``meta`` (plain values) is stored in the model file (identities, face model ...).
     ``val_coef``: ``(n_val_identities, K)`` targets indexed like ``val_bank.ids``.
     """
-    tqdm = _tqdm()
     cfg.validate()
     out = Path(out_dir)
     ckpt_dir = out / "checkpoints"
@@ -429,10 +458,19 @@ def train(
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
     if dev.type == "cpu":
         torch.use_deterministic_algorithms(True)
-    else:
-        torch.backends.cudnn.benchmark = True
+    try:
+        return _train_loop(
+            cfg, bank, targets, out, ckpt_dir, dev, val_bank, val_coef, meta, progress
+        )
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+
+
+def _train_loop(cfg, bank, targets, out, ckpt_dir, dev, val_bank, val_coef, meta, progress) -> dict:
+    tqdm = _tqdm()
 
     coef = np.asarray(targets.coef, dtype=np.float32)
     used = np.unique(bank.ids)
@@ -451,12 +489,26 @@ def train(
     basis = (
         None if targets.basis is None else torch.from_numpy(np.asarray(targets.basis, np.float32))
     )
+    rmean = (
+        None
+        if targets.ratio_mean is None
+        else torch.from_numpy(np.asarray(targets.ratio_mean, np.float32))
+    )
+    rbasis = (
+        None
+        if targets.ratio_basis is None
+        else torch.from_numpy(np.asarray(targets.ratio_basis, np.float32))
+    )
     loss_fn = ShapeLoss(
         basis,
         torch.from_numpy(std),
         coef_t[torch.from_numpy(used)],
         cfg.param_weight,
         cfg.vertex_weight,
+        rmean,
+        rbasis,
+        cfg.ratio_weight,
+        torch.from_numpy(mean),
     ).to(dev)
     opt = torch.optim.Adam(
         model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
@@ -623,6 +675,15 @@ def load_utterances(
     return out
 
 
+def ratio_pair_vertices(pairs: Mapping[str, object]) -> np.ndarray:
+    """``(10,)`` vertex indices of the ARE pairs: oicd, ear, forehead, mid, cheek (the
+    order :class:`ShapeLoss` and :data:`vox3d.metrics.RATIOS` use)."""
+    from vox3d.metrics import OICD_KEY, RATIO_PAIR_KEY, RATIOS
+
+    keys = [OICD_KEY] + [RATIO_PAIR_KEY[r] for r in RATIOS]
+    return np.array([int(i) for k in keys for i in np.asarray(pairs[k]).reshape(2)], np.int64)
+
+
 def run_train(
     settings: Mapping,
     feature_paths: Sequence[str | os.PathLike],
@@ -648,9 +709,15 @@ def run_train(
     val_fraction = float(s.pop("val_fraction", 0.2))
     vertex_set = s.pop("vertex_set", "face")
     hidden = s.pop("hidden", None)
+    dropout = s.pop("dropout", None)
     overrides = {k: v for k, v in s.items() if k in TrainConfig.__dataclass_fields__}
+    model_over = {}
     if hidden:
-        overrides["model"] = {"hidden": [int(h) for h in hidden]}
+        model_over["hidden"] = [int(h) for h in hidden]
+    if dropout is not None:
+        model_over["dropout"] = float(dropout)
+    if model_over:
+        overrides["model"] = model_over
     cfg = TrainConfig.from_preset(preset, **overrides)
 
     ids, coef, attrs = read_identity_targets(identities_h5)
@@ -677,15 +744,17 @@ def run_train(
 
     bank, tcoef = bank_for(train_ids)
     vbank, vcoef = bank_for(val_ids)
-    basis = None
+    basis = rmean = rbasis = None
     fm_name = str(attrs.get("face_model") or (face_model or {}).get("name", "ict"))
-    if cfg.vertex_weight > 0:
+    if cfg.vertex_weight > 0 or cfg.ratio_weight > 0:
         fcfg = dict(face_model or {})
         fcfg["name"] = fm_name
         fm = face_model_from_config(fcfg, n_id=coef.shape[1])
         idx = fm.vertex_sets.get(vertex_set) if vertex_set else None
         b = fm.id_basis[: coef.shape[1]]
         basis = np.ascontiguousarray(b if idx is None else b[:, idx])
+        pidx = ratio_pair_vertices(fm.are_pairs)
+        rmean, rbasis = fm.mean[pidx], np.ascontiguousarray(b[:, pidx])
     meta_out = {
         "identities": list(train_ids),
         "val_identities": list(val_ids),
@@ -698,7 +767,7 @@ def run_train(
     return train(
         cfg,
         bank,
-        Targets(tcoef, basis),
+        Targets(tcoef, basis, rmean, rbasis),
         out,
         val_bank=vbank,
         val_coef=vcoef,
