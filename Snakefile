@@ -12,6 +12,9 @@ from vox3d.config import validate_config
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 validate_config(config, f"{workflow.basedir}/schemas/config.schema.yaml")
 
 

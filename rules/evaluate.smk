@@ -22,7 +22,11 @@ rule evaluate:
             [out("synthetic/ground_truth.h5")] if synthetic() else []
         ),
     output:
-        metrics=out("evaluate/metrics.tsv"),
+        metrics=report(
+            out("evaluate/metrics.tsv"),
+            caption="../report/metrics.rst",
+            category="Evaluation",
+        ),
         per_identity=out("evaluate/per_identity.tsv"),
         predictions=out("evaluate/predictions.h5"),
     log:

@@ -173,8 +173,10 @@ def plot_dataset_stats(
     rej: dict[str, int] = {}
     for p in rejects_tsvs:
         for r in _read_table(p):
-            reason = r.get("reason", "")
-            key = f"{r.get('stage', '?')}: {reason[:50]}"
+            # group by the general part of the reason ("no usable frame: 20 frames ..." ->
+            # "no usable frame") so that repeated causes make one bar
+            reason = r.get("reason", "").split(":")[0].split("(")[0].strip()[:40]
+            key = f"{r.get('stage', '?')}: {reason}"
             rej[key] = rej.get(key, 0) + 1
     if rej:
         keys = sorted(rej, key=lambda k: (-rej[k], k))[:15]
