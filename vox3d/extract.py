@@ -44,7 +44,7 @@ import h5py
 import numpy as np
 
 from vox3d import __version__
-from vox3d.io import atomic_path, write_rejects, write_tsv
+from vox3d.io import atomic_path, h5_group, h5_new, write_rejects, write_tsv
 from vox3d.manifest import NO_IDENTITY, read_shard
 from vox3d.video import (
     DECODERS,
@@ -101,23 +101,6 @@ _STR = h5py.string_dtype("utf-8")
 # ---------------------------------------------------------------------------------------
 # deterministic HDF5 helpers
 # ---------------------------------------------------------------------------------------
-
-
-def _open_new(path: Path) -> h5py.File:
-    """A new HDF5 file whose bytes depend only on what is written (no object timestamps)."""
-    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
-    fcpl.set_obj_track_times(False)  # the root group
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
-    fid = h5py.h5f.create(os.fsencode(path), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl)
-    return h5py.File(fid)
-
-
-def _group(parent: h5py.Group, name: str) -> h5py.Group:
-    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
-    gcpl.set_obj_track_times(False)
-    gid = h5py.h5g.create(parent.id, name.encode(), gcpl=gcpl)
-    return h5py.Group(gid)
 
 
 def _dataset(parent: h5py.Group, name: str, data=None, **kw) -> h5py.Dataset:
@@ -191,7 +174,7 @@ def extract_shard(
     rejects: list[tuple[str, str, str]] = []
     n_audio = n_frames = 0
     with atomic_path(out_h5) as tmp:
-        with _open_new(tmp) as f:
+        with h5_new(tmp) as f:
             f.attrs.update(
                 {
                     "format": FORMAT,
@@ -210,7 +193,7 @@ def extract_shard(
             ftimes = _dataset(
                 f, "frame_times", shape=(0,), maxshape=(None,), dtype="float64", chunks=(4096,)
             )
-            frames_g = _group(f, "frames")
+            frames_g = h5_group(f, "frames")
             bar = tqdm(
                 rows, desc=f"extract {Path(shard_tsv).stem}", unit="video", disable=not progress
             )
@@ -271,7 +254,7 @@ def extract_shard(
                 n_frames += n
             for k, dt in INDEX.items():
                 _dataset(f, k, data=np.array(index[k], dtype=_STR if dt == "str" else dt))
-            rj = _group(f, "rejects")
+            rj = h5_group(f, "rejects")
             for j, col in enumerate(("path", "code", "reason")):
                 _dataset(rj, col, data=np.array([r[j] for r in rejects], dtype=_STR))
     return {"videos": len(rows), "extracted": len(index["video"]), "rejected": len(rejects)}

@@ -161,7 +161,7 @@ def write(
     """
     import h5py
 
-    from vox3d.io import atomic_path
+    from vox3d.io import atomic_path, h5_group, h5_new
 
     if compression == "config":
         compression = None if cfg.compression == "none" else cfg.compression
@@ -179,7 +179,7 @@ def write(
     )
     dtype = np.float16 if cfg.float16 else np.float32
     s = h5py.string_dtype("utf-8")
-    with atomic_path(path, suffix=".h5") as tmp, _new_h5(tmp) as h:
+    with atomic_path(path, suffix=".h5") as tmp, h5_new(tmp) as h:
         for k, v in cfg.attrs().items():
             h.attrs[k] = v
         h.attrs["source"] = source
@@ -198,7 +198,7 @@ def write(
             shuffle=SHUFFLE and compression is not None,
             track_times=False,
         )
-        g = _group(h, "index")
+        g = h5_group(h, "index")
         g.create_dataset("utterance", data=[u.utterance for u in kept], dtype=s, track_times=False)
         g.create_dataset("video", data=[u.video for u in kept], dtype=s, track_times=False)
         g.create_dataset("identity", data=[u.identity for u in kept], dtype=s, track_times=False)
@@ -215,30 +215,9 @@ def write(
         for name in ("dc_offset", "clipped"):
             arr = np.array([getattr(u.feats, name) for u in kept], np.float32)
             g.create_dataset(name, data=arr, track_times=False)
-        r = _group(h, "rejects")
+        r = h5_group(h, "rejects")
         r.create_dataset("path", data=[x["path"] for x in rejects], dtype=s, track_times=False)
         r.create_dataset("reason", data=[x["reason"] for x in rejects], dtype=s, track_times=False)
-
-
-def _new_h5(path: str | os.PathLike):
-    """A new HDF5 file (libver latest) without object timestamps: same data, same bytes."""
-    import h5py
-
-    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
-    fcpl.set_obj_track_times(False)
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
-    fid = h5py.h5f.create(os.fsencode(str(path)), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl)
-    return h5py.File(fid)
-
-
-def _group(parent, name: str):
-    """A group without timestamps."""
-    import h5py
-
-    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
-    gcpl.set_obj_track_times(False)
-    return h5py.Group(h5py.h5g.create(parent.id, name.encode(), gcpl=gcpl))
 
 
 def features_shard(

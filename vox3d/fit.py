@@ -448,7 +448,7 @@ def write_fit_shard(
     """
 
     from vox3d import __version__
-    from vox3d.io import atomic_path
+    from vox3d.io import atomic_path, h5_group, h5_new, h5_strings
 
     cfg = fitter.cfg
     n_vid = len(videos)
@@ -486,37 +486,6 @@ def write_fit_shard(
 
 # --------------------------------------------------------------------------------------
 # deterministic HDF5 (no object timestamps)
-
-
-def h5_new(path: str | os.PathLike):
-    """A new HDF5 file (libver latest) whose bytes depend only on what is written."""
-    import h5py
-
-    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
-    fcpl.set_obj_track_times(False)
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
-    fid = h5py.h5f.create(os.fsencode(str(path)), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl)
-    return h5py.File(fid)
-
-
-def h5_group(parent, name: str):
-    """A sub-group without timestamps."""
-    import h5py
-
-    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
-    gcpl.set_obj_track_times(False)
-    return h5py.Group(h5py.h5g.create(parent.id, name.encode(), gcpl=gcpl))
-
-
-def h5_strings(parent, name: str, values) -> None:
-    """A utf-8 string dataset (no timestamps)."""
-    import h5py
-
-    parent.create_dataset(
-        name, data=np.array(list(values), dtype=object), dtype=h5py.string_dtype("utf-8"),
-        track_times=False,
-    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------

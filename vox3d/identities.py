@@ -199,8 +199,7 @@ def aggregate_identities(
     (json of the settings), ``version``.
     """
     from vox3d import __version__
-    from vox3d.fit import h5_group, h5_new, h5_strings
-    from vox3d.io import atomic_path
+    from vox3d.io import atomic_path, h5_group, h5_new, h5_strings
 
     per_id: dict[str, dict[str, list]] = {}
     face_model, n_id = None, None

@@ -93,3 +93,42 @@ def write_rejects(path: str | os.PathLike, rows: Iterable[Mapping[str, object]])
     """Write a rejects table (`path`, `stage`, `reason`), sorted by path then stage."""
     rows = sorted(rows, key=lambda r: (str(r["path"]), str(r["stage"])))
     write_tsv(path, rows, REJECT_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------
+# Deterministic HDF5: the same data written gives the same bytes (no object timestamps,
+# latest file format).  Every stage creates its HDF5 outputs through these.
+
+
+def h5_new(path: str | os.PathLike):
+    """Create (truncate) an HDF5 file whose bytes depend only on what is written."""
+    import h5py
+
+    fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+    fcpl.set_obj_track_times(False)  # the root group
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+    fid = h5py.h5f.create(os.fsencode(str(path)), h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl)
+    return h5py.File(fid)
+
+
+def h5_group(parent, name: str):
+    """A sub-group of `parent` without timestamps."""
+    import h5py
+
+    gcpl = h5py.h5p.create(h5py.h5p.GROUP_CREATE)
+    gcpl.set_obj_track_times(False)
+    return h5py.Group(h5py.h5g.create(parent.id, name.encode(), gcpl=gcpl))
+
+
+def h5_strings(parent, name: str, values) -> None:
+    """A utf-8 string dataset `name` under `parent` (no timestamps)."""
+    import h5py
+    import numpy as np
+
+    parent.create_dataset(
+        name,
+        data=np.array(list(values), dtype=object),
+        dtype=h5py.string_dtype("utf-8"),
+        track_times=False,
+    )
