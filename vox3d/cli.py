@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "image2mesh": ("vox3d.image2mesh:cli", "detect faces in an image and regress 3DMM params"),
     "features": ("vox3d.fbank:cli", "one utterance's CMP log-mel features to .npy"),
     "voice2mesh": ("vox3d.voice2mesh:cli", "predict a face mesh from a voice recording"),
-    "export": ("vox3d.export:cli", "export the built dataset (lhotse or Hugging Face)"),
+    "compare-runs": ("vox3d.compare:cli", "list files that differ between two out_dirs"),
 }
 
 
