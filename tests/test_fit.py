@@ -183,10 +183,14 @@ def test_empty_shard_and_unreadable_video(tmp_path, random_checkpoint):
     write_extract_shard(ext2, [("x/y/z.mp4", "x", np.zeros((2, 64, 64, 3), np.uint8))])
     with h5py.File(ext2, "a") as f:
         del f["frames/000000"]  # the index promises frames that are not there
-    stats = fit_shard(ext2, tmp_path / "broken.h5", cfg, fitter=fitter, progress=False)
-    assert stats["videos_rejected"] == 1
-    with h5py.File(tmp_path / "broken.h5", "r") as f:
-        assert "frames unreadable" in f["rejects/reason"][0].decode()
+    for tensor_path in (False, True):  # both paths: no crash, the same reject
+        fitter.tensor_path = tensor_path
+        stats = fit_shard(ext2, tmp_path / "broken.h5", cfg, fitter=fitter, progress=False)
+        assert stats["videos_rejected"] == 1 and stats["frames"] == 0
+        with h5py.File(tmp_path / "broken.h5", "r") as f:
+            assert "frames unreadable" in f["rejects/reason"][0].decode()
+        stats = fit_shard(ext, tmp_path / "empty.h5", cfg, fitter=fitter, progress=False)
+        assert stats["frames"] == 0 and stats["videos"] == 0
 
 
 def test_config_mismatch_names_the_checkpoint(random_checkpoint):
@@ -234,3 +238,135 @@ def test_real_no_face_videos_become_rejects(tmp_path):
         assert f["frames/params"].shape[1] == 62 and f.attrs["face_model"] == "bfm"
     assert set(rej) == {"idbad/clip/no_face.mp4", "idbad/clip/no_face_background.mp4"}
     assert all("no usable frame" in r and "no face" in r for r in rej.values())
+
+
+# --------------------------------------------------------------------------------------
+# the batched tensor path (what runs on CUDA) against the cv2 reference path, on the CPU
+
+
+def _assert_same_fit(ref_h5, got_h5, param_scale):
+    """Per-frame outputs of two fit shards: boxes within 1e-3 px, params within 1e-4 of
+    each parameter's scale, identical counts, keep and reason."""
+    with h5py.File(ref_h5, "r") as a, h5py.File(got_h5, "r") as b:
+        fa, fb = a["frames"], b["frames"]
+        assert set(fa) == set(fb)
+        for k in ("video", "frame", "time", "n_faces", "keep", "reason"):
+            np.testing.assert_array_equal(fb[k][()], fa[k][()], err_msg=k)
+        for k in ("box", "roi", "score", "face_px", "margin"):
+            np.testing.assert_allclose(fb[k][()], fa[k][()], rtol=0, atol=1e-3, err_msg=k)
+        pa, pb = fa["params"][()], fb["params"][()]
+        np.testing.assert_array_equal(np.isnan(pb), np.isnan(pa))
+        # whitened units (params / the regressor's std): float rounding of other batches
+        np.testing.assert_allclose(pb / param_scale, pa / param_scale, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(fb["blur"][()], fa["blur"][()], rtol=1e-6, err_msg="blur")
+        for k in ("yaw", "pitch", "roll"):
+            np.testing.assert_allclose(fb[k][()], fa[k][()], rtol=0, atol=1e-3, err_msg=k)
+        for k in ("path", "reason"):
+            assert list(b["rejects"][k][()]) == list(a["rejects"][k][()])
+        assert json.loads(b.attrs["stats"]) == json.loads(a.attrs["stats"])
+
+
+def _decode(path, n, step=10):
+    import av
+
+    with av.open(str(path)) as c:
+        out = [
+            f.to_ndarray(format="rgb24") for i, f in enumerate(c.decode(video=0)) if i % step == 0
+        ]
+    return np.stack(out[:n])
+
+
+@needs_tddfa
+def test_tensor_path_matches_cpu_path_on_real_frames(tmp_path):
+    """Real VoxCeleb2 frames, two-face frames (one of another size, which closes a batch),
+    black frames: the tensor path (device cpu) gives the reference path's outputs."""
+    import cv2
+
+    from vox3d.regressor import load_param_mean_std
+
+    clips = sorted((paths.DATA_ROOT / "real" / "voxceleb").glob("*/*/*.mp4"))[:3]
+    if len(clips) < 3:
+        pytest.skip("shared real clips not found")
+    real = [_decode(c, 3) for c in clips]
+    assert all(r.shape[1:] == (224, 224, 3) for r in real)
+    a, b = real[0][0], real[1][0]
+    two = np.zeros((3, 224, 448, 3), np.uint8)
+    two[:, :, :224] = a  # two equal-sized faces: multiple faces
+    two[0, :, 224:] = b
+    two[1, 32:192, 256:416] = cv2.resize(b, (160, 160))  # a smaller second face
+    two[2, 72:152, 296:376] = cv2.resize(b, (80, 80))
+    videos = [
+        ("r0/yt/1.mp4", "r0", real[0]),
+        ("two/yt/1.mp4", "two", two),
+        ("r1/yt/1.mp4", "r1", real[1]),
+        ("blk/yt/1.mp4", "blk", np.zeros((2, 224, 224, 3), np.uint8)),
+        ("r2/yt/1.mp4", "r2", real[2]),
+    ]
+    ext = tmp_path / "shard-00000.h5"
+    write_extract_shard(ext, videos)
+    cfg = FitConfig.from_config(
+        {"face_model": {"name": "bfm"}, "fit": {"device": "cpu", "batch_size": 4}}
+    )
+    ref, got = tmp_path / "ref.h5", tmp_path / "tensor.h5"
+    fitter = Fitter(cfg)
+    assert not fitter.tensor_path  # the CPU keeps the cv2 path by default
+    stats = fit_shard(ext, ref, cfg, fitter=fitter, progress=False)
+    assert stats["multiple_faces"] >= 1 and stats["no_face"] == 2 and stats["ok"] >= 9
+    fitter.tensor_path = True
+    fit_shard(ext, got, cfg, fitter=fitter, progress=False)
+    with h5py.File(ref, "r") as f:
+        assert f["frames/n_faces"][3:6].tolist()[0] == 2  # both faces of the wide frame seen
+    _, std = load_param_mean_std(paths.PARAM_MEAN_STD)
+    _assert_same_fit(ref, got, std)
+
+
+def test_choose_faces_torch_matches_choose_face():
+    import torch
+
+    from vox3d.fit import choose_faces_torch
+    from vox3d.quality import choose_face
+
+    rng = np.random.default_rng(0)
+    b, k = 200, 6
+    xy = rng.uniform(0, 200, (b, k, 2))
+    wh = rng.choice([0.0, 10.0, 20.0, 40.0], (b, k, 2))  # ties in area, zero areas
+    score = rng.choice([0.55, 0.6, 0.7, 0.9, 0.99], (b, k))  # ties in score, below 0.6
+    dets = np.concatenate([xy, xy + wh, score[..., None]], -1).astype(np.float32)
+    n_det = rng.integers(0, k + 1, b)
+    keep = np.arange(k)[None] < n_det[:, None]
+    dets[~keep] = 0
+    index, n_faces, margin = choose_faces_torch(torch.from_numpy(dets), torch.from_numpy(keep), 0.6)
+    for i in range(b):
+        ch = choose_face(dets[i, : n_det[i]], 0.6)
+        assert (int(index[i]), int(n_faces[i])) == (ch.index, ch.n_faces), i
+        assert float(margin[i]) == ch.margin, i
+
+
+def test_vectorised_pose_and_blur_match_reference():
+    import torch
+
+    from vox3d.fit import laplacian_variance_torch, pose_angles_deg, pose_angles_deg_batch
+    from vox3d.params import euler_to_rotation
+    from vox3d.quality import laplacian_variance
+
+    rng = np.random.default_rng(1)
+    params = []
+    for yaw in (-89.9, -80.0, -30.0, 0.0, 45.0, 88.0, 89.9):  # both gimbal branches too
+        P = np.zeros((3, 4))
+        P[:, :3] = 1e-3 * euler_to_rotation(np.radians(yaw), *rng.uniform(-0.5, 0.5, 2))
+        P[:, 3] = rng.normal(size=3)
+        params.append(np.concatenate([P.ravel(), rng.normal(size=50)]))
+    params.append(np.full(62, np.nan))
+    params.append(np.zeros(62))  # zero rotation rows
+    params = np.asarray(params, np.float32)
+    want = np.array([pose_angles_deg(p) for p in params])
+    got = pose_angles_deg_batch(params)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    assert np.nanmax(np.abs(got[:, 0])) > 89.0
+    crops = rng.integers(0, 256, (5, 120, 120, 3), dtype=np.uint8)
+    np.testing.assert_allclose(
+        laplacian_variance_torch(torch.from_numpy(crops)).numpy(),
+        laplacian_variance(crops),
+        rtol=1e-12,
+    )

@@ -11,6 +11,32 @@ Per shard (``OUT/extract/<shard>.h5`` -> ``OUT/fit/<shard>.h5``):
 3. quality fields and the keep / reason code (:mod:`vox3d.quality`) are computed and all
    written into one HDF5 file (layout in :func:`write_fit_shard`).
 
+Two implementations of steps 1-3, with the same per-frame outputs:
+
+* the **cv2 path** (:meth:`Fitter.fit_frames`, the reference, used on the CPU and in CI):
+  FaceBoxes per batch with NMS on the host, the face chosen per frame, crops cut with
+  cv2, regression in batches;
+* the **tensor path** (:meth:`Fitter.fit_batch_tensor`, used when ``fit.device`` resolves
+  to ``cuda``): frames of consecutive videos are cut into batches of ``fit.batch_size``
+  same-sized frames by a background thread that also stages each batch in pinned memory
+  and copies it to the GPU on a side stream (:class:`_BatchPrefetcher`), so the next
+  batch's read and host->device copy overlap the current batch; detection
+  (:meth:`FaceBoxes.detect_tensor` with the batched NMS, every candidate kept), the face
+  choice over *all* detections of each frame (:func:`choose_faces_torch`, count and
+  margin as :func:`vox3d.quality.choose_face`), ROI, the cv2-exact torch crop, regression
+  and the blur measure run batched on the device; per-frame fields come back once per
+  batch, pose angles are vectorised on the host (:func:`pose_angles_deg_batch`).
+
+Parity (tests/test_fit.py, device cpu, real VoxCeleb2 frames, two-face and black frames):
+boxes, ROIs, scores, counts, margins, blur, keep and reason identical; parameters equal to
+float rounding (~1e-6 in whitened units, from regressing other batch compositions).  On
+this machine's CPU (1 thread, 144 real 224x224 frames, batch 32) the tensor path took
+1.14-1.19 s against 0.99-1.07 s for the cv2 path: the torch crop costs ~41 ms per 32 faces
+against ~2 ms for cv2, so the CPU keeps the cv2 path (``Fitter(cfg, tensor_path=True)``
+forces the tensor path, as the tests do).  On CUDA with ``fit.precision: fp32`` TF32 is
+switched off so the GPU stays at fp32 parity; the regressor layout per precision is
+:func:`regressor_layout`.
+
 Face model from config: ``ict`` (default) uses the ICT regressor committed in
 ``vox3d/data/ict_regressor.pth`` (layout ``ict_layout(n_id, n_exp)``, see
 :mod:`vox3d.ict_regressor`); ``bfm`` uses 3DDFA-V2's mb05 checkpoint (62 parameters).
@@ -114,7 +140,9 @@ def resolve_device(device: str) -> str:
 class Fitter:
     """Detector + regressor of one face model, ready to run on chunks of frames."""
 
-    def __init__(self, cfg: FitConfig) -> None:
+    def __init__(self, cfg: FitConfig, tensor_path: bool | None = None) -> None:
+        """``tensor_path``: run shards through :meth:`fit_batch_tensor` (default: on CUDA
+        only; see the module docstring for why the CPU keeps the cv2 path)."""
         import torch
 
         from vox3d import paths
@@ -123,10 +151,17 @@ class Fitter:
 
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
+        self.tensor_path = self.device == "cuda" if tensor_path is None else bool(tensor_path)
         if self.device == "cpu":
             torch.set_num_threads(max(1, cfg.threads))
+        elif cfg.precision == "fp32":
+            # fp32 means fp32: TF32 convolutions would move boxes and parameters away from
+            # the CPU reference (the parity figures of bench/fit.py are without TF32)
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.layout = cfg.layout
         self.detector = FaceBoxes(cfg.faceboxes or paths.FACEBOXES_WEIGHTS, device=self.device)
+        channels_last, fuse_bn = regressor_layout(self.device, cfg.precision)
         if cfg.face_model == "bfm":
             weights = cfg.tddfa_weights or paths.MB05_WEIGHTS
             mean_std = cfg.tddfa_param_mean_std or paths.PARAM_MEAN_STD
@@ -135,14 +170,23 @@ class Fitter:
             self.regressor = Regressor(
                 weights, mean_std, widen=widen, num_params=self.layout.n,
                 device=self.device, precision=cfg.precision,
+                channels_last=channels_last, fuse_bn=fuse_bn,
             )  # fmt: skip
         else:
             from vox3d.ict_regressor import make_regressor
 
             self.model_file = str(cfg.ict_regressor or ICT_REGRESSOR)
-            self.regressor = make_regressor(
-                self.model_file, cfg.n_id, cfg.n_exp, self.device, cfg.precision
-            )
+            if channels_last or fuse_bn:  # fold the BatchNorms in fp32, then cast
+                ref = make_regressor(self.model_file, cfg.n_id, cfg.n_exp)
+                self.regressor = Regressor(
+                    ref.model.state_dict(), (ref.mean, ref.std), widen=ref.model.widen_factor,
+                    num_params=ref.num_params, device=self.device, precision=cfg.precision,
+                    channels_last=channels_last, fuse_bn=fuse_bn,
+                )  # fmt: skip
+            else:
+                self.regressor = make_regressor(
+                    self.model_file, cfg.n_id, cfg.n_exp, self.device, cfg.precision
+                )
         self.landmarker = None
         if cfg.landmarks == "fan":
             from vox3d.face_model import load_face_model
@@ -225,6 +269,179 @@ class Fitter:
             del out["landmark_nme"]
         return out
 
+    def fit_batch_tensor(self, frames_rgb, frames_host: np.ndarray | None = None) -> dict:
+        """:meth:`fit_frames` for one batch of same-sized frames, as tensors on the device.
+
+        frames_rgb: ``(B, H, W, 3) uint8`` RGB tensor (any device; moved to the fitter's).
+        Detection (:meth:`FaceBoxes.detect_tensor`, every candidate box kept so that NMS
+        equals the host's), the face choice (:func:`choose_faces_torch`: all detections
+        of a frame, as :func:`vox3d.quality.choose_face`), ROI, crop
+        (:func:`vox3d.crop.crop_batch_torch`, cv2-exact), regression and the blur measure
+        (:func:`laplacian_variance_torch`) run batched on the device; the per-frame
+        fields (as :meth:`fit_frames` returns them) come back to the host once.
+        frames_host: the same frames ``(B, H, W, 3) uint8`` RGB on the host, needed only
+        with ``fit.landmarks: fan``.
+        """
+        import torch
+
+        from vox3d.crop import crop_batch_torch, roi_boxes_torch
+
+        th = self.cfg.thresholds
+        with torch.inference_mode():
+            bgr = frames_rgb.to(self.detector.device, non_blocking=True).flip(-1).contiguous()
+            n = bgr.shape[0]
+            dets, keep = self.detector.detect_tensor(bgr, max_candidates=self.detector.top_k)
+            index, n_faces, margin = choose_faces_torch(dets, keep, th.min_score)
+            idx = torch.nonzero(index >= 0).squeeze(1)
+            box = dets[idx, index[idx]]  # (F, 5) float32
+            b64 = box.double()
+            face_px = torch.minimum(b64[:, 2] - b64[:, 0], b64[:, 3] - b64[:, 1])
+            res = {"n_faces": n_faces, "margin": margin, "idx": idx, "box": box,
+                   "face_px": face_px}  # fmt: skip
+            if idx.numel():
+                roi = roi_boxes_torch(box)
+                crops = crop_batch_torch(bgr, roi, image_index=idx)
+                bs = max(1, self.cfg.batch_size)
+                res["params"] = torch.cat(
+                    [
+                        self.regressor.predict_tensor(crops[s : s + bs])
+                        for s in range(0, crops.shape[0], bs)
+                    ]
+                )
+                res["roi"] = roi
+                res["blur"] = laplacian_variance_torch(crops)
+            host = {k: v.cpu().numpy() for k, v in res.items()}
+        out = _empty_fields(n, self.layout.n)
+        out["n_faces"][:] = host["n_faces"]
+        out["margin"][:] = host["margin"]
+        ii = host["idx"]
+        if ii.size:
+            out["box"][ii] = host["box"]
+            out["score"][ii] = host["box"][:, 4]
+            out["face_px"][ii] = host["face_px"]
+            out["roi"][ii] = host["roi"]
+            out["params"][ii] = host["params"]
+            out["blur"][ii] = host["blur"]
+            angles = pose_angles_deg_batch(host["params"])
+            out["yaw"][ii], out["pitch"][ii], out["roll"][ii] = angles.T
+            if self.landmarker is not None:
+                if frames_host is None:
+                    frames_host = frames_rgb.cpu().numpy()
+                out["landmark_nme"][ii] = self.landmarker.nme(
+                    [np.asarray(frames_host[i]) for i in ii], out["box"][ii], out["roi"][ii],
+                    host["params"],
+                )  # fmt: skip
+        out["reason"] = classify(
+            th,
+            ~np.isnan(out["score"]),
+            out["score"],
+            out["face_px"],
+            out["n_faces"],
+            out["margin"],
+            out["yaw"],
+            out["blur"],
+            out["landmark_nme"] if self.landmarker is not None else None,
+        )
+        out["keep"] = out["reason"] == 0
+        if self.landmarker is None:
+            del out["landmark_nme"]
+        return out
+
+
+def regressor_layout(device: str, precision: str) -> tuple[bool, bool]:
+    """``(channels_last, fuse_bn)`` of the regressor for a device and precision.
+
+    From bench/results/h100_fit.txt (det+crop+reg, batch 1024, H100): channels-last with
+    BatchNorm folded pays only in bf16 (47.6k frames/s vs 38.5k NCHW); in fp32 (25.0k vs
+    31.6k) and fp16 (30.7k vs 40.5k) plain NCHW is faster.  CPU: plain (the reference).
+    """
+    if device == "cuda" and precision == "bf16":
+        return True, True
+    return False, False
+
+
+def choose_faces_torch(dets, keep, min_score: float):
+    """Batched :func:`vox3d.quality.choose_face` on the device.
+
+    dets ``(B, K, 5) float32`` x1, y1, x2, y2 (px), score; keep ``(B, K) bool`` (real
+    detections, as :meth:`FaceBoxes.detect_tensor` returns them).  Returns ``index (B,)
+    long`` (row of the chosen face, -1 without a detection), ``n_faces (B,) long``
+    (detections scoring >= min_score) and ``margin (B,) float64`` (area of the chosen face
+    / area of the next largest; inf alone, 0 without a face above min_score).  Same
+    arithmetic (float64 areas) and the same order as ``choose_face``: largest area, then
+    best score, then first row; without a face above min_score the best-scoring row.
+    """
+    import torch
+
+    d = dets.double()
+    b, k = d.shape[:2]
+    area = (d[..., 2] - d[..., 0]).clamp_min(0) * (d[..., 3] - d[..., 1]).clamp_min(0)
+    score = d[..., 4]
+    good = keep & (score >= min_score)
+    n_good = good.sum(1)
+    inf = torch.full_like(area, float("inf"))
+    # np.lexsort((-score, -area)) as two stable sorts: secondary key first
+    o1 = torch.sort(torch.where(good, -score, inf), dim=1, stable=True).indices
+    o2 = torch.sort(torch.where(good, -area, inf).gather(1, o1), dim=1, stable=True).indices
+    order = o1.gather(1, o2)
+    best = order[:, 0]
+    any_det = keep.any(1)
+    fallback = torch.where(keep, score, torch.full_like(score, -float("inf"))).argmax(1)
+    index = torch.where(n_good > 0, best, torch.where(any_det, fallback, torch.full_like(best, -1)))
+    rows = torch.arange(b, device=d.device)
+    a_best = area[rows, best]
+    if k > 1:
+        a_second = area[rows, order[:, 1]]
+    else:
+        a_second = torch.zeros_like(a_best)
+    ratio = torch.where(a_second > 0, a_best / a_second, torch.full_like(a_best, float("inf")))
+    margin = torch.where(
+        n_good >= 2,
+        ratio,
+        torch.where(n_good == 1, torch.full_like(ratio, float("inf")), torch.zeros_like(ratio)),
+    )
+    return index, n_good, margin
+
+
+def laplacian_variance_torch(crops):
+    """:func:`vox3d.quality.laplacian_variance` on the device: ``(N, H, W, 3) uint8`` BGR
+    -> ``(N,) float64`` (same float64 arithmetic; sums may differ in the last bits)."""
+    x = crops.double()
+    g = 0.114 * x[..., 0] + 0.587 * x[..., 1] + 0.299 * x[..., 2]
+    lap = (
+        g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:] - 4.0 * g[:, 1:-1, 1:-1]
+    ).reshape(g.shape[0], -1)
+    return (lap - lap.mean(1, keepdim=True)).square().mean(1)
+
+
+def pose_angles_deg_batch(params: np.ndarray) -> np.ndarray:
+    """Vectorised :func:`pose_angles_deg`: ``(N, P)`` -> ``(N, 3)`` yaw, pitch, roll (deg).
+
+    Same formulas (3DDFA-V2's ``P2sRt`` + ``matrix2angle``, gimbal branches at
+    |R[2, 0]| > 0.998); NaN rows where the pose is not finite or its first row is zero.
+    """
+    P = np.asarray(params, np.float64)[:, :12].reshape(-1, 3, 4)
+    out = np.full((P.shape[0], 3), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r1, r2 = P[:, 0, :3], P[:, 1, :3]
+        n1 = np.sqrt((r1 * r1).sum(1))
+        n2 = np.sqrt((r2 * r2).sum(1))
+        ok = np.isfinite(P).all((1, 2)) & (n1 != 0)
+        r1, r2 = r1 / n1[:, None], r2 / n2[:, None]
+        r3 = np.cross(r1, r2)
+        r20, r21, r22 = r3[:, 0], r3[:, 1], r3[:, 2]
+        hi, lo = r20 > 0.998, r20 < -0.998
+        yaw = np.where(hi, np.pi / 2, np.where(lo, -np.pi / 2, np.arcsin(r20)))
+        c = np.cos(yaw)
+        pitch = np.where(
+            hi,
+            np.arctan2(-r1[:, 1], -r1[:, 2]),
+            np.where(lo, np.arctan2(r1[:, 1], r1[:, 2]), np.arctan2(r21 / c, r22 / c)),
+        )
+        roll = np.where(hi | lo, 0.0, np.arctan2(r2[:, 0] / c, r1[:, 0] / c))
+    out[ok] = np.degrees(np.stack([yaw, pitch, roll], 1))[ok]
+    return out
+
 
 def pose_angles_deg(params: np.ndarray) -> tuple[float, float, float]:
     """(yaw, pitch, roll) in degrees of one parameter vector (3DDFA-V2 convention)."""
@@ -288,6 +505,113 @@ class _Prefetcher:
             yield item
 
 
+@dataclass
+class _Batch:
+    """Up to ``batch_size`` same-sized frames of consecutive videos (video order).
+
+    segments: ``(video_index, first_frame, end_frame)`` per video piece; frames: ``(B, H, W,
+    3) uint8`` RGB on the host (pinned on CUDA); frames_dev: the same on the device (CUDA:
+    copied on a side stream, ready once ``ready`` (a CUDA event) has passed).
+    """
+
+    segments: list[tuple[int, int, int]]
+    times: np.ndarray
+    frames: np.ndarray
+    frames_dev: object
+    ready: object = None
+
+
+class _BatchPrefetcher:
+    """Background thread for the tensor path: reads the shard's videos, cuts their frames
+    into :class:`_Batch` es of ``batch_size`` same-sized frames and, on CUDA, stages each
+    in pinned memory and copies it to the device on a side stream, so that the read and
+    host->device copy of the next batch overlap the current batch's detection/regression.
+
+    Yields ``("batch", _Batch)`` and ``("error", video_index, text)`` for unreadable videos.
+    """
+
+    def __init__(self, shard, batch_size: int, device: str, depth: int = 2) -> None:
+        import torch
+
+        self._shard = shard
+        self._bs = max(1, batch_size)
+        self._cuda = device == "cuda"
+        self._device = torch.device(device)
+        self._stream = torch.cuda.Stream(self._device) if self._cuda else None
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _emit(self, buf: list, n: int) -> None:
+        """Cut the first ``n`` frames of ``buf`` [(vi, frames, times, start)] into a batch."""
+        import torch
+
+        h, w = buf[0][1].shape[1:3]
+        pinned = torch.empty((n, h, w, 3), dtype=torch.uint8, pin_memory=self._cuda)
+        host = pinned.numpy()
+        segs, times, k = [], [], 0
+        while k < n:
+            vi, frames, t, start = buf[0]
+            m = min(n - k, frames.shape[0] - start)
+            host[k : k + m] = frames[start : start + m]
+            segs.append((vi, start, start + m))
+            times.append(t[start : start + m])
+            k += m
+            if start + m == frames.shape[0]:
+                buf.pop(0)
+            else:
+                buf[0] = (vi, frames, t, start + m)
+        if self._cuda:
+            with torch.cuda.stream(self._stream):
+                dev = pinned.to(self._device, non_blocking=True)
+                ready = torch.cuda.Event()
+                ready.record(self._stream)
+        else:
+            dev, ready = pinned, None
+        self._q.put(("batch", _Batch(segs, np.concatenate(times), host, dev, ready)))
+
+    def _run(self) -> None:
+        try:
+            buf: list = []
+            n_buf = 0
+            for i in range(len(self._shard.videos)):
+                try:
+                    frames, times = self._shard.frames(i)
+                    frames = np.asarray(frames)
+                    times = np.asarray(times, np.float64)
+                    if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
+                        raise ValueError(
+                            f"frames {frames.shape} {frames.dtype}, expected (N, H, W, 3) uint8"
+                        )
+                except Exception as e:  # a broken video must not stop the shard
+                    self._q.put(("error", i, f"{type(e).__name__}: {e}"))
+                    continue
+                if frames.shape[0] == 0:
+                    continue
+                if buf and buf[0][1].shape[1:3] != frames.shape[1:3]:
+                    self._emit(buf, n_buf)  # a new frame size: close the batch
+                    n_buf = 0
+                buf.append((i, frames, times, 0))
+                n_buf += frames.shape[0]
+                while n_buf >= self._bs:
+                    self._emit(buf, self._bs)
+                    n_buf -= self._bs
+            if n_buf:
+                self._emit(buf, n_buf)
+            self._q.put(None)
+        except BaseException as e:  # hand any failure to the consumer instead of hanging
+            self._q.put(("fatal", e))
+
+    def __iter__(self) -> Iterator[tuple]:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            if item[0] == "fatal":
+                raise item[1]
+            yield item
+
+
 # --------------------------------------------------------------------------------------
 # the shard
 
@@ -335,6 +659,8 @@ def fit_shard(
 def _run_shard(shard, videos, fitter, cfg, extract_path, progress):
     from tqdm import tqdm
 
+    if fitter.tensor_path:
+        return _run_shard_tensor(shard, videos, fitter, cfg, extract_path, progress)
     chunks: dict[str, list[np.ndarray]] = {k: [] for k in FRAME_FIELDS}
     read_errors: dict[int, str] = {}
     pending: list[tuple[int, np.ndarray, np.ndarray]] = []
@@ -373,6 +699,43 @@ def _run_shard(shard, videos, fitter, cfg, extract_path, progress):
     flush()
     bar.close()
 
+    frames_out = _concat_fields(chunks, fitter.layout.n, fitter.landmarker is not None)
+    return frames_out, read_errors
+
+
+def _run_shard_tensor(shard, videos, fitter, cfg, extract_path, progress):
+    """:func:`_run_shard` through :meth:`Fitter.fit_batch_tensor` (same outputs, same
+    order: videos in order, frames in order; batches never mix frame sizes)."""
+    import torch
+    from tqdm import tqdm
+
+    chunks: dict[str, list[np.ndarray]] = {k: [] for k in FRAME_FIELDS}
+    read_errors: dict[int, str] = {}
+    total = int(sum(int(v.get("frame_count", 0)) for v in videos))
+    bar = tqdm(
+        total=total, desc=f"fit {Path(extract_path).stem}", unit="frame",
+        disable=not progress, file=sys.stderr,
+    )  # fmt: skip
+    for item in _BatchPrefetcher(shard, cfg.batch_size, fitter.device):
+        if item[0] == "error":
+            read_errors[item[1]] = item[2]
+            continue
+        b: _Batch = item[1]
+        if b.ready is not None:
+            torch.cuda.current_stream(fitter.detector.device).wait_event(b.ready)
+            b.frames_dev.record_stream(torch.cuda.current_stream(fitter.detector.device))
+        res = fitter.fit_batch_tensor(b.frames_dev, b.frames)
+        for k, v in res.items():
+            chunks[k].append(v)
+        chunks["video"].append(
+            np.concatenate([np.full(e - s, vi, np.int32) for vi, s, e in b.segments])
+        )
+        chunks["frame"].append(
+            np.concatenate([np.arange(s, e, dtype=np.int32) for _, s, e in b.segments])
+        )
+        chunks["time"].append(b.times)
+        bar.update(len(b.times))
+    bar.close()
     frames_out = _concat_fields(chunks, fitter.layout.n, fitter.landmarker is not None)
     return frames_out, read_errors
 
