@@ -19,8 +19,8 @@ reproducible on its own and the result does not depend on the number of workers)
   voice from :func:`vox3d.voice_synth.voice_from_identity`; a skin albedo field (a tone
   between light and dark skin, low-frequency noise over the vertices, redder cheeks and
   lips, eyebrows and short hair painted in a hair colour), iris colour.  Names are drawn
-  so that ``max(1, round(N / 8))`` identities start with A-E (the paper's validation
-  split); ids are ``id90001``, ``id90002``, ... (never a real VoxCeleb id).
+  so that ``max(1, round(N * VOX1_A_E_FRACTION))`` identities start with A-E (the paper's
+  validation split, in the proportion of the real VoxCeleb1 metadata); ids are ``id90001``, ``id90002``, ... (never a real VoxCeleb id).
 * **Video** (one YouTube id): textured background (gradient, low-frequency noise, blurred
   shapes, a torso in clothing colour), directional + ambient light, face size
   (``SCALE_PX_PER_CM``; some videos small) and position, a mean head pose, room acoustics.
@@ -159,11 +159,16 @@ _NATIONALITIES = (
 )  # fmt: skip
 
 
+#: Fraction of VoxCeleb1 identities whose name starts with A-E (the paper's validation
+#: split): 309 of the 1,251 names in VoxCeleb1's metadata (``cmp/vox1_meta.csv``).
+VOX1_A_E_FRACTION = 309 / 1251
+
+
 def draw_names(n: int, genders: list[str], seed: int) -> list[str]:
-    """VGGFace1-style names ``First_Last``; exactly ``max(1, round(n / 8))`` (for n >= 2)
-    start with A-E, chosen by a seeded permutation.  Unique within the corpus."""
+    """VGGFace1-style names ``First_Last``; exactly ``max(1, round(n * VOX1_A_E_FRACTION))``
+    (for n >= 2) start with A-E, chosen by a seeded permutation.  Unique within the corpus."""
     rng = _rng(seed, _S_NAMES)
-    n_val = max(1, round(n / 8)) if n >= 2 else 0
+    n_val = max(1, round(n * VOX1_A_E_FRACTION)) if n >= 2 else 0
     val = set(rng.permutation(n)[:n_val].tolist())
     used: set[str] = set()
     names = []
