@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -27,6 +28,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+        if stale.is_file():  # left by a killed earlier writer (Snakemake: one writer per file)
+            stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(
         prefix=f".{path.name}.",
         suffix=(path.suffix if suffix is None else suffix) + ".part",
