@@ -182,6 +182,9 @@ def write_manifest(
     """
     shards_dir = Path(shards_dir)
     shards_dir.parent.mkdir(parents=True, exist_ok=True)
+    # a killed earlier run may have left its temporary folder: only one job writes here
+    for stale in shards_dir.parent.glob(f".{shards_dir.name}.*.part"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(
         tempfile.mkdtemp(prefix=f".{shards_dir.name}.", suffix=".part", dir=shards_dir.parent)
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -112,12 +113,20 @@ def load_torch(path: str | os.PathLike, map_location: str = "cpu") -> Any:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise UnsafeFileError(
-            f"{path}: refused to load: not a plain weights file ({str(e).splitlines()[0]})"
+            f"{path}: refused to load: not a plain weights file ({_torch_refusal(e)})"
         ) from e
     except Exception as e:
         raise BadModelFileError(
             f"{path}: could not read checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
         ) from e
+
+
+def _torch_refusal(e: Exception) -> str:
+    """The line of torch's weights_only refusal that names what was asked for, without the
+    terminal colour codes torch puts in it."""
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if ln.strip()]
+    named = [ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln]
+    return (named or lines or [type(e).__name__])[0]
 
 
 def check_state_dict(
