@@ -13,35 +13,11 @@ import csv
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-
-TINY = {
-    "shard_size": 8,
-    "synthetic": {
-        "identities": 10,
-        "videos_per_identity": 1,
-        "utterances_per_video": 2,
-        "seconds": 2.0,
-        "seed": 3,
-    },
-    "train": {
-        "split": "hash",
-        "val_fraction": 0.3,
-        "steps": 40,
-        "checkpoint_every": 20,
-        "batch_size": 8,
-        "crop_min": 50,
-        "crop_max": 100,
-    },
-    "evaluate": {"bootstrap": 50, "n_figures": 2},
-}
+from tiny_workflow import ROOT, SNAKEMAKE, TINY  # noqa: E402
 
 
 def _snakemake(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -253,6 +253,11 @@ class Fitter:
                 out["landmark_nme"][ii] = self.landmarker.nme(
                     [np.asarray(frames_rgb[i]) for i in idx], out["box"][ii], out["roi"][ii], params
                 )
+        return self._classify(out, th)
+
+    def _classify(self, out: dict, th) -> dict:
+        """Fill `reason` and `keep` of per-frame outputs from the quality thresholds `th`
+        (shared by the host and the device paths); drop the landmark field when unused."""
         out["reason"] = classify(
             th,
             ~np.isnan(out["score"]),
@@ -331,21 +336,7 @@ class Fitter:
                     [np.asarray(frames_host[i]) for i in ii], out["box"][ii], out["roi"][ii],
                     host["params"],
                 )  # fmt: skip
-        out["reason"] = classify(
-            th,
-            ~np.isnan(out["score"]),
-            out["score"],
-            out["face_px"],
-            out["n_faces"],
-            out["margin"],
-            out["yaw"],
-            out["blur"],
-            out["landmark_nme"] if self.landmarker is not None else None,
-        )
-        out["keep"] = out["reason"] == 0
-        if self.landmarker is None:
-            del out["landmark_nme"]
-        return out
+        return self._classify(out, th)
 
 
 def regressor_layout(device: str, precision: str) -> tuple[bool, bool]:

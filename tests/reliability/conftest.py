@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -35,29 +34,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 # ----------------------------------------------------------------------------- workflow
 
-ROOT = Path(__file__).resolve().parents[2]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-#: The tiny synthetic corpus of tests/test_workflow.py (10 identities, 20 clips, 3 shards).
-TINY = {
-    "shard_size": 8,
-    "synthetic": {
-        "identities": 10,
-        "videos_per_identity": 1,
-        "utterances_per_video": 2,
-        "seconds": 2.0,
-        "seed": 3,
-    },
-    "train": {
-        "split": "hash",
-        "val_fraction": 0.3,
-        "steps": 40,
-        "checkpoint_every": 20,
-        "batch_size": 8,
-        "crop_min": 50,
-        "crop_max": 100,
-    },
-    "evaluate": {"bootstrap": 50, "n_figures": 2},
-}
+from tiny_workflow import ROOT, SNAKEMAKE, TINY  # noqa: E402,F401  (shared with test_workflow.py)
 
 
 class Workflow:

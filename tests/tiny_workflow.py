@@ -1,0 +1,31 @@
+"""The tiny synthetic workflow shared by the end-to-end tests (tests/test_workflow.py and
+tests/reliability/): 10 identities, 20 clips of 2 s, 3 shards, a 40-step training run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+TINY = {
+    "shard_size": 8,
+    "synthetic": {
+        "identities": 10,
+        "videos_per_identity": 1,
+        "utterances_per_video": 2,
+        "seconds": 2.0,
+        "seed": 3,
+    },
+    "train": {
+        "split": "hash",
+        "val_fraction": 0.3,
+        "steps": 40,
+        "checkpoint_every": 20,
+        "batch_size": 8,
+        "crop_min": 50,
+        "crop_max": 100,
+    },
+    "evaluate": {"bootstrap": 50, "n_figures": 2},
+}
