@@ -84,3 +84,31 @@ def test_snakemake_stops_on_bad_config(tmp_path):
     assert r.returncode != 0
     assert "config key 'shard_size'" in r.stderr + r.stdout
     assert "unknown config key 'bogus_key'" in r.stderr + r.stdout
+
+
+@pytest.mark.parametrize(
+    "out_dir, videos_dir, fragment",
+    [
+        ("/", None, "file-system root"),
+        (".", None, "repository checkout itself"),
+        ("vox3d/out", None, "source folder vox3d/"),
+        ("rules", None, "source folder rules/"),
+        ("/data/vox/out", "/data/vox", "overlaps the input folder"),
+        ("/data/out", "/data/out/videos", "overlaps the input folder"),
+        ("", None, "must not be empty"),
+    ],
+)
+def test_paths_outside_where_allowed_are_refused(out_dir, videos_dir, fragment):
+    from vox3d.config import ConfigError, validate_config
+
+    cfg = {"out_dir": out_dir, "videos_dir": videos_dir}
+    with pytest.raises(ConfigError) as e:
+        validate_config(cfg)
+    assert "out_dir" in str(e.value) and fragment in str(e.value)
+
+
+@pytest.mark.parametrize("out_dir", ["results", "/tmp/vox3d-out", "../vox3d-results"])
+def test_ordinary_output_folders_are_accepted(out_dir):
+    from vox3d.config import validate_config
+
+    assert validate_config({"out_dir": out_dir})["out_dir"] == out_dir

@@ -63,10 +63,52 @@ def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA) -> di
             f"invalid configuration ({len(errors)} problem(s), schema {Path(schema_path).name}):\n  "
             + "\n  ".join(errors)
         )
+    errors = path_errors(config)
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
     from snakemake.utils import validate
 
     validate(config, str(schema_path), set_default=True)
     return config
+
+
+#: Folders of the source tree that outputs must never be written into.
+SOURCE_DIRS = ("vox3d", "Sim3DR", "rules", "scripts", "schemas", "envs", "profiles", "tests",
+               "bench", "report", ".git")  # fmt: skip
+
+
+def path_errors(config: Mapping[str, Any], repo_root: Path = REPO_ROOT) -> list[str]:
+    """Paths given where they are not allowed, naming the key.
+
+    `out_dir` is deleted from and written to by every stage, so it may be anywhere except a
+    place whose loss would hurt: the file-system root, the home folder, the repository
+    checkout itself or one of its source folders, or an input folder (`videos_dir`).
+    """
+    errors = []
+    out_dir = config.get("out_dir")
+    if isinstance(out_dir, str) and out_dir.strip():
+        out = Path(out_dir).expanduser()
+        out = (out if out.is_absolute() else repo_root / out).resolve()
+        forbidden = {Path("/").resolve(): "the file-system root", Path.home().resolve(): "the home folder",
+                     repo_root.resolve(): "the repository checkout itself"}  # fmt: skip
+        if out in forbidden:
+            errors.append(f"config key 'out_dir': {out_dir!r} is {forbidden[out]}")
+        for d in SOURCE_DIRS:
+            src = (repo_root / d).resolve()
+            if out == src or src in out.parents:
+                errors.append(f"config key 'out_dir': {out_dir!r} is inside the source folder {d}/")
+        videos = config.get("videos_dir")
+        if isinstance(videos, str) and videos.strip():
+            v = Path(videos).expanduser()
+            v = (v if v.is_absolute() else repo_root / v).resolve()
+            if out == v or v in out.parents or out in v.parents:
+                errors.append(
+                    f"config key 'out_dir': {out_dir!r} overlaps the input folder "
+                    f"videos_dir {videos!r}"
+                )
+    elif out_dir is not None:
+        errors.append("config key 'out_dir': must not be empty")
+    return errors
 
 
 def load_config(

@@ -465,6 +465,9 @@ CONFIG_CASES = [
     ("wrong_type_int", _edit(shard_size="64"), "config key 'shard_size'"),
     ("wrong_enum", _edit(extract__decoder="vlc"), "config key 'extract.decoder'"),
     ("section_not_mapping", _edit(fit=[1, 2]), "config key 'fit'"),
+    ("out_dir_in_source", _edit(out_dir="vox3d/out"), "config key 'out_dir'"),
+    ("out_dir_is_fs_root", _edit(out_dir="/"), "file-system root"),
+    ("out_dir_over_inputs", _edit(out_dir="/data/v/out", videos_dir="/data/v"), "overlaps"),
 ]  # fmt: skip
 
 
