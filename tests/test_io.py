@@ -48,3 +48,21 @@ def test_tsv_roundtrip_and_rejects(tmp_path):
     )
     assert [r["path"] for r in read_tsv(tmp_path / "r.tsv")] == ["a", "b"]
     assert (tmp_path / "r.tsv").read_text().splitlines()[0] == "path\tstage\treason"
+
+
+def test_save_torch_atomic_bytes_depend_only_on_content(tmp_path):
+    import torch
+
+    from vox3d.io import save_torch_atomic
+    from vox3d.safeload import load_torch
+
+    names = ["id00001", "id00002"]
+    shared = {"ids": names, "val": names, "w": torch.arange(4.0), "loss": [0.5, 0.25]}
+    unshared = {"ids": list(names), "val": [n.encode().decode() for n in names],
+                "w": torch.arange(4.0), "loss": [0.5, 0.25]}  # fmt: skip
+    save_torch_atomic(tmp_path / "a.pt", shared)
+    save_torch_atomic(tmp_path / "sub" / "b.pt", unshared)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "sub" / "b.pt").read_bytes()
+    back = load_torch(tmp_path / "a.pt")
+    assert back["ids"] == names and torch.equal(back["w"], torch.arange(4.0))
+    assert not list(tmp_path.glob(".*part"))

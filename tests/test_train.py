@@ -134,6 +134,8 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert a["history"] == b["history"]
     assert (killed / "log.csv").read_bytes() == (clean / "log.csv").read_bytes()
+    # same content, same bytes (no object sharing or temporary names leak into the file)
+    assert (killed / "model.pt").read_bytes() == (clean / "model.pt").read_bytes()
 
 
 def test_ratio_loss_matches_are_metric():

@@ -832,12 +832,11 @@ def save_checkpoint(
     ``.json`` sidecar (layout, generator and training config, mean/std, sha256)."""
     import torch
 
-    from vox3d.io import atomic_path, write_text_atomic
+    from vox3d.io import save_torch_atomic, write_text_atomic
 
     out = Path(out)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(out) as tmp:
-        torch.save(state, tmp)
+    save_torch_atomic(out, state)
     lay = ict_layout(gen.n_id, gen.n_exp)
     meta = {
         "format": "vox3d ict regressor 1",

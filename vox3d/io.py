@@ -136,3 +136,43 @@ def h5_strings(parent, name: str, values) -> None:
         dtype=h5py.string_dtype("utf-8"),
         track_times=False,
     )
+
+
+# --------------------------------------------------------------------------------------
+# Deterministic torch checkpoints.
+
+
+def _unshared(obj):
+    """A copy of the plain-data parts of `obj` in which no str, float or int object is
+    shared between places.  The pickler stores a shared object once and refers to it
+    after, so two equal states whose objects happen to be shared differently (a run
+    resumed from a checkpoint holds loaded, unshared copies) would pickle to different
+    bytes; unsharing makes equal content give equal bytes.  Tensors are kept as they are."""
+    if isinstance(obj, dict):
+        return {_unshared(k): _unshared(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unshared(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_unshared(v) for v in obj)
+    if isinstance(obj, str):
+        return obj.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")
+    if isinstance(obj, float):
+        import struct
+
+        return struct.unpack("<d", struct.pack("<d", obj))[0]
+    if type(obj) is int:
+        return int(str(obj))
+    return obj
+
+
+def save_torch_atomic(path: str | os.PathLike, state) -> None:
+    """``torch.save(state)`` to `path` atomically, with bytes that depend only on content:
+    serialised in memory (the archive's inner folder name is then fixed, not the temporary
+    file's random name) after :func:`_unshared`."""
+    import io as _io
+
+    import torch
+
+    buf = _io.BytesIO()
+    torch.save(_unshared(state), buf)
+    write_bytes_atomic(path, buf.getvalue())

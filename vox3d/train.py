@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vox3d.io import atomic_path, write_text_atomic
+from vox3d.io import save_torch_atomic, write_text_atomic
 from vox3d.voice_model import ModelConfig, VoiceToShape, build_model
 
 #: Named schedules.  ``paper``: the CMP schedule (Adam 2e-4, betas 0.5/0.999, batch 64,
@@ -291,10 +291,7 @@ def run_key(cfg: TrainConfig, model_cfg: ModelConfig, data_fp: str, target_fp: s
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write a checkpoint dict atomically (torch.save to a temporary name, then rename)."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
+    save_torch_atomic(path, state)
 
 
 def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
