@@ -109,6 +109,14 @@ def load_torch(path: str | os.PathLike, map_location: str = "cpu") -> Any:
     path = Path(path)
     if not path.is_file():
         raise BadModelFileError(f"{path}: checkpoint not found")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    # torch.save writes a zip archive (PK..); the legacy format starts with a pickle opcode
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise BadModelFileError(
+            f"{path}: could not read checkpoint (not a PyTorch file: it is neither a zip "
+            f"archive nor a legacy torch pickle; starts with {head!r})"
+        )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
