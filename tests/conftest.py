@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from vox3d.paths import DATA_ROOT
+from vox3d.paths import DATA_ROOT, TDDFA_DIR, TDDFA_EXAMPLES
 
 #: The 10 real VoxCeleb2 clips of real/voxceleb (see real/MANIFEST.md).
 N_REAL_CLIPS = 10
@@ -50,3 +51,17 @@ def bad_files(data_root: Path) -> dict[str, Path]:
     files = {p.stem: p for p in sorted((data_root / "real" / "bad").iterdir()) if p.is_file()}
     assert {"empty", "not_a_video", "truncated", "no_audio", "no_video", "too_short"} <= set(files)
     return files
+
+
+@pytest.fixture(scope="session")
+def ref():
+    """``3ddfa_v2/reference_mb05.npz``: outputs of the original 3DDFA-V2 code (see the data README)."""
+    return np.load(TDDFA_DIR / "reference_mb05.npz")
+
+
+@pytest.fixture(scope="session")
+def images():
+    """The 3DDFA-V2 example photographs as read by the original (cv2.imread, BGR), by name."""
+    import cv2
+
+    return {n: cv2.imread(str(TDDFA_DIR / "examples" / f"{n}.jpg")) for n in TDDFA_EXAMPLES}

@@ -18,17 +18,7 @@ from vox3d.crop import (
     roi_boxes_from_bboxes,
 )
 
-NAMES = ("emma", "trump_hillary", "JianzhuGuo")
-
-
-@pytest.fixture(scope="module")
-def ref():
-    return np.load(paths.TDDFA_DIR / "reference_mb05.npz")
-
-
-@pytest.fixture(scope="module")
-def images():
-    return {n: cv2.imread(str(paths.TDDFA_DIR / "examples" / f"{n}.jpg")) for n in NAMES}
+NAMES = paths.TDDFA_EXAMPLES
 
 
 @pytest.mark.parametrize("name", NAMES)

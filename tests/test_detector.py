@@ -19,17 +19,7 @@ from vox3d.detector import (
 )
 from vox3d.safeload import BadModelFileError
 
-NAMES = ("emma", "trump_hillary", "JianzhuGuo")
-
-
-@pytest.fixture(scope="module")
-def ref():
-    return np.load(paths.TDDFA_DIR / "reference_mb05.npz")
-
-
-@pytest.fixture(scope="module")
-def images():
-    return {n: cv2.imread(str(paths.TDDFA_DIR / "examples" / f"{n}.jpg")) for n in NAMES}
+NAMES = paths.TDDFA_EXAMPLES
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,6 @@ from vox3d.safeload import load_pickle
 IMG = paths.TDDFA_DIR / "examples" / "trump_hillary.jpg"
 
 
-@pytest.fixture(scope="module")
-def ref():
-    return np.load(paths.TDDFA_DIR / "reference_mb05.npz")
-
-
 def test_json_bfm_without_bfm_file(tmp_path, ref):
     out = tmp_path / "faces.json"
     assert vox3d_main(["image2mesh", str(IMG), "--face-model", "bfm", "--json", str(out)]) == 0

@@ -18,12 +18,7 @@ from vox3d.regressor import (
 )
 from vox3d.safeload import BadModelFileError, load_torch
 
-NAMES = ("emma", "trump_hillary", "JianzhuGuo")
-
-
-@pytest.fixture(scope="module")
-def ref():
-    return np.load(paths.TDDFA_DIR / "reference_mb05.npz")
+NAMES = paths.TDDFA_EXAMPLES
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,9 @@ MB05_WEIGHTS = TDDFA_DIR / "mb05_120x120.pth"
 PARAM_MEAN_STD = TDDFA_DIR / "param_mean_std_62d_120x120.pkl"
 FACEBOXES_WEIGHTS = TDDFA_DIR / "FaceBoxesProd.pth"
 BFM_TRI = TDDFA_DIR / "tri.pkl"
+#: The upstream demo photographs ``examples/<name>.jpg`` that ``reference_mb05.npz`` covers, in
+#: the order of its ``crops_*`` arrays (the first face of each).
+TDDFA_EXAMPLES = ("emma", "trump_hillary", "JianzhuGuo")
 #: Cross-Modal Perceptionist assets.  Upstream: github.com/choyingw/Cross-Modal-Perceptionist.
 CMP_DIR = DATA_ROOT / "cmp"
 
