@@ -368,6 +368,19 @@ Scratch& thread_scratch(int H, int W) {
     return s;
 }
 
+// Run work(0..n-1): work(0) on the calling thread, the others on their own threads.
+template <class F>
+static void run_threads(int n, const F& work) {
+    if (n <= 1) {
+        work(0);
+        return;
+    }
+    std::vector<std::thread> pool;
+    for (int k = 1; k < n; ++k) pool.emplace_back(work, k);
+    work(0);
+    for (auto& th : pool) th.join();
+}
+
 int64_t render_one(const S3Mesh* meshes, int n_meshes, const S3Light* light, S3Target* tg,
                    int n_threads) {
     const int H = tg->height, W = tg->width;
@@ -433,14 +446,7 @@ int64_t render_one(const S3Mesh* meshes, int n_meshes, const S3Light* light, S3T
         shade_band(meshes, n_meshes, first.data(), normals, lit_front, lit_back, light, *tg, buf,
                    static_cast<int>(y0), static_cast<int>(y1));
     };
-    if (n_threads == 1) {
-        work(0);
-    } else {
-        std::vector<std::thread> pool;
-        for (int k = 1; k < n_threads; ++k) pool.emplace_back(work, k);
-        work(0);
-        for (auto& th : pool) th.join();
-    }
+    run_threads(n_threads, work);
     return skipped[0];
 }
 
@@ -491,14 +497,7 @@ int64_t s3_render_batch(const S3Mesh* meshes, const int64_t* offsets, int n_imag
         }
     };
     n_threads = std::max(1, std::min(n_threads, n_images));
-    if (n_threads == 1) {
-        work(0);
-    } else {
-        std::vector<std::thread> pool;
-        for (int k = 1; k < n_threads; ++k) pool.emplace_back(work, k);
-        work(0);
-        for (auto& th : pool) th.join();
-    }
+    run_threads(n_threads, work);
     int64_t total = 0;
     for (auto s : skipped) total += s;
     return total;
