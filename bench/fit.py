@@ -48,6 +48,7 @@ def _args(argv):
     ap.add_argument("--precisions", default="", help="comma list (default fp32 on CPU, all on GPU)")
     ap.add_argument("--seconds", type=float, default=0.0, help="time per measurement (0 = auto)")
     ap.add_argument("--compile", action="store_true", help="also try torch.compile")
+    ap.add_argument("--profile", action="store_true", help="print the CUDA kernels of the best")
     ap.add_argument("--no-graphs", action="store_true", help="skip CUDA-graph rows")
     ap.add_argument("--skip-pipeline", action="store_true", help="regressor rows only")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (torch)")
@@ -154,17 +155,39 @@ def main(argv: list[str] | None = None) -> int:
         p: Regressor(weights, widen=a.widen, device=dev, precision=p, channels_last=True)
         for p in precs
     }
-    regs_fused = {
+    regs_fused = {  # BN folded into the convs, ReLU a separate in-place pass
         p: Regressor(
             weights, widen=a.widen, device=dev, precision=p, channels_last=True, fuse_bn=True
         )
         for p in precs
     }
+    regs_pad = {  # ... and an 8-channel first convolution
+        p: Regressor(
+            weights,
+            widen=a.widen,
+            device=dev,
+            precision=p,
+            channels_last=True,
+            fuse_bn=True,
+            pad_input=True,
+        )  # fmt: skip
+        for p in precs
+    }
+    regs_cudnn = {  # ... with cuDNN's fused conv+bias+ReLU where it runs and agrees
+        p: Regressor(
+            weights,
+            widen=a.widen,
+            device=dev,
+            precision=p,
+            channels_last=True,
+            fuse_bn=True,
+            cudnn_relu=True,
+        )  # fmt: skip
+        for p in precs
+    }
     det = FaceBoxes(device=dev)
     det_half = {p: FaceBoxes(device=dev, precision=p, fuse_bn=True) for p in precs if p != "fp32"}
-    print(
-        f"cuDNN fused conv+ReLU in BN-fused regressors: { {p: r.cudnn_relu for p, r in regs_fused.items()} }"
-    )
+    print(f"cuDNN fused conv+ReLU available: { {p: r.cudnn_relu for p, r in regs_cudnn.items()} }")
 
     # ------------------------------------------------------------------ parity
     print("\nparity")
@@ -201,12 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     if a.widen == 0.5:
         d = np.abs(regs_fused[precs[0]].raw(ref["crops_bgr_uint8"]) - ref["crops_raw_output"])
         print(
-            f"  regressor {precs[0]} BN-fused ch-last vs original: max abs {d.max():.2e} (whitened)"
+            f"  regressor {precs[0]} BN-folded ch-last vs original: max abs {d.max():.2e} (whitened)"
         )
     for p in precs:
         if p == "fp32":
             continue
-        for tag, rr in (("", regs[p]), (" BN-fused ch-last", regs_fused[p])):
+        for tag, rr in (
+            ("", regs[p]),
+            (" BN-folded ch-last", regs_fused[p]),
+            (" BN-folded ch-last pad8", regs_pad[p]),
+        ):
             d = (rr.raw_tensor(crops_dev) - raw32).abs()
             print(
                 f"  regressor {p}{tag} vs fp32 on 64 frame crops: max abs {d.max().item():.2e}, "
@@ -242,12 +269,21 @@ def main(argv: list[str] | None = None) -> int:
         if name.startswith("batched"):
             best = max(best, n / t)
         tab.add("regressor", name, p, layout, n, f"{n / t:,.0f}", f"{n / t / loop_rate:,.0f}x")
+        return n / t
 
-    variants = (("nchw", regs), ("ch-last", regs_cl), ("ch-last+fused", regs_fused))
+    variants = [("nchw", regs), ("ch-last", regs_cl), ("ch-last+folded", regs_fused),
+                ("ch-last+folded+pad8", regs_pad)]  # fmt: skip
+    if gpu:
+        variants.append(("ch-last+cudnn-fused", regs_cudnn))
+    rates: dict[tuple[str, str], float] = {}
     for p in precs:
         for layout, rs in variants:
             rr = rs[p]
-            row("batched", lambda rr=rr: rr.raw_tensor(crops_b), p, layout, bsz)
+            if layout == "ch-last+cudnn-fused" and not rr.cudnn_relu:
+                continue
+            rates[(p, layout)] = row(
+                "batched", lambda rr=rr: rr.raw_tensor(crops_b), p, layout, bsz
+            )
             if gpu and not a.no_graphs and layout != "nchw":
                 try:
                     run = rr.cuda_graph(bsz)
@@ -258,36 +294,64 @@ def main(argv: list[str] | None = None) -> int:
         big = 4 * bsz
         crops_big = crops_dev[torch.arange(big, device=dev) % 64].contiguous()
         pin_big = crops_big.cpu().pin_memory()
-        for p in [q for q in precs if q != "fp32"]:
-            rr = regs_fused[p]
-            row("batched", lambda rr=rr: rr.raw_tensor(crops_big), p, "ch-last+fused", big)
-            if not a.no_graphs:
-                try:
-                    run = rr.cuda_graph(big)
-                    row("batched+graph", lambda run=run: run(crops_big), p, "ch-last+fused", big)
-                    row(
-                        "batched+graph+h2d",
-                        lambda run=run: run(pin_big.to(dev, non_blocking=True)),
-                        p,
-                        "ch-last+fused",
-                        big,
-                    )
-                except Exception as e:
-                    print(f"  cuda graph {p} batch {big}: failed ({type(e).__name__}: {e})")
-            if a.compile:
-                try:
-                    from vox3d.regressor import normalize_crops
+        lowp = [q for q in precs if q != "fp32"]
+        for p in lowp:
+            for layout, rs in variants[2:4]:
+                rr = rs[p]
+                row("batched", lambda rr=rr: rr.raw_tensor(crops_big), p, layout, big)
+                if not a.no_graphs:
+                    try:
+                        run = rr.cuda_graph(big)
+                        row("batched+graph", lambda run=run: run(crops_big), p, layout, big)
+                        row(
+                            "batched+graph+h2d",
+                            lambda run=run: run(pin_big.to(dev, non_blocking=True)),
+                            p,
+                            layout,
+                            big,
+                        )
+                    except Exception as e:
+                        print(f"  cuda graph {p} batch {big}: failed ({type(e).__name__}: {e})")
+        if a.compile:
+            for p in lowp:
+                for mode in ("default",):
+                    rr = regs_pad[p]
+                    try:
+                        from vox3d.regressor import PAD_CHANNELS, normalize_crops_padded
 
-                    cm = torch.compile(rr.model)
+                        t0 = time.perf_counter()
+                        cm = torch.compile(rr.model, mode=mode, dynamic=False)
 
-                    def fc(cm=cm, rr=rr):
-                        with torch.inference_mode():
-                            x = normalize_crops(crops_big, rr.dtype)
-                            return cm(x.contiguous(memory_format=torch.channels_last))
+                        def fc(cm=cm, rr=rr):
+                            with torch.inference_mode():
+                                x = normalize_crops_padded(crops_big, rr.dtype, PAD_CHANNELS)
+                                return cm(x).float()
 
-                    row("batched+compile", fc, p, "ch-last+fused", big)
-                except Exception as e:
-                    print(f"  torch.compile {p}: failed ({type(e).__name__}: {str(e)[:300]})")
+                        fc()
+                        print(
+                            f"  torch.compile {p} {mode}: compiled in {time.perf_counter() - t0:.0f} s"
+                        )
+                        row(f"batched+compile({mode})", fc, p, "ch-last+folded+pad8", big)
+                    except Exception as e:
+                        print(
+                            f"  torch.compile {p} {mode}: failed ({type(e).__name__}: {str(e)[:300]})"
+                        )
+        if a.profile:
+            # where the time goes: the CUDA kernels of the fastest eager variant
+            p, layout = max(rates, key=rates.get)
+            rr = dict(variants)[layout][p]
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(5):
+                    rr.raw_tensor(crops_b)
+                _sync(dev)
+            print(f"\nCUDA kernels of {p} {layout}, batch {bsz}, 5 calls:")
+            print(
+                prof.key_averages().table(
+                    sort_by="cuda_time_total", row_limit=14, max_name_column_width=70
+                )
+            )
 
     # ------------------------------------------------------------------ det + crop + reg
     if a.skip_pipeline:
@@ -332,7 +396,11 @@ def main(argv: list[str] | None = None) -> int:
 
     for p in precs:
         dt = det if p == "fp32" else det_half[p]
-        for layout, rr in (("nchw", regs[p]), ("ch-last+fused", regs_fused[p])):
+        for layout, rr in (
+            ("nchw", regs[p]),
+            ("ch-last+folded", regs_fused[p]),
+            ("ch-last+folded+pad8", regs_pad[p]),
+        ):
             if layout == "ch-last":
                 dt.net.to(memory_format=torch.channels_last)
             t = timed(lambda dt=dt, rr=rr: pipeline(fr_dev, dt, rr), dev, seconds)

@@ -389,3 +389,15 @@ def test_files_outside_identity_folders(real_clips, bad_files, tmp_path):
     assert reasons["top.mp4"].startswith("not in an identity folder")
     assert reasons["no_audio.mp4"] == "no audio stream (video only)"
     assert reasons["empty.mp4"] == "empty file (0 bytes)"
+
+
+def test_threaded_frame_read_equals_plain_read(extracted):
+    """ExtractShard(threads=N) inflates the per-frame gzip chunks in threads: same arrays."""
+    out, _, _ = extracted
+    with ExtractShard(out / "x.h5") as plain, ExtractShard(out / "x.h5", threads=3) as fast:
+        assert fast._pool is not None and len(plain) == len(fast) > 0
+        for i in range(len(plain)):
+            a, ta = plain.frames(i)
+            b, tb = fast.frames(i)
+            assert a.dtype == b.dtype == np.uint8 and a.shape == b.shape and a.shape[0] > 1
+            assert np.array_equal(a, b) and np.array_equal(ta, tb)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from vox3d import paths
-from vox3d.fit import FitConfig, Fitter, fit_shard, write_fit_tables
+from vox3d.fit import FitConfig, Fitter, StageClock, fit_shard, write_fit_tables
 from vox3d.io import read_tsv
 from vox3d.quality import REASON_CODE, REASONS
 
@@ -313,7 +313,12 @@ def test_tensor_path_matches_cpu_path_on_real_frames(tmp_path):
     stats = fit_shard(ext, ref, cfg, fitter=fitter, progress=False)
     assert stats["multiple_faces"] >= 1 and stats["no_face"] == 2 and stats["ok"] >= 9
     fitter.tensor_path = True
-    fit_shard(ext, got, cfg, fitter=fitter, progress=False)
+    clock = StageClock()
+    fit_shard(ext, got, cfg, fitter=fitter, progress=False, clock=clock)
+    # the step timings (bench/node.py) cover every step and change nothing in the output
+    assert {"read wait", "detect", "crop", "regress", "blur", "write"} <= set(clock.seconds)
+    assert all(v >= 0 for v in clock.seconds.values()) and clock.seconds["regress"] > 0
+    assert fitter.clock is None
     with h5py.File(ref, "r") as f:
         assert f["frames/n_faces"][3:6].tolist()[0] == 2  # both faces of the wide frame seen
     _, std = load_param_mean_std(paths.PARAM_MEAN_STD)

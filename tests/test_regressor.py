@@ -141,3 +141,23 @@ def test_fused_batchnorm_same_output(ref):
     r = Regressor(fuse_bn=True, channels_last=True)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in r.model.modules())
     assert np.abs(r.raw(ref["crops_bgr_uint8"]) - ref["crops_raw_output"]).max() < 1e-4
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_padded_input_same_output(ref, channels_last):
+    """pad_input (8-channel first conv, zero weights on the extra channels) keeps parity."""
+    r = Regressor(pad_input=True, fuse_bn=True, channels_last=channels_last)
+    assert r.model.conv1.in_channels == 8
+    assert float(r.model.conv1.weight[:, 3:].abs().max()) == 0.0
+    assert np.abs(r.raw(ref["crops_bgr_uint8"]) - ref["crops_raw_output"]).max() < 1e-4
+
+
+def test_padded_normalisation_matches_plain():
+    from vox3d.regressor import normalize_crops, normalize_crops_padded
+
+    g = torch.Generator().manual_seed(0)
+    c = torch.randint(0, 256, (2, 120, 120, 3), dtype=torch.uint8, generator=g)
+    p = normalize_crops_padded(c)
+    assert p.shape == (2, 8, 120, 120)
+    assert torch.equal(p[:, :3], normalize_crops(c))
+    assert float(p[:, 3:].abs().max()) == 0.0

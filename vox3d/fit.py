@@ -137,6 +137,42 @@ def resolve_device(device: str) -> str:
 # models
 
 
+class StageClock:
+    """Seconds per named step of the fit stage, summed over batches (for benchmarks and
+    logs; never written into outputs).
+
+    Host steps are wall time.  Device steps of the tensor path are timed between marks:
+    on CUDA with events read once the batch's results reach the host (no extra
+    synchronisation), elsewhere with the wall clock.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._marks: list[tuple[str, object]] = []
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + float(seconds)
+
+    def mark(self, name: str, device) -> None:
+        """End of step ``name`` (its start is the previous mark of this batch)."""
+        import time
+
+        import torch
+
+        if device.type == "cuda":
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record(torch.cuda.current_stream(device))
+            self._marks.append((name, ev))
+        else:
+            self._marks.append((name, time.perf_counter()))
+
+    def collect(self) -> None:
+        """Add the spans between this batch's marks (call after a synchronisation)."""
+        for (_, a), (name, b) in zip(self._marks, self._marks[1:], strict=False):
+            self.add(name, a.elapsed_time(b) / 1e3 if hasattr(a, "elapsed_time") else b - a)
+        self._marks.clear()
+
+
 class Fitter:
     """Detector + regressor of one face model, ready to run on chunks of frames."""
 
@@ -150,6 +186,8 @@ class Fitter:
         from vox3d.regressor import Regressor
 
         self.cfg = cfg
+        #: per-step seconds of :meth:`fit_batch_tensor` when set (see :class:`StageClock`)
+        self.clock: StageClock | None = None
         self.device = resolve_device(cfg.device)
         self.tensor_path = self.device == "cuda" if tensor_path is None else bool(tensor_path)
         if self.device == "cpu":
@@ -292,11 +330,19 @@ class Fitter:
         from vox3d.crop import crop_batch_torch, roi_boxes_torch
 
         th = self.cfg.thresholds
+        clk, dev = self.clock, self.detector.device
+
+        def mark(name: str) -> None:
+            if clk is not None:
+                clk.mark(name, dev)
+
         with torch.inference_mode():
+            mark("start")
             bgr = frames_rgb.to(self.detector.device, non_blocking=True).flip(-1).contiguous()
             n = bgr.shape[0]
             dets, keep = self.detector.detect_tensor(bgr, max_candidates=self.detector.top_k)
             index, n_faces, margin = choose_faces_torch(dets, keep, th.min_score)
+            mark("detect")
             idx = torch.nonzero(index >= 0).squeeze(1)
             box = dets[idx, index[idx]]  # (F, 5) float32
             b64 = box.double()
@@ -306,6 +352,7 @@ class Fitter:
             if idx.numel():
                 roi = roi_boxes_torch(box)
                 crops = crop_batch_torch(bgr, roi, image_index=idx)
+                mark("crop")
                 bs = max(1, self.cfg.batch_size)
                 res["params"] = torch.cat(
                     [
@@ -313,9 +360,13 @@ class Fitter:
                         for s in range(0, crops.shape[0], bs)
                     ]
                 )
+                mark("regress")
                 res["roi"] = roi
                 res["blur"] = laplacian_variance_torch(crops)
+                mark("blur")
             host = {k: v.cpu().numpy() for k, v in res.items()}
+            if clk is not None:
+                clk.collect()
         out = _empty_fields(n, self.layout.n)
         out["n_faces"][:] = host["n_faces"]
         out["margin"][:] = host["margin"]
@@ -342,11 +393,12 @@ class Fitter:
 def regressor_layout(device: str, precision: str) -> tuple[bool, bool]:
     """``(channels_last, fuse_bn)`` of the regressor for a device and precision.
 
-    From bench/results/h100_fit.txt (det+crop+reg, batch 1024, H100): channels-last with
-    BatchNorm folded pays only in bf16 (47.6k frames/s vs 38.5k NCHW); in fp32 (25.0k vs
-    31.6k) and fp16 (30.7k vs 40.5k) plain NCHW is faster.  CPU: plain (the reference).
+    From bench/results/h100_fit.txt (det+crop+reg from 224x224 frames, batch 1024, H100):
+    channels-last with the BatchNorms folded (ReLU a separate pass) is the fastest layout in
+    every precision: fp32 31.9k frames/s vs 29.5k NCHW, fp16 46.7k vs 38.4k, bf16 44.8k vs
+    37.4k.  CPU: plain NCHW, unfolded (the parity reference).
     """
-    if device == "cuda" and precision == "bf16":
+    if device == "cuda":
         return True, True
     return False, False
 
@@ -619,22 +671,28 @@ def fit_shard(
     cfg: FitConfig,
     fitter: Fitter | None = None,
     progress: bool = True,
+    clock: StageClock | None = None,
 ) -> dict:
     """Fit every frame of one extracted shard and write ``out_path`` (atomically).
 
     Returns the shard's stats: ``videos``, ``videos_rejected``, ``frames``, ``kept`` and a
-    count per reason (see :data:`vox3d.quality.REASONS`).
+    count per reason (see :data:`vox3d.quality.REASONS`).  ``clock``: add the seconds of
+    each step (read wait, detect, crop, regress, blur, host, write) to it.
     """
+    import time
 
     from vox3d.extract import ExtractShard
 
     fitter = fitter or Fitter(cfg)
-    shard = ExtractShard(extract_path)
+    fitter.clock = clock
+    shard = ExtractShard(extract_path, threads=cfg.threads)
     try:
         videos = list(shard.videos)
         frames_out, read_errors = _run_shard(shard, videos, fitter, cfg, extract_path, progress)
     finally:
         shard.close()
+        fitter.clock = None
+    t0 = time.perf_counter()
     rejects = video_rejects(videos, frames_out, read_errors)
     stats = {
         "videos": len(videos),
@@ -644,6 +702,8 @@ def fit_shard(
         **count_reasons(frames_out["reason"]),
     }
     write_fit_shard(out_path, videos, frames_out, rejects, stats, fitter)
+    if clock is not None:
+        clock.add("write", time.perf_counter() - t0)
     return stats
 
 
@@ -697,6 +757,8 @@ def _run_shard(shard, videos, fitter, cfg, extract_path, progress):
 def _run_shard_tensor(shard, videos, fitter, cfg, extract_path, progress):
     """:func:`_run_shard` through :meth:`Fitter.fit_batch_tensor` (same outputs, same
     order: videos in order, frames in order; batches never mix frame sizes)."""
+    import time
+
     import torch
     from tqdm import tqdm
 
@@ -707,7 +769,15 @@ def _run_shard_tensor(shard, videos, fitter, cfg, extract_path, progress):
         total=total, desc=f"fit {Path(extract_path).stem}", unit="frame",
         disable=not progress, file=sys.stderr,
     )  # fmt: skip
-    for item in _BatchPrefetcher(shard, cfg.batch_size, fitter.device):
+    clk = fitter.clock
+    it = iter(_BatchPrefetcher(shard, cfg.batch_size, fitter.device))
+    while True:
+        t0 = time.perf_counter()
+        item = next(it, None)
+        if clk is not None:
+            clk.add("read wait", time.perf_counter() - t0)
+        if item is None:
+            break
         if item[0] == "error":
             read_errors[item[1]] = item[2]
             continue
@@ -715,7 +785,10 @@ def _run_shard_tensor(shard, videos, fitter, cfg, extract_path, progress):
         if b.ready is not None:
             torch.cuda.current_stream(fitter.detector.device).wait_event(b.ready)
             b.frames_dev.record_stream(torch.cuda.current_stream(fitter.detector.device))
+        t0 = time.perf_counter()
         res = fitter.fit_batch_tensor(b.frames_dev, b.frames)
+        if clk is not None:
+            clk.add("batch wall", time.perf_counter() - t0)
         for k, v in res.items():
             chunks[k].append(v)
         chunks["video"].append(

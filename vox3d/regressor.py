@@ -60,13 +60,14 @@ class _DepthwiseSeparable(nn.Module):
 def _conv_bn_relu(
     conv: nn.Conv2d, bn: nn.Module, x: torch.Tensor, cudnn_relu: bool
 ) -> torch.Tensor:
-    """relu(bn(conv(x))); with ``cudnn_relu`` (BN already folded into the conv, CUDA) one
-    cuDNN conv+bias+ReLU kernel instead of three passes over the activations."""
+    """relu(bn(conv(x))) (ReLU in place: the BN output is not needed for backward); with
+    ``cudnn_relu`` (BN already folded into the conv, CUDA) one cuDNN conv+bias+ReLU
+    kernel instead of separate passes over the activations."""
     if cudnn_relu:
         return torch.cudnn_convolution_relu(
             x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups
         )
-    return F.relu(bn(conv(x)))
+    return F.relu(bn(conv(x)), inplace=True)
 
 
 #: (name, output width before widening, stride) of the 13 separable blocks.
@@ -274,13 +275,53 @@ def normalize_crops(crops: torch.Tensor, dtype: torch.dtype = torch.float32) -> 
     return x.sub_(127.5).mul_(1.0 / 128.0)
 
 
+#: Input channels of the first convolution with ``pad_input`` (a multiple of 8: fp16/bf16
+#: tensor-core convolutions want channel counts that are).
+PAD_CHANNELS = 8
+
+
+def pad_first_conv(model: MobileNetV1, channels: int = PAD_CHANNELS) -> MobileNetV1:
+    """Give ``model.conv1`` ``channels`` input channels (in place): the extra weights are
+    zero, so the output for an input whose extra channels are anything is unchanged."""
+    conv = model.conv1
+    if conv.in_channels >= channels:
+        return model
+    new = nn.Conv2d(
+        channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+        conv.dilation, conv.groups, bias=conv.bias is not None,
+    ).to(conv.weight.device, conv.weight.dtype)  # fmt: skip
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, : conv.in_channels].copy_(conv.weight)
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    model.conv1 = new
+    return model
+
+
+def normalize_crops_padded(
+    crops: torch.Tensor, dtype: torch.dtype = torch.float32, channels: int = PAD_CHANNELS
+) -> torch.Tensor:
+    """:func:`normalize_crops` into ``channels`` channels (the rest zero):
+    ``(B, 120, 120, 3) uint8`` -> ``(B, channels, 120, 120)`` with channels-last strides."""
+    b, h, w, _ = crops.shape
+    x = torch.zeros(b, h, w, channels, dtype=dtype, device=crops.device)
+    x[..., :3] = crops
+    x[..., :3].sub_(127.5).mul_(1.0 / 128.0)
+    return x.permute(0, 3, 1, 2)
+
+
 class Regressor:
     """3DDFA-V2 regressor on batches of 120x120 BGR uint8 crops.
 
     ``precision``: ``fp32`` (parity), ``fp16`` / ``bf16`` (GPU speed; weights and
     activations in that type).  ``channels_last`` uses the NHWC memory format.
     ``fuse_bn`` folds the BatchNorms into the convolutions (speed; see
-    :func:`fuse_conv_bn`) and, on CUDA, runs conv+bias+ReLU as one cuDNN kernel.  ``weights`` / ``param_mean_std`` are paths or already loaded objects (a state dict /
+    :func:`fuse_conv_bn`); with ``cudnn_relu`` too, on CUDA, conv+bias+ReLU runs as one
+    cuDNN kernel (measured slower on the H100 for this network: bench/results).
+    ``pad_input`` feeds the first convolution 8 channels (the 3 colour channels and 5
+    zero channels, with zero weights): same output, tensor-core friendly on GPUs.
+    ``weights`` / ``param_mean_std`` are paths or already loaded objects (a state dict /
     checkpoint dict; a ``{"mean", "std"}`` dict or ``(mean, std)`` pair).
     """
 
@@ -294,6 +335,8 @@ class Regressor:
         precision: str = "fp32",
         channels_last: bool = False,
         fuse_bn: bool = False,
+        cudnn_relu: bool = False,
+        pad_input: bool = False,
     ) -> None:
         if precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
@@ -305,9 +348,12 @@ class Regressor:
         if fuse_bn:
             model = fuse_conv_bn(model)
         model = model.to(self.device, self.dtype)
+        self.pad_input = bool(pad_input)
+        if self.pad_input:
+            pad_first_conv(model, PAD_CHANNELS)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self.cudnn_relu = bool(fuse_bn and enable_cudnn_relu(model))
+        self.cudnn_relu = bool(fuse_bn and cudnn_relu and enable_cudnn_relu(model))
         self.model: nn.Module = model
         mean, std = load_param_mean_std(param_mean_std, num_params)
         self.mean, self.std = mean, std
@@ -359,7 +405,10 @@ class Regressor:
         return run
 
     def _forward(self, crops: torch.Tensor) -> torch.Tensor:
-        x = normalize_crops(crops, self.dtype)
+        if self.pad_input:
+            x = normalize_crops_padded(crops, self.dtype, PAD_CHANNELS)
+        else:
+            x = normalize_crops(crops, self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         else:

@@ -1,0 +1,201 @@
+"""End to end on one node: mp4 files -> manifest -> extract (CPU processes) -> fit (GPU).
+
+    python bench/node.py --device cuda --copies 200 --workers 15     # the H100 node
+    python bench/node.py --copies 2 --workers 2                      # here (CPU)
+
+Builds a VoxCeleb-layout folder of ``--copies`` x the clips of ``--clips`` (default the
+10 real VoxCeleb2 clips; symbolic links, each copy its own identity), then runs the
+library's stage functions the way the workflow's jobs run them:
+
+1. ``manifest``: probe every video (:func:`vox3d.manifest.build_manifest`, threads),
+   write the shards (``--shard-size`` videos each);
+2. ``extract`` in ``--workers`` processes (:func:`vox3d.extract.extract_shard`: decode,
+   resample to 16 kHz, sample frames at 5 fps, write HDF5), and, *while it runs*, ``fit``
+   of every finished shard on ``--device`` in this process (:func:`vox3d.fit.fit_shard`,
+   one :class:`~vox3d.fit.Fitter`, ``--fit-threads`` threads inflating frames), as
+   Snakemake overlaps CPU and GPU jobs on a node: the end-to-end figure;
+3. ``fit`` again over all shards with the CPUs free: the fit stage's own rate and where
+   its time goes (:class:`vox3d.fit.StageClock`: read wait, detect, crop, regress, blur,
+   host, write).
+
+Prints seconds of video per second of wall time for each stage and for the whole, frames
+per second, and the hours the measured rate gives for VoxCeleb2 (2,442 hours of video).
+Needs PyAV, h5py, torch, numpy, tqdm; assets from ``VOX3D_DATA`` / ``--data``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+VOX2_HOURS = 2442.0  # hours of video in VoxCeleb2 (dev + test)
+
+
+def _args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clips", help="VoxCeleb-layout folder (default: the shared real clips)")
+    ap.add_argument("--copies", type=int, default=2, help="copies of each clip")
+    ap.add_argument("--workers", type=int, default=2, help="extract processes")
+    ap.add_argument("--fit-threads", type=int, default=4, help="frame-inflating threads of fit")
+    ap.add_argument("--shard-size", type=int, default=64, help="videos per shard")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda")
+    ap.add_argument("--precision", default="", help="fit precision (default: bf16 GPU, fp32 CPU)")
+    ap.add_argument("--batch", type=int, default=0, help="fit batch (0: 1024 GPU, 32 CPU)")
+    ap.add_argument("--work", help="work folder (default: a temporary one, removed)")
+    ap.add_argument("--data", help="folder laid out like ../shared/data (sets VOX3D_DATA)")
+    return ap.parse_args(argv)
+
+
+def make_corpus(clips: Path, dest: Path, copies: int) -> list[str]:
+    """``copies`` symlinked copies of every ``<id>/<yt>/<utt>.mp4`` under ``clips``."""
+    src = sorted(p.relative_to(clips) for p in clips.glob("*/*/*.mp4"))
+    if not src:
+        raise SystemExit(f"{clips}: no <id>/<youtube-id>/<utt>.mp4 videos")
+    out = []
+    for k in range(copies):
+        for rel in src:
+            ident, yt, utt = rel.parts
+            d = dest / f"{ident}x{k:04d}" / yt
+            d.mkdir(parents=True, exist_ok=True)
+            (d / utt).symlink_to((clips / rel).resolve())
+            out.append(str(Path(f"{ident}x{k:04d}") / yt / utt))
+    return out
+
+
+def _extract_job(shard_tsv: str, videos: str, out_h5: str) -> tuple[str, float, dict]:
+    from vox3d.extract import extract_shard
+
+    t0 = time.perf_counter()
+    res = extract_shard(shard_tsv, videos, out_h5, frame_rate=5.0, progress=False)
+    return out_h5, time.perf_counter() - t0, res
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _args(argv)
+    if a.data:
+        os.environ["VOX3D_DATA"] = a.data
+    import torch
+
+    from vox3d import paths
+    from vox3d.extract import ExtractShard
+    from vox3d.fit import FitConfig, Fitter, StageClock, fit_shard
+    from vox3d.manifest import build_manifest, write_manifest
+
+    gpu = a.device == "cuda"
+    prec = a.precision or ("bf16" if gpu else "fp32")
+    bsz = a.batch or (1024 if gpu else 32)
+    clips = Path(a.clips) if a.clips else paths.DATA_ROOT / "real" / "voxceleb"
+    tmp = None if a.work else tempfile.TemporaryDirectory(prefix="vox3d-node-")
+    work = Path(a.work or tmp.name)
+    name = torch.cuda.get_device_name(0) if gpu else "CPU"
+    print(
+        f"node: {os.cpu_count()} CPUs, {name}; torch {torch.__version__}; extract workers "
+        f"{a.workers}, fit {a.device} {prec} batch {bsz}, {a.fit_threads} inflate threads"
+    )
+
+    videos = work / "videos"
+    rels = make_corpus(clips, videos, a.copies)
+    t0 = time.perf_counter()
+    rows = build_manifest(videos, threads=a.workers, progress=False)
+    names = write_manifest(rows, work / "manifest.tsv", work / "shards", a.shard_size)
+    t_manifest = time.perf_counter() - t0
+    video_s = sum(float(r["duration_s"] or 0) for r in rows)
+    print(
+        f"corpus: {len(rels)} videos ({a.copies} x {len(rels) // a.copies} clips), "
+        f"{video_s:,.0f} s of video, {len(names)} shards of {a.shard_size}"
+    )
+
+    cfg = FitConfig.from_config(
+        {"face_model": {"name": "bfm"},
+         "fit": {"device": a.device, "batch_size": bsz, "precision": prec}},
+        threads=a.fit_threads,
+    )  # fmt: skip
+    fitter = Fitter(cfg, tensor_path=True)
+    (work / "extract").mkdir()
+    (work / "fit").mkdir()
+
+    # --- extract in processes, fit each finished shard meanwhile (the node's schedule)
+    clock_overlap = StageClock()
+    fit_busy = extract_cpu = 0.0
+    frames = 0
+    t0 = time.perf_counter()
+    ctx = get_context("spawn")  # no CUDA state in the workers
+    with ProcessPoolExecutor(a.workers, mp_context=ctx) as pool:
+        futs = [
+            pool.submit(
+                _extract_job,
+                str(work / "shards" / f"{n}.tsv"),
+                str(videos),
+                str(work / "extract" / f"{n}.h5"),
+            )
+            for n in names
+        ]
+        done_at: list[float] = []
+        for f in futs:
+            f.add_done_callback(lambda _f: done_at.append(time.perf_counter()))
+        for fut in as_completed(futs):
+            out_h5, sec, _ = fut.result()
+            extract_cpu += sec
+            t1 = time.perf_counter()
+            st = fit_shard(
+                out_h5, work / "fit" / Path(out_h5).name, cfg, fitter=fitter, progress=False,
+                clock=clock_overlap,
+            )  # fmt: skip
+            fit_busy += time.perf_counter() - t1
+            frames += st["frames"]
+        t_extract_done = max(done_at) - t0
+    t_e2e = time.perf_counter() - t0
+
+    # --- fit alone, CPUs free
+    clock = StageClock()
+    t0 = time.perf_counter()
+    for n in names:
+        fit_shard(
+            work / "extract" / f"{n}.h5", work / "fit" / f"{n}.h5", cfg, fitter=fitter,
+            progress=False, clock=clock,
+        )  # fmt: skip
+    if gpu:
+        torch.cuda.synchronize()
+    t_fit = time.perf_counter() - t0
+    with ExtractShard(work / "extract" / f"{names[0]}.h5") as s:
+        h, w = s.videos[0]["height"], s.videos[0]["width"]
+    size = sum(p.stat().st_size for p in (work / "extract").glob("*.h5"))
+
+    def rate(sec: float) -> str:
+        return f"{video_s / sec:8,.0f} s video/s  {frames / sec:9,.0f} frames/s"
+
+    print(f"\nframes: {frames:,} at 5 fps, {w}x{h}; extract HDF5 {size / 1e9:.2f} GB")
+    print(f"manifest (probe {len(rows)} videos, {a.workers} threads): {t_manifest:7.1f} s")
+    print(
+        f"extract ({a.workers} processes), wall       : {t_extract_done:7.1f} s  "
+        f"{rate(t_extract_done)}  ({video_s / extract_cpu:,.0f} s video/s per process)"
+    )
+    print(f"fit during extract (busy)            : {fit_busy:7.1f} s  {rate(fit_busy)}")
+    print(f"END TO END mp4 -> fit shards          : {t_e2e:7.1f} s  {rate(t_e2e)}")
+    print(f"fit alone ({a.device} {prec})              : {t_fit:7.1f} s  {rate(t_fit)}")
+    print("\nfit alone: where the time goes (s; device steps by CUDA events on GPU)")
+    for k, v in sorted(clock.seconds.items(), key=lambda kv: -kv[1]):
+        print(f"  {k:12s} {v:8.2f}  {100 * v / t_fit:5.1f}% of {t_fit:.1f} s")
+    print("fit during extract: where the time goes (s)")
+    for k, v in sorted(clock_overlap.seconds.items(), key=lambda kv: -kv[1]):
+        print(f"  {k:12s} {v:8.2f}")
+    hours = VOX2_HOURS * 3600 / (video_s / t_e2e) / 3600
+    print(
+        f"\nVoxCeleb2 ({VOX2_HOURS:,.0f} h of video) at the end-to-end rate: {hours:,.1f} h on "
+        f"this node (extract -> fit only; features, train, evaluate not included)"
+    )
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
