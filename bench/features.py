@@ -1,8 +1,9 @@
 """Benchmark of the features stage and the training reader; prints what it measures.
 
 1. Real-time factor (seconds of audio per second of wall time, one process, one thread) of
-   our feature stage (extract shard -> feature shard, HDF5 read/write included) next to a
-   per-utterance loop in the original's style (its documented steps: read a WAV file with
+   our feature stage (extract shard -> feature shard, HDF5 read/write included; default
+   settings: compression none) next to a faithful per-utterance loop in the original's
+   style, not slowed down (its documented steps: read a WAV file with
    `wave`, 20 ms Frame objects, the ring-buffer collector calling the detector on every
    buffered frame, each segment written to a temporary WAV and read back, the Sphinx-style
    per-frame Python loop (np.insert pre-emphasis, one rfft and one dot per frame),
@@ -12,9 +13,13 @@
 2. HDF5 layout options of ``frames`` (rows per chunk x compression): file size and random
    crop reads/s straight from the file (``FeatureStore(cache=False)``).
 3. float16 storage: size and max abs error against float32.
-4. Random crops/s of the chosen layout through ``FeatureStore`` (in-memory cache per
-   process, the default) directly and through a DataLoader with 0 and 2 workers
-   (batch 64, crops 300-800 frames).
+4. Random crops/s of the chosen layout (in-memory cache per process, the default), batch
+   64, crops 300-800 frames: ``BatchLoader`` (one tensor per batch, reused buffers; shared
+   memory with workers) with 0 and 2 workers (the targets), next to the map-style
+   ``DataLoader(store, batch_size=64, collate_fn=collate)`` and ``FeatureStore[i]``.
+
+Every timing is repeated 3 times (interleaved; the machine is shared) and the median is
+printed with the load average (``os.getloadavg``) around it.
 
 Usage: ``PYTHONPATH=. .venv/bin/python bench/features.py [--quick]``
 """
@@ -26,6 +31,7 @@ import collections
 import contextlib
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -225,19 +231,24 @@ def bench_rtf(tmp: Path, repeats: int) -> None:
     ex = tmp / "extract.h5"
     _write_extract_shard(ex, items)
 
-    none_cfg = fbank.FeatureConfig(compression="none")
+    gzip_cfg = fbank.FeatureConfig(compression="gzip")
+    lzf_cfg = fbank.FeatureConfig(compression="lzf")
     jobs = {
         "loop": lambda: [
             original_style(str(w), str(tmp / f"{w.stem}.npy"), str(tmp)) for w in wavs
         ],
-        "gzip": lambda: features.features_shard(ex, tmp / "features.h5", progress=False),
-        "none": lambda: features.features_shard(ex, tmp / "f0.h5", none_cfg, progress=False),
+        "none": lambda: features.features_shard(ex, tmp / "features.h5", progress=False),
+        "gzip": lambda: features.features_shard(ex, tmp / "fg.h5", gzip_cfg, progress=False),
+        "lzf": lambda: features.features_shard(ex, tmp / "fl.h5", lzf_cfg, progress=False),
         "procs2": lambda: features.features_shard(ex, tmp / "f2.h5", progress=False, workers=2),
         "core": lambda: [fbank.utterance_features(a) for _, _, a in items],
     }
     wall: dict[str, list[float]] = {k: [] for k in jobs}
     cpu: dict[str, list[float]] = {k: [] for k in jobs}
-    for _ in range(repeats):  # interleaved, best of `repeats` each (the machine is shared)
+    for job in jobs.values():  # warm-up: imports, filter/window caches, page cache
+        job()
+    load0 = os.getloadavg()[0]
+    for _ in range(repeats):  # interleaved, median of `repeats` each (the machine is shared)
         for k, job in jobs.items():
             t0, c0 = time.perf_counter(), time.process_time()
             job()
@@ -248,27 +259,36 @@ def bench_rtf(tmp: Path, repeats: int) -> None:
     for i, u in enumerate(store.utterances):
         ref = np.load(tmp / f"{u.split('/')[0]}.npy")
         diff = max(diff, float(np.abs(store[i][0].numpy() - ref).max()))
-    bw = {k: min(v) for k, v in wall.items()}
-    bc = {k: min(v) for k, v in cpu.items()}
+    load1 = os.getloadavg()[0]
+    bw = {k: statistics.median(v) for k, v in wall.items()}
+    bc = {k: statistics.median(v) for k, v in cpu.items()}
+    sizes = {
+        k: (tmp / f).stat().st_size / 1e6
+        for k, f in (("none", "features.h5"), ("gzip", "fg.h5"), ("lzf", "fl.h5"))
+    }
     print(
         f"\n## 1. real-time factor ({len(wavs)} utterances, {seconds:.1f} s of speech, "
-        f"best of {repeats}; x = seconds of audio per second; one core unless noted)"
+        f"median of {repeats}, load average {load0:.1f} -> {load1:.1f}; x = seconds of audio "
+        "per second; one core unless noted)"
     )
-    print(f"{'':40s} {'wall s':>7} {'x RT':>6} {'vs loop':>7} | {'CPU s':>6} {'vs loop':>7}")
+    print(f"{'':46s} {'wall s':>7} {'x RT':>6} {'vs loop':>7} | {'CPU s':>6} {'vs loop':>7}")
     rows = (
         ("loop", "original-style loop (wav in, npy out)"),
-        ("gzip", "our stage, h5 -> h5, gzip (default)"),
-        ("none", "our stage, h5 -> h5, compression none"),
-        ("procs2", "our stage, gzip, 2 worker processes"),
+        ("none", f"our stage, h5 -> h5, none (default) {sizes['none']:.1f} MB"),
+        ("gzip", f"our stage, h5 -> h5, gzip:1+shuffle {sizes['gzip']:.1f} MB"),
+        ("lzf", f"our stage, h5 -> h5, lzf+shuffle {sizes['lzf']:.1f} MB"),
+        ("procs2", "our stage, default, 2 worker processes"),
         ("core", "our features alone (no file I/O)"),
     )
     for k, label in rows:
         cpu_col = "   (children)" if k == "procs2" else f"{bc[k]:6.3f} {bc['loop'] / bc[k]:6.1f}x"
         print(
-            f"{label:40s} {bw[k]:7.3f} {seconds / bw[k]:5.0f}x {bw['loop'] / bw[k]:6.1f}x | "
+            f"{label:46s} {bw[k]:7.3f} {seconds / bw[k]:5.0f}x {bw['loop'] / bw[k]:6.1f}x | "
             f"{cpu_col}"
         )
-    print("target: >= 5x the loop (CPU time is the fairer measure on a shared machine)")
+    print("target: >= 5x the loop, the stage with its defaults (row 2); all runs per row: ")
+    for k, _ in rows:
+        print(f"  {k:7s} wall " + " ".join(f"{t:.3f}" for t in wall[k]))
     print(f"max |ours - loop| over all stored arrays: {diff:.3g}")
 
 
@@ -324,9 +344,8 @@ def bench_layout(tmp: Path, kept: list, n_reads: int) -> None:
             load = time.perf_counter() - t0
             name = "none" if comp is None else f"{comp}{'' if opts is None else ':' + str(opts)}"
             mark = (
-                " <- chosen"
-                if (rows, comp, opts)
-                == (features.CHUNK_FRAMES, features.COMPRESSION, features.COMPRESSION_OPTS)
+                " <- default"
+                if (rows, comp) == (features.CHUNK_FRAMES, features.COMPRESSION)
                 else ""
             )
             print(
@@ -352,33 +371,71 @@ def bench_float16(tmp: Path, kept: list) -> None:
     )
 
 
-def bench_reader(tmp: Path, kept: list, n_items: int) -> None:
+def _loader_rate(make, n_items: int) -> tuple[float, int]:
+    """crops/s of iterating ``make()`` (start-up and first batch not counted), and how many
+    batches came in fresh memory (BatchLoader only)."""
+    loader = make()
+    it = iter(loader)
+    next(it)  # start-up (worker start, cache load) not counted
+    t0 = time.perf_counter()
+    n = 0
+    for _, y in it:
+        n += len(y)
+    rate = n / (time.perf_counter() - t0)
+    return rate, int(getattr(loader, "fresh_batches", 0))
+
+
+def bench_reader(tmp: Path, kept: list, n_items: int, repeats: int) -> None:
     from torch.utils.data import DataLoader
+
+    from vox3d.featurestore import BatchLoader
 
     p = tmp / "reader.h5"
     features.write(p, kept, [], fbank.FeatureConfig())
-    print(f"\n## 4. random crops/s, 300-800 frames, {len(kept)} utterances, in-memory cache")
-    store = FeatureStore([str(p)], items_per_epoch=n_items, batch_size=64, seed=0)
-    print(f"FeatureStore[i] loop         : {_crops_per_s(store, n_items):9.0f} crops/s")
-    for workers in (0, 2):
-        store = FeatureStore([str(p)], items_per_epoch=n_items, batch_size=64, seed=0)
-        dl = DataLoader(
-            store,
+
+    def store():
+        return FeatureStore([str(p)], items_per_epoch=n_items, batch_size=64, seed=0)
+
+    def map_style(workers):
+        return DataLoader(
+            store(),
             batch_size=64,
             num_workers=workers,
             collate_fn=collate,
             worker_init_fn=FeatureStore.worker_init_fn,
-            persistent_workers=False,
         )
-        it = iter(dl)
-        next(it)  # start-up (worker spawn, cache load) not counted
-        t0 = time.perf_counter()
-        n = 0
-        for _, y in it:
-            n += len(y)
-        rate = n / (time.perf_counter() - t0)
-        print(f"DataLoader {workers} workers, batch 64: {rate:9.0f} crops/s  (target >= 20,000)")
-    # what a worker pays to hand a batch over: fresh shared memory, first touch
+
+    cases = {
+        "batch0": ("BatchLoader, 0 workers", lambda: BatchLoader(store(), num_workers=0)),
+        "batch2": ("BatchLoader, 2 workers", lambda: BatchLoader(store(), num_workers=2)),
+        "map0": ("map-style DataLoader + collate, 0 workers", lambda: map_style(0)),
+        "map2": ("map-style DataLoader + collate, 2 workers", lambda: map_style(2)),
+    }
+    rates: dict[str, list[float]] = {k: [] for k in cases}
+    fresh: dict[str, int] = {k: 0 for k in cases}
+    item_rates = []
+    load0 = os.getloadavg()[0]
+    for _ in range(repeats):
+        for k, (_, make) in cases.items():
+            r, f = _loader_rate(make, n_items)
+            rates[k].append(r)
+            fresh[k] += f
+        item_rates.append(_crops_per_s(store(), n_items))
+    load1 = os.getloadavg()[0]
+    print(
+        f"\n## 4. random crops/s, batch 64, 300-800 frames, {len(kept)} utterances, in-memory "
+        f"cache; {n_items // 64} batches, median of {repeats}, load average {load0:.1f} -> "
+        f"{load1:.1f}"
+    )
+    for k, (label, _) in cases.items():
+        runs = " ".join(f"{x:.0f}" for x in rates[k])
+        extra = f", fresh-memory batches {fresh[k]}" if k.startswith("batch") else ""
+        print(f"{label:44s}: {statistics.median(rates[k]):8.0f} crops/s  (runs {runs}{extra})")
+    print(
+        f"{'FeatureStore[i] loop (no batching)':44s}: {statistics.median(item_rates):8.0f} crops/s"
+    )
+    print("target: >= 20,000 crops/s with 0 and 2 workers (BatchLoader)")
+    # what a worker of the map-style path pays to hand a batch over: fresh shared memory
     x = torch.empty(64, 550, 64)
     t0 = time.perf_counter()
     for _ in range(10):
@@ -392,7 +449,7 @@ def bench_reader(tmp: Path, kept: list, n_items: int) -> None:
     plain = (time.perf_counter() - t0) / 10
     print(
         f"(a 9 MB batch into fresh shared memory: {shm * 1e3:.1f} ms; into ordinary memory: "
-        f"{plain * 1e3:.1f} ms; with workers every batch crosses through shared memory)"
+        f"{plain * 1e3:.1f} ms; BatchLoader's workers write into shared buffers made once)"
     )
 
 
@@ -411,7 +468,7 @@ def main() -> None:
         kept = _corpus()
         bench_layout(tmp, kept, n_reads=500 if a.quick else 2000)
         bench_float16(tmp, kept)
-        bench_reader(tmp, kept, n_items=64 * (40 if a.quick else 200))
+        bench_reader(tmp, kept, n_items=64 * (40 if a.quick else 200), repeats=1 if a.quick else 3)
 
 
 if __name__ == "__main__":

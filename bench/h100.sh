@@ -19,6 +19,11 @@ step() {  # step NAME SECONDS CMD...
   timeout "$secs" "$@" > "$OUT/$name.txt" 2> "$OUT/$name.err"
   echo "rc=$? ($(date +%T))"; tail -n 40 "$OUT/$name.txt"
 }
-step fit_stage 120 python3 bench/fit_stage.py --device cuda --precisions fp32,bf16,fp16
-step node 170 python3 bench/node.py --device cuda --copies 150 --workers 14 --fit-threads 8
-step fit 270 python3 bench/fit.py --device cuda --compile --profile
+what=${1:-all}
+if [ "$what" = all ] || [ "$what" = fit ]; then
+  step fit_stage 120 python3 bench/fit_stage.py --device cuda --precisions fp32,bf16,fp16
+  step node 240 python3 bench/node.py --device cuda --copies 150 --workers 14 --fit-threads 8
+fi
+if [ "$what" = all ]; then
+  step fit 270 python3 bench/fit.py --device cuda --compile --profile
+fi

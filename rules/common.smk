@@ -1,6 +1,7 @@
 # Shared input functions and the target registry.  No rules here: included first by the
 # Snakefile, so every rules/<stage>.smk can use these.
 
+import math
 import os
 
 from vox3d.manifest import list_shards
@@ -33,9 +34,23 @@ def meta_csv():
     return out("synthetic/vox1_meta.csv") if synthetic() else None
 
 
+_SHARDS_CACHE = {}
+
+
 def shards(wildcards=None):
-    """Shard names (shard-00000, ...) from the manifest checkpoint's shards/ folder."""
-    return list_shards(checkpoints.manifest.get().output.shards)
+    """Shard names (shard-00000, ...) from the manifest checkpoint's shards/ folder.
+
+    Listed once per state of the folder (cached on its path, inode and mtime: the
+    checkpoint replaces the folder as a whole), not once per input-function call: with
+    17,629 shards (VoxCeleb2 at shard_size 64) every aggregate rule asks for the list.
+    """
+    folder = checkpoints.manifest.get().output.shards
+    st = os.stat(folder)
+    key = (os.path.abspath(folder), st.st_ino, st.st_mtime_ns)
+    if key not in _SHARDS_CACHE:
+        _SHARDS_CACHE.clear()
+        _SHARDS_CACHE[key] = list_shards(folder)
+    return _SHARDS_CACHE[key]
 
 
 def shard_tsv(wildcards):
@@ -52,6 +67,19 @@ def shard_files(stage, wildcards=None):
 def feature_shards(wildcards=None):
     """OUT/features/<shard>.h5 of every shard (input of train, evaluate, features_rejects)."""
     return shard_files("features")
+
+
+# Job sizes (resources:) are set from measurements; docs/cluster.md has the table.  Shard
+# jobs scale with the seconds of video in a shard: shard_size videos of VIDEO_S seconds.
+VIDEO_S = 8.0  # s per video (VoxCeleb2 mean utterance: 2,442 h / 1,128,246 = 7.8 s)
+
+
+def shard_minutes(s_per_video_s, margin=10.0, floor=5):
+    """Runtime request in minutes of a per-shard job that took `s_per_video_s` seconds of wall
+    time per second of video (measured), for config shard_size videos of VIDEO_S seconds,
+    times `margin`; at least `floor` minutes."""
+    need_s = s_per_video_s * VIDEO_S * config["shard_size"] * margin
+    return max(floor, math.ceil(need_s / 60))
 
 
 def all_targets(wildcards):

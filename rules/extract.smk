@@ -19,8 +19,13 @@ rule extract_shard:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=60,
+        # measured: default run (160 synthetic 4 s clips, 3 shards), 2 shared cores, 2026-11-25
+        # max RSS 108 MB (one video's frames are held: 224x224 clips), 8.8 s per 64 clips
+        # = 0.034 s per s of video; mem x9, runtime x10 (shard_minutes); output 0.4 MB per s
+        # of video (102 MB per shard): disk x5 at VIDEO_S
+        mem_mb=1000,
+        disk_mb=1000,
+        runtime=shard_minutes(0.034),
     params:
         videos_dir=videos_dir(),
         frame_rate=config["extract"]["frame_rate"],
@@ -44,7 +49,9 @@ rule extract:
         "../envs/core.yaml"
     threads: 1
     resources:
+        # measured: 0.25 s, max RSS below the benchmark's first sample (tables of rejects)
         mem_mb=500,
+        disk_mb=1000,
         runtime=10,
     script:
         "../scripts/extract.py"

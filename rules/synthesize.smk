@@ -16,7 +16,9 @@ rule synthesize:
         "../envs/render.yaml"
     threads: 2
     resources:
-        mem_mb=3000,
+        # measured: max RSS 676 MB, 138 s (loaded machine; 80 s idle); mem x3, runtime x13
+        mem_mb=2000,
+        disk_mb=1000,
         runtime=30,
     params:
         synthetic=config["synthetic"],

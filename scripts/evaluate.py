@@ -23,6 +23,10 @@ with open(smk.log[0], "w") as log, contextlib.redirect_stderr(log), contextlib.r
         face_model=face_model_settings(smk.params.face_model, smk.params.assets),
         settings=dict(smk.params.settings),
         device=smk.params.settings.get("device", "auto"),
+        out_per_coefficient=smk.output.per_coefficient,
     )
     for row in summary:
-        print(row["method"], row["target"], "are_mean", row["are_mean"], "rmse", row["rmse"])
+        keys = ("are_mean", "rmse", "rmse_z", "r2_param")
+        print(row["method"], row["target"], *(f"{k} {row[k]}" for k in keys if k in row))
+    if summary and summary[0].get("note"):
+        print("note:", summary[0]["note"])

@@ -3,10 +3,9 @@
 import contextlib
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
-import h5py
 
 from vox3d import figures
-from vox3d.evaluate import face_model_from_config, face_model_settings
+from vox3d.evaluate import face_model_settings
 from vox3d.split import read_meta
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
@@ -24,12 +23,9 @@ with open(smk.log[0], "w") as log, contextlib.redirect_stderr(log), contextlib.r
         split_tsv=inp.split,
         genders={k: m.gender for k, m in meta.items()},
     )
-    with h5py.File(inp.predictions, "r") as f:
-        n_id = int(f.attrs["n_id"])
-    settings = face_model_settings(smk.params.face_model, smk.params.assets)
-    figures.plot_identity_panels(
+    figures.plot_identities(
         inp.predictions,
-        face_model_from_config(settings, n_id=n_id),
+        face_model_settings(smk.params.face_model, smk.params.assets),
         out.identities,
         n=int(smk.params.settings.get("n_figures", 4)),
         fit_shards=list(inp.fit_shards),

@@ -1,5 +1,6 @@
 """Snakemake script of `fit_shard` (one extract shard -> fit HDF5) and `fit_rejects`
-(aggregate rejects and per-reason counts).  Thin: all logic is in vox3d.fit."""
+(aggregate rejects and per-reason counts).  Thin: all logic is in vox3d.fit (one process)
+and vox3d.multigpu (one process per GPU when the job has resources gpu > 1)."""
 
 import contextlib
 import json
@@ -7,13 +8,19 @@ import json
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
 from vox3d.fit import FitConfig, fit_shard, write_fit_tables
+from vox3d.multigpu import describe_parts, devices_for, fit_shard_multi
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 
 with open(smk.log[0], "w", encoding="utf-8") as log, contextlib.redirect_stderr(log):
     if smk.rule == "fit_shard":
         cfg = FitConfig.from_config(dict(smk.params.settings), threads=smk.threads)
-        stats = fit_shard(smk.input.h5, smk.output.h5, cfg)
+        devices = devices_for(int(smk.resources.get("gpu", 0) or 0))
+        if len(devices) > 1:
+            print(describe_parts(smk.input.h5, cfg, devices), file=log)
+            stats = fit_shard_multi(smk.input.h5, smk.output.h5, cfg, devices)
+        else:
+            stats = fit_shard(smk.input.h5, smk.output.h5, cfg)
         print(json.dumps(stats, sort_keys=True), file=log)
     else:
         write_fit_tables(

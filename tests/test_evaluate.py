@@ -197,3 +197,142 @@ def test_read_ground_truth_layouts(tmp_path):
         f.create_dataset("other", data=c)
     with pytest.raises(ValueError, match="c.h5"):
         read_ground_truth(tmp_path / "c.h5")
+
+
+# ---------------------------------------------------------------------------------------
+# parameter space (no face-model basis: BFM without bfm_noneck_v3.pkl)
+# ---------------------------------------------------------------------------------------
+
+
+def test_parameter_metrics_by_hand():
+    from vox3d.evaluate import evaluate_parameters
+
+    mu, sd = np.array([0.0, 0.0]), np.array([1.0, 2.0])
+    preds = {"model": {"x": np.array([[0.0, 0.0], [2.0, 2.0]])}}
+    summ, per_id, per_coef = evaluate_parameters(
+        preds, {"fitted": {"x": np.array([1.0, 2.0])}}, mu, sd, n_boot=0
+    )
+    (s,) = summ
+    assert s["rmse_param"] == pytest.approx((np.sqrt(2.5) + np.sqrt(0.5)) / 2)
+    assert s["rmse_z"] == pytest.approx((1.0 + np.sqrt(0.5)) / 2)
+    assert per_id[0]["sq_err_z"] == pytest.approx(1.5) and per_id[0]["sq_dev_z"] == 2.0
+    assert s["r2_param"] == pytest.approx(0.25)
+    assert np.isnan(s["r2_param_lo"])  # one identity: no interval
+    assert [c["r2"] for c in per_coef] == pytest.approx([0.0, 0.5])
+    assert [c["rmse"] for c in per_coef] == pytest.approx([1.0, np.sqrt(2.0)])
+
+
+def test_parameter_metrics_perfect_model_mean_and_gender_baselines():
+    from vox3d.evaluate import evaluate_parameters
+
+    rng = np.random.default_rng(2)
+    ids = [f"id{i}" for i in range(14)]
+    coef = {i: rng.normal(size=5) * [1e5, 5e4, 1e4, 1e3, 10] for i in ids}
+    genders = {i: "mf"[n % 2] for n, i in enumerate(ids)}
+    train, val = ids[:9], ids[9:]
+    preds = {"model": {i: np.stack([coef[i]] * 3) for i in val}}
+    preds.update(baseline_predictions({i: coef[i] for i in train}, genders, val))
+    tr = np.stack([coef[i] for i in train])
+    summ, per_id, per_coef = evaluate_parameters(
+        preds, {"fitted": {i: coef[i] for i in val}}, tr.mean(0), tr.std(0), n_boot=100
+    )
+    by = {s["method"]: s for s in summ}
+    assert list(by) == ["model", "mean_face", "gender_mean"]
+    assert by["model"]["rmse_param"] == 0 and by["model"]["r2_param"] == 1.0
+    assert by["mean_face"]["r2_param"] == pytest.approx(0.0, abs=1e-12)
+    assert by["model"]["r2_param_lo"] == by["model"]["r2_param_hi"] == 1.0
+    # rmse_z of the mean face: RMS of the standardised deviations, by hand
+    z = (np.stack([coef[i] for i in val]) - tr.mean(0)) / tr.std(0)
+    assert by["mean_face"]["rmse_z"] == pytest.approx(np.sqrt((z**2).mean(1)).mean())
+    mf = [c for c in per_coef if c["method"] == "mean_face"]
+    assert len(mf) == 5 and all(abs(c["r2"]) < 1e-12 for c in mf)
+    assert all(c["r2"] == 1.0 for c in per_coef if c["method"] == "model")
+    # standardisation makes the small coefficients count: a wrong last one is seen
+    wrong = {i: c.copy() for i, c in coef.items()}
+    for i in val:
+        wrong[i][4] += 20.0
+    s2, _, pc2 = evaluate_parameters(
+        {"model": {i: wrong[i][None] for i in val}},
+        {"fitted": {i: coef[i] for i in val}},
+        tr.mean(0),
+        tr.std(0),
+        n_boot=0,
+    )
+    assert s2[0]["rmse_z"] == pytest.approx(20.0 / tr.std(0)[4] / np.sqrt(5))
+    assert [c["r2"] for c in pc2][:4] == [1.0] * 4 and pc2[4]["r2"] < 1.0
+
+
+def test_target_space_resolution():
+    from vox3d.evaluate import NO_MESH_NOTE, mesh_available, resolve_target_space
+
+    assert mesh_available({"name": "ict"}) and not mesh_available({"name": "bfm", "path": None})
+    assert mesh_available({"name": "bfm", "path": "/x/bfm_noneck_v3.pkl"})
+    assert resolve_target_space("auto", {"name": "ict"}) == ("mesh", "")
+    assert resolve_target_space("auto", {"name": "bfm"}) == ("params", NO_MESH_NOTE)
+    assert resolve_target_space("auto", {"name": "bfm", "path": "b.pkl"})[0] == "mesh"
+    assert resolve_target_space("params", {"name": "ict"})[0] == "params"
+    with pytest.raises(ValueError, match="assets.bfm"):
+        resolve_target_space("mesh", {"name": "bfm", "path": None})
+    with pytest.raises(ValueError, match="train.target"):
+        resolve_target_space("vertices", {"name": "ict"})
+
+
+def test_train_evaluate_figures_in_parameter_space(tmp_path):
+    """BFM without its basis: training on parameters only, parameter metrics, no ARE
+    columns, a note saying why, figures that draw no mesh; no face model is ever loaded."""
+    import h5py
+
+    from vox3d import figures
+    from vox3d.evaluate import NO_MESH_NOTE, run_evaluate
+    from vox3d.io import read_tsv
+    from vox3d.train import run_train
+
+    names, coef = _write_inputs(tmp_path, n_ids=8, k=40)
+    with h5py.File(tmp_path / "identities.h5", "a") as f:
+        f.attrs["face_model"] = "bfm"
+    shards = [tmp_path / "features" / "shard-00000.h5"]
+    settings = {"preset": "demo", "steps": 20, "batch_size": 4, "crop_min": 40, "crop_max": 60,
+                "checkpoint_every": 10, "device": "cpu", "split": "hash", "val_fraction": 0.3,
+                "hidden": [], "dropout": 0.0}  # fmt: skip
+    fm_cfg = {"name": "bfm", "path": None, "tri_path": None}
+    final = run_train(settings, shards, tmp_path / "identities.h5", tmp_path / "meta.csv",
+                      tmp_path / "train", face_model=fm_cfg, threads=1)  # fmt: skip
+    assert final["target_space"] == "params" and NO_MESH_NOTE in final["notes"]
+    assert (
+        final["train_config"]["vertex_weight"] == 0 and final["train_config"]["ratio_weight"] == 0
+    )
+    h = final["history"]
+    assert all(r.get("loss_vertex") is None and r.get("loss_ratio") is None for r in h)
+    assert h[-1]["loss"] == pytest.approx(
+        final["train_config"]["param_weight"] * h[-1]["loss_param"]
+    )
+    ev = tmp_path / "ev"
+    summ = run_evaluate(
+        tmp_path / "train" / "model.pt", tmp_path / "train" / "split.tsv",
+        tmp_path / "identities.h5", shards, ev / "metrics.tsv", ev / "per_identity.tsv",
+        ev / "predictions.h5", face_model=fm_cfg, settings={"bootstrap": 50}, device="cpu",
+        out_per_coefficient=ev / "per_coefficient.tsv",
+    )  # fmt: skip
+    rows = read_tsv(ev / "metrics.tsv")
+    assert [r["method"] for r in rows] == ["model", "mean_face", "gender_mean"]
+    assert not any(c.startswith("are_") or c == "rmse" for c in rows[0])
+    assert {r["target_space"] for r in rows} == {"params"}
+    assert all("ARE" in r["note"] and "pipeline" in r["note"] for r in rows)
+    assert float(rows[1]["r2_param"]) == pytest.approx(0.0, abs=1e-9)  # mean shape
+    pc = read_tsv(ev / "per_coefficient.tsv")
+    assert len(pc) == 3 * 40 and {r["coefficient"] for r in pc} == {str(k) for k in range(40)}
+    # the table's numbers follow from predictions.h5 alone
+    with h5py.File(ev / "predictions.h5", "r") as f:
+        assert f.attrs["target_space"] == "params"
+        mu, sd = f["train_mean"][()], f["train_std"][()]
+        val = [v.decode() if isinstance(v, bytes) else v for v in f["val_identities"][()]]
+        z = [np.sqrt((((f["model"][i][()] - f["target_fitted"][i][()]) / sd) ** 2).mean(1)).mean()
+             for i in val]  # fmt: skip
+    assert summ[0]["rmse_z"] == pytest.approx(np.mean(z), rel=1e-5)
+    train_rows = [r for r in read_tsv(tmp_path / "train" / "split.tsv") if r["set"] == "train"]
+    tc = np.stack([coef[names.index(r["identity"])] for r in train_rows]).astype(np.float64)
+    np.testing.assert_allclose(mu, tc.mean(0), rtol=1e-6)
+    figures.plot_are_bars(ev / "metrics.tsv", ev / "are.png")
+    figures.plot_identities(ev / "predictions.h5", fm_cfg, ev / "ids.png", n=2)
+    for p in ("are", "ids"):
+        assert (ev / f"{p}.png").stat().st_size > 5000

@@ -288,3 +288,63 @@ def test_real_clips_through_manifest_extract_features(tmp_path):
     for j in range(len(store)):
         x = store[j][0].numpy()
         assert x.shape[0] >= 1000 and 0.9 < x.std(0).min() and np.abs(x.mean(0)).max() < 0.15
+
+
+def test_stage_equals_per_utterance_features(tmp_path):
+    """The stage (bulk audio reads, one contiguous frames write, any compression) stores
+    exactly what the per-utterance computation gives: equal arrays, mean, std."""
+    names = ["pcavs00086_00086", "pcavs00373_00373", "id06811_00216"]
+    items = [
+        (f"{n.split('_')[0]}/yt/{k}.mp4", n.split("_")[0], _speech(n)) for k, n in enumerate(names)
+    ]
+    items.append(("sil/yt/9.mp4", "sil", np.zeros(16000, np.float32)))  # rejected in between
+    items.append(("again/yt/3.mp4", "again", _speech(names[0])[5000:]))
+    ex = tmp_path / "ex.h5"
+    _write_extract_fixture(ex, items)
+    want = {v: fbank.utterance_features(a) for v, _, a in items if v != "sil/yt/9.mp4"}
+    for comp in ("none", "gzip", "lzf"):
+        out = tmp_path / f"f_{comp}.h5"
+        res = features.features_shard(
+            ex, out, fbank.FeatureConfig(compression=comp), progress=False
+        )
+        assert res == {"utterances": 4, "rejected": 1}
+        ix = features.read_index(out)
+        assert ix["video"] == list(want)
+        with h5py.File(out) as h:
+            for i, v in enumerate(ix["video"]):
+                assert np.array_equal(features.read_utterance(out, i), want[v].frames)
+                assert np.array_equal(h["index/mean"][i], want[v].mean)
+                assert np.array_equal(h["index/std"][i], want[v].std)
+                assert h["index/voiced_samples"][i] == want[v].voiced_samples
+
+
+def test_audio_blocks_handle_gaps_and_odd_layouts(tmp_path):
+    """Bulk audio reads give every video's samples once, in order, also when the audio of
+    consecutive videos is not contiguous in the shard or a read is capped."""
+    from vox3d import extract
+
+    rng = np.random.default_rng(0)
+    items = [
+        (f"v{k}/y/0.mp4", f"v{k}", rng.standard_normal(n).astype(np.float32))
+        for k, n in enumerate([5, 0, 7, 3])
+    ]
+    ex = tmp_path / "ex.h5"
+    _write_extract_fixture(ex, items)
+    with h5py.File(ex, "r+") as f:  # move video 2's audio behind a gap
+        audio = f["audio"][()]
+        offs = f["audio_offset"][()]
+        new = np.concatenate([audio[:5], np.full(4, 9.0, np.float32), audio[5:]])
+        del f["audio"]
+        f.create_dataset("audio", data=new)
+        offs[2:] += 4
+        f["audio_offset"][...] = offs
+    for cap in (features.AUDIO_READ_SAMPLES, 6):
+        features.AUDIO_READ_SAMPLES, saved = cap, features.AUDIO_READ_SAMPLES
+        try:
+            with extract.ExtractShard(ex) as sh:
+                got = list(features._audio_blocks(ex, sh))
+        finally:
+            features.AUDIO_READ_SAMPLES = saved
+        assert [k for k, _ in got] == [0, 1, 2, 3]
+        for (_, _, a), (_, b) in zip(items, got, strict=True):
+            assert np.array_equal(a, b)

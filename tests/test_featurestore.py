@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from vox3d import fbank, features
-from vox3d.featurestore import CMPCollate, FeatureStore, collate
+from vox3d.featurestore import BatchLoader, CMPCollate, FeatureStore, collate
 
 
 def _shard(path, spec, start_uid=0, float16=False):
@@ -152,3 +152,77 @@ def test_cmp_collate_one_random_length(shards):
         assert 300 <= feats.shape[1] <= 800 and labels.shape == (8,)
         shapes.add(feats.shape[1])
     assert len(shapes) > 1
+
+
+def _map_style(store):
+    """The map-style path's batches (per-item plan, the reference for BatchLoader)."""
+    dl = DataLoader(store, batch_size=store.batch_size, collate_fn=collate)
+    return [(x.clone(), y.clone()) for x, y in dl]
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_batch_loader_same_batches_for_0_and_2_workers(shards, cache):
+    """BatchLoader: one (B, L, D) tensor per batch; with a seed the batches are identical for
+    0 and 2 workers and equal to the map-style path; every crop is 300-800 frames of one
+    utterance of its labelled identity; batches may be kept (no clone) without being
+    overwritten; another seed or epoch gives other batches."""
+    n = 8 * 9 + 3  # a short last batch; 10 batches over 2 workers
+
+    def run(workers, seed=11, epoch=0, slots=None):
+        store = FeatureStore(shards, seed=seed, items_per_epoch=n, batch_size=8, cache=cache)
+        loader = BatchLoader(store, num_workers=workers, slots=slots)
+        loader.set_epoch(epoch)
+        return list(loader), store  # kept without copying
+
+    a, store = run(0)
+    b, _ = run(2)
+    c, _ = run(2, slots=1)  # buffers exhausted: fresh tensors, same numbers
+    assert len(a) == len(b) == len(c) == 10
+    ref_store = FeatureStore(shards, seed=11, items_per_epoch=n, batch_size=8, cache=cache)
+    ref = _map_style(ref_store)
+    lengths = set()
+    for (xa, ya), (xb, yb), (xc, yc), (xr, yr) in zip(a, b, c, ref, strict=True):
+        assert xa.dtype == torch.float32 and ya.dtype == torch.int64
+        assert torch.equal(xa, xr) and torch.equal(ya, yr)
+        assert torch.equal(xb, xr) and torch.equal(yb, yr)
+        assert torch.equal(xc, xr) and torch.equal(yc, yr)
+        assert 300 <= xa.shape[1] <= 800
+        lengths.add(xa.shape[1])
+        for x, y in zip(xa, ya, strict=True):
+            _check_window(store, x, int(y))
+    assert [x.shape[0] for x, _ in a] == [8] * 9 + [3]
+    assert len(lengths) > 1
+    for other in (run(0, seed=12)[0], run(2, epoch=1)[0]):
+        assert any(
+            xa.shape != xo.shape or not torch.equal(xa, xo)
+            for (xa, _), (xo, _) in zip(a, other, strict=True)
+        )
+
+
+def test_batch_loader_reuses_buffers_only_when_released(shards):
+    """Dropped batches' buffers are reused (no fresh memory); a kept batch, or a view of it,
+    keeps its buffer from being written."""
+    store = FeatureStore(shards, seed=3, items_per_epoch=8 * 12, batch_size=8)
+    ref = _map_style(FeatureStore(shards, seed=3, items_per_epoch=8 * 12, batch_size=8))
+    loader = BatchLoader(store, num_workers=0, slots=2)
+    ptrs = set()
+    kept = []
+    for k, (x, y) in enumerate(loader):
+        ptrs.add(x.data_ptr())
+        assert torch.equal(x, ref[k][0]) and torch.equal(y, ref[k][1])
+        if k in (2, 5):
+            kept.append((k, x[1:, 10:]))  # a view keeps the whole buffer in use
+    assert len(ptrs) > 2  # buffers in use were not reused: fresh tensors took over
+    for k, v in kept:
+        assert torch.equal(v, ref[k][0][1:, 10:])
+    loader2 = BatchLoader(FeatureStore(shards, seed=3, items_per_epoch=8 * 12, batch_size=8))
+    ptrs2 = {x.data_ptr() for x, _ in loader2}
+    assert len(ptrs2) <= 3  # every batch dropped in time: only the 3 buffers are used
+    assert loader.fresh_batches > 0 and loader2.fresh_batches == 0
+    store3 = FeatureStore(shards, seed=3, items_per_epoch=8 * 12, batch_size=8)
+    loader3 = BatchLoader(store3, num_workers=2)
+    for k, (x, y) in enumerate(loader3):  # workers write into released shared buffers
+        assert torch.equal(x, ref[k][0]) and torch.equal(y, ref[k][1])
+    assert loader3.fresh_batches == 0
+    with pytest.raises(ValueError, match="batch_size"):
+        BatchLoader(FeatureStore(shards, seed=3))

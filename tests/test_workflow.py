@@ -68,6 +68,27 @@ def test_whole_workflow_on_a_tiny_synthetic_corpus(tmp_path):
         header = (out / stage / "rejects.tsv").read_text().splitlines()[0]
         assert header == "path\tstage\treason"
 
+    # The export (rules/export.smk): one row per utterance with a voice and a shape, the
+    # split equal to the one training used, lhotse audio equal to the extracted audio.
+    import pyarrow.parquet as pq
+    from lhotse import RecordingSet
+
+    from vox3d.extract import ExtractShard
+
+    exp = out / "voxceleb3d"
+    utts = pq.read_table(exp / "hf" / "utterances.parquet").to_pylist()
+    with open(out / "train" / "split.tsv", newline="") as fh:
+        split = {r["identity"]: r["set"] for r in csv.DictReader(fh, delimiter="\t")}
+    assert utts and {u["identity"]: u["split"] for u in utts} == split
+    recs = RecordingSet.from_file(exp / "lhotse" / "recordings.jsonl.gz").with_path_prefix(exp)
+    assert sorted(recs.ids) == [u["utterance_id"] for u in utts]
+    with ExtractShard(out / "extract" / "shard-00000.h5") as sh:
+        uid = sh.videos[0]["video"].rsplit(".", 1)[0]
+        if uid in recs.ids:
+            assert (recs[uid].load_audio()[0] == sh.audio(0)).all()
+    card = (exp / "README.md").read_text()
+    assert "## Accuracy of the 3D shapes" in card and "Measured on this build" in card
+
     # A second run has nothing to do.
     again = _snakemake([*common, "-n"], tmp_path)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "features": ("vox3d.fbank:cli", "one utterance's CMP log-mel features to .npy"),
     "voice2mesh": ("vox3d.voice2mesh:cli", "predict a face mesh from a voice recording"),
     "compare-runs": ("vox3d.compare:cli", "list files that differ between two out_dirs"),
+    "export": ("vox3d.export:cli", "export Voxceleb-3D as lhotse manifests or HF parquet"),
 }
 
 

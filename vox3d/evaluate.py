@@ -16,6 +16,19 @@ evaluation vertex set (face-model units; ICT: cm), and ``r2_vertex``: the fracti
 targets' vertex variance (around the training mean face, on the same vertices) explained,
 ``1 - sum |v_pred - v_t|^2 / sum |v_mean - v_t|^2``; each with a 95% bootstrap interval
 over identities.
+
+Parameter-space metrics (every run; the only ones when the target space is ``params``,
+i.e. without the face model's basis, such as BFM without ``bfm_noneck_v3.pkl``), with
+``mu``, ``sigma`` the training identities' coefficient mean and std
+(:func:`vox3d.train.target_stats`):
+
+* ``rmse_param``: ``sqrt(mean_k (c_pred - c_t)_k^2)`` in coefficient units, averaged over
+  an identity's predictions, then over identities;
+* ``rmse_z``: the same on standardised coefficients ``(c - mu) / sigma`` (unit free);
+* ``r2_param``: ``1 - sum_i |z_pred - z_t|^2 / sum_i |z_mu - z_t|^2`` pooled over
+  identities and coefficients (the mean shape scores exactly 0);
+* per coefficient (``per_coefficient.tsv``): ``r2 = 1 - sum_i (c_pred - c_t)^2 / sum_i
+  (mu - c_t)^2`` and its RMSE.
 """
 
 from __future__ import annotations
@@ -39,6 +52,73 @@ PER_IDENTITY_COLUMNS = (
     + metrics.METRIC_COLUMNS
     + ("sq_err", "sq_dev")
 )
+#: Parameter-space metric columns (each with ``_lo`` / ``_hi`` 95% bootstrap bounds).
+PARAM_METRICS = ("rmse_param", "rmse_z", "r2_param")
+PARAM_COLUMNS = tuple(c for m in PARAM_METRICS for c in (m, f"{m}_lo", f"{m}_hi"))
+#: ``metrics.tsv`` columns by target space (``mesh``: the mesh metrics, then parameters).
+SPACE_SUMMARY_COLUMNS = {
+    "mesh": SUMMARY_COLUMNS + PARAM_COLUMNS + ("target_space", "note"),
+    "params": ("method", "target", "n_identities") + PARAM_COLUMNS + ("target_space", "note"),
+}
+PARAM_PER_IDENTITY = ("rmse_param", "rmse_z", "sq_err_z", "sq_dev_z")
+SPACE_PER_IDENTITY_COLUMNS = {
+    "mesh": PER_IDENTITY_COLUMNS + PARAM_PER_IDENTITY,
+    "params": ("method", "target", "identity", "n_predictions") + PARAM_PER_IDENTITY,
+}
+PER_COEFFICIENT_COLUMNS = (
+    "method", "target", "coefficient", "n_identities", "r2", "rmse", "train_mean", "train_std",
+)  # fmt: skip
+TARGET_SPACES = ("auto", "mesh", "params")
+#: Why a run has no ARE / vertex metrics (BFM without its basis file).
+NO_MESH_NOTE = (
+    "parameter space only: ARE, vertex RMSE and meshes need the BFM basis "
+    "(set assets.bfm to 3DDFA-V2's bfm_noneck_v3.pkl, academic licence; docs/real_voxceleb.md)"
+)
+#: Fewer identities than these make a run a pipeline check (:func:`small_data_note`).
+MIN_TRAIN_IDENTITIES, MIN_VAL_IDENTITIES = 20, 10
+
+
+def mesh_available(face_cfg: Mapping) -> bool:
+    """Whether the face model of ``face_cfg`` (config ``face_model`` + asset paths, see
+    :func:`face_model_settings`) has a basis to make meshes: ICT always (the archive is a
+    default asset), BFM only with a ``path`` to ``bfm_noneck_v3.pkl``."""
+    name = face_cfg.get("name", "ict")
+    if name == "ict":
+        return True
+    if name == "bfm":
+        return bool(face_cfg.get("path"))
+    raise ValueError(f"unknown face model {name!r} (ict | bfm)")
+
+
+def resolve_target_space(requested: str, face_cfg: Mapping) -> tuple[str, str]:
+    """``train.target`` -> ``(space, note)``: ``mesh`` or ``params`` and why, or "".
+
+    ``auto`` is ``mesh`` when :func:`mesh_available`, else ``params`` with
+    :data:`NO_MESH_NOTE`; ``mesh`` without a basis is a ValueError naming the setting.
+    """
+    if requested not in TARGET_SPACES:
+        raise ValueError(f"train.target {requested!r} is not one of {TARGET_SPACES}")
+    have = mesh_available(face_cfg)
+    if requested == "mesh" and not have:
+        raise ValueError(
+            "train.target is 'mesh' but face model 'bfm' has no basis: set assets.bfm to "
+            "3DDFA-V2's bfm_noneck_v3.pkl (docs/real_voxceleb.md) or use train.target: auto"
+        )
+    if requested == "params":
+        return "params", "parameter space by request (train.target: params): no ARE or meshes"
+    if have:
+        return "mesh", ""
+    return "params", NO_MESH_NOTE
+
+
+def small_data_note(n_train: int, n_val: int) -> str:
+    """A warning for outputs when too few identities make the numbers meaningless, or ""."""
+    if n_train >= MIN_TRAIN_IDENTITIES and n_val >= MIN_VAL_IDENTITIES:
+        return ""
+    return (
+        f"only {n_train} training and {n_val} held-out identities: this run checks the "
+        "pipeline; its metrics are not a result"
+    )
 
 
 def mesh_vertices(mean: np.ndarray, basis: np.ndarray, coef: np.ndarray) -> np.ndarray:
@@ -121,17 +201,114 @@ def evaluate_predictions(
 
 
 def _r2_with_ci(rows: list[dict], n_boot: int, seed: int) -> dict[str, float]:
-    e = np.array([r["sq_err"] for r in rows])
-    d = np.array([r["sq_dev"] for r in rows])
+    r2, lo, hi = pooled_r2([r["sq_err"] for r in rows], [r["sq_dev"] for r in rows], n_boot, seed)
+    return {"r2_vertex": r2, "r2_vertex_lo": lo, "r2_vertex_hi": hi}
+
+
+def evaluate_parameters(
+    predictions: Mapping[str, Mapping[str, np.ndarray]],
+    targets: Mapping[str, Mapping[str, np.ndarray]],
+    train_mean: np.ndarray,
+    train_std: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """Score every method against every target in coefficient space (module docstring).
+
+    predictions: ``{method: {identity: (N, K)}}``; targets ``{target: {identity: (K,)}}``;
+    ``train_mean``, ``train_std`` ``(K,)`` the training targets' statistics.  Returns
+    ``(summary rows, per-identity rows, per-coefficient rows)``, in the order of
+    :func:`evaluate_predictions`; only identities present in both count.
+    """
+    mu = np.asarray(train_mean, np.float64)
+    sd = np.asarray(train_std, np.float64)
+    if mu.shape != sd.shape or mu.ndim != 1:
+        raise ValueError(f"train_mean {mu.shape} and train_std {sd.shape} must be (K,)")
+    if np.any(sd <= 0):
+        raise ValueError("train_std must be positive")
+    summary, per_id, per_coef = [], [], []
+    for tname in sorted(targets):
+        tgt = targets[tname]
+        for method in [m for m in METHODS if m in predictions] + sorted(
+            set(predictions) - set(METHODS)
+        ):
+            pred = predictions[method]
+            idents = sorted(set(pred) & set(tgt))
+            if not idents:
+                continue
+            rows, e_k, d_k = [], [], []
+            for ident in idents:
+                t = np.asarray(tgt[ident], np.float64)
+                p = np.atleast_2d(np.asarray(pred[ident], np.float64))
+                if p.shape[1] != len(mu) or t.shape != mu.shape:
+                    raise ValueError(
+                        f"{method}/{tname}/{ident}: {p.shape[1]} predicted and {t.shape} target "
+                        f"coefficients, training statistics have {len(mu)}"
+                    )
+                d = p - t  # (N, K)
+                dz = d / sd
+                e_k.append((d**2).mean(0))
+                d_k.append((mu - t) ** 2)
+                rows.append(
+                    {
+                        "method": method,
+                        "target": tname,
+                        "identity": ident,
+                        "n_predictions": len(p),
+                        "rmse_param": float(np.sqrt((d**2).mean(1)).mean()),
+                        "rmse_z": float(np.sqrt((dz**2).mean(1)).mean()),
+                        "sq_err_z": float((dz**2).sum(1).mean()),
+                        "sq_dev_z": float((((mu - t) / sd) ** 2).sum()),
+                    }
+                )
+            per_id += rows
+            vals = np.array([[r["rmse_param"], r["rmse_z"]] for r in rows])
+            lo, hi = metrics.bootstrap_ci(vals, n_boot=n_boot, seed=seed)
+            s = {"method": method, "target": tname, "n_identities": len(rows)}
+            for j, c in enumerate(("rmse_param", "rmse_z")):
+                s[c], s[f"{c}_lo"], s[f"{c}_hi"] = (
+                    float(vals[:, j].mean()),
+                    float(lo[j]),
+                    float(hi[j]),
+                )
+            r2 = pooled_r2(
+                [r["sq_err_z"] for r in rows], [r["sq_dev_z"] for r in rows], n_boot, seed
+            )
+            s["r2_param"], s["r2_param_lo"], s["r2_param_hi"] = r2
+            summary.append(s)
+            e, dv = np.sum(e_k, axis=0), np.sum(d_k, axis=0)
+            for k in range(len(mu)):
+                per_coef.append(
+                    {
+                        "method": method,
+                        "target": tname,
+                        "coefficient": k,
+                        "n_identities": len(rows),
+                        "r2": float(1.0 - e[k] / dv[k]) if dv[k] > 0 else float("nan"),
+                        "rmse": float(np.sqrt(e[k] / len(rows))),
+                        "train_mean": float(mu[k]),
+                        "train_std": float(sd[k]),
+                    }
+                )
+    return summary, per_id, per_coef
+
+
+def pooled_r2(
+    sq_err: Sequence[float], sq_dev: Sequence[float], n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """``1 - sum(sq_err) / sum(sq_dev)`` over identities with a 95% percentile bootstrap
+    interval over identities: ``(r2, lo, hi)`` (NaN bounds without resampling or with one
+    identity)."""
+    e = np.asarray(sq_err, np.float64)
+    d = np.asarray(sq_dev, np.float64)
     r2 = 1.0 - e.sum() / max(d.sum(), 1e-300)
-    out = {"r2_vertex": float(r2), "r2_vertex_lo": float("nan"), "r2_vertex_hi": float("nan")}
-    if n_boot > 0 and len(rows) > 1:
+    lo = hi = float("nan")
+    if n_boot > 0 and len(e) > 1:
         rng = np.random.default_rng(seed + 1)
-        ix = rng.integers(0, len(rows), size=(n_boot, len(rows)))
+        ix = rng.integers(0, len(e), size=(n_boot, len(e)))
         boots = 1.0 - e[ix].sum(1) / np.maximum(d[ix].sum(1), 1e-300)
-        out["r2_vertex_lo"] = float(np.quantile(boots, 0.025))
-        out["r2_vertex_hi"] = float(np.quantile(boots, 0.975))
-    return out
+        lo, hi = float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
+    return float(r2), lo, hi
 
 
 def predict_utterances(
@@ -213,14 +390,23 @@ def run_evaluate(
     face_model: Mapping | None = None,
     settings: Mapping | None = None,
     device: str = "auto",
+    out_per_coefficient: str | os.PathLike | None = None,
 ) -> list[dict]:
     """Evaluate a trained model file on the validation identities of ``split_path``;
-    write ``metrics.tsv``, ``per_identity.tsv`` and ``predictions.h5``."""
+    write ``metrics.tsv``, ``per_identity.tsv``, ``predictions.h5`` and, when given,
+    ``per_coefficient.tsv``.
+
+    The target space is the model's (``target_space`` in the model file, written by
+    :func:`vox3d.train.run_train`; older files: ``mesh``): ``mesh`` scores ARE, vertex
+    RMSE and R^2 through the face model and the parameter metrics; ``params`` only the
+    parameter metrics, without loading a face model, with :data:`NO_MESH_NOTE` (or the
+    training's reason) in the ``note`` column.
+    """
     import h5py
 
     from vox3d import train as vdata
     from vox3d.io import atomic_path, write_tsv
-    from vox3d.split import read_split
+    from vox3d.split import check_split, read_split
     from vox3d.train import resolve_device
     from vox3d.voice_model import load_model
 
@@ -232,7 +418,11 @@ def run_evaluate(
     dev = str(resolve_device(device))
 
     model, meta = load_model(model_path)
+    space = str(meta.get("target_space", "mesh"))
+    if space not in ("mesh", "params"):
+        raise ValueError(f"{model_path}: unknown target_space {space!r} (mesh | params)")
     train_ids, val_ids, genders = read_split(split_path)
+    check_split(train_ids, val_ids, f"{split_path}")
     ids, coef, attrs = vdata.read_identity_targets(identities_h5)
     fitted = {i: c.astype(np.float64) for i, c in zip(ids, coef, strict=True)}
     k = coef.shape[1]
@@ -244,23 +434,61 @@ def run_evaluate(
         ceiling = _voice_ceiling(ground_truth_h5)
 
     utts = vdata.load_utterances(feature_paths, val_ids)
+    if not utts:
+        raise ValueError(
+            f"none of the {len(val_ids)} validation identities of {split_path} has features "
+            f"in {len(feature_paths)} feature shard(s): nothing to evaluate"
+        )
     preds: dict[str, dict[str, np.ndarray]] = {"model": {}}
     for ident in sorted(utts):
         preds["model"][ident] = predict_utterances(model, utts[ident], dev, max_frames)
     train_coef = {i: fitted[i] for i in train_ids if i in fitted}
     preds.update(baseline_predictions(train_coef, genders, sorted(utts)))
+    # the mean shape baseline's own mean (float64; so it scores R^2 = 0) and the training
+    # standardisation of the model (vox3d.train.target_stats)
+    train_stack = np.stack([train_coef[i] for i in sorted(train_coef)])
+    train_mean = train_stack.mean(0)
+    train_std = vdata.target_stats(train_stack)[1].astype(np.float64)
 
-    fm = face_model_from_config(face_model or {}, n_id=k)
-    vset = settings.get("vertex_set", "face")
-    midx = fm.vertex_sets.get(vset) if vset else None
-    train_mean = np.mean(np.stack(list(train_coef.values())), axis=0)
-    summary, per_id = evaluate_predictions(
-        preds, targets, fm.mean, fm.id_basis, fm.are_pairs, midx, train_mean, scale, n_boot, seed
+    p_summary, p_per_id, per_coef = evaluate_parameters(
+        preds, targets, train_mean, train_std, n_boot, seed
     )
+    vset = settings.get("vertex_set", "face")
+    if space == "mesh":
+        fm = face_model_from_config(face_model or {}, n_id=k)
+        midx = fm.vertex_sets.get(vset) if vset else None
+        summary, per_id = evaluate_predictions(
+            preds,
+            targets,
+            fm.mean,
+            fm.id_basis,
+            fm.are_pairs,
+            midx,
+            train_mean,
+            scale,
+            n_boot,
+            seed,
+        )
+        for row in summary:
+            row["ceiling_r2_vertex"] = ceiling if ceiling is not None else ""
+        _merge(summary, p_summary, ("method", "target"))
+        _merge(per_id, p_per_id, ("method", "target", "identity"))
+    else:
+        summary, per_id = p_summary, p_per_id
+    notes = [str(n) for n in meta.get("notes", []) if n]
+    if space == "params" and not notes:
+        notes.append(NO_MESH_NOTE)
+    small = small_data_note(len(train_coef), len(targets["fitted"]))
+    if small and small not in notes:
+        notes.append(small)
+    note = "; ".join(notes)
     for row in summary:
-        row["ceiling_r2_vertex"] = ceiling if ceiling is not None else ""
-    write_tsv(out_metrics, summary, SUMMARY_COLUMNS)
-    write_tsv(out_per_identity, per_id, PER_IDENTITY_COLUMNS)
+        row["target_space"] = space
+        row["note"] = note
+    write_tsv(out_metrics, summary, SPACE_SUMMARY_COLUMNS[space])
+    write_tsv(out_per_identity, per_id, SPACE_PER_IDENTITY_COLUMNS[space])
+    if out_per_coefficient is not None:
+        write_tsv(out_per_coefficient, per_coef, PER_COEFFICIENT_COLUMNS)
     str_dt = h5py.string_dtype("utf-8")
     with atomic_path(out_predictions) as tmp, h5py.File(tmp, "w", libver="latest") as f:
         for method in sorted(preds):
@@ -272,8 +500,20 @@ def run_evaluate(
             for ident in sorted(targets[tname]):
                 g.create_dataset(ident, data=np.asarray(targets[tname][ident], np.float32))
         f.create_dataset("val_identities", data=np.array(sorted(utts), dtype=object), dtype=str_dt)
+        f.create_dataset("train_mean", data=np.asarray(train_mean, np.float64))
+        f.create_dataset("train_std", data=np.asarray(train_std, np.float64))
         f.attrs["face_model"] = str(attrs.get("face_model", ""))
         f.attrs["n_id"] = k
         f.attrs["alignment"] = "similarity" if scale else "rigid"
         f.attrs["vertex_set"] = str(vset or "all")
+        f.attrs["target_space"] = space
+        f.attrs["note"] = note
     return summary
+
+
+def _merge(rows: list[dict], extra: list[dict], keys: tuple[str, ...]) -> None:
+    """Add the fields of the `extra` row with the same `keys` values to each row of `rows`."""
+    by = {tuple(r[k] for k in keys): r for r in extra}
+    for r in rows:
+        for c, v in by.get(tuple(r[k] for k in keys), {}).items():
+            r.setdefault(c, v)

@@ -623,8 +623,10 @@ def load_bfm_arrays(
 ) -> dict[str, np.ndarray]:
     """Read 3DDFA-V2's ``bfm_noneck_v3.pkl`` (a dict: ``u (3V, 1)``, ``w_shp (3V, >=40)``,
     ``w_exp (3V, >=10)``, ``keypoints (204,)`` flattened xyz indices, optional ``tri``),
-    through the restricted unpickler.  Triangles come from ``tri.pkl`` ((3, F) or (F, 3))
-    when given (3DDFA-V2 does this for bfm_noneck_v3), else from the pickle's ``tri``."""
+    through the restricted unpickler.  Triangles ((3, F) or (F, 3)) are chosen as 3DDFA-V2's
+    ``bfm/bfm.py`` does: ``tri.pkl`` (`tri_path`, rebuilt upstream for this mesh) for a file
+    named ``bfm_noneck_v3.pkl``, else the pickle's own ``tri``; a pickle without ``tri``
+    takes `tri_path` whatever its name.  Without either, a BadModelFileError."""
     path = Path(path)
     d = load_pickle(path)
     if not isinstance(d, dict):
@@ -646,7 +648,7 @@ def load_bfm_arrays(
         raise BadModelFileError(
             f"{path}: keypoints must be 68 (x, y, z) triples of indices into the 3V values"
         )
-    if tri_path is not None:
+    if tri_path is not None and (path.name == "bfm_noneck_v3.pkl" or "tri" not in d):
         tri = np.asarray(load_pickle(tri_path))
         src = str(tri_path)
     elif "tri" in d:
@@ -730,7 +732,8 @@ def load_face_model(
         n_id, n_exp: modes kept (ICT <= 100 / 53; BFM <= 40 / 10).
         exp_names: ICT expressions by name (overrides `n_exp`); default: the first `n_exp`
             of :data:`ICT_DEFAULT_EXPRESSIONS` then the remaining upstream names.
-        tri_path: BFM triangles (default ``vox3d.paths.BFM_TRI``, 3DDFA-V2's tri.pkl).
+        tri_path: BFM triangles (default ``vox3d.paths.BFM_TRI``, 3DDFA-V2's tri.pkl), used
+            as 3DDFA-V2 does (see :func:`load_bfm_arrays`).
         use_cache: ICT: read/write the parsed cache in ``vox3d.paths.cache_dir()``.
     """
     if name == "ict":

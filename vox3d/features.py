@@ -5,8 +5,8 @@ Layout of ``OUT/features/<shard>.h5`` (format :data:`vox3d.fbank.FORMAT`):
 - ``frames``: (T_total, D) float32 (or float16 with ``features.float16``), the normalised
   features of every kept utterance, concatenated in shard order, *not* repeated to 1000
   frames (the reader repeats, see :mod:`vox3d.featurestore`).  Chunked
-  (:data:`CHUNK_FRAMES`, D) and compressed (:data:`COMPRESSION`), chosen by
-  ``bench/features.py`` for random crops of 300-800 frames.
+  (:data:`CHUNK_FRAMES`, D); filter ``features.compression`` (default none,
+  :data:`COMPRESSION`), chosen by ``bench/features.py``.
 - ``index/utterance`` (U,) str ``<id>/<youtube-id>/<utt>``; ``index/video`` (U,) str the
   manifest path; ``index/identity`` (U,) str; ``index/offset``, ``index/length`` (U,) int64
   rows of ``frames``; ``index/voiced_samples`` (U,) int64; ``index/mean``,
@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,13 +45,19 @@ _TUNED = False  # keep_freed_memory() applied in this process
 #: Stage name in rejects tables.
 STAGE = "features"
 #: Rows per HDF5 chunk of ``frames``: 128 x 64 x 4 B = 32 KiB.  bench/features.py: with
-#: gzip a crop read from the file decompresses the fewest extra rows with small chunks
+#: a filter a crop read from the file decompresses the fewest extra rows with small chunks
 #: (128-row chunks read ~2-3x more crops/s than 512 or 2048); sizes are within 5%.
 CHUNK_FRAMES = 128
-#: Default HDF5 compression of ``frames`` (config ``features.compression``): gzip is
-#: readable by every HDF5 tool; level 1 (bench: level 4 is 1% smaller, slower to write).
-COMPRESSION = "gzip"
+#: Default HDF5 compression of ``frames`` (config ``features.compression``): none.
+#: bench/features.py on real log-mel: gzip level 1 + shuffle makes the file 15 % smaller but
+#: takes ~4x longer to write than no filter (a quarter of the whole stage's time); lzf
+#: without shuffle saves nothing, with shuffle 11 % and is ~3x slower.  No filter is read
+#: by every HDF5 tool.  gzip uses level :data:`COMPRESSION_OPTS` (level 4: 1 % smaller).
+COMPRESSION = None
 COMPRESSION_OPTS = 1
+#: Audio samples read from an extract shard in one HDF5 read (64 Mi float32 = 256 MiB at
+#: most; a shard of 64 VoxCeleb videos is ~30 MiB, so usually one read per shard).
+AUDIO_READ_SAMPLES = 64 << 20
 #: Byte-shuffle filter before compression (helps float data).
 SHUFFLE = True
 
@@ -157,7 +163,8 @@ def write(
     """Write a feature shard atomically (layout in the module doc); deterministic bytes.
 
     compression: an h5py filter name (``gzip``, ``lzf``) or None; ``"config"`` (default)
-    takes ``cfg.compression`` (gzip at level :data:`COMPRESSION_OPTS`).
+    takes ``cfg.compression`` (gzip at level :data:`COMPRESSION_OPTS`).  ``frames`` is
+    written in one call from one contiguous array.
     """
     import h5py
 
@@ -172,12 +179,10 @@ def write(
     offsets = np.zeros(len(kept), np.int64)
     if len(kept):
         offsets[1:] = np.cumsum(lengths)[:-1]
-    frames = (
-        np.concatenate([u.feats.frames for u in kept], axis=0)
-        if kept
-        else np.zeros((0, d), np.float32)
-    )
     dtype = np.float16 if cfg.float16 else np.float32
+    frames = np.empty((int(lengths.sum()), d), dtype)
+    for u, o, n in zip(kept, offsets, lengths, strict=True):
+        frames[o : o + n] = u.feats.frames  # one copy (and cast) into the contiguous array
     s = h5py.string_dtype("utf-8")
     with atomic_path(path, suffix=".h5") as tmp, h5_new(tmp) as h:
         for k, v in cfg.attrs().items():
@@ -190,7 +195,7 @@ def write(
         h.attrs["dtype"] = np.dtype(dtype).name
         h.create_dataset(
             "frames",
-            data=frames.astype(dtype),
+            data=frames,
             maxshape=(None, d),
             chunks=(chunk_frames, d),
             compression=compression,
@@ -229,8 +234,9 @@ def features_shard(
 ) -> dict[str, int]:
     """The ``features_shard`` rule: ``OUT/extract/<shard>.h5`` -> ``OUT/features/<shard>.h5``.
 
-    Reads audio through :class:`vox3d.extract.ExtractShard`; `workers` processes (the
-    rule's threads).  Returns counts.
+    Opens the shard with :class:`vox3d.extract.ExtractShard` (checks its format) and reads
+    the audio of consecutive videos in few large reads (:func:`_audio_blocks`); `workers`
+    processes (the rule's threads).  Returns counts.
     """
     from vox3d import extract
 
@@ -240,14 +246,58 @@ def features_shard(
         videos = list(sh.videos)
 
         def items():
-            for i, v in enumerate(videos):
-                yield str(v["video"]), str(v["identity"]), _audio_or_empty(sh, i)
+            for i, audio in _audio_blocks(extract_h5, sh):
+                v = videos[i]
+                yield str(v["video"]), str(v["identity"]), audio
 
         kept, rejects = compute(
             items(), cfg, sr=sr, total=len(videos), progress=progress, workers=workers
         )
     write(out_h5, kept, rejects, cfg, source=Path(extract_h5).name)
     return {"utterances": len(kept), "rejected": len(rejects)}
+
+
+def _audio_blocks(extract_h5: str | os.PathLike, sh) -> Iterator[tuple[int, np.ndarray]]:
+    """``(i, audio (S_i,) float32)`` of every video of an extract shard, in order.
+
+    The extract layout stores all audio in one ``audio`` dataset with ``audio_offset`` and
+    ``audio_length`` per video: consecutive videos whose audio is contiguous are read in one
+    HDF5 read of up to :data:`AUDIO_READ_SAMPLES` samples (one per shard in practice), not
+    one read per video.  If the layout is unexpected or a read fails, the remaining videos
+    are read one by one with ``sh.audio(i)`` (unreadable audio becomes empty and is
+    rejected later), so every video is yielded exactly once.
+    """
+    import h5py
+
+    n = len(sh.videos)
+    done = 0  # videos yielded so far
+    try:
+        with h5py.File(extract_h5, "r") as f:
+            offs = np.asarray(f["audio_offset"][()], np.int64)
+            lens = np.asarray(f["audio_length"][()], np.int64)
+            ds = f["audio"]
+            if offs.shape != (n,) or lens.shape != (n,) or ds.ndim != 1:
+                raise ValueError("unexpected extract layout")
+            while done < n:
+                i, j = done, done + 1  # extend the read while the next video is contiguous
+                while (
+                    j < n
+                    and offs[j] == offs[j - 1] + lens[j - 1]
+                    and offs[j] + lens[j] - offs[i] <= AUDIO_READ_SAMPLES
+                ):
+                    j += 1
+                lo, hi = int(offs[i]), int(offs[j - 1] + lens[j - 1])
+                if lo < 0 or hi > ds.shape[0] or np.any(lens[i:j] < 0):
+                    raise ValueError("audio range outside the dataset")
+                block = np.asarray(ds[lo:hi], np.float32)
+                for k in range(i, j):
+                    o = int(offs[k]) - lo
+                    yield k, block[o : o + int(lens[k])]
+                    done = k + 1
+    except (KeyError, ValueError, OSError):
+        pass
+    for k in range(done, n):
+        yield k, _audio_or_empty(sh, k)
 
 
 def _audio_or_empty(sh, i: int) -> np.ndarray:

@@ -4,7 +4,13 @@
 * :func:`plot_training_curves`: training / validation loss from ``train/log.csv``;
 * :func:`plot_dataset_stats`: identities, videos, frames kept and rejected by reason, gender;
 * :func:`plot_identity_panels`: per held-out identity a reference frame, the fitted mesh
-  overlaid on it, the mesh predicted from voice, the mean face and a per-vertex error map.
+  overlaid on it, the mesh predicted from voice, the mean face and a per-vertex error map;
+* :func:`plot_identities`: the rule's entry point: those panels when the evaluation has
+  meshes, else (:func:`plot_parameter_panels`, target space ``params``, e.g. BFM without
+  its basis file) the reference frame and the standardised coefficients, never a mesh.
+
+Without a mesh (``metrics.tsv`` without ARE columns) :func:`plot_are_bars` plots the
+parameter-space metrics instead and prints the table's note on the figure.
 """
 
 from __future__ import annotations
@@ -54,6 +60,9 @@ def plot_are_bars(metrics_tsv: str | os.PathLike, out_png: str | os.PathLike) ->
     """Grouped bars of ER, FR, MR, CR, mean ARE (left) and RMSE (right) per method, one panel
     row per target, with 95% bootstrap intervals as error bars."""
     rows = _read_table(metrics_tsv)
+    if rows and "are_mean" not in rows[0]:
+        plot_parameter_metrics(rows, out_png)
+        return
     targets = sorted({r["target"] for r in rows}) or ["-"]
     cols = ["are_er", "are_fr", "are_mr", "are_cr", "are_mean"]
     fig, axes = plt.subplots(
@@ -92,6 +101,39 @@ def plot_are_bars(metrics_tsv: str | os.PathLike, out_png: str | os.PathLike) ->
         ax2.set_ylabel("RMSE after alignment (model units)")
         ax2.set_title("RMSE")
     fig.tight_layout()
+    _save(fig, out_png)
+
+
+def plot_parameter_metrics(rows: Sequence[Mapping[str, str]], out_png: str | os.PathLike) -> None:
+    """Parameter-space metrics of ``metrics.tsv`` rows (no ARE columns): per target, RMSE
+    of the standardised coefficients (left) and pooled R^2 (right) per method, with 95%
+    bootstrap intervals; the rows' ``note`` (why there is no ARE) printed under the plots."""
+    import textwrap
+
+    targets = sorted({r["target"] for r in rows}) or ["-"]
+    fig, axes = plt.subplots(len(targets), 2, figsize=(10, 3.4 * len(targets) + 0.9), squeeze=False)
+    for ti, t in enumerate(targets):
+        sub = [r for r in rows if r["target"] == t]
+        for ax, col, label in (
+            (axes[ti, 0], "rmse_z", "RMSE of standardised coefficients"),
+            (axes[ti, 1], "r2_param", "R^2 of coefficients vs training mean"),
+        ):
+            y = np.array([_f(r.get(col)) for r in sub])
+            lo = np.array([_f(r.get(f"{col}_lo")) for r in sub])
+            hi = np.array([_f(r.get(f"{col}_hi")) for r in sub])
+            err = np.nan_to_num(np.stack([y - lo, hi - y]), nan=0.0)
+            ax.bar(
+                range(len(sub)), np.nan_to_num(y), 0.7, yerr=np.abs(err), capsize=3,
+                color=[_METHOD_COLORS.get(r["method"]) for r in sub],
+            )  # fmt: skip
+            ax.set_xticks(range(len(sub)), [r["method"] for r in sub], fontsize=8)
+            ax.axhline(0, color="k", lw=0.5)
+            ax.set_ylabel(label, fontsize=8)
+            ax.set_title(f"{col} on held-out identities (target: {t})", fontsize=9)
+    note = next((r.get("note", "") for r in rows if r.get("note")), "")
+    if note:
+        fig.text(0.01, 0.01, "\n".join(textwrap.wrap(note, 140)), fontsize=7, va="bottom")
+    fig.tight_layout(rect=(0, 0.07 if note else 0, 1, 1))
     _save(fig, out_png)
 
 
@@ -390,4 +432,96 @@ def plot_identity_panels(
         a.set_yticks([])
     sm = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, vmax))
     fig.colorbar(sm, ax=axes[:, -1].tolist(), fraction=0.05, label=f"error ({fm.units})")
+    _save(fig, out_png)
+
+
+def plot_identities(
+    predictions_h5: str | os.PathLike,
+    face_settings: Mapping,
+    out_png: str | os.PathLike,
+    n: int = 4,
+    fit_shards: Sequence[str | os.PathLike] = (),
+    extract_shards: Sequence[str | os.PathLike] = (),
+) -> None:
+    """The per-identity figure of the ``figures`` rule: :func:`plot_identity_panels` when the
+    evaluation was in mesh space (the face model of ``face_settings``, config
+    ``face_model`` + asset paths, is loaded), else :func:`plot_parameter_panels`, which
+    needs no face model."""
+    import h5py
+
+    with h5py.File(predictions_h5, "r") as f:
+        n_id = int(f.attrs["n_id"])
+        space = _decode(f.attrs.get("target_space", "mesh"))
+    if space == "params":
+        plot_parameter_panels(predictions_h5, out_png, n, fit_shards, extract_shards)
+        return
+    from vox3d.evaluate import face_model_from_config
+
+    fm = face_model_from_config(face_settings, n_id=n_id)
+    plot_identity_panels(predictions_h5, fm, out_png, n, fit_shards, extract_shards)
+
+
+def plot_parameter_panels(
+    predictions_h5: str | os.PathLike,
+    out_png: str | os.PathLike,
+    n: int = 4,
+    fit_shards: Sequence[str | os.PathLike] = (),
+    extract_shards: Sequence[str | os.PathLike] = (),
+) -> None:
+    """One row per held-out identity (the first ``n``): its reference frame and its identity
+    coefficients standardised by the training statistics, ``(c - mean) / std`` (K values):
+    fitted target, predicted from voice (mean over utterances, with the min-max range over
+    utterances), and the gender-mean baseline (the mean shape is 0 by construction).  No
+    mesh is drawn: the figure states that meshes need the face model's basis."""
+    import textwrap
+
+    import h5py
+
+    with h5py.File(predictions_h5, "r") as f:
+        ids = [_decode(s) for s in f["val_identities"][()]][:n]
+        mu, sd = f["train_mean"][()].astype(np.float64), f["train_std"][()].astype(np.float64)
+        pred = {i: f["model"][i][()] for i in ids if i in f["model"]}
+        gmean = {
+            i: f["gender_mean"][i][()] for i in ids if "gender_mean" in f and i in f["gender_mean"]
+        }
+        tgt = {i: f["target_fitted"][i][()] for i in ids if i in f["target_fitted"]}
+        note = _decode(f.attrs.get("note", ""))
+        fm_name = _decode(f.attrs.get("face_model", ""))
+    ids = [i for i in ids if i in pred and i in tgt]
+    fig, axes = plt.subplots(
+        max(1, len(ids)), 2, figsize=(12, 2.6 * max(1, len(ids)) + 0.8), squeeze=False,
+        gridspec_kw={"width_ratios": [1, 4.5]},
+    )  # fmt: skip
+    k = np.arange(len(mu))
+    for r, i in enumerate(ids):
+        ref = reference_frame(i, fit_shards, extract_shards) if fit_shards else None
+        if ref is not None:
+            axes[r, 0].imshow(ref[0])
+        else:
+            axes[r, 0].text(0.5, 0.5, "no frame", ha="center", transform=axes[r, 0].transAxes)
+        axes[r, 0].set_xticks([])
+        axes[r, 0].set_yticks([])
+        axes[r, 0].set_ylabel(i, fontsize=8)
+        z = (np.atleast_2d(pred[i]) - mu) / sd
+        a = axes[r, 1]
+        a.axhline(0, color=_METHOD_COLORS["mean_face"], lw=1, label="mean shape (0)")
+        a.plot(k, (tgt[i] - mu) / sd, "ks-", ms=3, lw=1, label="fitted (target)")
+        a.fill_between(k, z.min(0), z.max(0), color=_METHOD_COLORS["model"], alpha=0.2)
+        a.plot(k, z.mean(0), "o-", color=_METHOD_COLORS["model"], ms=3, lw=1, label="from voice")
+        if i in gmean:
+            g = (np.atleast_2d(gmean[i])[0] - mu) / sd
+            a.plot(k, g, "--", color=_METHOD_COLORS["gender_mean"], lw=1, label="gender mean")
+        a.set_xlim(-0.5, len(mu) - 0.5)
+        a.set_ylabel("(c - mean) / std", fontsize=8)
+        a.grid(alpha=0.3)
+        if r == 0:
+            a.legend(fontsize=7, ncol=4, loc="upper right")
+            a.set_title(
+                f"{fm_name.upper() or 'identity'} shape coefficients, standardised", fontsize=9
+            )
+    axes[-1, 1].set_xlabel("identity (shape) coefficient")
+    axes[0, 0].set_title("reference frame", fontsize=9)
+    text = "No meshes drawn: the evaluation is in parameter space. " + note
+    fig.text(0.01, 0.01, "\n".join(textwrap.wrap(text, 150)), fontsize=7, va="bottom")
+    fig.tight_layout(rect=(0, 0.8 / (2.6 * max(1, len(ids)) + 0.8), 1, 1))
     _save(fig, out_png)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,32 +32,70 @@ class IdentityMeta:
 
 
 def read_meta(path: str | os.PathLike | None) -> dict[str, IdentityMeta]:
-    """Read VoxCeleb1-format metadata (tab separated, header row) -> ``{identity: meta}``.
+    """Read VoxCeleb-style metadata -> ``{identity: meta}``.
 
-    Missing file or ``None`` -> ``{}``.  Gender is normalised to ``m``/``f``/``""``.
-    Rows with fewer than three fields are skipped.
+    The VoxCeleb1 format (``vox1_meta.csv``: tab separated, header ``VoxCeleb1 ID, VGGFace1
+    ID, Gender, Nationality, Set``) and the VoxCeleb2 one (``vox2_meta.csv``: ``VoxCeleb2
+    ID, VGGFace2 ID, Gender, Set``, no nationality) are read; comma-separated files too.
+    The first column is the identity and the second the name; ``Gender``, ``Nationality``
+    and ``Set`` are found by their header (so a file without a nationality column does not
+    shift ``Set`` into it).  Missing file or ``None`` -> ``{}``.  Gender is normalised to
+    ``m``/``f``/``""``.  Rows without an identity are skipped.
     """
     if path is None or not Path(path).is_file():
         return {}
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        text = fh.read()
+    lines = text.splitlines()
+    if not lines:
+        return {}
+    delim = "\t" if "\t" in lines[0] else ","
+    rows = csv.reader(lines, delimiter=delim)
+    header = [h.strip().lower() for h in next(rows)]
+
+    def col(pred) -> int | None:
+        return next((i for i, h in enumerate(header) if pred(h)), None)
+
+    gi = col(lambda h: "gender" in h)
+    ni = col(lambda h: "national" in h)
+    si = col(lambda h: h == "set")
+    if gi is None and ni is None and si is None:
+        gi, ni, si = 2, 3, 4  # no recognised column names: VoxCeleb1's column order
+
+    def field(row: list[str], i: int | None) -> str:
+        return row[i] if i is not None and i < len(row) else ""
+
     out: dict[str, IdentityMeta] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = csv.reader(fh, delimiter="\t")
-        header = next(rows, None)
-        if header is None:
-            return {}
-        for row in rows:
-            row = [c.strip() for c in row]
-            if len(row) < 3 or not row[0]:
-                continue
-            g = row[2].lower()[:1]
-            out[row[0]] = IdentityMeta(
-                identity=row[0],
-                name=row[1],
-                gender=g if g in ("m", "f") else "",
-                nationality=row[3] if len(row) > 3 else "",
-                set=row[4] if len(row) > 4 else "",
-            )
+    for row in rows:
+        row = [c.strip() for c in row]
+        if not row or not row[0]:
+            continue
+        g = field(row, gi).lower()[:1]
+        out[row[0]] = IdentityMeta(
+            identity=row[0],
+            name=field(row, 1),
+            gender=g if g in ("m", "f") else "",
+            nationality=field(row, ni),
+            set=field(row, si),
+        )
     return out
+
+
+def write_meta(path: str | os.PathLike, rows: Iterable[IdentityMeta]) -> None:
+    """Write metadata in the VoxCeleb1 format that ``meta_csv`` expects (tab separated,
+    header :data:`META_COLUMNS`, one row per identity, sorted by identity), atomically.
+
+    Unknown fields are written empty (an empty name means "no name": the ``names`` split
+    then refuses and ``auto`` falls back to the hash split)."""
+    from vox3d.io import write_text_atomic
+
+    lines = ["\t".join(META_COLUMNS)]
+    for m in sorted(rows, key=lambda m: m.identity):
+        fields = (m.identity, m.name, m.gender, m.nationality, m.set)
+        if any("\t" in f or "\n" in f for f in fields):
+            raise ValueError(f"metadata of {m.identity!r} holds a tab or a newline")
+        lines.append("\t".join(fields))
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def hash_fraction(identity: str) -> float:
@@ -76,16 +114,28 @@ def split_identities(
 
     method: ``names`` (A-E validation by metadata name; every identity needs a name),
     ``hash`` (``val_fraction``) or ``auto`` (names when every identity has one, else hash).
+    With two or more identities both sides are non-empty (the identity nearest the
+    boundary is moved when one side would be empty); fewer than two identities, or a side
+    that is still empty, is a ValueError that says so.
     """
     ids = sorted(set(identities))
     meta = meta or {}
-    has_names = bool(ids) and all(i in meta and meta[i].name for i in ids)
+    if len(ids) < 2:
+        raise ValueError(
+            f"cannot split {len(ids)} identit{'y' if len(ids) == 1 else 'ies'} {ids} into "
+            "training and validation: need at least 2 identities with features and a shape"
+        )
+    has_names = all(i in meta and meta[i].name for i in ids)
     if method == "auto":
         method = "names" if has_names else "hash"
     if method == "names":
         if not has_names:
-            missing = [i for i in ids if i not in meta or not meta[i].name][:5]
-            raise ValueError(f"split by names needs a name for every identity; missing {missing}")
+            missing = [i for i in ids if i not in meta or not meta[i].name]
+            raise ValueError(
+                f"train.split 'names' needs a name (meta_csv column 2) for every identity; "
+                f"{len(missing)} of {len(ids)} have none (first: {missing[:5]}); "
+                "use train.split: hash (or auto)"
+            )
         val = [i for i in ids if meta[i].name[:1].upper() in VAL_LETTERS]
     elif method == "hash":
         if not 0.0 < val_fraction < 1.0:
@@ -93,15 +143,31 @@ def split_identities(
         val = [i for i in ids if hash_fraction(i) < val_fraction]
     else:
         raise ValueError(f"unknown split method {method!r} (auto | names | hash)")
-    if len(ids) >= 2:
-        # both sides non-empty: move the identity nearest the boundary (deterministic)
-        if not val:
-            val = [min(ids, key=hash_fraction)]
-        elif len(val) == len(ids):
-            val.remove(max(ids, key=hash_fraction))
+    # both sides non-empty: move the identity nearest the boundary (deterministic)
+    if not val:
+        val = [min(ids, key=hash_fraction)]
+    elif len(val) == len(ids):
+        val.remove(max(ids, key=hash_fraction))
     vset = set(val)
     train = [i for i in ids if i not in vset]
+    check_split(train, val, f"{method} split")
     return train, sorted(val), method
+
+
+def check_split(train: Sequence[str], val: Sequence[str], source: str = "") -> None:
+    """Raise ValueError naming the empty side when `train` or `val` is empty or when an
+    identity is on both sides; `source` (the split method or file) is named too."""
+    where = f" ({source})" if source else ""
+    if not train:
+        raise ValueError(f"the training split is empty{where}: {len(val)} validation identities")
+    if not val:
+        raise ValueError(
+            f"the validation split is empty{where}: all {len(train)} identities are training; "
+            "evaluation needs held-out identities (raise train.val_fraction)"
+        )
+    both = sorted(set(train) & set(val))
+    if both:
+        raise ValueError(f"identities on both sides of the split{where}: {both[:5]}")
 
 
 def write_split(

@@ -14,6 +14,11 @@ targets' face-area vertices from their mean mesh (so the vertex term is unit fre
 equals ~1 for always predicting the mean face).  Vertices are linear in the coefficients
 (``v = mean + sum_k c_k B_k``), so only the identity basis of the face area is needed.
 
+Parameter space (``train.target: params``, or ``auto`` for a face model without a basis,
+such as BFM without ``bfm_noneck_v3.pkl``): the loss is ``param_weight * MSE`` on the
+standardised identity coefficients alone (vertex and ratio weights are 0) and no face
+model is loaded; the model file records ``target_space`` and ``notes`` for evaluation.
+
 Unsupervised / knowledge-distillation variant (CMP sec. 3.2): not implemented yet.  It
 trains a voice -> face *image* GAN and distils a pretrained image -> 3D network
 (SynergyNet) into a student through the generated images; it needs a face-image GAN,
@@ -466,14 +471,21 @@ def train(
         torch.use_deterministic_algorithms(was_deterministic)
 
 
+def target_stats(coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Standardisation of identity coefficients ``coef (N, K)``: ``(mean (K,), std (K,))``
+    float32, std with ddof 0 and 1.0 where it is below 1e-8 (a constant coefficient).
+    The model predicts ``z = (coef - mean) / std``; evaluation uses the same statistics."""
+    c = np.asarray(coef, dtype=np.float32)
+    std = c.std(0)
+    return c.mean(0), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+
+
 def _train_loop(cfg, bank, targets, out, ckpt_dir, dev, val_bank, val_coef, meta, progress) -> dict:
     tqdm = _tqdm()
 
     coef = np.asarray(targets.coef, dtype=np.float32)
     used = np.unique(bank.ids)
-    mean = coef[used].mean(0)
-    std = coef[used].std(0)
-    std = np.where(std > 1e-8, std, 1.0).astype(np.float32)
+    mean, std = target_stats(coef[used])
     model_cfg = ModelConfig(n_bands=bank.n_bands, n_out=coef.shape[1], **cfg.model)
 
     torch.manual_seed(cfg.seed)
@@ -694,9 +706,15 @@ def run_train(
     ``split.tsv``, ``model.pt``, checkpoints and logs under ``out_dir``.
 
     settings: the config's ``train`` section (``preset`` plus overrides, ``device``,
-    ``split``, ``val_fraction``, ``vertex_set`` ...).
+    ``split``, ``val_fraction``, ``vertex_set``, ``target`` ...).  ``target`` picks the
+    space of the loss (:func:`vox3d.evaluate.resolve_target_space`): ``mesh`` (parameter +
+    face-area vertex + ratio losses through the face model's basis), ``params`` (the MSE on
+    standardised identity coefficients only; no basis needed) or ``auto`` (mesh when the
+    face model's basis is available: always for ICT, for BFM when ``assets.bfm`` is set).
+    face_model: the config's ``face_model`` section plus asset paths
+    (:func:`vox3d.evaluate.face_model_settings`).
     """
-    from vox3d.evaluate import face_model_from_config
+    from vox3d.evaluate import face_model_from_config, resolve_target_space, small_data_note
     from vox3d.split import read_meta, split_identities, write_split
 
     s = dict(settings)
@@ -705,6 +723,7 @@ def run_train(
     split_method = s.pop("split", "auto")
     val_fraction = float(s.pop("val_fraction", 0.2))
     vertex_set = s.pop("vertex_set", "face")
+    target = s.pop("target", "auto")
     hidden = s.pop("hidden", None)
     dropout = s.pop("dropout", None)
     overrides = {k: v for k, v in s.items() if k in TrainConfig.__dataclass_fields__}
@@ -715,9 +734,24 @@ def run_train(
         model_over["dropout"] = float(dropout)
     if model_over:
         overrides["model"] = model_over
-    cfg = TrainConfig.from_preset(preset, **overrides)
 
     ids, coef, attrs = read_identity_targets(identities_h5)
+    fm_name = str(attrs.get("face_model") or (face_model or {}).get("name", "ict"))
+    fcfg = dict(face_model or {})
+    fcfg["name"] = fm_name
+    space, space_note = resolve_target_space(target, fcfg)
+    if space == "params":
+        overrides["vertex_weight"] = 0.0
+        overrides["ratio_weight"] = 0.0
+    cfg = TrainConfig.from_preset(preset, **overrides)
+    if space == "params" and cfg.param_weight <= 0:
+        raise ValueError(
+            "train.param_weight is 0 with a parameter-space target: the loss would be empty "
+            "(set train.param_weight > 0)"
+        )
+    if space_note:
+        print(space_note, file=sys.stderr)
+
     meta = read_meta(meta_csv)
     utts = load_utterances(feature_paths)
     usable = sorted(set(ids) & set(utts))
@@ -730,6 +764,9 @@ def run_train(
     out = Path(out_dir)
     write_split(out / "split.tsv", train_ids, val_ids, meta)
     row = {i: r for r, i in enumerate(ids)}
+    note = small_data_note(len(train_ids), len(val_ids))
+    if note:
+        print(note, file=sys.stderr)
 
     def bank_for(which):
         feats, lab = [], []
@@ -742,10 +779,7 @@ def run_train(
     bank, tcoef = bank_for(train_ids)
     vbank, vcoef = bank_for(val_ids)
     basis = rmean = rbasis = None
-    fm_name = str(attrs.get("face_model") or (face_model or {}).get("name", "ict"))
-    if cfg.vertex_weight > 0 or cfg.ratio_weight > 0:
-        fcfg = dict(face_model or {})
-        fcfg["name"] = fm_name
+    if space == "mesh" and (cfg.vertex_weight > 0 or cfg.ratio_weight > 0):
         fm = face_model_from_config(fcfg, n_id=coef.shape[1])
         idx = fm.vertex_sets.get(vertex_set) if vertex_set else None
         b = fm.id_basis[: coef.shape[1]]
@@ -760,6 +794,8 @@ def run_train(
         "n_id": int(coef.shape[1]),
         "preset": preset,
         "vertex_set": str(vertex_set),
+        "target_space": space,
+        "notes": [n for n in (space_note, note) if n],
     }
     return train(
         cfg,

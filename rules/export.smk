@@ -1,0 +1,147 @@
+# Export: the finished Voxceleb-3D under OUT/voxceleb3d/ -- the audio of every exported
+# utterance (audio/), lhotse manifests (lhotse/*.jsonl.gz), Hugging Face parquet tables
+# (hf/*.parquet), the utterances not exported (rejects.tsv) and the dataset card (README.md).
+# Logic: vox3d/export.py (tables, audio, manifests), vox3d/card.py (the card).
+
+TARGETS.extend(
+    [
+        out("voxceleb3d/audio"),
+        *[
+            out(f"voxceleb3d/{f}")
+            for f in (
+                "lhotse/recordings.jsonl.gz",
+                "lhotse/supervisions.jsonl.gz",
+                "lhotse/cuts.jsonl.gz",
+            )
+        ],
+        out("voxceleb3d/hf/utterances.parquet"),
+        out("voxceleb3d/hf/identities.parquet"),
+        out("voxceleb3d/README.md"),
+    ]
+)
+
+
+# What the export reads: the manifest, every stage's shards, the identity shapes.
+EXPORT_INPUTS = {
+    "manifest": out("manifest.tsv"),
+    "extract": lambda wc: shard_files("extract"),
+    "fit": lambda wc: shard_files("fit"),
+    "features": lambda wc: shard_files("features"),
+    "identities": out("fit/identities.h5"),
+    "features_rejects": out("features/rejects.tsv"),
+}
+EXPORT_PARAMS = {
+    "audio": config["export"]["audio"],
+    "split": config["train"]["split"],
+    "val_fraction": config["train"]["val_fraction"],
+}
+
+
+rule export_audio:
+    input:
+        **EXPORT_INPUTS,
+    output:
+        audio=directory(out("voxceleb3d/audio")),
+        rejects=out("voxceleb3d/rejects.tsv"),
+    log:
+        out("logs/export/export_audio.log"),
+    benchmark:
+        out("benchmarks/export/export_audio.tsv")
+    conda:
+        "../envs/export.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=120,
+        gpu=0,
+    params:
+        **EXPORT_PARAMS,
+    script:
+        "../scripts/export.py"
+
+
+rule export_lhotse:
+    input:
+        **EXPORT_INPUTS,
+    output:
+        recordings=out("voxceleb3d/lhotse/recordings.jsonl.gz"),
+        supervisions=out("voxceleb3d/lhotse/supervisions.jsonl.gz"),
+        cuts=out("voxceleb3d/lhotse/cuts.jsonl.gz"),
+    log:
+        out("logs/export/export_lhotse.log"),
+    benchmark:
+        out("benchmarks/export/export_lhotse.tsv")
+    conda:
+        "../envs/export.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+        gpu=0,
+    params:
+        **EXPORT_PARAMS,
+    script:
+        "../scripts/export.py"
+
+
+rule export_hf:
+    input:
+        **EXPORT_INPUTS,
+    output:
+        utterances=out("voxceleb3d/hf/utterances.parquet"),
+        identities=out("voxceleb3d/hf/identities.parquet"),
+    log:
+        out("logs/export/export_hf.log"),
+    benchmark:
+        out("benchmarks/export/export_hf.tsv")
+    conda:
+        "../envs/export.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+        gpu=0,
+    params:
+        **EXPORT_PARAMS,
+    script:
+        "../scripts/export.py"
+
+
+rule export_card:
+    input:
+        **EXPORT_INPUTS,
+        extract_stats=out("extract/stats.tsv"),
+        extract_rejects=out("extract/rejects.tsv"),
+        fit_stats=out("fit/stats.tsv"),
+        fit_rejects=out("fit/rejects.tsv"),
+        ground_truth=lambda wc: (
+            [out("synthetic/ground_truth.h5")] if synthetic() else []
+        ),
+        audio=out("voxceleb3d/audio"),
+        rejects=out("voxceleb3d/rejects.tsv"),
+        lhotse=rules.export_lhotse.output,
+        hf=rules.export_hf.output,
+    output:
+        card=out("voxceleb3d/README.md"),
+    log:
+        out("logs/export/export_card.log"),
+    benchmark:
+        out("benchmarks/export/export_card.tsv")
+    conda:
+        "../envs/export.yaml"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=30,
+        gpu=0,
+    params:
+        **EXPORT_PARAMS,
+        config=config,
+        bootstrap=config["evaluate"]["bootstrap"],
+    script:
+        "../scripts/export.py"
+
+
+rule export:
+    input:
+        rules.export_card.output,

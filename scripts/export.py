@@ -1,0 +1,56 @@
+"""Snakemake script of `export_audio`, `export_lhotse`, `export_hf` and `export_card`
+(OUT/voxceleb3d/).  Thin: all logic is in vox3d.export and vox3d.card."""
+
+import contextlib
+import json
+from pathlib import Path
+
+import _repo  # noqa: F401  (puts the repository on sys.path)
+
+from vox3d.card import StageTables, write_card
+from vox3d.export import StageInputs, collect, write_audio, write_hf, write_lhotse, write_rejects
+
+smk = snakemake  # noqa: F821  (injected by Snakemake)
+
+with open(smk.log[0], "w", encoding="utf-8") as log, contextlib.redirect_stderr(log):
+    inputs = StageInputs(
+        manifest=Path(smk.input.manifest),
+        extract=tuple(Path(p) for p in smk.input.extract),
+        fit=tuple(Path(p) for p in smk.input.fit),
+        features=tuple(Path(p) for p in smk.input.features),
+        identities=Path(smk.input.identities),
+        features_rejects=Path(smk.input.features_rejects),
+    )
+    col = collect(inputs, smk.params.split, smk.params.val_fraction, smk.params.audio)
+    if smk.rule == "export_audio":
+        dest = Path(smk.output.audio).parent
+        res = write_audio(col, dest)
+        write_rejects(col, dest)
+    elif smk.rule == "export_lhotse":
+        res = [str(p) for p in write_lhotse(col, Path(smk.output.recordings).parents[1])]
+    elif smk.rule == "export_hf":
+        res = [str(p) for p in write_hf(col, Path(smk.output.utterances).parents[1])]
+    else:
+        out = Path(smk.output.card)
+        tables = StageTables(
+            Path(smk.input.extract_stats),
+            Path(smk.input.extract_rejects),
+            Path(smk.input.fit_stats),
+            Path(smk.input.fit_rejects),
+            Path(smk.input.features_rejects),
+        )
+        write_card(
+            out,
+            col,
+            tables,
+            dict(smk.params.config),
+            ground_truth_h5=smk.input.ground_truth[0] if smk.input.ground_truth else None,
+            identities_h5=smk.input.identities,
+            export_dir=out.parent,
+            n_boot=int(smk.params.bootstrap),
+        )
+        res = str(out)
+    print(
+        json.dumps({"rule": smk.rule, "utterances": len(col.utterances), "result": res}),
+        file=log,
+    )

@@ -1,0 +1,138 @@
+"""vox3d.multigpu: one fit process per device, merged into the same bytes as one process.
+
+Runs on the CPU: the device list ``["cpu", "cpu"]`` (the ``VOX3D_FIT_DEVICES`` hook) stands
+in for two GPUs; each worker is a real spawned process."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from vox3d import paths
+from vox3d.fit import FitConfig, fit_shard
+from vox3d.multigpu import clean_boundaries, devices_for, fit_shard_multi, split_videos
+
+needs_assets = pytest.mark.skipif(
+    not paths.FACEBOXES_WEIGHTS.is_file(), reason="FaceBoxes weights not found under VOX3D_DATA"
+)
+
+
+def _host_chunks(counts: list[int], bs: int) -> list[list[int]]:
+    """The videos of each chunk of vox3d.fit._run_shard's host path (reference model)."""
+    chunks, cur, n = [], [], 0
+    for i, c in enumerate(counts):
+        if c > 0:
+            cur.append(i)
+            n += c
+            if n >= bs:
+                chunks.append(cur)
+                cur, n = [], 0
+    if cur:
+        chunks.append(cur)
+    return chunks
+
+
+def test_clean_boundaries_host_path_are_chunk_ends():
+    counts = [3, 5, 2, 7, 1, 0, 4, 6, 2]
+    bs = 4
+    clean = clean_boundaries(counts, [(224, 224)] * len(counts), bs, tensor_path=False)
+    ends = {c[-1] + 1 for c in _host_chunks(counts, bs)} - {len(counts)}
+    assert clean == sorted(ends) == [2, 4, 7, 8]
+
+
+def test_clean_boundaries_tensor_path_multiples_and_size_changes():
+    # batch 4: cumulative 2, 4 (clean before video 2), 7, 8 (clean before 4); size change
+    # before video 5 closes the batch there; 0-frame video 6 keeps the state (clean at 7)
+    counts = [2, 2, 3, 1, 3, 4, 0, 1]
+    sizes = [(224, 224)] * 5 + [(112, 112)] * 3
+    clean = clean_boundaries(counts, sizes, 4, tensor_path=True)
+    assert clean == [2, 4, 5, 6, 7]
+
+
+def test_split_videos_covers_all_and_cuts_at_clean():
+    counts = [10, 10, 10, 10, 10, 10]
+    parts = split_videos(counts, [2, 5], 2)
+    assert parts == [(0, 2), (2, 6)]  # 20 | 40: nearest clean cut to 30 frames
+    parts = split_videos(counts, [1, 2, 3, 4, 5], 3)
+    assert parts == [(0, 2), (2, 4), (4, 6)]
+    assert split_videos(counts, [], 4) == [(0, 1), (1, 3), (3, 4), (4, 6)]  # ties: earlier end
+    assert split_videos([5], [], 2) == [(0, 1)]
+    assert split_videos([], [], 2) == []
+    # no clean cut near the share: falls back to the nearest video end
+    assert split_videos([10] * 10, [1], 2) == [(0, 5), (5, 10)]
+
+
+def test_devices_for_env_hook():
+    assert devices_for(1, env={}) == []
+    assert devices_for(3, env={}) == ["cuda:0", "cuda:1", "cuda:2"]
+    assert devices_for(0, env={"VOX3D_FIT_DEVICES": "cpu, cpu"}) == ["cpu", "cpu"]
+    with pytest.raises(ValueError, match="gpu7"):
+        devices_for(2, env={"VOX3D_FIT_DEVICES": "gpu7"})
+
+
+def _write_shard(path, videos):
+    """A minimal extract shard (vox3d.extract layout): videos = [(name, identity, frames)]."""
+    from vox3d.extract import FORMAT, FORMAT_VERSION
+
+    s = h5py.string_dtype("utf-8")
+    idx = {k: [] for k in ("video", "identity", "audio_offset", "audio_length",
+                           "frame_offset", "frame_count", "height", "width")}  # fmt: skip
+    times, off = [], 0
+    with h5py.File(path, "w") as f:
+        f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, sample_rate=16000,
+                       frame_rate=5.0, min_duration=1.0, decoder="pyav")  # fmt: skip
+        for i, (name, ident, frames) in enumerate(videos):
+            f.create_dataset(f"frames/{i:06d}", data=np.asarray(frames, np.uint8))
+            vals = (name, ident, 0, 0, off, len(frames), frames.shape[1], frames.shape[2])
+            for k, v in zip(idx, vals, strict=True):
+                idx[k].append(v)
+            times += list(np.arange(len(frames)) / 5.0)
+            off += len(frames)
+        for k, v in idx.items():
+            f.create_dataset(
+                k, data=np.array(v, dtype=s if k in ("video", "identity") else "int64")
+            )
+        f.create_dataset("duration_s", data=np.ones(len(videos)))
+        f.create_dataset("av_offset", data=np.zeros(len(videos)))
+        f.create_dataset("audio", data=np.zeros(0, np.float32))
+        f.create_dataset("frame_times", data=np.asarray(times, np.float64))
+        for k in ("path", "code", "reason"):
+            f.create_dataset(f"rejects/{k}", data=np.array([], dtype=s))
+
+
+@pytest.fixture(scope="module")
+def face_frames():
+    try:
+        from vox3d.ict_regressor import GenConfig, build_gen_model, render_frame
+
+        gm = build_gen_model(8, 4)
+    except Exception as e:  # the ICT archive is a shared asset
+        pytest.skip(f"ICT-FaceKit not available: {e}")
+    cfg = GenConfig(n_id=8, n_exp=4, yaw_deg=20, pitch_deg=8, roll_deg=4)
+    return np.stack([render_frame(gm, cfg, i, degrade=False).image for i in range(4)])
+
+
+@needs_assets
+@pytest.mark.parametrize("n_dev", [2, 3])
+def test_multi_process_fit_is_byte_identical(tmp_path, face_frames, n_dev):
+    counts = [3, 5, 2, 7, 1, 4, 6]
+    videos = []
+    for i, n in enumerate(counts):
+        frames = np.stack([face_frames[(i + j) % len(face_frames)] for j in range(n)])
+        if i == 4:
+            frames = np.zeros_like(frames)  # no face: a reject row, merged in order
+        videos.append((f"id{i % 3}/yt/{i:05d}.mp4", f"id{i % 3}", frames))
+    ext = tmp_path / "shard-00000.h5"
+    _write_shard(ext, videos)
+    cfg = FitConfig.from_config({"fit": {"device": "cpu", "batch_size": 4, "min_blur": 0.0}})
+    one, many = tmp_path / "one.h5", tmp_path / "many.h5"
+    st1 = fit_shard(ext, one, cfg, progress=False)
+    stn = fit_shard_multi(ext, many, cfg, ["cpu"] * n_dev)
+    assert st1 == stn and st1["frames"] == sum(counts) and st1["videos_rejected"] >= 1
+    with h5py.File(many, "r") as f:
+        np.testing.assert_array_equal(
+            f["frames/video"][()], np.repeat(np.arange(len(counts)), counts)
+        )
+        assert np.isfinite(f["frames/params"][:3]).all()
+    assert one.read_bytes() == many.read_bytes()

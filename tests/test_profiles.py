@@ -1,0 +1,154 @@
+"""Cluster profiles (profiles/slurm, profiles/cluster-generic): they parse, a dry run on a
+small manifest builds the whole DAG, and the jobs land where the profiles say: GPU rules on
+the GPU partition with a GPU request, CPU rules on the CPU partition without one, small
+per-shard jobs grouped.  Placement comes from the SLURM executor plugin's own functions
+(vox3d.placement); no sbatch, sinfo or qsub is needed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from dag_vox2 import vox2_rows  # noqa: E402
+
+from vox3d.manifest import write_manifest  # noqa: E402
+
+pytest.importorskip("snakemake_executor_plugin_slurm")
+pytest.importorskip("snakemake_executor_plugin_cluster_generic")
+
+N_SHARDS = 20  # 80 utterances, shard_size 4
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A manifest of generated rows (no video files) with its shards, checkpoint satisfied."""
+    root = tmp_path_factory.mktemp("profiles")
+    videos, out = root / "videos", root / "out"
+    videos.mkdir()
+    write_manifest(vox2_rows(80, 12, 5), out / "manifest.tsv", out / "shards", 4)
+    os.utime(videos, (946684800,) * 2)
+    return videos, out
+
+
+def placement(profile: str, videos: Path, out: Path, *config: str) -> list[dict]:
+    cmd = [sys.executable, "-m", "vox3d.placement", "--profile", profile, "--nolock",
+           "--config", f"videos_dir={videos}", f"out_dir={out}", "shard_size=4", *config]  # fmt: skip
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    recs = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert recs, r.stdout[-2000:]
+    return recs
+
+
+@pytest.mark.parametrize("profile", ["slurm", "cluster-generic"])
+def test_profiles_parse(profile):
+    cfg = yaml.safe_load((REPO / "profiles" / profile / "config.yaml").read_text())
+    assert cfg["executor"] == profile
+    assert cfg["groups"] == [
+        "extract_shard=cpu_shard", "features_shard=cpu_shard", "fit_shard=gpu_fit"
+    ]  # fmt: skip
+    assert "gpu=local" in cfg["set-resource-scopes"] and "gpu=1" in cfg["resources"]
+    overlay = yaml.safe_load((REPO / "profiles" / "slurm" / "gpu.yaml").read_text())
+    assert overlay["fit"]["device"] == overlay["train"]["device"] == "cuda"
+
+
+@pytest.fixture(scope="module")
+def slurm_jobs(small_run) -> list[dict]:
+    return placement("profiles/slurm", *small_run)
+
+
+def test_slurm_dry_run_builds_the_whole_dag(slurm_jobs):
+    rules = [r for rec in slurm_jobs for r in rec["rules"]]
+    for rule in ("extract_shard", "fit_shard", "features_shard"):
+        assert rules.count(rule) == N_SHARDS, rule
+    for rule in ("train", "evaluate", "fit_identities", "figures", "features_rejects"):
+        assert rules.count(rule) == 1, rule
+
+
+def test_slurm_gpu_jobs_on_gpu_partition(slurm_jobs):
+    gpu_rules = {"fit_shard", "train", "evaluate"}
+    for rec in slurm_jobs:
+        if rec["kind"] == "local":
+            continue
+        uses_gpu = bool(set(rec["rules"]) & gpu_rules)
+        if uses_gpu:
+            assert rec["partition"] == "gpu", rec
+            assert rec["resources"]["gpu"] == 1, rec  # a group asks for 1, not 1 per member
+            assert "--gpus=1" in rec["sbatch"] and " -p gpu " in rec["sbatch"], rec["sbatch"]
+        else:
+            assert rec["partition"] == "cpu", rec
+            assert "--gpus" not in rec["sbatch"] and "gres" not in rec["sbatch"], rec["sbatch"]
+            assert " -p cpu " in rec["sbatch"], rec["sbatch"]
+            assert not rec["resources"].get("gpu"), rec
+
+
+def test_slurm_groups_as_stated(slurm_jobs):
+    groups = [r for r in slurm_jobs if r["kind"] == "group"]
+    fit = [g for g in groups if g["name"] == "gpu_fit"]
+    cpu = [g for g in groups if g["name"] == "cpu_shard"]
+    # fit_shard: up to 16 shards per SLURM job on one GPU; runtimes add up
+    assert sum(len(g["shards"]) for g in fit) == N_SHARDS
+    assert all(set(g["rules"]) == {"fit_shard"} and len(g["shards"]) <= 16 for g in fit)
+    assert max(len(g["shards"]) for g in fit) == 16
+    # extract_shard + features_shard of the same shards, up to 8 shards per SLURM job
+    assert sum(len(set(g["shards"])) for g in cpu) == N_SHARDS
+    for g in cpu:
+        assert g["rules"].count("extract_shard") == g["rules"].count("features_shard")
+        assert len(set(g["shards"])) <= 8
+    assert max(len(set(g["shards"])) for g in cpu) == 8
+    # no shard job outside a group
+    singles = {r for rec in slurm_jobs if rec["kind"] == "single" for r in rec["rules"]}
+    assert not singles & {"extract_shard", "fit_shard", "features_shard"}
+
+
+def test_slurm_cpu_only_config_puts_fit_on_cpu(small_run):
+    jobs = placement(
+        "profiles/slurm", *small_run,
+        "fit={device: cpu}", "train={device: cpu}", "evaluate={device: cpu}",
+    )  # fmt: skip
+    assert jobs and all(j["partition"] == "cpu" for j in jobs if j["kind"] != "local")
+    assert not any("--gpus" in j["sbatch"] for j in jobs)
+
+
+def _submit_module():
+    spec = importlib.util.spec_from_file_location(
+        "pbs_submit", REPO / "profiles" / "cluster-generic" / "submit.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cluster_generic_dry_run_and_qsub_lines(small_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # submit.py creates logs/cluster/ here
+    jobs = placement("profiles/cluster-generic", *small_run)
+    sub = _submit_module()
+    gpu_rules = {"fit_shard", "train", "evaluate"}
+    seen = set()
+    for rec in jobs:
+        if rec["kind"] == "local":
+            continue
+        props = {"type": rec["kind"], "rule": rec["name"], "threads": rec["threads"],
+                 "resources": rec["resources"]}  # fmt: skip
+        cmd = sub.qsub_command(props, "job.sh", env={})
+        line = " ".join(cmd)
+        if set(rec["rules"]) & gpu_rules:
+            assert "-q gpu" in line and ":ngpus=1" in line, line
+        else:
+            assert "-q cpu" in line and "ngpus" not in line, line
+        assert f"mem={rec['resources']['mem_mb']}mb" in line
+        seen.update(rec["rules"])
+    assert {"extract_shard", "fit_shard", "features_shard", "train"} <= seen
+    assert sub.qsub_command({"resources": {"runtime": 125}}, "j.sh", env={})[6] == (
+        "walltime=02:05:00"
+    )

@@ -1,0 +1,598 @@
+"""The dataset card of the exported Voxceleb-3D (``OUT/voxceleb3d/README.md``).
+
+Sections: what it is and how it was made (vox3d version, git commit, config hash), counts
+(identities, videos, utterances, frames, hours of audio; per split and per gender), the
+exported files, every filter of every stage with its rejects counted by reason, the
+accuracy of the 3D shapes (fitted against the ground truth when the corpus is the
+synthetic one; otherwise the figures measured on the synthetic corpus, with where they come
+from), licences and provenance of every input.
+
+Everything in the card is a function of the inputs and the config, never of the time or of
+where the files are: two builds of the same inputs give the same card (the config hash
+leaves out ``out_dir``, see :func:`config_hash`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vox3d.export import Collected
+
+#: Config keys left out of the config hash: they say where files go, not what they hold.
+HASH_EXCLUDED_KEYS = ("out_dir",)
+
+#: Fitting accuracy of the default configuration measured on the default synthetic corpus
+#: (40 identities, 160 clips), quoted on cards of real data.  Source: `make run` into
+#: /tmp/run2 with the committed ICT regressor, then :func:`fit_accuracy` (this module, the
+#: same computation a synthetic card shows) and ``bench/fit_synthetic.py --out-dir`` for the
+#: frame figures.
+SYNTHETIC_REFERENCE: dict[str, object] = {
+    "source": "40 identities, 160 clips of 4 s; face model ict with the committed ICT "
+    "regressor; measured by `vox3d.card.fit_accuracy` and `bench/fit_synthetic.py` on a "
+    "`make run` output",
+    "face_model": "ict",
+    "n_identities": 40,
+    "frames": "3,005 of 3,200 frames kept by the fit filters",
+    "are_fitted": 0.0560,
+    "are_mean_face": 0.0584,
+    "rmse_mm_fitted": 5.63,
+    "rmse_mm_mean_face": 5.51,
+    "vertex_mm_fitted": 3.97,
+    "vertex_mm_mean_face": 3.95,
+    "single_frame_mm": 4.18,
+    "coef_corr_fitted": 0.26,
+    "coef_corr_single_frame": 0.14,
+}
+
+
+# --------------------------------------------------------------------------------------
+# provenance
+
+
+def config_hash(config: Mapping) -> str:
+    """sha256 (hex) of the canonical JSON of the validated `config` (keys sorted, no
+    whitespace, UTF-8), without :data:`HASH_EXCLUDED_KEYS`."""
+    cfg = {k: v for k, v in config.items() if k not in HASH_EXCLUDED_KEYS}
+    text = json.dumps(cfg, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def git_commit(repo: str | os.PathLike | None = None) -> str | None:
+    """The commit checked out in `repo` (default: the vox3d checkout), read from ``.git``
+    without running git; None when it is not a git checkout or the ref cannot be read."""
+    from vox3d.paths import REPO_ROOT
+
+    root = Path(repo) if repo is not None else REPO_ROOT
+    git = root / ".git"
+    try:
+        if git.is_file():  # worktree / submodule: "gitdir: <path>"
+            line = git.read_text(encoding="utf-8").strip()
+            if not line.startswith("gitdir:"):
+                return None
+            git = (root / line.split(":", 1)[1].strip()).resolve()
+        head = (git / "HEAD").read_text(encoding="utf-8").strip()
+        if not head.startswith("ref:"):
+            return head if _is_sha(head) else None
+        ref = head.split(":", 1)[1].strip()
+        common = git
+        if (git / "commondir").is_file():
+            common = (git / (git / "commondir").read_text(encoding="utf-8").strip()).resolve()
+        for base in (git, common):
+            p = base / ref
+            if p.is_file():
+                sha = p.read_text(encoding="utf-8").strip()
+                return sha if _is_sha(sha) else None
+        packed = common / "packed-refs"
+        if packed.is_file():
+            for line in packed.read_text(encoding="utf-8").splitlines():
+                parts = line.split()
+                if len(parts) == 2 and parts[1] == ref and _is_sha(parts[0]):
+                    return parts[0]
+    except OSError:
+        return None
+    return None
+
+
+def _is_sha(s: str) -> bool:
+    return len(s) in (40, 64) and all(c in "0123456789abcdef" for c in s)
+
+
+# --------------------------------------------------------------------------------------
+# accuracy of the fitted shapes
+
+
+def fit_accuracy(
+    identities_h5: str | os.PathLike,
+    ground_truth_h5: str | os.PathLike,
+    face_model: Mapping,
+    vertex_set: str = "face",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """Fitted identity shapes (``fit/identities.h5``) against the synthetic ground truth.
+
+    Reuses the evaluation code (:func:`vox3d.evaluate.evaluate_predictions` with the
+    readers :func:`vox3d.train.read_identity_targets` / :func:`vox3d.train.read_ground_truth`):
+    methods ``fitted`` (the robust per-identity shape) and ``mean_face`` (coefficients 0, the
+    face model's mean, as the baseline), target ``ground_truth`` (its first K coefficients),
+    on every identity in both files.  Metrics: the four ARE ratios and their mean, RMSE
+    after rigid alignment on `vertex_set` (face-model units; ICT cm), vertex R^2 (of the
+    truth's variance around the mean face) with 95% bootstrap intervals; plus ``vertex_mm``,
+    the mean per-vertex distance without alignment on the ``narrow_face`` set in mm (the
+    figure of ``bench/fit_synthetic.py``); ``coef_corr``, the Pearson correlation across
+    identities of fitted and true coefficients, averaged over the first 10 modes.
+
+    face_model: the config's ``face_model`` section with ``path`` / ``tri_path`` (see
+    :func:`vox3d.evaluate.face_model_settings`).  Returns ``{"n_identities", "coef_corr",
+    "n_corr_modes", "face_model",
+    "vertex_set", "rows": {method: summary row}, "vertex_mm": {method: mm}}``; raises
+    ValueError when the fit is not an ICT fit (the ground truth is ICT coefficients).
+    """
+    from vox3d.evaluate import evaluate_predictions, face_model_from_config, mesh_vertices
+    from vox3d.train import read_ground_truth, read_identity_targets
+
+    ids, coef, attrs = read_identity_targets(identities_h5)
+    fm_name = str(attrs.get("face_model", ""))
+    if fm_name != "ict":
+        raise ValueError(
+            f"{identities_h5}: face model {fm_name!r}; the synthetic ground truth is ICT "
+            "coefficients, so only an ICT fit can be compared with it"
+        )
+    gt = read_ground_truth(ground_truth_h5)
+    k = coef.shape[1]
+    common = sorted(set(ids) & set(gt))
+    if not common:
+        raise ValueError(f"{identities_h5} and {ground_truth_h5} share no identity")
+    row = {i: r for r, i in enumerate(ids)}
+    fitted = {i: coef[row[i]].astype(np.float64)[None] for i in common}
+    zeros = np.zeros(k)
+    targets = {"ground_truth": {i: np.asarray(gt[i][:k], np.float64) for i in common}}
+    fm = face_model_from_config({**dict(face_model), "name": "ict"}, n_id=k)
+    idx = fm.vertex_sets.get(vertex_set) if vertex_set else None
+    preds = {"fitted": fitted, "mean_face": {i: zeros[None] for i in common}}
+    summary, _ = evaluate_predictions(
+        preds, targets, fm.mean, fm.id_basis, fm.are_pairs, idx, zeros, False, n_boot, seed
+    )
+    narrow = fm.vertex_sets.get("narrow_face")
+    nidx = np.asarray(narrow) if narrow is not None else slice(None)
+    mm: dict[str, float] = {}
+    for method, pred in preds.items():
+        d = []
+        for i in common:
+            pv = mesh_vertices(fm.mean, fm.id_basis, pred[i][0])[nidx]
+            tv = mesh_vertices(fm.mean, fm.id_basis, targets["ground_truth"][i])[nidx]
+            d.append(float(np.linalg.norm(pv - tv, axis=1).mean()) * 10.0)  # cm -> mm
+        mm[method] = float(np.mean(d))
+    n_modes = min(10, k)
+    a = np.stack([fitted[i][0] for i in common])
+    t = np.stack([targets["ground_truth"][i] for i in common])
+    corr = [
+        float(np.corrcoef(a[:, m], t[:, m])[0, 1])
+        for m in range(n_modes)
+        if len(common) > 2 and a[:, m].std() > 0 and t[:, m].std() > 0
+    ]
+    return {
+        "n_identities": len(common),
+        "coef_corr": float(np.mean(corr)) if corr else float("nan"),
+        "n_corr_modes": n_modes,
+        "face_model": fm_name,
+        "vertex_set": vertex_set,
+        "rows": {r["method"]: r for r in summary},
+        "vertex_mm": mm,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# stage tables
+
+
+@dataclass(frozen=True)
+class StageTables:
+    """The per-stage tables the card counts (paths; all written by the workflow)."""
+
+    extract_stats: Path
+    extract_rejects: Path
+    fit_stats: Path
+    fit_rejects: Path
+    features_rejects: Path
+
+    @classmethod
+    def from_out_dir(cls, out_dir: str | os.PathLike) -> StageTables:
+        o = Path(out_dir)
+        return cls(
+            o / "extract" / "stats.tsv",
+            o / "extract" / "rejects.tsv",
+            o / "fit" / "stats.tsv",
+            o / "fit" / "rejects.tsv",
+            o / "features" / "rejects.tsv",
+        )
+
+
+def _table(path: Path) -> list[dict[str, str]]:
+    from vox3d.export import ExportError
+    from vox3d.io import read_tsv
+
+    try:
+        return read_tsv(path)
+    except FileNotFoundError as e:
+        raise ExportError(f"{path}: missing input of the dataset card") from e
+
+
+def _total(path: Path) -> dict[str, str]:
+    rows = _table(path)
+    tot = [r for r in rows if r.get("shard") == "total"]
+    if not tot:
+        from vox3d.export import ExportError
+
+        raise ExportError(f"{path}: no 'total' row (not a vox3d stats table)")
+    return tot[0]
+
+
+def reason_kind(reason: str) -> str:
+    """The general part of a rejects reason: ``"no usable frame: 20 frames rejected
+    (...)"`` -> ``"no usable frame"`` (the same grouping as the report's figure)."""
+    return reason.split(":")[0].split("(")[0].strip()
+
+
+def _count_reasons(rows: Sequence[Mapping[str, str]]) -> list[tuple[str, int]]:
+    c = Counter(reason_kind(r.get("reason", "")) for r in rows)
+    return sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+# --------------------------------------------------------------------------------------
+# counts
+
+
+def counts(utterances: Sequence[Mapping]) -> dict[str, int | float]:
+    """Identities, videos (distinct identity + YouTube id), utterances, hours of audio,
+    frames extracted and frames kept by the fit, of `utterances` (export rows)."""
+    return {
+        "identities": len({u["identity"] for u in utterances}),
+        "videos": len({(u["identity"], u["youtube_id"]) for u in utterances}),
+        "utterances": len(utterances),
+        "hours": sum(u["num_samples"] / u["sample_rate"] for u in utterances) / 3600.0,
+        "frames": sum(int(u["frames_extracted"]) for u in utterances),
+        "frames_kept": sum(int(u["frames_kept"]) for u in utterances),
+    }
+
+
+def _counts_table(col: Collected) -> str:
+    groups: list[tuple[str, list]] = [("all", col.utterances)]
+    for side in ("train", "val"):
+        groups.append((f"split {side}", [u for u in col.utterances if u["split"] == side]))
+    for g, label in (("m", "male"), ("f", "female"), (None, "gender unknown")):
+        groups.append((label, [u for u in col.utterances if u["gender"] == g]))
+    lines = [
+        "| subset | identities | videos | utterances | hours of audio | frames | frames kept by fit |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, us in groups:
+        c = counts(us)
+        lines.append(
+            f"| {name} | {c['identities']:,} | {c['videos']:,} | {c['utterances']:,} | "
+            f"{c['hours']:.3f} | {c['frames']:,} | {c['frames_kept']:,} |"
+        )
+    return "\n".join(lines)
+
+
+def _filters_section(col: Collected, tables: StageTables) -> str:
+    ex = _total(tables.extract_stats)
+    fit = _total(tables.fit_stats)
+    fit_rej = _table(tables.fit_rejects)
+    feat_rej = _table(tables.features_rejects)
+    id_rej = [
+        r for r in fit_rej if r["path"].count("/") == 0 and r["reason"].startswith("identity ")
+    ]
+    vid_rej = [r for r in fit_rej if r not in id_rej]
+    out = ["| stage | filter | input | rejected |", "|---|---|---|---:|"]
+    codes = [k for k in ex if k.startswith("rejected_")]
+    out.append(
+        f"| extract | (all reasons) | {int(ex['videos']):,} videos | {int(ex['rejected']):,} |"
+    )
+    for k in codes:
+        out.append(f"| extract | {k[len('rejected_') :].replace('_', ' ')} | | {int(ex[k]):,} |")
+    skip = {"shard", "videos", "videos_rejected", "frames", "kept"}
+    out.append(
+        f"| fit (frames) | (all reasons) | {int(fit['frames']):,} frames | "
+        f"{int(fit['frames']) - int(fit['kept']):,} |"
+    )
+    for k in [k for k in fit if k not in skip]:
+        out.append(f"| fit (frames) | {k.replace('_', ' ')} | | {int(fit[k]):,} |")
+    out.append(
+        f"| fit (videos) | no kept frame (the voice stays if the identity has a shape) | "
+        f"{int(fit['videos']):,} videos | {len(vid_rej):,} |"
+    )
+    for reason, n in _count_reasons(vid_rej):
+        out.append(f"| fit (videos) | {reason} | | {n:,} |")
+    out.append(f"| fit (identities) | no usable frame in any video | | {len(id_rej):,} |")
+    n_voice = len(col.utterances) + len(col.rejects) + len(feat_rej)
+    out.append(f"| features | (all reasons) | {n_voice:,} utterances | {len(feat_rej):,} |")
+    for reason, n in _count_reasons(feat_rej):
+        out.append(f"| features | {reason} | | {n:,} |")
+    out.append(
+        f"| export | identity has no fitted 3D shape | "
+        f"{len(col.utterances) + len(col.rejects):,} utterances | {len(col.rejects):,} |"
+    )
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------
+# the card
+
+
+SYNTHETIC_NOTE = (
+    "This build's videos are the embedded synthetic corpus, generated by vox3d "
+    "(`vox3d.synth`: ICT-FaceKit heads rendered by Sim3DR, synthesised voices): it holds no "
+    "VoxCeleb data and no real person.\n\n"
+)
+
+LICENCES = """| input | upstream | licence | used for |
+|---|---|---|---|
+| VoxCeleb1/2 videos and metadata (`vox1_meta.csv`) | robots.ox.ac.uk/~vgg/data/voxceleb (metadata via github.com/choyingw/Cross-Modal-Perceptionist) | CC BY 4.0 | the voices, the faces fitted, names, gender, split |
+| ICT-FaceKit "Face Model Light" (`FaceXModel/`) | github.com/ICT-VGL/ICT-FaceKit | MIT | face model `ict` (identity basis of the shapes), synthetic corpus |
+| 3DDFA-V2 weights (`mb05_120x120.pth`, `param_mean_std_62d_120x120.pkl`, `FaceBoxesProd.pth`, `tri.pkl`) | github.com/cleardusk/3DDFA_V2 | MIT | face detection (FaceBoxes), face model `bfm` regressor |
+| Basel Face Model (`bfm_noneck_v3.pkl`), optional | 3DDFA-V2 `configs/` (user supplied) | BFM academic licence (not redistributable) | face model `bfm` meshes only |
+| Cross-Modal Perceptionist (features, ARE, split) | github.com/choyingw/Cross-Modal-Perceptionist | MIT | voice features, metric, split rule |
+| ICT regressor `vox3d/data/ict_regressor.pth` | this repository (trained on Sim3DR renders of ICT-FaceKit) | as vox3d | face model `ict` regressor |"""
+
+
+def card_markdown(
+    col: Collected,
+    tables: StageTables,
+    config: Mapping,
+    accuracy: dict | None = None,
+    files: Mapping[str, int] | None = None,
+    commit: str | None = None,
+    synthetic: bool = False,
+) -> str:
+    """The card as Markdown.
+
+    col: the export's rows (:func:`vox3d.export.collect`); tables: the stages' stats and
+    rejects; config: the validated workflow config; accuracy: :func:`fit_accuracy` of a
+    synthetic corpus (None: quote :data:`SYNTHETIC_REFERENCE`); files: exported file ->
+    size in bytes; commit: the git commit (None: not recorded); synthetic: whether the
+    videos are the embedded synthetic corpus.
+    """
+    from vox3d import __version__
+
+    c = counts(col.utterances)
+    fm = dict(config.get("face_model", {}))
+    frame_rate = config.get("extract", {}).get("frame_rate", "")
+    n_id = col.n_id
+    audio_desc = {
+        "wav": "IEEE-float 32-bit WAV, a bit-exact copy of the extract stage's audio",
+        "flac": "24-bit FLAC, every sample within 2^-23 of the extract stage's audio (half a 24-bit step, 2^-24, except at full scale)",
+    }[col.audio_format]
+    corpus = (
+        "the embedded synthetic VoxCeleb-format corpus (`OUT/synthetic/`, card "
+        "`synthetic/README.md`), not real people"
+        if synthetic
+        else f"the videos of `videos_dir` ({config.get('videos_dir')})"
+    )
+    parts = [
+        f"""# Voxceleb-3D (vox3d export)
+
+Voices paired with 3D face shape: every utterance's 16 kHz mono audio with the 3D face
+shape of its speaker, fitted from the speaker's video frames with a 3D morphable model
+(face model `{col.face_model}`, {n_id} identity coefficients). Built by vox3d from \
+{corpus}. Loading, columns and layout: `docs/export.md` of vox3d.
+
+| | |
+|---|---|
+| vox3d version | {__version__} |
+| git commit | {commit or "not recorded (not a git checkout)"} |
+| config hash | `{config_hash(config)}` (sha256 of the canonical JSON of the validated config, `out_dir` left out) |
+| face model | `{col.face_model}`, {n_id} identity modes (`face_model.n_id`), subset `{fm.get("subset", "")}` |
+| split | `{col.split_method}` (config `train.split`; names A-E = validation when every identity has a name, else a hash of the identity) |
+| audio | {audio_desc}, {col.sample_rate} Hz mono (`export.audio: {col.audio_format}`) |
+
+## Contents
+
+{c["identities"]:,} identities, {c["videos"]:,} videos, {c["utterances"]:,} utterances, \
+{c["hours"]:.3f} hours of audio, {c["frames"]:,} frames sampled at {frame_rate} fps of \
+which {c["frames_kept"]:,} passed the fit filters. A video is one YouTube id of an identity; an utterance is one clip (one mp4).
+
+{_counts_table(col)}
+
+Each identity has one shape (`shape`, K = {n_id} coefficients in face-model units; ICT:
+1.0 = the shipped identity mode, prior N(0, 1)): the robust pool of the identity
+coefficients of every kept frame of every video (Mahalanobis outlier rejection, per-video
+medians, Huber mean over videos; `vox3d/identities.py`), with its spread (robust std of the
+frames) and the frames and videos used. Every utterance of an identity carries that shape.
+"""
+    ]
+    if files:
+        lines = ["| file | bytes |", "|---|---:|"]
+        lines += [f"| `{name}` | {size:,} |" for name, size in sorted(files.items())]
+        parts.append("## Files\n\n" + "\n".join(lines) + "\n")
+    parts.append(
+        f"""## Filters and rejects
+
+Every file or frame removed on the way, by stage and reason (from `extract/stats.tsv`,
+`extract/rejects.tsv`, `fit/stats.tsv`, `fit/rejects.tsv`, `features/rejects.tsv` and this
+folder's `rejects.tsv`). An utterance is exported when it was extracted, the features stage
+kept its voice, and its identity has a fitted shape; a video whose frames all failed the fit
+filters keeps its voice when its identity has a shape from other videos.
+
+{_filters_section(col, tables)}
+
+Thresholds of this build:
+
+{_settings(config)}
+"""
+    )
+    parts.append(_accuracy_section(accuracy, col.face_model, synthetic))
+    parts.append(
+        f"""## Licences and provenance
+
+{LICENCES}
+
+{SYNTHETIC_NOTE if synthetic else ""}Asset paths of this build (config `assets`): ICT-FaceKit `{config.get("assets", {}).get("ict_facekit")}`,
+FaceBoxes `{config.get("assets", {}).get("faceboxes")}`, 3DDFA-V2 regressor
+`{config.get("assets", {}).get("tddfa_weights")}`, BFM `{config.get("assets", {}).get("bfm")}`.
+The exported audio and shapes derive from the videos, so they carry the videos' licence
+(VoxCeleb: CC BY 4.0, attribution to the VoxCeleb authors); the shapes are coefficients of
+the face model named above and need that model (ICT-FaceKit: MIT) to become meshes.
+"""
+    )
+    return "\n".join(parts)
+
+
+def _settings(config: Mapping) -> str:
+    ex, fit, feat = (dict(config.get(k, {})) for k in ("extract", "fit", "features"))
+    return "\n".join(
+        [
+            f"- extract: `min_duration` {ex.get('min_duration')} s",
+            f"- fit: `min_score` {fit.get('min_score')}, `min_face_px` {fit.get('min_face_px')}, "
+            f"`max_yaw_deg` {fit.get('max_yaw_deg')}, `min_blur` {fit.get('min_blur')}, "
+            f"`face_margin` {fit.get('face_margin')}, `landmarks` {fit.get('landmarks')}, "
+            f"`identity_min_frames` {fit.get('identity_min_frames')}",
+            f"- features: `min_voiced_s` {feat.get('min_voiced_s')} s, `max_clipped` "
+            f"{feat.get('max_clipped')}",
+        ]
+    )
+
+
+def _fmt_ci(row: Mapping, col: str, scale: float = 1.0, digits: int = 4) -> str:
+    v, lo, hi = (float(row[c]) * scale for c in (col, f"{col}_lo", f"{col}_hi"))
+    if np.isfinite(lo) and np.isfinite(hi):
+        return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return f"{v:.{digits}f}"
+
+
+def _verdict(fit: float, base: float, lower_is_better: bool = True) -> str:
+    better = fit < base if lower_is_better else fit > base
+    return "better than" if better else ("equal to" if fit == base else "worse than")
+
+
+def _accuracy_section(accuracy: dict | None, face_model: str, synthetic: bool) -> str:
+    head = "## Accuracy of the 3D shapes\n\n"
+    if accuracy is not None:
+        rows = accuracy["rows"]
+        lines = [
+            "| shape | mean ARE [95% CI] | RMSE mm, rigid alignment [95% CI] | vertex R^2 | "
+            "mean vertex error mm (narrow face, no alignment) |",
+            "|---|---|---|---|---|",
+        ]
+        for method, label in (("fitted", "fitted (this dataset)"), ("mean_face", "mean face")):
+            r = rows[method]
+            lines.append(
+                f"| {label} | {_fmt_ci(r, 'are_mean')} | {_fmt_ci(r, 'rmse', 10.0, 2)} | "
+                f"{float(r['r2_vertex']):.3f} | {accuracy['vertex_mm'][method]:.2f} |"
+            )
+        f, m = rows["fitted"], rows["mean_face"]
+        mm = accuracy["vertex_mm"]
+        verdict = (
+            f"The fitted shapes are {_verdict(f['are_mean'], m['are_mean'])} the mean face on "
+            f"ARE, {_verdict(f['rmse'], m['rmse'])} it on RMSE and "
+            f"{_verdict(mm['fitted'], mm['mean_face'])} it on vertex error; across identities "
+            f"the fitted and true coefficients correlate by {accuracy['coef_corr']:.2f} "
+            f"(Pearson, mean of the first {accuracy['n_corr_modes']} modes), so the shapes "
+            "carry identity, shrunk toward the mean face by the regressor."
+        )
+        return head + (
+            f"Measured on this build: the fitted identity shapes against the synthetic corpus's "
+            f"true coefficients (`synthetic/ground_truth.h5`), {accuracy['n_identities']} "
+            f"identities, vertex set `{accuracy['vertex_set']}` (`vox3d.card.fit_accuracy`, "
+            "which scores with `vox3d.evaluate`; intervals: bootstrap over identities). The "
+            "mean face (all coefficients 0) is the baseline.\n\n"
+            + "\n".join(lines)
+            + "\n\n"
+            + verdict
+            + "\n"
+        )
+    ref = SYNTHETIC_REFERENCE
+    where = (
+        "This corpus is synthetic but its ground truth was not given to the card, so"
+        if synthetic
+        else "Real videos have no true 3D shape, so"
+    )
+    text = (
+        f"{where} the accuracy stated here is the one measured on the default synthetic "
+        f"corpus with the default configuration ({ref['source']}); {ref['frames']}:\n\n"
+        "| shape | mean ARE | RMSE mm (rigid alignment, face area) | mean vertex error mm "
+        "(narrow face, no alignment) | coefficient correlation |\n"
+        "|---|---|---|---|---|\n"
+        f"| fitted per-identity shape | {ref['are_fitted']:.4f} | {ref['rmse_mm_fitted']:.2f} | "
+        f"{ref['vertex_mm_fitted']:.2f} | {ref['coef_corr_fitted']:.2f} |\n"
+        f"| single frames | | | {ref['single_frame_mm']:.2f} | "
+        f"{ref['coef_corr_single_frame']:.2f} |\n"
+        f"| mean face | {ref['are_mean_face']:.4f} | {ref['rmse_mm_mean_face']:.2f} | "
+        f"{ref['vertex_mm_mean_face']:.2f} | 0 |\n\n"
+        "The fitted shapes carry identity (coefficients correlate with the truth) but are "
+        "shrunk toward the mean face, so their vertex error is no lower than the mean "
+        "face's. Synthetic renders are easier than real video in some ways (no occlusion, "
+        "known camera) and harder in others (profile and blur episodes by design): take "
+        "these as an indication."
+    )
+    if face_model != ref["face_model"]:
+        text += (
+            f" Those figures are for face model `{ref['face_model']}`; this export uses "
+            f"`{face_model}`, for which no synthetic ground truth exists."
+        )
+    return head + text + "\n"
+
+
+def write_card(
+    path: str | os.PathLike,
+    col: Collected,
+    tables: StageTables,
+    config: Mapping,
+    ground_truth_h5: str | os.PathLike | None = None,
+    identities_h5: str | os.PathLike | None = None,
+    export_dir: str | os.PathLike | None = None,
+    n_boot: int = 1000,
+) -> str:
+    """Compute what the card needs and write it atomically to `path`; returns the text.
+
+    ground_truth_h5 + identities_h5: the synthetic corpus's truth and the fit (accuracy is
+    measured when both are given and the fit is ICT); export_dir: the export folder whose
+    files (audio summed, manifests one by one) are listed with their sizes.
+    """
+    from vox3d.evaluate import face_model_settings
+    from vox3d.io import write_text_atomic
+
+    accuracy = None
+    synthetic = config.get("videos_dir") in (None, "")
+    if ground_truth_h5 and identities_h5 and col.face_model == "ict":
+        accuracy = fit_accuracy(
+            identities_h5,
+            ground_truth_h5,
+            face_model_settings(config.get("face_model", {}), config.get("assets", {})),
+            vertex_set=str(config.get("evaluate", {}).get("vertex_set", "face")),
+            n_boot=n_boot,
+            seed=int(config.get("evaluate", {}).get("seed", 0)),
+        )
+    files = None
+    if export_dir is not None:
+        files = _file_sizes(Path(export_dir))
+    text = card_markdown(col, tables, config, accuracy, files, git_commit(), synthetic)
+    write_text_atomic(path, text)
+    return text
+
+
+def _file_sizes(root: Path) -> dict[str, int]:
+    """Sizes of the export's files: every file but the audio and the card itself, and the
+    audio folder as one entry (``audio/ (N files)``)."""
+    sizes: dict[str, int] = {}
+    n_audio = audio_bytes = 0
+    for p in sorted(root.rglob("*")):
+        if not p.is_file() or p.name.startswith(".") or p.name == "README.md":
+            continue
+        rel = p.relative_to(root).as_posix()
+        if rel.startswith("audio/"):
+            n_audio += 1
+            audio_bytes += p.stat().st_size
+        else:
+            sizes[rel] = p.stat().st_size
+    if n_audio:
+        sizes[f"audio/ ({n_audio:,} files)"] = audio_bytes
+    return sizes

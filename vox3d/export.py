@@ -1,0 +1,771 @@
+"""Export the finished Voxceleb-3D: lhotse manifests, Hugging Face parquet tables, audio files.
+
+Layout of the export folder (``OUT/voxceleb3d/`` in the workflow; ``vox3d export
+--format {lhotse,hf} OUT_DIR [--dest DIR]`` on the command line)::
+
+    audio/<identity>/<youtube-id>/<utt>.wav    the extract stage's audio, one file per utterance
+    lhotse/recordings.jsonl.gz                 lhotse RecordingSet
+    lhotse/supervisions.jsonl.gz               lhotse SupervisionSet (speaker = identity, shape)
+    lhotse/cuts.jsonl.gz                       lhotse CutSet (one MonoCut per utterance)
+    hf/utterances.parquet                      one row per utterance (``datasets``-loadable)
+    hf/identities.parquet                      one row per identity
+    rejects.tsv                                utterances not exported by this stage (path, stage, reason)
+    README.md                                  the dataset card (:mod:`vox3d.card`)
+
+**What is exported.**  One row per utterance (one mp4 of the manifest) that the extract
+stage extracted, that the features stage kept (enough voiced, unclipped audio), and whose
+identity has a fitted 3D shape in ``OUT/fit/identities.h5``.  An utterance whose identity
+has no shape (every frame of every video of that identity failed the fit filters, so
+``fit_identities`` rejected it) is *not* exported: it would be a voice without a face.  It
+becomes a row of the export's ``rejects.tsv`` (stage ``export``) and is counted in the card.
+Videos that the fit stage rejected (no usable frame) keep their audio in the export as long
+as their identity has a shape from its other videos: the shape belongs to the identity.
+
+**Audio.**  ``audio`` (config ``export.audio``) chooses how the 16 kHz mono float32 audio of
+the extract stage is stored:
+
+* ``wav`` (default): IEEE-float 32-bit WAV, a bit-exact copy (64 kB per second of audio);
+  loading it gives exactly the samples the features stage saw.
+* ``flac``: 24-bit FLAC, about half the size (measured on the default corpus: 52%), every
+  sample within 2**-23 (1.2e-7) of the extracted one: half a 24-bit step (2**-24) except at
+  +1.0 full scale, which 24-bit PCM cannot hold.
+
+Pointing lhotse at the source videos instead (its ``AudioSource`` of type ``file`` on the
+mp4) writes nothing, but lhotse then decodes them itself, and measured on the default
+corpus that gives other samples: 512 more per clip (the AAC end padding that extract cuts
+to the stream's declared duration), 16-bit quantised (max difference 1.5e-5), and its own
+resampler and down-mix for sources that are not 16 kHz mono.  The exported voices would no
+longer be the ones the features (and the model) were computed from, so it is not offered.
+
+Paths in every manifest (lhotse sources, ``audio_path``) are relative to the export
+folder, so the folder can be moved and two exports of the same inputs are byte-identical
+wherever they are written.  Load lhotse manifests with
+``RecordingSet.from_file(p).with_path_prefix(root)`` (or :func:`load_lhotse`).
+
+**Determinism.**  Rows are sorted by utterance id; gzip streams carry no name and mtime 0;
+parquet is written with the fixed settings of :data:`PARQUET_SETTINGS` by the pinned
+pyarrow; WAV headers are written here (libsndfile's float WAV has a PEAK chunk with a
+timestamp).  Every file is written atomically (:mod:`vox3d.io`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import gzip
+import io
+import json
+import os
+import struct
+import sys
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+#: Export folder name under ``out_dir`` (the workflow writes ``OUT/voxceleb3d/``).
+EXPORT_DIR = "voxceleb3d"
+STAGE = "export"
+FORMATS = ("lhotse", "hf")
+AUDIO_FORMATS = ("wav", "flac")
+AUDIO_EXT = {"wav": ".wav", "flac": ".flac"}
+#: lhotse manifest files (relative to the export folder).
+LHOTSE_FILES = (
+    "lhotse/recordings.jsonl.gz",
+    "lhotse/supervisions.jsonl.gz",
+    "lhotse/cuts.jsonl.gz",
+)
+#: Hugging Face parquet files (relative to the export folder).
+HF_FILES = ("hf/utterances.parquet", "hf/identities.parquet")
+REJECTS_FILE = "rejects.tsv"
+#: Fixed pyarrow.parquet.write_table settings (same table, same pyarrow -> same bytes).
+PARQUET_SETTINGS: dict[str, object] = {
+    "version": "2.6",
+    "compression": "zstd",
+    "compression_level": 3,
+    "use_dictionary": True,
+    "write_statistics": True,
+    "data_page_version": "1.0",
+    "row_group_size": 65536,
+    "store_schema": True,
+}
+#: Reason written to the export's rejects table for an utterance whose identity has no shape.
+NO_SHAPE = "identity {identity} has no fitted 3D shape (see fit/rejects.tsv); voice not exported"
+
+
+class ExportError(ValueError):
+    """An input of the export is missing, unreadable or inconsistent; the message names it."""
+
+
+# --------------------------------------------------------------------------------------
+# inputs
+
+
+@dataclass(frozen=True)
+class StageInputs:
+    """The workflow outputs the export reads (all paths).
+
+    manifest: ``OUT/manifest.tsv``; extract/fit/features: per-shard HDF5 files (same shard
+    names); identities: ``OUT/fit/identities.h5``; features_rejects: ``OUT/features/rejects.tsv``.
+    """
+
+    manifest: Path
+    extract: tuple[Path, ...]
+    fit: tuple[Path, ...]
+    features: tuple[Path, ...]
+    identities: Path
+    features_rejects: Path
+
+    @classmethod
+    def from_out_dir(cls, out_dir: str | os.PathLike) -> StageInputs:
+        """The standard layout under `out_dir`; raises :class:`ExportError` naming what is
+        missing."""
+        out = Path(out_dir)
+        if not out.is_dir():
+            raise ExportError(f"{out}: not a folder (expected a vox3d out_dir)")
+        extract = tuple(sorted(Path(p) for p in glob.glob(str(out / "extract" / "shard-*.h5"))))
+        if not extract:
+            raise ExportError(
+                f"{out / 'extract'}: no extract shards (shard-*.h5); run the workflow first"
+            )
+        return cls(
+            manifest=out / "manifest.tsv",
+            extract=extract,
+            fit=tuple(out / "fit" / p.name for p in extract),
+            features=tuple(out / "features" / p.name for p in extract),
+            identities=out / "fit" / "identities.h5",
+            features_rejects=out / "features" / "rejects.tsv",
+        )
+
+    def check(self) -> None:
+        """Raise :class:`ExportError` naming the first missing input file."""
+        files = [self.manifest, self.identities, self.features_rejects]
+        files += [*self.extract, *self.fit, *self.features]
+        for p in files:
+            if not Path(p).is_file():
+                raise ExportError(f"{p}: missing input of the export (run the workflow up to it)")
+        names = [[Path(p).name for p in group] for group in (self.extract, self.fit, self.features)]
+        if not names[0] == names[1] == names[2]:
+            raise ExportError(
+                f"extract, fit and features shards differ: {names[0]} / {names[1]} / {names[2]}"
+            )
+
+
+def _s(x) -> str:
+    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+def _h5(path: Path):
+    import h5py
+
+    try:
+        return h5py.File(path, "r")
+    except FileNotFoundError as e:
+        raise ExportError(f"{path}: missing input of the export") from e
+    except OSError as e:
+        raise ExportError(f"{path}: not a readable HDF5 file ({e})") from e
+
+
+def _gender(g: str | None) -> str | None:
+    """``m`` / ``f`` from metadata text (``m``, ``male``, ``F`` ...); None when unknown."""
+    g = (g or "").strip().lower()[:1]
+    return g if g in ("m", "f") else None
+
+
+@dataclass(frozen=True)
+class IdentityShape:
+    """One identity's row of ``identities.h5``: shape and spread (K,) float32 in the face
+    model's coefficient units (ICT: 1.0 = the shipped identity mode), frame/video counts."""
+
+    shape: np.ndarray
+    spread: np.ndarray
+    n_frames: int
+    n_videos: int
+    n_outliers: int
+
+
+def read_identity_shapes(path: str | os.PathLike) -> tuple[dict[str, IdentityShape], dict]:
+    """``identities.h5`` -> ``({identity: IdentityShape}, {"face_model", "n_id", "rejects"})``."""
+    path = Path(path)
+    with _h5(path) as f:
+        try:
+            ids = [_s(x) for x in f["identity"][()]]
+            shape = np.asarray(f["shape"][()], np.float32).reshape(len(ids), -1)
+            spread = np.asarray(f["spread"][()], np.float32).reshape(len(ids), -1)
+            counts = {k: f[k][()].astype(np.int64) for k in ("n_frames", "n_videos", "n_outliers")}
+            rejects = [_s(x) for x in f["rejects/path"][()]] if "rejects/path" in f else []
+            info = {
+                "face_model": _s(f.attrs.get("face_model", "")),
+                "n_id": int(f.attrs.get("n_id", shape.shape[1])),
+                "rejects": rejects,
+            }
+        except KeyError as e:
+            raise ExportError(f"{path}: not a vox3d identities file ({e})") from e
+    out = {
+        i: IdentityShape(
+            shape[j],
+            spread[j],
+            int(counts["n_frames"][j]),
+            int(counts["n_videos"][j]),
+            int(counts["n_outliers"][j]),
+        )  # fmt: skip
+        for j, i in enumerate(ids)
+    }
+    return out, info
+
+
+def _read_manifest(path: Path) -> dict[str, dict[str, str]]:
+    from vox3d.io import read_tsv
+
+    try:
+        rows = read_tsv(path)
+    except FileNotFoundError as e:
+        raise ExportError(f"{path}: missing input of the export") from e
+    if rows and "path" not in rows[0]:
+        raise ExportError(f"{path}: not a vox3d manifest (no 'path' column)")
+    return {r["path"]: r for r in rows}
+
+
+# --------------------------------------------------------------------------------------
+# the table
+
+
+@dataclass
+class Collected:
+    """Everything the exports write.
+
+    utterances: one dict per exported utterance, sorted by ``utterance_id`` (columns:
+    :data:`UTTERANCE_COLUMNS`; ``shape``/``shape_spread`` (K,) float32 arrays) plus the
+    private keys ``_shard`` (extract shard path) and ``_index`` (row in it).
+    identities: one dict per exported identity, sorted (columns :data:`IDENTITY_COLUMNS`).
+    rejects: rows ``path, stage, reason`` of utterances this stage did not export.
+    feature_rejected: utterances the features stage rejected (manifest paths).
+    """
+
+    utterances: list[dict] = field(default_factory=list)
+    identities: list[dict] = field(default_factory=list)
+    rejects: list[dict] = field(default_factory=list)
+    feature_rejected: list[str] = field(default_factory=list)
+    face_model: str = ""
+    n_id: int = 0
+    sample_rate: int = 16000
+    audio_format: str = "wav"
+    split_method: str = ""
+
+
+#: Columns of ``hf/utterances.parquet`` (and of :attr:`Collected.utterances`), in order.
+UTTERANCE_COLUMNS = (
+    "utterance_id",  # <identity>/<youtube-id>/<utt> (manifest path without extension)
+    "identity",
+    "youtube_id",
+    "utterance",
+    "gender",  # m | f | null (unknown)
+    "split",  # train | val
+    "duration_s",  # seconds of audio (num_samples / sample_rate)
+    "num_samples",
+    "sample_rate",  # Hz (16000)
+    "audio_path",  # relative to the export folder
+    "source_video",  # manifest path, relative to videos_dir
+    "frames_extracted",  # frames sampled at extract.frame_rate
+    "frames_kept",  # of those, frames that passed the fit filters
+    "face_model",  # ict | bfm
+    "shape",  # (K,) float32 identity coefficients of the identity
+    "shape_spread",  # (K,) float32 robust std of the identity's frames
+    "shape_n_frames",  # frames pooled into the identity's shape
+    "shape_n_videos",  # utterances (mp4s) pooled
+    "shape_n_outliers",  # frames rejected as outliers
+)
+#: Columns of ``hf/identities.parquet``, in order.
+IDENTITY_COLUMNS = (
+    "identity",
+    "name",
+    "gender",
+    "nationality",
+    "vox1_set",  # the metadata's Set column (VoxCeleb1: dev | test)
+    "split",
+    "n_utterances",
+    "n_youtube_ids",
+    "duration_s",
+    "face_model",
+    "shape",
+    "shape_spread",
+    "shape_n_frames",
+    "shape_n_videos",
+    "shape_n_outliers",
+)
+
+
+def utterance_id(video: str) -> str:
+    """``<id>/<yt>/<utt>.mp4`` -> ``<id>/<yt>/<utt>`` (the id the features stage uses)."""
+    from vox3d.features import utterance_id as _uid
+
+    return _uid(video)
+
+
+def audio_relpath(video: str, audio_format: str = "wav") -> str:
+    """Path of an utterance's audio file relative to the export folder."""
+    if audio_format not in AUDIO_EXT:
+        raise ValueError(f"unknown audio format {audio_format!r}; choose one of {AUDIO_FORMATS}")
+    return str(PurePosixPath("audio") / (utterance_id(video) + AUDIO_EXT[audio_format]))
+
+
+def collect(
+    inputs: StageInputs,
+    split_method: str = "auto",
+    val_fraction: float = 0.2,
+    audio_format: str = "wav",
+) -> Collected:
+    """Join the stage outputs into the export's rows (see the module doc for what is kept).
+
+    The split is :func:`vox3d.split.split_identities` (config ``train.split`` /
+    ``train.val_fraction``) over the exported identities, which are exactly the identities
+    the train stage uses (a fitted shape and at least one utterance with features), so it
+    equals ``train/split.tsv``.
+    """
+    from vox3d.io import read_tsv
+    from vox3d.split import IdentityMeta, split_identities
+
+    if audio_format not in AUDIO_FORMATS:
+        raise ValueError(f"unknown audio format {audio_format!r}; choose one of {AUDIO_FORMATS}")
+    inputs.check()
+    manifest = _read_manifest(Path(inputs.manifest))
+    shapes, info = read_identity_shapes(inputs.identities)
+    try:
+        feat_rejects = {r["path"]: r["reason"] for r in read_tsv(inputs.features_rejects)}
+    except KeyError as e:
+        raise ExportError(f"{inputs.features_rejects}: not a rejects table ({e})") from e
+    col = Collected(face_model=info["face_model"], n_id=info["n_id"], audio_format=audio_format)
+    rows: list[dict] = []
+    for ex_p, fit_p, ft_p in zip(inputs.extract, inputs.fit, inputs.features, strict=True):
+        with _h5(Path(ex_p)) as f:
+            try:
+                videos = [_s(x) for x in f["video"][()]]
+                idents = [_s(x) for x in f["identity"][()]]
+                lengths = f["audio_length"][()].astype(np.int64)
+                nframes = f["frame_count"][()].astype(np.int64)
+                sr = int(f.attrs["sample_rate"])
+            except KeyError as e:
+                raise ExportError(f"{ex_p}: not a vox3d extract shard ({e})") from e
+        col.sample_rate = sr
+        with _h5(Path(fit_p)) as f:
+            try:
+                kept = dict(
+                    zip(
+                        (_s(x) for x in f["videos/path"][()]),
+                        f["videos/n_kept"][()].astype(np.int64),
+                        strict=True,
+                    )
+                )
+            except KeyError as e:
+                raise ExportError(f"{fit_p}: not a vox3d fit shard ({e})") from e
+        with _h5(Path(ft_p)) as f:
+            try:
+                voiced = {_s(x) for x in f["index/video"][()]}
+            except KeyError as e:
+                raise ExportError(f"{ft_p}: not a vox3d feature shard ({e})") from e
+        for i, (video, ident) in enumerate(zip(videos, idents, strict=True)):
+            if video not in kept:
+                raise ExportError(f"{fit_p}: has no row for {video} of {ex_p} (stale fit shard?)")
+            if video in feat_rejects:
+                col.feature_rejected.append(video)
+                continue
+            if video not in voiced:
+                raise ExportError(
+                    f"{ft_p}: {video} of {ex_p} is neither in the features nor in "
+                    f"{inputs.features_rejects} (stale feature shard?)"
+                )
+            if ident not in shapes:
+                col.rejects.append(
+                    {"path": video, "stage": STAGE, "reason": NO_SHAPE.format(identity=ident)}
+                )
+                continue
+            m = manifest.get(video)
+            if m is None:
+                raise ExportError(f"{inputs.manifest}: has no row for {video} of {ex_p}")
+            s = shapes[ident]
+            rows.append(
+                {
+                    "utterance_id": utterance_id(video),
+                    "identity": ident,
+                    "youtube_id": m.get("youtube_id", ""),
+                    "utterance": m.get("utterance", ""),
+                    "gender": _gender(m.get("gender")),
+                    "split": "",
+                    "duration_s": float(lengths[i]) / sr,
+                    "num_samples": int(lengths[i]),
+                    "sample_rate": sr,
+                    "audio_path": audio_relpath(video, audio_format),
+                    "source_video": video,
+                    "frames_extracted": int(nframes[i]),
+                    "frames_kept": int(kept[video]),
+                    "face_model": info["face_model"],
+                    "shape": s.shape,
+                    "shape_spread": s.spread,
+                    "shape_n_frames": s.n_frames,
+                    "shape_n_videos": s.n_videos,
+                    "shape_n_outliers": s.n_outliers,
+                    "_shard": str(ex_p),
+                    "_index": i,
+                    "_meta": m,
+                }
+            )
+    rows.sort(key=lambda r: r["utterance_id"])
+    dup = [k for k, n in Counter(r["utterance_id"] for r in rows).items() if n > 1]
+    if dup:
+        raise ExportError(f"utterance ids occur in several shards: {dup[:5]}")
+    meta: dict[str, IdentityMeta] = {}
+    for r in rows:
+        m = r["_meta"]
+        meta.setdefault(
+            r["identity"],
+            IdentityMeta(
+                identity=r["identity"],
+                name=m.get("name", ""),
+                gender=r["gender"] or "",
+                nationality=m.get("nationality", ""),
+                set=m.get("set", ""),
+            ),  # fmt: skip
+        )
+    train, val, how = split_identities(sorted(meta), meta, split_method, val_fraction)
+    side = {**dict.fromkeys(train, "train"), **dict.fromkeys(val, "val")}
+    for r in rows:
+        r["split"] = side[r["identity"]]
+    col.split_method = how
+    col.utterances = rows
+    col.rejects.sort(key=lambda r: r["path"])
+    col.feature_rejected.sort()
+    by_id: dict[str, list[dict]] = {}
+    for r in rows:
+        by_id.setdefault(r["identity"], []).append(r)
+    for ident in sorted(by_id):
+        rs, m, s = by_id[ident], meta[ident], shapes[ident]
+        col.identities.append(
+            {
+                "identity": ident,
+                "name": m.name,
+                "gender": m.gender or None,
+                "nationality": m.nationality,
+                "vox1_set": m.set,
+                "split": side[ident],
+                "n_utterances": len(rs),
+                "n_youtube_ids": len({r["youtube_id"] for r in rs}),
+                "duration_s": float(sum(r["num_samples"] for r in rs)) / col.sample_rate,
+                "face_model": info["face_model"],
+                "shape": s.shape,
+                "shape_spread": s.spread,
+                "shape_n_frames": s.n_frames,
+                "shape_n_videos": s.n_videos,
+                "shape_n_outliers": s.n_outliers,
+            }
+        )
+    return col
+
+
+# --------------------------------------------------------------------------------------
+# audio
+
+
+def wav_float32_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """A mono IEEE-float 32-bit WAV file (``fmt`` with format tag 3, ``fact``, ``data``)
+    of `audio` ``(S,)`` float32, written here so the bytes depend only on the samples."""
+    a = np.ascontiguousarray(audio, dtype="<f4").reshape(-1)
+    data = a.tobytes()
+    fmt = struct.pack("<HHIIHHH", 3, 1, sample_rate, sample_rate * 4, 4, 32, 0)
+    fact = struct.pack("<I", a.size)
+    body = (
+        b"WAVE"
+        + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+        + b"fact" + struct.pack("<I", len(fact)) + fact
+        + b"data" + struct.pack("<I", len(data)) + data
+    )  # fmt: skip
+    if len(body) + 8 > 0xFFFFFFFF:
+        raise ValueError(f"audio too long for a WAV file ({a.size} samples)")
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def flac24_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """24-bit mono FLAC of `audio` ``(S,)`` float32 in [-1, 1] (libsndfile, no metadata
+    besides the encoder's vendor string)."""
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.asarray(audio, np.float32), sample_rate, format="FLAC", subtype="PCM_24")
+    return buf.getvalue()
+
+
+def encode_audio(audio: np.ndarray, sample_rate: int, audio_format: str) -> bytes:
+    """The file bytes of one utterance in `audio_format` (``wav`` | ``flac``)."""
+    if audio_format == "wav":
+        return wav_float32_bytes(audio, sample_rate)
+    if audio_format == "flac":
+        return flac24_bytes(audio, sample_rate)
+    raise ValueError(f"unknown audio format {audio_format!r}; choose one of {AUDIO_FORMATS}")
+
+
+def write_audio(col: Collected, dest: str | os.PathLike) -> dict[str, int]:
+    """Write every exported utterance's audio under ``dest/audio/`` (atomically; a file that
+    already has the right bytes is left alone).  Returns ``{"written", "unchanged", "bytes"}``."""
+    from vox3d.extract import ExtractShard
+    from vox3d.io import write_bytes_atomic
+
+    dest = Path(dest)
+    (dest / "audio").mkdir(parents=True, exist_ok=True)  # exists even with nothing to export
+    by_shard: dict[str, list[dict]] = {}
+    for r in col.utterances:
+        by_shard.setdefault(r["_shard"], []).append(r)
+    res = {"written": 0, "unchanged": 0, "bytes": 0}
+    for shard in sorted(by_shard):
+        try:
+            sh = ExtractShard(shard)
+        except (OSError, ValueError) as e:
+            raise ExportError(str(e)) from e
+        with sh:
+            for r in by_shard[shard]:
+                a = sh.audio(r["_index"])
+                if a.size != r["num_samples"]:
+                    raise ExportError(f"{shard}: {r['source_video']} audio length changed")
+                data = encode_audio(a, col.sample_rate, col.audio_format)
+                target = dest / r["audio_path"]
+                res["bytes"] += len(data)
+                if (
+                    target.is_file()
+                    and target.stat().st_size == len(data)
+                    and target.read_bytes() == data
+                ):
+                    res["unchanged"] += 1
+                    continue
+                write_bytes_atomic(target, data)
+                res["written"] += 1
+    return res
+
+
+# --------------------------------------------------------------------------------------
+# lhotse
+
+
+def _floats(a: np.ndarray) -> list[float]:
+    """float32 values as Python floats (exact; JSON round-trips them bit for bit)."""
+    return [float(x) for x in np.asarray(a, np.float32)]
+
+
+def lhotse_dicts(col: Collected) -> tuple[list[dict], list[dict], list[dict]]:
+    """``(recordings, supervisions, cuts)`` as lhotse's own ``to_dict()`` gives them.
+
+    Recording: id = utterance id, one ``file`` source (the audio file, relative path),
+    16 kHz, mono.  Supervision: the whole recording; ``speaker`` = identity, ``gender``;
+    ``custom``: ``youtube_id``, ``split``, ``face_model``, ``shape`` and ``shape_spread``
+    (lists of K floats, the float32 values of identities.h5), ``shape_n_frames``,
+    ``shape_n_videos``, ``shape_n_outliers``, ``frames_kept``.  Cut: one MonoCut each
+    (``<utterance id>-0``, lhotse's id for a cut of a whole recording).
+    """
+    from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
+    from lhotse.audio import AudioSource
+
+    recs, sups = [], []
+    for r in col.utterances:
+        rec = Recording(
+            id=r["utterance_id"],
+            sources=[AudioSource(type="file", channels=[0], source=r["audio_path"])],
+            sampling_rate=r["sample_rate"],
+            num_samples=r["num_samples"],
+            duration=r["duration_s"],
+        )
+        sup = SupervisionSegment(
+            id=r["utterance_id"],
+            recording_id=r["utterance_id"],
+            start=0.0,
+            duration=r["duration_s"],
+            channel=0,
+            speaker=r["identity"],
+            gender=r["gender"],
+            custom={
+                "youtube_id": r["youtube_id"],
+                "split": r["split"],
+                "face_model": r["face_model"],
+                "shape": _floats(r["shape"]),
+                "shape_spread": _floats(r["shape_spread"]),
+                "shape_n_frames": r["shape_n_frames"],
+                "shape_n_videos": r["shape_n_videos"],
+                "shape_n_outliers": r["shape_n_outliers"],
+                "frames_kept": r["frames_kept"],
+            },
+        )
+        recs.append(rec)
+        sups.append(sup)
+    cuts = CutSet.from_manifests(
+        recordings=RecordingSet.from_recordings(recs),
+        supervisions=SupervisionSet.from_segments(sups),
+    )
+    cut_dicts = sorted((c.to_dict() for c in cuts), key=lambda d: d["id"])
+    return [x.to_dict() for x in recs], [x.to_dict() for x in sups], cut_dicts
+
+
+def jsonl_gz_bytes(items: Iterable[Mapping]) -> bytes:
+    """JSON lines (lhotse's serialisation: ``json.dumps(item, ensure_ascii=False)``),
+    gzip-compressed with no file name and mtime 0, so equal items give equal bytes."""
+    text = "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items)
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=6) as gz:
+        gz.write(text.encode("utf-8"))
+    return buf.getvalue()
+
+
+def write_lhotse(col: Collected, dest: str | os.PathLike) -> list[Path]:
+    """Write :data:`LHOTSE_FILES` under `dest`; returns their paths."""
+    from vox3d.io import write_bytes_atomic
+
+    dest = Path(dest)
+    paths = []
+    for rel, items in zip(LHOTSE_FILES, lhotse_dicts(col), strict=True):
+        write_bytes_atomic(dest / rel, jsonl_gz_bytes(items))
+        paths.append(dest / rel)
+    return paths
+
+
+def load_lhotse(root: str | os.PathLike):
+    """``(RecordingSet, SupervisionSet, CutSet)`` of an export folder, audio paths resolved
+    against `root` (lhotse's ``with_path_prefix``)."""
+    from lhotse import CutSet, RecordingSet, SupervisionSet
+
+    root = Path(root)
+    recs = RecordingSet.from_file(root / LHOTSE_FILES[0]).with_path_prefix(root)
+    sups = SupervisionSet.from_file(root / LHOTSE_FILES[1])
+    cuts = CutSet.from_file(root / LHOTSE_FILES[2]).with_recording_path_prefix(root)
+    return recs, sups, cuts
+
+
+# --------------------------------------------------------------------------------------
+# Hugging Face (parquet)
+
+
+def _schemas():
+    import pyarrow as pa
+
+    vec = pa.list_(pa.float32())
+    types = {
+        "utterance_id": pa.string(), "identity": pa.string(), "youtube_id": pa.string(),
+        "utterance": pa.string(), "gender": pa.string(), "split": pa.string(),
+        "duration_s": pa.float64(), "num_samples": pa.int64(), "sample_rate": pa.int32(),
+        "audio_path": pa.string(), "source_video": pa.string(),
+        "frames_extracted": pa.int64(), "frames_kept": pa.int64(), "face_model": pa.string(),
+        "shape": vec, "shape_spread": vec, "shape_n_frames": pa.int64(),
+        "shape_n_videos": pa.int64(), "shape_n_outliers": pa.int64(),
+        "name": pa.string(), "nationality": pa.string(), "vox1_set": pa.string(),
+        "n_utterances": pa.int64(), "n_youtube_ids": pa.int64(),
+    }  # fmt: skip
+    utt = pa.schema([(c, types[c]) for c in UTTERANCE_COLUMNS])
+    ident = pa.schema([(c, types[c]) for c in IDENTITY_COLUMNS])
+    return utt, ident
+
+
+def _table(rows: Sequence[Mapping], schema):
+    import pyarrow as pa
+
+    cols = {}
+    for f in schema:
+        vals = [r[f.name] for r in rows]
+        if pa.types.is_list(f.type):
+            vals = [np.asarray(v, np.float32) for v in vals]
+        cols[f.name] = pa.array(vals, type=f.type)
+    return pa.Table.from_pydict(cols, schema=schema)
+
+
+def parquet_bytes(table) -> bytes:
+    """`table` as parquet with :data:`PARQUET_SETTINGS`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **PARQUET_SETTINGS)
+    return sink.getvalue().to_pybytes()
+
+
+def write_hf(col: Collected, dest: str | os.PathLike) -> list[Path]:
+    """Write :data:`HF_FILES` under `dest`; returns their paths."""
+    from vox3d.io import write_bytes_atomic
+
+    dest = Path(dest)
+    utt_schema, id_schema = _schemas()
+    out = []
+    for rel, rows, schema in zip(
+        HF_FILES, (col.utterances, col.identities), (utt_schema, id_schema), strict=True
+    ):
+        write_bytes_atomic(dest / rel, parquet_bytes(_table(rows, schema)))
+        out.append(dest / rel)
+    return out
+
+
+def write_rejects(col: Collected, dest: str | os.PathLike) -> Path:
+    """The export's rejects table (``path, stage, reason``) at ``dest/rejects.tsv``."""
+    from vox3d.io import write_rejects as _write
+
+    _write(Path(dest) / REJECTS_FILE, col.rejects)
+    return Path(dest) / REJECTS_FILE
+
+
+# --------------------------------------------------------------------------------------
+# one call, and the CLI
+
+
+def export(
+    out_dir: str | os.PathLike,
+    formats: Sequence[str] = FORMATS,
+    dest: str | os.PathLike | None = None,
+    audio_format: str = "wav",
+    split_method: str = "auto",
+    val_fraction: float = 0.2,
+    write_audio_files: bool = True,
+) -> dict:
+    """Export the workflow outputs under `out_dir` into `dest` (default
+    ``out_dir/voxceleb3d``): the audio, the manifests of each of `formats` and the
+    rejects table.  Returns a summary (counts, files, audio bytes)."""
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown export format {fmt!r}; choose from {FORMATS}")
+    dest = Path(dest) if dest is not None else Path(out_dir) / EXPORT_DIR
+    col = collect(StageInputs.from_out_dir(out_dir), split_method, val_fraction, audio_format)
+    summary: dict = {
+        "utterances": len(col.utterances),
+        "identities": len(col.identities),
+        "not_exported": len(col.rejects),
+        "files": [],
+    }
+    if write_audio_files:
+        summary["audio"] = write_audio(col, dest)
+    if "lhotse" in formats:
+        summary["files"] += [str(p) for p in write_lhotse(col, dest)]
+    if "hf" in formats:
+        summary["files"] += [str(p) for p in write_hf(col, dest)]
+    summary["files"].append(str(write_rejects(col, dest)))
+    return summary
+
+
+def cli(argv: Sequence[str]) -> int:
+    """``vox3d export --format {lhotse,hf} OUT_DIR [--dest DIR] [--audio {wav,flac}]``."""
+    ap = argparse.ArgumentParser(prog="vox3d export", description=__doc__.splitlines()[0])
+    ap.add_argument("out_dir", help="a finished workflow's out_dir")
+    ap.add_argument("--format", choices=FORMATS, action="append", required=True,
+                    help="lhotse manifests or Hugging Face parquet (repeat for both)")  # fmt: skip
+    ap.add_argument("--dest", default=None, help=f"export folder (default OUT_DIR/{EXPORT_DIR})")
+    ap.add_argument("--audio", choices=AUDIO_FORMATS, default="wav",
+                    help="wav: float32, bit-exact (default); flac: 24-bit, about half the size")  # fmt: skip
+    ap.add_argument("--split", choices=("auto", "names", "hash"), default="auto",
+                    help="identity split rule (config train.split)")  # fmt: skip
+    ap.add_argument("--val-fraction", type=float, default=0.2, help="config train.val_fraction")
+    a = ap.parse_args(list(argv))
+    try:
+        s = export(a.out_dir, sorted(set(a.format)), a.dest, a.audio, a.split, a.val_fraction)
+    except ExportError as e:
+        print(f"vox3d export: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"{s['utterances']} utterances of {s['identities']} identities exported "
+        f"({s['not_exported']} not exported, see {REJECTS_FILE}); audio: "
+        f"{s['audio']['written']} written, {s['audio']['unchanged']} unchanged, "
+        f"{s['audio']['bytes'] / 1e6:.1f} MB"
+    )
+    for p in s["files"]:
+        print(p)
+    return 0
