@@ -375,3 +375,51 @@ def test_vectorised_pose_and_blur_match_reference():
         laplacian_variance(crops),
         rtol=1e-12,
     )
+
+
+def test_blur_windows_host_and_device_agree():
+    """In-frame windows of ROIs that leave the frame: numpy and torch give the same windows
+    and the same masked Laplacian variance."""
+    import torch
+
+    from vox3d.fit import crop_windows_torch, laplacian_variance_torch
+    from vox3d.quality import crop_windows, laplacian_variance
+
+    roi = np.array(
+        [[10.2, 20.7, 90.2, 100.7], [-40.0, -30.0, 180.0, 190.0], [150.0, 150.0, 400.0, 400.0],
+         [-500.0, -500.0, -300.0, -300.0]]
+    )  # fmt: skip
+    w_np = crop_windows(roi, (224, 224))
+    w_t = crop_windows_torch(torch.from_numpy(roi), (224, 224)).numpy()
+    np.testing.assert_array_equal(w_np, w_t)
+    assert w_np[0].tolist() == [0, 120, 0, 120]  # inside the frame
+    assert 0 < w_np[1, 0] < 30 and w_np[1, 1] == 120  # padding above, frame below
+    assert w_np[2, 1] < 60 and w_np[2, 3] < 60  # padding below and right
+    assert w_np[3, 0] == w_np[3, 1] or w_np[3, 2] == w_np[3, 3]  # nothing in the frame
+    crops = np.random.default_rng(2).integers(0, 256, (4, 120, 120, 3), dtype=np.uint8)
+    np.testing.assert_allclose(
+        laplacian_variance_torch(torch.from_numpy(crops), torch.from_numpy(w_np)).numpy(),
+        laplacian_variance(crops, w_np),
+        rtol=1e-12,
+    )
+
+
+def test_blur_ignores_the_black_padding_of_a_crop():
+    """A blurred face whose ROI leaves the frame: the padding's hard edge no longer reads as
+    sharpness (it did: whole-crop variance stays high however blurred the face)."""
+    import cv2
+
+    from vox3d.crop import crop_image
+    from vox3d.quality import crop_windows, laplacian_variance
+
+    clip = sorted((paths.DATA_ROOT / "real" / "voxceleb").glob("*/*/*.mp4"))[0]
+    frame = np.ascontiguousarray(_decode(clip, 1)[0][..., ::-1])
+    blurred = cv2.GaussianBlur(frame, (0, 0), 4)
+    roi = np.array([[-40.0, -40.0, 200.0, 200.0]])  # padding on two sides
+    win = crop_windows(roi, frame.shape[:2])
+    sharp_c, blur_c = crop_image(frame, roi[0])[None], crop_image(blurred, roi[0])[None]
+    whole = laplacian_variance(blur_c)[0]
+    inside_sharp = laplacian_variance(sharp_c, win)[0]
+    inside_blur = laplacian_variance(blur_c, win)[0]
+    assert inside_blur < 0.2 * whole  # the edge dominated the whole-crop measure
+    assert inside_sharp > 5 * inside_blur

@@ -81,4 +81,4 @@ def test_classify_counts_each_reason():
 
 def test_thresholds_from_config():
     th = Thresholds.from_config({"min_score": 0.7, "device": "cpu", "max_yaw_deg": 45})
-    assert th.min_score == 0.7 and th.max_yaw_deg == 45.0 and th.min_blur == 15.0
+    assert th.min_score == 0.7 and th.max_yaw_deg == 45.0 and th.min_blur == 60.0

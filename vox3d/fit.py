@@ -252,7 +252,7 @@ class Fitter:
         optionally ``landmark_nme``; then ``reason`` (uint8) and ``keep``.
         """
         from vox3d.crop import crop_image, roi_box_from_bbox
-        from vox3d.quality import laplacian_variance
+        from vox3d.quality import crop_windows, laplacian_variance
 
         bgr = [np.ascontiguousarray(np.asarray(f)[..., ::-1]) for f in frames_rgb]
         n = len(bgr)
@@ -287,7 +287,10 @@ class Fitter:
             )
             ii = np.asarray(idx)
             out["params"][ii] = params
-            out["blur"][ii] = laplacian_variance(crops_a)
+            wins = np.concatenate(
+                [crop_windows(out["roi"][i][None], bgr[i].shape[:2], crops_a.shape[1]) for i in idx]
+            )
+            out["blur"][ii] = laplacian_variance(crops_a, wins)
             angles = np.array([pose_angles_deg(p) for p in params])
             out["yaw"][ii], out["pitch"][ii], out["roll"][ii] = angles.T
             if self.landmarker is not None:
@@ -383,7 +386,9 @@ class Fitter:
                 res["params"] = self._regress(crops)
                 mark("regress")
                 res["roi"] = roi
-                res["blur"] = laplacian_variance_torch(crops)
+                res["blur"] = laplacian_variance_torch(
+                    crops, crop_windows_torch(roi, tuple(bgr.shape[1:3]), crops.shape[1])
+                )
                 mark("blur")
             host = {k: v.cpu().numpy() for k, v in res.items()}
             if clk is not None:
@@ -467,15 +472,49 @@ def choose_faces_torch(dets, keep, min_score: float):
     return index, n_good, margin
 
 
-def laplacian_variance_torch(crops):
+def crop_windows_torch(roi, image_hw: tuple[int, int], size: int = 120):
+    """:func:`vox3d.quality.crop_windows` on the device: ``roi (N, 4)`` -> ``(N, 4) long``
+    r0, r1, c0, c1 (same float64 operations, so the same windows)."""
+    import torch
+
+    r = torch.round(roi.double())
+    out = []
+    for a, b, n in ((r[:, 1], r[:, 3], image_hw[0]), (r[:, 0], r[:, 2], image_hw[1])):
+        scale = (b - a) / size
+        lo = torch.ceil((0.5 - a) / scale - 0.5)
+        hi = torch.floor((n - 0.5 - a) / scale - 0.5) + 1.0
+        out += [lo.clamp(0, size), hi.clamp(0, size)]
+    return torch.stack(out, 1).long()
+
+
+def laplacian_variance_torch(crops, windows=None):
     """:func:`vox3d.quality.laplacian_variance` on the device: ``(N, H, W, 3) uint8`` BGR
-    -> ``(N,) float64`` (same float64 arithmetic; sums may differ in the last bits)."""
+    (and optional ``windows (N, 4)`` from :func:`crop_windows_torch`) -> ``(N,) float64``
+    (same float64 arithmetic; sums may differ in the last bits)."""
+    import torch
+
+    from vox3d.quality import MIN_BLUR_PIXELS
+
     x = crops.double()
     g = 0.114 * x[..., 0] + 0.587 * x[..., 1] + 0.299 * x[..., 2]
     lap = (
         g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:] - 4.0 * g[:, 1:-1, 1:-1]
-    ).reshape(g.shape[0], -1)
-    return (lap - lap.mean(1, keepdim=True)).square().mean(1)
+    )
+    if windows is None:
+        lap = lap.reshape(g.shape[0], -1)
+        return (lap - lap.mean(1, keepdim=True)).square().mean(1)
+    h, w = lap.shape[1:]
+    rows = torch.arange(h, device=lap.device)
+    cols = torch.arange(w, device=lap.device)
+    mr = (rows[None] >= windows[:, :1]) & (rows[None] < windows[:, 1:2] - 2)
+    mc = (cols[None] >= windows[:, 2:3]) & (cols[None] < windows[:, 3:4] - 2)
+    mask = mr[:, :, None] & mc[:, None, :]
+    small = mask.sum((1, 2)) < MIN_BLUR_PIXELS
+    mask = mask | small[:, None, None]
+    m = mask.double()
+    cnt = m.sum((1, 2))
+    mean = (lap * m).sum((1, 2)) / cnt
+    return ((lap - mean[:, None, None]).square() * m).sum((1, 2)) / cnt
 
 
 def pose_angles_deg_batch(params: np.ndarray) -> np.ndarray:
