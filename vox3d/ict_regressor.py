@@ -70,7 +70,7 @@ class GenConfig:
     n_id: int = 40
     n_exp: int = 10
     seed: int = 0
-    yaw_deg: float = 85.0  # the corpus has profile episodes to |yaw| 85 (vox3d.synth)
+    yaw_deg: float = 60.0
     pitch_deg: float = 25.0
     roll_deg: float = 15.0
     id_trunc: float = 3.0  # identity coefficients truncated at +- this many std
@@ -710,7 +710,7 @@ def train(
 # evaluation
 
 
-YAW_BINS = ((0.0, 20.0), (20.0, 40.0), (40.0, 60.0), (60.0, 90.0))
+YAW_BINS = ((0.0, 20.0), (20.0, 40.0), (40.0, 60.0))
 
 
 def evaluate(
