@@ -22,7 +22,8 @@ step() {  # step NAME SECONDS CMD...
 what=${1:-all}
 if [ "$what" = all ] || [ "$what" = fit ]; then
   step fit_stage 120 python3 bench/fit_stage.py --device cuda --precisions fp32,bf16,fp16
-  step node 240 python3 bench/node.py --device cuda --copies 150 --workers 14 --fit-threads 8
+  ngpu=$(nvidia-smi -L | wc -l)
+  step node 300 python3 bench/node.py --device cuda --copies 150 --workers 14 --fit-threads 8 --multi-gpu "$ngpu"
 fi
 if [ "$what" = all ]; then
   step fit 270 python3 bench/fit.py --device cuda --compile --profile
