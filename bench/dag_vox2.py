@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -117,8 +118,11 @@ def main() -> int:
         cmd += ["--config", f"videos_dir={videos}", f"out_dir={out}", f"shard_size={a.shard_size}"]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         t = time.perf_counter()
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t_dag = time.perf_counter() - t
+        cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         if r.returncode != 0:
             print(r.stdout[-3000:], r.stderr[-3000:], file=sys.stderr)
             return 1
@@ -135,6 +139,10 @@ def main() -> int:
     print(f"write manifest+shards          {t_write:.1f} s")
     what = a.target or "all (default target)"
     print(f"snakemake -n {what}: {t_dag:.1f} s (DAG build incl. startup)")
+    print(
+        f"  of which CPU time (user+sys) {cpu:.1f} s; load average (1 min) after "
+        f"{os.getloadavg()[0]:.2f}"
+    )
     ok = all(counts.get(r) == len(names) for r in ("extract_shard", "fit_shard", "features_shard"))
     if "manifest" in counts:
         print("warning: the dry run would rerun the manifest checkpoint", file=sys.stderr)

@@ -140,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="copies of each clip")
     ap.add_argument("--train-iters", type=int, default=10)
     ap.add_argument("--json", default=None, help="also write the numbers here")
+    ap.add_argument(
+        "--update",
+        default=None,
+        help="update the CPU entries of this throughput file (vox3d/data/throughput.json)",
+    )
     a = ap.parse_args(argv)
     from vox3d.paths import DATA_ROOT
 
@@ -161,7 +166,43 @@ def main(argv: list[str] | None = None) -> int:
     print(table(res))
     if a.json:
         Path(a.json).write_text(json.dumps({"load": [load0, load1], "stages": res}, indent=1))
+    if a.update:
+        update_throughput_file(Path(a.update), res, (load0, load1), n, a.repeat)
     return 0
+
+
+#: throughput-file key, stage of :func:`measure`, unit in the file
+CPU_KEYS = {
+    "extract_cpu": ("extract", "s of video/s/core"),
+    "features_cpu": ("features", "s of audio/s/core"),
+    "fit_read_cpu": ("fit_read", "frames/s/core"),
+    "fit_cpu": ("fit", "frames/s/core"),
+    "train_cpu": ("train", "it/s/core"),
+}
+
+
+def update_throughput_file(
+    path: Path, res: dict[str, dict], load: tuple[float, float], n_files: int, repeat: int
+) -> None:
+    """Write the CPU measurements of `res` into the throughput file at `path` (the GPU
+    entries and everything else are kept), each with its source, date and load."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    for key, (stage, unit) in CPU_KEYS.items():
+        data["measurements"][key] = {
+            "value": round(float(res[stage]["per_s"]), 3),
+            "unit": unit,
+            "source": (
+                f"bench/throughput.py (bench/results/cpu_throughput.txt): {stage}, one thread, "
+                + (
+                    "bench/train.py paper preset on random features (--source host)"
+                    if stage == "train"
+                    else f"{n_files} real VoxCeleb2 clips ({repeat} copies of 10)"
+                )
+            ),
+            "date": time.strftime("%Y-%m-%d"),
+            "device": f"{os.cpu_count()}-core development VM, load {load[0]:.2f}/{load[1]:.2f}",
+        }
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

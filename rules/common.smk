@@ -82,5 +82,21 @@ def shard_minutes(s_per_video_s, margin=10.0, floor=5):
     return max(floor, math.ceil(need_s / 60))
 
 
+def train_minutes(margin=3.0, floor=10):
+    """Runtime request in minutes of `train`: its steps (train.steps, else the preset's:
+    paper 48,000, demo 600) at the measured speed, times `margin`.  Measured: paper preset
+    48.7 it/s on an H100 with amp (bench/results/h100_train.txt), 1.35 it/s on one CPU core
+    (bench/results/cpu_throughput.txt, taken as linear in the rule's threads); demo preset
+    600 steps in 316 s on 2 loaded cores (1.9 it/s)."""
+    t = config["train"]
+    paper = t["preset"] == "paper"
+    steps = t["steps"] or (48000 if paper else 600)
+    if not paper:
+        it_s = 1.9  # the CPU figure, also on a GPU (not measured there; a GPU is not slower)
+    else:
+        it_s = 48.7 if t["device"] == "cuda" else 1.35 * 2
+    return max(floor, math.ceil(steps / it_s * margin / 60))
+
+
 def all_targets(wildcards):
     return TARGETS

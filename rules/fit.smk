@@ -9,7 +9,7 @@ TARGETS.extend([out("fit/identities.h5"), out("fit/rejects.tsv"), out("fit/stats
 
 # GPUs of a fit_shard job: one when fit.device is cuda, or auto on a machine with one
 # (nvidia-smi present).  `--set-resources fit_shard:gpu=N` runs N processes, one per GPU
-# (scripts/fit.py, vox3d/multigpu.py).
+# (scripts/fit.py, vox3d/multigpu.py); give it N x mem_mb too (fit_shard:mem_mb=...).
 FIT_GPUS = (
     1
     if config["fit"]["device"] == "cuda"

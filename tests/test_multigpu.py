@@ -113,21 +113,34 @@ def face_frames():
     return np.stack([render_frame(gm, cfg, i, degrade=False).image for i in range(4)])
 
 
-@needs_assets
-@pytest.mark.parametrize("n_dev", [2, 3])
-def test_multi_process_fit_is_byte_identical(tmp_path, face_frames, n_dev):
-    counts = [3, 5, 2, 7, 1, 4, 6]
+COUNTS = [3, 5, 2, 7, 1, 4, 6]
+FIT = {"fit": {"device": "cpu", "batch_size": 4, "min_blur": 0.0}}
+
+
+@pytest.fixture(scope="module")
+def shard_and_reference(tmp_path_factory, face_frames):
+    """An extract shard of 7 videos (one without a face) and its one-process fit file."""
+    tmp = tmp_path_factory.mktemp("mgpu")
     videos = []
-    for i, n in enumerate(counts):
+    for i, n in enumerate(COUNTS):
         frames = np.stack([face_frames[(i + j) % len(face_frames)] for j in range(n)])
         if i == 4:
             frames = np.zeros_like(frames)  # no face: a reject row, merged in order
         videos.append((f"id{i % 3}/yt/{i:05d}.mp4", f"id{i % 3}", frames))
-    ext = tmp_path / "shard-00000.h5"
+    ext = tmp / "shard-00000.h5"
     _write_shard(ext, videos)
-    cfg = FitConfig.from_config({"fit": {"device": "cpu", "batch_size": 4, "min_blur": 0.0}})
-    one, many = tmp_path / "one.h5", tmp_path / "many.h5"
-    st1 = fit_shard(ext, one, cfg, progress=False)
+    one = tmp / "one.h5"
+    stats = fit_shard(ext, one, FitConfig.from_config(FIT), progress=False)
+    return ext, one, stats
+
+
+@needs_assets
+@pytest.mark.parametrize("n_dev", [2, 3])
+def test_multi_process_fit_is_byte_identical(tmp_path, shard_and_reference, n_dev):
+    ext, one, st1 = shard_and_reference
+    counts = COUNTS
+    cfg = FitConfig.from_config(FIT)
+    many = tmp_path / "many.h5"
     stn = fit_shard_multi(ext, many, cfg, ["cpu"] * n_dev)
     assert st1 == stn and st1["frames"] == sum(counts) and st1["videos_rejected"] >= 1
     with h5py.File(many, "r") as f:
@@ -136,3 +149,27 @@ def test_multi_process_fit_is_byte_identical(tmp_path, face_frames, n_dev):
         )
         assert np.isfinite(f["frames/params"][:3]).all()
     assert one.read_bytes() == many.read_bytes()
+
+
+@needs_assets
+def test_workers_do_not_rerun_an_unguarded_main_script(tmp_path, shard_and_reference):
+    """Snakemake runs scripts/fit.py as __main__ without a main guard: spawned workers must
+    not re-run it (they would fail outside the job, or fit the shard again)."""
+    import subprocess
+    import sys
+
+    ext, one, _ = shard_and_reference
+    out = tmp_path / "many.h5"
+    marker = tmp_path / "main_runs.txt"
+    script = tmp_path / "job_script.py"
+    script.write_text(
+        "from vox3d.fit import FitConfig\n"
+        "from vox3d.multigpu import fit_shard_multi\n"
+        f"open({str(marker)!r}, 'a').write('x')\n"
+        f"fit_shard_multi({str(ext)!r}, {str(out)!r}, FitConfig.from_config({FIT!r}), "
+        "['cpu', 'cpu'])\n"
+    )
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert marker.read_text() == "x"  # the script ran once, in the parent only
+    assert out.read_bytes() == one.read_bytes()

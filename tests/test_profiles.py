@@ -54,10 +54,8 @@ def placement(profile: str, videos: Path, out: Path, *config: str) -> list[dict]
 def test_profiles_parse(profile):
     cfg = yaml.safe_load((REPO / "profiles" / profile / "config.yaml").read_text())
     assert cfg["executor"] == profile
-    assert cfg["groups"] == [
-        "extract_shard=cpu_shard", "features_shard=cpu_shard", "fit_shard=gpu_fit"
-    ]  # fmt: skip
-    assert "gpu=local" in cfg["set-resource-scopes"] and "gpu=1" in cfg["resources"]
+    assert cfg["groups"] == ["extract_shard=cpu_shard", "features_shard=cpu_shard"]
+    assert "group-components" not in cfg  # wrong groups with the checkpoint: see the profile
     overlay = yaml.safe_load((REPO / "profiles" / "slurm" / "gpu.yaml").read_text())
     assert overlay["fit"]["device"] == overlay["train"]["device"] == "cuda"
 
@@ -94,21 +92,21 @@ def test_slurm_gpu_jobs_on_gpu_partition(slurm_jobs):
 
 def test_slurm_groups_as_stated(slurm_jobs):
     groups = [r for r in slurm_jobs if r["kind"] == "group"]
-    fit = [g for g in groups if g["name"] == "gpu_fit"]
-    cpu = [g for g in groups if g["name"] == "cpu_shard"]
-    # fit_shard: up to 16 shards per SLURM job on one GPU; runtimes add up
-    assert sum(len(g["shards"]) for g in fit) == N_SHARDS
-    assert all(set(g["rules"]) == {"fit_shard"} and len(g["shards"]) <= 16 for g in fit)
-    assert max(len(g["shards"]) for g in fit) == 16
-    # extract_shard + features_shard of the same shards, up to 8 shards per SLURM job
-    assert sum(len(set(g["shards"])) for g in cpu) == N_SHARDS
-    for g in cpu:
-        assert g["rules"].count("extract_shard") == g["rules"].count("features_shard")
-        assert len(set(g["shards"])) <= 8
-    assert max(len(set(g["shards"])) for g in cpu) == 8
-    # no shard job outside a group
-    singles = {r for rec in slurm_jobs if rec["kind"] == "single" for r in rec["rules"]}
-    assert not singles & {"extract_shard", "fit_shard", "features_shard"}
+    # one SLURM job per shard runs that shard's extract_shard then features_shard
+    assert groups and all(g["name"] == "cpu_shard" for g in groups)
+    assert sorted(s for g in groups for s in set(g["shards"])) == [
+        f"shard-{i:05d}" for i in range(N_SHARDS)
+    ]
+    for g in groups:
+        assert sorted(g["rules"]) == ["extract_shard", "features_shard"], g
+        assert len(set(g["shards"])) == 1, g
+        # sized by Snakemake from the members (extract 1000 MB / 5 min, features 500 MB /
+        # 5 min at shard_size 4): runtimes add up; memory covers the larger member
+        assert g["resources"]["runtime"] == 10 and g["resources"]["mem_mb"] >= 1000
+        assert " -t 10 " in g["sbatch"] and f"--cpus-per-task={g['threads']}" in g["sbatch"]
+    # fit_shard: one GPU job per shard, never inside a CPU group
+    fit = [r for r in slurm_jobs if r["rules"] == ["fit_shard"]]
+    assert len(fit) == N_SHARDS and all(r["kind"] == "single" for r in fit)
 
 
 def test_slurm_cpu_only_config_puts_fit_on_cpu(small_run):
@@ -152,3 +150,34 @@ def test_cluster_generic_dry_run_and_qsub_lines(small_run, tmp_path, monkeypatch
     assert sub.qsub_command({"resources": {"runtime": 125}}, "j.sh", env={})[6] == (
         "walltime=02:05:00"
     )
+
+
+def test_pbs_submit_script_reads_a_jobscript(tmp_path):
+    """submit.py as the executor calls it: job properties read from the job script."""
+    props = {"type": "group", "groupid": "cpu_shard", "threads": 2,
+             "resources": {"mem_mb": 1500, "runtime": 10, "gpu": 0}}  # fmt: skip
+    js = tmp_path / "snakejob.sh"
+    js.write_text(f"#!/bin/sh\n# properties = {json.dumps(props)}\necho run\n")
+    env = {**os.environ, "VOX3D_SUBMIT_PRINT": "1", "VOX3D_PBS_CPU_QUEUE": "short"}
+    r = subprocess.run(
+        [sys.executable, str(REPO / "profiles" / "cluster-generic" / "submit.py"), str(js)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [
+        "qsub", "-q", "short", "-l", "select=1:ncpus=2:mem=1500mb", "-l", "walltime=00:10:00",
+        "-N", "vox3d.cpu_shard", "-j", "oe", "-o", "logs/cluster/", str(js),
+    ]  # fmt: skip
+
+
+def test_pbs_status_mapping():
+    spec = importlib.util.spec_from_file_location(
+        "pbs_status", REPO / "profiles" / "cluster-generic" / "status.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.status_of({"job_state": "R"}) == "running"
+    assert mod.status_of({"job_state": "Q"}) == "running"
+    assert mod.status_of({"job_state": "F", "Exit_status": 0}) == "success"
+    assert mod.status_of({"job_state": "F", "Exit_status": 271}) == "failed"
+    assert mod.status_of({}) == "failed"

@@ -34,8 +34,10 @@ that list, so the multi-process path runs and is tested on a machine without GPU
 from __future__ import annotations
 
 import bisect
+import contextlib
 import multiprocessing
 import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -204,6 +206,20 @@ class _WriterInfo:
     model_file: str
 
 
+@contextlib.contextmanager
+def _main_not_reimported():
+    """Hide ``__main__.__file__`` while worker processes start: a spawned child otherwise
+    re-runs the parent's main script (under Snakemake the job's generated copy of
+    scripts/fit.py, which fails outside the job); the workers need nothing from it."""
+    main = sys.modules.get("__main__")
+    saved = main.__dict__.pop("__file__", None) if main is not None else None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            main.__file__ = saved
+
+
 def fit_shard_multi(
     extract_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -235,12 +251,13 @@ def fit_shard_multi(
     pools = []
     try:
         futures = []
-        for (a, b), dev in zip(parts, devices, strict=False):
-            pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_device,
-                                       initargs=(dev,))  # fmt: skip
-            pools.append(pool)
-            wcfg = replace(cfg, device="cpu" if dev == "cpu" else "cuda")
-            futures.append(pool.submit(_fit_part, str(extract_path), wcfg, a, b))
+        with _main_not_reimported():  # the processes start in submit()
+            for (a, b), dev in zip(parts, devices, strict=False):
+                pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_device,
+                                           initargs=(dev,))  # fmt: skip
+                pools.append(pool)
+                wcfg = replace(cfg, device="cpu" if dev == "cpu" else "cuda")
+                futures.append(pool.submit(_fit_part, str(extract_path), wcfg, a, b))
         results: list[_Part] = [f.result() for f in futures]
     finally:
         for pool in pools:

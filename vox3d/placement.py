@@ -17,7 +17,7 @@ plugin's own functions what it would do:
     .venv/bin/python -m vox3d.placement --profile profiles/slurm [--config key=value ...]
 
 prints one JSON object per job of the dry run (``kind`` single|group, or local for a job
-that runs in the Snakemake process and is never submitted; ``name``, ``rules``,
+without a body (rule all) that is never submitted; ``name``, ``rules``,
 ``shards``, ``threads``, ``resources``, ``partition``, ``gres``, ``sbatch``).
 """
 
@@ -75,7 +75,7 @@ def dry_run_placement(argv: list[str], partition_file: str | Path | None) -> lis
     records: list[dict] = []
 
     def record(self, job) -> None:
-        local = not job.is_group() and (job.is_norun or job.is_local)
+        local = not job.is_group() and job.is_norun
         rec = {
             "kind": "group" if job.is_group() else "local" if local else "single",
             "name": str(job.groupid) if job.is_group() else job.rule.name,

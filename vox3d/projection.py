@@ -163,6 +163,9 @@ def project(data: dict, nodes: int) -> Projection:
 
 
 def _h(x: float) -> str:
+    """Hours as printed: 1 decimal from 10 h, else 2; below 0.005 h ``<0.01``."""
+    if x < 0.005:
+        return "<0.01"
     return f"{x:,.1f}" if x >= 10 else f"{x:,.2f}"
 
 
@@ -220,5 +223,6 @@ def projection_markdown(
     ]
     for k in REQUIRED:
         v = m[k]
-        out.append(f"| {k} | {v['value']:,.4g} {v['unit']} | {v['source']} | {v['date']} |")
+        val = f"{v['value']:,.0f}" if v["value"] >= 100 else f"{v['value']:.3g}"
+        out.append(f"| {k} | {val} {v['unit']} | {v['source']} | {v['date']} |")
     return "\n".join(out) + "\n"
