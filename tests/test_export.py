@@ -443,6 +443,9 @@ def test_card_counts_filters_and_provenance(out_dir, exported, tmp_path):
     assert "| features | silence | | 1 |" in text
     assert "| export | identity has no fitted 3D shape | 7 utterances | 2 |" in text
     assert "| extract | (all reasons) | 8 videos | 0 |" in text
+    # the VoxCeleb2 build-time projection (vox3d.projection), with its measured inputs
+    assert "## Build-time projection" in text and "Projected build time: VoxCeleb2" in text
+    assert "| fit_gpu |" in text and "Measured end to end on GPU nodes" in text
     # provenance
     canon = json.dumps({k: v for k, v in cfg.items() if k != "out_dir"}, sort_keys=True,
                        separators=(",", ":"), ensure_ascii=False)  # fmt: skip

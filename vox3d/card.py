@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from vox3d.export import Collected
+from vox3d.projection import projection_markdown
 
 #: Config keys left out of the config hash: they say where files go, not what they hold.
 HASH_EXCLUDED_KEYS = ("out_dir",)
@@ -430,6 +431,11 @@ Thresholds of this build:
 """
     )
     parts.append(_accuracy_section(accuracy, col.face_model, synthetic))
+    parts.append(
+        "## Build-time projection\n\nHow long the same workflow takes on VoxCeleb2 at "
+        "cluster scale, from measured per-stage throughputs (`vox3d/projection.py`, "
+        "`vox3d/data/throughput.json`, `docs/cluster.md`).\n\n" + projection_markdown()
+    )
     parts.append(
         f"""## Licences and provenance
 

@@ -225,4 +225,21 @@ def projection_markdown(
         v = m[k]
         val = f"{v['value']:,.0f}" if v["value"] >= 100 else f"{v['value']:.3g}"
         out.append(f"| {k} | {val} {v['unit']} | {v['source']} | {v['date']} |")
+    runs = data.get("node_runs") or []
+    if runs:
+        out += [
+            "",
+            "Measured end to end on GPU nodes (extract and fit only; the per-core model above "
+            "predicts more: its extract rate comes from the development machine, and extract "
+            "processes on these nodes ran at about a third of it each):",
+            "",
+            "| run | s of video/s | hours for the corpus (extract + fit) | source |",
+            "|---|---:|---:|---|",
+        ]
+        for r in runs:
+            hours = float(c["hours"]) / float(r["value"])  # h of video / (s video / s wall)
+            out.append(
+                f"| {r['device']}: {r['what']} | {r['value']:,.0f} | {_h(hours)} | "
+                f"{r['source']}, {r['date']} |"
+            )
     return "\n".join(out) + "\n"
