@@ -54,6 +54,9 @@ rule export_audio:
         mem_mb=2000,
         runtime=120,
         gpu=0,
+        # set (not derived from the inputs' sizes, which Snakemake would stat for every
+        # shard file: 13 s of a VoxCeleb2-sized DAG); audio export needs ~4 bytes/sample
+        disk_mb=1000,
     params:
         **EXPORT_PARAMS,
     script:
@@ -78,6 +81,7 @@ rule export_lhotse:
         mem_mb=2000,
         runtime=30,
         gpu=0,
+        disk_mb=1000,
     params:
         **EXPORT_PARAMS,
     script:
@@ -101,6 +105,7 @@ rule export_hf:
         mem_mb=2000,
         runtime=30,
         gpu=0,
+        disk_mb=1000,
     params:
         **EXPORT_PARAMS,
     script:
@@ -134,6 +139,7 @@ rule export_card:
         mem_mb=3000,
         runtime=30,
         gpu=0,
+        disk_mb=1000,
     params:
         **EXPORT_PARAMS,
         config=config,
