@@ -8,6 +8,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+from extract_shards import write_extract_shard  # noqa: E402
 
 from vox3d import paths
 from vox3d.fit import FitConfig, fit_shard
@@ -71,36 +72,6 @@ def test_devices_for_env_hook():
         devices_for(2, env={"VOX3D_FIT_DEVICES": "gpu7"})
 
 
-def _write_shard(path, videos):
-    """A minimal extract shard (vox3d.extract layout): videos = [(name, identity, frames)]."""
-    from vox3d.extract import FORMAT, FORMAT_VERSION
-
-    s = h5py.string_dtype("utf-8")
-    idx = {k: [] for k in ("video", "identity", "audio_offset", "audio_length",
-                           "frame_offset", "frame_count", "height", "width")}  # fmt: skip
-    times, off = [], 0
-    with h5py.File(path, "w") as f:
-        f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, sample_rate=16000,
-                       frame_rate=5.0, min_duration=1.0, decoder="pyav")  # fmt: skip
-        for i, (name, ident, frames) in enumerate(videos):
-            f.create_dataset(f"frames/{i:06d}", data=np.asarray(frames, np.uint8))
-            vals = (name, ident, 0, 0, off, len(frames), frames.shape[1], frames.shape[2])
-            for k, v in zip(idx, vals, strict=True):
-                idx[k].append(v)
-            times += list(np.arange(len(frames)) / 5.0)
-            off += len(frames)
-        for k, v in idx.items():
-            f.create_dataset(
-                k, data=np.array(v, dtype=s if k in ("video", "identity") else "int64")
-            )
-        f.create_dataset("duration_s", data=np.ones(len(videos)))
-        f.create_dataset("av_offset", data=np.zeros(len(videos)))
-        f.create_dataset("audio", data=np.zeros(0, np.float32))
-        f.create_dataset("frame_times", data=np.asarray(times, np.float64))
-        for k in ("path", "code", "reason"):
-            f.create_dataset(f"rejects/{k}", data=np.array([], dtype=s))
-
-
 @pytest.fixture(scope="module")
 def face_frames():
     try:
@@ -128,7 +99,7 @@ def shard_and_reference(tmp_path_factory, face_frames):
             frames = np.zeros_like(frames)  # no face: a reject row, merged in order
         videos.append((f"id{i % 3}/yt/{i:05d}.mp4", f"id{i % 3}", frames))
     ext = tmp / "shard-00000.h5"
-    _write_shard(ext, videos)
+    write_extract_shard(ext, videos)
     one = tmp / "one.h5"
     stats = fit_shard(ext, one, FitConfig.from_config(FIT), progress=False)
     return ext, one, stats

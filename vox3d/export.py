@@ -311,6 +311,17 @@ def audio_relpath(video: str, audio_format: str = "wav") -> str:
     return str(PurePosixPath("audio") / (utterance_id(video) + AUDIO_EXT[audio_format]))
 
 
+def _shape_fields(s) -> dict:
+    """The per-identity shape columns of a row (the robust shape of identities.h5)."""
+    return {
+        "shape": s.shape,
+        "shape_spread": s.spread,
+        "shape_n_frames": s.n_frames,
+        "shape_n_videos": s.n_videos,
+        "shape_n_outliers": s.n_outliers,
+    }
+
+
 def collect(
     inputs: StageInputs,
     split_method: str = "auto",
@@ -401,11 +412,7 @@ def collect(
                     "frames_extracted": int(nframes[i]),
                     "frames_kept": int(kept[video]),
                     "face_model": info["face_model"],
-                    "shape": s.shape,
-                    "shape_spread": s.spread,
-                    "shape_n_frames": s.n_frames,
-                    "shape_n_videos": s.n_videos,
-                    "shape_n_outliers": s.n_outliers,
+                    **_shape_fields(s),
                     "_shard": str(ex_p),
                     "_index": i,
                     "_meta": m,
@@ -453,11 +460,7 @@ def collect(
                 "n_youtube_ids": len({r["youtube_id"] for r in rs}),
                 "duration_s": float(sum(r["num_samples"] for r in rs)) / col.sample_rate,
                 "face_model": info["face_model"],
-                "shape": s.shape,
-                "shape_spread": s.spread,
-                "shape_n_frames": s.n_frames,
-                "shape_n_videos": s.n_videos,
-                "shape_n_outliers": s.n_outliers,
+                **_shape_fields(s),
             }
         )
     return col

@@ -754,17 +754,23 @@ def fit_shard(
         fitter.clock = None
     t0 = time.perf_counter()
     rejects = video_rejects(videos, frames_out, read_errors)
-    stats = {
+    stats = shard_stats(videos, frames_out, rejects)
+    write_fit_shard(out_path, videos, frames_out, rejects, stats, fitter)
+    if clock is not None:
+        clock.add("write", time.perf_counter() - t0)
+    return stats
+
+
+def shard_stats(videos: list, frames_out: dict, rejects: list) -> dict:
+    """A fit shard's stats: ``videos``, ``videos_rejected``, ``frames``, ``kept`` and a
+    count per reason (:data:`vox3d.quality.REASONS`)."""
+    return {
         "videos": len(videos),
         "videos_rejected": len(rejects),
         "frames": int(len(frames_out["video"])),
         "kept": int(frames_out["keep"].sum()),
         **count_reasons(frames_out["reason"]),
     }
-    write_fit_shard(out_path, videos, frames_out, rejects, stats, fitter)
-    if clock is not None:
-        clock.add("write", time.perf_counter() - t0)
-    return stats
 
 
 def _run_shard(shard, videos, fitter, cfg, extract_path, progress):

@@ -234,8 +234,7 @@ def fit_shard_multi(
     stats dict as :func:`vox3d.fit.fit_shard`.
     """
     from vox3d.extract import ExtractShard
-    from vox3d.fit import _concat_fields, video_rejects, write_fit_shard
-    from vox3d.quality import count_reasons
+    from vox3d.fit import _concat_fields, shard_stats, video_rejects, write_fit_shard
 
     devices = list(devices)
     if not devices:
@@ -267,13 +266,7 @@ def fit_shard_multi(
     frames_out = _concat_fields(chunks, cfg.layout.n, with_landmarks)
     read_errors = {k: v for r in results for k, v in r.read_errors.items()}
     rejects = video_rejects(videos, frames_out, read_errors)
-    stats = {
-        "videos": len(videos),
-        "videos_rejected": len(rejects),
-        "frames": int(len(frames_out["video"])),
-        "kept": int(frames_out["keep"].sum()),
-        **count_reasons(frames_out["reason"]),
-    }
+    stats = shard_stats(videos, frames_out, rejects)
     info = _WriterInfo(cfg, cfg.layout, results[0].model_file)
     write_fit_shard(out_path, videos, frames_out, rejects, stats, info)
     return stats
