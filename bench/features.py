@@ -233,6 +233,7 @@ def bench_rtf(tmp: Path, repeats: int) -> None:
 
     gzip_cfg = fbank.FeatureConfig(compression="gzip")
     lzf_cfg = fbank.FeatureConfig(compression="lzf")
+    f64_cfg = fbank.FeatureConfig(precision="float64")
     jobs = {
         "loop": lambda: [
             original_style(str(w), str(tmp / f"{w.stem}.npy"), str(tmp)) for w in wavs
@@ -240,6 +241,7 @@ def bench_rtf(tmp: Path, repeats: int) -> None:
         "none": lambda: features.features_shard(ex, tmp / "features.h5", progress=False),
         "gzip": lambda: features.features_shard(ex, tmp / "fg.h5", gzip_cfg, progress=False),
         "lzf": lambda: features.features_shard(ex, tmp / "fl.h5", lzf_cfg, progress=False),
+        "f64": lambda: features.features_shard(ex, tmp / "f64.h5", f64_cfg, progress=False),
         "procs2": lambda: features.features_shard(ex, tmp / "f2.h5", progress=False, workers=2),
         "core": lambda: [fbank.utterance_features(a) for _, _, a in items],
     }
@@ -277,6 +279,7 @@ def bench_rtf(tmp: Path, repeats: int) -> None:
         ("none", f"our stage, h5 -> h5, none (default) {sizes['none']:.1f} MB"),
         ("gzip", f"our stage, h5 -> h5, gzip:1+shuffle {sizes['gzip']:.1f} MB"),
         ("lzf", f"our stage, h5 -> h5, lzf+shuffle {sizes['lzf']:.1f} MB"),
+        ("f64", "our stage, none, precision float64 (bit-exact)"),
         ("procs2", "our stage, default, 2 worker processes"),
         ("core", "our features alone (no file I/O)"),
     )
@@ -289,7 +292,15 @@ def bench_rtf(tmp: Path, repeats: int) -> None:
     print("target: >= 5x the loop, the stage with its defaults (row 2); all runs per row: ")
     for k, _ in rows:
         print(f"  {k:7s} wall " + " ".join(f"{t:.3f}" for t in wall[k]))
-    print(f"max |ours - loop| over all stored arrays: {diff:.3g}")
+    diff64 = 0.0
+    store64 = FeatureStore([str(tmp / "f64.h5")], mode="eval")
+    for i, u in enumerate(store64.utterances):
+        ref = np.load(tmp / f"{u.split('/')[0]}.npy")
+        diff64 = max(diff64, float(np.abs(store64[i][0].numpy() - ref).max()))
+    print(
+        f"max |ours - loop| over all stored arrays: {diff:.3g} (default, float32 spectra); "
+        f"{diff64:.3g} (precision float64)"
+    )
 
 
 # --------------------------------------------------------------------------------------

@@ -21,6 +21,14 @@ REF = CMP_DIR / "reference_fbank"
 pytestmark = pytest.mark.skipif(not REF.is_dir(), reason="shared reference_fbank data absent")
 
 
+def assert_like_reference(got: np.ndarray, ref: np.ndarray) -> None:
+    """The workflow's features (default ``features.precision: float32``) against the
+    original's stored array: same shape and dtype, within 1e-4 (measured <= 3.3e-5;
+    tests/test_fbank.py checks that float64 is bit-identical)."""
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    assert np.abs(got - ref).max() <= 1e-4
+
+
 def _speech(name: str = "pcavs00086_00086") -> np.ndarray:
     a, sr = sf.read(REF / f"{name}.wav", dtype="float32")
     assert sr == 16000
@@ -143,7 +151,8 @@ def test_shard_layout_attributes_float16_and_same_bytes(tmp_path):
     ix = features.read_index(a)
     assert ix["identity"] == ["pcavs00086", "pcavs00373"]
     for i, n in enumerate(names):
-        assert np.array_equal(features.read_utterance(a, i, repeat=True), np.load(REF / f"{n}.npy"))
+        got = features.read_utterance(a, i, repeat=True)
+        assert_like_reference(got, np.load(REF / f"{n}.npy"))
     # float16 storage: error at most half a float16 ulp of the largest value
     c = tmp_path / "c.h5"
     features.write(c, kept, rejects, fbank.FeatureConfig(float16=True))
@@ -253,7 +262,7 @@ def test_features_shard_from_extract_shard(tmp_path):
     assert ix["video"] == ["good/v/1.mp4", "dc/v/1.mp4"]
     assert ix["attrs"]["source"] == "shard-00000.h5"
     ref = np.load(REF / "pcavs00086_00086.npy")
-    assert np.array_equal(features.read_utterance(out, 0, repeat=True), ref)
+    assert_like_reference(features.read_utterance(out, 0, repeat=True), ref)
     # two worker processes: same file, byte for byte
     out2 = tmp_path / "features" / "two.h5"
     assert features.features_shard(ex, out2, progress=False, workers=2) == res
@@ -284,7 +293,7 @@ def test_real_clips_through_manifest_extract_features(tmp_path):
     assert features.features_shard(ex, out, progress=False) == {"utterances": 10, "rejected": 0}
     store = FeatureStore([out], mode="eval")
     i = store.utterances.index("pcavs00373/clip/00373")
-    assert np.array_equal(store[i][0].numpy(), np.load(REF / "pcavs00373_00373.npy"))
+    assert_like_reference(store[i][0].numpy(), np.load(REF / "pcavs00373_00373.npy"))
     for j in range(len(store)):
         x = store[j][0].numpy()
         assert x.shape[0] >= 1000 and 0.9 < x.std(0).min() and np.abs(x.mean(0)).max() < 0.15

@@ -105,6 +105,10 @@ class FeatureConfig:
     compression: HDF5 filter of the stored frames: ``none`` (default: fastest to write and
         read, any HDF5 tool), ``gzip`` (level 1 + shuffle: 15 % smaller, ~4x slower to
         write) or ``lzf`` (h5py's filter + shuffle: 11 % smaller); bench/features.py.
+    precision: arithmetic of the windowed frames and their spectra: ``float32`` (default:
+        about half the spectrum time; stored features within 3.3e-5 of the original's arrays, in
+        bench/features.py and tests/test_fbank.py) or ``float64`` (the original's
+        arithmetic: bit-identical to its arrays).
     """
 
     kind: str = "logmel"
@@ -114,8 +118,13 @@ class FeatureConfig:
     max_clipped: float = 0.01
     max_dc: float = 0.01
     compression: str = "none"
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
+        if self.precision not in ("float32", "float64"):
+            raise ValueError(
+                f"features.precision must be float32 or float64, not {self.precision!r}"
+            )
         if self.kind not in ("logmel", "mfcc"):
             raise ValueError(f"features.kind must be 'logmel' or 'mfcc', not {self.kind!r}")
         if self.compression not in ("gzip", "lzf", "none"):
@@ -404,6 +413,7 @@ def mel_filterbank() -> np.ndarray:
 _FILTERS: np.ndarray | None = None
 _WINDOW: np.ndarray | None = None
 _SPARSE: tuple[object, int, int] | None = None
+_SPARSE32: object | None = None  # the same filters in float32
 
 
 def _filters_and_window() -> tuple[np.ndarray, np.ndarray]:
@@ -504,7 +514,9 @@ def frame_signal(sig: np.ndarray, prior: float = 0.0) -> np.ndarray:
 BLOCK_FRAMES = 128
 
 
-def filterbank_energies(sig: np.ndarray, prior: float = 0.0) -> np.ndarray:
+def filterbank_energies(
+    sig: np.ndarray, prior: float = 0.0, precision: str = "float64"
+) -> np.ndarray:
     """Mel filterbank energies ``|rfft(frame * hamming, 1024)|^2 @ filters``, (T, 64) float64.
 
     Computed in blocks of :data:`BLOCK_FRAMES` frames: each block is windowed straight from
@@ -512,7 +524,14 @@ def filterbank_energies(sig: np.ndarray, prior: float = 0.0) -> np.ndarray:
     never built) into a reused zero-padded (BLOCK_FRAMES, 1024) buffer, and the power is
     ``re * re + im * im`` on the interleaved spectrum.  Bit-identical to
     :func:`frame_signal` + one ``rfft(frames * window, 1024)`` (tests/test_fbank.py).
+    ``precision="float32"``: the same steps in single precision (scipy's pocketfft, which
+    has fast float32 kernels; numpy's float32 rfft is slower than its float64 one), returned
+    as float32; energies within ~1e-5 relative, log-mel within ~1e-4 absolute of float64.
     """
+    if precision == "float32":
+        return _filterbank_energies_f32(sig, prior)
+    if precision != "float64":
+        raise ValueError(f"precision must be float32 or float64, not {precision!r}")
     _, window = _filters_and_window()
     full, n_full, first, tail = _framing(sig, prior)
     # the filters are narrow triangles over bins [lo, hi): only those bins' power, and a
@@ -537,9 +556,43 @@ def filterbank_energies(sig: np.ndarray, prior: float = 0.0) -> np.ndarray:
     return out
 
 
-def log_mel_energies(sig: np.ndarray, prior: float = 0.0) -> np.ndarray:
-    """CMP log-mel ``log(max(E, 1e-5))`` of a signal, (T, 64) float64 (before float32)."""
-    e = filterbank_energies(sig, prior)
+def _filterbank_energies_f32(sig: np.ndarray, prior: float = 0.0) -> np.ndarray:
+    """:func:`filterbank_energies` with the windowed frames, spectra, power and energies in
+    float32: ``(T, 64) float32``."""
+    import scipy.fft
+
+    global _SPARSE32
+    _, window = _filters_and_window()
+    w32 = window.astype(np.float32)
+    full, n_full, first, tail = _framing(sig, prior)
+    sp, lo, hi = _sparse_filters()
+    if _SPARSE32 is None:
+        _SPARSE32 = sp.astype(np.float32)
+    t = first.size
+    out = np.empty((t, N_MELS), np.float32)
+    buf = np.zeros((min(BLOCK_FRAMES, t), N_FFT), np.float32)  # columns >= 400 stay 0
+    for b in range(0, t, BLOCK_FRAMES):
+        e = min(b + BLOCK_FRAMES, t)
+        m = max(0, min(e, n_full) - b)
+        block = buf[: e - b]
+        if m:
+            np.multiply(full[b : b + m], w32, out=block[:m, :WIN_LENGTH], casting="same_kind")
+        if m < e - b:
+            np.multiply(
+                tail[b + m - n_full : e - n_full], w32, out=block[m:, :WIN_LENGTH],
+                casting="same_kind",
+            )  # fmt: skip
+        np.multiply(first[b:e], window[0], out=block[:, 0], casting="same_kind")
+        spec = scipy.fft.rfft(block, axis=1)[:, lo:hi]
+        power = np.square(spec.real) + np.square(spec.imag)
+        out[b:e] = (_SPARSE32 @ power.T).T
+    return out
+
+
+def log_mel_energies(sig: np.ndarray, prior: float = 0.0, precision: str = "float64") -> np.ndarray:
+    """CMP log-mel ``log(max(E, 1e-5))`` of a signal, (T, 64) float64 (before float32);
+    ``precision`` of the spectra as :func:`filterbank_energies` (float32: a float32 array)."""
+    e = filterbank_energies(sig, prior, precision)
     np.maximum(e, LOG_FLOOR, out=e)
     return np.log(e, out=e)
 
@@ -614,10 +667,12 @@ def cmp_features(pcm: np.ndarray, kind: str = "logmel", n_mfcc: int = 20) -> np.
     return repeat_frames(normalize(feats)[0])
 
 
-def _raw_features(voiced: np.ndarray, kind: str, n_mfcc: int) -> np.ndarray:
+def _raw_features(
+    voiced: np.ndarray, kind: str, n_mfcc: int, precision: str = "float64"
+) -> np.ndarray:
     if kind == "logmel":
-        return log_mel_energies(voiced).astype(np.float32)
-    e = filterbank_energies(voiced)
+        return log_mel_energies(voiced, precision=precision).astype(np.float32, copy=False)
+    e = filterbank_energies(voiced, precision=precision)
     return mfcc_from_energies(e, n_mfcc).astype(np.float32)
 
 
@@ -659,7 +714,7 @@ def utterance_features(
             f"too short after voice activity detection: {voiced_s:.2f} s voiced "
             f"< {cfg.min_voiced_s:.2f} s (features.min_voiced_s)"
         )
-    raw = _raw_features(voiced, cfg.kind, cfg.n_mfcc)
+    raw = _raw_features(voiced, cfg.kind, cfg.n_mfcc, cfg.precision)
     frames, mean, std = normalize(raw)
     if not np.all(np.isfinite(frames)):
         raise BadAudio("features are not finite")
@@ -775,13 +830,21 @@ def cli(argv: list[str]) -> int:
         "--no-repeat", action="store_true", help="do not repeat to 1000 frames (raw length)"
     )
     ap.add_argument("--min-voiced-s", type=float, default=FeatureConfig.min_voiced_s)
+    ap.add_argument(
+        "--precision", choices=("float64", "float32"), default="float64",
+        help="float64 (default here: bit-identical to the original's stored arrays) or "
+        "float32 (the workflow's default: faster, within ~1e-4)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     from vox3d.io import atomic_path
 
     keep_freed_memory()
 
     try:
-        cfg = FeatureConfig(kind=args.kind, n_mfcc=args.n_mfcc, min_voiced_s=args.min_voiced_s)
+        cfg = FeatureConfig(
+            kind=args.kind, n_mfcc=args.n_mfcc, min_voiced_s=args.min_voiced_s,
+            precision=args.precision,
+        )  # fmt: skip
         feats = file_features(args.audio, cfg)
     except (BadAudio, ValueError) as e:
         print(f"vox3d features: {e}", file=sys.stderr)
