@@ -19,7 +19,7 @@ rule extract_shard:
         "../envs/core.yaml"
     threads: 1
     resources:
-        # measured: default run (160 synthetic 4 s clips, 3 shards), 2 shared cores, 2026-11-25
+        # measured: default run (160 synthetic 4 s clips, shard_size 64: 3 shards), 2 shared cores, 2026-11-25
         # max RSS 108 MB (one video's frames are held: 224x224 clips), 8.8 s per 64 clips
         # = 0.034 s per s of video; mem x9, runtime x10 (shard_minutes); output 0.4 MB per s
         # of video (102 MB per shard): disk x5 at VIDEO_S

@@ -20,7 +20,7 @@ rule features_shard:
         "../envs/features.yaml"
     threads: 1
     resources:
-        # measured: default run (160 synthetic 4 s clips, 3 shards), 2 shared cores, 2026-11-25
+        # measured: default run (160 synthetic 4 s clips, shard_size 64: 3 shards), 2 shared cores, 2026-11-25
         # max RSS 82 MB, 1.27 s per 32 clips = 0.010 s per s of audio; mem x6, runtime x10
         mem_mb=500,
         disk_mb=1000,

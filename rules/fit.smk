@@ -33,7 +33,7 @@ rule fit_shard:
         "../envs/fit.yaml"
     threads: 1
     resources:
-        # measured: default run (160 synthetic 4 s clips, 3 shards), 2 shared cores, 2026-11-25
+        # measured: default run (160 synthetic 4 s clips, shard_size 64: 3 shards), 2 shared cores, 2026-11-25
         # CPU: max RSS 440 MB, 14.7 s per 64 clips (1,280 frames) = 0.057 s per s of video;
         # mem x3.4, runtime x10 (a GPU is faster).  GPU: host memory not measured here (the
         # CUDA libraries and pinned batches add GBs): 6000

@@ -31,7 +31,7 @@ def test_defaults_filled(cfg):
     del cfg["extract"]["frame_rate"]
     del cfg["shard_size"]
     out = validate_config(cfg)
-    assert out["extract"]["frame_rate"] == 5.0 and out["shard_size"] == 64
+    assert out["extract"]["frame_rate"] == 5.0 and out["shard_size"] == 128
     del cfg["extract"]  # a whole missing section gets its defaults too
     assert validate_config(cfg)["extract"] == {
         "frame_rate": 5.0,
