@@ -25,29 +25,35 @@ sys.path.insert(0, str(REPO))
 from vox3d.manifest import MANIFEST_COLUMNS, write_manifest  # noqa: E402
 
 
+def probe_row(
+    ident: str, yt: str, utt: str, size_bytes: int, duration_s: float
+) -> dict[str, object]:
+    """One manifest row of a generated (not probed) VoxCeleb-format clip: 224x224 25 fps
+    H.264 with 16 kHz mono AAC, as VoxCeleb2's mp4s are."""
+    return {
+        "path": f"{ident}/{yt}/{utt}.mp4",
+        "identity": ident,
+        "youtube_id": yt,
+        "utterance": utt,
+        "size_bytes": size_bytes,
+        "duration_s": duration_s,
+        "has_video": 1,
+        "has_audio": 1,
+        "fps": 25.0,
+        "width": 224,
+        "height": 224,
+        "vcodec": "h264",
+        "acodec": "aac",
+        "sample_rate": 16000,
+        "channels": 1,
+    }
+
+
 def fake_rows(n: int) -> list[dict[str, object]]:
     rows = []
     for i in range(n):
         ident, yt, utt = f"id{i // 100:05d}", f"yt{(i // 10) % 10:04d}", f"{i % 10:05d}"
-        rows.append(
-            {
-                "path": f"{ident}/{yt}/{utt}.mp4",
-                "identity": ident,
-                "youtube_id": yt,
-                "utterance": utt,
-                "size_bytes": 300000,
-                "duration_s": 8.0,
-                "has_video": 1,
-                "has_audio": 1,
-                "fps": 25.0,
-                "width": 224,
-                "height": 224,
-                "vcodec": "h264",
-                "acodec": "aac",
-                "sample_rate": 16000,
-                "channels": 1,
-            }
-        )
+        rows.append(probe_row(ident, yt, utt, 300000, 8.0))
     return rows
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.dag import probe_row  # noqa: E402
 from vox3d.manifest import list_shards, write_manifest  # noqa: E402
 
 VOX2_UTTERANCES = 1_128_246
@@ -50,25 +51,7 @@ def vox2_rows(
         first, last = (v * n_utt) // n_vid, ((v + 1) * n_utt) // n_vid
         for u in range(last - first):
             utt = f"{u + 1:05d}"
-            rows.append(
-                {
-                    "path": f"{ident}/{yt}/{utt}.mp4",
-                    "identity": ident,
-                    "youtube_id": yt,
-                    "utterance": utt,
-                    "size_bytes": 250_000,
-                    "duration_s": dur,
-                    "has_video": 1,
-                    "has_audio": 1,
-                    "fps": 25.0,
-                    "width": 224,
-                    "height": 224,
-                    "vcodec": "h264",
-                    "acodec": "aac",
-                    "sample_rate": 16000,
-                    "channels": 1,
-                }
-            )
+            rows.append(probe_row(ident, yt, utt, 250_000, dur))
     rows.sort(key=lambda r: r["path"])
     return rows
 

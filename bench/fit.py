@@ -150,41 +150,21 @@ def main(argv: list[str] | None = None) -> int:
     if a.widen != 0.5:  # no official mb1 weights here: random weights of the mb1 shape
         sd = build_mobilenet(a.widen).state_dict()
         weights = {"state_dict": sd}
-    regs = {p: Regressor(weights, widen=a.widen, device=dev, precision=p) for p in precs}
-    regs_cl = {
-        p: Regressor(weights, widen=a.widen, device=dev, precision=p, channels_last=True)
-        for p in precs
-    }
-    regs_fused = {  # BN folded into the convs, ReLU a separate in-place pass
-        p: Regressor(
-            weights, widen=a.widen, device=dev, precision=p, channels_last=True, fuse_bn=True
-        )
-        for p in precs
-    }
-    regs_pad = {  # ... and an 8-channel first convolution
-        p: Regressor(
-            weights,
-            widen=a.widen,
-            device=dev,
-            precision=p,
-            channels_last=True,
-            fuse_bn=True,
-            pad_input=True,
-        )  # fmt: skip
-        for p in precs
-    }
-    regs_cudnn = {  # ... with cuDNN's fused conv+bias+ReLU where it runs and agrees
-        p: Regressor(
-            weights,
-            widen=a.widen,
-            device=dev,
-            precision=p,
-            channels_last=True,
-            fuse_bn=True,
-            cudnn_relu=True,
-        )  # fmt: skip
-        for p in precs
-    }
+
+    def variant(**layout) -> dict:
+        """One regressor per precision with the given layout options."""
+        return {
+            p: Regressor(weights, widen=a.widen, device=dev, precision=p, **layout) for p in precs
+        }
+
+    regs = variant()
+    regs_cl = variant(channels_last=True)
+    # BN folded into the convs, ReLU a separate in-place pass
+    regs_fused = variant(channels_last=True, fuse_bn=True)
+    # ... and an 8-channel first convolution
+    regs_pad = variant(channels_last=True, fuse_bn=True, pad_input=True)
+    # ... with cuDNN's fused conv+bias+ReLU where it runs and agrees
+    regs_cudnn = variant(channels_last=True, fuse_bn=True, cudnn_relu=True)
     det = FaceBoxes(device=dev)
     det_half = {p: FaceBoxes(device=dev, precision=p, fuse_bn=True) for p in precs if p != "fp32"}
     print(f"cuDNN fused conv+ReLU available: { {p: r.cudnn_relu for p, r in regs_cudnn.items()} }")

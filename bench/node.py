@@ -223,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
 
         from vox3d.multigpu import describe_parts, fit_shard_multi
 
+        def digest(p: Path) -> str:
+            return hashlib.sha256(p.read_bytes()).hexdigest()
+
         devs = [f"cuda:{i}" if gpu else "cpu" for i in range(a.multi_gpu)]
         same = 0
         todo = names[: a.multi_shards]
@@ -231,10 +234,6 @@ def main(argv: list[str] | None = None) -> int:
             src = work / "extract" / f"{n}.h5"
             print(describe_parts(src, cfg, devs))
             fit_shard_multi(src, work / "fit" / f"{n}.multi.h5", cfg, devs)
-
-            def digest(p: Path) -> str:
-                return hashlib.sha256(p.read_bytes()).hexdigest()
-
             one, multi = work / "fit" / f"{n}.h5", work / "fit" / f"{n}.multi.h5"
             same += digest(multi) == digest(one)
             print(f"  {n}: {compare_fit_files(one, multi)}")

@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from tiny_workflow import ROOT, SNAKEMAKE
+from tiny_workflow import ROOT, run_snakemake
 
 from vox3d.paths import BFM_TRI, DATA_ROOT, ICT_FACEKIT, PARAM_MEAN_STD
 from vox3d.safeload import load_pickle
@@ -182,15 +182,7 @@ def test_user_bfm_file_gives_mesh_metrics(tmp_path):
 
 
 def _snakemake(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONHASHSEED="0")
-    return subprocess.run(
-        [str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(ROOT), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    return run_snakemake(args, cwd, timeout=900)
 
 
 def _tsv(path: Path) -> list[dict[str, str]]:

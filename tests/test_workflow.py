@@ -11,25 +11,16 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from tiny_workflow import ROOT, SNAKEMAKE, TINY  # noqa: E402
+from tiny_workflow import ROOT, TINY, run_snakemake  # noqa: E402
 
 
 def _snakemake(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONHASHSEED="0")
-    return subprocess.run(
-        [str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(ROOT), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
+    return run_snakemake(args, cwd, timeout=1500)
 
 
 @pytest.mark.slow

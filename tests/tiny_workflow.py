@@ -3,6 +3,8 @@ tests/reliability/): 10 identities, 20 clips of 2 s, 3 shards, a 40-step trainin
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,3 +31,17 @@ TINY = {
     },
     "evaluate": {"bootstrap": 50, "n_figures": 2},
 }
+
+
+def run_snakemake(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    """Snakemake on this repository's workflow (``--directory`` the checkout), from ``cwd``,
+    with a fixed hash seed; output captured."""
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    return subprocess.run(
+        [str(SNAKEMAKE), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(ROOT), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

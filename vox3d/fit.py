@@ -287,9 +287,7 @@ class Fitter:
             )
             ii = np.asarray(idx)
             out["params"][ii] = params
-            wins = np.concatenate(
-                [crop_windows(out["roi"][i][None], bgr[i].shape[:2], crops_a.shape[1]) for i in idx]
-            )
+            wins = crop_windows(out["roi"][ii], [bgr[i].shape[:2] for i in idx], crops_a.shape[1])
             out["blur"][ii] = laplacian_variance(crops_a, wins)
             angles = np.array([pose_angles_deg(p) for p in params])
             out["yaw"][ii], out["pitch"][ii], out["roll"][ii] = angles.T
@@ -312,12 +310,10 @@ class Fitter:
         if self.detector.device.type == "cuda" and self.cfg.cuda_graphs:
             if self._reg_graph is None:
                 self._reg_graph = reg.cuda_graph(bs)
-            return (
+            return reg.dewhiten(
                 torch.cat(
                     [self._reg_graph(crops[s : s + bs]) for s in range(0, crops.shape[0], bs)]
                 )
-                * reg._std_t
-                + reg._mean_t
             )
         return torch.cat(
             [reg.predict_tensor(crops[s : s + bs]) for s in range(0, crops.shape[0], bs)]

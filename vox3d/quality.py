@@ -63,19 +63,20 @@ class Thresholds:
 MIN_BLUR_PIXELS = 24 * 24
 
 
-def crop_windows(roi: np.ndarray, image_hw: tuple[int, int], size: int = 120) -> np.ndarray:
+def crop_windows(roi: np.ndarray, image_hw, size: int = 120) -> np.ndarray:
     """Rows and columns of each crop that show the frame, not the black padding.
 
     roi: ``(N, 4)`` sx, sy, ex, ey (frame pixels, as :func:`vox3d.crop.roi_box_from_bbox`);
-    image_hw: the frame's (height, width).  Crop pixel ``d`` samples the frame at
+    image_hw: the frames' (height, width), one pair for all or ``(N, 2)``, one per ROI.  Crop pixel ``d`` samples the frame at
     ``start + (d + 0.5) * side / size - 0.5`` (``start``, ``side`` the ROI rounded as the
     crop rounds it); it is in the window when that lies in ``[0, n - 1]``.  Returns
     ``(N, 4) int64`` r0, r1, c0, c1 (half-open, crop pixels).  float64 arithmetic in the
     same order as :func:`vox3d.fit.crop_windows_torch`, so both give the same windows.
     """
     r = np.round(np.asarray(roi, np.float64).reshape(-1, 4))
+    hw = np.broadcast_to(np.asarray(image_hw, np.float64), (r.shape[0], 2))
     out = []
-    for a, b, n in ((r[:, 1], r[:, 3], image_hw[0]), (r[:, 0], r[:, 2], image_hw[1])):
+    for a, b, n in ((r[:, 1], r[:, 3], hw[:, 0]), (r[:, 0], r[:, 2], hw[:, 1])):
         scale = (b - a) / size
         lo = np.ceil((0.5 - a) / scale - 0.5)
         hi = np.floor((n - 0.5 - a) / scale - 0.5) + 1.0

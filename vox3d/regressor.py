@@ -418,7 +418,12 @@ class Regressor:
     @torch.inference_mode()
     def predict_tensor(self, crops: torch.Tensor) -> torch.Tensor:
         """De-whitened parameters ``(B, num_params) float32`` on the device."""
-        return self.raw_tensor(crops) * self._std_t + self._mean_t
+        return self.dewhiten(self.raw_tensor(crops))
+
+    def dewhiten(self, raw: torch.Tensor) -> torch.Tensor:
+        """Parameters ``raw * std + mean`` ``(B, num_params) float32`` of network outputs on
+        the device (e.g. of a :meth:`cuda_graph` runner)."""
+        return raw * self._std_t + self._mean_t
 
     def raw(self, crops_bgr_uint8: np.ndarray) -> np.ndarray:
         """Network output (whitened) ``(B, num_params) float32`` for ``(B, 120, 120, 3)``
