@@ -522,70 +522,50 @@ def filterbank_energies(
     Computed in blocks of :data:`BLOCK_FRAMES` frames: each block is windowed straight from
     a strided view of the pre-emphasised signal (:func:`_framing`; the (T, 400) frames are
     never built) into a reused zero-padded (BLOCK_FRAMES, 1024) buffer, and the power is
-    ``re * re + im * im`` on the interleaved spectrum.  Bit-identical to
+    ``re * re + im * im`` of the spectrum's bins that the filters use.  Bit-identical to
     :func:`frame_signal` + one ``rfft(frames * window, 1024)`` (tests/test_fbank.py).
     ``precision="float32"``: the same steps in single precision (scipy's pocketfft, which
     has fast float32 kernels; numpy's float32 rfft is slower than its float64 one), returned
     as float32; energies within ~1e-5 relative, log-mel within ~1e-4 absolute of float64.
     """
-    if precision == "float32":
-        return _filterbank_energies_f32(sig, prior)
-    if precision != "float64":
+    if precision not in ("float32", "float64"):
         raise ValueError(f"precision must be float32 or float64, not {precision!r}")
+    single = precision == "float32"
+    if single:
+        import scipy.fft
+
+        dt, rfft = np.float32, scipy.fft.rfft
+    else:
+        dt, rfft = np.float64, np.fft.rfft
     _, window = _filters_and_window()
+    win = window.astype(dt, copy=False)
     full, n_full, first, tail = _framing(sig, prior)
     # the filters are narrow triangles over bins [lo, hi): only those bins' power, and a
     # sparse product (no BLAS threads; ~1e-16 relative from the dense product's order)
     sp, lo, hi = _sparse_filters()
+    if single:
+        global _SPARSE32
+        if _SPARSE32 is None:
+            _SPARSE32 = sp.astype(np.float32)
+        sp = _SPARSE32
     t = first.size
-    out = np.empty((t, N_MELS), np.float64)
-    buf = np.zeros((min(BLOCK_FRAMES, t), N_FFT), np.float64)  # columns >= 400 stay 0
+    out = np.empty((t, N_MELS), dt)
+    buf = np.zeros((min(BLOCK_FRAMES, t), N_FFT), dt)  # columns >= 400 stay 0
     for b in range(0, t, BLOCK_FRAMES):
         e = min(b + BLOCK_FRAMES, t)
         m = max(0, min(e, n_full) - b)  # rows of this block that are full frames
         block = buf[: e - b]
         if m:
-            np.multiply(full[b : b + m], window, out=block[:m, :WIN_LENGTH])
-        if m < e - b:
-            np.multiply(tail[b + m - n_full : e - n_full], window, out=block[m:, :WIN_LENGTH])
-        np.multiply(first[b:e], window[0], out=block[:, 0])
-        ri = np.fft.rfft(block, axis=1).view(np.float64)[:, 2 * lo : 2 * hi]  # re, im pairs
-        sq = ri * ri
-        power = sq[:, 0::2] + sq[:, 1::2]
-        out[b:e] = (sp @ power.T).T
-    return out
-
-
-def _filterbank_energies_f32(sig: np.ndarray, prior: float = 0.0) -> np.ndarray:
-    """:func:`filterbank_energies` with the windowed frames, spectra, power and energies in
-    float32: ``(T, 64) float32``."""
-    import scipy.fft
-
-    global _SPARSE32
-    _, window = _filters_and_window()
-    w32 = window.astype(np.float32)
-    full, n_full, first, tail = _framing(sig, prior)
-    sp, lo, hi = _sparse_filters()
-    if _SPARSE32 is None:
-        _SPARSE32 = sp.astype(np.float32)
-    t = first.size
-    out = np.empty((t, N_MELS), np.float32)
-    buf = np.zeros((min(BLOCK_FRAMES, t), N_FFT), np.float32)  # columns >= 400 stay 0
-    for b in range(0, t, BLOCK_FRAMES):
-        e = min(b + BLOCK_FRAMES, t)
-        m = max(0, min(e, n_full) - b)
-        block = buf[: e - b]
-        if m:
-            np.multiply(full[b : b + m], w32, out=block[:m, :WIN_LENGTH], casting="same_kind")
+            np.multiply(full[b : b + m], win, out=block[:m, :WIN_LENGTH], casting="same_kind")
         if m < e - b:
             np.multiply(
-                tail[b + m - n_full : e - n_full], w32, out=block[m:, :WIN_LENGTH],
+                tail[b + m - n_full : e - n_full], win, out=block[m:, :WIN_LENGTH],
                 casting="same_kind",
             )  # fmt: skip
         np.multiply(first[b:e], window[0], out=block[:, 0], casting="same_kind")
-        spec = scipy.fft.rfft(block, axis=1)[:, lo:hi]
+        spec = rfft(block, axis=1)[:, lo:hi]
         power = np.square(spec.real) + np.square(spec.imag)
-        out[b:e] = (_SPARSE32 @ power.T).T
+        out[b:e] = (sp @ power.T).T
     return out
 
 
