@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vox3d.face_model import load_face_model  # noqa: E402
 from vox3d.params import ParamLayout, to_image  # noqa: E402
+from vox3d.quality import REASONS  # noqa: E402
 
 
 def _s(a):
@@ -48,9 +49,11 @@ def load_truth(path):
         pose = f["frames/pose"][()]
         euler = f["frames/euler_deg"][()].astype(np.float64)
         exp = f["frames/exp"][()].astype(np.float64)
+        hard = f["frames/hard"][()]
+        hard_flags = json.loads(f.attrs["hard_flags"])
     utt = {p: (int(u), int(o), int(n)) for p, u, o, n in zip(paths, uid, off, nfr, strict=True)}
     return dict(fps=fps, roi=roi, crop=crop, ids=ids, id_coef=id_coef, utt=utt, pose=pose,
-                euler=euler, exp=exp)  # fmt: skip
+                euler=euler, exp=exp, hard=hard, hard_flags=hard_flags)  # fmt: skip
 
 
 def main(argv=None) -> int:
@@ -68,6 +71,9 @@ def main(argv=None) -> int:
     rows = {k: [] for k in ("ident", "yaw_t", "ang", "idc", "exp", "par")}
     lm_err, frames_seen, frames_kept = [], 0, 0
     lay = None
+    # the yaw and blur filters against the truth, over every frame with a face
+    filt = {k: [] for k in ("yaw_t", "yaw_fit", "reason", "blur_hard", "blur")}
+    th = {}
     for sp in shards:
         with h5py.File(sp, "r") as f:
             if f.attrs["face_model"] != "ict":
@@ -78,11 +84,23 @@ def main(argv=None) -> int:
                 return 1
             lay = ParamLayout.from_attrs(f.attrs)
             vpath = _s(f["videos/path"][()])
+            th = json.loads(f.attrs["thresholds"])
             fr = {
                 k: f["frames"][k][()]
-                for k in ("video", "time", "keep", "params", "roi", "yaw", "pitch", "roll")
-            }
+                for k in ("video", "time", "keep", "params", "roi", "yaw", "pitch", "roll",
+                          "reason", "blur")
+            }  # fmt: skip
         frames_seen += len(fr["video"])
+        for i in np.flatnonzero(np.isfinite(fr["yaw"])):
+            rel = vpath[fr["video"][i]]
+            if rel in gt["utt"]:
+                u, o, n = gt["utt"][rel]
+                j = o + min(int(round(fr["time"][i] * gt["fps"])), n - 1)
+                filt["yaw_t"].append(gt["euler"][j, 0])
+                filt["yaw_fit"].append(fr["yaw"][i])
+                filt["reason"].append(REASONS[fr["reason"][i]])
+                filt["blur"].append(fr["blur"][i])
+                filt["blur_hard"].append(bool(gt["hard"][j] & gt["hard_flags"]["blur"]))
         for i in np.flatnonzero(fr["keep"]):
             rel = vpath[fr["video"][i]]
             if rel not in gt["utt"]:
@@ -194,6 +212,35 @@ def main(argv=None) -> int:
         **{f"identity_{k2}_mm": float(np.mean(v)) for k2, v in res.items() if v},
         **{f"coef_corr_{k2}": v for k2, v in summary_r.items()},
     }
+    # filters against the truth: frames with a face whose truth is beyond the yaw limit /
+    # marked camera shake, and what the yaw / blur filters made of them
+    yt, yf = np.abs(np.array(filt["yaw_t"])), np.abs(np.array(filt["yaw_fit"]))
+    reason, bh = np.array(filt["reason"]), np.array(filt["blur_hard"])
+    lim = th.get("max_yaw_deg", 60.0)
+    big = yt > lim
+    print(f"\nfilters vs truth (frames with a face: {len(yt)}; thresholds {th})")
+    print(
+        f"  yaw: true |yaw| > {lim:g}: {big.sum()} frames, rejected for yaw {np.sum(big & (reason == 'yaw'))}; "
+        f"rejected for yaw but true |yaw| <= {lim:g}: {np.sum(~big & (reason == 'yaw'))}; "
+        f"mean fitted |yaw| of the former {yf[big].mean() if big.any() else float('nan'):.1f} deg "
+        f"(true {yt[big].mean() if big.any() else float('nan'):.1f})"
+    )
+    print(
+        f"  blur: camera-shake frames {bh.sum()}, rejected for blur {np.sum(bh & (reason == 'blur'))}; "
+        f"rejected for blur but sharp: {np.sum(~bh & (reason == 'blur'))}"
+    )
+    bv = np.array(filt["blur"], np.float64)
+    if bh.any() and (~bh).any():
+        print(
+            "  blur measure: camera-shake frames median {:.0f}, 95th pct {:.0f}; other frames "
+            "1st pct {:.0f}, 5th pct {:.0f}".format(
+                np.median(bv[bh]), np.percentile(bv[bh], 95), *np.percentile(bv[~bh], [1, 5])
+            )
+        )
+    summary["yaw_beyond_limit"] = int(big.sum())
+    summary["yaw_beyond_limit_rejected"] = int(np.sum(big & (reason == "yaw")))
+    summary["blur_frames"] = int(bh.sum())
+    summary["blur_frames_rejected"] = int(np.sum(bh & (reason == "blur")))
     print("\n" + json.dumps(summary, sort_keys=True))
     return 0
 
