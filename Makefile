@@ -10,9 +10,14 @@ CORES ?= all
 # pip on some machines warns once per package about missing local index folders: drop that noise.
 PIPFILTER := { grep -v -e '^WARNING: Location' -e 'is neither a file nor a directory' || true; }
 
+# Every cache the project writes stays in the checkout's .cache/ (README, "Caches"):
+# pip's and Snakemake's (XDG), numba's, matplotlib's, torch's, Hugging Face's and vox3d's own.
+export XDG_CACHE_HOME ?= $(CURDIR)/.cache
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
 export TORCH_HOME ?= $(CURDIR)/.cache/torch
+export HF_HOME ?= $(CURDIR)/.cache/huggingface
+export VOX3D_CACHE ?= $(CURDIR)/.cache/vox3d
 export PYTHONHASHSEED := 0
 
 SIM3DR_SRC := $(wildcard Sim3DR/*.pyx Sim3DR/*.cpp Sim3DR/*.h Sim3DR/*.pxd)
@@ -30,7 +35,7 @@ $(STAMP): requirements.lock pyproject.toml setup.py $(SIM3DR_SRC)
 	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | $(PIPFILTER)
 	$(BIN)/python -m pip install -q -r requirements.lock 2>&1 | $(PIPFILTER)
 	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e . 2>&1 | $(PIPFILTER)
-	@mkdir -p $(NUMBA_CACHE_DIR) $(MPLCONFIGDIR) $(TORCH_HOME)
+	@mkdir -p $(NUMBA_CACHE_DIR) $(MPLCONFIGDIR) $(TORCH_HOME) $(HF_HOME) $(VOX3D_CACHE)
 	@touch $(STAMP)
 
 run: setup

@@ -1,15 +1,14 @@
 """Snakemake entry point of rule `evaluate` (thin: parse snakemake.*, call vox3d.evaluate)."""
 
-import contextlib
-
 import _repo  # noqa: F401  (puts the repository on sys.path)
 import torch
 
 from vox3d.evaluate import face_model_settings, run_evaluate
+from vox3d.joblog import job_log
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 
-with open(smk.log[0], "w") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
+with job_log(smk.log[0]):
     torch.set_num_threads(max(1, smk.threads))
     summary = run_evaluate(
         model_path=smk.input.model,
@@ -24,6 +23,7 @@ with open(smk.log[0], "w") as log, contextlib.redirect_stderr(log), contextlib.r
         settings=dict(smk.params.settings),
         device=smk.params.settings.get("device", "auto"),
         out_per_coefficient=smk.output.per_coefficient,
+        out_comparisons=smk.output.comparisons,
     )
     for row in summary:
         keys = ("are_mean", "rmse", "rmse_z", "r2_param")

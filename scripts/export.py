@@ -1,7 +1,6 @@
 """Snakemake script of `export_audio`, `export_lhotse`, `export_hf` and `export_card`
 (OUT/voxceleb3d/).  Thin: all logic is in vox3d.export and vox3d.card."""
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -9,10 +8,11 @@ import _repo  # noqa: F401  (puts the repository on sys.path)
 
 from vox3d.card import StageTables, write_card
 from vox3d.export import StageInputs, collect, write_audio, write_hf, write_lhotse, write_rejects
+from vox3d.joblog import job_log
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 
-with open(smk.log[0], "w", encoding="utf-8") as log, contextlib.redirect_stderr(log):
+with job_log(smk.log[0]) as log:
     inputs = StageInputs(
         manifest=Path(smk.input.manifest),
         extract=tuple(Path(p) for p in smk.input.extract),

@@ -1,17 +1,15 @@
 """Snakemake script of `extract_shard` (one shard -> HDF5) and `extract` (aggregate tables)."""
 
 import logging
-import sys
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
 from vox3d.extract import aggregate, extract_shard
+from vox3d.joblog import job_log
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 
-with open(smk.log[0], "w", encoding="utf-8") as log_fh:
-    sys.stderr = log_fh
-    logging.basicConfig(stream=log_fh, level=logging.INFO, format="%(levelname)s %(message)s")
+with job_log(smk.log[0]):
     if smk.rule == "extract_shard":
         res = extract_shard(
             smk.input.shard,

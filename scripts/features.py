@@ -2,18 +2,16 @@
 `features_rejects` (every shard's rejects -> one table)."""
 
 import logging
-import sys
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
 from vox3d.fbank import FeatureConfig
 from vox3d.features import collect_rejects, features_shard
+from vox3d.joblog import job_log
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 
-with open(smk.log[0], "w", encoding="utf-8") as log_fh:
-    sys.stderr = log_fh
-    logging.basicConfig(stream=log_fh, level=logging.INFO, format="%(levelname)s %(message)s")
+with job_log(smk.log[0]):
     if smk.rule == "features_shard":
         cfg = FeatureConfig.from_mapping(dict(smk.params.settings))
         res = features_shard(smk.input.h5, smk.output.h5, cfg, workers=smk.threads)

@@ -1,18 +1,18 @@
 """Snakemake entry point of rule `figures` (thin: parse snakemake.*, call vox3d.figures)."""
 
-import contextlib
-
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
 from vox3d import figures
 from vox3d.evaluate import face_model_settings
+from vox3d.joblog import job_log
 from vox3d.split import read_meta
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 inp, out = smk.input, smk.output
 
-with open(smk.log[0], "w") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
+with job_log(smk.log[0]):
     figures.plot_are_bars(inp.metrics, out.are)
+    figures.plot_comparisons(inp.comparisons, out.comparisons)
     figures.plot_training_curves(inp.log_csv, out.curves)
     meta = read_meta(inp.meta[0]) if inp.meta else {}
     figures.plot_dataset_stats(

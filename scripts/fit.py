@@ -2,17 +2,17 @@
 (aggregate rejects and per-reason counts).  Thin: all logic is in vox3d.fit (one process)
 and vox3d.multigpu (one process per GPU when the job has resources gpu > 1)."""
 
-import contextlib
 import json
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
 from vox3d.fit import FitConfig, fit_shard, write_fit_tables
+from vox3d.joblog import job_log
 from vox3d.multigpu import describe_parts, devices_for, fit_shard_multi
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 
-with open(smk.log[0], "w", encoding="utf-8") as log, contextlib.redirect_stderr(log):
+with job_log(smk.log[0]) as log:
     if smk.rule == "fit_shard":
         cfg = FitConfig.from_config(dict(smk.params.settings), threads=smk.threads)
         devices = devices_for(int(smk.resources.get("gpu", 0) or 0))

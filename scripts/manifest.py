@@ -1,17 +1,15 @@
 """Snakemake script of `checkpoint manifest`: probe every video into manifest.tsv + shards/."""
 
 import logging
-import sys
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
+from vox3d.joblog import job_log
 from vox3d.manifest import build_manifest, write_manifest
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 
-with open(smk.log[0], "w", encoding="utf-8") as log_fh:
-    sys.stderr = log_fh
-    logging.basicConfig(stream=log_fh, level=logging.INFO, format="%(levelname)s %(message)s")
+with job_log(smk.log[0]):
     rows = build_manifest(
         smk.params.videos_dir,
         smk.params.meta_csv or None,

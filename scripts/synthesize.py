@@ -1,18 +1,16 @@
 """Snakemake script of `synthesize`: the embedded synthetic corpus (vox3d.synth)."""
 
 import logging
-import sys
 from pathlib import Path
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
+from vox3d.joblog import job_log
 from vox3d.synth import SynthConfig, build_corpus
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 
-with open(smk.log[0], "w", encoding="utf-8") as log_fh:
-    sys.stderr = log_fh
-    logging.basicConfig(stream=log_fh, level=logging.INFO, format="%(levelname)s %(message)s")
+with job_log(smk.log[0]):
     root = Path(smk.output.ground_truth).parent
     if Path(smk.output.videos) != root / "videos":
         raise ValueError(f"videos output {smk.output.videos} must be {root / 'videos'}")

@@ -1,17 +1,17 @@
 """Snakemake entry point of rule `train` (thin: parse snakemake.*, call vox3d.train)."""
 
-import contextlib
 from pathlib import Path
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 import torch
 
 from vox3d.evaluate import face_model_settings
+from vox3d.joblog import job_log
 from vox3d.train import run_train
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 
-with open(smk.log[0], "w") as log, contextlib.redirect_stderr(log), contextlib.redirect_stdout(log):
+with job_log(smk.log[0]):
     torch.set_num_threads(max(1, smk.threads))
     run_train(
         settings=dict(smk.params.settings),

@@ -1,35 +1,41 @@
 """Snakemake script of `train_regressor` (and a plain command line: it forwards to
-``python -m vox3d.ict_regressor`` when run outside Snakemake).  Thin: logic in
-vox3d.ict_regressor."""
+``python -m vox3d.regressor_data`` when run outside Snakemake).  Thin: logic in
+vox3d.regressor_data (render cache, training, evaluation) and vox3d.ict_regressor."""
 
-import contextlib
 import sys
+from pathlib import Path
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
-from vox3d.ict_regressor import main
+from vox3d.joblog import job_log
+from vox3d.regressor_data import main
 
 if "snakemake" in globals():
     smk = globals()["snakemake"]
     reg, fm = smk.params.regressor, smk.params.face_model
+    work = Path(smk.output.pth).parent
     argv = [
+        "all",
         "--out", smk.output.pth,
+        "--cache", str(work / "cache"),
+        "--heldout", str(work / "heldout"),
+        "--log", str(work / "training_curve.tsv"),
         "--device", str(reg["device"]),
         "--steps", str(reg["steps"]),
         "--batch-size", str(reg["batch_size"]),
         "--lr", str(reg["lr"]),
         "--seed", str(reg["seed"]),
-        "--workers", str(max(0, min(int(reg["workers"]), smk.threads - 1))),
-        "--threads", "1",
+        "--workers", str(max(1, min(int(reg["workers"]), smk.threads - 1))),
         "--n-id", str(fm["n_id"]),
         "--n-exp", str(fm["n_exp"]),
         "--ict", str(smk.params.ict),
     ]  # fmt: skip
-    with (
-        open(smk.log[0], "w", encoding="utf-8") as log,
-        contextlib.redirect_stderr(log),
-        contextlib.redirect_stdout(log),
-    ):
-        main(argv)
+    for key, flag in (("samples", "--n"), ("id_weight", "--id-weight"), ("widen", "--widen")):
+        if key in reg:  # optional settings (code defaults otherwise)
+            argv += [flag, str(reg[key])]
+    with job_log(smk.log[0]):
+        rc = main(argv)
+    if rc != 0:
+        raise SystemExit(rc)
 else:
     sys.exit(main(sys.argv[1:]))

@@ -48,8 +48,11 @@ def test_full_image_matches_original(reg, ref):
         assert np.abs(rois - ref[f"{name}/roi_boxes"]).max() < 1.0  # measured < 1e-4
         params = reg.predict(np.stack([crop_image(img, r) for r in rois]))
         want = ref[f"{name}/params"]
-        assert (np.abs(params - want) / reg.std).max() < 1e-4  # measured < 1e-6
-        np.testing.assert_allclose(params, want, rtol=1e-4, atol=1e-3)
+        # Compared in whitened units (the network's own output scale): a de-whitened value is
+        # `raw * std + mean`, and where std and mean nearly cancel (parameter 30: std 44,872,
+        # mean -13,031) float32 resolves only ~1e-3, so an absolute tolerance there tests
+        # float32 cancellation, not the network.  Measured < 1.1e-6 whitened.
+        np.testing.assert_allclose((params - want) / reg.std, 0.0, rtol=0.0, atol=1e-4)
 
 
 def test_architecture_widths():

@@ -88,3 +88,40 @@ def test_voice2mesh_video_and_bad_input(tmp_path, checkpoint):
         == 1
     )
     assert not (tmp_path / "b.obj").exists()
+
+
+def test_voice2mesh_defaults_to_the_workflow_model(tmp_path, checkpoint, capsys):
+    # no --checkpoint: <out_dir>/train/model.pt, out_dir from config.yaml (project root)
+    import yaml
+
+    from vox3d.cli import main
+    from vox3d.config import DEFAULT_CONFIG
+    from vox3d.paths import REPO_ROOT
+    from vox3d.voice2mesh import default_checkpoint
+
+    configured = yaml.safe_load(DEFAULT_CONFIG.read_text())["out_dir"]
+    assert default_checkpoint() == REPO_ROOT / configured / "train" / "model.pt"
+    out_dir = tmp_path / "run"
+    (out_dir / "train").mkdir(parents=True)
+    (out_dir / "train" / "model.pt").write_bytes(checkpoint.read_bytes())
+    wav = DATA_ROOT / "cmp" / "reference_fbank" / "id06811_00216.wav"
+    mesh = tmp_path / "face.obj"
+    rc = main(["voice2mesh", str(wav), "--out-dir", str(out_dir), "--out", str(mesh)])
+    printed = capsys.readouterr().out
+    assert rc == 0 and mesh.stat().st_size > 0
+    assert f"mesh written to {mesh.resolve()}" in printed
+    assert str(out_dir / "train" / "model.pt") in printed
+
+
+@pytest.mark.parametrize("how", ["--out-dir", "--checkpoint"])
+def test_voice2mesh_missing_model_names_the_path(tmp_path, capsys, how):
+    from vox3d.cli import main
+
+    wav = DATA_ROOT / "cmp" / "reference_fbank" / "id06811_00216.wav"
+    given = tmp_path / "empty"
+    expected = given / "train" / "model.pt" if how == "--out-dir" else given
+    rc = main(["voice2mesh", str(wav), how, str(given), "--out", str(tmp_path / "f.obj")])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"no trained model at {expected}" in err
+    assert not (tmp_path / "f.obj").exists()

@@ -55,9 +55,38 @@ def load_schema(path: str | os.PathLike = SCHEMA) -> dict:
         return yaml.safe_load(fh)
 
 
+#: Strings that mean null (YAML's spellings): ``--config meta_csv=null`` reaches the config
+#: as the string "null", since Snakemake parses command-line values with YAML's base loader.
+NULL_STRINGS = ("null", "Null", "NULL", "~")
+
+
+def nulls_from_strings(config: dict, schema: Mapping[str, Any]) -> dict:
+    """Turn :data:`NULL_STRINGS` into ``None``, in place, for every key whose schema type
+    admits null (``videos_dir``, ``meta_csv``, ``assets.bfm``, ...): on the command line
+    ``key=null`` (like ``key=``) sets such a key to null, never to a file named "null"."""
+    props = schema.get("properties", {})
+    for k, v in config.items():
+        sub = props.get(k, {})
+        types = sub.get("type", [])
+        if (
+            isinstance(v, str)
+            and v in NULL_STRINGS
+            and "null" in (types if isinstance(types, list) else [types])
+        ):
+            config[k] = None
+        elif isinstance(v, dict) and isinstance(sub, Mapping):
+            nulls_from_strings(v, sub)
+    return config
+
+
 def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA) -> dict:
-    """Check `config` in place against the schema (naming bad keys), then fill defaults."""
-    errors = schema_errors(config, load_schema(schema_path))
+    """Check `config` in place against the schema (naming bad keys), then fill defaults.
+
+    A nullable key given as ``null`` text (``--config meta_csv=null``) becomes null first
+    (:func:`nulls_from_strings`)."""
+    schema = load_schema(schema_path)
+    nulls_from_strings(config, schema)
+    errors = schema_errors(config, schema)
     if errors:
         raise ConfigError(
             f"invalid configuration ({len(errors)} problem(s), schema {Path(schema_path).name}):\n  "

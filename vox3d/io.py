@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import glob
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -18,12 +20,68 @@ from pathlib import Path
 #: Columns of every rejects table (extract, fit, features, ...).
 REJECT_COLUMNS = ("path", "stage", "reason")
 
+#: Bytes kept free beyond a write's own estimate (HDF5 metadata and chunk caches flushed at
+#: close): :func:`check_free_space` refuses a write that would leave less.
+FREE_SPACE_MARGIN = 16 << 20
+
+
+class DiskFullError(OSError):
+    """The device ran out of space while writing a file (``errno`` ENOSPC); the message is
+    ``no space left on device while writing <path>`` (``filename`` is that path)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def disk_full(path: str | os.PathLike, detail: str = "") -> DiskFullError:
+    """A :class:`DiskFullError` naming `path` (the file being written), with `detail`."""
+    msg = f"no space left on device while writing {path}" + (f" ({detail})" if detail else "")
+    return DiskFullError(errno.ENOSPC, msg, str(path))
+
+
+def is_no_space(exc: BaseException | None) -> bool:
+    """Whether `exc` (or an exception it was raised from) reports a full device or quota:
+    ``errno`` ENOSPC / EDQUOT, or HDF5's driver message that carries the same words."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    """Bytes available to this user on the file system holding `path` (an existing file
+    or folder; else its nearest existing parent)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
+def check_free_space(path: str | os.PathLike, need_bytes: int) -> None:
+    """Raise :class:`DiskFullError` naming `path` unless its file system has `need_bytes`
+    plus :data:`FREE_SPACE_MARGIN` bytes free (checked before a large write, so that the
+    writer fails cleanly instead of inside a library that cannot recover from ENOSPC)."""
+    free = free_bytes(Path(path).parent)
+    if free < need_bytes + FREE_SPACE_MARGIN:
+        raise disk_full(
+            path,
+            f"{free / 2**20:.1f} MiB free, about {(need_bytes + FREE_SPACE_MARGIN) / 2**20:.1f} "
+            "MiB needed for the next write",
+        )
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` on success.
 
-    On an exception the temporary file is removed and `path` is left untouched.
+    On an exception the temporary file is removed and `path` is left untouched; an
+    exception that reports a full device (:func:`is_no_space`, from any writer, HDF5
+    included) becomes a :class:`DiskFullError` naming `path`.
     `suffix` defaults to the target's suffix (some writers look at it).
     """
     path = Path(path)
@@ -47,9 +105,12 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if not isinstance(e, DiskFullError) and is_no_space(e):
+            said = (str(e).splitlines() or [""])[0].split(" (")[0]  # HDF5's first clause
+            raise disk_full(path, f"{type(e).__name__}: {said}") from e
         raise
 
 

@@ -10,92 +10,14 @@ sides are non-empty when there are at least two identities.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
-#: Header of the VoxCeleb1 metadata csv (tab separated).
-META_COLUMNS = ("VoxCeleb1 ID", "VGGFace1 ID", "Gender", "Nationality", "Set")
+# Identity metadata (``meta_csv``) has one reader and writer: vox3d.metadata (re-exported).
+from vox3d.metadata import META_COLUMNS, IdentityMeta, read_meta, write_meta  # noqa: F401
+
 VAL_LETTERS = "ABCDE"
-
-
-@dataclass(frozen=True)
-class IdentityMeta:
-    identity: str
-    name: str
-    gender: str  # "m", "f" or "" (unknown)
-    nationality: str = ""
-    set: str = ""
-
-
-def read_meta(path: str | os.PathLike | None) -> dict[str, IdentityMeta]:
-    """Read VoxCeleb-style metadata -> ``{identity: meta}``.
-
-    The VoxCeleb1 format (``vox1_meta.csv``: tab separated, header ``VoxCeleb1 ID, VGGFace1
-    ID, Gender, Nationality, Set``) and the VoxCeleb2 one (``vox2_meta.csv``: ``VoxCeleb2
-    ID, VGGFace2 ID, Gender, Set``, no nationality) are read; comma-separated files too.
-    The first column is the identity and the second the name; ``Gender``, ``Nationality``
-    and ``Set`` are found by their header (so a file without a nationality column does not
-    shift ``Set`` into it).  Missing file or ``None`` -> ``{}``.  Gender is normalised to
-    ``m``/``f``/``""``.  Rows without an identity are skipped.
-    """
-    if path is None or not Path(path).is_file():
-        return {}
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        text = fh.read()
-    lines = text.splitlines()
-    if not lines:
-        return {}
-    delim = "\t" if "\t" in lines[0] else ","
-    rows = csv.reader(lines, delimiter=delim)
-    header = [h.strip().lower() for h in next(rows)]
-
-    def col(pred) -> int | None:
-        return next((i for i, h in enumerate(header) if pred(h)), None)
-
-    gi = col(lambda h: "gender" in h)
-    ni = col(lambda h: "national" in h)
-    si = col(lambda h: h == "set")
-    if gi is None and ni is None and si is None:
-        gi, ni, si = 2, 3, 4  # no recognised column names: VoxCeleb1's column order
-
-    def field(row: list[str], i: int | None) -> str:
-        return row[i] if i is not None and i < len(row) else ""
-
-    out: dict[str, IdentityMeta] = {}
-    for row in rows:
-        row = [c.strip() for c in row]
-        if not row or not row[0]:
-            continue
-        g = field(row, gi).lower()[:1]
-        out[row[0]] = IdentityMeta(
-            identity=row[0],
-            name=field(row, 1),
-            gender=g if g in ("m", "f") else "",
-            nationality=field(row, ni),
-            set=field(row, si),
-        )
-    return out
-
-
-def write_meta(path: str | os.PathLike, rows: Iterable[IdentityMeta]) -> None:
-    """Write metadata in the VoxCeleb1 format that ``meta_csv`` expects (tab separated,
-    header :data:`META_COLUMNS`, one row per identity, sorted by identity), atomically.
-
-    Unknown fields are written empty (an empty name means "no name": the ``names`` split
-    then refuses and ``auto`` falls back to the hash split)."""
-    from vox3d.io import write_text_atomic
-
-    lines = ["\t".join(META_COLUMNS)]
-    for m in sorted(rows, key=lambda m: m.identity):
-        fields = (m.identity, m.name, m.gender, m.nationality, m.set)
-        if any("\t" in f or "\n" in f for f in fields):
-            raise ValueError(f"metadata of {m.identity!r} holds a tab or a newline")
-        lines.append("\t".join(fields))
-    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def hash_fraction(identity: str) -> float:

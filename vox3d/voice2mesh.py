@@ -1,4 +1,8 @@
-"""``vox3d voice2mesh AUDIO --checkpoint C --out mesh.obj [--png render.png]``.
+"""``vox3d voice2mesh AUDIO --out mesh.obj [--checkpoint C | --out-dir OUT] [--png render.png]``.
+
+The model is ``--checkpoint``, else the one the workflow trained: ``OUT/train/model.pt``
+with ``OUT`` = ``--out-dir``, else config.yaml's ``out_dir`` (relative to the project
+root, where Snakemake runs: ``results/train/model.pt`` by default).
 
 AUDIO: a wav, flac or video file (anything :mod:`vox3d.fbank` decodes).  The utterance's
 log-mel features (voice activity detection + the CMP filterbank, as in training) go
@@ -10,10 +14,31 @@ render as PNG).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+#: Where the workflow's `train` rule writes the final model, under ``out_dir``.
+TRAINED_MODEL = Path("train") / "model.pt"
+
+
+def default_checkpoint(out_dir: str | os.PathLike | None = None) -> Path:
+    """``<out_dir>/train/model.pt``; `out_dir` defaults to config.yaml's ``out_dir``, taken
+    relative to the project root (the workflow's working folder) when it is relative."""
+    if out_dir is None:
+        import yaml
+
+        from vox3d.config import DEFAULT_CONFIG, load_schema
+        from vox3d.paths import REPO_ROOT
+
+        with open(DEFAULT_CONFIG, encoding="utf-8") as fh:
+            configured = (yaml.safe_load(fh) or {}).get("out_dir")
+        out_dir = Path(configured or load_schema()["properties"]["out_dir"]["default"])
+        if not out_dir.is_absolute():
+            out_dir = REPO_ROOT / out_dir
+    return Path(out_dir) / TRAINED_MODEL
 
 
 def predict_coefficients(audio: str | Path, checkpoint: str | Path, device: str = "cpu"):
@@ -40,7 +65,13 @@ def cli(argv: list[str]) -> int:
         prog="vox3d voice2mesh", description="predict a 3D face mesh from a voice recording"
     )
     ap.add_argument("audio", help="wav, flac or video file")
-    ap.add_argument("--checkpoint", required=True, help="trained model (train/model.pt)")
+    ap.add_argument(
+        "--checkpoint", help="trained model (default: OUT/train/model.pt, OUT from --out-dir)"
+    )
+    ap.add_argument(
+        "--out-dir",
+        help="the workflow's out_dir whose train/model.pt is used (default: config.yaml out_dir)",
+    )
     ap.add_argument("--out", required=True, help="output mesh (.obj)")
     ap.add_argument("--png", help="optional frontal render (.png)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
@@ -53,8 +84,17 @@ def cli(argv: list[str]) -> int:
     from vox3d.fbank import BadAudio
     from vox3d.safeload import BadModelFileError
 
+    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(args.out_dir)
+    if not checkpoint.is_file():
+        how = (
+            "check --checkpoint"
+            if args.checkpoint
+            else "train it first (snakemake train), or give --checkpoint or --out-dir"
+        )
+        print(f"vox3d voice2mesh: no trained model at {checkpoint}: {how}", file=sys.stderr)
+        return 1
     try:
-        coef, meta = predict_coefficients(args.audio, args.checkpoint, args.device)
+        coef, meta = predict_coefficients(args.audio, checkpoint, args.device)
         fcfg = {"name": meta.get("face_model") or "ict", "subset": args.subset, "n_exp": 0}
         if args.face_model_path:
             fcfg["path"] = args.face_model_path
@@ -75,5 +115,8 @@ def cli(argv: list[str]) -> int:
         img = render_mesh(frontal_image_coords(verts, 512), fm.triangles, size=512)
         with atomic_path(args.png) as tmp:
             Image.fromarray(img).save(tmp, format="PNG")
-    print(f"{args.out}: {len(verts)} vertices, identity coefficients {np.round(coef[:5], 3)} ...")
+    print(f"model {checkpoint}; identity coefficients {np.round(coef[:5], 3)} ...")
+    print(f"mesh written to {Path(args.out).resolve()} ({len(verts)} vertices)")
+    if args.png:
+        print(f"render written to {Path(args.png).resolve()}")
     return 0
