@@ -7,6 +7,7 @@ import sys
 sys.path.insert(0, workflow.basedir)
 
 from vox3d.config import validate_config
+from vox3d.outlock import lock_out_dir, release_out_dir
 
 
 configfile: "config.yaml"
@@ -19,6 +20,22 @@ validate_config(config, f"{workflow.basedir}/schemas/config.schema.yaml")
 
 
 include: "rules/common.smk"
+
+
+# One run at a time per out_dir, whatever the working directory (vox3d/outlock.py): taken by
+# real runs of the main process only (hooks do not run for -n, --lint, --unlock, --report,
+# nor in job processes, which get --no-hooks); the kernel drops it when the process ends.
+onstart:
+    if workflow.is_main_process:
+        lock_out_dir(OUT)
+
+
+onsuccess:
+    release_out_dir(OUT)
+
+
+onerror:
+    release_out_dir(OUT)
 
 
 rule all:

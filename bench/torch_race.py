@@ -11,7 +11,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 os.environ["VOX3D_NO_TORCH_WARMUP"] = "1"  # the parent must stay unresolved; children choose
 

@@ -5,6 +5,7 @@ TARGETS.extend(
     [
         out("evaluate/metrics.tsv"),
         out("evaluate/are_bars.png"),
+        out("evaluate/comparisons.png"),
         out("evaluate/training_curves.png"),
         out("evaluate/dataset_stats.png"),
         out("evaluate/identities.png"),
@@ -25,6 +26,11 @@ rule evaluate:
         metrics=report(
             out("evaluate/metrics.tsv"),
             caption="../report/metrics.rst",
+            category="Evaluation",
+        ),
+        comparisons=report(
+            out("evaluate/comparisons.tsv"),
+            caption="../report/comparisons.rst",
             category="Evaluation",
         ),
         per_identity=out("evaluate/per_identity.tsv"),
@@ -55,6 +61,7 @@ rule evaluate:
 rule figures:
     input:
         metrics=out("evaluate/metrics.tsv"),
+        comparisons=out("evaluate/comparisons.tsv"),
         predictions=out("evaluate/predictions.h5"),
         split=out("train/split.tsv"),
         log_csv=out("train/log.csv"),
@@ -70,6 +77,11 @@ rule figures:
         are=report(
             out("evaluate/are_bars.png"),
             caption="../report/are_bars.rst",
+            category="Evaluation",
+        ),
+        comparisons=report(
+            out("evaluate/comparisons.png"),
+            caption="../report/comparisons_plot.rst",
             category="Evaluation",
         ),
         curves=report(

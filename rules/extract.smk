@@ -20,7 +20,9 @@ rule extract_shard:
     threads: 1
     resources:
         # measured: default run (160 synthetic 4 s clips, shard_size 64: 3 shards), 2 shared cores, 2026-11-25
-        # max RSS 108 MB (one video's frames are held: 224x224 clips), 8.8 s per 64 clips
+        # max RSS 108 MB, 8.8 s per 64 clips; frames stream to the file as they decode (at
+        # most 32 held, vox3d.video.FRAME_CHUNK), so a video's length only adds its audio:
+        # a 10-minute clip peaked at 212 MB (2,255 MB when all its frames were held)
         # = 0.034 s per s of video; mem x9, runtime x10 (shard_minutes); output 0.4 MB per s
         # of video (102 MB per shard): disk x5 at VIDEO_S
         mem_mb=1000,

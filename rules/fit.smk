@@ -6,6 +6,9 @@
 import shutil
 
 TARGETS.extend([out("fit/identities.h5"), out("fit/rejects.tsv"), out("fit/stats.tsv")])
+# Synthetic corpus only (ground truth known): identity accuracy of the fit (rule fit_accuracy).
+FIT_ACCURACY = [out("fit/accuracy.tsv"), out("fit/accuracy.png")] if synthetic() else []
+TARGETS.extend(FIT_ACCURACY)
 
 # GPUs of a fit_shard job: one when fit.device is cuda, or auto on a machine with one
 # (nvidia-smi present).  `--set-resources fit_shard:gpu=N` runs N processes, one per GPU
@@ -35,7 +38,9 @@ rule fit_shard:
     resources:
         # measured: default run (160 synthetic 4 s clips, shard_size 64: 3 shards), 2 shared cores, 2026-11-25
         # CPU: max RSS 440 MB, 14.7 s per 64 clips (1,280 frames) = 0.057 s per s of video;
-        # mem x3.4, runtime x10 (a GPU is faster).  GPU: host memory not measured here (the
+        # mem x3.4, runtime x10 (a GPU is faster).  Frames are read in pieces (vox3d.fit.
+        # READ_FRAMES) and a long video is fitted in chunks: a 10-minute clip (3,001 frames)
+        # peaked at 701 MB (3,849 MB when read whole).  GPU: host memory not measured here (the
         # CUDA libraries and pinned batches add GBs): 6000
         mem_mb=6000 if FIT_GPUS else 1500,
         disk_mb=1000,
@@ -106,16 +111,55 @@ rule fit_rejects:
         "../scripts/fit.py"
 
 
+rule fit_accuracy:
+    input:
+        identities=out("fit/identities.h5"),
+        ground_truth=out("synthetic/ground_truth.h5"),
+        meta=lambda wc: [meta_csv()] if meta_csv() else [],
+    output:
+        tsv=out("fit/accuracy.tsv"),
+        png=report(
+            out("fit/accuracy.png"),
+            caption="../report/fit_accuracy.rst",
+            category="Fit",
+        ),
+    log:
+        out("logs/fit_accuracy/fit_accuracy.log"),
+    benchmark:
+        out("benchmarks/fit_accuracy/fit_accuracy.tsv")
+    conda:
+        "../envs/render.yaml"
+    threads: 1
+    resources:
+        # measured: default corpus (40 identities), 2 loaded cores: max RSS 114 MB, 10.7 s
+        # (ICT model load, ~0.1 s per identity, the figure); mem x9, runtime floor
+        mem_mb=1000,
+        disk_mb=1000,
+        runtime=10,
+    params:
+        face_model=config["face_model"],
+        assets=config["assets"],
+        split=config["train"]["split"],
+        val_fraction=config["train"]["val_fraction"],
+    script:
+        "../scripts/fit_accuracy.py"
+
+
 rule fit:
     input:
         out("fit/identities.h5"),
         out("fit/rejects.tsv"),
         out("fit/stats.tsv"),
+        FIT_ACCURACY,
 
 
-# Not in the default DAG: `snakemake train_regressor` retrains the ICT regressor; with the
-# settings in config fit.regressor (those in vox3d/data/ict_regressor.json) on the same
-# device type it reproduces the committed vox3d/data/ict_regressor.pth.
+# Not in the default DAG: `snakemake train_regressor` retrains the ICT regressor: renders
+# its training frames with the corpus's renderer into OUT/regressor/cache (fresh identities,
+# the fit stage's detector + crop; resumable shards) and held-out frames into
+# OUT/regressor/heldout, trains on the cached crops, evaluates, writes the checkpoint, its
+# json (accuracy, training curve) and OUT/regressor/training_curve.tsv (vox3d/regressor_data.py).
+# With the settings in config fit.regressor (those in vox3d/data/ict_regressor.json) on
+# the same device type it reproduces the committed vox3d/data/ict_regressor.pth.
 rule train_regressor:
     output:
         pth=out("regressor/ict_regressor.pth"),
@@ -129,8 +173,11 @@ rule train_regressor:
     # the main process + one per render worker (the data do not depend on the count)
     threads: config["fit"]["regressor"]["workers"] + 1
     resources:
-        mem_mb=4000,
-        runtime=120,
+        # the cache is held in memory (and on the GPU) while training: ~43 KB a sample,
+        # 13 GB for 300,000; about 25 min on one H200 with 16 cores (bench/h200_regressor.sh)
+        mem_mb=24000,
+        disk_mb=16000,
+        runtime=60,
         gpu=1 if config["fit"]["regressor"]["device"] == "cuda" else 0,
     params:
         regressor=config["fit"]["regressor"],

@@ -40,16 +40,21 @@ def test_perfect_model_beats_baselines_and_scores_zero():
         preds, {"fitted": {i: coef[i] for i in val}}, mean, basis, PAIRS, None, tmean, n_boot=200
     )
     by = {r["method"]: r for r in summ}
-    assert set(by) == {"model", "mean_face", "gender_mean"}
+    assert list(by) == ["model", "population_mean", "train_mean", "gender_mean"]
     assert by["model"]["are_mean"] == pytest.approx(0.0, abs=1e-12)
     assert by["model"]["rmse"] == pytest.approx(0.0, abs=1e-6)
     assert by["model"]["r2_vertex"] == pytest.approx(1.0)
-    assert by["mean_face"]["are_mean"] > 0 and by["mean_face"]["rmse"] > 0
-    assert by["mean_face"]["r2_vertex"] == pytest.approx(0.0, abs=1e-12)
-    assert by["mean_face"]["rmse_lo"] <= by["mean_face"]["rmse"] <= by["mean_face"]["rmse_hi"]
-    assert len(per_id) == 3 * len(val)
-    # the mean-face prediction is the training mean for every identity
-    np.testing.assert_allclose(preds["mean_face"][val[0]][0], tmean)
+    assert by["model"]["r2_vertex_sim"] == pytest.approx(1.0)
+    for base in ("population_mean", "train_mean", "gender_mean"):
+        assert by[base]["are_mean"] > 0 and by[base]["rmse"] > 0
+        assert by[base]["r2_vertex"] < 0.5 and by[base]["r2_vertex_sim"] < 0.5
+    assert by["train_mean"]["r2_vertex"] == pytest.approx(0.0, abs=1e-12)
+    assert by["train_mean"]["r2_vertex_sim"] == pytest.approx(0.0, abs=1e-12)
+    assert by["train_mean"]["rmse_lo"] <= by["train_mean"]["rmse"] <= by["train_mean"]["rmse_hi"]
+    assert len(per_id) == 4 * len(val)
+    # train_mean is the training mean, population_mean the model's mean face (zeros)
+    np.testing.assert_allclose(preds["train_mean"][val[0]][0], tmean)
+    np.testing.assert_array_equal(preds["population_mean"][val[0]][0], np.zeros(3))
 
 
 def test_gender_mean_uses_training_genders_only():
@@ -59,7 +64,79 @@ def test_gender_mean_uses_training_genders_only():
     assert p["gender_mean"]["x"][0, 0] == 10.0
     assert p["gender_mean"]["z"][0, 0] == 2.0
     assert p["gender_mean"]["y"][0, 0] == pytest.approx(14.0 / 3)
-    assert p["mean_face"]["x"][0, 0] == pytest.approx(14.0 / 3)
+    assert p["train_mean"]["x"][0, 0] == pytest.approx(14.0 / 3)
+    assert p["population_mean"]["x"][0, 0] == 0.0
+
+
+def test_shuffled_voice_is_a_seeded_derangement():
+    from vox3d.evaluate import shuffled_predictions
+
+    preds = {f"id{i}": np.full((2, 3), float(i)) for i in range(9)}
+    sh = shuffled_predictions(preds, seed=3)
+    assert sorted(sh) == sorted(preds)
+    donors = {i: int(sh[i][0, 0]) for i in sh}
+    assert all(donors[i] != int(i[2:]) for i in sh)  # never its own voice
+    assert sorted(donors.values()) == list(range(9))  # every voice used once
+    assert {i: v[0, 0] for i, v in shuffled_predictions(preds, seed=3).items()} == donors
+    assert shuffled_predictions({"a": np.zeros((1, 3))}) == {}
+
+
+def _scenario(model_kind: str, n_val: int = 16, n_boot: int = 400):
+    """Evaluate one kind of 'model' prediction against the four baselines, with comparisons."""
+    from vox3d.evaluate import compare_methods, shuffled_predictions
+
+    mean, basis = linear_model(k=3, v=40)
+    rng = np.random.default_rng(7)
+    ids = [f"id{i:02d}" for i in range(12 + n_val)]
+    coef = {i: rng.normal(size=3) * 1.5 for i in ids}
+    genders = {i: "mf"[n % 2] for n, i in enumerate(ids)}
+    train, val = ids[:12], ids[12:]
+    truth = {i: np.stack([coef[i], coef[i]]) for i in val}
+    model = {
+        "perfect": truth,
+        "population_mean": {i: np.zeros((1, 3)) for i in val},
+        "shuffled": shuffled_predictions(truth, seed=1),
+    }[model_kind]
+    preds = {"model": model, "shuffled_voice": shuffled_predictions(model, seed=0)}
+    preds.update(baseline_predictions({i: coef[i] for i in train}, genders, val))
+    tmean = np.mean([coef[i] for i in train], axis=0)
+    summ, per_id = evaluate_predictions(
+        preds, {"fitted": {i: coef[i] for i in val}}, mean, basis, PAIRS, None, tmean, n_boot=100
+    )
+    comp = compare_methods(per_id, "mesh", n_boot=n_boot, seed=0)
+    return {r["method"]: r for r in summ}, {(c["baseline"], c["metric"]): c for c in comp}
+
+
+def test_comparisons_tell_perfect_mean_face_and_shuffled_voice_apart():
+    # perfect predictions: zero error, and better than every baseline with a small p
+    by, comp = _scenario("perfect")
+    assert by["model"]["are_mean"] == pytest.approx(0.0, abs=1e-12)
+    assert by["model"]["r2_vertex"] == pytest.approx(1.0)
+    assert by["model"]["r2_vertex_sim"] == pytest.approx(1.0)
+    assert by["shuffled_voice"]["r2_vertex"] < 0  # a wrong voice is worse than the mean
+    for base in ("population_mean", "train_mean", "gender_mean", "shuffled_voice"):
+        for metric in ("are_mean", "rmse"):
+            c = comp[(base, metric)]
+            assert c["delta"] < 0 and c["delta_hi"] < 0 and c["p"] < 0.01, (base, metric)
+        for metric in ("r2_vertex", "r2_vertex_sim"):
+            c = comp[(base, metric)]
+            assert c["delta"] > 0 and c["delta_lo"] > 0 and c["p"] < 0.01, (base, metric)
+    assert comp[("train_mean", "r2_vertex")]["delta"] == pytest.approx(1.0)
+    # the model *is* the population mean: no difference from that baseline, p = 1; and a
+    # voice-independent model is never better than its own predictions shuffled
+    by, comp = _scenario("population_mean")
+    for metric in ("are_mean", "rmse", "r2_vertex", "r2_vertex_sim"):
+        for base in ("population_mean", "shuffled_voice"):
+            c = comp[(base, metric)]
+            assert c["delta"] == pytest.approx(0.0, abs=1e-12) and c["p"] == 1.0, (base, metric)
+            assert c["delta_lo"] == pytest.approx(0.0, abs=1e-12)
+    # predictions of the wrong identities: worse than the training mean (R^2 < 0), and
+    # no better than the shuffled-voice baseline
+    by, comp = _scenario("shuffled")
+    assert by["model"]["r2_vertex"] < 0
+    assert comp[("train_mean", "rmse")]["delta"] > 0
+    assert comp[("train_mean", "r2_vertex")]["delta"] < 0
+    assert comp[("shuffled_voice", "rmse")]["p"] > 0.05
 
 
 # ---------------------------------------------------------------------------------------
@@ -148,13 +225,17 @@ def test_train_evaluate_figures_on_stage_formats(tmp_path):
         device="cpu",
     )
     rows = read_tsv(tmp_path / "ev" / "metrics.tsv")
-    assert {r["method"] for r in rows} == {"model", "mean_face", "gender_mean"}
-    for c in ("are_er", "are_fr", "are_mr", "are_cr", "are_mean", "rmse", "are_mean_lo", "rmse_hi"):
+    assert [r["method"] for r in rows] == [
+        "model", "population_mean", "train_mean", "gender_mean", "shuffled_voice"
+    ]  # fmt: skip
+    for c in ("are_er", "are_fr", "are_mr", "are_cr", "are_mean", "rmse", "are_mean_lo", "rmse_hi",
+              "r2_vertex", "r2_vertex_sim", "r2_vertex_sim_lo", "are_pairs"):  # fmt: skip
         assert c in rows[0]
+    assert {r["are_pairs"] for r in rows} == {"cmp"}
     by = {r["method"]: r for r in summ}
-    # the toy voices carry the shape linearly: the model must beat the mean face
-    assert by["model"]["rmse"] < by["mean_face"]["rmse"]
-    assert by["model"]["are_mean"] < by["mean_face"]["are_mean"]
+    # the toy voices carry the shape linearly: the model must beat the mean shapes
+    assert by["model"]["rmse"] < by["train_mean"]["rmse"]
+    assert by["model"]["are_mean"] < by["train_mean"]["are_mean"]
     fm = face_model_from_config({"name": "ict", "subset": "face"}, n_id=coef.shape[1])
     figures.plot_are_bars(tmp_path / "ev" / "metrics.tsv", tmp_path / "ev" / "are.png")
     figures.plot_training_curves(tmp_path / "train" / "log.csv", tmp_path / "ev" / "curves.png")
@@ -237,14 +318,14 @@ def test_parameter_metrics_perfect_model_mean_and_gender_baselines():
         preds, {"fitted": {i: coef[i] for i in val}}, tr.mean(0), tr.std(0), n_boot=100
     )
     by = {s["method"]: s for s in summ}
-    assert list(by) == ["model", "mean_face", "gender_mean"]
+    assert list(by) == ["model", "population_mean", "train_mean", "gender_mean"]
     assert by["model"]["rmse_param"] == 0 and by["model"]["r2_param"] == 1.0
-    assert by["mean_face"]["r2_param"] == pytest.approx(0.0, abs=1e-12)
+    assert by["train_mean"]["r2_param"] == pytest.approx(0.0, abs=1e-12)
     assert by["model"]["r2_param_lo"] == by["model"]["r2_param_hi"] == 1.0
     # rmse_z of the mean face: RMS of the standardised deviations, by hand
     z = (np.stack([coef[i] for i in val]) - tr.mean(0)) / tr.std(0)
-    assert by["mean_face"]["rmse_z"] == pytest.approx(np.sqrt((z**2).mean(1)).mean())
-    mf = [c for c in per_coef if c["method"] == "mean_face"]
+    assert by["train_mean"]["rmse_z"] == pytest.approx(np.sqrt((z**2).mean(1)).mean())
+    mf = [c for c in per_coef if c["method"] == "train_mean"]
     assert len(mf) == 5 and all(abs(c["r2"]) < 1e-12 for c in mf)
     assert all(c["r2"] == 1.0 for c in per_coef if c["method"] == "model")
     # standardisation makes the small coefficients count: a wrong last one is seen
@@ -307,29 +388,62 @@ def test_train_evaluate_figures_in_parameter_space(tmp_path):
         final["train_config"]["param_weight"] * h[-1]["loss_param"]
     )
     ev = tmp_path / "ev"
+    # a ground truth offset from the fitted shapes: its baselines use its own training mean
+    gt = coef.astype(np.float64) + 2.0 + np.random.default_rng(5).normal(size=coef.shape) * 0.3
+    with h5py.File(tmp_path / "gt.h5", "w") as f:
+        f.create_dataset("identities/id", data=np.array(names, dtype=object),
+                         dtype=h5py.string_dtype())  # fmt: skip
+        f.create_dataset("identities/id_coef", data=gt)
     summ = run_evaluate(
         tmp_path / "train" / "model.pt", tmp_path / "train" / "split.tsv",
         tmp_path / "identities.h5", shards, ev / "metrics.tsv", ev / "per_identity.tsv",
-        ev / "predictions.h5", face_model=fm_cfg, settings={"bootstrap": 50}, device="cpu",
-        out_per_coefficient=ev / "per_coefficient.tsv",
+        ev / "predictions.h5", ground_truth_h5=tmp_path / "gt.h5", face_model=fm_cfg,
+        settings={"bootstrap": 50}, device="cpu", out_per_coefficient=ev / "per_coefficient.tsv",
+        out_comparisons=ev / "comparisons.tsv",
     )  # fmt: skip
-    rows = read_tsv(ev / "metrics.tsv")
-    assert [r["method"] for r in rows] == ["model", "mean_face", "gender_mean"]
+    all_rows = read_tsv(ev / "metrics.tsv")
+    rows = [r for r in all_rows if r["target"] == "fitted"]
+    gt_rows = {r["method"]: r for r in all_rows if r["target"] == "ground_truth"}
+    assert float(gt_rows["train_mean"]["r2_param"]) == pytest.approx(0.0, abs=1e-9)
+    assert float(gt_rows["population_mean"]["r2_param"]) < -1.0  # 2.0 away from zero
+    train_rows = [r for r in read_tsv(tmp_path / "train" / "split.tsv") if r["set"] == "train"]
+    tr_gt = np.stack([gt[names.index(r["identity"])] for r in train_rows])
+    with h5py.File(ev / "predictions.h5", "r") as f:
+        some = next(iter(f["by_target/ground_truth/train_mean"]))
+        np.testing.assert_allclose(f["by_target/ground_truth/train_mean"][some][0],
+                                   tr_gt.mean(0), rtol=1e-6)  # fmt: skip
+        assert not f["by_target/ground_truth/population_mean"][some][()].any()  # zeros
+        # the fitted rows' train_mean is the fitted training mean, not the ground truth's
+        assert np.abs(f["train_mean"][some][0] - tr_gt.mean(0)).min() > 1.0
+    comp = read_tsv(ev / "comparisons.tsv")
+    assert {(c["target"], c["baseline"]) for c in comp} == {
+        (t, b) for t in ("fitted", "ground_truth")
+        for b in ("population_mean", "train_mean", "gender_mean", "shuffled_voice")
+    }  # fmt: skip
+    assert {c["metric"] for c in comp} == {"rmse_z", "r2_param"}
+    for c in comp:
+        assert float(c["delta"]) == pytest.approx(float(c["value"]) - float(c["baseline_value"]))
+        assert float(c["delta_lo"]) <= float(c["delta"]) <= float(c["delta_hi"])
+        assert 0 < float(c["p"]) <= 1
+    assert [r["method"] for r in rows] == [
+        "model", "population_mean", "train_mean", "gender_mean", "shuffled_voice"
+    ]  # fmt: skip
     assert not any(c.startswith("are_") or c == "rmse" for c in rows[0])
     assert {r["target_space"] for r in rows} == {"params"}
     assert all("ARE" in r["note"] and "pipeline" in r["note"] for r in rows)
-    assert float(rows[1]["r2_param"]) == pytest.approx(0.0, abs=1e-9)  # mean shape
+    assert float(rows[2]["r2_param"]) == pytest.approx(0.0, abs=1e-9)  # training mean
     pc = read_tsv(ev / "per_coefficient.tsv")
-    assert len(pc) == 3 * 40 and {r["coefficient"] for r in pc} == {str(k) for k in range(40)}
+    assert len(pc) == 2 * 5 * 40 and {r["coefficient"] for r in pc} == {str(k) for k in range(40)}
     # the table's numbers follow from predictions.h5 alone
     with h5py.File(ev / "predictions.h5", "r") as f:
         assert f.attrs["target_space"] == "params"
-        mu, sd = f["train_mean"][()], f["train_std"][()]
+        mu, sd = f["train_coef_mean"][()], f["train_coef_std"][()]
         val = [v.decode() if isinstance(v, bytes) else v for v in f["val_identities"][()]]
         z = [np.sqrt((((f["model"][i][()] - f["target_fitted"][i][()]) / sd) ** 2).mean(1)).mean()
              for i in val]  # fmt: skip
-    assert summ[0]["rmse_z"] == pytest.approx(np.mean(z), rel=1e-5)
-    train_rows = [r for r in read_tsv(tmp_path / "train" / "split.tsv") if r["set"] == "train"]
+    assert summ[[s["target"] for s in summ].index("fitted")]["rmse_z"] == pytest.approx(
+        np.mean(z), rel=1e-5
+    )
     tc = np.stack([coef[names.index(r["identity"])] for r in train_rows]).astype(np.float64)
     np.testing.assert_allclose(mu, tc.mean(0), rtol=1e-6)
     figures.plot_are_bars(ev / "metrics.tsv", ev / "are.png")

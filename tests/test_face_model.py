@@ -157,17 +157,21 @@ def test_vertices_numpy_torch_and_batching(ict_head):
 @needs_ict
 def test_ict_are_pairs_are_mirror_pairs_chosen_by_rule(ict_head):
     m = ict_head
-    assert fm.choose_are_pairs(m.mean, m.landmarks68, np.arange(6706)) == fm.ICT_ARE_PAIRS
+    # the landmark rule reproduces the former pairs, kept as evaluate.are_pairs: landmark_rule
+    rule = fm.ICT_ARE_PAIRS_LANDMARK_RULE
+    assert fm.choose_are_pairs(m.mean, m.landmarks68, np.arange(6706)) == rule
+    # the model's own pairs are the default (CMP's positions), no longer the rule's
+    assert m.are_pairs == fm.ICT_ARE_PAIRS and m.are_pairs != rule
     v = m.mean.astype(np.float64)
     d = {}
-    for k, (r, left) in m.are_pairs.items():
+    for k, (r, left) in rule.items():
         assert v[r, 0] < 0 < v[left, 0]  # (subject's right, subject's left)
         assert np.allclose(v[r] * [-1, 1, 1], v[left], atol=1e-3)  # mirror images
         d[k] = np.linalg.norm(v[r] - v[left])
     assert d["oicd"] == pytest.approx(np.linalg.norm(v[m.landmarks68[36]] - v[m.landmarks68[45]]))
     assert d["oicd"] < d["forehead"] < d["cheek"] < d["mid"] < d["ear"]
     # the forehead pair lies above the eyebrows
-    assert v[m.are_pairs["forehead"][0], 1] > v[m.landmarks68[19], 1] + 1.0
+    assert v[rule["forehead"][0], 1] > v[m.landmarks68[19], 1] + 1.0
     assert m.are_vertex_pairs().shape == (5, 2)
 
 

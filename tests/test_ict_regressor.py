@@ -135,3 +135,26 @@ def test_committed_checkpoint_matches_json_and_is_accurate():
     acc = ir.evaluate(model, g, ir.GenConfig.from_dict(meta["generator"]), mean, std, n=48)
     assert acc["all"]["nme"] < 0.06
     assert acc["all"]["vertex_mm"] < 5.5
+
+
+def test_accuracy_tables_identity_fields(gm):
+    """Truth: R^2 and slope 1, no error after similarity alignment; the mean face: R^2
+    <= 0, slope 0, ratio 1; a pure scaling of the true identity's shape is forgiven by the
+    similarity-aligned error but not by the plain one."""
+    cfg = ir.GenConfig(n_id=6, n_exp=3, yaw_deg=85)
+    s = [ir.make_sample(gm, cfg, i, render=False) for i in range(60)]
+    y = np.stack([x.params for x in s]).astype(np.float64)
+    yaw = np.array([x.yaw for x in s])
+    acc = ir.accuracy_tables(gm, y, y, yaw)
+    assert acc["id_r2"] == pytest.approx([1.0] * 6) and acc["id_slope_mean"] == pytest.approx(1)
+    assert acc["all"]["id_sim_mm"] == pytest.approx(0, abs=1e-9)
+    assert acc["all"]["yaw_err_deg"] < 1e-6
+    assert (
+        sum(acc[f"yaw_{a}_{b}"]["n"] for a, b in ((0, 20), (20, 40), (40, 60), (60, 75), (75, 90)))
+        == 60
+    )
+    mean_pred = y.copy()
+    mean_pred[:, 12:18] = 0
+    acc = ir.accuracy_tables(gm, mean_pred, y, yaw)
+    assert max(acc["id_r2"]) <= 0 and acc["id_slope"] == pytest.approx([0.0] * 6)
+    assert acc["all"]["id_sim_ratio"] == pytest.approx(1.0)

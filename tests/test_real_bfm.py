@@ -127,7 +127,7 @@ def test_user_bfm_file_gives_mesh_metrics(tmp_path):
     from test_evaluate import _write_inputs
 
     from vox3d import figures
-    from vox3d.evaluate import evaluate_parameters, run_evaluate
+    from vox3d.evaluate import METHODS, evaluate_parameters, run_evaluate
     from vox3d.io import read_tsv
     from vox3d.train import run_train
 
@@ -158,16 +158,22 @@ def test_user_bfm_file_gives_mesh_metrics(tmp_path):
     for r in rows:
         for c in ("are_mean", "rmse", "r2_vertex", "rmse_z", "r2_param"):
             assert math.isfinite(float(r[c])), (r["method"], c)
-        ratios = [float(r[c]) for c in ("are_er", "are_fr", "are_mr", "are_cr")]
-        assert float(r["are_mean"]) == pytest.approx(sum(ratios) / 4)
-    mf = next(r for r in rows if r["method"] == "mean_face")
+        # not the 53,215-vertex BFM: the named fallback pairs, no ear pair, so ER is NaN
+        # and the headline is the mean of the other three ratios
+        assert r["are_pairs"] == "bfm_fallback_no_ear" and "ER unavailable" in r["note"]
+        assert math.isnan(float(r["are_er"])), r["method"]
+        ratios = [float(r[c]) for c in ("are_fr", "are_mr", "are_cr")]
+        assert all(math.isfinite(x) for x in ratios), r["method"]
+        assert float(r["are_mean"]) == pytest.approx(sum(ratios) / 3)
+    mf = next(r for r in rows if r["method"] == "train_mean")
     assert float(mf["r2_vertex"]) == pytest.approx(0.0, abs=1e-9)
     assert float(mf["r2_param"]) == pytest.approx(0.0, abs=1e-9)
     # the parameter columns equal a direct call on the stored predictions
     with h5py.File(ev / "predictions.h5", "r") as f:
-        preds = {m: {i: f[m][i][()] for i in f[m]} for m in ("model", "mean_face", "gender_mean")}
+        preds = {m: {i: f[m][i][()] for i in f[m]} for m in METHODS if m in f}
         tgt = {"fitted": {i: f["target_fitted"][i][()] for i in f["target_fitted"]}}
-        mu, sd = f["train_mean"][()], f["train_std"][()]
+        mu, sd = f["train_coef_mean"][()], f["train_coef_std"][()]
+    assert [r["method"] for r in rows] == [m for m in METHODS if m in preds]
     direct, _, _ = evaluate_parameters(preds, tgt, mu, sd, n_boot=20)
     for r, s in zip(rows, direct, strict=True):
         assert float(r["rmse_z"]) == pytest.approx(s["rmse_z"], rel=1e-5)
@@ -269,15 +275,17 @@ def test_workflow_on_real_clips_with_bfm(tmp_path, real_clips):
     assert val == ["id06209", "id07414"]
     assert {r["identity"]: r["gender"] for r in split}["id06811"] == "m"
     rows = _tsv(out / "evaluate" / "metrics.tsv")
-    assert [r["method"] for r in rows] == ["model", "mean_face", "gender_mean"]
+    methods = ["model", "population_mean", "train_mean", "gender_mean", "shuffled_voice"]
+    assert [r["method"] for r in rows] == methods
     assert not any(c.startswith("are_") for c in rows[0]) and "rmse" not in rows[0]
     for r in rows:
         assert r["target_space"] == "params" and int(r["n_identities"]) == 2
         assert "bfm_noneck_v3.pkl" in r["note"] and "not a result" in r["note"]
         for c in ("rmse_param", "rmse_z", "r2_param"):
             assert math.isfinite(float(r[c]))
-    assert float(rows[1]["r2_param"]) == pytest.approx(0.0, abs=1e-9)
-    assert len(_tsv(out / "evaluate" / "per_coefficient.tsv")) == 3 * 40
+    by_method = {r["method"]: r for r in rows}
+    assert float(by_method["train_mean"]["r2_param"]) == pytest.approx(0.0, abs=1e-9)
+    assert len(_tsv(out / "evaluate" / "per_coefficient.tsv")) == len(methods) * 40
     log = _tsv_csv(out / "train" / "log.csv")
     assert all(r["loss_vertex"] == "" for r in log) and len(log) >= 2
     for name in ("are_bars", "training_curves", "dataset_stats", "identities"):
@@ -298,6 +306,8 @@ def test_workflow_on_real_clips_with_bfm(tmp_path, real_clips):
         for c in ("are_mean", "rmse", "rmse_z"):
             assert math.isfinite(float(r[c])), (r["method"], c)
         assert "bfm_noneck_v3.pkl" not in r["note"] and "not a result" in r["note"]
+        # a synthetic BFM of another topology than CMP's 53,215 vertices: no ear ratio
+        assert r["are_pairs"] == "bfm_fallback_no_ear" and math.isnan(float(r["are_er"]))
     assert (out / "evaluate" / "identities.png").stat().st_size > 20000
 
 

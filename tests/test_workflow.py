@@ -36,8 +36,15 @@ def test_whole_workflow_on_a_tiny_synthetic_corpus(tmp_path):
     with open(out / "evaluate" / "metrics.tsv", newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     methods = {(r["method"], r["target"]) for r in rows}
-    for m in ("model", "mean_face", "gender_mean"):
+    for m in ("model", "population_mean", "train_mean", "gender_mean", "shuffled_voice"):
         assert (m, "fitted") in methods and (m, "ground_truth") in methods
+    with open(out / "evaluate" / "comparisons.tsv", newline="") as fh:
+        comp = list(csv.DictReader(fh, delimiter="\t"))
+    assert {(c["target"], c["baseline"], c["metric"]) for c in comp} >= {
+        (t, b, "are_mean") for t in ("fitted", "ground_truth")
+        for b in ("population_mean", "train_mean", "gender_mean", "shuffled_voice")
+    }  # fmt: skip
+    assert all(0 < float(c["p"]) <= 1 for c in comp)
     for r in rows:
         for col in ("are_er", "are_fr", "are_mr", "are_cr", "are_mean", "rmse"):
             v = float(r[col])
@@ -89,5 +96,6 @@ def test_whole_workflow_on_a_tiny_synthetic_corpus(tmp_path):
     assert rep.returncode == 0, rep.stderr[-4000:]
     html = report.read_text(errors="replace")
     assert "<html" in html.lower() and len(html) > 50_000
-    for name in ("are_bars.png", "identities.png", "metrics.tsv"):
+    for name in ("are_bars.png", "identities.png", "metrics.tsv", "comparisons.tsv",
+                 "comparisons.png"):  # fmt: skip
         assert name in html, name

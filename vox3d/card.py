@@ -4,8 +4,10 @@ Sections: what it is and how it was made (vox3d version, git commit, config hash
 (identities, videos, utterances, frames, hours of audio; per split and per gender), the
 exported files, every filter of every stage with its rejects counted by reason, the
 accuracy of the 3D shapes (fitted against the ground truth when the corpus is the
-synthetic one; otherwise the figures measured on the synthetic corpus, with where they come
-from), licences and provenance of every input.
+synthetic one; otherwise no accuracy figure, only what this build's own fit outputs say:
+frames kept, frames and videos per identity, the spread of an identity's frames), licences
+and provenance of every input.  Every figure on the card is computed from the build's own
+outputs; none is quoted from another run.
 
 Everything in the card is a function of the inputs and the config, never of the time or of
 where the files are: two builds of the same inputs give the same card (the config hash
@@ -29,29 +31,6 @@ from vox3d.projection import projection_markdown
 
 #: Config keys left out of the config hash: they say where files go, not what they hold.
 HASH_EXCLUDED_KEYS = ("out_dir",)
-
-#: Fitting accuracy of the default configuration measured on the default synthetic corpus
-#: (40 identities, 160 clips), quoted on cards of real data.  Source: `make run` into
-#: /tmp/run2 with the committed ICT regressor, then :func:`fit_accuracy` (this module, the
-#: same computation a synthetic card shows) and ``bench/fit_synthetic.py --out-dir`` for the
-#: frame figures.
-SYNTHETIC_REFERENCE: dict[str, object] = {
-    "source": "40 identities, 160 clips of 4 s; face model ict with the committed ICT "
-    "regressor; measured by `vox3d.card.fit_accuracy` and `bench/fit_synthetic.py` on a "
-    "`make run` output",
-    "face_model": "ict",
-    "n_identities": 40,
-    "frames": "3,005 of 3,200 frames kept by the fit filters",
-    "are_fitted": 0.0560,
-    "are_mean_face": 0.0584,
-    "rmse_mm_fitted": 5.63,
-    "rmse_mm_mean_face": 5.51,
-    "vertex_mm_fitted": 3.97,
-    "vertex_mm_mean_face": 3.95,
-    "single_frame_mm": 4.18,
-    "coef_corr_fitted": 0.26,
-    "coef_corr_single_frame": 0.14,
-}
 
 
 # --------------------------------------------------------------------------------------
@@ -117,14 +96,17 @@ def fit_accuracy(
     vertex_set: str = "face",
     n_boot: int = 1000,
     seed: int = 0,
+    are_pairs: str = "cmp",
 ) -> dict:
     """Fitted identity shapes (``fit/identities.h5``) against the synthetic ground truth.
 
     Reuses the evaluation code (:func:`vox3d.evaluate.evaluate_predictions` with the
     readers :func:`vox3d.train.read_identity_targets` / :func:`vox3d.train.read_ground_truth`):
-    methods ``fitted`` (the robust per-identity shape) and ``mean_face`` (coefficients 0, the
-    face model's mean, as the baseline), target ``ground_truth`` (its first K coefficients),
-    on every identity in both files.  Metrics: the four ARE ratios and their mean, RMSE
+    methods ``fitted`` (the robust per-identity shape) and ``population_mean`` (coefficients
+    0, the face model's mean face, as the baseline; the evaluation's method of that name),
+    target ``ground_truth`` (its first K coefficients), on every identity in both files.
+    ARE pairs: :func:`vox3d.face_model.select_are_pairs` with `are_pairs` (config
+    ``evaluate.are_pairs``).  Metrics: the four ARE ratios and their mean, RMSE
     after rigid alignment on `vertex_set` (face-model units; ICT cm), vertex R^2 (of the
     truth's variance around the mean face) with 95% bootstrap intervals; plus ``vertex_mm``,
     the mean per-vertex distance without alignment on the ``narrow_face`` set in mm (the
@@ -133,11 +115,12 @@ def fit_accuracy(
 
     face_model: the config's ``face_model`` section with ``path`` / ``tri_path`` (see
     :func:`vox3d.evaluate.face_model_settings`).  Returns ``{"n_identities", "coef_corr",
-    "n_corr_modes", "face_model",
-    "vertex_set", "rows": {method: summary row}, "vertex_mm": {method: mm}}``; raises
+    "n_corr_modes", "face_model", "vertex_set", "are_pairs" (the pair set's name),
+    "rows": {method: summary row}, "vertex_mm": {method: mm}}``; raises
     ValueError when the fit is not an ICT fit (the ground truth is ICT coefficients).
     """
     from vox3d.evaluate import evaluate_predictions, face_model_from_config, mesh_vertices
+    from vox3d.face_model import select_are_pairs
     from vox3d.train import read_ground_truth, read_identity_targets
 
     ids, coef, attrs = read_identity_targets(identities_h5)
@@ -158,9 +141,10 @@ def fit_accuracy(
     targets = {"ground_truth": {i: np.asarray(gt[i][:k], np.float64) for i in common}}
     fm = face_model_from_config({**dict(face_model), "name": "ict"}, n_id=k)
     idx = fm.vertex_sets.get(vertex_set) if vertex_set else None
-    preds = {"fitted": fitted, "mean_face": {i: zeros[None] for i in common}}
+    sel = select_are_pairs(fm, are_pairs)
+    preds = {"fitted": fitted, "population_mean": {i: zeros[None] for i in common}}
     summary, _ = evaluate_predictions(
-        preds, targets, fm.mean, fm.id_basis, fm.are_pairs, idx, zeros, False, n_boot, seed
+        preds, targets, fm.mean, fm.id_basis, sel.pairs, idx, zeros, False, n_boot, seed
     )
     narrow = fm.vertex_sets.get("narrow_face")
     nidx = np.asarray(narrow) if narrow is not None else slice(None)
@@ -186,9 +170,44 @@ def fit_accuracy(
         "n_corr_modes": n_modes,
         "face_model": fm_name,
         "vertex_set": vertex_set,
+        "are_pairs": sel.name,
         "rows": {r["method"]: r for r in summary},
         "vertex_mm": mm,
     }
+
+
+def fit_precision(col: Collected, fit_stats: str | os.PathLike) -> dict:
+    """What the build's own fit outputs say of the shapes when no ground truth exists.
+
+    From ``fit/stats.tsv`` (its ``total`` row): ``frames`` fitted and ``frames_kept`` by the
+    fit filters.  From the exported identities (`col`): ``n_identities``, the medians over
+    identities of the kept frames (``frames_per_identity``) and videos
+    (``videos_per_identity``) pooled into a shape, ``frame_spread``: the median over
+    identities of the robust std of the identity's frames (``shape_spread``) averaged over
+    the K coefficients, and ``between_spread``: the std over identities of the shapes,
+    averaged over the K coefficients (NaN with fewer than two identities).  A precision of
+    the fit (how consistently it reads one person), not an accuracy.
+    """
+    fit = _total(Path(fit_stats))
+    ids = col.identities
+    out: dict = {
+        "frames": int(fit["frames"]),
+        "frames_kept": int(fit["kept"]),
+        "n_identities": len(ids),
+        "frames_per_identity": float("nan"),
+        "videos_per_identity": float("nan"),
+        "frame_spread": float("nan"),
+        "between_spread": float("nan"),
+    }
+    if ids:
+        out["frames_per_identity"] = float(np.median([int(r["shape_n_frames"]) for r in ids]))
+        out["videos_per_identity"] = float(np.median([int(r["shape_n_videos"]) for r in ids]))
+        spread = [float(np.mean(np.asarray(r["shape_spread"], np.float64))) for r in ids]
+        out["frame_spread"] = float(np.median(spread))
+    if len(ids) > 1:
+        shapes = np.stack([np.asarray(r["shape"], np.float64) for r in ids])
+        out["between_spread"] = float(shapes.std(axis=0, ddof=1).mean())
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -358,7 +377,8 @@ def card_markdown(
 
     col: the export's rows (:func:`vox3d.export.collect`); tables: the stages' stats and
     rejects; config: the validated workflow config; accuracy: :func:`fit_accuracy` of a
-    synthetic corpus (None: quote :data:`SYNTHETIC_REFERENCE`); files: exported file ->
+    synthetic corpus (None: no accuracy figure, the fit's own figures of
+    :func:`fit_precision` instead); files: exported file ->
     size in bytes; commit: the git commit (None: not recorded); synthetic: whether the
     videos are the embedded synthetic corpus.
     """
@@ -430,7 +450,8 @@ Thresholds of this build:
 {_settings(config)}
 """
     )
-    parts.append(_accuracy_section(accuracy, col.face_model, synthetic))
+    precision = None if accuracy is not None else fit_precision(col, tables.fit_stats)
+    parts.append(_accuracy_section(accuracy, precision, synthetic))
     parts.append(
         "## Build-time projection\n\nHow long the same workflow takes on VoxCeleb2 at "
         "cluster scale, from measured per-stage throughputs (`vox3d/projection.py`, "
@@ -479,7 +500,7 @@ def _verdict(fit: float, base: float, lower_is_better: bool = True) -> str:
     return "better than" if better else ("equal to" if fit == base else "worse than")
 
 
-def _accuracy_section(accuracy: dict | None, face_model: str, synthetic: bool) -> str:
+def _accuracy_section(accuracy: dict | None, precision: dict | None, synthetic: bool) -> str:
     head = "## Accuracy of the 3D shapes\n\n"
     if accuracy is not None:
         rows = accuracy["rows"]
@@ -488,63 +509,74 @@ def _accuracy_section(accuracy: dict | None, face_model: str, synthetic: bool) -
             "mean vertex error mm (narrow face, no alignment) |",
             "|---|---|---|---|---|",
         ]
-        for method, label in (("fitted", "fitted (this dataset)"), ("mean_face", "mean face")):
+        for method, label in (
+            ("fitted", "fitted (this dataset)"),
+            ("population_mean", "mean face"),
+        ):
             r = rows[method]
             lines.append(
                 f"| {label} | {_fmt_ci(r, 'are_mean')} | {_fmt_ci(r, 'rmse', 10.0, 2)} | "
                 f"{float(r['r2_vertex']):.3f} | {accuracy['vertex_mm'][method]:.2f} |"
             )
-        f, m = rows["fitted"], rows["mean_face"]
+        f, m = rows["fitted"], rows["population_mean"]
         mm = accuracy["vertex_mm"]
         verdict = (
             f"The fitted shapes are {_verdict(f['are_mean'], m['are_mean'])} the mean face on "
             f"ARE, {_verdict(f['rmse'], m['rmse'])} it on RMSE and "
-            f"{_verdict(mm['fitted'], mm['mean_face'])} it on vertex error; across identities "
-            f"the fitted and true coefficients correlate by {accuracy['coef_corr']:.2f} "
-            f"(Pearson, mean of the first {accuracy['n_corr_modes']} modes), so the shapes "
-            "carry identity, shrunk toward the mean face by the regressor."
+            f"{_verdict(mm['fitted'], mm['population_mean'])} it on vertex error; across "
+            f"identities the fitted and true coefficients correlate by "
+            f"{accuracy['coef_corr']:.2f} (Pearson, mean of the first "
+            f"{accuracy['n_corr_modes']} modes)."
         )
         return head + (
             f"Measured on this build: the fitted identity shapes against the synthetic corpus's "
             f"true coefficients (`synthetic/ground_truth.h5`), {accuracy['n_identities']} "
-            f"identities, vertex set `{accuracy['vertex_set']}` (`vox3d.card.fit_accuracy`, "
-            "which scores with `vox3d.evaluate`; intervals: bootstrap over identities). The "
-            "mean face (all coefficients 0) is the baseline.\n\n"
-            + "\n".join(lines)
-            + "\n\n"
-            + verdict
-            + "\n"
+            f"identities, vertex set `{accuracy['vertex_set']}`, ARE pairs "
+            f"`{accuracy['are_pairs']}` (config `evaluate.are_pairs`; "
+            "`vox3d.card.fit_accuracy`, which scores with `vox3d.evaluate`; intervals: "
+            "bootstrap over identities). The mean face (all coefficients 0, the evaluation's "
+            "`population_mean`) is the baseline.\n\n" + "\n".join(lines) + "\n\n" + verdict + "\n"
         )
-    ref = SYNTHETIC_REFERENCE
     where = (
-        "This corpus is synthetic but its ground truth was not given to the card, so"
+        "This corpus is synthetic, but the fit was not scored against its ground truth (the "
+        "card was given no ground truth, or the face model is not `ict`, the truth's model)"
         if synthetic
-        else "Real videos have no true 3D shape, so"
+        else "Real videos have no true 3D shape"
     )
     text = (
-        f"{where} the accuracy stated here is the one measured on the default synthetic "
-        f"corpus with the default configuration ({ref['source']}); {ref['frames']}:\n\n"
-        "| shape | mean ARE | RMSE mm (rigid alignment, face area) | mean vertex error mm "
-        "(narrow face, no alignment) | coefficient correlation |\n"
-        "|---|---|---|---|---|\n"
-        f"| fitted per-identity shape | {ref['are_fitted']:.4f} | {ref['rmse_mm_fitted']:.2f} | "
-        f"{ref['vertex_mm_fitted']:.2f} | {ref['coef_corr_fitted']:.2f} |\n"
-        f"| single frames | | | {ref['single_frame_mm']:.2f} | "
-        f"{ref['coef_corr_single_frame']:.2f} |\n"
-        f"| mean face | {ref['are_mean_face']:.4f} | {ref['rmse_mm_mean_face']:.2f} | "
-        f"{ref['vertex_mm_mean_face']:.2f} | 0 |\n\n"
-        "The fitted shapes carry identity (coefficients correlate with the truth) but are "
-        "shrunk toward the mean face, so their vertex error is no lower than the mean "
-        "face's. Synthetic renders are easier than real video in some ways (no occlusion, "
-        "known camera) and harder in others (profile and blur episodes by design): take "
-        "these as an indication."
+        f"{where}, so this card states no accuracy for the shapes: it quotes no figure "
+        "measured on another build. The accuracy of the fit is measured against a ground "
+        "truth, on a build of the embedded synthetic corpus (its card, "
+        "`vox3d.card.fit_accuracy`) and per frame by `bench/fit_synthetic.py`.\n"
     )
-    if face_model != ref["face_model"]:
-        text += (
-            f" Those figures are for face model `{ref['face_model']}`; this export uses "
-            f"`{face_model}`, for which no synthetic ground truth exists."
-        )
-    return head + text + "\n"
+    if precision is None:
+        return head + text
+
+    def num(x: float, digits: int) -> str:
+        return f"{x:.{digits}f}" if np.isfinite(x) else "n/a"
+
+    p = precision
+    share = 100.0 * p["frames_kept"] / p["frames"] if p["frames"] else float("nan")
+    lines = [
+        "| figure (this build) | value |",
+        "|---|---:|",
+        f"| frames kept by the fit filters (`fit/stats.tsv`) | {p['frames_kept']:,} of "
+        f"{p['frames']:,} ({num(share, 1)}%) |",
+        f"| identities with a shape | {p['n_identities']:,} |",
+        f"| kept frames pooled per identity (median) | {num(p['frames_per_identity'], 1)} |",
+        f"| videos pooled per identity (median) | {num(p['videos_per_identity'], 1)} |",
+        "| spread of an identity's frames (robust std of the frames' coefficients, mean "
+        f"over the K modes, median over identities) | {num(p['frame_spread'], 3)} |",
+        "| spread of the shapes across identities (std over identities, mean over the K "
+        f"modes) | {num(p['between_spread'], 3)} |",
+    ]
+    return head + (
+        text + "\nWhat this build's own fit outputs say (`fit/stats.tsv`, the exported shapes; "
+        "`vox3d.card.fit_precision`; spreads in face-model coefficient units):\n\n"
+        + "\n".join(lines)
+        + "\n\nThe frame spread says how consistently the fit reads one person across "
+        "frames (precision), not how close the shapes are to the true faces (accuracy).\n"
+    )
 
 
 def write_card(
@@ -576,6 +608,7 @@ def write_card(
             vertex_set=str(config.get("evaluate", {}).get("vertex_set", "face")),
             n_boot=n_boot,
             seed=int(config.get("evaluate", {}).get("seed", 0)),
+            are_pairs=str(config.get("evaluate", {}).get("are_pairs", "cmp")),
         )
     files = None
     if export_dir is not None:

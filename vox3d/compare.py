@@ -3,7 +3,7 @@
 `vox3d compare-runs A B` prints every file that exists in only one of the folders or whose
 bytes differ, and exits 1 if there is any.  Files that legitimately differ between runs
 are ignored: job logs and Snakemake benchmarks (timings), TensorBoard event files (wall
-clock), and Snakemake's own bookkeeping.
+clock), Snakemake's own bookkeeping, and the out_dir lock file (`.vox3d.lock`: its holder's pid).
 """
 
 from __future__ import annotations
@@ -15,7 +15,14 @@ import sys
 from pathlib import Path
 
 #: Glob patterns (relative paths) whose content is expected to differ between runs.
-IGNORED = ("logs/*", "benchmarks/*", "*/tb/*", "*events.out.tfevents*", ".snakemake/*")
+IGNORED = (
+    "logs/*",
+    "benchmarks/*",
+    "*/tb/*",
+    "*events.out.tfevents*",
+    ".snakemake/*",
+    ".vox3d.lock",
+)
 
 
 def _digest(path: Path) -> str:

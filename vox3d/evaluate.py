@@ -6,27 +6,40 @@ present), each method predicts identity coefficients, which become meshes throug
 face model (neutral expression):
 
 * ``model``: the trained network, one prediction per utterance (whole utterance);
-* ``mean_face``: the mean of the *training* identities' target coefficients (one mesh);
-* ``gender_mean``: the mean of the training targets of the identity's gender (overall mean
-  when the gender is unknown).
+* ``population_mean``: all identity coefficients zero, the face model's mean face;
+* ``train_mean``: the mean over the *training* identities of the same target the row is
+  scored against (fitted training shapes for ``fitted`` rows, true training shapes for
+  ``ground_truth`` rows);
+* ``gender_mean``: the same per gender (overall training mean when the gender is unknown
+  or has no training identity);
+* ``shuffled_voice``: the model's predictions of another held-out identity (a random
+  derangement of the held-out identities, fixed seed): a voice, but the wrong one.
 
 Metrics (:mod:`vox3d.metrics`): the four ARE ratios and their mean (errors averaged over an
-identity's predictions, then over identities), RMSE after rigid alignment on the
-evaluation vertex set (face-model units; ICT: cm), and ``r2_vertex``: the fraction of the
-targets' vertex variance (around the training mean face, on the same vertices) explained,
-``1 - sum |v_pred - v_t|^2 / sum |v_mean - v_t|^2``; each with a 95% bootstrap interval
-over identities.
+identity's predictions, then over identities; pairs from
+:func:`vox3d.face_model.select_are_pairs`, config ``evaluate.are_pairs``), RMSE after rigid
+alignment on the evaluation vertex set (face-model units; ICT: cm), and vertex R^2: the
+fraction of the targets' vertex variance around the training mean of the same target
+explained, ``r2_vertex = 1 - sum |v_pred - v_t|^2 / sum |v_mean - v_t|^2`` (raw, no
+alignment) and ``r2_vertex_sim``, the same after a similarity alignment (rotation,
+translation, uniform scale; :func:`vox3d.metrics.align`) of the prediction *and* of the
+training mean onto the target (so ``train_mean`` scores 0 on both); each with a 95%
+bootstrap interval over identities.
+
+Comparisons (``comparisons.tsv``, :func:`compare_methods`): the model against every
+baseline per target and metric, paired over identities (:func:`vox3d.metrics.paired_bootstrap`):
+the difference model - baseline, its 95% interval and a two-sided bootstrap p-value.
 
 Parameter-space metrics (every run; the only ones when the target space is ``params``,
 i.e. without the face model's basis, such as BFM without ``bfm_noneck_v3.pkl``), with
-``mu``, ``sigma`` the training identities' coefficient mean and std
+``mu``, ``sigma`` the training identities' coefficient mean and std of the same target
 (:func:`vox3d.train.target_stats`):
 
 * ``rmse_param``: ``sqrt(mean_k (c_pred - c_t)_k^2)`` in coefficient units, averaged over
   an identity's predictions, then over identities;
 * ``rmse_z``: the same on standardised coefficients ``(c - mu) / sigma`` (unit free);
 * ``r2_param``: ``1 - sum_i |z_pred - z_t|^2 / sum_i |z_mu - z_t|^2`` pooled over
-  identities and coefficients (the mean shape scores exactly 0);
+  identities and coefficients (``train_mean`` scores exactly 0);
 * per coefficient (``per_coefficient.tsv``): ``r2 = 1 - sum_i (c_pred - c_t)^2 / sum_i
   (mu - c_t)^2`` and its RMSE.
 """
@@ -41,17 +54,41 @@ import numpy as np
 
 from vox3d import metrics
 
-METHODS = ("model", "mean_face", "gender_mean")
+#: The voice model and the baselines it is compared with, in table order.
+BASELINES = ("population_mean", "train_mean", "gender_mean", "shuffled_voice")
+METHODS = ("model",) + BASELINES
+#: Vertex R^2 columns: raw and after similarity alignment.
+R2_VERTEX = ("r2_vertex", "r2_vertex_sim")
 SUMMARY_COLUMNS = (
     ("method", "target", "n_identities")
-    + tuple(c for m in metrics.METRIC_COLUMNS + ("r2_vertex",) for c in (m, f"{m}_lo", f"{m}_hi"))
-    + ("ceiling_r2_vertex",)
+    + tuple(c for m in metrics.METRIC_COLUMNS + R2_VERTEX for c in (m, f"{m}_lo", f"{m}_hi"))
+    + ("ceiling_r2_vertex", "are_pairs")
 )
 PER_IDENTITY_COLUMNS = (
     ("method", "target", "identity", "n_predictions")
     + metrics.METRIC_COLUMNS
-    + ("sq_err", "sq_dev")
+    + ("sq_err", "sq_dev", "sq_err_sim", "sq_dev_sim")
 )
+#: ``comparisons.tsv``: model vs each baseline, per target and metric (README, evaluate).
+COMPARISON_COLUMNS = (
+    "target", "method", "baseline", "metric", "better", "n_identities", "value",
+    "baseline_value", "delta", "delta_lo", "delta_hi", "p", "n_boot",
+)  # fmt: skip
+#: Compared metrics by target space: name -> (better, per-identity columns, pooled R^2?).
+COMPARED_METRICS = {
+    "mesh": {
+        "are_mean": ("lower", ("are_mean",), False),
+        "rmse": ("lower", ("rmse",), False),
+        "r2_vertex": ("higher", ("sq_err", "sq_dev"), True),
+        "r2_vertex_sim": ("higher", ("sq_err_sim", "sq_dev_sim"), True),
+        "rmse_z": ("lower", ("rmse_z",), False),
+        "r2_param": ("higher", ("sq_err_z", "sq_dev_z"), True),
+    },
+    "params": {
+        "rmse_z": ("lower", ("rmse_z",), False),
+        "r2_param": ("higher", ("sq_err_z", "sq_dev_z"), True),
+    },
+}
 #: Parameter-space metric columns (each with ``_lo`` / ``_hi`` 95% bootstrap bounds).
 PARAM_METRICS = ("rmse_param", "rmse_z", "r2_param")
 PARAM_COLUMNS = tuple(c for m in PARAM_METRICS for c in (m, f"{m}_lo", f"{m}_hi"))
@@ -135,7 +172,9 @@ def baseline_predictions(
     genders: Mapping[str, str],
     eval_ids: Sequence[str],
 ) -> dict[str, dict[str, np.ndarray]]:
-    """``mean_face`` and ``gender_mean`` predictions ``{method: {identity: (1, K)}}``."""
+    """``population_mean`` (zeros), ``train_mean`` and ``gender_mean`` predictions
+    ``{method: {identity: (1, K)}}`` from the training identities' coefficients of *one*
+    target (``train_coef``: ``{identity: (K,)}``; call once per target)."""
     ids = sorted(train_coef)
     if not ids:
         raise ValueError("no training identities with targets: baselines need them")
@@ -146,9 +185,24 @@ def baseline_predictions(
         sel = [train_coef[i] for i in ids if genders.get(i, "") == g]
         by_g[g] = np.mean(sel, axis=0) if sel else mean
     return {
-        "mean_face": {i: mean[None] for i in eval_ids},
+        "population_mean": {i: np.zeros_like(mean)[None] for i in eval_ids},
+        "train_mean": {i: mean[None] for i in eval_ids},
         "gender_mean": {i: by_g.get(genders.get(i, ""), mean)[None] for i in eval_ids},
     }
+
+
+def shuffled_predictions(
+    predictions: Mapping[str, np.ndarray], seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Each identity gets the predictions of another one: a derangement of the sorted
+    identities (a random order, each taking its successor's predictions, cyclically; seeded
+    by `seed`).  Empty with fewer than two identities (no other voice to give)."""
+    ids = sorted(predictions)
+    if len(ids) < 2:
+        return {}
+    order = np.random.default_rng([seed, 15]).permutation(len(ids))
+    donor = {ids[order[j]]: ids[order[(j + 1) % len(ids)]] for j in range(len(ids))}
+    return {i: np.asarray(predictions[donor[i]]) for i in ids}
 
 
 def evaluate_predictions(
@@ -188,6 +242,8 @@ def evaluate_predictions(
                 t_sub = tv[idx]
                 row["sq_err"] = float(np.mean([((p[idx] - t_sub) ** 2).sum(1).mean() for p in pv]))
                 row["sq_dev"] = float(((ref - t_sub) ** 2).sum(1).mean())
+                row["sq_err_sim"] = float(np.mean([_sq_sim(p[idx], t_sub) for p in pv]))
+                row["sq_dev_sim"] = _sq_sim(ref, t_sub)
                 row.update(method=method, target=tname, identity=ident, n_predictions=len(pv))
                 rows.append(row)
             if not rows:
@@ -200,9 +256,68 @@ def evaluate_predictions(
     return summary, per_id
 
 
+def _sq_sim(pred: np.ndarray, target: np.ndarray) -> float:
+    """Mean squared vertex distance ``(V, 3)`` after similarity-aligning `pred` onto `target`."""
+    return float(((metrics.align(pred, target, scale=True) - target) ** 2).sum(1).mean())
+
+
 def _r2_with_ci(rows: list[dict], n_boot: int, seed: int) -> dict[str, float]:
-    r2, lo, hi = pooled_r2([r["sq_err"] for r in rows], [r["sq_dev"] for r in rows], n_boot, seed)
-    return {"r2_vertex": r2, "r2_vertex_lo": lo, "r2_vertex_hi": hi}
+    out = {}
+    for name, suffix in (("r2_vertex", ""), ("r2_vertex_sim", "_sim")):
+        e, d = [r[f"sq_err{suffix}"] for r in rows], [r[f"sq_dev{suffix}"] for r in rows]
+        out[name], out[f"{name}_lo"], out[f"{name}_hi"] = pooled_r2(e, d, n_boot, seed)
+    return out
+
+
+def compare_methods(
+    per_identity: Sequence[Mapping[str, object]],
+    space: str = "mesh",
+    method: str = "model",
+    baselines: Sequence[str] = BASELINES,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> list[dict]:
+    """`method` against each baseline, per target and metric, paired over identities.
+
+    per_identity: rows with ``method``, ``target``, ``identity`` and the per-identity
+    columns of :data:`COMPARED_METRICS` (``space``).  For each (target, baseline, metric)
+    with both methods on at least one common identity: ``value`` and ``baseline_value``
+    (means over identities, or pooled R^2), ``delta`` = value - baseline_value, its 95%
+    paired-bootstrap interval ``delta_lo`` / ``delta_hi`` and two-sided ``p``
+    (:func:`vox3d.metrics.paired_bootstrap`, `n_boot` resamples, `seed`).  ``better``
+    says which sign favours the method (``lower``: delta < 0; ``higher``: delta > 0).
+    """
+    table = {(r["target"], r["method"], r["identity"]): r for r in per_identity}
+    out = []
+    for target in sorted({r["target"] for r in per_identity}):
+        mine = {i for (t, m, i) in table if t == target and m == method}
+        for base in baselines:
+            ids = sorted(mine & {i for (t, m, i) in table if t == target and m == base})
+            if not ids:
+                continue
+            for metric, (better, cols, pooled) in COMPARED_METRICS[space].items():
+                rows_m = [table[(target, method, i)] for i in ids]
+                rows_b = [table[(target, base, i)] for i in ids]
+                if any(c not in rows_m[0] for c in cols):
+                    continue
+                a = np.array([[float(r[c]) for c in cols] for r in rows_m])
+                b = np.array([[float(r[c]) for c in cols] for r in rows_b])
+                stat = metrics.pooled_r2_stat if pooled else None
+                res = metrics.paired_bootstrap(a, b, n_boot=n_boot, seed=seed, stat=stat)
+                if pooled:
+                    va, vb = float(metrics.pooled_r2_stat(a)), float(metrics.pooled_r2_stat(b))
+                else:
+                    va, vb = float(a[:, 0].mean()), float(b[:, 0].mean())
+                out.append(
+                    {
+                        "target": target, "method": method, "baseline": base,
+                        "metric": metric, "better": better, "n_identities": len(ids),
+                        "value": va, "baseline_value": vb, "delta": res["delta"],
+                        "delta_lo": res["lo"], "delta_hi": res["hi"], "p": res["p"],
+                        "n_boot": int(n_boot),
+                    }
+                )  # fmt: skip
+    return out
 
 
 def evaluate_parameters(
@@ -391,10 +506,11 @@ def run_evaluate(
     settings: Mapping | None = None,
     device: str = "auto",
     out_per_coefficient: str | os.PathLike | None = None,
+    out_comparisons: str | os.PathLike | None = None,
 ) -> list[dict]:
     """Evaluate a trained model file on the validation identities of ``split_path``;
     write ``metrics.tsv``, ``per_identity.tsv``, ``predictions.h5`` and, when given,
-    ``per_coefficient.tsv``.
+    ``per_coefficient.tsv`` and ``comparisons.tsv`` (:func:`compare_methods`).
 
     The target space is the model's (``target_space`` in the model file, written by
     :func:`vox3d.train.run_train`; older files: ``mesh``): ``mesh`` scores ARE, vertex
@@ -439,48 +555,62 @@ def run_evaluate(
             f"none of the {len(val_ids)} validation identities of {split_path} has features "
             f"in {len(feature_paths)} feature shard(s): nothing to evaluate"
         )
-    preds: dict[str, dict[str, np.ndarray]] = {"model": {}}
-    for ident in sorted(utts):
-        preds["model"][ident] = predict_utterances(model, utts[ident], dev, max_frames)
-    train_coef = {i: fitted[i] for i in train_ids if i in fitted}
-    preds.update(baseline_predictions(train_coef, genders, sorted(utts)))
-    # the mean shape baseline's own mean (float64; so it scores R^2 = 0) and the training
-    # standardisation of the model (vox3d.train.target_stats)
-    train_stack = np.stack([train_coef[i] for i in sorted(train_coef)])
-    train_mean = train_stack.mean(0)
-    train_std = vdata.target_stats(train_stack)[1].astype(np.float64)
+    model_preds = {i: predict_utterances(model, utts[i], dev, max_frames) for i in sorted(utts)}
+    shuffled = shuffled_predictions(model_preds, seed)
+    # per target: its baselines and its training statistics (the R^2 reference)
+    train_truth = {"fitted": fitted}
+    if "ground_truth" in targets:
+        train_truth["ground_truth"] = {i: gt[i][:k].astype(np.float64) for i in gt}
+    preds, stats = {}, {}
+    for tname in sorted(targets):
+        tc = {i: train_truth[tname][i] for i in train_ids if i in train_truth[tname]}
+        preds[tname] = {"model": model_preds, "shuffled_voice": shuffled}
+        preds[tname].update(baseline_predictions(tc, genders, sorted(utts)))
+        stack = np.stack([tc[i] for i in sorted(tc)])
+        stats[tname] = (stack.mean(0), vdata.target_stats(stack)[1].astype(np.float64))
+    n_train_fitted = sum(1 for i in train_ids if i in fitted)
 
-    p_summary, p_per_id, per_coef = evaluate_parameters(
-        preds, targets, train_mean, train_std, n_boot, seed
-    )
-    vset = settings.get("vertex_set", "face")
-    if space == "mesh":
-        fm = face_model_from_config(face_model or {}, n_id=k)
-        midx = fm.vertex_sets.get(vset) if vset else None
-        summary, per_id = evaluate_predictions(
-            preds,
-            targets,
-            fm.mean,
-            fm.id_basis,
-            fm.are_pairs,
-            midx,
-            train_mean,
-            scale,
-            n_boot,
-            seed,
+    p_summary, p_per_id, per_coef = [], [], []
+    for tname in sorted(targets):
+        out = evaluate_parameters(
+            preds[tname], {tname: targets[tname]}, *stats[tname], n_boot=n_boot, seed=seed
         )
+        p_summary += out[0]
+        p_per_id += out[1]
+        per_coef += out[2]
+    vset = settings.get("vertex_set", "face")
+    are_note = ""
+    if space == "mesh":
+        from vox3d.face_model import select_are_pairs
+
+        fm = face_model_from_config(face_model or {}, n_id=k)
+        sel = select_are_pairs(fm, str(settings.get("are_pairs", "cmp")))
+        are_note = sel.note
+        midx = fm.vertex_sets.get(vset) if vset else None
+        summary, per_id = [], []
+        for tname in sorted(targets):
+            s_t, p_t = evaluate_predictions(
+                preds[tname], {tname: targets[tname]}, fm.mean, fm.id_basis, sel.pairs, midx,
+                stats[tname][0], scale, n_boot, seed,
+            )  # fmt: skip
+            summary += s_t
+            per_id += p_t
         for row in summary:
             row["ceiling_r2_vertex"] = ceiling if ceiling is not None else ""
+            row["are_pairs"] = sel.name
         _merge(summary, p_summary, ("method", "target"))
         _merge(per_id, p_per_id, ("method", "target", "identity"))
     else:
         summary, per_id = p_summary, p_per_id
+    comparisons = compare_methods(per_id, space, n_boot=n_boot, seed=seed)
     notes = [str(n) for n in meta.get("notes", []) if n]
     if space == "params" and not notes:
         notes.append(NO_MESH_NOTE)
-    small = small_data_note(len(train_coef), len(targets["fitted"]))
+    small = small_data_note(n_train_fitted, len(targets["fitted"]))
     if small and small not in notes:
         notes.append(small)
+    if are_note:
+        notes.append(are_note)
     note = "; ".join(notes)
     for row in summary:
         row["target_space"] = space
@@ -489,19 +619,33 @@ def run_evaluate(
     write_tsv(out_per_identity, per_id, SPACE_PER_IDENTITY_COLUMNS[space])
     if out_per_coefficient is not None:
         write_tsv(out_per_coefficient, per_coef, PER_COEFFICIENT_COLUMNS)
+    if out_comparisons is not None:
+        write_tsv(out_comparisons, comparisons, COMPARISON_COLUMNS)
     str_dt = h5py.string_dtype("utf-8")
     with atomic_path(out_predictions) as tmp, h5py.File(tmp, "w", libver="latest") as f:
-        for method in sorted(preds):
-            g = f.create_group(method)
-            for ident in sorted(preds[method]):
-                g.create_dataset(ident, data=np.asarray(preds[method][ident], np.float32))
+        # top level: the predictions scored against `fitted`; by_target/<t>/: every target's
+        for tname in sorted(targets):
+            tg = f.create_group(f"by_target/{tname}")
+            for method in sorted(preds[tname]):
+                g = tg.create_group(method)
+                for ident in sorted(preds[tname][method]):
+                    g.create_dataset(
+                        ident, data=np.asarray(preds[tname][method][ident], np.float32)
+                    )
+            tg.create_dataset("train_coef_mean", data=stats[tname][0])
+            tg.create_dataset("train_coef_std", data=stats[tname][1])
+            if tname == "fitted":
+                for method in sorted(preds[tname]):
+                    f[method] = tg[method]  # hard links: the same datasets
         for tname in sorted(targets):
             g = f.create_group(f"target_{tname}")
             for ident in sorted(targets[tname]):
                 g.create_dataset(ident, data=np.asarray(targets[tname][ident], np.float32))
         f.create_dataset("val_identities", data=np.array(sorted(utts), dtype=object), dtype=str_dt)
-        f.create_dataset("train_mean", data=np.asarray(train_mean, np.float64))
-        f.create_dataset("train_std", data=np.asarray(train_std, np.float64))
+        # the fitted target's training statistics (the model's standardisation); not named
+        # train_mean: that is a method group
+        f.create_dataset("train_coef_mean", data=np.asarray(stats["fitted"][0], np.float64))
+        f.create_dataset("train_coef_std", data=np.asarray(stats["fitted"][1], np.float64))
         f.attrs["face_model"] = str(attrs.get("face_model", ""))
         f.attrs["n_id"] = k
         f.attrs["alignment"] = "similarity" if scale else "rigid"

@@ -46,8 +46,8 @@ import h5py
 import numpy as np
 
 from vox3d import __version__
-from vox3d.io import atomic_path, h5_group, h5_new, write_rejects, write_tsv
-from vox3d.manifest import NO_IDENTITY, read_shard
+from vox3d.io import atomic_path, check_free_space, h5_group, h5_new, write_rejects, write_tsv
+from vox3d.manifest import BAD_NAME, NO_IDENTITY, read_shard
 from vox3d.video import (
     DECODERS,
     MIN_DECODED_FRACTION,
@@ -117,6 +117,8 @@ def _dataset(parent: h5py.Group, name: str, data=None, **kw) -> h5py.Dataset:
 def _code_of_manifest_error(msg: str) -> str:
     if msg.startswith("empty file"):
         return "empty_file"
+    if msg == BAD_NAME:  # a tab or line break in the name (the manifest path is escaped)
+        return "bad_layout"
     return "unreadable"
 
 
@@ -140,6 +142,34 @@ def _float(v: str | None) -> float | None:
         return float(v) if v not in (None, "") else None
     except ValueError:
         return None
+
+
+class _FrameWriter:
+    """``decode`` sink: appends one video's frames to ``frames/<name>`` as they decode, so
+    a shard job holds at most :data:`vox3d.video.FRAME_CHUNK` frames whatever the video's
+    length; :meth:`drop` removes them again when the video is rejected after decoding."""
+
+    def __init__(self, group: h5py.Group, name: str, out_h5: Path) -> None:
+        self.group, self.name, self.out_h5 = group, name, out_h5
+        self.data: h5py.Dataset | None = None
+        self.count = 0
+
+    def __call__(self, frames: np.ndarray, times: np.ndarray) -> None:
+        check_free_space(self.out_h5, frames.nbytes)  # the raw size bounds gzip's output
+        if self.data is None:
+            h, w = frames.shape[1:3]
+            self.data = _dataset(
+                self.group, self.name, shape=(0, h, w, 3), maxshape=(None, h, w, 3),
+                dtype=np.uint8, chunks=(1, h, w, 3), **FRAME_COMPRESSION,
+            )  # fmt: skip
+        self.data.resize(self.count + len(frames), axis=0)
+        self.data[self.count :] = frames
+        self.count += len(frames)
+
+    def drop(self) -> None:
+        if self.name in self.group:
+            del self.group[self.name]
+        self.data, self.count = None, 0
 
 
 def _clean_stale_parts(out: Path) -> None:
@@ -201,9 +231,10 @@ def extract_shard(
             )
             for row in bar:
                 rel = row["path"]
+                writer = _FrameWriter(frames_g, f"{len(index['video']):06d}", out_h5)
                 try:
                     _check_row(row, min_duration)
-                    dec = decode(videos_dir / rel, frame_rate, decoder, threads)
+                    dec = decode(videos_dir / rel, frame_rate, decoder, threads, sink=writer)
                     dur = _float(row.get("duration_s"))
                     fps = _float(row.get("fps")) or 25.0
                     span = dec.last_frame_time + 1.0 / fps
@@ -223,22 +254,21 @@ def extract_shard(
                             f"too short: {a_dur:.2f} s of audio < min_duration {min_duration:.2f} s",
                         )
                 except MediaError as e:
+                    writer.drop()
                     rejects.append((rel, e.code, e.message))
                     log.info("rejected %s: %s", rel, e.message)
                     continue
+                # fail cleanly before HDF5 meets a full disk (it cannot recover from ENOSPC);
+                # the raw size bounds what gzip level 1 will write
+                raw = dec.audio.nbytes + dec.frames.nbytes + 8 * len(dec.frame_times)
+                check_free_space(out_h5, raw)
                 i = len(index["video"])
                 audio.resize((n_audio + dec.audio.size,))
                 audio[n_audio:] = dec.audio
                 n = len(dec.frame_times)
                 ftimes.resize((n_frames + n,))
                 ftimes[n_frames:] = dec.frame_times
-                _dataset(
-                    frames_g,
-                    f"{i:06d}",
-                    data=dec.frames,
-                    chunks=(1, dec.height, dec.width, 3),
-                    **FRAME_COMPRESSION,
-                )
+                assert writer.count == n and writer.name == f"{i:06d}"  # written while decoding
                 for k, v in (
                     ("video", rel),
                     ("identity", row.get("identity", "")),
@@ -324,16 +354,24 @@ class ExtractShard:
         o, n = int(self._audio_offset[i]), self.videos[i]["audio_length"]
         return self._f["audio"][o : o + n]
 
-    def frames(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(N, H, W, 3)`` uint8 RGB and ``(N,)`` float64 seconds of video `i`."""
+    def frames(
+        self, i: int, start: int = 0, stop: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, H, W, 3)`` uint8 RGB and ``(N,)`` float64 seconds of video `i`: its frames
+        ``start:stop`` (default all; read only those, so a long video can be read in parts)."""
         o, n = int(self._frame_offset[i]), self.videos[i]["frame_count"]
-        return self._read_frames(self._f["frames"][f"{i:06d}"]), self._f["frame_times"][o : o + n]
+        a, b, _ = slice(start, stop).indices(n)
+        b = max(a, b)
+        d = self._f["frames"][f"{i:06d}"]
+        return self._read_frames(d, a, b), self._f["frame_times"][o + a : o + b]
 
-    def _read_frames(self, d: h5py.Dataset) -> np.ndarray:
-        """All of ``d`` ``(N, H, W, 3) uint8``: in parallel when it is one gzip chunk a frame."""
+    def _read_frames(self, d: h5py.Dataset, a: int = 0, b: int | None = None) -> np.ndarray:
+        """Frames ``a:b`` of ``d`` ``(N, H, W, 3) uint8``: in parallel when it is one gzip
+        chunk a frame."""
+        b = d.shape[0] if b is None else b
         plain = (
             self._pool is None
-            or d.shape[0] < 2
+            or b - a < 2
             or d.dtype != np.uint8
             or d.chunks != (1, *d.shape[1:])
             or d.compression != "gzip"
@@ -342,16 +380,16 @@ class ExtractShard:
             or d.scaleoffset is not None
         )
         if plain:
-            return d[()]
-        raw = [d.id.read_direct_chunk((k,) + (0,) * (d.ndim - 1)) for k in range(d.shape[0])]
+            return d[a:b]
+        raw = [d.id.read_direct_chunk((k,) + (0,) * (d.ndim - 1)) for k in range(a, b)]
         if any(mask != 0 for mask, _ in raw):  # a chunk stored without its filter
-            return d[()]
-        out = np.empty(d.shape, np.uint8)
+            return d[a:b]
+        out = np.empty((b - a, *d.shape[1:]), np.uint8)
 
         def inflate(k: int) -> None:
             out[k] = np.frombuffer(zlib.decompress(raw[k][1]), np.uint8).reshape(d.shape[1:])
 
-        list(self._pool.map(inflate, range(d.shape[0])))
+        list(self._pool.map(inflate, range(b - a)))
         return out
 
     @property

@@ -105,7 +105,10 @@ ICT_DEFAULT_EXPRESSIONS = (
     "browInnerUp_R",
 )
 
-#: ARE vertex pairs in the CMP authors' (denser, 53,215-vertex) BFM topology, for reference.
+#: Vertex counts of the two BFM topologies: the one CMP's indices address (3DDFA v1's
+#: 53,215-vertex mesh) and 3DDFA-V2's ``bfm_noneck_v3`` (38,365 vertices, no neck, no ears).
+BFM53K_N_VERTICES, BFM_NONECK_V3_N_VERTICES = 53215, 38365
+#: ARE vertex pairs of the CMP authors' evaluation script, in the 53,215-vertex BFM topology.
 CMP_ARE_PAIRS_BFM53K: dict[str, tuple[int, int]] = {
     "oicd": (2217, 14607),
     "forehead": (1678, 42117),
@@ -113,16 +116,43 @@ CMP_ARE_PAIRS_BFM53K: dict[str, tuple[int, int]] = {
     "ear": (20636, 34153),
     "mid": (2130, 15003),
 }
-#: ARE pairs for ICT-FaceKit, chosen by :func:`choose_are_pairs` on the neutral mesh with the
-#: narrow face area (0-6705) as forehead candidates, so every subset keeps them (the test
-#: recomputes them): vertex indices (subject's right, subject's left).
+#: CMP's mean-face ratios ER, FR, MR, CR with its own pairs (the target of any transfer).
+CMP_MEAN_FACE_RATIOS: dict[str, float] = {"ear": 1.41, "forehead": 1.16, "mid": 1.11, "cheek": 1.00}
+#: CMP's pairs carried to ICT-FaceKit (a measured fact): dense correspondence of the BFM and
+#: ICT mean faces (alignment on shared landmarks, nearest vertex).  Gives ER/FR/MR/CR
+#: 1.40/1.16/1.11/1.00 on the ICT mean, but three pairs are up to 1.8 cm off mirror symmetry
+#: (OICD: one vertex at the eye corner, the other 1.6 cm below it), so it is not used as is:
+#: :func:`symmetric_are_pairs` turns it into :data:`ICT_ARE_PAIRS`.
+ICT_CMP_TRANSFER: dict[str, tuple[int, int]] = {
+    "oicd": (6590, 2258),
+    "forehead": (386, 2627),
+    "cheek": (2209, 2454),
+    "ear": (7844, 7117),
+    "mid": (1204, 3423),
+}
+#: Default ICT ARE pairs (``evaluate.are_pairs: cmp``): CMP's positions, mirror-symmetric,
+#: ``symmetric_are_pairs(neutral, ICT_CMP_TRANSFER, narrow face 0-6705)`` (the test
+#: recomputes them); all in the narrow face, so every subset keeps them.  (subject's right,
+#: subject's left).  ER/FR/MR/CR on the neutral mesh: 1.403/1.161/1.117/1.000.
 ICT_ARE_PAIRS: dict[str, tuple[int, int]] = {
+    "oicd": (2248, 4439),
+    "forehead": (386, 2627),
+    "cheek": (2206, 4397),
+    "ear": (377, 2618),
+    "mid": (1202, 3420),
+}
+#: The former ICT pairs (``evaluate.are_pairs: landmark_rule``), chosen by
+#: :func:`choose_are_pairs` with the narrow face as forehead candidates.  Not CMP's positions:
+#: mean-face ratios 1.65/1.23/1.63/1.56 instead of CMP's 1.41/1.16/1.11/1.00.
+ICT_ARE_PAIRS_LANDMARK_RULE: dict[str, tuple[int, int]] = {
     "oicd": (1507, 3721),
     "forehead": (1989, 4189),
     "cheek": (1052, 3272),
     "ear": (1225, 3443),
     "mid": (1888, 4088),
 }
+#: Pair sets selectable by config ``evaluate.are_pairs`` (:func:`select_are_pairs`).
+ARE_PAIR_SETS = ("cmp", "landmark_rule")
 
 #: Format version of the ICT cache file (bump when its contents change).
 _CACHE_VERSION = 1
@@ -364,6 +394,169 @@ def choose_are_pairs(mean: np.ndarray, landmarks68: np.ndarray, candidates=None)
     return {k: pairs[k] for k in ARE_KEYS}
 
 
+def symmetric_are_pairs(
+    mean: np.ndarray,
+    transferred: dict[str, tuple[int, int]],
+    candidates: np.ndarray | None = None,
+    slack: float = 1.0,
+) -> dict[str, tuple[int, int]]:
+    """Mirror-symmetric ARE pairs from pairs carried over from another mesh.
+
+    For each transferred pair ``(a, b)`` on a mesh symmetric about ``x = 0`` (model axes):
+    the target is the mean of ``a`` and the mirror image of ``b`` (on the subject's right,
+    ``x < 0``); among the `candidates` on that side no more than `slack` (model units; ICT:
+    cm) farther from the target than the nearest one, the vertex whose mirror pair is closest
+    in length to ``|a - b|`` wins (ties: the nearer), so the pair keeps the transferred
+    length (hence the mean-face ratio) and sits at the transferred position; the left vertex
+    is its exact mirror image.  Returns ``{name: (right, left)}`` in :data:`ARE_KEYS` order.
+    """
+    v = np.asarray(mean, dtype=np.float64)
+    cand = np.arange(len(v)) if candidates is None else np.asarray(candidates, np.int64)
+    right = cand[v[cand, 0] < 0]
+    pts = v[cand]
+    out = {}
+    for key in ARE_KEYS:
+        a, b = transferred[key]
+        target = (v[a] + v[b] * (-1.0, 1.0, 1.0)) / 2.0
+        dist = np.linalg.norm(v[right] - target, axis=1)
+        length_err = np.abs(2.0 * np.abs(v[right, 0]) - np.linalg.norm(v[a] - v[b]))
+        length_err[dist > dist.min() + slack] = np.inf
+        r = int(right[np.lexsort((dist, length_err))[0]])
+        mirror = np.linalg.norm(pts - v[r] * (-1.0, 1.0, 1.0), axis=1)
+        out[key] = (r, int(cand[int(np.argmin(mirror))]))
+    return out
+
+
+def check_are_pairs(
+    pairs: dict[str, tuple[int, int] | None], n_vertices: int, topology: str
+) -> dict[str, tuple[int, int] | None]:
+    """`pairs` unchanged when every vertex index lies in ``0 .. n_vertices - 1``, else a
+    ValueError naming the pair, the index and the `topology` (e.g. ``"bfm_noneck_v3"``)."""
+    for key, p in pairs.items():
+        if p is None:
+            continue
+        for i in p:
+            if not 0 <= int(i) < n_vertices:
+                raise ValueError(
+                    f"ARE pair {key!r}: vertex {int(i)} is outside the {topology} topology "
+                    f"({n_vertices:,} vertices, 0..{n_vertices - 1})"
+                )
+    return pairs
+
+
+def cmp_are_pairs_bfm(n_vertices: int, topology: str) -> dict[str, tuple[int, int]]:
+    """CMP's published ARE pairs (:data:`CMP_ARE_PAIRS_BFM53K`) for a BFM mesh of
+    `n_vertices`, refused (ValueError naming `topology`) unless every index is in range.
+    They index the 53,215-vertex BFM; on any other topology (``bfm_noneck_v3``: 38,365) an
+    in-range index would still be another vertex, so only that count is accepted."""
+    check_are_pairs(CMP_ARE_PAIRS_BFM53K, n_vertices, topology)
+    if n_vertices != BFM53K_N_VERTICES:
+        raise ValueError(
+            f"CMP's ARE indices address the {BFM53K_N_VERTICES:,}-vertex BFM; the {topology} "
+            f"topology has {n_vertices:,} vertices, so they cannot be used on it"
+        )
+    return dict(CMP_ARE_PAIRS_BFM53K)
+
+
+def transfer_are_pairs(
+    src_mean: np.ndarray,
+    src_landmarks: np.ndarray,
+    src_pairs: dict[str, tuple[int, int]],
+    dst_mean: np.ndarray,
+    dst_landmarks: np.ndarray,
+) -> dict[str, tuple[int, int]]:
+    """Carry ARE pairs from one mesh to another: similarity-align the source onto the
+    destination on the 51 inner landmarks (17-67 of the 68; the contour points are defined
+    differently per model), then take the nearest destination vertex of each pair vertex."""
+    from vox3d.metrics import similarity_transform
+
+    s = np.asarray(src_mean, np.float64)
+    d = np.asarray(dst_mean, np.float64)
+    inner = np.arange(17, 68)
+    apply = similarity_transform(
+        s[np.asarray(src_landmarks)[inner]], d[np.asarray(dst_landmarks)[inner]]
+    )
+    out = {}
+    for key, (a, b) in src_pairs.items():
+        p = apply(s[[a, b]])
+        out[key] = tuple(int(np.argmin(((d - q) ** 2).sum(axis=1))) for q in p)
+    return out
+
+
+@dataclass(frozen=True)
+class AreSelection:
+    """ARE pairs chosen for an evaluation (:func:`select_are_pairs`).
+
+    Attributes:
+        name: the pair set (``cmp``, ``landmark_rule``, ``bfm_fallback_no_ear``).
+        pairs: ``{oicd, forehead, cheek, ear, mid: (i, j) | None}`` indices into the loaded
+            model's vertices; None = ratio unavailable on this mesh (its ARE is NaN).
+        note: why the set differs from CMP's definition, or "".
+    """
+
+    name: str
+    pairs: dict[str, tuple[int, int] | None]
+    note: str = ""
+
+
+def _local_pairs(model: FaceModel, pairs: dict[str, tuple[int, int] | None], topology: str):
+    src = model.vertex_index if model.vertex_index is not None else np.arange(model.n_vertices)
+    pos = np.full(int(src.max()) + 1, -1, dtype=np.int64)
+    pos[src] = np.arange(len(src))
+    out = {}
+    for key, p in pairs.items():
+        if p is None:
+            out[key] = None
+            continue
+        ij = [int(pos[i]) if 0 <= i < len(pos) else -1 for i in p]
+        if min(ij) < 0:
+            raise ValueError(f"ARE pair {key!r} {tuple(p)} is outside the {topology} topology")
+        out[key] = (ij[0], ij[1])
+    return out
+
+
+def select_are_pairs(model: FaceModel, which: str = "cmp") -> AreSelection:
+    """The ARE vertex pairs for `model` under config ``evaluate.are_pairs``.
+
+    * ICT, ``cmp`` (default): :data:`ICT_ARE_PAIRS`, CMP's positions (mean-face ratios
+      within 0.01 of CMP's); ``landmark_rule``: :data:`ICT_ARE_PAIRS_LANDMARK_RULE`.
+    * BFM, ``cmp``: on the 53,215-vertex BFM, CMP's own indices; on any other topology
+      (``bfm_noneck_v3``, 38,365 vertices) CMP's indices cannot be mapped without the 53k
+      mesh, so the named fallback ``bfm_fallback_no_ear``: the ICT pairs carried over by
+      :func:`transfer_are_pairs` for OICD, forehead, cheek and mid, and the ear ratio
+      unavailable (None: ``bfm_noneck_v3`` has no ears, where CMP's ear vertices sit).
+      ``landmark_rule``: :func:`choose_are_pairs` on the keypoints.
+    """
+    if which not in ARE_PAIR_SETS:
+        raise ValueError(f"evaluate.are_pairs {which!r} is not one of {ARE_PAIR_SETS}")
+    rule_note = "ARE pairs by the landmark rule (evaluate.are_pairs: landmark_rule), not CMP's"
+    if model.name == "ict":
+        pairs = ICT_ARE_PAIRS if which == "cmp" else ICT_ARE_PAIRS_LANDMARK_RULE
+        return AreSelection(
+            which,
+            _local_pairs(model, dict(pairs), "ICT-FaceKit"),
+            "" if which == "cmp" else rule_note,
+        )
+    n = model.n_vertices
+    topo = "bfm_noneck_v3" if n == BFM_NONECK_V3_N_VERTICES else f"{n:,}-vertex BFM"
+    if which == "landmark_rule":
+        return AreSelection(which, dict(choose_are_pairs(model.mean, model.landmarks68)), rule_note)
+    if n == BFM53K_N_VERTICES:
+        return AreSelection("cmp", dict(cmp_are_pairs_bfm(n, "53,215-vertex BFM")))
+    ict = load_ict_arrays()
+    carried = transfer_are_pairs(
+        ict["mean"], ICT_LANDMARKS68, ICT_ARE_PAIRS, model.mean, model.landmarks68
+    )
+    carried["ear"] = None
+    note = (
+        f"ARE on {topo}: CMP's vertex indices address the 53,215-vertex BFM and cannot be "
+        "mapped without that mesh; fallback pair set bfm_fallback_no_ear (OICD, forehead, "
+        "cheek, mid carried from the ICT CMP pairs by landmark alignment); ER unavailable "
+        "(NaN, no ear region), are_mean is the mean of FR, MR, CR"
+    )
+    return AreSelection("bfm_fallback_no_ear", check_are_pairs(carried, n, topo), note)
+
+
 # ---------------------------------------------------------------------------------------
 # ICT-FaceKit: parsing and cache
 # ---------------------------------------------------------------------------------------
@@ -534,7 +727,12 @@ def load_ict_arrays(
     path: str | os.PathLike | None = None, *, use_cache: bool = True, verbose: bool = False
 ) -> dict[str, np.ndarray]:
     """All ICT arrays (see :func:`parse_ict`), from the cache when its key (the sha256 of
-    the archive, or of the folder's OBJ/JSON files) matches, else parsed and cached."""
+    the archive, or of the folder's OBJ/JSON files) matches, else parsed and cached.
+
+    A cache file that cannot be read (empty, truncated, not an npz, arrays missing) is
+    ignored with a ``RuntimeWarning`` naming it; the source is parsed again and the cache
+    rewritten atomically.  A cache that cannot be written only warns.  An error while
+    parsing is a :class:`BadModelFileError` naming the source path."""
     src = Path(path) if path is not None else Path(paths.ICT_FACEKIT)
     if not src.exists() and not src.is_absolute() and (paths.REPO_ROOT / src).exists():
         src = paths.REPO_ROOT / src  # config paths are relative to the project root
@@ -547,24 +745,66 @@ def load_ict_arrays(
     digest = _sha256(src)
     cache = ict_cache_path(src, digest)
     if use_cache and cache.is_file():
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-            if str(arrays.get("source_sha256", "")) == digest:
-                if verbose:
-                    print(f"ICT-FaceKit from cache {cache} ({time.perf_counter() - t0:.2f} s)")
-                return arrays
-        except (OSError, ValueError, KeyError):
-            pass  # corrupt cache: re-parse
-    arrays = parse_ict(src, progress=verbose)
+        arrays = _read_ict_cache(cache)
+        if arrays is not None and str(arrays["source_sha256"]) == digest:
+            if verbose:
+                print(f"ICT-FaceKit from cache {cache} ({time.perf_counter() - t0:.2f} s)")
+            return arrays
+    try:
+        arrays = parse_ict(src, progress=verbose)
+    except BadModelFileError:
+        raise
+    except Exception as e:  # anything else a damaged source raises (json, unicode, ...)
+        raise BadModelFileError(f"{src}: cannot parse ICT-FaceKit ({type(e).__name__}: {e})") from e
     arrays["source_sha256"] = np.array(digest)
     if use_cache:
-        with atomic_path(cache) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
+        _write_ict_cache(cache, arrays)
     if verbose:
         print(f"ICT-FaceKit parsed from {src} ({time.perf_counter() - t0:.2f} s)")
     return arrays
+
+
+#: Arrays every ICT cache file holds (see :func:`parse_ict`, plus the key ``source_sha256``).
+_CACHE_KEYS = ("mean", "id_basis", "exp_basis", "triangles", "exp_names", "rigid", "fitting",
+               "source_sha256")  # fmt: skip
+
+
+def _read_ict_cache(cache: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of an ICT cache file, or ``None`` (with a warning naming it) when any
+    part of it cannot be read: a damaged cache must never fail a job."""
+    import warnings
+
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        missing = [k for k in _CACHE_KEYS if k not in arrays]
+        if missing:
+            raise KeyError(f"arrays {missing} missing")
+        return arrays
+    except Exception as e:  # EOFError, zipfile.BadZipFile, zlib.error, OSError, ValueError, ...
+        warnings.warn(
+            f"ICT-FaceKit cache {cache} is unreadable ({type(e).__name__}: {e}); "
+            "parsing the source again and rewriting the cache",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def _write_ict_cache(cache: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write the cache atomically; a failure (read-only or full disk) only warns."""
+    import warnings
+
+    try:
+        with atomic_path(cache) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+    except OSError as e:
+        warnings.warn(
+            f"ICT-FaceKit cache {cache} could not be written ({e}); the next run parses again",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _ict_model(arrays, n_id: int, n_exp: int, exp_names: Sequence[str] | None) -> FaceModel:
@@ -696,7 +936,11 @@ def _bfm_model(arrays, n_id: int, n_exp: int) -> FaceModel:
         triangles=tri,
         landmarks68=lm,
         vertex_sets={"face": np.arange(V, dtype=np.int64)},
-        are_pairs=choose_are_pairs(mean, lm),
+        # CMP's own indices on the 53,215-vertex BFM; other topologies: the landmark rule
+        # (evaluation picks its pairs with select_are_pairs)
+        are_pairs=dict(CMP_ARE_PAIRS_BFM53K)
+        if V == BFM53K_N_VERTICES
+        else choose_are_pairs(mean, lm),
         id_std=id_std,
         exp_names=[f"exp{j:02d}" for j in range(n_exp)],
         units="um",
@@ -770,6 +1014,7 @@ __all__ = [
     "FaceModel",
     "ICT_LANDMARKS68",
     "choose_are_pairs",
+    "select_are_pairs",
     "load_face_model",
     "model_layout",
     "restrict",

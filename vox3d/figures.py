@@ -1,6 +1,8 @@
 """Figures of the report (matplotlib, Agg backend; meshes rendered with :mod:`vox3d.render`).
 
 * :func:`plot_are_bars`: ARE ratios and mean per method (95% bootstrap intervals), and RMSE;
+* :func:`plot_comparisons`: the model minus each baseline per metric, with the paired
+  bootstrap 95% interval and p-value (``comparisons.tsv``);
 * :func:`plot_training_curves`: training / validation loss from ``train/log.csv``;
 * :func:`plot_dataset_stats`: identities, videos, frames kept and rejected by reason, gender;
 * :func:`plot_identity_panels`: per held-out identity a reference frame, the fitted mesh
@@ -28,7 +30,14 @@ import numpy as np  # noqa: E402
 
 from vox3d.io import atomic_path  # noqa: E402
 
-_METHOD_COLORS = {"model": "#1f77b4", "mean_face": "#999999", "gender_mean": "#ff7f0e"}
+_METHOD_COLORS = {
+    "model": "#1f77b4",
+    "population_mean": "#555555",
+    "train_mean": "#999999",
+    "gender_mean": "#ff7f0e",
+    "shuffled_voice": "#9467bd",
+}
+_TARGET_COLORS = {"fitted": "#1f77b4", "ground_truth": "#d62728"}
 
 
 def _save(fig, path: str | os.PathLike) -> None:
@@ -134,6 +143,45 @@ def plot_parameter_metrics(rows: Sequence[Mapping[str, str]], out_png: str | os.
     if note:
         fig.text(0.01, 0.01, "\n".join(textwrap.wrap(note, 140)), fontsize=7, va="bottom")
     fig.tight_layout(rect=(0, 0.07 if note else 0, 1, 1))
+    _save(fig, out_png)
+
+
+def plot_comparisons(comparisons_tsv: str | os.PathLike, out_png: str | os.PathLike) -> None:
+    """The model minus each baseline (``comparisons.tsv``): one panel per metric, one line
+    per (baseline, target) with the paired-bootstrap 95% interval of the difference and its
+    p-value; the side of 0 where the model is better is shaded."""
+    rows = _read_table(comparisons_tsv)
+    metric_names = list(dict.fromkeys(r["metric"] for r in rows)) or ["-"]
+    ncol = 2
+    nrow = (len(metric_names) + ncol - 1) // ncol
+    fig, axes = plt.subplots(nrow, ncol, figsize=(11, 2.9 * nrow), squeeze=False)
+    for ax in axes.flat[len(metric_names) :]:
+        ax.axis("off")
+    for ax, metric in zip(axes.flat, metric_names, strict=False):
+        sub = [r for r in rows if r["metric"] == metric]
+        labels = []
+        for y, r in enumerate(sub):
+            d, lo, hi = _f(r["delta"]), _f(r["delta_lo"]), _f(r["delta_hi"])
+            err = np.nan_to_num([[d - lo], [hi - d]], nan=0.0)
+            ax.errorbar(
+                d, y, xerr=np.abs(err), fmt="o", capsize=3, ms=4,
+                color=_TARGET_COLORS.get(r["target"], "k"),
+            )  # fmt: skip
+            ax.annotate(f"p={_f(r['p']):.3g}", (d, y), xytext=(4, 4), textcoords="offset points",
+                        fontsize=7)  # fmt: skip
+            labels.append(f"{r['baseline']} ({r['target']})")
+        ax.axvline(0, color="k", lw=0.7)
+        if sub:
+            lim = ax.get_xlim()
+            better_low = sub[0]["better"] == "lower"
+            ax.axvspan(lim[0] if better_low else 0, 0 if better_low else lim[1], color="#2ca02c",
+                       alpha=0.08, lw=0)  # fmt: skip
+            ax.set_xlim(lim)
+        ax.set_yticks(range(len(sub)), labels, fontsize=7)
+        ax.set_ylim(-0.7, len(sub) - 0.3)
+        what = "lower" if sub and sub[0]["better"] == "lower" else "higher"
+        ax.set_title(f"{metric}: model - baseline (model better: {what}, shaded)", fontsize=9)
+    fig.tight_layout()
     _save(fig, out_png)
 
 
@@ -378,10 +426,10 @@ def plot_identity_panels(
     with h5py.File(predictions_h5, "r") as f:
         ids = [_decode(s) for s in f["val_identities"][()]][:n]
         pred = {i: f["model"][i][()] for i in ids if i in f["model"]}
-        meanf = {i: f["mean_face"][i][()] for i in ids if i in f["mean_face"]}
+        meanf = {i: f["train_mean"][i][()] for i in ids if i in f["train_mean"]}
         tgt = {i: f["target_fitted"][i][()] for i in ids if i in f["target_fitted"]}
     ids = [i for i in ids if i in pred and i in tgt]
-    cols = ["reference frame", "fitted overlay", "fitted", "from voice", "mean face", "error"]
+    cols = ["reference frame", "fitted overlay", "fitted", "from voice", "training mean", "error"]
     fig, axes = plt.subplots(
         max(1, len(ids)),
         len(cols),
@@ -458,7 +506,9 @@ def plot_identities(
     from vox3d.evaluate import face_model_from_config
 
     fm = face_model_from_config(face_settings, n_id=n_id)
-    plot_identity_panels(predictions_h5, fm, out_png, n, fit_shards, extract_shards)
+    from vox3d.identity_figures import plot_identity_panels as panels  # + ground truth
+
+    panels(predictions_h5, fm, out_png, n, fit_shards, extract_shards)
 
 
 def plot_parameter_panels(
@@ -479,7 +529,10 @@ def plot_parameter_panels(
 
     with h5py.File(predictions_h5, "r") as f:
         ids = [_decode(s) for s in f["val_identities"][()]][:n]
-        mu, sd = f["train_mean"][()].astype(np.float64), f["train_std"][()].astype(np.float64)
+        mu, sd = (
+            f["train_coef_mean"][()].astype(np.float64),
+            f["train_coef_std"][()].astype(np.float64),
+        )
         pred = {i: f["model"][i][()] for i in ids if i in f["model"]}
         gmean = {
             i: f["gender_mean"][i][()] for i in ids if "gender_mean" in f and i in f["gender_mean"]
@@ -504,7 +557,7 @@ def plot_parameter_panels(
         axes[r, 0].set_ylabel(i, fontsize=8)
         z = (np.atleast_2d(pred[i]) - mu) / sd
         a = axes[r, 1]
-        a.axhline(0, color=_METHOD_COLORS["mean_face"], lw=1, label="mean shape (0)")
+        a.axhline(0, color=_METHOD_COLORS["train_mean"], lw=1, label="training mean (0)")
         a.plot(k, (tgt[i] - mu) / sd, "ks-", ms=3, lw=1, label="fitted (target)")
         a.fill_between(k, z.min(0), z.max(0), color=_METHOD_COLORS["model"], alpha=0.2)
         a.plot(k, z.mean(0), "o-", color=_METHOD_COLORS["model"], ms=3, lw=1, label="from voice")

@@ -59,6 +59,13 @@ from vox3d.params import TDDFA_LAYOUT, ParamLayout, ict_layout, pose_to_srt, rot
 from vox3d.quality import REASONS, Thresholds, choose_face, classify, count_reasons
 
 STAGE = "fit"
+#: Frames are read from an extract shard in pieces of at most this many frames and bytes,
+#: so a long video never sits in memory whole (at 224x224: 64 frames, 9.6 MB a piece).
+READ_FRAMES = 64
+READ_BYTES = 32 << 20
+#: The host path gathers whole videos into a chunk until it has ``batch_size`` frames; a
+#: video longer than this many frames (51 s at 5 fps) is cut into chunks of about this size.
+MAX_CHUNK_FRAMES = 256
 ICT_REGRESSOR = Path(__file__).resolve().parent / "data" / "ict_regressor.pth"
 ICT_REGRESSOR_JSON = ICT_REGRESSOR.with_suffix(".json")
 
@@ -573,11 +580,26 @@ def _empty_fields(n: int, n_params: int) -> dict[str, np.ndarray]:
 # reading ahead
 
 
-class _Prefetcher:
-    """Reads videos' frames in a background thread, `depth` videos ahead.
+def _pieces(shard, i: int) -> Iterator[tuple[int, np.ndarray, np.ndarray, bool]]:
+    """Video `i` of `shard` read in pieces of at most :data:`READ_FRAMES` frames and
+    :data:`READ_BYTES` bytes: ``(first frame index, frames (n,H,W,3) uint8, times (n,) s,
+    last)``; a video without frames gives one empty piece."""
+    v = shard.videos[i]
+    n = int(v.get("frame_count", 0))
+    frame_bytes = max(1, int(v.get("height", 0)) * int(v.get("width", 0)) * 3)
+    step = max(1, min(READ_FRAMES, READ_BYTES // frame_bytes))
+    for a in range(0, max(n, 1), step):
+        frames, times = shard.frames(i, a, min(n, a + step))
+        yield a, np.asarray(frames), np.asarray(times, np.float64), a + step >= n
 
-    Yields ``(video_index, frames (N,H,W,3) uint8 RGB, times (N,) float64 s, error)``;
-    a video whose frames cannot be read yields empty arrays and the error text.
+
+class _Prefetcher:
+    """Reads videos' frames in a background thread in pieces (:func:`_pieces`), `depth`
+    pieces ahead.
+
+    Yields ``(video_index, first_frame, frames (n,H,W,3) uint8 RGB, times (n,) float64 s,
+    error, last)``; a video whose frames cannot be read ends with a piece of empty arrays,
+    the error text and ``last`` true.
     """
 
     def __init__(self, shard, depth: int = 2) -> None:
@@ -589,11 +611,10 @@ class _Prefetcher:
     def _run(self) -> None:
         for i in range(len(self._shard.videos)):
             try:
-                frames, times = self._shard.frames(i)
-                item = (i, np.asarray(frames), np.asarray(times, np.float64), None)
+                for a, frames, times, last in _pieces(self._shard, i):
+                    self._q.put((i, a, frames, times, None, last))
             except Exception as e:  # a broken video must not stop the shard
-                item = (i, None, None, f"{type(e).__name__}: {e}")
-            self._q.put(item)
+                self._q.put((i, 0, None, None, f"{type(e).__name__}: {e}", True))
         self._q.put(None)
 
     def __iter__(self) -> Iterator[tuple]:
@@ -642,7 +663,8 @@ class _BatchPrefetcher:
         self._t.start()
 
     def _emit(self, buf: list, n: int) -> None:
-        """Cut the first ``n`` frames of ``buf`` [(vi, frames, times, start)] into a batch."""
+        """Cut the first ``n`` frames of ``buf`` [(vi, frames, times, start, base)] into a
+        batch (``frames`` is a piece of video ``vi`` beginning at its frame ``base``)."""
         import torch
 
         h, w = buf[0][1].shape[1:3]
@@ -650,16 +672,19 @@ class _BatchPrefetcher:
         host = pinned.numpy()
         segs, times, k = [], [], 0
         while k < n:
-            vi, frames, t, start = buf[0]
+            vi, frames, t, start, base = buf[0]
             m = min(n - k, frames.shape[0] - start)
             host[k : k + m] = frames[start : start + m]
-            segs.append((vi, start, start + m))
+            if segs and segs[-1][0] == vi and segs[-1][2] == base + start:
+                segs[-1] = (vi, segs[-1][1], base + start + m)  # the next piece of one video
+            else:
+                segs.append((vi, base + start, base + start + m))
             times.append(t[start : start + m])
             k += m
             if start + m == frames.shape[0]:
                 buf.pop(0)
             else:
-                buf[0] = (vi, frames, t, start + m)
+                buf[0] = (vi, frames, t, start + m, base)
         if self._cuda:
             with torch.cuda.stream(self._stream):
                 dev = pinned.to(self._device, non_blocking=True)
@@ -675,26 +700,23 @@ class _BatchPrefetcher:
             n_buf = 0
             for i in range(len(self._shard.videos)):
                 try:
-                    frames, times = self._shard.frames(i)
-                    frames = np.asarray(frames)
-                    times = np.asarray(times, np.float64)
-                    if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
-                        raise ValueError(
-                            f"frames {frames.shape} {frames.dtype}, expected (N, H, W, 3) uint8"
-                        )
+                    for a, frames, times, _ in _pieces(self._shard, i):
+                        if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
+                            raise ValueError(
+                                f"frames {frames.shape} {frames.dtype}, expected (N, H, W, 3) uint8"
+                            )
+                        if frames.shape[0] == 0:
+                            continue
+                        if buf and buf[0][1].shape[1:3] != frames.shape[1:3]:
+                            self._emit(buf, n_buf)  # a new frame size: close the batch
+                            n_buf = 0
+                        buf.append((i, frames, times, 0, a))
+                        n_buf += frames.shape[0]
+                        while n_buf >= self._bs:
+                            self._emit(buf, self._bs)
+                            n_buf -= self._bs
                 except Exception as e:  # a broken video must not stop the shard
                     self._q.put(("error", i, f"{type(e).__name__}: {e}"))
-                    continue
-                if frames.shape[0] == 0:
-                    continue
-                if buf and buf[0][1].shape[1:3] != frames.shape[1:3]:
-                    self._emit(buf, n_buf)  # a new frame size: close the batch
-                    n_buf = 0
-                buf.append((i, frames, times, 0))
-                n_buf += frames.shape[0]
-                while n_buf >= self._bs:
-                    self._emit(buf, self._bs)
-                    n_buf -= self._bs
             if n_buf:
                 self._emit(buf, n_buf)
             self._q.put(None)
@@ -776,44 +798,61 @@ def _run_shard(shard, videos, fitter, cfg, extract_path, progress):
         return _run_shard_tensor(shard, videos, fitter, cfg, extract_path, progress)
     chunks: dict[str, list[np.ndarray]] = {k: [] for k in FRAME_FIELDS}
     read_errors: dict[int, str] = {}
-    pending: list[tuple[int, np.ndarray, np.ndarray]] = []
+    pending: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # (video, first, frames, t)
     n_pending = 0
     bs = max(1, cfg.batch_size)
+    cut = False  # the current video was cut (longer than MAX_CHUNK_FRAMES)
 
     def flush() -> None:
         nonlocal pending, n_pending
         if not pending:
             return
-        res = fitter.fit_frames([fr for p in pending for fr in p[1]])
+        res = fitter.fit_frames([fr for p in pending for fr in p[2]])
         for k, v in res.items():
             chunks[k].append(v)
         chunks["video"].append(
-            np.concatenate([np.full(len(p[1]), p[0], np.int32) for p in pending])
+            np.concatenate([np.full(len(p[2]), p[0], np.int32) for p in pending])
         )
         chunks["frame"].append(
-            np.concatenate([np.arange(len(p[1]), dtype=np.int32) for p in pending])
+            np.concatenate([np.arange(p[1], p[1] + len(p[2]), dtype=np.int32) for p in pending])
         )
-        chunks["time"].append(np.concatenate([p[2] for p in pending]))
+        chunks["time"].append(np.concatenate([p[3] for p in pending]))
         pending, n_pending = [], 0
 
     bar = tqdm(
         total=len(videos), desc=f"fit {Path(extract_path).stem}", unit="video",
         disable=not progress, file=sys.stderr,
     )  # fmt: skip
-    for vi, frames, times, err in _Prefetcher(shard):
+    # chunks end where a video ends and >= batch_size frames are pending (as with whole
+    # videos: vox3d.multigpu.clean_boundaries models this); a long video is also cut
+    # every MAX_CHUNK_FRAMES, and its chunk ends with it
+    for vi, first, frames, times, err, last in _Prefetcher(shard):
         if err is not None:
             read_errors[vi] = err
         elif frames.shape[0] > 0:
-            pending.append((vi, frames, times))
+            pending.append((vi, first, frames, times))
             n_pending += frames.shape[0]
-            if n_pending >= bs:
+            if not last and n_pending >= max(bs, MAX_CHUNK_FRAMES):
                 flush()
-        bar.update(1)
+                cut = True
+        if last:
+            if n_pending >= bs or cut:
+                flush()
+            cut = False
+            bar.update(1)
     flush()
     bar.close()
 
     frames_out = _concat_fields(chunks, fitter.layout.n, fitter.landmarker is not None)
-    return frames_out, read_errors
+    return _drop_videos(frames_out, read_errors), read_errors
+
+
+def _drop_videos(frames_out: dict[str, np.ndarray], videos) -> dict[str, np.ndarray]:
+    """`frames_out` without the rows of `videos` (read in part before a read error)."""
+    if not len(videos) or not len(frames_out["video"]):
+        return frames_out
+    keep = ~np.isin(frames_out["video"], np.fromiter(videos, np.int64))
+    return frames_out if keep.all() else {k: v[keep] for k, v in frames_out.items()}
 
 
 def _run_shard_tensor(shard, videos, fitter, cfg, extract_path, progress):
@@ -863,7 +902,7 @@ def _run_shard_tensor(shard, videos, fitter, cfg, extract_path, progress):
         bar.update(len(b.times))
     bar.close()
     frames_out = _concat_fields(chunks, fitter.layout.n, fitter.landmarker is not None)
-    return frames_out, read_errors
+    return _drop_videos(frames_out, read_errors), read_errors
 
 
 def _concat_fields(chunks: dict, n_params: int, with_landmarks: bool) -> dict[str, np.ndarray]:

@@ -602,6 +602,11 @@ class TrainConfig:
     device: str = "cpu"
     threads: int = 1
     max_minutes: float = 0.0  # > 0: stop early after this wall time (steps_done < steps)
+    # train_from_cache only:
+    id_weight: float = 0.0  # x identity error after similarity removal (mean sq., mm^2)
+    warmup_frac: float = 0.03  # linear warm-up (fraction of steps), then cosine to lr/100
+    amp: bool = True  # CUDA: bf16 autocast
+    seed: int = 0  # torch init and batch draws
 
 
 def _loss_vertex_index(gm: GenModel, n: int) -> np.ndarray:
@@ -710,7 +715,9 @@ def train(
 # evaluation
 
 
-YAW_BINS = ((0.0, 20.0), (20.0, 40.0), (40.0, 60.0))
+YAW_BINS = ((0.0, 20.0), (20.0, 40.0), (40.0, 60.0), (60.0, 75.0), (75.0, 90.0))
+#: Identity modes whose R^2 / slope :func:`accuracy_tables` reports (the leading ones).
+R2_MODES = 10
 
 
 def evaluate(
@@ -749,7 +756,19 @@ def evaluate(
 
 
 def accuracy_tables(gm: GenModel, pred: np.ndarray, y: np.ndarray, yaw: np.ndarray) -> dict:
-    """Metrics of predicted vs true parameters (B, P); see :func:`evaluate`."""
+    """Metrics of predicted vs true parameters (B, P); see :func:`evaluate`.
+
+    Besides those: per yaw bin ``id_sim_mm``, the identity's narrow-face error after a
+    similarity alignment (Umeyama with scale: absolute size and placement are invisible
+    in an image), ``mean_face_sim_mm`` the same for the mean face, ``id_sim_ratio`` their
+    ratio, and ``yaw_err_deg`` the mean |yaw error| (deg, yaw read from the predicted pose
+    as the fit stage reads it); overall ``id_r2`` / ``id_slope`` / ``id_spread`` of the
+    leading :data:`R2_MODES` identity coefficients (R^2 of predicted vs true over the
+    samples, least-squares slope of predicted on true, std ratio) and their means.
+    """
+    from vox3d.fit import pose_angles_deg_batch
+    from vox3d.metrics import align
+
     k, j = gm.n_id, gm.n_exp
     fi = gm.face_idx
 
@@ -777,32 +796,272 @@ def accuracy_tables(gm: GenModel, pred: np.ndarray, y: np.ndarray, yaw: np.ndarr
     lt, lp = lm2d(y), lm2d(pred)
     norm = np.sqrt(np.ptp(lt[..., 0], axis=1) * np.ptp(lt[..., 1], axis=1))
     nme = np.linalg.norm(lp - lt, axis=2).mean(1) / norm
-    out = {"n": len(y)}
+    mean_f = gm.mean[fi].astype(np.float64)
+    id_sim = np.array(
+        [np.linalg.norm(align(a, b, True) - b, axis=1).mean() for a, b in zip(ip, it, strict=True)]
+    )
+    mf_sim = np.array([np.linalg.norm(align(mean_f, b, True) - b, axis=1).mean() for b in it])
+    id_sim, mf_sim = id_sim * 10.0, mf_sim * 10.0
+    with np.errstate(invalid="ignore"):
+        yaw_pred = pose_angles_deg_batch(pred.astype(np.float64))[:, 0]
+    yaw_err = np.abs(yaw_pred - yaw)
+    m = min(R2_MODES, k)
+    at, ap = y[:, 12 : 12 + m], pred[:, 12 : 12 + m]
+    var_t = at.var(0)
+    r2 = 1.0 - ((ap - at) ** 2).mean(0) / np.where(var_t > 0, var_t, np.nan)
+    cov = ((ap - ap.mean(0)) * (at - at.mean(0))).mean(0)
+    slope = cov / np.where(var_t > 0, var_t, np.nan)
+    spread = ap.std(0) / np.where(var_t > 0, np.sqrt(var_t), np.nan)
+    out = {
+        "n": len(y),
+        "id_r2": [float(x) for x in r2],
+        "id_slope": [float(x) for x in slope],
+        "id_spread": [float(x) for x in spread],
+        "id_r2_mean": float(np.mean(r2)),
+        "id_slope_mean": float(np.mean(slope)),
+    }
     bins = [*YAW_BINS, (0.0, 90.0)]
     for lo, hi in bins:
         sel = (np.abs(yaw) >= lo) & (np.abs(yaw) < hi)
         key = "all" if (lo, hi) == (0.0, 90.0) else f"yaw_{int(lo)}_{int(hi)}"
+        mean = lambda a, sel=sel: float(np.nanmean(a[sel])) if sel.any() else float("nan")  # noqa: E731
         out[key] = {
             "n": int(sel.sum()),
-            "vertex_mm": float(vert_mm[sel].mean()) if sel.any() else float("nan"),
-            "id_vertex_mm": float(id_mm[sel].mean()) if sel.any() else float("nan"),
-            "mean_face_mm": float(mean_mm[sel].mean()) if sel.any() else float("nan"),
-            "nme": float(nme[sel].mean()) if sel.any() else float("nan"),
+            "vertex_mm": mean(vert_mm),
+            "id_vertex_mm": mean(id_mm),
+            "mean_face_mm": mean(mean_mm),
+            "nme": mean(nme),
+            "id_sim_mm": mean(id_sim),
+            "mean_face_sim_mm": mean(mf_sim),
+            "id_sim_ratio": mean(id_sim) / mean(mf_sim) if sel.any() else float("nan"),
+            "yaw_err_deg": mean(yaw_err),
         }
     return out
 
 
 def format_accuracy(acc: dict) -> str:
     """A small table of :func:`accuracy_tables` output."""
-    lines = [f"{'yaw bin':<12}{'n':>6}{'vertex mm':>11}{'id mm':>9}{'mean-face mm':>14}{'NME':>9}"]
+    lines = [
+        f"{'yaw bin':<12}{'n':>6}{'vertex mm':>11}{'id mm':>9}{'mean-face mm':>14}{'NME':>9}"
+        f"{'id sim mm':>11}{'mean sim mm':>13}{'ratio':>7}{'yaw err':>9}"
+    ]
     for key, v in acc.items():
         if not isinstance(v, dict):
             continue
         lines.append(
             f"{key:<12}{v['n']:>6}{v['vertex_mm']:>11.3f}{v['id_vertex_mm']:>9.3f}"
-            f"{v['mean_face_mm']:>14.3f}{v['nme']:>9.4f}"
+            f"{v['mean_face_mm']:>14.3f}{v['nme']:>9.4f}{v.get('id_sim_mm', np.nan):>11.3f}"
+            f"{v.get('mean_face_sim_mm', np.nan):>13.3f}{v.get('id_sim_ratio', np.nan):>7.2f}"
+            f"{v.get('yaw_err_deg', np.nan):>9.2f}"
         )
+    if "id_r2" in acc:
+        f = lambda xs: " ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+        lines.append(f"identity R^2 modes 0-{len(acc['id_r2']) - 1}: {f(acc['id_r2'])} "
+                     f"(mean {acc['id_r2_mean']:.3f})")  # fmt: skip
+        lines.append(f"identity slope: {f(acc['id_slope'])} (mean {acc['id_slope_mean']:.3f})")
+        lines.append(f"identity spread (pred std / true std): {f(acc['id_spread'])}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
+# training from a render cache (vox3d.regressor_data)
+
+
+def identity_form(gm: GenModel) -> np.ndarray:
+    """``(n_id, n_id)`` float64 quadratic form of the identity-geometry loss, in mm^2:
+    ``d^T Q d`` = mean squared narrow-face vertex error of an identity-coefficient error
+    ``d`` after removing its similarity component at the mean face
+    (:func:`vox3d.regressor_data.identity_geometry_form`)."""
+    from vox3d.regressor_data import identity_geometry_form
+
+    fi = gm.face_idx
+    return identity_geometry_form(gm.id_basis[:, fi], gm.mean[fi]) * 100.0  # cm^2 -> mm^2
+
+
+def lr_at(step: int, tc: TrainConfig) -> float:
+    """Learning rate of `step`: linear warm-up from lr/10 over ``warmup_frac`` of the
+    steps, then a cosine down to lr/100 at the last step."""
+    w = max(1, int(tc.warmup_frac * tc.steps))
+    if step < w:
+        return tc.lr * (0.1 + 0.9 * step / w)
+    t = (step - w) / max(1, tc.steps - w)
+    return tc.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+def batch_indices(seed: int, step: int, n: int, batch: int) -> np.ndarray:
+    """Sample indices (batch,) of training step `step`: uniform with replacement, drawn
+    from ``default_rng([seed, step])`` alone (resuming gives the same batches)."""
+    return np.random.default_rng([seed, step]).integers(0, n, batch)
+
+
+def _losses(model, crops, y, mean_t, std_t, posed, qform, tc, amp_dtype):
+    """(total, whitened-parameter MSE, posed-vertex px, identity mm^2) of one batch."""
+    import torch
+
+    from vox3d.regressor import normalize_crops
+
+    x = normalize_crops(crops)
+    if amp_dtype is not None:
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=amp_dtype):
+            out = model(x)
+        out = out.float()
+    else:
+        out = model(x)
+    loss_p = torch.mean((out - (y - mean_t) / std_t) ** 2)
+    pred = out * std_t + mean_t
+    loss_v = torch.mean(torch.linalg.norm(posed(pred) - posed(y), dim=-1))
+    k = qform.shape[0]
+    d = pred[:, 12 : 12 + k] - y[:, 12 : 12 + k]
+    loss_id = torch.mean(torch.einsum("bi,ij,bj->b", d, qform, d))
+    total = loss_p + tc.vertex_weight * loss_v + tc.id_weight * loss_id
+    return total, loss_p, loss_v, loss_id
+
+
+def train_from_cache(
+    gm: GenModel,
+    cache: str | os.PathLike,
+    tc: TrainConfig,
+    state_path: str | os.PathLike,
+    time_budget: float | None = None,
+    progress: bool = True,
+    log=None,
+):
+    """Train on the valid samples of a render cache (:mod:`vox3d.regressor_data`).
+
+    The whole cache sits on the device (uint8 crops); step ``k`` draws its batch with
+    :func:`batch_indices`; loss = whitened-parameter MSE + ``vertex_weight`` x mean posed
+    face-vertex distance (crop px, VDC-like) + ``id_weight`` x :func:`identity_form`
+    (mm^2).  Whitening mean/std are measured on the cache's targets.  Every call resumes
+    from `state_path` when it exists (model, optimiser, step, curve) and writes it when it
+    stops: after `time_budget` seconds or at ``tc.steps``.
+
+    Returns ``(model (eval), mean (P,), std (P,), curve, finished)``; curve rows are
+    ``[step, param_mse, vertex_px, identity_mm2, lr, elapsed_s]`` every 100 steps.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from vox3d.io import save_torch_atomic
+    from vox3d.regressor import build_mobilenet
+    from vox3d.regressor_data import load_cache
+    from vox3d.safeload import load_torch
+
+    t0 = time.time()
+    dev = torch.device(tc.device)
+    if dev.type == "cpu":
+        torch.set_num_threads(max(1, tc.threads))
+    else:
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    data = load_cache(cache, keys=("crops", "params"))
+    y64 = data["params"].astype(np.float64)
+    n = len(y64)
+    mean, std = y64.mean(0), y64.std(0)
+    std = np.where(std < 1e-6, 1.0, std)
+    mean, std = mean.astype(np.float32), std.astype(np.float32)
+    crops = torch.from_numpy(data["crops"]).to(dev)
+    ys = torch.from_numpy(data["params"]).to(dev)
+    del data
+    torch.manual_seed(tc.seed)
+    n_params = ict_layout(gm.n_id, gm.n_exp).n
+    model = build_mobilenet(tc.widen, n_params).to(dev)
+    amp_dtype = torch.bfloat16 if (tc.amp and dev.type == "cuda") else None
+    if amp_dtype is not None:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    step0, curve = 0, []
+    state_path = Path(state_path)
+    cfg_key = json.dumps(asdict(tc) | {"device": "", "threads": 0, "workers": 0}, sort_keys=True)
+    if state_path.is_file():
+        st = load_torch(state_path, map_location=str(dev))
+        if st["config"] != cfg_key or int(st["n"]) != n:
+            raise RuntimeError(
+                f"{state_path}: a training state of other settings or data; remove it to restart"
+            )
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step0, curve = int(st["step"]), [list(r) for r in st["curve"]]
+        print(f"resuming at step {step0} of {tc.steps}", file=sys.stderr)
+    mean_t, std_t = torch.from_numpy(mean).to(dev), torch.from_numpy(std).to(dev)
+    posed = _PosedVertices(gm, _loss_vertex_index(gm, tc.n_loss_vertices), dev)
+    qform = torch.from_numpy(identity_form(gm).astype(np.float32)).to(dev)
+    model.train()
+    bar = tqdm(range(step0, tc.steps), initial=step0, total=tc.steps, disable=not progress,
+               desc="train ict regressor", file=sys.stderr)  # fmt: skip
+    acc = np.zeros(4)
+    n_acc = 0
+    step = step0
+    finished = True
+    for step in bar:
+        lr = lr_at(step, tc)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = torch.from_numpy(batch_indices(tc.seed, step, n, tc.batch_size)).to(dev)
+        loss, lp, lv, li = _losses(model, crops[idx], ys[idx], mean_t, std_t, posed, qform, tc,
+                                   amp_dtype)  # fmt: skip
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 10 == 0:  # a host sync every 10 steps only
+            acc += [
+                float(loss.detach()),
+                float(lp.detach()),
+                float(lv.detach()),
+                float(li.detach()),
+            ]
+            n_acc += 1
+        if (step + 1) % 100 == 0 or step + 1 == tc.steps:
+            m = acc / max(n_acc, 1)
+            curve.append([step + 1, float(m[1]), float(m[2]), float(m[3]), lr, time.time() - t0])
+            bar.set_postfix(param=f"{m[1]:.3f}", vdc_px=f"{m[2]:.2f}", id_mm2=f"{m[3]:.2f}")
+            if log is not None:
+                log.write("\t".join(f"{v:.6g}" for v in curve[-1]) + "\n")
+                log.flush()
+            acc[:] = 0
+            n_acc = 0
+        if time_budget is not None and time.time() - t0 > time_budget and step + 1 < tc.steps:
+            finished = False
+            break
+    steps_done = step + 1 if tc.steps > step0 else step0
+    state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": steps_done,
+             "curve": curve, "config": cfg_key, "n": n}  # fmt: skip
+    save_torch_atomic(state_path, state)
+    model.steps_done = steps_done
+    if not finished:
+        print(f"stopped at step {steps_done} of {tc.steps} (time budget); rerun to resume",
+              file=sys.stderr)  # fmt: skip
+    return model.eval().float(), mean, std, curve, finished
+
+
+def predict_crops(model, crops: np.ndarray, device: str = "cpu", batch_size: int = 500):
+    """Raw (whitened) outputs ``(N, P) float32`` of crops ``(N, 120, 120, 3) uint8``."""
+    import torch
+
+    from vox3d.regressor import normalize_crops
+
+    model = model.float().to(memory_format=torch.contiguous_format)
+    out = []
+    with torch.inference_mode():
+        for b in range(0, len(crops), batch_size):
+            x = normalize_crops(torch.from_numpy(crops[b : b + batch_size]).to(device))
+            out.append(model(x).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def evaluate_cache(
+    model, gm: GenModel, heldout: str | os.PathLike, mean, std, device: str = "cpu"
+) -> dict:
+    """:func:`accuracy_tables` on the valid samples of a held-out render cache
+    (:mod:`vox3d.regressor_data` with ``--heldout``); ``n_rendered`` counts all."""
+    from vox3d.regressor_data import load_cache
+
+    d = load_cache(heldout, keys=("crops", "params", "euler"))
+    pred = predict_crops(model, d["crops"], device) * std + mean
+    acc = accuracy_tables(gm, pred.astype(np.float64), d["params"].astype(np.float64),
+                          d["euler"][:, 0].astype(np.float64))  # fmt: skip
+    acc["n_rendered"] = int(len(load_cache(heldout, valid_only=False, keys=("valid",))["valid"]))
+    return acc
 
 
 # --------------------------------------------------------------------------------------

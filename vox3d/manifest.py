@@ -11,8 +11,9 @@ any unicode. Files at another depth are still taken, so that nothing is dropped 
   empty ``identity``; the extract stage rejects them (a broken file with its own reason,
   else "not in an identity folder");
 * other files (any other extension, hidden files and folders starting with ``.``) are
-  ignored; names holding a tab or a newline cannot be written to a TSV and are listed in
-  the log only.
+  ignored; a name holding a tab or a line break gets a row with its path escaped
+  (:func:`escape_path`) and :data:`BAD_NAME` as ``probe_error`` (it is not probed), which
+  the extract stage turns into a reject.
 
 Output: ``manifest.tsv`` (columns :data:`MANIFEST_COLUMNS`, sorted by ``path``, paths
 relative to ``videos_dir`` with ``/``) and ``shards/shard-NNNNN.tsv``: consecutive runs of
@@ -23,7 +24,6 @@ bytes out.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import os
 import shutil
@@ -63,6 +63,11 @@ MANIFEST_COLUMNS = (
 META_COLUMNS = ("name", "gender", "nationality", "set")
 SHARD_PREFIX = "shard-"
 NO_IDENTITY = "not in an identity folder: expected <identity>/<youtube-id>/<utterance>.<ext>"
+#: ``probe_error`` of a file whose name holds a tab or a line break (not probed).
+BAD_NAME = (
+    "bad file name: it holds a tab or a line break, which a TSV cannot hold "
+    r"(the path is written with \t, \n, \r and \\ escapes); rename the file"
+)
 PROBERS: dict[str, Callable[[str | os.PathLike], ProbeInfo]] = {
     "pyav": probe,
     "ffprobe": probe_ffprobe,
@@ -75,19 +80,78 @@ def shard_name(i: int) -> str:
 
 
 def find_videos(root: str | os.PathLike) -> tuple[list[str], list[str]]:
-    """Relative POSIX paths of the videos under `root` (sorted), and of names it cannot list."""
+    """Relative POSIX paths of the videos under `root` (sorted), and of names it cannot list.
+
+    Symbolic links are followed, but every real folder and every real file is taken once,
+    known by ``(st_dev, st_ino)``: folders are walked in sorted order of their paths and a
+    folder already walked (a link loop, or a second link to one folder) is skipped; of
+    several paths to one file (links, hard links) the first in sorted order is kept. Each
+    skip is logged as a warning naming the path skipped and the path kept. A link that is
+    the only path to its file is taken; a broken link is listed (its probe says why).
+    """
+    import heapq
+
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"videos_dir {root}: not a folder")
-    found, bad = [], []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for fn in filenames:
-            if fn.startswith(".") or not fn.lower().endswith(VIDEO_EXTENSIONS):
+    seen_dirs: dict[tuple[int, int], str] = {}
+    heap = [""]  # folders to walk, relative to root; popped in sorted order
+    cands: list[tuple[str, tuple[int, int] | None]] = []
+    while heap:
+        rel_dir = heapq.heappop(heap)
+        here = root / rel_dir if rel_dir else root
+        try:
+            st = os.stat(here)
+            key = (st.st_dev, st.st_ino)
+            if key in seen_dirs:
+                log.warning(
+                    "skipped folder %r: the same folder as %r (a symbolic link loop or a "
+                    "second link to it)",
+                    rel_dir,
+                    seen_dirs[key] or ".",
+                )
                 continue
-            rel = Path(dirpath, fn).relative_to(root).as_posix()
-            (bad if ("\t" in rel or "\n" in rel or "\r" in rel) else found).append(rel)
-    return sorted(found), sorted(bad)
+            seen_dirs[key] = rel_dir
+            with os.scandir(here) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            log.warning("skipped folder %r: cannot be listed (%s)", rel_dir or ".", e)
+            continue
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+            try:
+                is_dir = e.is_dir()  # follows links
+            except OSError:
+                is_dir = False
+            if is_dir:
+                heapq.heappush(heap, rel)
+            elif e.name.lower().endswith(VIDEO_EXTENSIONS):
+                try:
+                    fst = e.stat()  # follows links
+                    cands.append((rel, (fst.st_dev, fst.st_ino)))
+                except OSError:  # a broken link or a link loop: listed, the probe says why
+                    cands.append((rel, None))
+    found, bad = [], []
+    seen_files: dict[tuple[int, int], str] = {}
+    for rel, key in sorted(cands, key=lambda c: c[0]):
+        if key is not None:
+            if key in seen_files:
+                log.warning(
+                    "skipped %r: the same file as %r (another path to it through a link)",
+                    rel,
+                    seen_files[key],
+                )
+                continue
+            seen_files[key] = rel
+        (bad if ("\t" in rel or "\n" in rel or "\r" in rel) else found).append(rel)
+    return found, bad
+
+
+def escape_path(rel: str) -> str:
+    r"""`rel` with backslash, tab, newline and carriage return written as ``\\ \t \n \r``."""
+    return rel.translate({92: "\\\\", 9: "\\t", 10: "\\n", 13: "\\r"})
 
 
 def parse_layout(rel: str) -> tuple[str, str, str]:
@@ -100,34 +164,13 @@ def parse_layout(rel: str) -> tuple[str, str, str]:
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, dict[str, str]]:
-    """VoxCeleb-style metadata -> {identity: {name, gender, nationality, set}}.
+    """VoxCeleb-style metadata -> ``{identity: {name, gender, nationality, set}}``.
 
-    The VoxCeleb1 format (``vox1_meta.csv``) is tab separated with the header
-    ``VoxCeleb1 ID, VGGFace1 ID, Gender, Nationality, Set``; comma-separated files and the
-    VoxCeleb2 layout (no nationality) are read too. Columns are found by header name; the
-    first column is the identity, the second the name.
-    """
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        text = fh.read()
-    first = text.splitlines()[0] if text else ""
-    delim = "\t" if "\t" in first else ","
-    rows = list(csv.reader(text.splitlines(), delimiter=delim))
-    if not rows:
-        return {}
-    header = [h.strip().lower() for h in rows[0]]
-    col = {
-        "name": 1 if len(header) > 1 else None,
-        "gender": next((i for i, h in enumerate(header) if "gender" in h), None),
-        "nationality": next((i for i, h in enumerate(header) if "national" in h), None),
-        "set": next((i for i, h in enumerate(header) if h == "set"), None),
-    }
-    meta: dict[str, dict[str, str]] = {}
-    for r in rows[1:]:
-        r = [c.strip() for c in r]
-        if not r or not r[0]:
-            continue
-        meta[r[0]] = {k: (r[i] if i is not None and i < len(r) else "") for k, i in col.items()}
-    return meta
+    Read by :func:`vox3d.metadata.read_meta` (the one reader: format, gender rule and the
+    :class:`~vox3d.metadata.MetadataError` for a file that is not such a table)."""
+    from vox3d.metadata import read_meta as read_identity_meta
+
+    return {i: m.fields() for i, m in read_identity_meta(path).items()}
 
 
 def build_manifest(
@@ -143,7 +186,7 @@ def build_manifest(
     root = Path(videos_dir)
     rels, bad = find_videos(root)
     for b in bad:
-        log.warning("skipped %r: a tab or newline in the name cannot go into a TSV", b)
+        log.warning("%r: a tab or line break in the name; listed escaped, to be rejected", b)
     meta = read_meta(meta_csv) if meta_csv else {}
     probe_fn = PROBERS[prober]
 
@@ -159,6 +202,11 @@ def build_manifest(
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         it = pool.map(one, rels)
         rows = list(tqdm(it, total=len(rels), desc="probe", unit="video", disable=not progress))
+    for b in bad:  # not probed: the name alone rejects it
+        identity, yt, utt = parse_layout(escape_path(b))
+        row = {"path": escape_path(b), "identity": identity, "youtube_id": yt, "utterance": utt}
+        row.update(ProbeInfo(error=BAD_NAME, error_code="bad_layout").as_row())
+        rows.append({**row, **meta.get(identity, {k: "" for k in META_COLUMNS})})
     rows.sort(key=lambda r: str(r["path"]))
     return rows
 

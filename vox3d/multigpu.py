@@ -144,14 +144,14 @@ def split_videos(
 
 class _ShardSlice:
     """Videos ``start..stop-1`` of an :class:`vox3d.extract.ExtractShard`, indexed from 0
-    (what :func:`vox3d.fit._run_shard` needs: ``videos`` and ``frames(i)``)."""
+    (what :func:`vox3d.fit._run_shard` needs: ``videos`` and ``frames(i, start, stop)``)."""
 
     def __init__(self, shard, start: int, stop: int) -> None:
         self._shard, self._start = shard, start
         self.videos = list(shard.videos)[start:stop]
 
-    def frames(self, i: int):
-        return self._shard.frames(self._start + i)
+    def frames(self, i: int, start: int = 0, stop: int | None = None):
+        return self._shard.frames(self._start + i, start, stop)
 
 
 @dataclass(frozen=True)

@@ -394,44 +394,62 @@ def draw_identities(cfg: SynthConfig, rig: FaceRig) -> list[Identity]:
     draws = []
     for i in range(cfg.identities):
         rng = _rng(cfg.seed, _S_IDENTITY, i)
-        z = np.clip(rng.standard_normal(K), -3, 3)
-        p_m = 1.0 / (1.0 + math.exp(-(GENDER_GAIN * float(rig.gender_dir @ z) + GENDER_BIAS)))
-        gender = "m" if rng.random() < p_m else "f"
+        z, gender = draw_face(rng, rig, K)
         draws.append((rng, z, gender))
     names = draw_names(cfg.identities, [g for _, _, g in draws], cfg.seed)
     out = []
-    nat_names = [n for n, _ in _NATIONALITIES]
-    nat_p = np.array([p for _, p in _NATIONALITIES])
-    nat_p /= nat_p.sum()
     for i, (rng, z, gender) in enumerate(draws):
         voice = vs.voice_from_identity(z, gender, mapping, rng)
-        t = rng.uniform(0, len(_SKIN_TONES) - 1)
-        k = min(int(t), len(_SKIN_TONES) - 2)
-        tone = _SKIN_TONES[k] * (1 - (t - k)) + _SKIN_TONES[k + 1] * (t - k)
-        tone = np.clip(tone * rng.uniform(0.95, 1.05, 3), 0, 1)
-        hair_color = _HAIR[int(rng.integers(len(_HAIR)))] * rng.uniform(0.85, 1.15)
-        hair = 0.0 if rng.random() < (0.15 if gender == "m" else 0.03) else 1.0
         out.append(
             Identity(
                 index=i,
                 vox_id=f"id{FIRST_ID + i:05d}",
                 name=names[i],
                 gender=gender,
-                nationality=nat_names[int(rng.choice(len(nat_names), p=nat_p))],
                 split_set="test" if names[i].startswith("E") else "dev",
                 z=z,
                 id_coef=(z * model.id_std.astype(np.float64)),
                 voice=voice,
-                skin_tone=tone,
-                hair_color=np.clip(hair_color, 0, 1),
-                hair=hair,
-                hairline_cm=float(rng.uniform(4.5, 7.0)),
-                iris_color=_IRIS[int(rng.integers(len(_IRIS)))],
-                albedo_seed=int(rng.integers(2**31)),
-                mouth_gain=float(rng.uniform(0.8, 1.2)),
+                **draw_look(rng, gender),
             )
         )
     return out
+
+
+def draw_face(rng: np.random.Generator, rig: FaceRig, k: int) -> tuple[np.ndarray, str]:
+    """Standardised identity ``z (k,)`` (N(0, I) clipped to +-3) and gender ("m"/"f", from
+    the gender model) of one person, drawn from `rng` (the corpus's first two draws of an
+    identity; :mod:`vox3d.regressor_data` draws its fresh faces with it too)."""
+    z = np.clip(rng.standard_normal(k), -3, 3)
+    p_m = 1.0 / (1.0 + math.exp(-(GENDER_GAIN * float(rig.gender_dir @ z) + GENDER_BIAS)))
+    gender = "m" if rng.random() < p_m else "f"
+    return z, gender
+
+
+def draw_look(rng: np.random.Generator, gender: str) -> dict:
+    """The appearance fields of an :class:`Identity` drawn from `rng`, in the corpus's draw
+    order: ``skin_tone (3,)``, ``hair_color (3,)``, ``hair`` (0 or 1), ``nationality``,
+    ``hairline_cm`` (cm above the brows), ``iris_color (3,)``, ``albedo_seed``,
+    ``mouth_gain`` (lip-sync gain).  Colours sRGB in [0, 1]."""
+    nat_names = [n for n, _ in _NATIONALITIES]
+    nat_p = np.array([p for _, p in _NATIONALITIES])
+    nat_p /= nat_p.sum()
+    t = rng.uniform(0, len(_SKIN_TONES) - 1)
+    k = min(int(t), len(_SKIN_TONES) - 2)
+    tone = _SKIN_TONES[k] * (1 - (t - k)) + _SKIN_TONES[k + 1] * (t - k)
+    tone = np.clip(tone * rng.uniform(0.95, 1.05, 3), 0, 1)
+    hair_color = _HAIR[int(rng.integers(len(_HAIR)))] * rng.uniform(0.85, 1.15)
+    hair = 0.0 if rng.random() < (0.15 if gender == "m" else 0.03) else 1.0
+    return {  # a dict display evaluates (and so draws) in this order
+        "skin_tone": tone,
+        "hair_color": np.clip(hair_color, 0, 1),
+        "hair": hair,
+        "nationality": nat_names[int(rng.choice(len(nat_names), p=nat_p))],
+        "hairline_cm": float(rng.uniform(4.5, 7.0)),
+        "iris_color": _IRIS[int(rng.integers(len(_IRIS)))],
+        "albedo_seed": int(rng.integers(2**31)),
+        "mouth_gain": float(rng.uniform(0.8, 1.2)),
+    }
 
 
 def albedo(rig: FaceRig, ident: Identity) -> np.ndarray:
@@ -507,7 +525,13 @@ class VideoSpec:
 
 
 def draw_video(cfg: SynthConfig, ident: Identity, v: int) -> VideoSpec:
-    rng = _rng(cfg.seed, _S_VIDEO, ident.index, v)
+    """Video `v` of identity `ident` (deterministic in the corpus seed and the indices)."""
+    return video_spec(_rng(cfg.seed, _S_VIDEO, ident.index, v), ident.index, v)
+
+
+def video_spec(rng: np.random.Generator, identity: int, v: int) -> VideoSpec:
+    """A recording session drawn from `rng`: background seed, light, face size (px / cm)
+    and place (px), mean head pose (deg), room acoustics, shirt colour."""
     yt = youtube_id(rng)
     small = bool(rng.random() < P_SMALL_VIDEO)
     scale = rng.uniform(*(SMALL_SCALE_PX_PER_CM if small else SCALE_PX_PER_CM))
@@ -518,7 +542,7 @@ def draw_video(cfg: SynthConfig, ident: Identity, v: int) -> VideoSpec:
     warm = rng.uniform(-0.06, 0.06)
     tint = np.array([1 + warm, 1.0, 1 - warm])
     return VideoSpec(
-        identity=ident.index,
+        identity=identity,
         index=v,
         youtube_id=yt,
         background_seed=int(rng.integers(2**31)),
@@ -669,11 +693,32 @@ def draw_utterance(
     center = spec.center_px + np.stack(
         [4 * _smooth_noise(rng, T, 15), 3 * _smooth_noise(rng, T, 15)], axis=1
     )
+    exp, voice_f = expression_track(rng, rig, utt, T, ident.mouth_gain)
+    return UtteranceTruth(
+        euler_deg=np.stack([yaw, pitch, roll], axis=1),
+        scale=scale,
+        center=center,
+        exp=exp,
+        hard=hard,
+        blur_px=blur,
+        blur_angle=blur_angle,
+        voicing=voice_f,
+        utt=utt,
+    )
+
+
+def expression_track(
+    rng: np.random.Generator, rig: FaceRig, utt: vs.Utterance, T: int, mouth_gain: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame expression coefficients ``(T, K_exp)`` of a clip of `T` frames at FPS and
+    its voicing ``(T,)``: jaw opening driven by the audio (voicing x vowel openness, lip
+    sync, gain `mouth_gain`), funnel / pucker while voiced, a smile, blinks every 2-6 s and
+    brow raises; names the model lacks stay 0.  Draws from `rng`."""
     # Expressions by name (any model expression set; unknown names stay 0).
     open_f = utt.openness_at(FPS, T)
     voice_f = utt.voicing_at(FPS, T)
     drivers = {
-        "jawOpen": np.clip(0.03 + 0.55 * ident.mouth_gain * open_f, 0, 1),
+        "jawOpen": np.clip(0.03 + 0.55 * mouth_gain * open_f, 0, 1),
         "mouthFunnel": np.clip(0.15 * voice_f * (0.5 + 0.5 * _smooth_noise(rng, T, 3)), 0, 1),
         "mouthPucker": np.clip(0.12 * voice_f * (0.5 + 0.5 * _smooth_noise(rng, T, 4)), 0, 1),
         "mouthClose": np.zeros(T),
@@ -695,17 +740,7 @@ def draw_utterance(
     exp = np.stack([drivers.get(n, np.zeros(T)) for n in names], axis=1) if names else None
     if exp is None:
         exp = np.zeros((T, 0))
-    return UtteranceTruth(
-        euler_deg=np.stack([yaw, pitch, roll], axis=1),
-        scale=scale,
-        center=center,
-        exp=exp,
-        hard=hard,
-        blur_px=blur,
-        blur_angle=blur_angle,
-        voicing=voice_f,
-        utt=utt,
-    )
+    return exp, voice_f
 
 
 # =========================================================================== projection
@@ -890,16 +925,35 @@ def clip_frames(rig, ident, spec, truth, colors, bg, light, noise_rng, poses_out
         poses_out[t] = P.reshape(12)
         fv = img_v[rig.model.landmarks68]
         boxes_out[t] = [fv[:, 0].min(), fv[:, 1].min(), fv[:, 0].max(), fv[:, 1].max()]
-        frame = render_frame(rig, img_v, colors, bg, light)
-        # Sensor noise (uniform integers in [-2, 2], std 1.4 grey levels), then the motion
-        # blur of the exposure, which smears the noise too (blurred frames are smooth, as
-        # their compressed real counterparts are).
-        noisy = frame.astype(np.int16) + noise_rng.integers(-2, 3, frame.shape, dtype=np.int16)
-        frame = np.clip(noisy, 0, 255).astype(np.uint8)
-        if truth.blur_px[t] >= 2:
-            frame = motion_blur(frame, truth.blur_px[t], truth.blur_angle[t])
-            frame = defocus(frame, truth.blur_px[t] * DEFOCUS_PER_BLUR_PX)
-        yield frame
+        yield camera_frame(
+            rig, img_v, colors, bg, light, noise_rng, truth.blur_px[t], truth.blur_angle[t]
+        )
+
+
+def camera_frame(
+    rig: FaceRig,
+    img_v: np.ndarray,
+    colors: np.ndarray,
+    bg: np.ndarray,
+    light,
+    noise_rng: np.random.Generator,
+    blur_px: float,
+    blur_angle: float,
+) -> np.ndarray:
+    """One frame as the camera sees it ``(H, W, 3) uint8`` RGB: the face (image-space
+    vertices ``img_v (V, 3)``, colours ``(V, 3)``) rendered over `bg` in `light`, sensor
+    noise from `noise_rng`, then motion blur of `blur_px` px at `blur_angle` deg plus
+    defocus when ``blur_px >= 2``."""
+    frame = render_frame(rig, img_v, colors, bg, light)
+    # Sensor noise (uniform integers in [-2, 2], std 1.4 grey levels), then the motion
+    # blur of the exposure, which smears the noise too (blurred frames are smooth, as
+    # their compressed real counterparts are).
+    noisy = frame.astype(np.int16) + noise_rng.integers(-2, 3, frame.shape, dtype=np.int16)
+    frame = np.clip(noisy, 0, 255).astype(np.uint8)
+    if blur_px >= 2:
+        frame = motion_blur(frame, blur_px, blur_angle)
+        frame = defocus(frame, blur_px * DEFOCUS_PER_BLUR_PX)
+    return frame
 
 
 def render_video(job: tuple[int, int]) -> list[ClipResult]:

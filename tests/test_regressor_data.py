@@ -1,0 +1,191 @@
+"""The regressor's training data (vox3d.regressor_data): the corpus's renderer, the fit
+stage's crop path, the identity-geometry loss, and the synth.py refactor it relies on."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from vox3d import regressor_data as rd
+from vox3d import synth
+
+#: sha256 of draws and rendered frames of a tiny corpus (2 identities, seed 3, 1.2 s clips,
+#: five frames of one clip with camera shake forced on frame 3), computed with vox3d/synth.py
+#: as committed before the refactor into draw_face / draw_look / video_spec /
+#: expression_track / camera_frame (the same bytes the corpus's mp4s are encoded from).
+CORPUS_DIGEST = "dcd2b776df9ee480ff63b75e2e793a47a2d956afdd37cd556a70d3170edaca39"
+
+
+@pytest.fixture(scope="module")
+def kit():
+    try:
+        return rd.Kit.load(rd.RenderConfig(codec="jpeg", shard_size=3))
+    except Exception as e:  # the ICT archive is a shared asset
+        pytest.skip(f"ICT-FaceKit not available: {e}")
+
+
+def _corpus_digest(S) -> str:
+    """sha256 of identities, a video, an utterance and five rendered frames."""
+    cfg = S.SynthConfig(
+        identities=2, videos_per_identity=1, utterances_per_video=1, seconds=1.2, seed=3
+    )
+    rig = S.load_rig(cfg)
+    h = hashlib.sha256()
+    ids = S.draw_identities(cfg, rig)
+    for p in ids:
+        for v in (
+            p.z,
+            p.id_coef,
+            p.skin_tone,
+            p.hair_color,
+            p.iris_color,
+            [p.hair, p.hairline_cm, p.albedo_seed, p.mouth_gain],
+            p.voice.as_vector(),
+        ):
+            h.update(np.asarray(v, np.float64).tobytes())
+        h.update((p.name + p.nationality + p.gender).encode())
+    p = ids[1]
+    spec = S.draw_video(cfg, p, 0)
+    for v in (
+        spec.light_ambient,
+        spec.light_direction,
+        spec.center_px,
+        spec.mean_euler_deg,
+        [spec.scale_px_per_cm, spec.background_seed, spec.small],
+    ):
+        h.update(np.asarray(v, np.float64).tobytes())
+    tr = S.draw_utterance(cfg, rig, p, spec, 0)
+    for v in (tr.euler_deg, tr.exp, tr.voicing, tr.blur_px, tr.scale, tr.center):
+        h.update(np.asarray(v, np.float64).tobytes())
+    bg = S.background(spec)
+    col = S.albedo(rig, p)
+    light = S.make_light(spec)
+    T = len(tr.scale)
+    poses = np.zeros((T, 12))
+    boxes = np.zeros((T, 4))
+    tr.blur_px[:] = np.where(np.arange(T) % 7 == 3, 9.0, tr.blur_px)  # exercise the blur path
+    it = S.clip_frames(
+        rig, p, spec, tr, col, bg, light, S._rng(cfg.seed, S._S_NOISE, 1, 0, 0), poses, boxes
+    )
+    for t, f in enumerate(it):
+        if t >= 5:
+            break
+        h.update(f.tobytes())
+    h.update(poses[:5].tobytes())
+    h.update(boxes[:5].tobytes())
+    return h.hexdigest()
+
+
+def test_synth_refactor_keeps_the_corpus(kit):
+    assert _corpus_digest(synth) == CORPUS_DIGEST
+
+
+def test_samples_deterministic_and_independent_of_workers(kit, tmp_path):
+    cfg = rd.RenderConfig(codec="jpeg", shard_size=3)
+    a = rd.render_sample(kit, 0, 4)
+    b = rd.render_sample(rd.Kit.load(cfg), 0, 4)  # a fresh process-like kit, no group cache
+    np.testing.assert_array_equal(a.frame, b.frame)
+    np.testing.assert_array_equal(a.pose_frame, b.pose_frame)
+    assert not np.array_equal(a.frame, rd.render_sample(kit, 0, 5).frame)
+    # same person within a group, another one in the next group
+    np.testing.assert_array_equal(a.alpha, rd.render_sample(kit, 0, 7).alpha)
+    assert not np.array_equal(a.alpha, rd.render_sample(kit, 0, 8).alpha)
+    s1 = rd.render_cache(cfg, 6, tmp_path / "w1", workers=1, device="cpu", progress=False)
+    s2 = rd.render_cache(cfg, 6, tmp_path / "w2", workers=2, device="cpu", progress=False)
+    assert s1["complete"] and s2["complete"] and s1["codec"] == "jpeg"
+    for k in (0, 1):
+        with (
+            np.load(rd.shard_path(tmp_path / "w1", k)) as x,
+            np.load(rd.shard_path(tmp_path / "w2", k)) as y,
+        ):
+            assert sorted(x.files) == sorted(y.files)
+            for f in x.files:
+                np.testing.assert_array_equal(x[f], y[f], err_msg=f)
+    # resumable: a finished shard is not rendered again
+    again = rd.render_cache(cfg, 6, tmp_path / "w1", workers=1, device="cpu", progress=False)
+    assert again["shards_done"] == 0 and again["complete"]
+    d = rd.load_cache(tmp_path / "w1", valid_only=False)
+    assert d["crops"].shape == (6, 120, 120, 3) and d["valid"].sum() >= 4
+    np.testing.assert_array_equal(d["index"], np.arange(6))
+
+
+def test_fresh_identities_not_from_a_corpus(kit):
+    """The regressor's people are drawn from another seed space than any corpus's."""
+    rig = kit.rig
+    corpus = synth.draw_identities(synth.SynthConfig(identities=4, seed=0), rig)
+    ours = [rd.draw_group(kit, 0, g).ident.z for g in range(4)]
+    for p in corpus:
+        for z in ours:
+            assert not np.allclose(p.z, z)
+
+
+def test_crops_come_from_the_fit_stage_crop_path(kit):
+    """Re-detecting the face in the frame with the fit stage's own code gives the same ROI,
+    and the target pose maps the landmarks to where they are in the frame."""
+    from vox3d.crop import crop_image
+    from vox3d.fit import FitConfig, Fitter
+    from vox3d.params import to_image, transform_vertices
+
+    fitter = Fitter(FitConfig(device="cpu"))
+    raw = rd.render_frames(kit, 0, range(16, 20), "jpeg")
+    crop = rd.Cropper("cpu")(raw["frames"])
+    sh = rd.finish_shard(raw, crop, range(16, 20), 0.6)
+    fit = fitter.fit_frames(list(raw["frames"]))
+    assert sh["valid"].sum() >= 3
+    rig = kit.rig
+    for j in np.flatnonzero(sh["valid"]):
+        # the fit shard stores the ROI as float32
+        np.testing.assert_array_equal(sh["roi"][j].astype(np.float32), fit["roi"][j])
+        np.testing.assert_allclose(sh["box"][j], fit["box"][j], rtol=0, atol=1e-4)
+        bgr = np.ascontiguousarray(raw["frames"][j][..., ::-1])
+        np.testing.assert_array_equal(sh["crops"][j], crop_image(bgr, fit["roi"][j]))
+        p = sh["params"][j].astype(np.float64)
+        v = rig.model.vertices(p[12:52].astype(np.float32), p[52:62].astype(np.float32))
+        lm = to_image(transform_vertices(v[rig.model.landmarks68], p[:12].reshape(3, 4)),
+                      sh["roi"][j])  # fmt: skip
+        box = sh["face_box"][j]
+        np.testing.assert_allclose(lm[:, 0].min(), box[0], atol=0.05)
+        np.testing.assert_allclose(lm[:, 1].max(), box[3], atol=0.05)
+
+
+def test_identity_geometry_loss_ignores_similarity():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 5, (300, 3))
+    c = ref - ref.mean(0)
+    # modes: a scaling, a rotation about y, a translation, then two real shape changes
+    rot = np.cross([0.0, 1.0, 0.0], c)
+    shape1 = np.zeros_like(ref)
+    shape1[:, 0] = np.sin(ref[:, 1])
+    shape2 = rng.normal(0, 1, ref.shape)
+    basis = np.stack([c, rot, np.tile([0.3, -1.0, 2.0], (300, 1)), shape1, shape2])
+    Q = rd.identity_geometry_form(basis, ref)
+    sim = np.array([0.7, -0.4, 1.5, 0.0, 0.0])  # a pure similarity change
+    assert sim @ Q @ sim == pytest.approx(0.0, abs=1e-10)
+    real = np.array([0.0, 0.0, 0.0, 1.0, 0.0])
+    assert real @ Q @ real > 0.1
+    # the coefficient form equals the vertex form, and a similarity added changes nothing
+    d = rng.normal(0, 1, 5)
+    dv = np.tensordot(d, basis, 1)
+    assert d @ Q @ d == pytest.approx(rd.vertex_geometry_error(dv, ref), rel=1e-9)
+    d2 = d + sim
+    assert d2 @ Q @ d2 == pytest.approx(d @ Q @ d, rel=1e-9)
+
+
+def test_identity_geometry_matches_similarity_alignment(kit):
+    """On the ICT face: for a small identity change the projected error equals the error
+    left after a least-squares similarity alignment (vox3d.metrics.align)."""
+    from vox3d.metrics import align
+
+    fi = kit.rig.face_idx[::10]
+    ref = kit.rig.model.mean[fi].astype(np.float64)
+    basis = kit.rig.model.id_basis[:, fi].astype(np.float64)
+    Q = rd.identity_geometry_form(basis, ref)
+    d = np.zeros(basis.shape[0])
+    d[:3] = [0.02, -0.01, 0.015]
+    moved = ref + np.tensordot(d, basis, 1)
+    aligned = align(moved, ref, scale=True)
+    msq = float(((aligned - ref) ** 2).sum(1).mean())
+    assert d @ Q @ d == pytest.approx(msq, rel=0.02)
+    assert d @ Q @ d < float((np.tensordot(d, basis, 1) ** 2).sum(1).mean())
