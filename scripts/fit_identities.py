@@ -1,21 +1,41 @@
 """Snakemake script of `fit_identities`: every fit shard -> OUT/fit/identities.h5 (robust
-per-identity shape).  Thin: all logic is in vox3d.identities."""
+per-identity shape).  Thin: all logic is in vox3d.identities.
+
+With face_model.name ict the shards come from the ICT regressor (config fit.ict_regressor,
+default vox3d/data/ict_regressor.pth); when its json carries ``identity_calibration``
+(``python -m vox3d.regressor_data calibrate``) the calibrated posterior-mean estimate is
+written (vox3d.identities.calibrated_identity); otherwise (bfm, or an uncalibrated
+regressor) the robust shape exactly as before."""
 
 import json
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
-from vox3d.identities import aggregate_identities
+from vox3d.identities import aggregate_identities, load_identity_calibration
 from vox3d.joblog import job_log
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 
+
+def regressor_calibration(config: dict) -> tuple[dict | None, str | None]:
+    """(identity calibration or None, the regressor file it came from) for the config."""
+    if (config.get("face_model", {}) or {}).get("name", "ict") != "ict":
+        return None, None
+    from vox3d.fit import ICT_REGRESSOR
+
+    path = (config.get("fit", {}) or {}).get("ict_regressor") or ICT_REGRESSOR
+    return load_identity_calibration(path), str(path)
+
+
 with job_log(smk.log[0]) as log:
+    calibration, source = regressor_calibration(smk.config)
     summary = aggregate_identities(
         list(smk.input.shards),
         smk.output.h5,
         mahal_quantile=smk.params.mahal_quantile,
         huber_k=smk.params.huber_k,
         min_frames=smk.params.min_frames,
+        calibration=calibration,
     )
+    summary["calibration_source"] = source if calibration is not None else None
     print(json.dumps(summary, sort_keys=True), file=log)

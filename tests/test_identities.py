@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -135,3 +137,185 @@ def test_aggregate_identities_file(tmp_path):
     out2 = tmp_path / "identities2.h5"
     aggregate_identities([tmp_path / "s0.h5", tmp_path / "s1.h5"], out2)
     assert out.read_bytes() == out2.read_bytes()
+
+
+# --------------------------------------------------------------------------------------
+# calibrated multi-frame estimate
+
+
+def _gaussian_frames(rng, s, bias, v, rho, sigma, n_people, per_person):
+    """Draws of the frame model p = bias + s theta + u + w (per mode), theta ~ N(0,
+    sigma^2), person-shared u ~ N(0, rho v), per-frame w ~ N(0, (1 - rho) v).
+    Returns pred, true (n_people * per_person, K) and group (n_people * per_person,)."""
+    k = len(s)
+    theta = rng.normal(0, 1, (n_people, k)) * sigma
+    u = rng.normal(0, 1, (n_people, k)) * np.sqrt(rho * v)
+    w = rng.normal(0, 1, (n_people, per_person, k)) * np.sqrt((1 - rho) * v)
+    pred = bias + s * theta[:, None] + u[:, None] + w
+    true = np.broadcast_to(theta[:, None], pred.shape)
+    group = np.repeat(np.arange(n_people), per_person)
+    return pred.reshape(-1, k), true.reshape(-1, k), group
+
+
+CAL_TRUTH = {
+    "s": np.array([0.3, 0.5, 0.7, 1.0]),
+    "bias": np.array([0.0, 0.1, -0.2, 0.05]),
+    "v": np.array([0.5, 0.2, 0.8, 0.1]),
+    "rho": np.array([0.0, 0.3, 0.6, 0.9]),
+    "sigma": np.array([1.0, 2.0, 0.5, 1.5]),
+}
+
+
+def test_clipped_normal_std_matches_draws():
+    from vox3d.identities import clipped_normal_std
+
+    z = np.clip(np.random.default_rng(5).standard_normal(2_000_000), -3, 3)
+    assert abs(clipped_normal_std(3.0) - z.std()) < 1e-3
+    assert clipped_normal_std(3.0) < 1.0
+    assert abs(clipped_normal_std(50.0) - 1.0) < 1e-12
+
+
+def test_calibrate_identity_recovers_the_gaussian_model():
+    from vox3d.identities import calibrate_identity
+
+    t = CAL_TRUTH
+    pred, true, group = _gaussian_frames(
+        np.random.default_rng(6), t["s"], t["bias"], t["v"], t["rho"], t["sigma"], 4000, 8
+    )
+    cal = calibrate_identity(pred, true, group)  # sigma estimated from the groups
+    assert cal["n_samples"] == 32000 and cal["n_groups"] == 4000
+    np.testing.assert_allclose(cal["s"], t["s"], atol=0.02)
+    np.testing.assert_allclose(cal["bias"], t["bias"], atol=0.02)
+    np.testing.assert_allclose(cal["v"], t["v"], rtol=0.05)
+    np.testing.assert_allclose(cal["rho"], t["rho"], atol=0.04)
+    np.testing.assert_allclose(cal["sigma"], t["sigma"], rtol=0.03)
+    given = calibrate_identity(pred, true, group, sigma=t["sigma"])
+    np.testing.assert_array_equal(given["sigma"], t["sigma"])
+    # unbalanced groups (drop frames at random): same answers within noise
+    keep = np.random.default_rng(7).random(len(group)) < 0.6
+    sub = calibrate_identity(pred[keep], true[keep], group[keep], sigma=t["sigma"])
+    np.testing.assert_allclose(sub["rho"], t["rho"], atol=0.05)
+    np.testing.assert_allclose(sub["v"], t["v"], rtol=0.07)
+    with pytest.raises(ValueError, match="groups"):
+        calibrate_identity(pred[:3], true[:3], np.arange(3))
+
+
+def _slope(x, y):
+    """Least-squares slope (K,) of y on x, per column."""
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    return np.sum(xc * yc, 0) / np.sum(xc**2, 0)
+
+
+def test_calibrated_identity_is_the_posterior_mean():
+    from vox3d.identities import calibrated_frames, calibrated_gain, calibrated_identity
+
+    t = CAL_TRUTH
+    s, v, rho, s2 = t["s"], t["v"], t["rho"], t["sigma"] ** 2
+    rng = np.random.default_rng(8)
+    for n in (1, 4, 32):
+        pred, true, _ = _gaussian_frames(rng, s, t["bias"], v, rho, t["sigma"], 20000, n)
+        means = pred.reshape(20000, n, -1).mean(1)
+        est = (means - t["bias"]) * calibrated_gain(t, n)
+        for i in range(3):
+            np.testing.assert_allclose(
+                calibrated_frames(pred[i * n : (i + 1) * n], t), est[i], rtol=1e-12
+            )
+        theta = true[::n]
+        # calibrated: E[theta | estimate] = estimate (slope 1 of the truth on the estimate)
+        b = _slope(est, theta)
+        resid = theta - theta.mean(0) - b * (est - est.mean(0))
+        se = np.sqrt(resid.var(0) / (len(est) * est.var(0)))  # standard error of b
+        assert (np.abs(b - 1.0) < 4 * se).all(), (n, b, se)
+        # slope of the estimate on the truth = its reliability
+        rel = s * s * s2 / (s * s * s2 + v * (rho + (1 - rho) / n))
+        np.testing.assert_allclose(_slope(theta, est), rel, atol=0.03)
+        # and it beats the plain frame mean in squared error (per mode)
+        mse_cal = np.mean((est - theta) ** 2, 0)
+        assert (mse_cal <= np.mean((means - theta) ** 2, 0) + 1e-9).all()
+    # rho = 0: the slope on the truth tends to 1 as N grows; rho = 1: N does not matter
+    c0 = {**t, "rho": np.zeros(4)}
+    g = [calibrated_gain(c0, n) * s for n in (1, 10, 100, 10_000)]
+    assert all((a < b).all() for a, b in zip(g, g[1:], strict=False))
+    np.testing.assert_allclose(g[-1], 1.0, atol=0.01)
+    c1 = {**t, "rho": np.ones(4)}
+    single = s * s * s2 / (s * s * s2 + v)
+    for n in (1, 10, 1000):
+        np.testing.assert_allclose(calibrated_gain(c1, n) * s, single, rtol=1e-12)
+    # the pooled-estimate form equals the frame form
+    frames = rng.normal(0, 1, (7, 4))
+    np.testing.assert_allclose(
+        calibrated_identity(frames.mean(0), 7, t), calibrated_frames(frames, t), rtol=1e-12
+    )
+
+
+def test_aggregate_identities_with_and_without_calibration(tmp_path):
+    from vox3d.identities import calibrated_identity
+
+    rng = np.random.default_rng(9)
+    n_id, n_exp = 4, 2
+    videos = [("a/1.mp4", "idA"), ("a/2.mp4", "idA"), ("b/1.mp4", "idB")]
+    fv, params = [], []
+    for vi, _ in enumerate(videos):
+        base = rng.normal(0, 0.5, n_id)
+        for _ in range(9):
+            p = np.zeros(12 + n_id + n_exp)
+            p[12 : 12 + n_id] = base + rng.normal(0, 0.2, n_id)
+            fv.append(vi)
+            params.append(p)
+    _write_fit_shard(tmp_path / "s0.h5", videos, fv, [True] * len(fv), params)
+    plain, again = tmp_path / "plain.h5", tmp_path / "again.h5"
+    s_plain = aggregate_identities([tmp_path / "s0.h5"], plain)
+    s_again = aggregate_identities([tmp_path / "s0.h5"], again, calibration=None)
+    assert plain.read_bytes() == again.read_bytes() and s_plain == s_again
+    assert "estimate" not in s_plain
+    # without calibration: shape = the robust shape exactly, no calibration record
+    coeffs = np.asarray(params, np.float32)[:, 12 : 12 + n_id].astype(np.float64)  # as stored
+    vids = np.array([videos[v][0] for v in fv])
+    with h5py.File(plain, "r") as f:
+        assert "shape_robust" not in f
+        assert "calibration" not in f.attrs["estimator"]
+        for row, ident in enumerate(["idA", "idB"]):
+            sel = np.array([videos[v][1] == ident for v in fv])
+            want = robust_identity_shape(coeffs[sel], vids[sel]).shape.astype(np.float32)
+            np.testing.assert_array_equal(f["shape"][row], want)
+        robust = f["shape"][()]
+        nf = f["n_frames"][()]
+    cal = {
+        **{k: v.tolist() for k, v in CAL_TRUTH.items()},
+        "face_model": "ict",
+        "n_id": n_id,
+        "n_samples": 10,
+        "n_groups": 2,
+    }
+    out = tmp_path / "cal.h5"
+    summary = aggregate_identities([tmp_path / "s0.h5"], out, calibration=cal)
+    assert summary["estimate"] == "calibrated"
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(f["shape_robust"][()], robust)
+        for row in range(2):
+            want = calibrated_identity(robust[row].astype(np.float64), int(nf[row]), cal)
+            np.testing.assert_allclose(f["shape"][row], want, rtol=1e-5, atol=1e-6)
+        est = json.loads(f.attrs["estimator"])
+        assert est["estimate"].startswith("calibrated")
+        np.testing.assert_allclose(est["calibration"]["rho"], CAL_TRUTH["rho"])
+    with pytest.raises(ValueError, match="does not fit"):
+        aggregate_identities([tmp_path / "s0.h5"], out, calibration={**cal, "n_id": 40})
+    with pytest.raises(ValueError, match="does not fit"):
+        aggregate_identities([tmp_path / "s0.h5"], out, calibration={**cal, "face_model": "bfm"})
+
+
+def test_load_identity_calibration(tmp_path):
+    from vox3d.identities import load_identity_calibration
+
+    meta = {"face_model": "ict", "n_id": 4, "param_mean": [0.0]}
+    (tmp_path / "r.json").write_text(json.dumps(meta))
+    assert load_identity_calibration(tmp_path / "r.pth") is None
+    meta["identity_calibration"] = {k: v.tolist() for k, v in CAL_TRUTH.items()}
+    (tmp_path / "r.json").write_text(json.dumps(meta))
+    cal = load_identity_calibration(tmp_path / "r.pth")
+    assert cal["face_model"] == "ict" and cal["n_id"] == 4
+    np.testing.assert_array_equal(cal["s"], CAL_TRUTH["s"])
+    meta["identity_calibration"]["v"] = [1.0, float("nan"), 1.0, 1.0]
+    (tmp_path / "r.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="finite"):
+        load_identity_calibration(tmp_path / "r.json")

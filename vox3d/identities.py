@@ -18,6 +18,22 @@ Estimator (all per identity, coefficients in the face model's units, shape ``(K,
 frames around their own video's median plus the spread of the video medians, i.e. how
 much the frames of this identity disagree; ``n_frames`` / ``n_videos`` count what was used.
 
+**Calibrated estimate** (ICT regressor only, :func:`calibrated_identity`): the per-frame
+coefficients are regression outputs, shrunk toward the prior mean, and averaging frames
+keeps that shrinkage.  Per mode k a Gaussian model, fitted on fresh renders of the
+regressor's own generator (:func:`calibrate_identity`, stored as ``identity_calibration``
+in the regressor's json by ``python -m vox3d.regressor_data calibrate``)::
+
+    p_f = b_k + s_k theta + e_f,   theta ~ N(0, sigma_k^2),
+    var(e_f) = v_k,   corr(e_f, e_g) = rho_k for two frames of one person,
+
+gives the posterior mean of theta given the mean m of N frames::
+
+    theta_hat = (m - b_k) s_k sigma_k^2 / (s_k^2 sigma_k^2 + v_k (rho_k + (1 - rho_k) / N)).
+
+:func:`aggregate_identities` applies it to the robust pooled shape (N = the frames used)
+when it is given a calibration; otherwise it writes the robust shape as before.
+
 I/O: :func:`aggregate_identities` reads ``OUT/fit/<shard>.h5`` files (written by
 :mod:`vox3d.fit`) and writes ``OUT/fit/identities.h5``.
 """
@@ -25,13 +41,18 @@ I/O: :func:`aggregate_identities` reads ``OUT/fit/<shard>.h5`` files (written by
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 MAD_TO_STD = 1.482602218505602  # 1 / Phi^-1(3/4): MAD of a normal -> its std
+#: Format tag of an identity calibration (:func:`calibrate_identity`).
+CALIBRATION_FORMAT = "vox3d identity calibration 1"
+#: Arrays (K,) of a calibration dict.
+CALIBRATION_KEYS = ("s", "bias", "v", "rho", "sigma")
 
 
 @dataclass(frozen=True)
@@ -157,6 +178,146 @@ def robust_identity_shape(
 
 
 # --------------------------------------------------------------------------------------
+# calibrated multi-frame estimate
+
+
+def clipped_normal_std(clip: float) -> float:
+    """Standard deviation of ``clip(Z, -clip, clip)`` for ``Z ~ N(0, 1)`` (dimensionless).
+
+    The generators draw standardised identities as ``N(0, 1)`` clipped to +-3
+    (:func:`vox3d.synth.draw_face`), so the prior std of mode k is ``id_std_k x
+    clipped_normal_std(3)`` (0.9975 id_std_k).
+    """
+    c = float(clip)
+    phi = math.exp(-0.5 * c * c) / math.sqrt(2 * math.pi)
+    tail = 0.5 * math.erfc(c / math.sqrt(2))  # P(Z > c)
+    inside = (1 - 2 * tail) - 2 * c * phi  # E[Z^2; |Z| < c]
+    return math.sqrt(inside + 2 * c * c * tail)
+
+
+def calibrate_identity(
+    pred: np.ndarray,
+    true: np.ndarray,
+    group: np.ndarray,
+    sigma: np.ndarray | float | None = None,
+) -> dict:
+    """Fit the per-mode Gaussian frame model of the module docstring.
+
+    pred: (M, K) per-frame estimates p (e.g. regressor outputs, coefficient units).
+    true: (M, K) true coefficients theta (equal within a group).
+    group: (M,) labels; frames of one label share a person (and their systematic error).
+    sigma: (K,) or scalar prior std of theta; None = the std of the groups' true values.
+
+    Per mode k: ``s`` and ``bias`` by least squares of p on theta (slope, intercept);
+    the residual ``e = p - bias - s theta`` split by a one-way random-effects ANOVA over
+    the groups (unbalanced groups: Searle's n0) into a between-group variance ``v rho``
+    (shared within a person) and a within-group variance ``v (1 - rho)``; ``rho``
+    clipped to [0, 1].  Needs at least 2 groups and one group with 2+ frames.
+
+    Returns ``{"format", "s", "bias", "v", "rho", "sigma"}`` (each array a (K,) list of
+    float, JSON-ready) plus ``n_samples``, ``n_groups``, ``r2`` (K,) (R^2 of p on theta).
+    """
+    pred = np.asarray(pred, np.float64)
+    true = np.asarray(true, np.float64)
+    if pred.ndim != 2 or pred.shape != true.shape:
+        raise ValueError(f"pred {pred.shape} and true {true.shape} must be equal (M, K)")
+    _, inv, counts = np.unique(np.asarray(group), return_inverse=True, return_counts=True)
+    m, k = pred.shape
+    g = len(counts)
+    if g < 2 or m - g < 1:
+        raise ValueError(f"need >= 2 groups and a group with 2+ frames ({m} frames, {g} groups)")
+    tc = true - true.mean(0)
+    s = np.sum(tc * (pred - pred.mean(0)), 0) / np.maximum(np.sum(tc**2, 0), 1e-300)
+    bias = pred.mean(0) - s * true.mean(0)
+    e = pred - bias - s * true  # (M, K)
+    gsum = np.zeros((g, k))
+    np.add.at(gsum, inv, e)
+    gmean = gsum / counts[:, None]
+    ss_within = np.sum((e - gmean[inv]) ** 2, 0)
+    ss_between = np.sum(counts[:, None] * (gmean - e.mean(0)) ** 2, 0)
+    ms_within = ss_within / (m - g)
+    ms_between = ss_between / (g - 1)
+    n0 = (m - np.sum(counts.astype(np.float64) ** 2) / m) / (g - 1)
+    var_between = np.maximum((ms_between - ms_within) / n0, 0.0)
+    v = var_between + ms_within
+    rho = np.clip(var_between / np.maximum(v, 1e-300), 0.0, 1.0)
+    if sigma is None:
+        tg = np.zeros((g, k))
+        np.add.at(tg, inv, true)
+        sig = np.std(tg / counts[:, None], axis=0, ddof=1)
+    else:
+        sig = np.broadcast_to(np.asarray(sigma, np.float64), (k,))
+    r2 = 1 - np.sum(e**2, 0) / np.maximum(np.sum((pred - pred.mean(0)) ** 2, 0), 1e-300)
+    as_list = lambda a: [float(x) for x in a]  # noqa: E731
+    return {
+        "format": CALIBRATION_FORMAT,
+        "s": as_list(s),
+        "bias": as_list(bias),
+        "v": as_list(v),
+        "rho": as_list(rho),
+        "sigma": as_list(sig),
+        "r2": as_list(r2),
+        "n_samples": int(m),
+        "n_groups": int(g),
+    }
+
+
+def _calibration_arrays(calib: Mapping) -> dict[str, np.ndarray]:
+    """The (K,) float64 arrays of a calibration dict (checked: equal lengths, finite)."""
+    arr = {key: np.asarray(calib[key], np.float64) for key in CALIBRATION_KEYS}
+    k = arr["s"].shape
+    for key, a in arr.items():
+        if a.ndim != 1 or a.shape != k or not np.isfinite(a).all():
+            raise ValueError(f"identity calibration: {key} must be finite, shape {k}")
+    return arr
+
+
+def calibrated_gain(calib: Mapping, n: int) -> np.ndarray:
+    """Per-mode factor (K,) ``s sigma^2 / (s^2 sigma^2 + v (rho + (1 - rho) / n))`` that
+    turns the bias-corrected mean of `n` >= 1 frames into the posterior mean of theta."""
+    if n < 1:
+        raise ValueError(f"need n >= 1 frames, got {n}")
+    c = _calibration_arrays(calib)
+    s, v, rho, s2 = c["s"], c["v"], c["rho"], c["sigma"] ** 2
+    return s * s2 / (s * s * s2 + v * (rho + (1 - rho) / n))
+
+
+def calibrated_identity(mean: np.ndarray, n: int, calib: Mapping) -> np.ndarray:
+    """Posterior mean (K,) of the identity given the pooled estimate ``mean (K,)`` of
+    `n` frames (coefficient units; e.g. the robust shape of :func:`robust_identity_shape`
+    with n = its ``n_frames``) under the calibration `calib` (:func:`calibrate_identity`)."""
+    c = _calibration_arrays(calib)
+    mean = np.asarray(mean, np.float64)
+    if mean.shape != c["s"].shape:
+        raise ValueError(f"estimate {mean.shape} and calibration {c['s'].shape} differ")
+    return (mean - c["bias"]) * calibrated_gain(calib, n)
+
+
+def calibrated_frames(frames: np.ndarray, calib: Mapping) -> np.ndarray:
+    """Posterior mean (K,) from the plain mean of ``frames (N, K)`` (N = rows)."""
+    frames = np.asarray(frames, np.float64)
+    if frames.ndim != 2 or frames.shape[0] == 0:
+        raise ValueError(f"need (N>=1, K) frames, got {frames.shape}")
+    return calibrated_identity(frames.mean(0), frames.shape[0], calib)
+
+
+def load_identity_calibration(regressor_json: str | os.PathLike) -> dict | None:
+    """``identity_calibration`` of a regressor json (``X.json`` or its ``X.pth``), with
+    ``face_model`` and ``n_id`` of the regressor added; None when it has none."""
+    from pathlib import Path
+
+    p = Path(regressor_json)
+    if p.suffix != ".json":
+        p = p.with_suffix(".json")
+    meta = json.loads(p.read_text())
+    cal = meta.get("identity_calibration")
+    if not cal:
+        return None
+    _calibration_arrays(cal)
+    return {**cal, "face_model": meta.get("face_model", "ict"), "n_id": int(meta["n_id"])}
+
+
+# --------------------------------------------------------------------------------------
 # I/O: fit shards -> identities.h5
 
 
@@ -189,6 +350,7 @@ def aggregate_identities(
     huber_k: float = 1.345,
     min_frames: int = 1,
     scale_floor: float = 1e-6,
+    calibration: Mapping | None = None,
 ) -> dict:
     """Read fit shards, pool per identity, write ``identities.h5``; return a summary.
 
@@ -197,6 +359,14 @@ def aggregate_identities(
     ``rejects/path``, ``rejects/reason`` (utf-8) for identities with fewer than
     `min_frames` usable frames.  Attributes: ``face_model``, ``n_id``, ``estimator``
     (json of the settings), ``version``.
+
+    calibration: None (``shape`` = the robust pooled shape, the file exactly as before
+    calibrations existed), or an identity calibration (:func:`load_identity_calibration`
+    of the regressor that made the shards): ``shape`` = :func:`calibrated_identity` of the
+    robust shape with N = ``n_frames``, the robust shape kept as ``shape_robust`` (N_id, K)
+    float32, and ``estimator`` gains ``"estimate": "calibrated posterior mean"`` and the
+    calibration's arrays.  Its ``face_model`` / ``n_id`` (when present) must match the
+    shards'.
     """
     from vox3d import __version__
     from vox3d.io import atomic_path, h5_group, h5_new, h5_strings
@@ -222,7 +392,16 @@ def aggregate_identities(
             if sel.any():
                 entry["coeffs"].append(d["params"][sel][:, sl].astype(np.float64))
                 entry["video"].append(np.full(int(sel.sum()), vpath, dtype=object))
+    if calibration is not None:
+        cal_k = len(_calibration_arrays(calibration)["s"])
+        want = (calibration.get("face_model", face_model), int(calibration.get("n_id", cal_k)))
+        if face_model is not None and (want != (face_model, n_id) or cal_k != n_id):
+            raise ValueError(
+                f"identity calibration for {want[0]}/{want[1]} ({cal_k} modes) does not fit "
+                f"shards of {face_model}/{n_id}: calibrate the regressor that made them"
+            )
     names, shapes, spreads, nf, nv, no = [], [], [], [], [], []
+    robust_shapes = []
     rejects: list[tuple[str, str]] = []
     for ident in sorted(per_id):
         e = per_id[ident]
@@ -240,7 +419,12 @@ def aggregate_identities(
         vids = np.concatenate(e["video"]).astype(str)
         est = robust_identity_shape(coeffs, vids, mahal_quantile, huber_k, scale_floor)
         names.append(ident)
-        shapes.append(est.shape)
+        robust_shapes.append(est.shape)
+        shapes.append(
+            est.shape
+            if calibration is None
+            else calibrated_identity(est.shape, est.n_frames, calibration)
+        )
         spreads.append(est.spread)
         nf.append(est.n_frames)
         nv.append(est.n_videos)
@@ -256,24 +440,41 @@ def aggregate_identities(
             ("n_outliers", no, np.int64),
         ):
             f.create_dataset(name, data=np.asarray(data, dt), track_times=False)
+        if calibration is not None:
+            f.create_dataset(
+                "shape_robust",
+                data=np.asarray(robust_shapes, np.float32).reshape(len(names), k),
+                track_times=False,
+            )
         g = h5_group(f, "rejects")
         h5_strings(g, "path", [r[0] for r in rejects])
         h5_strings(g, "reason", [r[1] for r in rejects])
         f.attrs["face_model"] = face_model or ""
         f.attrs["n_id"] = k
-        f.attrs["estimator"] = json.dumps(
-            {
-                "frames": "diagonal robust Mahalanobis rejection (median, MAD)",
-                "mahal_quantile": mahal_quantile,
-                "videos": "per-video median",
-                "pool": "Huber mean over videos",
-                "huber_k": huber_k,
-                "min_frames": min_frames,
-            },
-            sort_keys=True,
-        )
+        estimator = {
+            "frames": "diagonal robust Mahalanobis rejection (median, MAD)",
+            "mahal_quantile": mahal_quantile,
+            "videos": "per-video median",
+            "pool": "Huber mean over videos",
+            "huber_k": huber_k,
+            "min_frames": min_frames,
+        }
+        if calibration is not None:
+            estimator["estimate"] = (
+                "calibrated posterior mean (vox3d.identities.calibrated_identity of the "
+                "pooled shape, N = n_frames); shape_robust = the pooled shape"
+            )
+            estimator["calibration"] = {
+                key: calibration[key]
+                for key in (*CALIBRATION_KEYS, "format", "n_samples", "n_groups", "data_seed")
+                if key in calibration
+            }
+        f.attrs["estimator"] = json.dumps(estimator, sort_keys=True)
         f.attrs["version"] = __version__
-    return {"identities": len(names), "rejected": len(rejects), "rejects": rejects}
+    summary = {"identities": len(names), "rejected": len(rejects), "rejects": rejects}
+    if calibration is not None:
+        summary["estimate"] = "calibrated"
+    return summary
 
 
 def read_identity_rejects(path: str | os.PathLike) -> list[dict[str, str]]:

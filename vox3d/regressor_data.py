@@ -47,6 +47,14 @@ score, NaN without a detection), ``roi (n, 4) float64``, ``face_box (n, 4) float
 
     python -m vox3d.regressor_data render --n 300000 --workers 15 --out DIR [--device cuda]
     python -m vox3d.regressor_data render --n 2000 --heldout --out DIR/heldout
+    python -m vox3d.regressor_data calibrate --checkpoint X.pth --n-groups 250
+
+``calibrate`` (also the last step of ``all``, into ``calibration`` beside the held-out
+cache): :func:`calibrate_checkpoint` renders groups of fresh people (data seed ``seed +
+CALIB_SEED_OFFSET``, the checkpoint's generator settings), runs the checkpoint and stores
+the per-mode identity calibration of :func:`vox3d.identities.calibrate_identity` as
+``identity_calibration`` in the checkpoint's json (used by
+:func:`vox3d.identities.aggregate_identities`).
 """
 
 from __future__ import annotations
@@ -71,6 +79,11 @@ REGDATA_SEED_OFFSET = 10**9
 #: Held-out renders use data seed ``seed + HELDOUT_SEED_OFFSET`` (as the old generator's
 #: ``vox3d.ict_regressor.EVAL_SEED_OFFSET``).
 HELDOUT_SEED_OFFSET = 1_000_003
+#: Identity-calibration renders (``calibrate``) use data seed ``seed +
+#: CALIB_SEED_OFFSET``: fresh people, disjoint from the training and held-out renders.
+CALIB_SEED_OFFSET = 2_000_029
+#: Standardised identities are N(0, 1) clipped to +-Z_CLIP (vox3d.synth.draw_face).
+Z_CLIP = 3.0
 #: Seed-sequence streams (disjoint from vox3d.synth's 1-7).
 _S_GROUP, _S_SAMPLE, _S_AUDIO, _S_CODEC = 101, 102, 103, 104
 #: Seconds of the synthetic utterance whose expression track a group samples from.
@@ -784,6 +797,108 @@ def evaluate_checkpoint(a: argparse.Namespace) -> int:
     return 0
 
 
+def calibrate_checkpoint(
+    checkpoint: str | os.PathLike,
+    n_groups: int = 250,
+    cache: str | os.PathLike | None = None,
+    workers: int = 1,
+    device: str = "cpu",
+    max_yaw_deg: float = 60.0,
+    ict: str | None = None,
+    shard_size: int = 128,
+    write: bool = True,
+) -> dict:
+    """Identity calibration of an ICT checkpoint, written into its json.
+
+    Renders ``n_groups`` groups of :attr:`RenderConfig.group` frames (one person + session
+    each) with the checkpoint's own generator settings (its json ``generator`` and
+    ``codec``) at data seed ``data_seed + CALIB_SEED_OFFSET`` (fresh people) into `cache`
+    (a temporary folder when None; resumable when given), runs the checkpoint on the valid
+    crops whose true yaw is within +-`max_yaw_deg` (the fit stage's yaw gate, config
+    ``fit.max_yaw_deg``), and fits :func:`vox3d.identities.calibrate_identity` of the
+    predicted on the true identity coefficients, with prior std ``id_std x``
+    :func:`~vox3d.identities.clipped_normal_std` ``(Z_CLIP)``.  With `write`, stores it as
+    ``identity_calibration`` in the checkpoint's json (every other key unchanged).
+    Returns the calibration dict.
+    """
+    import tempfile
+    from dataclasses import replace
+
+    from vox3d import ict_regressor as ir
+    from vox3d.identities import calibrate_identity, clipped_normal_std
+    from vox3d.io import write_text_atomic
+    from vox3d.params import ict_layout
+
+    checkpoint = Path(checkpoint)
+    meta = ir.read_checkpoint_meta(checkpoint)
+    gen = RenderConfig.from_dict(meta["generator"])
+    data_seed = int(meta.get("data_seed", gen.seed)) + CALIB_SEED_OFFSET
+    cfg = replace(
+        gen, seed=data_seed, codec=str(meta.get("codec", gen.codec)), shard_size=shard_size,
+        face_model_path=ict,
+    )  # fmt: skip
+    n = int(n_groups) * cfg.group
+    with tempfile.TemporaryDirectory(prefix="vox3d-calib-") as td:
+        folder = Path(cache) if cache is not None else Path(td)
+        summ = render_cache(cfg, n, folder, workers, device, heldout=False)
+        if not summ["complete"]:
+            raise RuntimeError(f"{folder}: calibration renders incomplete ({summ})")
+        d = load_cache(folder, keys=("crops", "id_coef", "euler", "index"))
+        n_valid = len(d["index"])
+    keep = (d["index"] < n) & (np.abs(d["euler"][:, 0]) <= max_yaw_deg)
+    model, mean, std, _ = ir.load_model(checkpoint, device)
+    pred = ir.predict_crops(model, d["crops"][keep], device) * std + mean
+    lay = ict_layout(int(meta["n_id"]), int(meta["n_exp"]))
+    gm = ir.build_gen_model(int(meta["n_id"]), int(meta["n_exp"]), ict)
+    sigma = gm.id_std.astype(np.float64) * clipped_normal_std(Z_CLIP)
+    cal = calibrate_identity(
+        pred[:, lay.shape].astype(np.float64), d["id_coef"][keep].astype(np.float64),
+        d["index"][keep] // cfg.group, sigma,
+    )  # fmt: skip
+    cal.update(
+        data_seed=data_seed, group=cfg.group, codec=cfg.codec, n_groups_rendered=int(n_groups),
+        n_rendered=n, n_valid=int(n_valid), max_yaw_deg=float(max_yaw_deg),
+        sigma_source=f"id_std x std of N(0, 1) clipped to +-{Z_CLIP:g} (vox3d.synth.draw_face)",
+        checkpoint_sha256=meta.get("sha256"),
+        command="python -m vox3d.regressor_data calibrate",
+    )  # fmt: skip
+    if write:
+        meta["identity_calibration"] = cal
+        write_text_atomic(
+            checkpoint.with_suffix(".json"), json.dumps(meta, indent=1, sort_keys=True) + "\n"
+        )
+    return cal
+
+
+def format_calibration(cal: dict) -> str:
+    """Per-mode table of a calibration (s, v, rho, sigma, R^2, gain at N=1 and N=100)."""
+    from vox3d.identities import calibrated_gain
+
+    g1, g100 = calibrated_gain(cal, 1), calibrated_gain(cal, 100)
+    lines = [
+        f"identity calibration: {cal['n_samples']} frames, {cal['n_groups']} people",
+        f"{'mode':>4} {'s':>6} {'bias':>7} {'v':>6} {'rho':>5} {'sigma':>6} {'R2':>5} "
+        f"{'gain1':>6} {'gain100':>7}",
+    ]
+    for k in range(len(cal["s"])):
+        lines.append(
+            f"{k:>4} {cal['s'][k]:6.3f} {cal['bias'][k]:7.3f} {cal['v'][k]:6.3f} "
+            f"{cal['rho'][k]:5.2f} {cal['sigma'][k]:6.3f} {cal['r2'][k]:5.2f} "
+            f"{g1[k]:6.3f} {g100[k]:7.3f}"
+        )
+    return "\n".join(lines)
+
+
+def calibrate_command(a: argparse.Namespace) -> int:
+    """``calibrate``: :func:`calibrate_checkpoint` from the command line."""
+    cal = calibrate_checkpoint(
+        a.checkpoint, a.n_groups, a.calib_cache, a.workers, a.device, a.max_yaw_deg, a.ict,
+    )  # fmt: skip
+    print(format_calibration(cal))
+    print(f"wrote identity_calibration into {Path(a.checkpoint).with_suffix('.json')}")
+    return 0
+
+
 # --------------------------------------------------------------------------------------
 # command line
 
@@ -835,11 +950,20 @@ def main(argv: list[str] | None = None) -> int:
     _train_args(w)
     w.add_argument("--n", type=int, default=300000, help="training samples")
     w.add_argument("--n-heldout", type=int, default=2000)
+    c = sub.add_parser(
+        "calibrate", help="identity calibration of a checkpoint, written into its json"
+    )
+    c.add_argument("--checkpoint", required=True)
+    for q in (c, w):
+        q.add_argument("--n-groups", type=int, default=250, help="calibration people")
+        q.add_argument("--calib-cache", default=None, help="calibration renders (resumable)")
+        q.add_argument("--max-yaw-deg", type=float, default=60.0, help="config fit.max_yaw_deg")
+    c.add_argument("--workers", type=int, default=1)
     for q in (r, w):
         q.add_argument("--workers", type=int, default=1)
         q.add_argument("--codec", default="auto", help="auto | h264 | jpeg")
         q.add_argument("--shard-size", type=int, default=RenderConfig.shard_size)
-    for q in (r, t, e, w):
+    for q in (r, t, e, w, c):
         _common(q)
         q.add_argument("--time-budget", type=float, default=None, help="seconds; resumable")
     a = p.parse_args(argv)
@@ -859,7 +983,15 @@ def main(argv: list[str] | None = None) -> int:
                 return 3
         if a.cmd == "render":
             return 0
-        return train_and_save(a)
+        rc = train_and_save(a)
+        if rc != 0:
+            return rc
+        a.checkpoint = a.out
+        if a.calib_cache is None:
+            a.calib_cache = str(Path(a.heldout).with_name("calibration"))
+        return calibrate_command(a)
+    if a.cmd == "calibrate":
+        return calibrate_command(a)
     if a.cmd == "train":
         return train_and_save(a)
     return evaluate_checkpoint(a)
