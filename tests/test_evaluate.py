@@ -242,9 +242,9 @@ def test_train_evaluate_figures_on_stage_formats(tmp_path):
     figures.plot_dataset_stats(
         tmp_path / "ev" / "stats.png", split_tsv=tmp_path / "train" / "split.tsv"
     )
-    figures.plot_identity_panels(
-        tmp_path / "ev" / "predictions.h5", fm, tmp_path / "ev" / "ids.png", n=2
-    )
+    from vox3d.identity_figures import plot_identity_panels
+
+    plot_identity_panels(tmp_path / "ev" / "predictions.h5", fm, tmp_path / "ev" / "ids.png", n=2)
     for p in ("are", "curves", "stats", "ids"):
         assert (tmp_path / "ev" / f"{p}.png").stat().st_size > 5000
 

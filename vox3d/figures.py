@@ -5,9 +5,9 @@
   bootstrap 95% interval and p-value (``comparisons.tsv``);
 * :func:`plot_training_curves`: training / validation loss from ``train/log.csv``;
 * :func:`plot_dataset_stats`: identities, videos, frames kept and rejected by reason, gender;
-* :func:`plot_identity_panels`: per held-out identity a reference frame, the fitted mesh
-  overlaid on it, the mesh predicted from voice, the mean face and a per-vertex error map;
-* :func:`plot_identities`: the rule's entry point: those panels when the evaluation has
+* :func:`plot_identities`: the rule's entry point: the per-identity panels of
+  :func:`vox3d.identity_figures.plot_identity_panels` (ground truth, fitted, from voice,
+  mean face, aligned error map) when the evaluation has
   meshes, else (:func:`plot_parameter_panels`, target space ``params``, e.g. BFM without
   its basis file) the reference frame and the standardised coefficients, never a mesh.
 
@@ -401,86 +401,6 @@ def reference_frame(
 
 def _decode(s) -> str:
     return s.decode("utf-8") if isinstance(s, bytes) else str(s)
-
-
-def plot_identity_panels(
-    predictions_h5: str | os.PathLike,
-    face_model,
-    out_png: str | os.PathLike,
-    n: int = 4,
-    fit_shards: Sequence[str | os.PathLike] = (),
-    extract_shards: Sequence[str | os.PathLike] = (),
-    size: int = 256,
-) -> None:
-    """One row per held-out identity (the first ``n`` in sorted order): reference frame,
-    fitted mesh overlaid on it, fitted identity mesh, mesh predicted from voice (mean over
-    utterances), mean face, per-vertex error |pred - fitted| after rigid alignment."""
-    import h5py
-
-    from vox3d.evaluate import mesh_vertices
-    from vox3d.metrics import align
-    from vox3d.params import split as split_params
-    from vox3d.params import to_image, transform_vertices
-
-    fm = face_model
-    with h5py.File(predictions_h5, "r") as f:
-        ids = [_decode(s) for s in f["val_identities"][()]][:n]
-        pred = {i: f["model"][i][()] for i in ids if i in f["model"]}
-        meanf = {i: f["train_mean"][i][()] for i in ids if i in f["train_mean"]}
-        tgt = {i: f["target_fitted"][i][()] for i in ids if i in f["target_fitted"]}
-    ids = [i for i in ids if i in pred and i in tgt]
-    cols = ["reference frame", "fitted overlay", "fitted", "from voice", "training mean", "error"]
-    fig, axes = plt.subplots(
-        max(1, len(ids)),
-        len(cols),
-        figsize=(2.3 * len(cols), 2.5 * max(1, len(ids))),
-        squeeze=False,
-    )
-    tri = fm.triangles
-    errs = []
-    meshes = {}
-    for i in ids:
-        tv = mesh_vertices(fm.mean, fm.id_basis, tgt[i])
-        pv = mesh_vertices(fm.mean, fm.id_basis, np.asarray(pred[i]).mean(0))
-        mv = mesh_vertices(fm.mean, fm.id_basis, np.asarray(meanf[i])[0])
-        e = np.linalg.norm(align(pv, tv) - tv, axis=1)
-        errs.append(e)
-        meshes[i] = (tv, pv, mv, e)
-    vmax = float(np.percentile(np.concatenate(errs), 99)) if errs else 1.0
-    ext = float((fm.mean.max(0) - fm.mean.min(0))[:2].max()) * 1.15
-    for r, i in enumerate(ids):
-        tv, pv, mv, e = meshes[i]
-        ref = reference_frame(i, fit_shards, extract_shards) if fit_shards else None
-        if ref is not None:
-            rgb, params, roi, layout = ref
-            axes[r, 0].imshow(rgb)
-            P, a_id, a_exp = split_params(params, layout)
-            k_exp = min(len(a_exp), fm.n_exp)
-            fv = fm.vertices(a_id[: fm.n_id], a_exp[:k_exp] if k_exp else None)
-            img_v = to_image(transform_vertices(fv, P), roi)
-            axes[r, 1].imshow(render_mesh(img_v, tri, image=np.ascontiguousarray(rgb)))
-        else:
-            for c in (0, 1):
-                axes[r, c].text(0.5, 0.5, "no frame", ha="center", transform=axes[r, c].transAxes)
-        for c, v, colors in (
-            (2, tv, None),
-            (3, pv, None),
-            (4, mv, None),
-            (5, tv, error_colors(e, vmax)),
-        ):
-            axes[r, c].imshow(
-                render_mesh(frontal_image_coords(v, size, ext), tri, colors, size=size)
-            )
-        axes[r, 0].set_ylabel(i, fontsize=8)
-        axes[r, 5].set_xlabel(f"mean {e.mean():.3g} {fm.units}", fontsize=7)
-    for c, t in enumerate(cols):
-        axes[0, c].set_title(t, fontsize=9)
-    for a in axes.ravel():
-        a.set_xticks([])
-        a.set_yticks([])
-    sm = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, vmax))
-    fig.colorbar(sm, ax=axes[:, -1].tolist(), fraction=0.05, label=f"error ({fm.units})")
-    _save(fig, out_png)
 
 
 def plot_identities(
