@@ -636,6 +636,20 @@ class _PosedVertices:
         return v @ P[:, :, :3].transpose(1, 2) + P[:, None, :, 3]
 
 
+def _training_device(tc: TrainConfig):
+    """``torch.device(tc.device)`` set up for a deterministic training run: ``tc.threads``
+    CPU threads, or cuDNN without autotuning and with deterministic kernels."""
+    import torch
+
+    dev = torch.device(tc.device)
+    if dev.type == "cpu":
+        torch.set_num_threads(max(1, tc.threads))
+    else:
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    return dev
+
+
 def train(
     gm: GenModel,
     gen: GenConfig,
@@ -655,12 +669,7 @@ def train(
     from vox3d.regressor import build_mobilenet, normalize_crops
 
     torch.manual_seed(gen.seed)
-    dev = torch.device(tc.device)
-    if dev.type == "cpu":
-        torch.set_num_threads(max(1, tc.threads))
-    else:
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
+    dev = _training_device(tc)
     n_params = ict_layout(gm.n_id, gm.n_exp).n
     model = build_mobilenet(tc.widen, n_params).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -948,12 +957,7 @@ def train_from_cache(
     from vox3d.safeload import load_torch
 
     t0 = time.time()
-    dev = torch.device(tc.device)
-    if dev.type == "cpu":
-        torch.set_num_threads(max(1, tc.threads))
-    else:
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
+    dev = _training_device(tc)
     data = load_cache(cache, keys=("crops", "params"))
     y64 = data["params"].astype(np.float64)
     n = len(y64)
