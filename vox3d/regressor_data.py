@@ -458,8 +458,11 @@ def roi_params(sample: FrameSample, roi: np.ndarray) -> np.ndarray:
 _KIT: dict = {}
 
 
-def _worker_init() -> None:
-    """One thread per render process (BLAS, OpenCV, torch)."""
+def _worker_init(cfg: RenderConfig | None = None, n: int = 0, out: Path | None = None) -> None:
+    """One thread per render process (BLAS, OpenCV, torch); a spawned worker also loads
+    its own kit (`cfg`) and learns the sample count `n` and the cache folder `out`."""
+    if cfg is not None:
+        _KIT.update(kit=Kit.load(cfg), n=n, out=out)
     import cv2
 
     cv2.setNumThreads(1)
@@ -559,7 +562,7 @@ def render_cache(
     """Render samples ``0 .. n-1`` into shards under `out` (skipping finished shards).
 
     Data seed ``cfg.seed`` (``+ HELDOUT_SEED_OFFSET`` with `heldout`).  ``workers``
-    processes render (fork); detection runs on CUDA in this process when `device`
+    processes render (spawned); detection runs on CUDA in this process when `device`
     resolves to cuda, else in the workers on the CPU.  Stops after `time_budget`
     seconds (finished shards stay; a later call resumes).  Returns a summary dict.
     """
@@ -602,8 +605,13 @@ def render_cache(
         results = map(_render_job, jobs)
         pool = None
     else:
+        # spawned, not forked: a fork of a process whose torch/OpenMP thread pools have run
+        # can deadlock in the child (it hung the test suite for an hour under pytest)
         pool = cf.ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(cfg, n, out),
         )
         # at most 2 shards in flight per worker (the frames of a shard are ~150 MB)
         results = _bounded_map(pool, _render_job, jobs, 2 * workers)

@@ -956,10 +956,18 @@ def camera_frame(
     return frame
 
 
+def _init_worker(cfg: SynthConfig, videos_root: Path) -> None:
+    """A spawned render worker: the module state :func:`build_corpus` sets, rebuilt."""
+    rig = load_rig(cfg)
+    _STATE.update(
+        cfg=cfg, rig=rig, identities=draw_identities(cfg, rig), videos_root=videos_root
+    )
+
+
 def render_video(job: tuple[int, int]) -> list[ClipResult]:
     """Render and encode every utterance of video `job = (identity, video)`; returns their
-    ground truth.  Uses the module state set by :func:`build_corpus` (inherited by forked
-    workers)."""
+    ground truth.  Uses the module state set by :func:`build_corpus` (rebuilt in spawned
+    workers by :func:`_init_worker`)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):  # BLAS threads only spin here: one worker = one core
@@ -1044,8 +1052,13 @@ def build_corpus(cfg: SynthConfig, out: str | os.PathLike, threads: int = 1, pro
             results[job] = render_video(job)
             bar.update()
     else:
-        ctx = multiprocessing.get_context("fork")
-        with cf.ProcessPoolExecutor(max_workers=threads, mp_context=ctx) as ex:
+        # spawned workers rebuild the same rig and identities (deterministic): a fork of a
+        # process whose torch/OpenMP thread pools have run can deadlock in the child
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(
+            max_workers=threads, mp_context=ctx, initializer=_init_worker,
+            initargs=(cfg, videos_root),
+        ) as ex:  # fmt: skip
             futs = {ex.submit(render_video, job): job for job in jobs}
             for f in cf.as_completed(futs):
                 results[futs[f]] = f.result()
