@@ -44,8 +44,10 @@ run: setup
 report: setup
 	$(BIN)/snakemake --cores $(CORES) --profile profiles/default --report report.html
 
+# A test still running after 30 minutes is hung (the longest take a few): pytest-timeout
+# then prints every thread's stack and stops the run, instead of CI's 90 minutes running out.
 test: setup
-	$(BIN)/python -m pytest -m "slow or not slow" -q
+	$(BIN)/python -m pytest -m "slow or not slow" -q --timeout=1800 --timeout-method=thread
 
 test-fast: setup
 	$(BIN)/python -m pytest -q

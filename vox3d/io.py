@@ -237,3 +237,20 @@ def save_torch_atomic(path: str | os.PathLike, state) -> None:
     buf = _io.BytesIO()
     torch.save(_unshared(state), buf)
     write_bytes_atomic(path, buf.getvalue())
+
+
+@contextlib.contextmanager
+def main_not_reimported() -> Iterator[None]:
+    """Hide ``__main__.__file__`` while spawned worker processes start: a spawned child
+    otherwise re-runs the parent's main script (under Snakemake the job's generated copy
+    of a ``scripts/`` file, which fails outside the job); the workers need nothing from
+    it.  Hold it for the pool's whole life: a spawn pool starts workers on demand."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    saved = main.__dict__.pop("__file__", None) if main is not None else None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            main.__file__ = saved

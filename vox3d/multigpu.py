@@ -34,16 +34,16 @@ that list, so the multi-process path runs and is tested on a machine without GPU
 from __future__ import annotations
 
 import bisect
-import contextlib
 import multiprocessing
 import os
-import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+
+from vox3d.io import main_not_reimported
 
 DEVICES_ENV = "VOX3D_FIT_DEVICES"
 
@@ -206,20 +206,6 @@ class _WriterInfo:
     model_file: str
 
 
-@contextlib.contextmanager
-def _main_not_reimported():
-    """Hide ``__main__.__file__`` while worker processes start: a spawned child otherwise
-    re-runs the parent's main script (under Snakemake the job's generated copy of
-    scripts/fit.py, which fails outside the job); the workers need nothing from it."""
-    main = sys.modules.get("__main__")
-    saved = main.__dict__.pop("__file__", None) if main is not None else None
-    try:
-        yield
-    finally:
-        if saved is not None:
-            main.__file__ = saved
-
-
 def fit_shard_multi(
     extract_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -250,7 +236,7 @@ def fit_shard_multi(
     pools = []
     try:
         futures = []
-        with _main_not_reimported():  # the processes start in submit()
+        with main_not_reimported():  # the processes start in submit()
             for (a, b), dev in zip(parts, devices, strict=False):
                 pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_device,
                                            initargs=(dev,))  # fmt: skip

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import json
 import math
 import multiprocessing
@@ -569,7 +570,7 @@ def render_cache(
     from dataclasses import replace
 
     from vox3d.fit import resolve_device
-    from vox3d.io import write_text_atomic
+    from vox3d.io import main_not_reimported, write_text_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -600,11 +601,13 @@ def render_cache(
     done = 0
     stopped = False
     cropper = None
+    guard = contextlib.ExitStack()
     if workers <= 1:
         _worker_init()
         results = map(_render_job, jobs)
         pool = None
     else:
+        guard.enter_context(main_not_reimported())
         # spawned, not forked: a fork of a process whose torch/OpenMP thread pools have run
         # can deadlock in the child (it hung the test suite for an hour under pytest)
         pool = cf.ProcessPoolExecutor(
@@ -638,6 +641,7 @@ def render_cache(
     finally:
         if pool is not None:
             pool.shutdown(wait=not stopped, cancel_futures=True)
+        guard.close()
     wall = time.time() - t0
     left = [k for k in range(n_shards) if not shard_path(out, k).is_file()]
     return {"shards_done": done, "shards_left": len(left), "wall_s": wall, "codec": codec,

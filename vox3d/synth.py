@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from vox3d import voice_synth as vs
-from vox3d.io import atomic_path, write_text_atomic
+from vox3d.io import atomic_path, main_not_reimported, write_text_atomic
 
 #: Format version of ground_truth.h5 (bump when its layout changes).
 GT_FORMAT_VERSION = 1
@@ -959,9 +959,7 @@ def camera_frame(
 def _init_worker(cfg: SynthConfig, videos_root: Path) -> None:
     """A spawned render worker: the module state :func:`build_corpus` sets, rebuilt."""
     rig = load_rig(cfg)
-    _STATE.update(
-        cfg=cfg, rig=rig, identities=draw_identities(cfg, rig), videos_root=videos_root
-    )
+    _STATE.update(cfg=cfg, rig=rig, identities=draw_identities(cfg, rig), videos_root=videos_root)
 
 
 def render_video(job: tuple[int, int]) -> list[ClipResult]:
@@ -1055,7 +1053,7 @@ def build_corpus(cfg: SynthConfig, out: str | os.PathLike, threads: int = 1, pro
         # spawned workers rebuild the same rig and identities (deterministic): a fork of a
         # process whose torch/OpenMP thread pools have run can deadlock in the child
         ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(
+        with main_not_reimported(), cf.ProcessPoolExecutor(
             max_workers=threads, mp_context=ctx, initializer=_init_worker,
             initargs=(cfg, videos_root),
         ) as ex:  # fmt: skip
