@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import contextlib
 import json
 import math
 import multiprocessing
@@ -601,47 +600,45 @@ def render_cache(
     done = 0
     stopped = False
     cropper = None
-    guard = contextlib.ExitStack()
-    if workers <= 1:
-        _worker_init()
-        results = map(_render_job, jobs)
-        pool = None
-    else:
-        guard.enter_context(main_not_reimported())
-        # spawned, not forked: a fork of a process whose torch/OpenMP thread pools have run
-        # can deadlock in the child (it hung the test suite for an hour under pytest)
-        pool = cf.ProcessPoolExecutor(
-            workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_init,
-            initargs=(cfg, n, out),
-        )
-        # at most 2 shards in flight per worker (the frames of a shard are ~150 MB)
-        results = _bounded_map(pool, _render_job, jobs, 2 * workers)
-    try:
-        for k, raw in results:
-            if raw is not None:
-                if cropper is None:  # CUDA after the fork: the workers never touch it
-                    cropper = Cropper(dev, min_score=cfg.min_score)
-                ss = cfg.shard_size
-                indices = range(k * ss, min((k + 1) * ss, n))
-                crop = cropper(raw["frames"])
-                write_shard(shard_path(out, k), finish_shard(raw, crop, indices, cfg.min_score))
-            done += 1
-            if progress:
-                el = time.time() - t0
-                print(
-                    f"shard {k}: {done}/{len(todo)} in {el:.0f} s "
-                    f"({done * cfg.shard_size / max(el, 1e-9):.0f} samples/s)",
-                    file=sys.stderr, flush=True,
-                )  # fmt: skip
-            if time_budget is not None and time.time() - t0 > time_budget:
-                stopped = True
-                break
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=not stopped, cancel_futures=True)
-        guard.close()
+    # workers are spawned, not forked: a fork of a process whose torch/OpenMP thread pools
+    # have run can deadlock in the child (it hung the test suite for an hour under pytest)
+    with main_not_reimported():
+        if workers <= 1:
+            _worker_init()
+            results = map(_render_job, jobs)
+            pool = None
+        else:
+            pool = cf.ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_init,
+                initargs=(cfg, n, out),
+            )
+            # at most 2 shards in flight per worker (the frames of a shard are ~150 MB)
+            results = _bounded_map(pool, _render_job, jobs, 2 * workers)
+        try:
+            for k, raw in results:
+                if raw is not None:
+                    if cropper is None:  # CUDA only in this process: the workers never touch it
+                        cropper = Cropper(dev, min_score=cfg.min_score)
+                    ss = cfg.shard_size
+                    indices = range(k * ss, min((k + 1) * ss, n))
+                    crop = cropper(raw["frames"])
+                    write_shard(shard_path(out, k), finish_shard(raw, crop, indices, cfg.min_score))
+                done += 1
+                if progress:
+                    el = time.time() - t0
+                    print(
+                        f"shard {k}: {done}/{len(todo)} in {el:.0f} s "
+                        f"({done * cfg.shard_size / max(el, 1e-9):.0f} samples/s)",
+                        file=sys.stderr, flush=True,
+                    )  # fmt: skip
+                if time_budget is not None and time.time() - t0 > time_budget:
+                    stopped = True
+                    break
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=not stopped, cancel_futures=True)
     wall = time.time() - t0
     left = [k for k in range(n_shards) if not shard_path(out, k).is_file()]
     return {"shards_done": done, "shards_left": len(left), "wall_s": wall, "codec": codec,
