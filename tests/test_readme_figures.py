@@ -1,0 +1,116 @@
+"""README figures come from bench scripts, and stay true (issue 15, item 6).
+
+Every generated block (``<!-- bench:NAME -->``) in the README and docs names a script that
+prints it.  The slow test runs the default workflow exactly as ``make run`` does (only
+``out_dir`` moved) and checks the README's default-corpus tables against what
+``bench/default_corpus.py`` prints from that run, so a stale table fails CI.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from tiny_workflow import ROOT, run_snakemake
+
+from vox3d import docblocks
+
+#: Block name -> the bench script that prints it.
+GENERATORS = {"default_corpus": ROOT / "bench" / "default_corpus.py"}
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _bench_module(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_generated_block_has_a_script():
+    seen = {name for doc in DOCS for name in docblocks.block_names(doc)}
+    assert "default_corpus" in seen  # the README's default-corpus tables are generated
+    for name in seen:
+        assert name in GENERATORS, f"block {name} has no generator script"
+        assert GENERATORS[name].is_file()
+        for doc in DOCS:
+            if name in docblocks.block_names(doc):
+                docblocks.read_block(doc, name)  # well-formed: one opening, one closing line
+
+
+def test_block_round_trip_and_errors(tmp_path):
+    doc = tmp_path / "x.md"
+    doc.write_text("a\n<!-- bench:t -->\nold\n<!-- /bench:t -->\nb\n")
+    assert docblocks.read_block(doc, "t") == "old\n"
+    docblocks.replace_block(doc, "t", "new 1\nnew 2")
+    assert doc.read_text() == "a\n<!-- bench:t -->\nnew 1\nnew 2\n<!-- /bench:t -->\nb\n"
+    with pytest.raises(ValueError, match="x.md.*exactly one"):
+        docblocks.read_block(doc, "missing")
+    doc.write_text("<!-- bench:t -->\nno end\n")
+    with pytest.raises(ValueError, match="no closing line"):
+        docblocks.read_block(doc, "t")
+
+
+def _fake_run(out: Path, ratio: str) -> None:
+    """A minimal workflow output with the three files the script reads."""
+    (out / "fit").mkdir(parents=True)
+    (out / "evaluate").mkdir(parents=True)
+    cols = [c for c, _, _ in _bench_module(GENERATORS["default_corpus"]).FIT_COLUMNS]
+    rows = ["identity\tset\t" + "\t".join(cols)]
+    for g in ("held_out", "train"):
+        vals = {c: "0.5" for c in cols} | {"n_identities": "10", "ratio_sim": ratio}
+        rows.append(f"{g}\tsummary\t" + "\t".join(vals[c] for c in cols))
+    (out / "fit" / "accuracy.tsv").write_text("\n".join(rows) + "\n")
+    (out / "evaluate" / "metrics.tsv").write_text(
+        "method\ttarget\tare_mean\trmse\tr2_vertex\tr2_vertex_sim\n"
+        "model\tground_truth\t0.02\t0.5\t0.1\t0.2\n"
+        "population_mean\tground_truth\t0.03\t0.6\t0.0\t0.0\n"
+    )
+    (out / "evaluate" / "comparisons.tsv").write_text(
+        "target\tmethod\tbaseline\tmetric\tdelta\tdelta_lo\tdelta_hi\tp\n"
+        "ground_truth\tmodel\tpopulation_mean\tare_mean\t-0.01\t-0.02\t-0.001\t0.004\n"
+    )
+
+
+def test_check_fails_on_a_stale_table(tmp_path):
+    script = GENERATORS["default_corpus"]
+    doc = tmp_path / "README.md"
+    doc.write_text("# t\n<!-- bench:default_corpus -->\n<!-- /bench:default_corpus -->\n")
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+
+    _fake_run(tmp_path / "a", "0.440")
+    _fake_run(tmp_path / "b", "0.980")  # a run whose fit reads no identity
+    assert run("--out-dir", str(tmp_path / "a"), "--check", str(doc)).returncode == 1  # empty
+    assert run("--out-dir", str(tmp_path / "a"), "--write", str(doc)).returncode == 0
+    body = docblocks.read_block(doc, "default_corpus")
+    assert "| held-out | 10 | 0.500 | 0.500 | 0.440 |" in body
+    assert "| ground_truth | population_mean | are_mean | -0.0100 [-0.0200, -0.0010] | 0.004 |" in body
+    assert run("--out-dir", str(tmp_path / "a"), "--check", str(doc)).returncode == 0
+    stale = run("--out-dir", str(tmp_path / "b"), "--check", str(doc))
+    assert stale.returncode == 1 and "0.980" in stale.stdout and "stale" in stale.stdout
+
+
+@pytest.mark.slow
+def test_readme_default_corpus_tables_match_a_fresh_default_run(tmp_path):
+    out = tmp_path / "out"
+    cfg = tmp_path / "out_dir.yaml"
+    cfg.write_text(yaml.safe_dump({"out_dir": str(out)}))
+    targets = [str(out / "fit" / "accuracy.tsv"), str(out / "evaluate" / "comparisons.tsv")]
+    run = run_snakemake(
+        [*targets, "--cores", "2", "--configfile", str(ROOT / "config.yaml"), str(cfg)],
+        tmp_path,
+        timeout=1500,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    check = subprocess.run(
+        [sys.executable, str(GENERATORS["default_corpus"]), "--out-dir", str(out), "--check", str(ROOT / "README.md")],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout[-4000:] + check.stderr[-2000:]

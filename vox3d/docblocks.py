@@ -1,0 +1,50 @@
+"""Generated blocks in markdown documents: text between ``<!-- bench:NAME -->`` and
+``<!-- /bench:NAME -->`` lines, printed by a script under ``bench/`` and checked against
+it by the tests, so a figure in the README cannot drift from what the script prints."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from vox3d.io import write_text_atomic
+
+_OPEN = "<!-- bench:{} -->"
+_CLOSE = "<!-- /bench:{} -->"
+#: Any block opening line; group 1 is the block's name.
+OPEN_RE = re.compile(r"^<!-- bench:([A-Za-z0-9_.-]+) -->$", re.M)
+
+
+def _span(text: str, name: str, path: str | os.PathLike) -> tuple[int, int]:
+    """(start, end) character offsets of block `name`'s body in `text` (error naming the file)."""
+    o, c = _OPEN.format(name), _CLOSE.format(name)
+    i = text.find(o + "\n")
+    if i < 0 or text.count(o + "\n") != 1:
+        raise ValueError(f"{path}: expected exactly one line '{o}'")
+    start = i + len(o) + 1
+    j = text.find(c, start)
+    if j < 0 or (j > 0 and text[j - 1] != "\n"):
+        raise ValueError(f"{path}: block '{name}' has no closing line '{c}'")
+    return start, j
+
+
+def block_names(path: str | os.PathLike) -> list[str]:
+    """Names of the generated blocks in a markdown file, in order."""
+    return OPEN_RE.findall(Path(path).read_text(encoding="utf-8"))
+
+
+def read_block(path: str | os.PathLike, name: str) -> str:
+    """The body of block `name` in the markdown file `path` (lines between the markers)."""
+    text = Path(path).read_text(encoding="utf-8")
+    start, end = _span(text, name, path)
+    return text[start:end]
+
+
+def replace_block(path: str | os.PathLike, name: str, body: str) -> None:
+    """Replace block `name`'s body with `body` (newline-terminated), atomically."""
+    if body and not body.endswith("\n"):
+        body += "\n"
+    text = Path(path).read_text(encoding="utf-8")
+    start, end = _span(text, name, path)
+    write_text_atomic(path, text[:start] + body + text[end:])
