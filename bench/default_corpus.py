@@ -70,7 +70,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def fit_table(out: Path) -> list[str]:
     """Identity accuracy of the fit (held-out and training identities)."""
-    rows = {r["identity"]: r for r in read_tsv(out / "fit" / "accuracy.tsv") if r["set"] == "summary"}
+    rows = {
+        r["identity"]: r for r in read_tsv(out / "fit" / "accuracy.tsv") if r["set"] == "summary"
+    }
     body = []
     for g in FIT_GROUPS:
         if g not in rows:
@@ -117,13 +119,19 @@ def render(out: Path) -> str:
     lines += fit_table(out)
     lines += ["", "Voice model and baselines, held-out identities (`evaluate/metrics.tsv`)", ""]
     lines += metrics_table(out)
-    lines += ["", "Model minus baseline, paired bootstrap over identities (`evaluate/comparisons.tsv`)", ""]
+    lines += [
+        "",
+        "Model minus baseline, paired bootstrap over identities (`evaluate/comparisons.tsv`)",
+        "",
+    ]
     lines += comparisons_table(out)
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out-dir", type=Path, default=Path("results"))
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--check", type=Path, help="compare with the block in this markdown file")

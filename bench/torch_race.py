@@ -60,7 +60,14 @@ def fresh_storm(processes: int, wave: int, threads: int, warm: bool) -> tuple[in
     """:func:`vox3d.torch_setup.race_storm` with every child a new interpreter."""
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     env["VOX3D_NO_TORCH_WARMUP"] = "0" if warm else "1"
-    args = [sys.executable, "-c", FRESH_CHILD, str(threads), "1" if warm else "0", ",".join(VML_OPS)]
+    args = [
+        sys.executable,
+        "-c",
+        FRESH_CHILD,
+        str(threads),
+        "1" if warm else "0",
+        ",".join(VML_OPS),
+    ]
     bad_children = bad_calls = 0
     for start in range(0, processes, wave):
         procs = [subprocess.Popen(args, env=env) for _ in range(min(wave, processes - start))]

@@ -90,7 +90,9 @@ def test_check_fails_on_a_stale_table(tmp_path):
     assert run("--out-dir", str(tmp_path / "a"), "--write", str(doc)).returncode == 0
     body = docblocks.read_block(doc, "default_corpus")
     assert "| held-out | 10 | 0.500 | 0.500 | 0.440 |" in body
-    assert "| ground_truth | population_mean | are_mean | -0.0100 [-0.0200, -0.0010] | 0.004 |" in body
+    assert (
+        "| ground_truth | population_mean | are_mean | -0.0100 [-0.0200, -0.0010] | 0.004 |" in body
+    )
     assert run("--out-dir", str(tmp_path / "a"), "--check", str(doc)).returncode == 0
     stale = run("--out-dir", str(tmp_path / "b"), "--check", str(doc))
     assert stale.returncode == 1 and "0.980" in stale.stdout and "stale" in stale.stdout
@@ -109,7 +111,14 @@ def test_readme_default_corpus_tables_match_a_fresh_default_run(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-4000:]
     check = subprocess.run(
-        [sys.executable, str(GENERATORS["default_corpus"]), "--out-dir", str(out), "--check", str(ROOT / "README.md")],
+        [
+            sys.executable,
+            str(GENERATORS["default_corpus"]),
+            "--out-dir",
+            str(out),
+            "--check",
+            str(ROOT / "README.md"),
+        ],
         capture_output=True,
         text=True,
     )
