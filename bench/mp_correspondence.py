@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-MP_PYTHON = ROOT / ".venv-mp" / "bin" / "python"
+from mp_landmarks import run_in_venv  # noqa: E402  (bench/ is sys.path[0])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,16 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     gidx = np.concatenate(gidx)
     allfr = np.concatenate(frames)
     with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "frames.npz", Path(tmp) / "mp.npz"
-        np.savez(src, clip0=allfr)
-        subprocess.run(
-            [str(MP_PYTHON), str(ROOT / "bench" / "mp_landmarks.py"), str(src), str(dst)],
-            check=True,
-            stdout=sys.stderr,
-        )
-        d = np.load(dst)
-        mp = d["clip0"][:, :N_MP_POINTS, :2].astype(np.float64)
-        mp_version = str(d["mediapipe_version"])
+        (meshes,), mp_version = run_in_venv([allfr], Path(tmp))
+    mp = meshes[:, :N_MP_POINTS, :2].astype(np.float64)
     found = np.isfinite(mp[:, 0, 0])
     ident = utt_id[np.searchsorted(utt_off, gidx, side="right") - 1]
     use = found & (hard[gidx] == 0) & (np.abs(yaw[gidx]) <= args.max_yaw)

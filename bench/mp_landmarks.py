@@ -16,9 +16,32 @@ inside the mediapipe 0.10.14 wheel (no download).
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+
+#: The MediaPipe venv's interpreter (see the module docstring).
+MP_PYTHON = Path(__file__).resolve().parents[1] / ".venv-mp" / "bin" / "python"
+
+
+def run_in_venv(clips: Sequence[np.ndarray], work: Path) -> tuple[list[np.ndarray], str]:
+    """From any interpreter: the meshes ``(F, 468, 3)`` of each clip's frames ``(F, H, W, 3)``
+    and the MediaPipe version, by running this script in ``.venv-mp`` (files in `work`)."""
+    src, dst = Path(work) / "mp_frames.npz", Path(work) / "mp_meshes.npz"
+    np.savez(src, **{f"clip{i}": f for i, f in enumerate(clips)})
+    subprocess.run(
+        [str(MP_PYTHON), str(Path(__file__).resolve()), str(src), str(dst)],
+        check=True,
+        stdout=sys.stderr,
+        env={**os.environ, "GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    src.unlink()
+    d = np.load(dst)
+    return [d[f"clip{i}"] for i in range(len(clips))], str(d["mediapipe_version"])
 
 
 def landmarks(frames: np.ndarray, face_mesh) -> np.ndarray:

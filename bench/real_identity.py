@@ -41,7 +41,6 @@ import argparse
 import csv
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,7 +61,8 @@ from vox3d.consistency import (  # noqa: E402
 from vox3d.paths import DATA_ROOT  # noqa: E402
 
 REAL = DATA_ROOT / "real"
-MP_PYTHON = ROOT / ".venv-mp" / "bin" / "python"
+from mp_landmarks import run_in_venv  # noqa: E402  (bench/ is sys.path[0])
+
 #: Tested persons (the folders of real/identity/).
 PERSONS = ("obama", "cremad1001")
 
@@ -117,22 +117,6 @@ def fit_all(frames: list[np.ndarray], face_model: str, threads: int) -> list[dic
     return out
 
 
-def run_mediapipe(frames: list[np.ndarray], work: Path) -> tuple[list[np.ndarray], str]:
-    """MediaPipe 468-point meshes per clip ``(F, 468, 3)`` (NaN: no face) and its version,
-    through ``bench/mp_landmarks.py`` in ``.venv-mp``."""
-    src, dst = work / "frames.npz", work / "mediapipe.npz"
-    np.savez(src, **{f"clip{i}": f for i, f in enumerate(frames)})
-    subprocess.run(
-        [str(MP_PYTHON), str(ROOT / "bench" / "mp_landmarks.py"), str(src), str(dst)],
-        check=True,
-        stdout=sys.stderr,
-        env={**os.environ, "GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    src.unlink()
-    d = np.load(dst)
-    return [d[f"clip{i}"] for i in range(len(frames))], str(d["mediapipe_version"])
-
-
 def middle(idx: np.ndarray) -> int:
     """The middle entry of the kept-frame indices `idx`."""
     return int(idx[len(idx) // 2])
@@ -177,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     ict = fit_all(frames, "ict", args.threads)
     bfm = fit_all(frames, "bfm", args.threads)
     t_fit = time.perf_counter()
-    mp_lm, mp_version = run_mediapipe(frames, work)
+    mp_lm, mp_version = run_in_venv(frames, work)
     t_mp = time.perf_counter()
 
     labels = np.array([c.person for c in clips])

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-MP_PYTHON = ROOT / ".venv-mp" / "bin" / "python"
+from mp_landmarks import run_in_venv  # noqa: E402  (bench/ is sys.path[0])
 
 
 def kept_frames(out: Path):
@@ -59,20 +58,10 @@ def kept_frames(out: Path):
 
 
 def mediapipe(per: dict, work: Path) -> dict[str, np.ndarray]:
-    """MediaPipe meshes (N, 468, 3) per identity, cached in `work`."""
-    dst = work / "mp_corpus.npz"
+    """MediaPipe meshes (N, 468, 3) per identity (``bench/mp_landmarks.py``)."""
     keys = list(per)
-    if not dst.exists():
-        src = work / "mp_frames.npz"
-        np.savez(src, **{f"clip{i}": per[k]["img"] for i, k in enumerate(keys)})
-        subprocess.run(
-            [str(MP_PYTHON), str(ROOT / "bench" / "mp_landmarks.py"), str(src), str(dst)],
-            check=True,
-            stdout=sys.stderr,
-        )
-        src.unlink()
-    d = np.load(dst)
-    return {k: d[f"clip{i}"] for i, k in enumerate(keys)}
+    meshes, _ = run_in_venv([per[k]["img"] for k in keys], work)
+    return dict(zip(keys, meshes, strict=True))
 
 
 def main(argv: list[str] | None = None) -> int:
