@@ -17,14 +17,13 @@ table that no longer matches what ``make run`` produces fails CI.
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vox3d import io  # noqa: E402
-from vox3d.docblocks import read_block, replace_block  # noqa: E402
+from vox3d.docblocks import sync_block  # noqa: E402
 
 BLOCK = "default_corpus"
 
@@ -137,25 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--check", type=Path, help="compare with the block in this markdown file")
     g.add_argument("--write", type=Path, help="replace the block in this markdown file")
     a = ap.parse_args(argv)
-    text = render(a.out_dir)
-    if a.write:
-        replace_block(a.write, BLOCK, text)
-        print(f"{a.write}: block {BLOCK} written")
-        return 0
-    if a.check:
-        have = read_block(a.check, BLOCK)
-        if have == text:
-            print(f"{a.check}: block {BLOCK} matches {a.out_dir}")
-            return 0
-        sys.stdout.writelines(
-            difflib.unified_diff(
-                have.splitlines(True), text.splitlines(True), f"{a.check} ({BLOCK})", f"{a.out_dir}"
-            )
-        )
-        print(f"{a.check}: block {BLOCK} is stale (rerun with --write)")
-        return 1
-    sys.stdout.write(text)
-    return 0
+    return sync_block(BLOCK, render(a.out_dir), str(a.out_dir), a.check, a.write)
 
 
 if __name__ == "__main__":

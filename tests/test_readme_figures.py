@@ -20,7 +20,10 @@ from tiny_workflow import ROOT, run_snakemake
 from vox3d import docblocks
 
 #: Block name -> the bench script that prints it.
-GENERATORS = {"default_corpus": ROOT / "bench" / "default_corpus.py"}
+GENERATORS = {
+    "default_corpus": ROOT / "bench" / "default_corpus.py",
+    "projection": ROOT / "bench" / "projection.py",
+}
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
@@ -53,6 +56,27 @@ def test_block_round_trip_and_errors(tmp_path):
     doc.write_text("<!-- bench:t -->\nno end\n")
     with pytest.raises(ValueError, match="no closing line"):
         docblocks.read_block(doc, "t")
+
+
+def test_cluster_projection_matches_the_throughput_file(tmp_path):
+    """docs/cluster.md's VoxCeleb2 projection is what bench/projection.py prints from
+    vox3d/data/throughput.json; a changed measurement makes the committed block stale."""
+    import json
+
+    script = GENERATORS["projection"]
+    doc = ROOT / "docs" / "cluster.md"
+    ok = subprocess.run([sys.executable, str(script), "--check", str(doc)], capture_output=True)
+    assert ok.returncode == 0, ok.stdout.decode()[-3000:]
+    data = json.loads((ROOT / "vox3d" / "data" / "throughput.json").read_text())
+    data["measurements"]["fit_gpu"]["value"] = 1000.0  # a 45x slower GPU fit
+    changed = tmp_path / "throughput.json"
+    changed.write_text(json.dumps(data))
+    stale = subprocess.run(
+        [sys.executable, str(script), "--throughput", str(changed), "--check", str(doc)],
+        capture_output=True,
+        text=True,
+    )
+    assert stale.returncode == 1 and "stale" in stale.stdout
 
 
 def _fake_run(out: Path, ratio: str) -> None:

@@ -4,8 +4,10 @@ it by the tests, so a figure in the README cannot drift from what the script pri
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import sys
 from pathlib import Path
 
 from vox3d.io import write_text_atomic
@@ -48,3 +50,33 @@ def replace_block(path: str | os.PathLike, name: str, body: str) -> None:
     text = Path(path).read_text(encoding="utf-8")
     start, end = _span(text, name, path)
     write_text_atomic(path, text[:start] + body + text[end:])
+
+
+def sync_block(
+    name: str,
+    text: str,
+    source: str,
+    check: str | os.PathLike | None = None,
+    write: str | os.PathLike | None = None,
+) -> int:
+    """A generator script's exit status: print `text` (neither file given), replace block
+    `name` of `write` with it, or compare it with block `name` of `check` (prints a diff and
+    returns 1 when stale).  `source` names what the text was made from, for the messages."""
+    if write is not None:
+        replace_block(write, name, text)
+        print(f"{write}: block {name} written")
+        return 0
+    if check is not None:
+        have = read_block(check, name)
+        if have == text:
+            print(f"{check}: block {name} matches {source}")
+            return 0
+        sys.stdout.writelines(
+            difflib.unified_diff(
+                have.splitlines(True), text.splitlines(True), f"{check} ({name})", source
+            )
+        )
+        print(f"{check}: block {name} is stale (rerun with --write)")
+        return 1
+    sys.stdout.write(text)
+    return 0
