@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     from vox3d.fit import ICT_REGRESSOR_JSON
     from vox3d.identities import (
         calibrated_identity,
+        calibrated_posterior_std,
         load_identity_calibration,
         robust_identity_shape,
     )
@@ -145,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
         fit_identity,
         load_mp_correspondence,
         mediapipe_observations,
-        posterior_std,
     )
     from vox3d.safeload import load_pickle
 
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         joint_reg.append(
             fit_identity(
                 fm, vertex, obs, valid, sigma, prior_mean=cal_c,
-                prior_std=posterior_std(cal, len(c)),
+                prior_std=calibrated_posterior_std(cal, len(c)),
             ).id_coef
         )  # fmt: skip
     rows.append(("ours ICT, joint fit to MediaPipe", "mm", ict_mesh_vectors(joint) * vscale, n_mp))

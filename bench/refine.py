@@ -12,7 +12,7 @@ the fit stage kept (:func:`vox3d.refine.fit_identity`, one identity for all its 
 * ``joint: mediapipe``: MediaPipe's 468 points through the learned correspondence
   (``vox3d/data/mediapipe468_ict.json``), prior N(0, 1);
 * ``joint: mediapipe + regressor prior``: the same points, prior = the workflow's
-  calibrated identity and its posterior std (:func:`vox3d.refine.posterior_std`).
+  calibrated identity and its posterior std (:func:`vox3d.identities.calibrated_posterior_std`).
 
 Scored against the ground truth by :func:`vox3d.fit_accuracy.accuracy_table` (held-out
 identities as the workflow splits them; the mean face and a shuffled assignment are
@@ -77,13 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     from vox3d import fit_accuracy as fa
     from vox3d.face_model import load_face_model
     from vox3d.fit import ICT_REGRESSOR_JSON
-    from vox3d.identities import load_identity_calibration
+    from vox3d.identities import calibrated_posterior_std, load_identity_calibration
     from vox3d.params import ict_layout
     from vox3d.refine import (
         fit_identity,
         load_mp_correspondence,
         mediapipe_observations,
-        posterior_std,
         regressor_observations,
         subsample_vertices,
     )
@@ -140,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             "joint: mediapipe + regressor prior",
             ident,
             lambda i=ident: mediapipe_observations(mp[i], corr, model),
-            (robust[ident], posterior_std(calib, int(n_frames[ident]))),
+            (robust[ident], calibrated_posterior_std(calib, int(n_frames[ident]))),
         )
     rng = np.random.default_rng(0)
     order = sorted(robust)

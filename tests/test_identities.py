@@ -207,7 +207,12 @@ def _slope(x, y):
 
 
 def test_calibrated_identity_is_the_posterior_mean():
-    from vox3d.identities import calibrated_frames, calibrated_gain, calibrated_identity
+    from vox3d.identities import (
+        calibrated_frames,
+        calibrated_gain,
+        calibrated_identity,
+        calibrated_posterior_std,
+    )
 
     t = CAL_TRUTH
     s, v, rho, s2 = t["s"], t["v"], t["rho"], t["sigma"] ** 2
@@ -232,6 +237,10 @@ def test_calibrated_identity_is_the_posterior_mean():
         # and it beats the plain frame mean in squared error (per mode)
         mse_cal = np.mean((est - theta) ** 2, 0)
         assert (mse_cal <= np.mean((means - theta) ** 2, 0) + 1e-9).all()
+        # its posterior std is the spread of the truth around it (below the prior's sigma)
+        post = calibrated_posterior_std(t, n)
+        np.testing.assert_allclose((theta - est).std(0), post, rtol=0.03)
+        assert (post < t["sigma"]).all()
     # rho = 0: the slope on the truth tends to 1 as N grows; rho = 1: N does not matter
     c0 = {**t, "rho": np.zeros(4)}
     g = [calibrated_gain(c0, n) * s for n in (1, 10, 100, 10_000)]

@@ -499,16 +499,24 @@ class AreSelection:
     note: str = ""
 
 
-def _local_pairs(model: FaceModel, pairs: dict[str, tuple[int, int] | None], topology: str):
+def local_vertex_index(model: FaceModel, full_index) -> np.ndarray:
+    """Positions ``(P,) int64`` in `model`'s vertices of full-source-topology vertex indices
+    `full_index` ``(P,)``; -1 where a vertex is not in the model's subset."""
     src = model.vertex_index if model.vertex_index is not None else np.arange(model.n_vertices)
     pos = np.full(int(src.max()) + 1, -1, dtype=np.int64)
     pos[src] = np.arange(len(src))
+    full = np.asarray(full_index, dtype=np.int64).reshape(-1)
+    inside = (full >= 0) & (full < len(pos))
+    return np.where(inside, pos[np.where(inside, full, 0)], -1)
+
+
+def _local_pairs(model: FaceModel, pairs: dict[str, tuple[int, int] | None], topology: str):
     out = {}
     for key, p in pairs.items():
         if p is None:
             out[key] = None
             continue
-        ij = [int(pos[i]) if 0 <= i < len(pos) else -1 for i in p]
+        ij = [int(i) for i in local_vertex_index(model, p)]
         if min(ij) < 0:
             raise ValueError(f"ARE pair {key!r} {tuple(p)} is outside the {topology} topology")
         out[key] = (ij[0], ij[1])

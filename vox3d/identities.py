@@ -272,14 +272,28 @@ def _calibration_arrays(calib: Mapping) -> dict[str, np.ndarray]:
     return arr
 
 
+def _mean_noise(c: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    """Variance (K,) ``v (rho + (1 - rho) / n)`` of the noise of a mean of `n` >= 1 frames."""
+    if n < 1:
+        raise ValueError(f"need n >= 1 frames, got {n}")
+    return c["v"] * (c["rho"] + (1 - c["rho"]) / n)
+
+
 def calibrated_gain(calib: Mapping, n: int) -> np.ndarray:
     """Per-mode factor (K,) ``s sigma^2 / (s^2 sigma^2 + v (rho + (1 - rho) / n))`` that
     turns the bias-corrected mean of `n` >= 1 frames into the posterior mean of theta."""
-    if n < 1:
-        raise ValueError(f"need n >= 1 frames, got {n}")
     c = _calibration_arrays(calib)
-    s, v, rho, s2 = c["s"], c["v"], c["rho"], c["sigma"] ** 2
-    return s * s2 / (s * s * s2 + v * (rho + (1 - rho) / n))
+    s, s2 = c["s"], c["sigma"] ** 2
+    return s * s2 / (s * s * s2 + _mean_noise(c, n))
+
+
+def calibrated_posterior_std(calib: Mapping, n: int) -> np.ndarray:
+    """Posterior std (K,) of theta given the mean of `n` >= 1 frames (the model of
+    :func:`calibrated_gain`): ``sqrt(sigma^2 noise / (s^2 sigma^2 + noise))``."""
+    c = _calibration_arrays(calib)
+    s, s2 = c["s"], c["sigma"] ** 2
+    noise = _mean_noise(c, n)
+    return np.sqrt(s2 * noise / (s * s * s2 + noise))
 
 
 def calibrated_identity(mean: np.ndarray, n: int, calib: Mapping) -> np.ndarray:

@@ -11,15 +11,16 @@ identity ``alpha (K,)`` shared by all frames and an expression ``beta_f (J,)`` p
 
 Objective (MAP under Gaussian priors, robust data term)::
 
-    sum_fp w_fp rho(|x_fp - y_fp| / (s_f sigma_p)) + sum_k ((alpha_k - m_k) / d_k)^2
+    sum_fp w_fp rho(|x_fp - y_fp| / (s0_f sigma_p)) + sum_k ((alpha_k - m_k) / d_k)^2
         + sum_f |beta_f / exp_std|^2
 
 ``rho`` is Huber's (squared inside ``huber_k`` noise units, linear outside) by iteratively
 reweighted least squares: each outer round fixes the weights from the last residuals and
 minimises the weighted squares with L-BFGS (float64).  Residuals are divided by the frame's
-scale (the starting pose's, held fixed), so ``sigma_p`` is in model units at the face (cm for ICT): a point MediaPipe places
-loosely (``sigma_cm`` of the correspondence) counts less.  A frame whose RMS
-residual exceeds ``frame_trim`` x the median frame's is dropped (weight 0) in later rounds.
+scale (``s0_f``, the starting pose's, held fixed), so ``sigma_p`` is in model units at the
+face (cm for ICT): a point MediaPipe places loosely (``sigma_cm`` of the correspondence)
+counts less.  A frame whose RMS residual exceeds ``frame_trim`` x the median frame's is
+dropped (weight 0) in later rounds.
 The identity prior is the model's (``m = 0``, ``d = id_std``) unless the caller gives one,
 e.g. the regressor's calibrated per-person estimate and its posterior spread.
 
@@ -81,16 +82,18 @@ def load_mp_correspondence(path: str | os.PathLike = MP468_ICT_JSON) -> Correspo
 
 
 def local_vertices(model, full_index: np.ndarray) -> np.ndarray:
-    """Indices into `model`'s vertices of full-topology vertex indices ``(P,)``."""
-    src = model.vertex_index if model.vertex_index is not None else np.arange(model.n_vertices)
-    pos = {int(v): i for i, v in enumerate(src)}
-    missing = [int(v) for v in full_index if int(v) not in pos]
-    if missing:
+    """Indices into `model`'s vertices of full-topology vertex indices ``(P,)``
+    (:func:`vox3d.face_model.local_vertex_index`); an error for any outside the subset."""
+    from vox3d.face_model import local_vertex_index
+
+    local = local_vertex_index(model, full_index)
+    missing = np.asarray(full_index).reshape(-1)[local < 0]
+    if len(missing):
         raise ValueError(
-            f"{len(missing)} corresponded vertices (e.g. {missing[:3]}) are not in the "
+            f"{len(missing)} corresponded vertices (e.g. {missing[:3].tolist()}) are not in the "
             f"{model.name} {model.subset_name!r} subset; load a larger subset"
         )
-    return np.array([pos[int(v)] for v in full_index], dtype=np.int64)
+    return local
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,13 @@ def fit_identity(
         x = s[:, None, None] * (v @ R.transpose(1, 2) @ flip.T) + trans[:, None]
         return (x - y) / s_ref[:, None, None], ((alpha / d0t) ** 2).sum(), (beta**2).sum()
 
+    def distances():
+        """Point distances ``(F, P)`` and per-frame RMS ``(F,)`` numpy, model units."""
+        r, _, _ = residuals()
+        cm = torch.sqrt((r * r).sum(-1))
+        rms = torch.sqrt((vmask * cm**2).sum(1) / vmask.sum(1).clamp(min=1))
+        return cm, rms.cpu().numpy()
+
     w = torch.as_tensor(fw[:, None], dtype=dt, device=dev) * vmask
     for _ in range(max(1, cfg.rounds)):
         opt = torch.optim.LBFGS(
@@ -250,12 +260,9 @@ def fit_identity(
 
         opt.step(closure)
         with torch.no_grad():
-            r, _, _ = residuals()
-            e = torch.sqrt((r * r).sum(-1)) * inv_sig  # noise units
+            cm, rms = distances()
+            e = cm * inv_sig  # noise units
             hub = torch.where(e <= cfg.huber_k, torch.ones_like(e), cfg.huber_k / e)
-            cm = torch.sqrt((r * r).sum(-1))
-            n = vmask.sum(1).clamp(min=1)
-            rms = torch.sqrt((vmask * cm**2).sum(1) / n).cpu().numpy()
             used = fw > 0
             med = float(np.median(rms[used]))
             fw = np.where(used & (rms <= cfg.frame_trim * med), 1.0, 0.0)
@@ -263,9 +270,7 @@ def fit_identity(
                 fw = used.astype(float)
             w = torch.as_tensor(fw[:, None], dtype=dt, device=dev) * vmask * hub
     with torch.no_grad():
-        r, _, _ = residuals()
-        cm = torch.sqrt((r * r).sum(-1))
-        rms = torch.sqrt((vmask * cm**2).sum(1) / vmask.sum(1).clamp(min=1)).cpu().numpy()
+        _, rms = distances()
         R = (_rodrigues(omega) @ R0t).cpu().numpy()
     return MultiFrameFit(
         id_coef=(m0 + alpha.detach().cpu().numpy()),
@@ -323,17 +328,6 @@ def subsample_vertices(n_vertices: int, n: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, n_vertices - 1, n)).astype(np.int64))
 
 
-def posterior_std(calib, n: int) -> np.ndarray:
-    """Posterior std ``(K,)`` of the calibrated identity of `n` frames
-    (:func:`vox3d.identities.calibrated_identity`'s Gaussian model)."""
-    from vox3d.identities import _calibration_arrays
-
-    c = _calibration_arrays(calib)
-    s, v, rho, sig = c["s"], c["v"], c["rho"], c["sigma"]
-    noise = v * (rho + (1 - rho) / max(1, n))
-    return np.sqrt(sig**2 * noise / (s**2 * sig**2 + noise))
-
-
 __all__ = [
     "Correspondence",
     "MultiFrameFit",
@@ -343,7 +337,6 @@ __all__ = [
     "load_mp_correspondence",
     "local_vertices",
     "mediapipe_observations",
-    "posterior_std",
     "regressor_observations",
     "subsample_vertices",
 ]
