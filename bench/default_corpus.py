@@ -7,8 +7,9 @@
 Reads ``OUT/fit/accuracy.tsv`` (the fit's identity accuracy against the truth),
 ``OUT/evaluate/metrics.tsv`` and ``OUT/evaluate/comparisons.tsv`` (the voice model and its
 baselines, paired bootstrap) of a ``make run`` on the embedded default corpus and prints
-three markdown tables.  The README holds them between ``<!-- bench:default_corpus -->``
-and ``<!-- /bench:default_corpus -->``; ``--check`` exits 1 (and shows the difference)
+three markdown tables; and the corpus's voice -> shape ceiling from
+``OUT/synthetic/ground_truth.h5``.  The README holds them between ``<!-- bench:default_corpus
+-->`` and ``<!-- /bench:default_corpus -->`` (the ceiling: block ``default_corpus_ceiling``); ``--check`` exits 1 (and shows the difference)
 when that block is not what this run prints, ``--write`` replaces the block.  The slow
 test ``tests/test_readme_figures.py`` runs the default workflow and ``--check``, so a
 table that no longer matches what ``make run`` produces fails CI.
@@ -127,6 +128,30 @@ def render(out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_ceiling(out: Path) -> str:
+    """The corpus's voice -> shape ceiling (attribute ``voice_ceiling`` of
+    ``OUT/synthetic/ground_truth.h5``, computed by the synthesize job)."""
+    import json
+
+    import h5py
+
+    path = out / "synthetic" / "ground_truth.h5"
+    if not path.is_file():
+        raise SystemExit(f"{path}: missing (run the default workflow first: make run)")
+    with h5py.File(path, "r") as f:
+        c = json.loads(f.attrs["voice_ceiling"])
+    return (
+        f"Voice -> shape ceiling (best linear predictor, {c['n_samples']:,.0f} simulated "
+        f"identities; `synthetic/ground_truth.h5`): R^2 {c['r2_coef']:.3f} on the identity "
+        f"coefficients, {c['r2_vertex']:.3f} on face-area vertices (gender alone: "
+        f"{c['r2_coef_gender']:.3f} / {c['r2_vertex_gender']:.3f}).\n"
+    )
+
+
+#: The README's blocks printed by this script: name -> text of a finished run.
+BLOCKS = {BLOCK: render, "default_corpus_ceiling": render_ceiling}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -136,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--check", type=Path, help="compare with the block in this markdown file")
     g.add_argument("--write", type=Path, help="replace the block in this markdown file")
     a = ap.parse_args(argv)
-    return sync_block(BLOCK, render(a.out_dir), str(a.out_dir), a.check, a.write)
+    rc = 0
+    for name, make in BLOCKS.items():
+        rc |= sync_block(name, make(a.out_dir), str(a.out_dir), a.check, a.write)
+    return rc
 
 
 if __name__ == "__main__":

@@ -17,6 +17,23 @@ import time
 import numpy as np
 
 
+def are_mean_face_ratios(fm, model) -> None:
+    """ER/FR/MR/CR of the ICT mean face under each ARE pair set (``evaluate.are_pairs``),
+    beside CMP's published mean-face ratios (BFM)."""
+    from vox3d.metrics import RATIOS, face_ratios
+
+    cmp = fm.CMP_MEAN_FACE_RATIOS
+    print(f"ARE ratios of the ICT mean face ({' / '.join(RATIOS)}):")
+    for which in fm.ARE_PAIR_SETS:
+        pairs = fm.select_are_pairs(model, which).pairs
+        r = face_ratios(model.mean[None], pairs)[0]
+        print(f"  {which:<14} " + " / ".join(f"{x:.3f}" for x in r))
+    print(
+        "  CMP (BFM mean) "
+        + " / ".join(f"{cmp[k]:.2f}" for k in ("ear", "forehead", "mid", "cheek"))
+    )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--archive", default=None, help="ICT-FaceKit archive or FaceXModel folder")
@@ -46,7 +63,9 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         m = fm.load_face_model("ict", path=a.archive, subset="face")
         print(f"load_face_model('ict', subset='face') from cache: {time.perf_counter() - t0:.3f} s")
+        full = fm.load_face_model("ict", path=a.archive)
         del arrays
+    are_mean_face_ratios(fm, full)
     rng = np.random.default_rng(0)
     ids = rng.normal(size=(a.batch, m.n_id)).astype(np.float32)
     exps = rng.uniform(0, 1, (a.batch, m.n_exp)).astype(np.float32)
