@@ -17,6 +17,9 @@
    64, crops 300-800 frames: ``BatchLoader`` (one tensor per batch, reused buffers; shared
    memory with workers) with 0 and 2 workers (the targets), next to the map-style
    ``DataLoader(store, batch_size=64, collate_fn=collate)`` and ``FeatureStore[i]``.
+5. The choices inside the log-mel energies: CPU time of blocks of 128 frames vs one
+   rfft over an utterance or over all recordings, float32 vs float64 spectra; the rfft of
+   one block in numpy / scipy, float32 / float64; the sparse vs a dense filterbank product.
 
 Every timing is repeated 3 times (interleaved; the machine is shared) and the median is
 printed with the load average (``os.getloadavg``) around it.
@@ -220,7 +223,8 @@ def bench_rtf(tmp: Path, repeats: int) -> None:
         p = tmp / f"{flac.stem}.wav"
         sf.write(p, pcm, sr, subtype="PCM_16")
         wavs.append(p)
-    # a shard-sized corpus: the 18 recordings 3 times = 54 utterances (shards hold 64 videos)
+    # a shard-sized corpus: every recording 3 times (19 recordings: 57 utterances; shards hold
+    # 64 videos)
     wavs = [w for w in wavs for _ in range(3)]
     items = []
     seconds = 0.0
@@ -464,6 +468,133 @@ def bench_reader(tmp: Path, kept: list, n_items: int, repeats: int) -> None:
     )
 
 
+# --------------------------------------------------------------------------------------
+# 5. log-mel variants (the choices of vox3d.fbank.filterbank_energies)
+# --------------------------------------------------------------------------------------
+def _cpu_median(jobs: dict, repeats: int) -> dict[str, float]:
+    """CPU seconds (median of `repeats`, interleaved, after one warm-up) of each job."""
+    for job in jobs.values():
+        job()
+    t: dict[str, list[float]] = {k: [] for k in jobs}
+    for _ in range(repeats):
+        for k, job in jobs.items():
+            c0 = time.process_time()
+            job()
+            t[k].append(time.process_time() - c0)
+    return {k: statistics.median(v) for k, v in t.items()}
+
+
+def bench_logmel(repeats: int) -> None:
+    import scipy.fft
+
+    wavs = sorted((CMP_DIR / "reference_fbank").glob("*.wav"))
+    pcms = [sf.read(w, dtype="int16")[0] for w in wavs]
+    pcms += [
+        sf.read(f, dtype="int16")[0]
+        for f in sorted((DATA_ROOT / "real" / "librispeech").glob("*/*/*.flac"))
+    ]
+    voiced = [fbank.remove_silence(p) for p in pcms]
+    shard = np.concatenate(voiced)
+    n_fr = sum(fbank.n_frames(v.size) for v in voiced)
+    saved = fbank.BLOCK_FRAMES
+    passes = 5  # each timing: 5 passes over the recordings
+
+    def blocks(n, precision="float64", sigs=voiced):
+        def run():
+            fbank.BLOCK_FRAMES = n
+            try:
+                for _ in range(passes):
+                    [fbank.log_mel_energies(v, precision=precision) for v in sigs]
+            finally:
+                fbank.BLOCK_FRAMES = saved
+
+        return run
+
+    whole = 1 << 40
+    jobs = {
+        "blocked64": blocks(saved),
+        "utt64": blocks(whole),
+        "shard64": blocks(whole, sigs=[shard]),
+        "blocked32": blocks(saved, "float32"),
+        "utt32": blocks(whole, "float32"),
+    }
+    t = _cpu_median(jobs, repeats)
+    print(
+        f"\n## 5. log-mel energies of {len(voiced)} recordings' voiced audio "
+        f"({n_fr} frames) x {passes}, CPU s, median of {repeats}, load average "
+        f"{os.getloadavg()[0]:.1f}"
+    )
+    rows = (
+        ("blocked64", f"float64, blocks of {saved} frames (default)"),
+        ("utt64", "float64, one rfft over all frames of an utterance"),
+        ("shard64", "float64, one rfft over all frames of all recordings"),
+        ("blocked32", f"float32 (scipy pocketfft), blocks of {saved} frames (default)"),
+        ("utt32", "float32, one rfft over all frames of an utterance"),
+    )
+    for k, label in rows:
+        print(f"{label:60s} {t[k]:7.3f} s  {t[k] / t['blocked64']:5.2f} of blocked float64")
+    print(
+        f"blocked vs one rfft per utterance: {100 * (1 - t['blocked64'] / t['utt64']):.0f}% less "
+        f"CPU (float64), {100 * (1 - t['blocked32'] / t['utt32']):.0f}% (float32); float32 "
+        f"spectra take {t['blocked32'] / t['blocked64']:.2f} of the float64 time"
+    )
+
+    # the FFT of one (128, 1024) block, and the filterbank product, by library and precision
+    rng = np.random.default_rng(0)
+    blk64 = np.zeros((saved, fbank.N_FFT))
+    blk64[:, : fbank.WIN_LENGTH] = rng.standard_normal((saved, fbank.WIN_LENGTH)) * 3000
+    blk32 = blk64.astype(np.float32)
+    n_calls = 1000
+
+    def loop(fn, x):
+        def run():
+            for _ in range(n_calls):
+                fn(x, axis=1)
+
+        return run
+
+    fft = _cpu_median(
+        {
+            "numpy64": loop(np.fft.rfft, blk64),
+            "numpy32": loop(np.fft.rfft, blk32),
+            "scipy64": loop(scipy.fft.rfft, blk64),
+            "scipy32": loop(scipy.fft.rfft, blk32),
+        },
+        repeats,
+    )
+    same = np.array_equal(np.fft.rfft(blk64, axis=1), scipy.fft.rfft(blk64, axis=1))
+    print(f"rfft of a ({saved}, {fbank.N_FFT}) block, ms per call:")
+    for k in ("numpy64", "numpy32", "scipy64", "scipy32"):
+        ms = fft[k] / n_calls * 1e3
+        print(
+            f"  {k[:5]} float{k[5:]}: {ms:6.3f} ms  {fft['numpy64'] / fft[k]:5.2f}x numpy float64"
+        )
+    print(
+        f"numpy float32 / float64 time: {fft['numpy32'] / fft['numpy64']:.1f}x; scipy float32 "
+        f"{fft['numpy64'] / fft['scipy32']:.1f}x faster than numpy float64; scipy float64 "
+        f"{'equal' if same else 'not equal'} to numpy float64"
+    )
+    sp, lo, hi = fbank._sparse_filters()
+    dense = np.ascontiguousarray(fbank.mel_filterbank()[lo:hi])
+    spec = np.fft.rfft(fbank.frame_signal(voiced[0]) * np.hamming(fbank.WIN_LENGTH), 1024)
+    power = np.square(spec.real[:, lo:hi]) + np.square(spec.imag[:, lo:hi])
+    prod = _cpu_median(
+        {
+            "sparse": lambda: [(sp @ power.T).T for _ in range(200)],
+            "dense": lambda: [power @ dense for _ in range(200)],
+        },
+        repeats,
+    )
+    e_sp, e_de = (sp @ power.T).T, power @ dense
+    rel = float(np.max(np.abs(e_de - e_sp) / np.maximum(np.abs(e_sp), 1e-300)))
+    print(
+        f"filterbank product of {power.shape[0]} frames: sparse {prod['sparse'] / 200 * 1e3:.3f} "
+        f"ms, dense BLAS {prod['dense'] / 200 * 1e3:.3f} ms CPU "
+        f"(dense / sparse {prod['dense'] / prod['sparse']:.2f}); max relative difference "
+        f"{rel:.2g} ({'bit-identical' if rel == 0 else 'not bit-identical'})"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats and reads")
@@ -480,6 +611,7 @@ def main() -> None:
         bench_layout(tmp, kept, n_reads=500 if a.quick else 2000)
         bench_float16(tmp, kept)
         bench_reader(tmp, kept, n_items=64 * (40 if a.quick else 200), repeats=1 if a.quick else 3)
+        bench_logmel(repeats=1 if a.quick else 3)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
 from vox3d.joblog import job_log
-from vox3d.regressor_data import main
+from vox3d.regressor_data import REGRESSOR_FLAGS, main
 
 if "snakemake" in globals():
     smk = globals()["snakemake"]
@@ -30,9 +30,8 @@ if "snakemake" in globals():
         "--n-exp", str(fm["n_exp"]),
         "--ict", str(smk.params.ict),
     ]  # fmt: skip
-    for key, flag in (("samples", "--n"), ("id_weight", "--id-weight"), ("widen", "--widen")):
-        if key in reg:  # optional settings (code defaults otherwise)
-            argv += [flag, str(reg[key])]
+    for key, flag in REGRESSOR_FLAGS.items():
+        argv += [flag, str(reg[key])]
     with job_log(smk.log[0]):
         rc = main(argv)
     if rc != 0:

@@ -215,3 +215,11 @@ def test_figure_check_catches_a_stale_figure(tmp_path):
     ]
     block = "<!-- bench:t -->\n9.99 `bench/results/a.txt`\n<!-- /bench:t -->\n"
     assert check(block) == []  # generated blocks are checked against their scripts instead
+
+
+def test_every_recorded_output_is_described():
+    """bench/results/README.md names every recorded output (what ran it, on which machine)."""
+    index = (RESULTS / "README.md").read_text(encoding="utf-8")
+    for f in sorted(RESULTS.iterdir()):
+        if f.name != "README.md":
+            assert f"`{f.name}`" in index, f"{f.name} is not described in bench/results/README.md"

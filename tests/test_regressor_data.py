@@ -200,3 +200,35 @@ def test_identity_geometry_matches_similarity_alignment(kit):
     msq = float(((aligned - ref) ** 2).sum(1).mean())
     assert d @ Q @ d == pytest.approx(msq, rel=0.02)
     assert d @ Q @ d < float((np.tensordot(d, basis, 1) ** 2).sum(1).mean())
+
+
+def test_rule_settings_are_those_of_the_committed_checkpoint():
+    """`snakemake train_regressor` with the repository's config retrains the committed ICT
+    regressor: every setting the rule passes (config ``fit.regressor``), every code default
+    it leaves alone (TrainConfig, RenderConfig) and the render codec equal what the committed
+    json records of its training run."""
+    import json
+    from dataclasses import asdict
+
+    from vox3d.config import load_config
+    from vox3d.ict_regressor import DEFAULT_CHECKPOINT, TrainConfig
+
+    reg = load_config()["fit"]["regressor"]
+    meta = json.loads(DEFAULT_CHECKPOINT.with_suffix(".json").read_text())
+    tr = meta["training"]
+    assert set(rd.REGRESSOR_FLAGS) <= set(reg)  # the rule forwards every one of them
+    assert reg["steps"] == meta["steps"] == meta["steps_done"]
+    assert (reg["batch_size"], reg["lr"], reg["id_weight"], reg["widen"], reg["device"]) == (
+        tr["batch_size"], tr["lr"], tr["id_weight"], tr["widen"], tr["device"]
+    )  # fmt: skip
+    assert reg["seed"] == tr["seed"] == meta["data_seed"] == meta["generator"]["seed"]
+    assert reg["samples"] == meta["train_samples_rendered"]
+    assert reg["codec"] == meta["codec"]
+    defaults = asdict(TrainConfig())
+    for key in ("weight_decay", "vertex_weight", "n_loss_vertices", "warmup_frac", "amp"):
+        assert defaults[key] == tr[key], key
+    gen = rd.RenderConfig(seed=reg["seed"]).as_dict()
+    recorded = dict(meta["generator"])
+    assert recorded.pop("codec") in ("auto", reg["codec"])  # "auto" resolved to jpeg there
+    gen.pop("codec")
+    assert gen == recorded

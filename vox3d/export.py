@@ -26,9 +26,9 @@ the extract stage is stored:
 
 * ``wav`` (default): IEEE-float 32-bit WAV, a bit-exact copy (64 kB per second of audio);
   loading it gives exactly the samples the features stage saw.
-* ``flac``: 24-bit FLAC, about half the size (measured on the default corpus: 52%), every
-  sample within 2**-23 (1.2e-7) of the extracted one: half a 24-bit step (2**-24) except at
-  +1.0 full scale, which 24-bit PCM cannot hold.
+* ``flac``: 24-bit FLAC, about half the size (53.1% on the default corpus,
+  ``bench/results/cpu_export.txt``), every sample within 2**-23 (1.2e-7) of the extracted
+  one: half a 24-bit step (2**-24) except at +1.0 full scale, which 24-bit PCM cannot hold.
 
 Pointing lhotse at the source videos instead (its ``AudioSource`` of type ``file`` on the
 mp4) writes nothing, but lhotse then decodes them itself, and measured on the default

@@ -938,6 +938,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", default=None, help="append the training curve (tsv)")
 
 
+#: Config ``fit.regressor`` keys passed to ``python -m vox3d.regressor_data all`` by rule
+#: ``train_regressor`` beside steps, batch size, lr, seed, device and workers.
+REGRESSOR_FLAGS = {"samples": "--n", "id_weight": "--id-weight", "widen": "--widen",
+                   "codec": "--codec"}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     from vox3d.fit import resolve_device
 
