@@ -9,7 +9,7 @@ made older than its outputs); then `snakemake -n` of the default target (`all`: 
 fit, features, train, evaluate and every other registered target, export included once its
 rules land) is timed, startup included.
 
-    .venv/bin/python bench/dag_vox2.py [--shard-size 64] [--profile profiles/slurm]
+    .venv/bin/python bench/dag_vox2.py [--shard-size N] [--profile profiles/slurm]
     .venv/bin/python bench/dag_vox2.py --utterances 20000   # a smaller run of the same shape
 """
 
@@ -70,13 +70,19 @@ def main() -> int:
     ap.add_argument("--utterances", type=int, default=VOX2_UTTERANCES)
     ap.add_argument("--videos", type=int, default=None, help="default: scaled like VoxCeleb2")
     ap.add_argument("--identities", type=int, default=None)
-    ap.add_argument("--shard-size", type=int, default=64)
+    ap.add_argument(
+        "--shard-size", type=int, default=None, help="default: config.yaml's shard_size"
+    )
     ap.add_argument("--profile", default=None, help="also pass --profile (e.g. profiles/slurm)")
     ap.add_argument("--target", default=None, help="default: the default target (all)")
     ap.add_argument(
         "--keep", default=None, help="folder to write the manifest into once and reuse after"
     )
     a = ap.parse_args()
+    if a.shard_size is None:
+        from vox3d.config import load_config
+
+        a.shard_size = int(load_config()["shard_size"])
     scale = a.utterances / VOX2_UTTERANCES
     n_vid = a.videos or max(1, round(VOX2_VIDEOS * scale))
     n_id = a.identities or max(2, round(VOX2_IDENTITIES * scale))
