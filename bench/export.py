@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import io
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -45,6 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import header  # noqa: E402
 from vox3d.export import HF_FILES, LHOTSE_FILES, StageInputs, audio_relpath, collect  # noqa: E402
 from vox3d.extract import ExtractShard  # noqa: E402
 
@@ -52,21 +51,6 @@ BIN = Path(sys.executable).parent
 #: VoxCeleb2's hours of audio (Chung, Nagrani, Zisserman, Interspeech 2018).
 VOX2_HOURS = 2442
 EXPORT_RULES = ("export_audio", "export_lhotse", "export_hf", "export_card")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def header() -> str:
-    now = datetime.datetime.now(datetime.UTC).strftime("%a %b %d %H:%M:%S UTC %Y")
-    return f"# {now}, {cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}"
 
 
 def tree_bytes(root: Path) -> tuple[int, int]:

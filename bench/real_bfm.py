@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -44,6 +42,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import header  # noqa: E402
 from vox3d.paths import DATA_ROOT  # noqa: E402
 
 REAL = DATA_ROOT / "real"
@@ -62,21 +61,6 @@ STAGES = {
     "evaluate": "evaluate + figures",
     "figures": "evaluate + figures",
 }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def header() -> str:
-    now = datetime.datetime.now(datetime.UTC).strftime("%a %b %d %H:%M:%S UTC %Y")
-    return f"# {now}, {cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}"
 
 
 def tsv(path: Path) -> list[dict[str, str]]:
