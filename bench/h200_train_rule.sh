@@ -765,7 +765,7 @@ cp "$L/rule.out" "$OUT/rule.out" 2>/dev/null; cp "$L/rule.err" "$OUT/rule.err" 2
 CDEV=$("$PY" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')" 2>/dev/null || echo cpu)
 CT=$(( 592 - $(el) )); [ "$CT" -gt 150 ] && CT=150; [ "$CT" -lt 5 ] && CT=5
 say "=== comparison (at most $CT s)"
-timeout "$CT" "$PY" "$B_DIR/compare.py" "$W" vox3d/data/ict_regressor.pth "$ICT" "$CDEV" > "$OUT/compare.txt" 2>&1
+PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" timeout "$CT" "$PY" "$B_DIR/compare.py" "$W" vox3d/data/ict_regressor.pth "$ICT" "$CDEV" > "$OUT/compare.txt" 2>&1
 cat "$OUT/compare.txt"
 read -r TOTAL NRUNS < <("$PY" -c "import json,sys; h=json.load(open(sys.argv[1])); print(round(sum(x['wall_s'] for x in h)), len(h))" "$RR/phases.json" 2>/dev/null || echo "? ?")
 say "=== summary"

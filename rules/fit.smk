@@ -174,7 +174,7 @@ rule train_regressor:
     threads: config["fit"]["regressor"]["workers"] + 1
     resources:
         # the cache is held in memory (and on the GPU) while training: ~43 KB a sample,
-        # 13 GB for 300,000; about 25 min on one H200 with 16 cores (bench/h200_regressor.sh)
+        # max RSS 21.6 GB for 250,000; 571 s on one H100, 16 cores (bench/results/h100_train_rule.txt)
         mem_mb=24000,
         disk_mb=16000,
         runtime=60,

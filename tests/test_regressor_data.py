@@ -12,12 +12,15 @@ from vox3d import regressor_data as rd
 from vox3d import synth
 
 #: sha256 of the draws of a tiny corpus (2 identities, seed 3, 1.2 s clips: identities, one
-#: video spec, one utterance track), pinned from vox3d/synth.py at the commit that shares
-#: it with the regressor's renderer.  Draws are seeded numpy arithmetic, so they are the
-#: same bytes on any x86-64 machine.  The rendered frames go through the compiled
-#: rasterizer and BLAS, whose last bits vary with the CPU (an exact frame hash pinned on
-#: one machine failed on another), so frames are pinned by their grey-level means below.
-DRAWS_DIGEST = "484c411b293e9ef580d1d55043c29b64ae6bc3e8ea48430393f02ae486734977"
+#: video spec, one utterance track), each value rounded to float32 first.  The draws are
+#: seeded numpy arithmetic, but numpy's transcendental functions take CPU-specific SIMD
+#: paths (AVX-512 on an Intel Xeon, AVX2 on an AMD EPYC) whose float64 results differ in the
+#: last bits: the float64 digest pinned on the Intel machine failed on the AMD one.  Rounded
+#: to float32, last-bit differences vanish (unless a value sits on a float32 rounding
+#: boundary).  Pinned on the AMD EPYC; not yet checked on an Intel CPU.  The rendered frames
+#: go through the compiled rasterizer and BLAS, whose last bits vary with the CPU too, so
+#: frames are pinned by their grey-level means below.
+DRAWS_DIGEST = "d44a070e86eb323a305fb80f66d08a103c888e8bb70c28bc5d19b6cf8ac36e00"
 #: per frame of the five: mean grey level (0-255) and mean absolute horizontal difference
 #: (sharpness; camera shake forced on frame 3).
 FRAME_MEANS = [
@@ -31,6 +34,11 @@ def kit():
         return rd.Kit.load(rd.RenderConfig(codec="jpeg", shard_size=3))
     except Exception as e:  # the ICT archive is a shared asset
         pytest.skip(f"ICT-FaceKit not available: {e}")
+
+
+def _bytes(v) -> bytes:
+    """A draw's bytes at float32 precision (see DRAWS_DIGEST)."""
+    return np.asarray(v, np.float64).astype(np.float32).tobytes()
 
 
 def _corpus_digest(S) -> tuple[str, list[list[float]]]:
@@ -51,7 +59,7 @@ def _corpus_digest(S) -> tuple[str, list[list[float]]]:
             [p.hair, p.hairline_cm, p.albedo_seed, p.mouth_gain],
             p.voice.as_vector(),
         ):
-            h.update(np.asarray(v, np.float64).tobytes())
+            h.update(_bytes(v))
         h.update((p.name + p.nationality + p.gender).encode())
     p = ids[1]
     spec = S.draw_video(cfg, p, 0)
@@ -62,10 +70,10 @@ def _corpus_digest(S) -> tuple[str, list[list[float]]]:
         spec.mean_euler_deg,
         [spec.scale_px_per_cm, spec.background_seed, spec.small],
     ):
-        h.update(np.asarray(v, np.float64).tobytes())
+        h.update(_bytes(v))
     tr = S.draw_utterance(cfg, rig, p, spec, 0)
     for v in (tr.euler_deg, tr.exp, tr.voicing, tr.blur_px, tr.scale, tr.center):
-        h.update(np.asarray(v, np.float64).tobytes())
+        h.update(_bytes(v))
     bg = S.background(spec)
     col = S.albedo(rig, p)
     light = S.make_light(spec)
