@@ -19,30 +19,22 @@ corpus figure within 20% of the renders' one).
 from __future__ import annotations
 
 import argparse
-import ast
 import glob
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vox3d.ict_regressor import DEFAULT_CHECKPOINT  # noqa: E402
+from vox3d.ict_regressor import DEFAULT_CHECKPOINT, read_checkpoint_meta  # noqa: E402
 
 N_MODES = 10
-
-
-def _value(meta: dict, key: str):
-    """A json entry that older checkpoints stored as a Python-literal string."""
-    v = meta[key]
-    return ast.literal_eval(v) if isinstance(v, str) else v
 
 
 def renders_report(meta: dict) -> dict:
     """Print the stored training facts and held-out accuracy; return the held-out dict."""
     tr = meta["training"]
-    acc = _value(meta, "heldout_accuracy")
-    cal = _value(meta, "identity_calibration")
+    acc = meta["heldout_accuracy"]
+    cal = meta["identity_calibration"]
     print(
         f"training: {meta['steps_done']} steps x {tr['batch_size']} on {tr['device']} "
         f"(torch {meta['torch']}), widen {tr['widen']}, id_weight {tr['id_weight']}, "
@@ -101,12 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     ap.add_argument("--out-dir", default=None, help="a finished default run (make run)")
     a = ap.parse_args(argv)
-    path = os.path.splitext(a.checkpoint)[0] + ".json"
-    try:
-        with open(path, encoding="utf-8") as fh:
-            meta = json.load(fh)
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"{path}: cannot read the checkpoint's json ({e})") from e
+    meta = read_checkpoint_meta(a.checkpoint)
     print(f"checkpoint: {a.checkpoint} (sha256 {meta['sha256'][:12]})")
     acc = renders_report(meta)
     if a.out_dir is None:
