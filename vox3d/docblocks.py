@@ -16,6 +16,8 @@ _OPEN = "<!-- bench:{} -->"
 _CLOSE = "<!-- /bench:{} -->"
 #: Any block opening line; group 1 is the block's name.
 OPEN_RE = re.compile(r"^<!-- bench:([A-Za-z0-9_.-]+) -->$", re.M)
+#: Any block closing line; group 1 is the block's name.
+CLOSE_RE = re.compile(r"^<!-- /bench:([A-Za-z0-9_.-]+) -->$", re.M)
 
 
 def _span(text: str, name: str, path: str | os.PathLike) -> tuple[int, int]:

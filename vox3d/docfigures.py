@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from vox3d.docblocks import CLOSE_RE, OPEN_RE
+
 #: A cited recorded bench output; group 1 is the file name under bench/results/.
 CITE_RE = re.compile(r"bench/results/([A-Za-z0-9_.\-]+[A-Za-z0-9_])")
 _CODE_RE = re.compile(r"`[^`]*`")
@@ -31,8 +33,6 @@ _NUM_RE = re.compile(
     r"(?![\w.]?\d)"
 )
 _FILE_NUM_RE = re.compile(r"(?<![\w.])(\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?)")
-_BLOCK_OPEN = re.compile(r"^<!-- bench:[A-Za-z0-9_.-]+ -->$")
-_BLOCK_CLOSE = re.compile(r"^<!-- /bench:[A-Za-z0-9_.-]+ -->$")
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,10 @@ def claims(text: str) -> list[Claim]:
             in_fence = not in_fence
         elif in_fence:
             continue
-        elif _BLOCK_OPEN.match(s):
+        elif OPEN_RE.match(s):
             flush()
             in_block = True
-        elif _BLOCK_CLOSE.match(s):
+        elif CLOSE_RE.match(s):
             in_block = False
         elif in_block:
             continue
