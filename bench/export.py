@@ -28,7 +28,6 @@ folder by default, removed at the end).  Prints:
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import os
 import shutil
@@ -46,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import header  # noqa: E402
 from vox3d.export import HF_FILES, LHOTSE_FILES, StageInputs, audio_relpath, collect  # noqa: E402
 from vox3d.extract import ExtractShard  # noqa: E402
+from vox3d.io import read_tsv  # noqa: E402
 
 BIN = Path(sys.executable).parent
 #: VoxCeleb2's hours of audio (Chung, Nagrani, Zisserman, Interspeech 2018).
@@ -210,8 +210,7 @@ def workflow_jobs(out: Path, work: Path, repeat: int) -> list[dict]:
         wall = timed(cmd, ROOT)
         jobs = {}
         for rule in EXPORT_RULES:
-            with open(copy / "benchmarks" / "export" / f"{rule}.tsv", newline="") as fh:
-                jobs[rule] = float(next(csv.DictReader(fh, delimiter="\t"))["s"])
+            jobs[rule] = float(read_tsv(copy / "benchmarks" / "export" / f"{rule}.tsv")[0]["s"])
         runs.append(
             {
                 "wall": wall,
@@ -330,8 +329,7 @@ def run(out: Path, videos: Path, work: Path, repeat: int) -> None:
     if all((own / f"{k}.tsv").is_file() for k in EXPORT_RULES):
         xs = {}
         for k in EXPORT_RULES:
-            with open(own / f"{k}.tsv", newline="") as fh:
-                xs[k] = float(next(csv.DictReader(fh, delimiter="\t"))["s"])
+            xs[k] = float(read_tsv(own / f"{k}.tsv")[0]["s"])
         print(
             "for comparison, the run's own export jobs (OUT/benchmarks/export/, load unknown): "
             + ", ".join(f"{k} {v:.2f}" for k, v in xs.items())

@@ -13,7 +13,6 @@ average around it (numbers taken on a loaded machine are slower than the machine
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import shutil
 import subprocess
@@ -24,6 +23,9 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from vox3d.io import read_tsv  # noqa: E402
 
 
 def rule_seconds(out_dir: Path) -> dict[str, tuple[int, float]]:
@@ -31,10 +33,9 @@ def rule_seconds(out_dir: Path) -> dict[str, tuple[int, float]]:
     acc: dict[str, list] = defaultdict(lambda: [0, 0.0])
     for tsv in sorted((out_dir / "benchmarks").rglob("*.tsv")):
         rule = tsv.relative_to(out_dir / "benchmarks").parts[0]
-        with open(tsv, newline="") as fh:
-            for row in csv.DictReader(fh, delimiter="\t"):
-                acc[rule][0] += 1
-                acc[rule][1] += float(row["s"])
+        for row in read_tsv(tsv):
+            acc[rule][0] += 1
+            acc[rule][1] += float(row["s"])
     return {k: (v[0], v[1]) for k, v in acc.items()}
 
 

@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import header  # noqa: E402
+from vox3d.io import read_tsv  # noqa: E402
 from vox3d.paths import DATA_ROOT  # noqa: E402
 
 REAL = DATA_ROOT / "real"
@@ -61,11 +62,6 @@ STAGES = {
     "evaluate": "evaluate + figures",
     "figures": "evaluate + figures",
 }
-
-
-def tsv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh, delimiter="\t"))
 
 
 def _s(x) -> str:
@@ -92,7 +88,7 @@ def rule_seconds(out: Path) -> dict[str, list[float]]:
     for p in sorted((out / "benchmarks").rglob("*.tsv")):
         d = p.parent.name
         rule = d if d.endswith("_shard") else p.stem
-        for r in tsv(p):
+        for r in read_tsv(p):
             acc[rule].append(float(r["s"]))
     return dict(acc)
 
@@ -114,8 +110,8 @@ def report_outputs(out: Path, cfg: dict, genders: dict[str, str]) -> None:
     clips = sorted(
         str(p.relative_to(REAL / "voxceleb")) for p in (REAL / "voxceleb").rglob("*.mp4")
     )
-    ex = {r["shard"]: r for r in tsv(out / "extract" / "stats.tsv")}["total"]
-    ex_rej = tsv(out / "extract" / "rejects.tsv")
+    ex = {r["shard"]: r for r in read_tsv(out / "extract" / "stats.tsv")}["total"]
+    ex_rej = read_tsv(out / "extract" / "rejects.tsv")
     fps = cfg["extract"]["frame_rate"]
     print(
         f"extract: {ex['extracted']} of {len(clips)} clips extracted ({ex['videos']} in the "
@@ -123,9 +119,9 @@ def report_outputs(out: Path, cfg: dict, genders: dict[str, str]) -> None:
         f"{ex['frames']} frames at {fps:g} fps, {float(ex['audio_s']):.1f} s of audio"
     )
 
-    fs = {r["shard"]: r for r in tsv(out / "fit" / "stats.tsv")}["total"]
+    fs = {r["shard"]: r for r in read_tsv(out / "fit" / "stats.tsv")}["total"]
     reasons = [c for c in fs if c not in ("shard", "videos", "videos_rejected", "frames", "kept")]
-    fit_rej = tsv(out / "fit" / "rejects.tsv")
+    fit_rej = read_tsv(out / "fit" / "rejects.tsv")
     n_kept: dict[str, int] = {}
     for shard in sorted((out / "fit").glob("shard-*.h5")):
         with h5py.File(shard, "r") as f:
@@ -160,10 +156,10 @@ def report_outputs(out: Path, cfg: dict, genders: dict[str, str]) -> None:
     for shard in sorted((out / "features").glob("shard-*.h5")):
         with h5py.File(shard, "r") as f:
             feats |= {_s(v) for v in f["index/video"][()]}
-    ft_rej = tsv(out / "features" / "rejects.tsv")
+    ft_rej = read_tsv(out / "features" / "rejects.tsv")
     print(f"features: {len(feats)} of {len(clips)} utterances, {len(ft_rej)} rejected")
 
-    split = tsv(out / "train" / "split.tsv")
+    split = read_tsv(out / "train" / "split.tsv")
     train = sorted(r["identity"] for r in split if r["set"] == "train")
     val = sorted(r["identity"] for r in split if r["set"] == "val")
     tcfg = cfg["train"]
@@ -171,10 +167,11 @@ def report_outputs(out: Path, cfg: dict, genders: dict[str, str]) -> None:
         f"split ({tcfg['split']}, val_fraction {tcfg['val_fraction']}): {len(train)} training, "
         f"{len(val)} held out: " + ", ".join(f"{i} ({genders.get(i) or '?'})" for i in val)
     )
-    log = list(csv.DictReader(open(out / "train" / "log.csv", newline="")))
+    with open(out / "train" / "log.csv", newline="") as fh:
+        log = list(csv.DictReader(fh))
     print(f"train: {tcfg['steps']} steps (train/log.csv last step {log[-1].get('step', '?')})")
 
-    rows = tsv(out / "evaluate" / "metrics.tsv")
+    rows = read_tsv(out / "evaluate" / "metrics.tsv")
     print(
         f"\nevaluate/metrics.tsv (target_space {rows[0]['target_space']}, {rows[0]['n_identities']} held-out identities):"
     )

@@ -42,6 +42,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from vox3d.io import read_tsv  # noqa: E402
+
 #: Below this max RSS (MiB) a job is taken to have ended before the benchmark's first
 #: sample of the job's script (what was measured is the shell that started it).
 SHELL_RSS_MIB = 16.0
@@ -104,8 +106,7 @@ def read_benchmark(path: Path) -> dict[str, float] | None:
     """The last row of a Snakemake benchmark TSV as numbers (NA: None), or None if absent."""
     if not path.is_file():
         return None
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
+    rows = read_tsv(path)
     if not rows:
         return None
 
@@ -128,16 +129,14 @@ def size_mb(path: Path) -> float:
 def shard_info(out_dir: Path, shard: str) -> dict[str, float]:
     """Videos and seconds of video of a shard (its manifest rows), frames (extract stats)."""
     info = {"videos": 0, "video_s": 0.0, "frames": float("nan")}
-    with open(out_dir / "shards" / f"{shard}.tsv", newline="") as f:
-        for row in csv.DictReader(f, delimiter="\t"):
-            info["videos"] += 1
-            info["video_s"] += float(row["duration_s"] or 0)
+    for row in read_tsv(out_dir / "shards" / f"{shard}.tsv"):
+        info["videos"] += 1
+        info["video_s"] += float(row["duration_s"] or 0)
     stats = out_dir / "extract" / "stats.tsv"
     if stats.is_file():
-        with open(stats, newline="") as f:
-            for row in csv.DictReader(f, delimiter="\t"):
-                if row["shard"] == shard:
-                    info["frames"] = float(row["frames"])
+        for row in read_tsv(stats):
+            if row["shard"] == shard:
+                info["frames"] = float(row["frames"])
     return info
 
 
