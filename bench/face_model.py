@@ -2,7 +2,8 @@
 
 Prints the time to parse the ICT-FaceKit archive (100 identity + 53 expression OBJs of
 26,719 vertices) into an empty cache, the cached load time, and the time of a batched
-``vertices`` call in numpy and torch (CPU, 1 thread).
+``vertices`` call in numpy and torch (CPU, 1 thread); and the ARE ratios of the ICT mean
+face under each pair set, beside CMP's.
 
     PYTHONPATH=. python bench/face_model.py [--archive PATH] [--batch 256]
 """
@@ -17,16 +18,23 @@ import time
 import numpy as np
 
 
-def are_mean_face_ratios(fm, model) -> None:
-    """ER/FR/MR/CR of the ICT mean face under each ARE pair set (``evaluate.are_pairs``),
-    beside CMP's published mean-face ratios (BFM)."""
-    from vox3d.metrics import RATIOS, face_ratios
+def mean_face_ratios(model) -> dict[str, np.ndarray]:
+    """ER/FR/MR/CR ``(4,)`` of `model`'s mean face under each ARE pair set
+    (``evaluate.are_pairs``: :data:`vox3d.face_model.ARE_PAIR_SETS`)."""
+    from vox3d import face_model as fm
+    from vox3d.metrics import face_ratios
 
-    cmp = fm.CMP_MEAN_FACE_RATIOS
+    mean = np.asarray(model.mean, np.float64)
+    return {w: face_ratios(mean, fm.select_are_pairs(model, w).pairs) for w in fm.ARE_PAIR_SETS}
+
+
+def print_mean_face_ratios(model) -> None:
+    """:func:`mean_face_ratios` beside CMP's published mean-face ratios (BFM)."""
+    from vox3d.face_model import CMP_MEAN_FACE_RATIOS as cmp
+    from vox3d.metrics import RATIOS
+
     print(f"ARE ratios of the ICT mean face ({' / '.join(RATIOS)}):")
-    for which in fm.ARE_PAIR_SETS:
-        pairs = fm.select_are_pairs(model, which).pairs
-        r = face_ratios(model.mean[None], pairs)[0]
+    for which, r in mean_face_ratios(model).items():
         print(f"  {which:<14} " + " / ".join(f"{x:.3f}" for x in r))
     print(
         "  CMP (BFM mean) "
@@ -63,9 +71,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         m = fm.load_face_model("ict", path=a.archive, subset="face")
         print(f"load_face_model('ict', subset='face') from cache: {time.perf_counter() - t0:.3f} s")
-        full = fm.load_face_model("ict", path=a.archive)
         del arrays
-    are_mean_face_ratios(fm, full)
+    print_mean_face_ratios(m)
     rng = np.random.default_rng(0)
     ids = rng.normal(size=(a.batch, m.n_id)).astype(np.float32)
     exps = rng.uniform(0, 1, (a.batch, m.n_exp)).astype(np.float32)

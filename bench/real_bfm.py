@@ -36,7 +36,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import h5py
-import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,18 +191,16 @@ def _ci(r: dict[str, str], c: str, fmt: str) -> str:
 
 
 def ict_ratios() -> None:
+    from bench.face_model import mean_face_ratios
     from vox3d import face_model as fm
-    from vox3d.metrics import face_ratios
     from vox3d.paths import ICT_FACEKIT
 
     if not ICT_FACEKIT.exists():
         print("ICT mean-face ratios: ICT-FaceKit asset missing")
         return
     m = fm.load_face_model("ict", subset="face", n_id=10, n_exp=0)
-    v = m.mean.astype(np.float64)
     print("\nICT mean-face ratios ER/FR/MR/CR (vox3d.metrics.face_ratios):")
-    for name in ("cmp", "landmark_rule"):
-        r = face_ratios(v, fm.select_are_pairs(m, name).pairs)
+    for name, r in mean_face_ratios(m).items():
         print(f"  evaluate.are_pairs {name}: " + "/".join(f"{x:.2f}" for x in r))
     c = fm.CMP_MEAN_FACE_RATIOS
     print("  CMP's own (vox3d.face_model.CMP_MEAN_FACE_RATIOS): "
