@@ -2,6 +2,7 @@
 
     python bench/fit_stage.py --quick                    # CPU here (1 thread)
     python bench/fit_stage.py --device cuda              # H100: batch 1024, fp32 and bf16
+    python bench/fit_stage.py --device cuda --face-model ict   # the ICT regressor instead of mb05
 
 What runs is the stage's own loop minus HDF5: an in-memory stand-in for the extract
 shard (videos of 224x224 RGB frames made from the 3 reference crops of
@@ -43,6 +44,9 @@ def _args(argv):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (torch)")
     ap.add_argument("--data", help="folder laid out like ../shared/data (sets VOX3D_DATA)")
+    ap.add_argument("--face-model", default="bfm", choices=("bfm", "ict"),
+                    help="bfm: the original mb05; ict: the ICT regressor (the default workflow's)")
+    ap.add_argument("--ict-regressor", help="ICT checkpoint (default: vox3d/data/ict_regressor.pth)")
     return ap.parse_args(argv)
 
 
@@ -53,12 +57,15 @@ class MemoryShard:
         self._frames = videos
         self._fps = fps
         self.videos = [
-            {"video": f"bench/{i:05d}.mp4", "identity": "bench", "frame_count": len(v)}
+            {"video": f"bench/{i:05d}.mp4", "identity": "bench", "frame_count": len(v),
+             "height": v.shape[1], "width": v.shape[2]}
             for i, v in enumerate(videos)
-        ]
+        ]  # fmt: skip
 
-    def frames(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._frames[i], np.arange(len(self._frames[i])) / self._fps
+    def frames(self, i: int, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Frames ``start:stop`` of video ``i`` (RGB uint8) and their times (s)."""
+        stop = len(self._frames[i]) if stop is None else stop
+        return self._frames[i][start:stop], np.arange(start, stop) / self._fps
 
 
 def make_videos(n_frames: int, per_video: int, black_every: int) -> list[np.ndarray]:
@@ -126,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     # reference: CPU, fp32, cv2 path if cv2 is there
     k = min(a.parity_frames, n)
     par_shard = MemoryShard([np.concatenate(videos)[:k]])
-    ref_cfg = FitConfig(face_model="bfm", device="cpu", batch_size=32)
+    fm = {"face_model": a.face_model, "ict_regressor": a.ict_regressor}
+    ref_cfg = FitConfig(**fm, device="cpu", batch_size=32)
     ref_fitter = Fitter(ref_cfg, tensor_path=not have_cv2)
+    print(f"regressor: {a.face_model}, {os.path.relpath(ref_fitter.model_file)}")
     if have_cv2:
         ref = ref_fitter.fit_frames(list(par_shard.frames(0)[0]))
     else:
@@ -136,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nparity on {k} frames vs CPU {'cv2 path' if have_cv2 else 'tensor path'}")
     rows = []
     for p in precs:
-        cfg = FitConfig(face_model="bfm", device=dev, batch_size=bsz, precision=p)
+        cfg = FitConfig(**fm, device=dev, batch_size=bsz, precision=p)
         fitter = Fitter(cfg, tensor_path=True)
         got = run_stage(fitter, par_shard, bsz)
         same = ~np.isnan(ref["score"])
