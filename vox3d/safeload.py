@@ -92,16 +92,6 @@ def load_pickle(path: str | os.PathLike) -> Any:
         raise BadModelFileError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from e
 
 
-def load_pickle_bytes(data: bytes, source: str = "<bytes>") -> Any:
-    """Like :func:`load_pickle` for an in-memory pickle (e.g. a member of an archive)."""
-    try:
-        return _RestrictedUnpickler(io.BytesIO(data), source).load()
-    except BadModelFileError:
-        raise
-    except Exception as e:
-        raise BadModelFileError(f"{source}: not a readable pickle ({type(e).__name__}: {e})") from e
-
-
 def load_torch(path: str | os.PathLike, map_location: str = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` with errors that name the file."""
     import torch

@@ -486,11 +486,6 @@ class VoiceMapping:
         return np.asarray(s, dtype=np.float64)
 
 
-def linear_voice_features(voice: VoiceParams) -> np.ndarray:
-    """The face-linked voice features ``(6,)``: ``vtl_cm, log f0, log ratio_1..4``."""
-    return np.array([voice.vtl_cm, math.log(voice.f0_hz), *np.log(np.asarray(voice.formant_ratio))])
-
-
 def voice_from_identity(
     z: np.ndarray, gender: str, mapping: VoiceMapping, rng: np.random.Generator
 ) -> VoiceParams:
