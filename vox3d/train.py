@@ -385,34 +385,6 @@ def evaluate_loss(
     return {k: v / len(bank) for k, v in sums.items()}
 
 
-def _tqdm():
-    """tqdm, or a silent stand-in where it is not installed (bare GPU boxes)."""
-    try:
-        from tqdm import tqdm
-
-        return tqdm
-    except ImportError:
-
-        class _Bar:
-            def __init__(self, *a, **k):
-                pass
-
-            def update(self, n=1):
-                pass
-
-            def set_postfix(self, **k):
-                pass
-
-            def close(self):
-                pass
-
-            @staticmethod
-            def write(msg):
-                print(msg, file=sys.stderr)
-
-        return _Bar
-
-
 def _summary_writer(log_dir: Path, purge_step: int | None):
     """A TensorBoard SummaryWriter, or a no-op stand-in where tensorboard is missing."""
     try:
@@ -481,7 +453,7 @@ def target_stats(coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _train_loop(cfg, bank, targets, out, ckpt_dir, dev, val_bank, val_coef, meta, progress) -> dict:
-    tqdm = _tqdm()
+    from tqdm import tqdm
 
     coef = np.asarray(targets.coef, dtype=np.float32)
     used = np.unique(bank.ids)
