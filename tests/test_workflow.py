@@ -94,6 +94,7 @@ def test_whole_workflow_on_a_tiny_synthetic_corpus(tmp_path):
     import pyarrow.parquet as pq
     from lhotse import RecordingSet
 
+    from vox3d.export import utterance_id
     from vox3d.extract import ExtractShard
 
     exp = out / "voxceleb3d"
@@ -103,10 +104,25 @@ def test_whole_workflow_on_a_tiny_synthetic_corpus(tmp_path):
     assert utts and {u["identity"]: u["split"] for u in utts} == split
     recs = RecordingSet.from_file(exp / "lhotse" / "recordings.jsonl.gz").with_path_prefix(exp)
     assert sorted(recs.ids) == [u["utterance_id"] for u in utts]
+    # Every utterance of the first extract shard that has a voice (not in the features'
+    # rejects) and a shape (its identity is in identities.h5) must be exported, with the
+    # extracted audio; the others must not be.
+    with open(out / "features" / "rejects.tsv", newline="") as fh:
+        no_voice = {r["path"] for r in csv.DictReader(fh, delimiter="\t")}
     with ExtractShard(out / "extract" / "shard-00000.h5") as sh:
-        uid = sh.videos[0]["video"].rsplit(".", 1)[0]
-        if uid in recs.ids:
-            assert (recs[uid].load_audio()[0] == sh.audio(0)).all()
+        wanted = [
+            i
+            for i, v in enumerate(sh.videos)
+            if v["video"] not in no_voice and v["identity"] in fitted
+        ]
+        assert wanted, "no utterance of extract/shard-00000.h5 has both a voice and a shape"
+        exported = set(recs.ids)
+        for i, v in enumerate(sh.videos):
+            uid = utterance_id(v["video"])
+            assert (uid in exported) == (i in wanted), (uid, i in wanted)
+        for i in wanted:
+            uid = utterance_id(sh.videos[i]["video"])
+            assert (recs[uid].load_audio()[0] == sh.audio(i)).all(), uid
     card = (exp / "README.md").read_text()
     assert "## Accuracy of the 3D shapes" in card and "Measured on this build" in card
 
