@@ -2,11 +2,14 @@
 
 The data (``../shared/data`` beside the repository, or ``$VOX3D_DATA``) is required: a
 missing folder fails the tests that need it with a message saying where it should be.
+A test needing particular files says so with :func:`require` (in its body or a fixture)
+or the ``shared_data(path, ...)`` mark; either fails, never skips, naming the missing file.
 Stage-specific fixtures live in the stages' own test files.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,34 @@ from vox3d.paths import DATA_ROOT, TDDFA_DIR, TDDFA_EXAMPLES
 
 #: The 10 real VoxCeleb2 clips of real/voxceleb (see real/MANIFEST.md).
 N_REAL_CLIPS = 10
+
+
+def require(*paths: str | os.PathLike) -> None:
+    """Fail the calling test (never skip it) when a shared data file or folder is missing.
+
+    The message names the first missing path and says where the shared data should be.
+    """
+    for path in paths:
+        if not Path(path).exists():
+            pytest.fail(
+                f"missing shared data: {path} (the tests need the project's shared data "
+                f"folder at {DATA_ROOT}: ../shared/data beside the repository, or set "
+                "VOX3D_DATA to its location)",
+                pytrace=False,
+            )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "shared_data(*paths): the test needs these shared data files; fails when one is missing",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Apply :func:`require` to the paths of every ``shared_data`` mark of `item`."""
+    for mark in item.iter_markers(name="shared_data"):
+        require(*mark.args)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from vox3d import params as P
 from vox3d.paths import BFM_TRI, ICT_FACEKIT, PARAM_MEAN_STD
 from vox3d.safeload import BadModelFileError, UnsafeFileError, load_pickle
 
-needs_ict = pytest.mark.skipif(not ICT_FACEKIT.exists(), reason="ICT-FaceKit asset missing")
+needs_ict = pytest.mark.shared_data(ICT_FACEKIT)
 
 
 @pytest.fixture(scope="module")

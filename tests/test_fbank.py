@@ -23,7 +23,7 @@ TABLE = {
     "pcavs00086_00086": (76_160, 1000),
     "pcavs00373_00373": (73_600, 1000),
 }
-needs_ref = pytest.mark.skipif(not REF.is_dir(), reason="shared reference_fbank data absent")
+needs_ref = pytest.mark.shared_data(REF)
 
 
 def _pcm(name: str) -> np.ndarray:

@@ -18,7 +18,7 @@ from vox3d.io import read_tsv
 from vox3d.paths import CMP_DIR, DATA_ROOT
 
 REF = CMP_DIR / "reference_fbank"
-pytestmark = pytest.mark.skipif(not REF.is_dir(), reason="shared reference_fbank data absent")
+pytestmark = pytest.mark.shared_data(REF)
 
 
 def assert_like_reference(got: np.ndarray, ref: np.ndarray) -> None:

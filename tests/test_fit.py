@@ -9,6 +9,7 @@ import time
 import h5py
 import numpy as np
 import pytest
+from conftest import require
 from extract_shards import write_extract_shard  # noqa: E402
 
 from vox3d import paths
@@ -16,20 +17,15 @@ from vox3d.fit import FitConfig, Fitter, StageClock, fit_shard, write_fit_tables
 from vox3d.io import read_tsv
 from vox3d.quality import REASON_CODE, REASONS
 
-needs_tddfa = pytest.mark.skipif(
-    not (paths.FACEBOXES_WEIGHTS.is_file() and paths.MB05_WEIGHTS.is_file()),
-    reason="3DDFA-V2 assets not found under VOX3D_DATA",
-)
+needs_tddfa = pytest.mark.shared_data(paths.FACEBOXES_WEIGHTS, paths.MB05_WEIGHTS)
 
 
 @pytest.fixture(scope="module")
 def gen_model():
     from vox3d.ict_regressor import build_gen_model
 
-    try:
-        return build_gen_model(8, 4)
-    except Exception as e:  # the ICT archive is a shared asset
-        pytest.skip(f"ICT-FaceKit not available: {e}")
+    require(paths.ICT_FACEKIT)
+    return build_gen_model(8, 4)
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +136,7 @@ def test_empty_shard_and_unreadable_video(tmp_path, random_checkpoint):
     """A shard with no videos and one whose frames cannot be read: no crash, rejects."""
     ext = tmp_path / "shard-00002.h5"
     write_extract_shard(ext, [])
-    if not paths.FACEBOXES_WEIGHTS.is_file():
-        pytest.skip("FaceBoxes weights not found")
+    require(paths.FACEBOXES_WEIGHTS)
     cfg = _ict_cfg(random_checkpoint)
     fitter = Fitter(cfg)
     stats = fit_shard(ext, tmp_path / "empty.h5", cfg, fitter=fitter, progress=False)
@@ -185,8 +180,8 @@ def test_real_no_face_videos_become_rejects(tmp_path):
         "idbad/clip/no_face_background.mp4": real / "bad" / "no_face_background.mp4",
     }
     good = sorted((real / "voxceleb").glob("id06811/*/*.mp4"))
-    if not all(p.is_file() for p in srcs.values()) or not good:
-        pytest.skip("shared real clips not found")
+    require(*srcs.values())
+    assert good, f"no shared real clip of id06811 under {real / 'voxceleb'}"
     srcs["id06811/clip/00001.mp4"] = good[0]
     vids = tmp_path / "videos"
     for rel, src in srcs.items():
@@ -244,16 +239,14 @@ def _decode(path, n, step=10):
 
 
 @needs_tddfa
-def test_tensor_path_matches_cpu_path_on_real_frames(tmp_path):
+def test_tensor_path_matches_cpu_path_on_real_frames(tmp_path, real_clips):
     """Real VoxCeleb2 frames, two-face frames (one of another size, which closes a batch),
     black frames: the tensor path (device cpu) gives the reference path's outputs."""
     import cv2
 
     from vox3d.regressor import load_param_mean_std
 
-    clips = sorted((paths.DATA_ROOT / "real" / "voxceleb").glob("*/*/*.mp4"))[:3]
-    if len(clips) < 3:
-        pytest.skip("shared real clips not found")
+    clips = real_clips[:3]
     real = [_decode(c, 3) for c in clips]
     assert all(r.shape[1:] == (224, 224, 3) for r in real)
     a, b = real[0][0], real[1][0]

@@ -7,17 +7,17 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import require
 
 from vox3d import ict_regressor as ir
 from vox3d.params import ict_layout, to_image
+from vox3d.paths import ICT_FACEKIT
 
 
 @pytest.fixture(scope="module")
 def gm():
-    try:
-        return ir.build_gen_model(6, 3)
-    except Exception as e:  # the ICT archive is a shared asset
-        pytest.skip(f"ICT-FaceKit not available: {e}")
+    require(ICT_FACEKIT)
+    return ir.build_gen_model(6, 3)
 
 
 def test_samples_deterministic_and_distinct(gm):

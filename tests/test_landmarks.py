@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import require
 
 from vox3d import landmarks as lmk
 
@@ -51,17 +52,13 @@ def _random_fan(path):
 def test_fit_with_fan_landmarks(tmp_path, monkeypatch):
     from vox3d import paths
 
-    if not paths.FACEBOXES_WEIGHTS.is_file():
-        pytest.skip("FaceBoxes weights not found")
+    require(paths.FACEBOXES_WEIGHTS, paths.ICT_FACEKIT)
     from test_fit import write_extract_shard
 
     from vox3d.fit import FitConfig, Fitter, fit_shard
     from vox3d.ict_regressor import GenConfig, build_gen_model, render_frame
 
-    try:
-        gm = build_gen_model(8, 4)
-    except Exception as e:
-        pytest.skip(f"ICT-FaceKit not available: {e}")
+    gm = build_gen_model(8, 4)
     ckpt_dir = tmp_path / "hub" / "checkpoints"
     ckpt_dir.mkdir(parents=True)
     _random_fan(ckpt_dir / lmk.FAN_FILE)

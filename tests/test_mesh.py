@@ -41,7 +41,7 @@ def test_obj_without_colours_and_errors(tmp_path):
         mesh.save_ply(tmp_path / "x.ply", V, T, C[:2])
 
 
-@pytest.mark.skipif(not ICT_FACEKIT.exists(), reason="ICT-FaceKit asset missing")
+@pytest.mark.shared_data(ICT_FACEKIT)
 def test_cli_ict_params_to_obj_and_png(tmp_path, capsys):
     from vox3d.cli import main
     from vox3d.face_model import load_face_model

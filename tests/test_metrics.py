@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import require
 
 from vox3d import metrics
 
@@ -177,8 +178,7 @@ def ict_face():
     from vox3d.face_model import load_face_model
     from vox3d.paths import ICT_FACEKIT
 
-    if not ICT_FACEKIT.exists():
-        pytest.skip("ICT-FaceKit asset missing")
+    require(ICT_FACEKIT)
     return load_face_model("ict", subset="face", n_id=10, n_exp=0)
 
 

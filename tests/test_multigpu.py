@@ -8,15 +8,14 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+from conftest import require
 from extract_shards import write_extract_shard  # noqa: E402
 
 from vox3d import paths
 from vox3d.fit import FitConfig, fit_shard
 from vox3d.multigpu import clean_boundaries, devices_for, fit_shard_multi, split_videos
 
-needs_assets = pytest.mark.skipif(
-    not paths.FACEBOXES_WEIGHTS.is_file(), reason="FaceBoxes weights not found under VOX3D_DATA"
-)
+needs_assets = pytest.mark.shared_data(paths.FACEBOXES_WEIGHTS)
 
 
 def _host_chunks(counts: list[int], bs: int) -> list[list[int]]:
@@ -74,12 +73,10 @@ def test_devices_for_env_hook():
 
 @pytest.fixture(scope="module")
 def face_frames():
-    try:
-        from vox3d.ict_regressor import GenConfig, build_gen_model, render_frame
+    from vox3d.ict_regressor import GenConfig, build_gen_model, render_frame
 
-        gm = build_gen_model(8, 4)
-    except Exception as e:  # the ICT archive is a shared asset
-        pytest.skip(f"ICT-FaceKit not available: {e}")
+    require(paths.ICT_FACEKIT)
+    gm = build_gen_model(8, 4)
     cfg = GenConfig(n_id=8, n_exp=4, yaw_deg=20, pitch_deg=8, roll_deg=4)
     return np.stack([render_frame(gm, cfg, i, degrade=False).image for i in range(4)])
 

@@ -32,7 +32,7 @@ from tiny_workflow import ROOT, run_snakemake
 from vox3d.paths import BFM_TRI, DATA_ROOT, ICT_FACEKIT, PARAM_MEAN_STD
 from vox3d.safeload import load_pickle
 
-needs_ict = pytest.mark.skipif(not ICT_FACEKIT.exists(), reason="ICT-FaceKit asset missing")
+needs_ict = pytest.mark.shared_data(ICT_FACEKIT)
 REAL = DATA_ROOT / "real"
 
 

@@ -306,7 +306,7 @@ def test_bad_arguments_raise():
         render(v, t, np.zeros((2, 3)), size=(8, 8))
 
 
-@pytest.mark.skipif(not ICT_FACEKIT.exists(), reason="ICT-FaceKit asset missing")
+@pytest.mark.shared_data(ICT_FACEKIT)
 def test_ict_face_matches_reference_lit():
     from vox3d import params as P
     from vox3d.face_model import load_face_model
