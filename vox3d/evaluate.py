@@ -519,11 +519,12 @@ def run_evaluate(
     training's reason) in the ``note`` column.
     """
     import h5py
+    import torch
 
     from vox3d import train as vdata
     from vox3d.io import atomic_path, write_tsv
     from vox3d.split import check_split, read_split
-    from vox3d.train import resolve_device
+    from vox3d.torch_setup import resolve_device
     from vox3d.voice_model import load_model
 
     settings = dict(settings or {})
@@ -531,7 +532,7 @@ def run_evaluate(
     seed = int(settings.get("seed", 0))
     scale = settings.get("alignment", "rigid") == "similarity"
     max_frames = int(settings.get("max_frames", 0))
-    dev = str(resolve_device(device))
+    dev = str(torch.device(resolve_device(device, "evaluate.device")))
 
     model, meta = load_model(model_path)
     space = str(meta.get("target_space", "mesh"))

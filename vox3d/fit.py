@@ -57,6 +57,7 @@ import numpy as np
 
 from vox3d.params import TDDFA_LAYOUT, ParamLayout, ict_layout, pose_to_srt, rotation_to_euler
 from vox3d.quality import REASONS, Thresholds, choose_face, classify, count_reasons
+from vox3d.torch_setup import resolve_device
 
 STAGE = "fit"
 #: Frames are read from an extract shard in pieces of at most this many frames and bytes,
@@ -130,18 +131,6 @@ class FitConfig:
         return TDDFA_LAYOUT if self.face_model == "bfm" else ict_layout(self.n_id, self.n_exp)
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is an
-    error naming the setting."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("fit.device is 'cuda' but torch sees no CUDA device; use auto or cpu")
-    return device
-
-
 # --------------------------------------------------------------------------------------
 # models
 
@@ -198,7 +187,7 @@ class Fitter:
         #: per-step seconds of :meth:`fit_batch_tensor` when set (see :class:`StageClock`)
         self.clock: StageClock | None = None
         self._reg_graph = None  # CUDA graph runner of the regressor (built on first use)
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_device(cfg.device, "fit.device")
         self.tensor_path = self.device == "cuda" if tensor_path is None else bool(tensor_path)
         if self.device == "cpu":
             torch.set_num_threads(max(1, cfg.threads))

@@ -1,4 +1,5 @@
-"""Process-level torch set-up: the oneMKL vector-math warm-up that keeps CPU results exact.
+"""Process-level torch set-up: the oneMKL vector-math warm-up that keeps CPU results exact,
+and :func:`resolve_device`, the one reading of a ``device`` setting (``auto | cpu | cuda``).
 
 Why: torch's CPU build routes contiguous float unary ops (``sqrt``, ``exp``, ``log``,
 ``sin``, ``asin``, ``tanh``, ...) to the oneMKL vector-math library (VML) it bundles
@@ -132,6 +133,20 @@ def install() -> None:
         warm_up(torch)
     elif _HOOK not in sys.meta_path:
         sys.meta_path.insert(0, _HOOK)
+
+
+def resolve_device(device: str, setting: str = "device") -> str:
+    """The torch device name a ``device`` setting asks for: ``auto`` -> ``cuda`` when torch
+    sees a GPU, else ``cpu``; any other name is returned as given, but ``cuda`` without a
+    GPU is an error naming `setting` (e.g. ``"fit.device"``).  Callers that want a
+    ``torch.device`` wrap the name: ``torch.device(resolve_device(...))``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"{setting} is 'cuda' but torch sees no CUDA device; use auto or cpu")
+    return device
 
 
 def race_storm(

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from vox3d.io import save_torch_atomic, write_text_atomic
+from vox3d.torch_setup import resolve_device
 from vox3d.voice_model import ModelConfig, VoiceToShape, build_model
 
 #: Named schedules.  ``paper``: the CMP schedule (Adam 2e-4, betas 0.5/0.999, batch 64,
@@ -346,14 +347,6 @@ LOG_COLUMNS = (
 )
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
-    return torch.device(device)
-
-
 def _write_log_csv(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, delimiter=",", lineterminator="\n")
@@ -429,7 +422,7 @@ def train(
     out = Path(out_dir)
     ckpt_dir = out / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(device)
+    dev = torch.device(resolve_device(device, "train.device"))
     if threads:
         torch.set_num_threads(threads)
     was_deterministic = torch.are_deterministic_algorithms_enabled()

@@ -46,10 +46,10 @@ def predict_coefficients(audio: str | Path, checkpoint: str | Path, device: str 
     import torch
 
     from vox3d import fbank
-    from vox3d.train import resolve_device
+    from vox3d.torch_setup import resolve_device
     from vox3d.voice_model import load_model
 
-    dev = resolve_device(device)
+    dev = torch.device(resolve_device(device, "--device"))
     model, meta = load_model(checkpoint)
     feats = np.asarray(fbank.file_features(str(audio)).stored(), dtype=np.float32)
     if feats.ndim != 2 or feats.shape[1] != model.cfg.n_bands or len(feats) == 0:
