@@ -7,9 +7,10 @@ import hashlib
 
 import numpy as np
 import pytest
+from conftest import require
 
+from vox3d import paths, synth
 from vox3d import regressor_data as rd
-from vox3d import synth
 
 #: sha256 of the draws of a tiny corpus (2 identities, seed 3, 1.2 s clips: identities, one
 #: video spec, one utterance track), each value rounded to float32 first.  The draws are
@@ -30,10 +31,8 @@ FRAME_MEANS = [
 
 @pytest.fixture(scope="module")
 def kit():
-    try:
-        return rd.Kit.load(rd.RenderConfig(codec="jpeg", shard_size=3))
-    except Exception as e:  # the ICT archive is a shared asset
-        pytest.skip(f"ICT-FaceKit not available: {e}")
+    require(paths.ICT_FACEKIT)  # a shared asset: missing = a failure naming it
+    return rd.Kit.load(rd.RenderConfig(codec="jpeg", shard_size=3))
 
 
 def _bytes(v) -> bytes:

@@ -73,6 +73,7 @@ from pathlib import Path
 import numpy as np
 
 from vox3d.params import CROP_SIZE
+from vox3d.torch_setup import resolve_device
 
 #: Offset added to the data seed of every draw (see the module docstring).
 REGDATA_SEED_OFFSET = 10**9
@@ -568,7 +569,6 @@ def render_cache(
     """
     from dataclasses import replace
 
-    from vox3d.fit import resolve_device
     from vox3d.io import main_not_reimported, write_text_atomic
 
     out = Path(out)
@@ -591,7 +591,7 @@ def render_cache(
     write_text_atomic(mp, json.dumps(meta, indent=1, sort_keys=True) + "\n")
     n_shards = math.ceil(n / cfg.shard_size)
     todo = [k for k in range(n_shards) if not shard_path(out, k).is_file()]
-    dev = resolve_device(device)
+    dev = resolve_device(device, "fit.regressor.device")
     t0 = time.time()
     kit = Kit.load(cfg)
     _KIT.update(kit=kit, n=n, out=out)
@@ -945,8 +945,6 @@ REGRESSOR_FLAGS = {"samples": "--n", "id_weight": "--id-weight", "widen": "--wid
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vox3d.fit import resolve_device
-
     p = argparse.ArgumentParser(
         prog="python -m vox3d.regressor_data", description=__doc__.split("\n")[0]
     )
@@ -982,7 +980,7 @@ def main(argv: list[str] | None = None) -> int:
         _common(q)
         q.add_argument("--time-budget", type=float, default=None, help="seconds; resumable")
     a = p.parse_args(argv)
-    a.device = resolve_device(a.device)
+    a.device = resolve_device(a.device, "--device")
     if a.cmd in ("render", "all"):
         cfg = RenderConfig(
             n_id=a.n_id, n_exp=a.n_exp, seed=a.seed, codec=a.codec, shard_size=a.shard_size,
