@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from tiny_workflow import TINY  # noqa: E402
 
-from vox3d.evaluate import face_model_settings  # noqa: E402
+from vox3d.face_model import face_model_settings  # noqa: E402
 from vox3d.train import run_train  # noqa: E402
 
 

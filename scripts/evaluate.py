@@ -3,7 +3,8 @@
 import _repo  # noqa: F401  (puts the repository on sys.path)
 import torch
 
-from vox3d.evaluate import face_model_settings, run_evaluate
+from vox3d.evaluate import run_evaluate
+from vox3d.face_model import face_model_settings
 from vox3d.joblog import job_log
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)

@@ -3,7 +3,7 @@
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
 from vox3d import figures
-from vox3d.evaluate import face_model_settings
+from vox3d.face_model import face_model_settings
 from vox3d.joblog import job_log
 from vox3d.split import read_meta
 

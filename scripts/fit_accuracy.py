@@ -4,7 +4,7 @@ vox3d.fit_accuracy (and vox3d.identity_figures for the figure)."""
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
-from vox3d.evaluate import face_model_settings
+from vox3d.face_model import face_model_settings
 from vox3d.fit_accuracy import run_fit_accuracy
 from vox3d.joblog import job_log
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import _repo  # noqa: F401  (puts the repository on sys.path)
 import torch
 
-from vox3d.evaluate import face_model_settings
+from vox3d.face_model import face_model_settings
 from vox3d.joblog import job_log
 from vox3d.train import run_train
 

@@ -182,7 +182,8 @@ def _write_inputs(tmp_path, n_ids=12, k=6, seed=0):
 @pytest.mark.slow
 def test_train_evaluate_figures_on_stage_formats(tmp_path):
     from vox3d import figures
-    from vox3d.evaluate import face_model_from_config, run_evaluate
+    from vox3d.evaluate import run_evaluate
+    from vox3d.face_model import face_model_from_config
     from vox3d.io import read_tsv
     from vox3d.train import run_train
 
@@ -344,7 +345,8 @@ def test_parameter_metrics_perfect_model_mean_and_gender_baselines():
 
 
 def test_target_space_resolution():
-    from vox3d.evaluate import NO_MESH_NOTE, mesh_available, resolve_target_space
+    from vox3d.evaluate import NO_MESH_NOTE, resolve_target_space
+    from vox3d.face_model import mesh_available
 
     assert mesh_available({"name": "ict"}) and not mesh_available({"name": "bfm", "path": None})
     assert mesh_available({"name": "bfm", "path": "/x/bfm_noneck_v3.pkl"})

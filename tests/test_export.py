@@ -508,7 +508,7 @@ def test_git_commit(tmp_path):
 
 def test_fit_accuracy_against_a_known_truth(out_dir, tmp_path):
     """A ground truth equal to the fitted shapes gives zero error; the mean face does not."""
-    from vox3d.evaluate import face_model_settings
+    from vox3d.face_model import face_model_settings
 
     ref = _identities(out_dir)
     ids = sorted(ref)

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 from tiny_workflow import ROOT, TINY, run_snakemake  # noqa: E402
+
+from vox3d.fit import ICT_REGRESSOR, ICT_REGRESSOR_JSON
 
 
 def _snakemake(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -27,7 +32,13 @@ def _snakemake(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def test_whole_workflow_on_a_tiny_synthetic_corpus(tmp_path):
     out = tmp_path / "out"
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(yaml.safe_dump({**TINY, "out_dir": str(out)}))
+    # the committed ICT regressor, copied: its mtime is touched below (a new checkpoint)
+    reg = tmp_path / "regressor" / "ict_regressor.pth"
+    reg.parent.mkdir()
+    for src in (ICT_REGRESSOR, ICT_REGRESSOR_JSON):
+        shutil.copy2(src, reg.parent / src.name)
+    fit = {**yaml.safe_load((ROOT / "config.yaml").read_text())["fit"], "ict_regressor": str(reg)}
+    cfg.write_text(yaml.safe_dump({**TINY, "out_dir": str(out), "fit": fit}))
     common = ["--cores", "2", "--configfile", str(ROOT / "config.yaml"), str(cfg)]
 
     run = _snakemake(common, tmp_path)
@@ -41,7 +52,7 @@ def test_whole_workflow_on_a_tiny_synthetic_corpus(tmp_path):
     # mean-identity oracle fails (issue 15, item 5): after similarity alignment the fitted
     # shapes are under 0.85x the mean face's error and explain part of the identity modes.
     from vox3d import fit_accuracy as fa
-    from vox3d.evaluate import face_model_settings
+    from vox3d.face_model import face_model_settings
 
     with open(out / "fit" / "accuracy.tsv", newline="") as fh:
         acc = {r["identity"]: r for r in csv.DictReader(fh, delimiter="\t")}
@@ -129,6 +140,14 @@ def test_whole_workflow_on_a_tiny_synthetic_corpus(tmp_path):
     # A second run has nothing to do.
     again = _snakemake([*common, "-n"], tmp_path)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    # A new regressor (same path, newer file) refits every shard and the identities.
+    later = reg.stat().st_mtime + 10
+    os.utime(reg, (later, later))
+    refit = _snakemake([*common, "-n", "--quiet", "rules"], tmp_path)
+    assert refit.returncode == 0, refit.stderr[-4000:]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", refit.stdout + refit.stderr, re.M))
+    assert int(jobs.get("fit_shard", 0)) == len(list((out / "fit").glob("shard-*.h5"))) > 0, jobs
+    assert int(jobs.get("fit_identities", 0)) == 1, jobs
 
     report = tmp_path / "report.html"
     rep = _snakemake([*common, "--report", str(report)], tmp_path)

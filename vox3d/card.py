@@ -114,13 +114,13 @@ def fit_accuracy(
     identities of fitted and true coefficients, averaged over the first 10 modes.
 
     face_model: the config's ``face_model`` section with ``path`` / ``tri_path`` (see
-    :func:`vox3d.evaluate.face_model_settings`).  Returns ``{"n_identities", "coef_corr",
+    :func:`vox3d.face_model.face_model_settings`).  Returns ``{"n_identities", "coef_corr",
     "n_corr_modes", "face_model", "vertex_set", "are_pairs" (the pair set's name),
     "rows": {method: summary row}, "vertex_mm": {method: mm}}``; raises
     ValueError when the fit is not an ICT fit (the ground truth is ICT coefficients).
     """
-    from vox3d.evaluate import evaluate_predictions, face_model_from_config, mesh_vertices
-    from vox3d.face_model import select_are_pairs
+    from vox3d.evaluate import evaluate_predictions, mesh_vertices
+    from vox3d.face_model import face_model_from_config, select_are_pairs
     from vox3d.train import read_ground_truth, read_identity_targets
 
     ids, coef, attrs = read_identity_targets(identities_h5)
@@ -595,7 +595,7 @@ def write_card(
     measured when both are given and the fit is ICT); export_dir: the export folder whose
     files (audio summed, manifests one by one) are listed with their sizes.
     """
-    from vox3d.evaluate import face_model_settings
+    from vox3d.face_model import face_model_settings
     from vox3d.io import write_text_atomic
 
     accuracy = None

@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from vox3d import metrics
+from vox3d.face_model import face_model_from_config, mesh_available, select_are_pairs
 
 #: The voice model and the baselines it is compared with, in table order.
 BASELINES = ("population_mean", "train_mean", "gender_mean", "shuffled_voice")
@@ -115,22 +116,10 @@ NO_MESH_NOTE = (
 MIN_TRAIN_IDENTITIES, MIN_VAL_IDENTITIES = 20, 10
 
 
-def mesh_available(face_cfg: Mapping) -> bool:
-    """Whether the face model of ``face_cfg`` (config ``face_model`` + asset paths, see
-    :func:`face_model_settings`) has a basis to make meshes: ICT always (the archive is a
-    default asset), BFM only with a ``path`` to ``bfm_noneck_v3.pkl``."""
-    name = face_cfg.get("name", "ict")
-    if name == "ict":
-        return True
-    if name == "bfm":
-        return bool(face_cfg.get("path"))
-    raise ValueError(f"unknown face model {name!r} (ict | bfm)")
-
-
 def resolve_target_space(requested: str, face_cfg: Mapping) -> tuple[str, str]:
     """``train.target`` -> ``(space, note)``: ``mesh`` or ``params`` and why, or "".
 
-    ``auto`` is ``mesh`` when :func:`mesh_available`, else ``params`` with
+    ``auto`` is ``mesh`` when :func:`vox3d.face_model.mesh_available`, else ``params`` with
     :data:`NO_MESH_NOTE`; ``mesh`` without a basis is a ValueError naming the setting.
     """
     if requested not in TARGET_SPACES:
@@ -444,35 +433,6 @@ def predict_utterances(
     return np.stack(out).astype(np.float64) if out else np.zeros((0, model.cfg.n_out))
 
 
-def face_model_settings(face_model: Mapping, assets: Mapping) -> dict:
-    """The config's ``face_model`` section plus its asset paths (``path``, ``tri_path``)."""
-    fm = dict(face_model)
-    fm["path"] = assets.get("ict_facekit") if fm.get("name", "ict") == "ict" else assets.get("bfm")
-    fm["tri_path"] = assets.get("bfm_tri")
-    return fm
-
-
-def face_model_from_config(face_cfg: Mapping, n_id: int | None = None):
-    """Load the face model named by the config's ``face_model`` (+ asset paths) section.
-
-    face_cfg keys: ``name``, ``subset``, ``n_id``, ``n_exp``, ``path`` (ICT archive or BFM
-    pickle), ``tri_path``; ``n_id`` overrides (the targets' coefficient count).
-    """
-    from vox3d.face_model import load_face_model
-
-    name = face_cfg.get("name", "ict")
-    kw = {
-        "subset": face_cfg.get("subset", "face"),
-        "n_id": int(n_id if n_id is not None else face_cfg.get("n_id", 40)),
-        "n_exp": int(face_cfg.get("n_exp", 0)),
-    }
-    if face_cfg.get("path"):
-        kw["path"] = face_cfg["path"]
-    if face_cfg.get("tri_path"):
-        kw["tri_path"] = face_cfg["tri_path"]
-    return load_face_model(name, **kw)
-
-
 # --------------------------------------------------------------------------------------
 # I/O edge: the `evaluate` rule
 # --------------------------------------------------------------------------------------
@@ -582,8 +542,6 @@ def run_evaluate(
     vset = settings.get("vertex_set", "face")
     are_note = ""
     if space == "mesh":
-        from vox3d.face_model import select_are_pairs
-
         fm = face_model_from_config(face_model or {}, n_id=k)
         sel = select_are_pairs(fm, str(settings.get("are_pairs", "cmp")))
         are_note = sel.note

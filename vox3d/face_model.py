@@ -36,7 +36,7 @@ import os
 import re
 import tarfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -1005,6 +1005,50 @@ def load_face_model(
             tp = paths.REPO_ROOT / tp
         arrays = load_bfm_arrays(path, tp if tp.is_file() else None)
         return _bfm_model(arrays, n_id, n_exp)
+    raise ValueError(f"unknown face model {name!r} (ict | bfm)")
+
+
+# ---------------------------------------------------------------------------------------
+# configuration: the config's ``face_model`` section + asset paths
+# ---------------------------------------------------------------------------------------
+
+
+def face_model_settings(face_model: Mapping, assets: Mapping) -> dict:
+    """The config's ``face_model`` section plus its asset paths (``path``, ``tri_path``)."""
+    fm = dict(face_model)
+    fm["path"] = assets.get("ict_facekit") if fm.get("name", "ict") == "ict" else assets.get("bfm")
+    fm["tri_path"] = assets.get("bfm_tri")
+    return fm
+
+
+def face_model_from_config(face_cfg: Mapping, n_id: int | None = None):
+    """Load the face model named by the config's ``face_model`` (+ asset paths) section.
+
+    face_cfg keys: ``name``, ``subset``, ``n_id``, ``n_exp``, ``path`` (ICT archive or BFM
+    pickle), ``tri_path``; ``n_id`` overrides (the targets' coefficient count).
+    """
+    name = face_cfg.get("name", "ict")
+    kw = {
+        "subset": face_cfg.get("subset", "face"),
+        "n_id": int(n_id if n_id is not None else face_cfg.get("n_id", 40)),
+        "n_exp": int(face_cfg.get("n_exp", 0)),
+    }
+    if face_cfg.get("path"):
+        kw["path"] = face_cfg["path"]
+    if face_cfg.get("tri_path"):
+        kw["tri_path"] = face_cfg["tri_path"]
+    return load_face_model(name, **kw)
+
+
+def mesh_available(face_cfg: Mapping) -> bool:
+    """Whether the face model of ``face_cfg`` (config ``face_model`` + asset paths, see
+    :func:`face_model_settings`) has a basis to make meshes: ICT always (the archive is a
+    default asset), BFM only with a ``path`` to ``bfm_noneck_v3.pkl``."""
+    name = face_cfg.get("name", "ict")
+    if name == "ict":
+        return True
+    if name == "bfm":
+        return bool(face_cfg.get("path"))
     raise ValueError(f"unknown face model {name!r} (ict | bfm)")
 
 

@@ -423,7 +423,7 @@ def plot_identities(
     if space == "params":
         plot_parameter_panels(predictions_h5, out_png, n, fit_shards, extract_shards)
         return
-    from vox3d.evaluate import face_model_from_config
+    from vox3d.face_model import face_model_from_config
 
     fm = face_model_from_config(face_settings, n_id=n_id)
     from vox3d.identity_figures import plot_identity_panels as panels  # + ground truth

@@ -419,9 +419,9 @@ def held_out_identities(
 
 def face_area_for(face_cfg: Mapping, n_id: int, vertex_set: str = FACE_SET) -> FaceArea:
     """Load the configured face model (config ``face_model`` + asset paths, see
-    :func:`vox3d.evaluate.face_model_settings`) with ``n_id`` modes, restricted to
+    :func:`vox3d.face_model.face_model_settings`) with ``n_id`` modes, restricted to
     ``vertex_set``."""
-    from vox3d.evaluate import face_model_from_config
+    from vox3d.face_model import face_model_from_config
 
     cfg = dict(face_cfg)
     if cfg.get("name", "ict") == "ict":

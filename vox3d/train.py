@@ -677,9 +677,10 @@ def run_train(
     standardised identity coefficients only; no basis needed) or ``auto`` (mesh when the
     face model's basis is available: always for ICT, for BFM when ``assets.bfm`` is set).
     face_model: the config's ``face_model`` section plus asset paths
-    (:func:`vox3d.evaluate.face_model_settings`).
+    (:func:`vox3d.face_model.face_model_settings`).
     """
-    from vox3d.evaluate import face_model_from_config, resolve_target_space, small_data_note
+    from vox3d.evaluate import resolve_target_space, small_data_note
+    from vox3d.face_model import face_model_from_config
     from vox3d.split import read_meta, split_identities, write_split
 
     s = dict(settings)

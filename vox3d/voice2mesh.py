@@ -80,7 +80,7 @@ def cli(argv: list[str]) -> int:
     )
     ap.add_argument("--subset", default="face", help="face-model vertex subset of the mesh")
     args = ap.parse_args(argv)
-    from vox3d.evaluate import face_model_from_config
+    from vox3d.face_model import face_model_from_config
     from vox3d.fbank import BadAudio
     from vox3d.safeload import BadModelFileError
 
