@@ -254,7 +254,7 @@ def test_read_ground_truth_layouts(tmp_path):
     """The synthetic corpus's table layout (identities/id + id_coef) and per-group layout."""
     import h5py
 
-    from vox3d.train import read_ground_truth
+    from vox3d.targets import read_ground_truth
 
     c = np.arange(12, dtype=np.float32).reshape(3, 4)
     with h5py.File(tmp_path / "a.h5", "w") as f:
@@ -345,8 +345,8 @@ def test_parameter_metrics_perfect_model_mean_and_gender_baselines():
 
 
 def test_target_space_resolution():
-    from vox3d.evaluate import NO_MESH_NOTE, resolve_target_space
     from vox3d.face_model import mesh_available
+    from vox3d.targets import NO_MESH_NOTE, resolve_target_space
 
     assert mesh_available({"name": "ict"}) and not mesh_available({"name": "bfm", "path": None})
     assert mesh_available({"name": "bfm", "path": "/x/bfm_noneck_v3.pkl"})

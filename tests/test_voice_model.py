@@ -66,8 +66,7 @@ def test_destandardise_roundtrip_and_load(tmp_path):
 def test_real_cmp_features_through_reader_and_encoder(tmp_path):
     """preprocessed_MFCC -> feature shard -> FeatureStore (eval and train) -> encoder."""
     from vox3d.features import features_from_cmp_npy
-    from vox3d.featurestore import FeatureStore
-    from vox3d.train import load_utterances
+    from vox3d.featurestore import FeatureStore, load_utterances
 
     root = CMP_DIR / "preprocessed_MFCC"
     shard = tmp_path / "cmp.h5"

@@ -100,8 +100,8 @@ def fit_accuracy(
 ) -> dict:
     """Fitted identity shapes (``fit/identities.h5``) against the synthetic ground truth.
 
-    Reuses the evaluation code (:func:`vox3d.evaluate.evaluate_predictions` with the
-    readers :func:`vox3d.train.read_identity_targets` / :func:`vox3d.train.read_ground_truth`):
+    Reuses the evaluation code (:func:`vox3d.evaluate.evaluate_predictions` with the readers
+    :func:`vox3d.targets.read_identity_targets` / :func:`vox3d.targets.read_ground_truth`):
     methods ``fitted`` (the robust per-identity shape) and ``population_mean`` (coefficients
     0, the face model's mean face, as the baseline; the evaluation's method of that name),
     target ``ground_truth`` (its first K coefficients), on every identity in both files.
@@ -121,7 +121,7 @@ def fit_accuracy(
     """
     from vox3d.evaluate import evaluate_predictions, mesh_vertices
     from vox3d.face_model import face_model_from_config, select_are_pairs
-    from vox3d.train import read_ground_truth, read_identity_targets
+    from vox3d.targets import read_ground_truth, read_identity_targets
 
     ids, coef, attrs = read_identity_targets(identities_h5)
     fm_name = str(attrs.get("face_model", ""))

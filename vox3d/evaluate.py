@@ -33,7 +33,7 @@ the difference model - baseline, its 95% interval and a two-sided bootstrap p-va
 Parameter-space metrics (every run; the only ones when the target space is ``params``,
 i.e. without the face model's basis, such as BFM without ``bfm_noneck_v3.pkl``), with
 ``mu``, ``sigma`` the training identities' coefficient mean and std of the same target
-(:func:`vox3d.train.target_stats`):
+(:func:`vox3d.targets.target_stats`):
 
 * ``rmse_param``: ``sqrt(mean_k (c_pred - c_t)_k^2)`` in coefficient units, averaged over
   an identity's predictions, then over identities;
@@ -53,7 +53,11 @@ from pathlib import Path
 import numpy as np
 
 from vox3d import metrics
-from vox3d.face_model import face_model_from_config, mesh_available, select_are_pairs
+from vox3d.face_model import face_model_from_config, select_are_pairs
+from vox3d.io import atomic_path, write_tsv
+from vox3d.split import check_split, read_split, small_data_note
+from vox3d.targets import NO_MESH_NOTE, read_ground_truth, read_identity_targets, target_stats
+from vox3d.torch_setup import resolve_device
 
 #: The voice model and the baselines it is compared with, in table order.
 BASELINES = ("population_mean", "train_mean", "gender_mean", "shuffled_voice")
@@ -106,45 +110,6 @@ SPACE_PER_IDENTITY_COLUMNS = {
 PER_COEFFICIENT_COLUMNS = (
     "method", "target", "coefficient", "n_identities", "r2", "rmse", "train_mean", "train_std",
 )  # fmt: skip
-TARGET_SPACES = ("auto", "mesh", "params")
-#: Why a run has no ARE / vertex metrics (BFM without its basis file).
-NO_MESH_NOTE = (
-    "parameter space only: ARE, vertex RMSE and meshes need the BFM basis "
-    "(set assets.bfm to 3DDFA-V2's bfm_noneck_v3.pkl, academic licence; docs/real_voxceleb.md)"
-)
-#: Fewer identities than these make a run a pipeline check (:func:`small_data_note`).
-MIN_TRAIN_IDENTITIES, MIN_VAL_IDENTITIES = 20, 10
-
-
-def resolve_target_space(requested: str, face_cfg: Mapping) -> tuple[str, str]:
-    """``train.target`` -> ``(space, note)``: ``mesh`` or ``params`` and why, or "".
-
-    ``auto`` is ``mesh`` when :func:`vox3d.face_model.mesh_available`, else ``params`` with
-    :data:`NO_MESH_NOTE`; ``mesh`` without a basis is a ValueError naming the setting.
-    """
-    if requested not in TARGET_SPACES:
-        raise ValueError(f"train.target {requested!r} is not one of {TARGET_SPACES}")
-    have = mesh_available(face_cfg)
-    if requested == "mesh" and not have:
-        raise ValueError(
-            "train.target is 'mesh' but face model 'bfm' has no basis: set assets.bfm to "
-            "3DDFA-V2's bfm_noneck_v3.pkl (docs/real_voxceleb.md) or use train.target: auto"
-        )
-    if requested == "params":
-        return "params", "parameter space by request (train.target: params): no ARE or meshes"
-    if have:
-        return "mesh", ""
-    return "params", NO_MESH_NOTE
-
-
-def small_data_note(n_train: int, n_val: int) -> str:
-    """A warning for outputs when too few identities make the numbers meaningless, or ""."""
-    if n_train >= MIN_TRAIN_IDENTITIES and n_val >= MIN_VAL_IDENTITIES:
-        return ""
-    return (
-        f"only {n_train} training and {n_val} held-out identities: this run checks the "
-        "pipeline; its metrics are not a result"
-    )
 
 
 def mesh_vertices(mean: np.ndarray, basis: np.ndarray, coef: np.ndarray) -> np.ndarray:
@@ -481,11 +446,8 @@ def run_evaluate(
     import h5py
     import torch
 
-    from vox3d import train as vdata
-    from vox3d.io import atomic_path, write_tsv
-    from vox3d.split import check_split, read_split
-    from vox3d.torch_setup import resolve_device
-    from vox3d.voice_model import load_model
+    from vox3d.featurestore import load_utterances  # torch
+    from vox3d.voice_model import load_model  # torch
 
     settings = dict(settings or {})
     n_boot = int(settings.get("bootstrap", 1000))
@@ -500,17 +462,17 @@ def run_evaluate(
         raise ValueError(f"{model_path}: unknown target_space {space!r} (mesh | params)")
     train_ids, val_ids, genders = read_split(split_path)
     check_split(train_ids, val_ids, f"{split_path}")
-    ids, coef, attrs = vdata.read_identity_targets(identities_h5)
+    ids, coef, attrs = read_identity_targets(identities_h5)
     fitted = {i: c.astype(np.float64) for i, c in zip(ids, coef, strict=True)}
     k = coef.shape[1]
     targets = {"fitted": {i: fitted[i] for i in val_ids if i in fitted}}
     ceiling = None
     if ground_truth_h5 and Path(ground_truth_h5).is_file():
-        gt = vdata.read_ground_truth(ground_truth_h5)
+        gt = read_ground_truth(ground_truth_h5)
         targets["ground_truth"] = {i: gt[i][:k] for i in val_ids if i in gt}
         ceiling = _voice_ceiling(ground_truth_h5)
 
-    utts = vdata.load_utterances(feature_paths, val_ids)
+    utts = load_utterances(feature_paths, val_ids)
     if not utts:
         raise ValueError(
             f"none of the {len(val_ids)} validation identities of {split_path} has features "
@@ -528,7 +490,7 @@ def run_evaluate(
         preds[tname] = {"model": model_preds, "shuffled_voice": shuffled}
         preds[tname].update(baseline_predictions(tc, genders, sorted(utts)))
         stack = np.stack([tc[i] for i in sorted(tc)])
-        stats[tname] = (stack.mean(0), vdata.target_stats(stack)[1].astype(np.float64))
+        stats[tname] = (stack.mean(0), target_stats(stack)[1].astype(np.float64))
     n_train_fitted = sum(1 for i in train_ids if i in fitted)
 
     p_summary, p_per_id, per_coef = [], [], []

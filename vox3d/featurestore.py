@@ -359,6 +359,23 @@ class FeatureStore(Dataset):
         random.seed(s)
 
 
+def load_utterances(
+    feature_paths: Sequence[str | os.PathLike], identities: Sequence[str] | None = None
+) -> dict[str, list[np.ndarray]]:
+    """Whole utterances ``{identity: [(T, bands) float32, ...]}`` from feature shards, read
+    through :class:`FeatureStore` (eval mode), in store order."""
+    paths = sorted(str(p) for p in feature_paths)
+    store = FeatureStore(paths, identities=list(identities) if identities else None, mode="eval")
+    names = list(store.identities)
+    out: dict[str, list[np.ndarray]] = {}
+    for i in range(len(store)):
+        item = store[i]
+        feats, ident = item[0], item[1]
+        name = names[int(ident)] if not isinstance(ident, str) else ident
+        out.setdefault(name, []).append(np.asarray(feats, np.float32))
+    return out
+
+
 class _Batch(list):
     """Items of one batch that already live in one (B, L, D) tensor (``feats``)."""
 

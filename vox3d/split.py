@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from vox3d.metadata import META_COLUMNS, IdentityMeta, read_meta, write_meta  # noqa: F401
 
 VAL_LETTERS = "ABCDE"
+#: Fewer identities than these make a run a pipeline check (:func:`small_data_note`).
+MIN_TRAIN_IDENTITIES, MIN_VAL_IDENTITIES = 20, 10
 
 
 def hash_fraction(identity: str) -> float:
@@ -126,3 +128,13 @@ def read_split(path: str | os.PathLike) -> tuple[list[str], list[str], dict[str,
     train = sorted(r["identity"] for r in rows if r["set"] == "train")
     val = sorted(r["identity"] for r in rows if r["set"] == "val")
     return train, val, {r["identity"]: r["gender"] for r in rows}
+
+
+def small_data_note(n_train: int, n_val: int) -> str:
+    """A warning for outputs when too few identities make the numbers meaningless, or ""."""
+    if n_train >= MIN_TRAIN_IDENTITIES and n_val >= MIN_VAL_IDENTITIES:
+        return ""
+    return (
+        f"only {n_train} training and {n_val} held-out identities: this run checks the "
+        "pipeline; its metrics are not a result"
+    )

@@ -49,7 +49,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vox3d.face_model import face_model_from_config
+from vox3d.featurestore import load_utterances
 from vox3d.io import save_torch_atomic, write_text_atomic
+from vox3d.split import read_meta, small_data_note, split_identities, write_split
+from vox3d.targets import read_identity_targets, resolve_target_space, target_stats
 from vox3d.torch_setup import resolve_device
 from vox3d.voice_model import ModelConfig, VoiceToShape, build_model
 
@@ -436,15 +440,6 @@ def train(
         torch.use_deterministic_algorithms(was_deterministic)
 
 
-def target_stats(coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Standardisation of identity coefficients ``coef (N, K)``: ``(mean (K,), std (K,))``
-    float32, std with ddof 0 and 1.0 where it is below 1e-8 (a constant coefficient).
-    The model predicts ``z = (coef - mean) / std``; evaluation uses the same statistics."""
-    c = np.asarray(coef, dtype=np.float32)
-    std = c.std(0)
-    return c.mean(0), np.where(std > 1e-8, std, 1.0).astype(np.float32)
-
-
 def _train_loop(cfg, bank, targets, out, ckpt_dir, dev, val_bank, val_coef, meta, progress) -> dict:
     from tqdm import tqdm
 
@@ -575,80 +570,6 @@ def _train_loop(cfg, bank, targets, out, ckpt_dir, dev, val_bank, val_coef, meta
 # --------------------------------------------------------------------------------------
 
 
-def _s(x) -> str:
-    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
-
-
-def read_identity_targets(path: str | os.PathLike) -> tuple[list[str], np.ndarray, dict]:
-    """``fit/identities.h5`` -> ``(identities, shape (N, K) float32, attrs)``."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        ids = [_s(x) for x in f["identity"][()]]
-        coef = np.asarray(f["shape"][()], dtype=np.float32)
-        attrs = {k: (_s(v) if isinstance(v, bytes | str) else v) for k, v in f.attrs.items()}
-    return ids, coef.reshape(len(ids), -1), attrs
-
-
-_GT_COEF_NAMES = ("id_coef", "identity_coef", "shape", "id_coefs", "coef")
-
-
-def read_ground_truth(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """True identity coefficients per identity from the synthetic ``ground_truth.h5``.
-
-    Accepts a table layout (``identity`` (N,) + one of ``id_coef`` / ``identity_coef`` /
-    ``shape`` (N, K), at the root or in group ``identities``) or one group per identity
-    (``identities/<id>/id_coef`` ...).  Raises ValueError naming the file otherwise.
-    """
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        roots = [
-            r for r in (f, f.get("identities"), f.get("identity")) if isinstance(r, h5py.Group)
-        ]
-        for root in roots:  # table layout
-            names = [n for n in ("id", "identity", "identities", "ids") if n in root]
-            coefs = [c for c in _GT_COEF_NAMES if c in root]
-            names = [n for n in names if isinstance(root[n], h5py.Dataset)]
-            coefs = [c for c in coefs if isinstance(root[c], h5py.Dataset) and root[c].ndim == 2]
-            if names and coefs:
-                ids = [_s(x) for x in root[names[0]][()]]
-                c = np.asarray(root[coefs[0]][()], np.float64)
-                if len(c) == len(ids):
-                    return dict(zip(ids, c, strict=True))
-        for root in roots:  # one group per identity
-            out = {}
-            for k in root:
-                g = root[k]
-                if isinstance(g, h5py.Group):
-                    for cn in _GT_COEF_NAMES:
-                        if cn in g and isinstance(g[cn], h5py.Dataset) and g[cn].ndim == 1:
-                            out[k] = np.asarray(g[cn][()], np.float64)
-                            break
-            if out:
-                return out
-    raise ValueError(f"{path}: no per-identity identity coefficients found (ground truth layout)")
-
-
-def load_utterances(
-    feature_paths: Sequence[str | os.PathLike], identities: Sequence[str] | None = None
-) -> dict[str, list[np.ndarray]]:
-    """Whole utterances ``{identity: [(T, bands) float32, ...]}`` from feature shards, read
-    through :class:`vox3d.featurestore.FeatureStore` (eval mode), in store order."""
-    from vox3d.featurestore import FeatureStore
-
-    paths = sorted(str(p) for p in feature_paths)
-    store = FeatureStore(paths, identities=list(identities) if identities else None, mode="eval")
-    names = list(store.identities)
-    out: dict[str, list[np.ndarray]] = {}
-    for i in range(len(store)):
-        item = store[i]
-        feats, ident = item[0], item[1]
-        name = names[int(ident)] if not isinstance(ident, str) else ident
-        out.setdefault(name, []).append(np.asarray(feats, np.float32))
-    return out
-
-
 def ratio_pair_vertices(pairs: Mapping[str, object]) -> np.ndarray:
     """``(10,)`` vertex indices of the ARE pairs: oicd, ear, forehead, mid, cheek (the
     order :class:`ShapeLoss` and :data:`vox3d.metrics.RATIOS` use)."""
@@ -672,17 +593,13 @@ def run_train(
 
     settings: the config's ``train`` section (``preset`` plus overrides, ``device``,
     ``split``, ``val_fraction``, ``vertex_set``, ``target`` ...).  ``target`` picks the
-    space of the loss (:func:`vox3d.evaluate.resolve_target_space`): ``mesh`` (parameter +
+    space of the loss (:func:`vox3d.targets.resolve_target_space`): ``mesh`` (parameter +
     face-area vertex + ratio losses through the face model's basis), ``params`` (the MSE on
     standardised identity coefficients only; no basis needed) or ``auto`` (mesh when the
     face model's basis is available: always for ICT, for BFM when ``assets.bfm`` is set).
     face_model: the config's ``face_model`` section plus asset paths
     (:func:`vox3d.face_model.face_model_settings`).
     """
-    from vox3d.evaluate import resolve_target_space, small_data_note
-    from vox3d.face_model import face_model_from_config
-    from vox3d.split import read_meta, split_identities, write_split
-
     s = dict(settings)
     preset = s.pop("preset", "demo")
     device = s.pop("device", "auto")

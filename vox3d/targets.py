@@ -1,0 +1,110 @@
+"""Identity targets of training and evaluation: readers, standardisation, space.
+
+The voice model learns identity coefficients: the fitted shapes of ``fit/identities.h5``
+(:func:`read_identity_targets`; written by :func:`vox3d.identities.aggregate_identities`)
+and, for the synthetic corpus, the true ones of ``ground_truth.h5``
+(:func:`read_ground_truth`; written by :func:`vox3d.synth.write_ground_truth`).  It
+predicts them standardised (:func:`target_stats`), in the target space of
+:func:`resolve_target_space` (``train.target``: mesh or parameters).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+
+from vox3d.face_model import mesh_available
+
+TARGET_SPACES = ("auto", "mesh", "params")
+#: Why a run has no ARE / vertex metrics (BFM without its basis file).
+NO_MESH_NOTE = (
+    "parameter space only: ARE, vertex RMSE and meshes need the BFM basis "
+    "(set assets.bfm to 3DDFA-V2's bfm_noneck_v3.pkl, academic licence; docs/real_voxceleb.md)"
+)
+
+
+def resolve_target_space(requested: str, face_cfg: Mapping) -> tuple[str, str]:
+    """``train.target`` -> ``(space, note)``: ``mesh`` or ``params`` and why, or "".
+
+    ``auto`` is ``mesh`` when :func:`vox3d.face_model.mesh_available`, else ``params`` with
+    :data:`NO_MESH_NOTE`; ``mesh`` without a basis is a ValueError naming the setting.
+    """
+    if requested not in TARGET_SPACES:
+        raise ValueError(f"train.target {requested!r} is not one of {TARGET_SPACES}")
+    have = mesh_available(face_cfg)
+    if requested == "mesh" and not have:
+        raise ValueError(
+            "train.target is 'mesh' but face model 'bfm' has no basis: set assets.bfm to "
+            "3DDFA-V2's bfm_noneck_v3.pkl (docs/real_voxceleb.md) or use train.target: auto"
+        )
+    if requested == "params":
+        return "params", "parameter space by request (train.target: params): no ARE or meshes"
+    if have:
+        return "mesh", ""
+    return "params", NO_MESH_NOTE
+
+
+def target_stats(coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Standardisation of identity coefficients ``coef (N, K)``: ``(mean (K,), std (K,))``
+    float32, std with ddof 0 and 1.0 where it is below 1e-8 (a constant coefficient).
+    The model predicts ``z = (coef - mean) / std``; evaluation uses the same statistics."""
+    c = np.asarray(coef, dtype=np.float32)
+    std = c.std(0)
+    return c.mean(0), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+
+
+def _s(x) -> str:
+    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+def read_identity_targets(path: str | os.PathLike) -> tuple[list[str], np.ndarray, dict]:
+    """``fit/identities.h5`` -> ``(identities, shape (N, K) float32, attrs)``."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        ids = [_s(x) for x in f["identity"][()]]
+        coef = np.asarray(f["shape"][()], dtype=np.float32)
+        attrs = {k: (_s(v) if isinstance(v, bytes | str) else v) for k, v in f.attrs.items()}
+    return ids, coef.reshape(len(ids), -1), attrs
+
+
+_GT_COEF_NAMES = ("id_coef", "identity_coef", "shape", "id_coefs", "coef")
+
+
+def read_ground_truth(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """True identity coefficients per identity from the synthetic ``ground_truth.h5``.
+
+    Accepts a table layout (``identity`` (N,) + one of ``id_coef`` / ``identity_coef`` /
+    ``shape`` (N, K), at the root or in group ``identities``) or one group per identity
+    (``identities/<id>/id_coef`` ...).  Raises ValueError naming the file otherwise.
+    """
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        roots = [
+            r for r in (f, f.get("identities"), f.get("identity")) if isinstance(r, h5py.Group)
+        ]
+        for root in roots:  # table layout
+            names = [n for n in ("id", "identity", "identities", "ids") if n in root]
+            coefs = [c for c in _GT_COEF_NAMES if c in root]
+            names = [n for n in names if isinstance(root[n], h5py.Dataset)]
+            coefs = [c for c in coefs if isinstance(root[c], h5py.Dataset) and root[c].ndim == 2]
+            if names and coefs:
+                ids = [_s(x) for x in root[names[0]][()]]
+                c = np.asarray(root[coefs[0]][()], np.float64)
+                if len(c) == len(ids):
+                    return dict(zip(ids, c, strict=True))
+        for root in roots:  # one group per identity
+            out = {}
+            for k in root:
+                g = root[k]
+                if isinstance(g, h5py.Group):
+                    for cn in _GT_COEF_NAMES:
+                        if cn in g and isinstance(g[cn], h5py.Dataset) and g[cn].ndim == 1:
+                            out[k] = np.asarray(g[cn][()], np.float64)
+                            break
+            if out:
+                return out
+    raise ValueError(f"{path}: no per-identity identity coefficients found (ground truth layout)")
