@@ -2,7 +2,7 @@
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
-from vox3d import figures
+from vox3d import figures, identity_figures
 from vox3d.face_model import face_model_settings
 from vox3d.joblog import job_log
 from vox3d.split import read_meta
@@ -23,7 +23,7 @@ with job_log(smk.log[0]):
         split_tsv=inp.split,
         genders={k: m.gender for k, m in meta.items()},
     )
-    figures.plot_identities(
+    identity_figures.plot_identities(
         inp.predictions,
         face_model_settings(smk.params.face_model, smk.params.assets),
         out.identities,

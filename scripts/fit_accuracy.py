@@ -6,6 +6,7 @@ import _repo  # noqa: F401  (puts the repository on sys.path)
 
 from vox3d.face_model import face_model_settings
 from vox3d.fit_accuracy import run_fit_accuracy
+from vox3d.identity_figures import plot_fit_accuracy
 from vox3d.joblog import job_log
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
@@ -20,8 +21,8 @@ with job_log(smk.log[0]) as log:
         meta_csv=inp.meta[0] if inp.meta else None,
         split=p.split,
         val_fraction=p.val_fraction,
-        out_png=smk.output.png,
     )
+    plot_fit_accuracy(rows, smk.output.png)
     for r in rows:
         if r["set"] == "summary":
             print(

@@ -365,7 +365,7 @@ def test_train_evaluate_figures_in_parameter_space(tmp_path):
     columns, a note saying why, figures that draw no mesh; no face model is ever loaded."""
     import h5py
 
-    from vox3d import figures
+    from vox3d import figures, identity_figures
     from vox3d.evaluate import NO_MESH_NOTE, run_evaluate
     from vox3d.io import read_tsv
     from vox3d.train import run_train
@@ -449,6 +449,6 @@ def test_train_evaluate_figures_in_parameter_space(tmp_path):
     tc = np.stack([coef[names.index(r["identity"])] for r in train_rows]).astype(np.float64)
     np.testing.assert_allclose(mu, tc.mean(0), rtol=1e-6)
     figures.plot_are_bars(ev / "metrics.tsv", ev / "are.png")
-    figures.plot_identities(ev / "predictions.h5", fm_cfg, ev / "ids.png", n=2)
+    identity_figures.plot_identities(ev / "predictions.h5", fm_cfg, ev / "ids.png", n=2)
     for p in ("are", "ids"):
         assert (ev / f"{p}.png").stat().st_size > 5000

@@ -186,8 +186,10 @@ def test_run_fit_accuracy_files(tmp_path, truth):
     rows = fa.run_fit_accuracy(
         tmp_path / "identities.h5", tmp_path / "ground_truth.h5", tmp_path / "accuracy.tsv",
         {"name": "ict", "subset": "face", "n_id": K, "n_exp": 10}, tmp_path / "meta.csv",
-        out_png=tmp_path / "accuracy.png",
     )  # fmt: skip
+    from vox3d.identity_figures import plot_fit_accuracy  # the rule's figure
+
+    plot_fit_accuracy(rows, tmp_path / "accuracy.png")
     table = read_tsv(tmp_path / "accuracy.tsv")
     assert len(table) == len(rows) == N_IDS + 3
     assert list(table[0]) == list(fa.columns())
@@ -233,18 +235,18 @@ def _predictions_h5(path, truth, with_gt: bool):
 
 
 def test_identities_figure_gains_ground_truth_columns(tmp_path, truth):
-    """evaluate/identities.png through vox3d.figures.plot_identities: with the synthetic
+    """evaluate/identities.png through vox3d.identity_figures.plot_identities: with the synthetic
     corpus's ground truth three more columns (true mesh, true - mean face, |fitted - true|)."""
     from PIL import Image
 
-    from vox3d import figures
+    from vox3d import identity_figures
 
     widths = {}
     for gt in (False, True):
         p = tmp_path / f"p{gt}.h5"
         _predictions_h5(p, truth, gt)
         png = tmp_path / f"ids{gt}.png"
-        figures.plot_identities(p, {"name": "ict", "subset": "face", "n_exp": 0}, png, n=2)
+        identity_figures.plot_identities(p, {"name": "ict", "subset": "face", "n_exp": 0}, png, n=2)
         with Image.open(png) as im:
             widths[gt] = im.size[0]
     # 2.0 in per column at 110 dpi: 7 columns without the truth, 10 with it

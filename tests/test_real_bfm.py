@@ -126,7 +126,7 @@ def test_user_bfm_file_gives_mesh_metrics(tmp_path):
     and the parameter metrics too (same numbers as without the file)."""
     from test_evaluate import _write_inputs
 
-    from vox3d import figures
+    from vox3d import figures, identity_figures
     from vox3d.evaluate import METHODS, evaluate_parameters, run_evaluate
     from vox3d.io import read_tsv
     from vox3d.train import run_train
@@ -178,7 +178,7 @@ def test_user_bfm_file_gives_mesh_metrics(tmp_path):
     for r, s in zip(rows, direct, strict=True):
         assert float(r["rmse_z"]) == pytest.approx(s["rmse_z"], rel=1e-5)
     figures.plot_are_bars(ev / "metrics.tsv", ev / "are.png")
-    figures.plot_identities(ev / "predictions.h5", fm_cfg, ev / "ids.png", n=2)
+    identity_figures.plot_identities(ev / "predictions.h5", fm_cfg, ev / "ids.png", n=2)
     assert (ev / "ids.png").stat().st_size > 20000  # rendered meshes
 
 

@@ -5,11 +5,10 @@
   bootstrap 95% interval and p-value (``comparisons.tsv``);
 * :func:`plot_training_curves`: training / validation loss from ``train/log.csv``;
 * :func:`plot_dataset_stats`: identities, videos, frames kept and rejected by reason, gender;
-* :func:`plot_identities`: the rule's entry point: the per-identity panels of
-  :func:`vox3d.identity_figures.plot_identity_panels` (ground truth, fitted, from voice,
-  mean face, aligned error map) when the evaluation has
-  meshes, else (:func:`plot_parameter_panels`, target space ``params``, e.g. BFM without
-  its basis file) the reference frame and the standardised coefficients, never a mesh.
+* :func:`plot_parameter_panels`: the per-identity figure when the evaluation has no
+  meshes (target space ``params``, e.g. BFM without its basis file): the reference frame
+  and the standardised coefficients, never a mesh (the rule's entry point,
+  :func:`vox3d.identity_figures.plot_identities`, picks it or the mesh panels).
 
 Without a mesh (``metrics.tsv`` without ARE columns) :func:`plot_are_bars` plots the
 parameter-space metrics instead and prints the table's note on the figure.
@@ -401,34 +400,6 @@ def reference_frame(
 
 def _decode(s) -> str:
     return s.decode("utf-8") if isinstance(s, bytes) else str(s)
-
-
-def plot_identities(
-    predictions_h5: str | os.PathLike,
-    face_settings: Mapping,
-    out_png: str | os.PathLike,
-    n: int = 4,
-    fit_shards: Sequence[str | os.PathLike] = (),
-    extract_shards: Sequence[str | os.PathLike] = (),
-) -> None:
-    """The per-identity figure of the ``figures`` rule: :func:`plot_identity_panels` when the
-    evaluation was in mesh space (the face model of ``face_settings``, config
-    ``face_model`` + asset paths, is loaded), else :func:`plot_parameter_panels`, which
-    needs no face model."""
-    import h5py
-
-    with h5py.File(predictions_h5, "r") as f:
-        n_id = int(f.attrs["n_id"])
-        space = _decode(f.attrs.get("target_space", "mesh"))
-    if space == "params":
-        plot_parameter_panels(predictions_h5, out_png, n, fit_shards, extract_shards)
-        return
-    from vox3d.face_model import face_model_from_config
-
-    fm = face_model_from_config(face_settings, n_id=n_id)
-    from vox3d.identity_figures import plot_identity_panels as panels  # + ground truth
-
-    panels(predictions_h5, fm, out_png, n, fit_shards, extract_shards)
 
 
 def plot_parameter_panels(

@@ -48,7 +48,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vox3d.face_model import face_model_from_config, restrict
+from vox3d.io import write_tsv
 from vox3d.metrics import RATIOS, align, face_ratios
+from vox3d.params import ParamLayout
+from vox3d.split import read_meta, split_identities
 
 #: Vertex set of the face model on which shapes are compared (ICT: vertices 0-6705).
 FACE_SET = "narrow_face"
@@ -117,8 +121,6 @@ class FaceArea:
 def face_area(model, vertex_set: str = FACE_SET) -> FaceArea:
     """The :class:`FaceArea` of a :class:`vox3d.face_model.FaceModel` on ``vertex_set``
     (ICT: ``narrow_face``; a model without that set, such as BFM, uses all its vertices)."""
-    from vox3d.face_model import restrict
-
     idx = model.vertex_sets.get(vertex_set)
     if idx is not None and len(idx) < model.n_vertices:
         model = restrict(model, np.sort(np.asarray(idx, dtype=np.int64)), vertex_set)
@@ -391,8 +393,6 @@ def read_frame_coefficients(shard_paths: Iterable) -> dict[str, np.ndarray]:
     -> ``{identity: (N_frames, K) float64}`` (frames in shard, then file order)."""
     import h5py
 
-    from vox3d.params import ParamLayout
-
     per: dict[str, list[np.ndarray]] = {}
     for sp in sorted(str(p) for p in shard_paths):
         with h5py.File(sp, "r") as f:
@@ -411,8 +411,6 @@ def held_out_identities(
 ) -> list[str]:
     """The held-out (validation) identities of the training split (:mod:`vox3d.split`: names
     A-E when every identity has a name in ``meta_csv``, else the hash split)."""
-    from vox3d.split import read_meta, split_identities
-
     _, val, _ = split_identities(identities, read_meta(meta_csv), method, val_fraction)
     return val
 
@@ -421,8 +419,6 @@ def face_area_for(face_cfg: Mapping, n_id: int, vertex_set: str = FACE_SET) -> F
     """Load the configured face model (config ``face_model`` + asset paths, see
     :func:`vox3d.face_model.face_model_settings`) with ``n_id`` modes, restricted to
     ``vertex_set``."""
-    from vox3d.face_model import face_model_from_config
-
     cfg = dict(face_cfg)
     if cfg.get("name", "ict") == "ict":
         cfg["subset"] = "face"  # contains narrow_face; the configured subset may be smaller
@@ -438,15 +434,11 @@ def run_fit_accuracy(
     meta_csv=None,
     split: str = "auto",
     val_fraction: float = 0.2,
-    out_png=None,
 ) -> list[dict]:
     """The ``fit_accuracy`` rule: fitted identity shapes of ``identities_h5`` against the
-    synthetic corpus's ``ground_truth_h5`` -> ``out_tsv`` (:func:`columns`) and, when
-    given, the per-mode figure ``out_png`` (:func:`vox3d.identity_figures.plot_fit_accuracy`).
-    Returns the rows.  BLAS runs on one thread: the alignments' sums over vertices are
+    synthetic corpus's ``ground_truth_h5`` -> ``out_tsv`` (:func:`columns`); returns the
+    rows (the rule's figure: :func:`vox3d.identity_figures.plot_fit_accuracy` of them).  BLAS runs on one thread: the alignments' sums over vertices are
     then summed in one order, so the table has the same bytes however the job is run."""
-    from vox3d.io import write_tsv
-
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # the rule's threads: 1 sets OMP_NUM_THREADS=1 too
@@ -460,8 +452,4 @@ def run_fit_accuracy(
     with threadpool_limits(1):
         rows = accuracy_table(area, fitted, truth, held)
     write_tsv(out_tsv, rows, columns())
-    if out_png is not None:
-        from vox3d.identity_figures import plot_fit_accuracy
-
-        plot_fit_accuracy(rows, out_png)
     return rows

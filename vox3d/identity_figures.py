@@ -4,6 +4,9 @@
   identity modes 0-9, one point per identity (held-out and training identities told
   apart), with the identity line (a perfect fit) and the least-squares line of the fit
   (its slope: 1 = full identity signal, 0 = the mean face for everyone);
+* :func:`plot_identities`: the ``figures`` rule's entry point for
+  ``OUT/evaluate/identities.png``: :func:`plot_identity_panels` when the evaluation has
+  meshes, else :func:`vox3d.figures.plot_parameter_panels`;
 * :func:`plot_identity_panels`: ``OUT/evaluate/identities.png``, one row per held-out
   identity: its reference frame, the fitted mesh overlaid on it, the true mesh (synthetic
   corpus), the fitted mesh, the mesh predicted from voice, the mean face; then, on the mean
@@ -24,7 +27,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from vox3d import figures as _fig
+from vox3d.evaluate import mesh_vertices
+from vox3d.face_model import face_model_from_config
 from vox3d.figures import plt  # the Agg backend is selected there
+from vox3d.fit_accuracy import FACE_SET
+from vox3d.metrics import align
+from vox3d.params import split as split_params
+from vox3d.params import to_image, transform_vertices
+from vox3d.render import vertex_normals
 
 _SET_STYLE = {
     "train": {"color": "#1f77b4", "marker": "o", "label": "training identities"},
@@ -148,12 +158,6 @@ def plot_identity_panels(
     """
     import h5py
 
-    from vox3d.evaluate import mesh_vertices
-    from vox3d.metrics import align
-    from vox3d.params import split as split_params
-    from vox3d.params import to_image, transform_vertices
-    from vox3d.render import vertex_normals
-
     fm = face_model
     with h5py.File(predictions_h5, "r") as f:
         ids = [_fig._decode(s) for s in f["val_identities"][()]][:n]
@@ -166,8 +170,6 @@ def plot_identity_panels(
     scale, unit = (10.0, "mm") if fm.units == "cm" else (1.0, fm.units)
     mean = np.asarray(fm.mean, np.float64)
     normals = vertex_normals(np.ascontiguousarray(fm.mean, np.float32), fm.triangles)
-    from vox3d.fit_accuracy import FACE_SET
-
     area = np.asarray(fm.vertex_sets.get(FACE_SET, np.arange(fm.n_vertices)), dtype=np.int64)
     mean_a, normals_a = mean[area], normals[area]
 
@@ -279,3 +281,27 @@ def plot_identity_panels(
         cb.set_label(label, fontsize=7)
         cb.ax.tick_params(labelsize=6)
     _fig._save(fig, out_png)
+
+
+def plot_identities(
+    predictions_h5: str | os.PathLike,
+    face_settings: Mapping,
+    out_png: str | os.PathLike,
+    n: int = 4,
+    fit_shards: Sequence[str | os.PathLike] = (),
+    extract_shards: Sequence[str | os.PathLike] = (),
+) -> None:
+    """The per-identity figure of the ``figures`` rule: :func:`plot_identity_panels` when the
+    evaluation was in mesh space (the face model of ``face_settings``, config
+    ``face_model`` + asset paths, is loaded), else
+    :func:`vox3d.figures.plot_parameter_panels`, which needs no face model."""
+    import h5py
+
+    with h5py.File(predictions_h5, "r") as f:
+        n_id = int(f.attrs["n_id"])
+        space = _fig._decode(f.attrs.get("target_space", "mesh"))
+    if space == "params":
+        _fig.plot_parameter_panels(predictions_h5, out_png, n, fit_shards, extract_shards)
+        return
+    fm = face_model_from_config(face_settings, n_id=n_id)
+    plot_identity_panels(predictions_h5, fm, out_png, n, fit_shards, extract_shards)  # + truth
