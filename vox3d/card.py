@@ -26,8 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from vox3d.export import Collected
+from vox3d import __version__
+from vox3d.evaluate import evaluate_predictions, mesh_vertices
+from vox3d.export import Collected, ExportError
+from vox3d.face_model import face_model_from_config, face_model_settings, select_are_pairs
+from vox3d.io import read_tsv, write_text_atomic
+from vox3d.paths import REPO_ROOT
 from vox3d.projection import projection_markdown
+from vox3d.targets import read_ground_truth, read_identity_targets
 
 #: Config keys left out of the config hash: they say where files go, not what they hold.
 HASH_EXCLUDED_KEYS = ("out_dir",)
@@ -48,8 +54,6 @@ def config_hash(config: Mapping) -> str:
 def git_commit(repo: str | os.PathLike | None = None) -> str | None:
     """The commit checked out in `repo` (default: the vox3d checkout), read from ``.git``
     without running git; None when it is not a git checkout or the ref cannot be read."""
-    from vox3d.paths import REPO_ROOT
-
     root = Path(repo) if repo is not None else REPO_ROOT
     git = root / ".git"
     try:
@@ -119,10 +123,6 @@ def fit_accuracy(
     "rows": {method: summary row}, "vertex_mm": {method: mm}}``; raises
     ValueError when the fit is not an ICT fit (the ground truth is ICT coefficients).
     """
-    from vox3d.evaluate import evaluate_predictions, mesh_vertices
-    from vox3d.face_model import face_model_from_config, select_are_pairs
-    from vox3d.targets import read_ground_truth, read_identity_targets
-
     ids, coef, attrs = read_identity_targets(identities_h5)
     fm_name = str(attrs.get("face_model", ""))
     if fm_name != "ict":
@@ -237,9 +237,6 @@ class StageTables:
 
 
 def _table(path: Path) -> list[dict[str, str]]:
-    from vox3d.export import ExportError
-    from vox3d.io import read_tsv
-
     try:
         return read_tsv(path)
     except FileNotFoundError as e:
@@ -250,8 +247,6 @@ def _total(path: Path) -> dict[str, str]:
     rows = _table(path)
     tot = [r for r in rows if r.get("shard") == "total"]
     if not tot:
-        from vox3d.export import ExportError
-
         raise ExportError(f"{path}: no 'total' row (not a vox3d stats table)")
     return tot[0]
 
@@ -382,8 +377,6 @@ def card_markdown(
     size in bytes; commit: the git commit (None: not recorded); synthetic: whether the
     videos are the embedded synthetic corpus.
     """
-    from vox3d import __version__
-
     c = counts(col.utterances)
     fm = dict(config.get("face_model", {}))
     frame_rate = config.get("extract", {}).get("frame_rate", "")
@@ -595,9 +588,6 @@ def write_card(
     measured when both are given and the fit is ICT); export_dir: the export folder whose
     files (audio summed, manifests one by one) are listed with their sizes.
     """
-    from vox3d.face_model import face_model_settings
-    from vox3d.io import write_text_atomic
-
     accuracy = None
     synthetic = config.get("videos_dir") in (None, "")
     if ground_truth_h5 and identities_h5 and col.face_model == "ict":

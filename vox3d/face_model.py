@@ -42,8 +42,11 @@ from pathlib import Path
 
 import numpy as np
 
+from vox3d import params as prm
 from vox3d import paths
 from vox3d.io import atomic_path
+from vox3d.metrics import similarity_transform
+from vox3d.params import TDDFA_LAYOUT, ict_layout
 from vox3d.safeload import BadModelFileError, load_pickle
 
 # ---------------------------------------------------------------------------------------
@@ -468,8 +471,6 @@ def transfer_are_pairs(
     """Carry ARE pairs from one mesh to another: similarity-align the source onto the
     destination on the 51 inner landmarks (17-67 of the 68; the contour points are defined
     differently per model), then take the nearest destination vertex of each pair vertex."""
-    from vox3d.metrics import similarity_transform
-
     s = np.asarray(src_mean, np.float64)
     d = np.asarray(dst_mean, np.float64)
     inner = np.arange(17, 68)
@@ -1054,8 +1055,6 @@ def mesh_available(face_cfg: Mapping) -> bool:
 
 def model_layout(model: FaceModel):
     """The parameter layout (:mod:`vox3d.params`) matching `model`'s mode counts."""
-    from vox3d.params import TDDFA_LAYOUT, ict_layout
-
     if model.name == "bfm" and model.n_id == 40 and model.n_exp == 10:
         return TDDFA_LAYOUT
     return ict_layout(model.n_id, model.n_exp)
@@ -1087,8 +1086,6 @@ def reconstruct(
     with ``roi_box (4,)`` (or ``(B, 4)``): image coordinates via :func:`vox3d.params.to_image`.
     `layout` defaults to :func:`model_layout`.
     """
-    from vox3d import params as prm
-
     layout = layout or model_layout(model)
     params = np.asarray(params, dtype=np.float32)
     single = params.ndim == 1

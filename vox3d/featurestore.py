@@ -48,6 +48,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 from vox3d.fbank import MIN_STORED_FRAMES
+from vox3d.features import read_index
 
 
 class FeatureStore(Dataset):
@@ -87,8 +88,6 @@ class FeatureStore(Dataset):
         repeat_to: int = MIN_STORED_FRAMES,
         cache: bool = True,
     ) -> None:
-        from vox3d.features import read_index
-
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', not {mode!r}")
         if sampling not in ("identity", "utterance"):

@@ -28,6 +28,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vox3d.io import atomic_path  # noqa: E402
+from vox3d.params import ParamLayout  # noqa: E402
+from vox3d.render import Light, render  # noqa: E402
 
 _METHOD_COLORS = {
     "model": "#1f77b4",
@@ -323,8 +325,6 @@ def render_mesh(
 ) -> np.ndarray:
     """Render a mesh in image coordinates with :func:`vox3d.render.render` (lit), onto
     ``image`` (``(H, W, 3)`` uint8) or a white canvas; returns ``(H, W, 3)`` uint8."""
-    from vox3d.render import Light, render
-
     v = np.ascontiguousarray(img_vertices, dtype=np.float32)
     if colors is None:
         colors = np.full((len(v), 3), 0.8, dtype=np.float32)
@@ -354,8 +354,6 @@ def reference_frame(
     """The identity's kept frame with the highest detector score: ``(rgb (H, W, 3) uint8,
     params (n,), roi (4,), layout)`` or None when no shard has one."""
     import h5py
-
-    from vox3d.params import ParamLayout
 
     best = None
     for fp in sorted(str(p) for p in fit_shards):

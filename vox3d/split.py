@@ -14,6 +14,8 @@ import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
+from vox3d.io import read_tsv, write_tsv
+
 # Identity metadata (``meta_csv``) has one reader and writer: vox3d.metadata (re-exported).
 from vox3d.metadata import META_COLUMNS, IdentityMeta, read_meta, write_meta  # noqa: F401
 
@@ -101,8 +103,6 @@ def write_split(
     meta: Mapping[str, IdentityMeta] | None = None,
 ) -> None:
     """Write ``identity, name, gender, set`` (set = train | val) as TSV, atomically."""
-    from vox3d.io import write_tsv
-
     meta = meta or {}
     rows = []
     for side, ids in (("train", train), ("val", val)):
@@ -122,8 +122,6 @@ def write_split(
 
 def read_split(path: str | os.PathLike) -> tuple[list[str], list[str], dict[str, str]]:
     """Read a split TSV -> ``(train, val, {identity: gender})``."""
-    from vox3d.io import read_tsv
-
     rows = read_tsv(path)
     train = sorted(r["identity"] for r in rows if r["set"] == "train")
     val = sorted(r["identity"] for r in rows if r["set"] == "val")

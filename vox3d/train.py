@@ -52,6 +52,8 @@ import torch.nn.functional as F
 from vox3d.face_model import face_model_from_config
 from vox3d.featurestore import load_utterances
 from vox3d.io import save_torch_atomic, write_text_atomic
+from vox3d.metrics import OICD_KEY, RATIO_PAIR_KEY, RATIOS
+from vox3d.safeload import BadModelFileError, load_torch
 from vox3d.split import read_meta, small_data_note, split_identities, write_split
 from vox3d.targets import read_identity_targets, resolve_target_space, target_stats
 from vox3d.torch_setup import resolve_device
@@ -317,8 +319,6 @@ def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
 
 def latest_checkpoint(ckpt_dir: Path, key: str, log: Callable[[str], None] = print) -> dict | None:
     """Newest readable checkpoint with a matching run key, else None."""
-    from vox3d.safeload import BadModelFileError, load_torch
-
     for _step, p in reversed(list_checkpoints(ckpt_dir)):
         try:
             state = load_torch(p)
@@ -573,8 +573,6 @@ def _train_loop(cfg, bank, targets, out, ckpt_dir, dev, val_bank, val_coef, meta
 def ratio_pair_vertices(pairs: Mapping[str, object]) -> np.ndarray:
     """``(10,)`` vertex indices of the ARE pairs: oicd, ear, forehead, mid, cheek (the
     order :class:`ShapeLoss` and :data:`vox3d.metrics.RATIOS` use)."""
-    from vox3d.metrics import OICD_KEY, RATIO_PAIR_KEY, RATIOS
-
     keys = [OICD_KEY] + [RATIO_PAIR_KEY[r] for r in RATIOS]
     return np.array([int(i) for k in keys for i in np.asarray(pairs[k]).reshape(2)], np.int64)
 

@@ -20,6 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
+from vox3d import fbank
+from vox3d.config import DEFAULT_CONFIG, load_schema
+from vox3d.face_model import face_model_from_config
+from vox3d.fbank import BadAudio
+from vox3d.io import atomic_path
+from vox3d.mesh import save_obj
+from vox3d.paths import REPO_ROOT
+from vox3d.safeload import BadModelFileError
+from vox3d.torch_setup import resolve_device
+
 #: Where the workflow's `train` rule writes the final model, under ``out_dir``.
 TRAINED_MODEL = Path("train") / "model.pt"
 
@@ -29,9 +39,6 @@ def default_checkpoint(out_dir: str | os.PathLike | None = None) -> Path:
     relative to the project root (the workflow's working folder) when it is relative."""
     if out_dir is None:
         import yaml
-
-        from vox3d.config import DEFAULT_CONFIG, load_schema
-        from vox3d.paths import REPO_ROOT
 
         with open(DEFAULT_CONFIG, encoding="utf-8") as fh:
             configured = (yaml.safe_load(fh) or {}).get("out_dir")
@@ -45,8 +52,6 @@ def predict_coefficients(audio: str | Path, checkpoint: str | Path, device: str 
     """``(coefficients (K,) float64, model file metadata)`` for one recording."""
     import torch
 
-    from vox3d import fbank
-    from vox3d.torch_setup import resolve_device
     from vox3d.voice_model import load_model
 
     dev = torch.device(resolve_device(device, "--device"))
@@ -80,9 +85,6 @@ def cli(argv: list[str]) -> int:
     )
     ap.add_argument("--subset", default="face", help="face-model vertex subset of the mesh")
     args = ap.parse_args(argv)
-    from vox3d.face_model import face_model_from_config
-    from vox3d.fbank import BadAudio
-    from vox3d.safeload import BadModelFileError
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(args.out_dir)
     if not checkpoint.is_file():
@@ -103,14 +105,11 @@ def cli(argv: list[str]) -> int:
         print(f"vox3d voice2mesh: {e}", file=sys.stderr)
         return 1
     verts = fm.vertices(coef.astype(np.float32))
-    from vox3d.mesh import save_obj
-
     save_obj(args.out, verts, fm.triangles)
     if args.png:
         from PIL import Image
 
         from vox3d.figures import frontal_image_coords, render_mesh
-        from vox3d.io import atomic_path
 
         img = render_mesh(frontal_image_coords(verts, 512), fm.triangles, size=512)
         with atomic_path(args.png) as tmp:
