@@ -67,7 +67,8 @@ FIRST_ID = 90001
 #: gives about 60% men as in VoxCeleb.
 GENDER_GAIN = 1.5
 GENDER_BIAS = math.log(0.6 / 0.4)
-#: Seed of the fixed face -> voice mapping directions (the same for every corpus).
+#: Seed of the former mapping's random formant directions (before issue 17; kept so that
+#: bench/voice_ceiling.py can rebuild that mapping for comparison).
 MAPPING_SEED = 20220601
 #: Face size in the frame: image pixels per model centimetre (ICT outer eye corners ~9 cm ->
 #: 75-100 px apart, as in VoxCeleb2 crops); small-face videos use SMALL_SCALE.
@@ -209,13 +210,13 @@ class FaceRig:
     cheek_w: np.ndarray  # (V,) cheek redness weight
     hairline: dict[str, np.ndarray]  # per-vertex geometry used by the hair painting
     iris_cos: np.ndarray  # (V,) cosine of each eyeball vertex to its eye's forward axis
-    directions: np.ndarray  # (6, K) voice mapping directions
+    directions: np.ndarray  # (8, K) voice mapping directions
     gender_dir: np.ndarray  # (K,) u_g
 
 
 def load_rig(cfg: SynthConfig):
     """Load ICT-FaceKit (subset ``head``) and derive the rendering regions and the
-    face -> voice mapping directions (deterministic from the model and MAPPING_SEED)."""
+    face -> voice mapping directions (deterministic from the model)."""
     from vox3d.face_model import ICT_SUBSETS, load_face_model
 
     kw = {"path": cfg.face_model_path} if cfg.face_model_path else {}
@@ -307,39 +308,169 @@ def _dist_to_polyline(p: np.ndarray, line: np.ndarray) -> np.ndarray:
     return d
 
 
-def _landmark_distance_gradient(model, i: int, j: int) -> np.ndarray:
+def _landmark_distance_gradient(model, i: int, j: int, vertices: bool = False) -> np.ndarray:
     """Gradient ``(K,)`` w.r.t. standardised identity ``z`` of the distance between
-    landmarks `i` and `j` at the mean face."""
-    lm = model.landmarks68
-    d = model.mean[lm[i]].astype(np.float64) - model.mean[lm[j]]
+    landmarks `i` and `j` (vertices `i`, `j` with ``vertices``) at the mean face."""
+    a, b = (i, j) if vertices else (model.landmarks68[i], model.landmarks68[j])
+    d = model.mean[a].astype(np.float64) - model.mean[b]
     u = d / np.linalg.norm(d)
-    basis = model.id_basis[:, lm[i]].astype(np.float64) - model.id_basis[:, lm[j]]
+    basis = model.id_basis[:, a].astype(np.float64) - model.id_basis[:, b]
     return (basis @ u) * model.id_std.astype(np.float64)
 
 
-def mapping_directions(model) -> tuple[np.ndarray, np.ndarray]:
-    """The face -> voice directions ``(6, K)`` and the gender direction ``u_g (K,)``.
+def _log_ratio_gradient(model, num: tuple[int, int], den: tuple[int, int]) -> np.ndarray:
+    """Gradient ``(K,)`` w.r.t. ``z`` of ``log(|v_a - v_b| / |v_c - v_d|)`` at the mean
+    face for vertex pairs ``num = (a, b)``, ``den = (c, d)`` (scale free)."""
+    out = []
+    for a, b in (num, den):
+        length = float(np.linalg.norm(model.mean[a].astype(np.float64) - model.mean[b]))
+        out.append(_landmark_distance_gradient(model, a, b, vertices=True) / length)
+    return out[0] - out[1]
 
-    * ``a_vtl``: grows face length (landmark 27 nasion - 8 chin): longer faces, longer tracts;
-    * ``a_f0``: grows jaw width (landmarks 4 - 12): wider jaws, larger larynx, lower F0
-      (the F0 gain is negative along it);
-    * ``b_1..b_4``: fixed random directions in the leading 10 modes (seed MAPPING_SEED),
-      orthogonalised against the first two (formant-specific tract shape);
-    * ``u_g``: grows face length + face width (landmarks 0 - 16).
-    All unit length.
+
+def ceiling_inputs(model, vertices: np.ndarray):
+    """What :func:`vox3d.voice_synth.voice_ceiling` measures on: ``(gram (K, K), gram_sim
+    (K, K), are)`` of the identity basis over `vertices` (raw and similarity-removed,
+    :func:`vox3d.voice_synth.similarity_gram`), and ``are = (mean_pts (10, 3), basis_pts
+    (K, 10, 3), pairs)`` at the evaluation's ARE vertices (``evaluate.are_pairs: cmp``,
+    :func:`vox3d.face_model.select_are_pairs`)."""
+    from vox3d.face_model import ARE_KEYS, select_are_pairs
+
+    B = model.id_basis[:, vertices].astype(np.float64) * model.id_std[:, None, None]
+    Bf = B.reshape(model.n_id, -1)
+    gram_sim = vs.similarity_gram(model.mean[vertices], B)
+    pairs = select_are_pairs(model, "cmp").pairs
+    pts = np.array([v for k in ARE_KEYS for v in pairs[k]], dtype=np.int64)
+    local = {k: (2 * n, 2 * n + 1) for n, k in enumerate(ARE_KEYS)}
+    are = (
+        model.mean[pts].astype(np.float64),
+        model.id_basis[:, pts].astype(np.float64) * model.id_std[:, None, None],
+        local,
+    )
+    return Bf @ Bf.T, gram_sim, are
+
+
+#: Named face proportions (scale free: log ratios of two distances between landmarks
+#: ``L<n>`` of the 68-point set or ARE vertices) by which the mapping's directions are
+#: described (:func:`proportion_correlations`).
+PROPORTIONS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
+    "cheek width / eye spacing (CMP CR)": (("are:cheek", ""), ("are:oicd", "")),
+    "head width at the ears / eye spacing (CMP ER)": (("are:ear", ""), ("are:oicd", "")),
+    "mid-face width / eye spacing (CMP MR)": (("are:mid", ""), ("are:oicd", "")),
+    "forehead width / eye spacing (CMP FR)": (("are:forehead", ""), ("are:oicd", "")),
+    "jaw width / face length": (("L4", "L12"), ("L27", "L8")),
+    "jaw width / face width": (("L4", "L12"), ("L0", "L16")),
+    "lower-face height / face length": (("L33", "L8"), ("L27", "L8")),
+    "nose length / face length": (("L27", "L33"), ("L27", "L8")),
+    "nose width / eye spacing": (("L31", "L35"), ("L36", "L45")),
+    "nose projection / nose width": (("L30", "L33"), ("L31", "L35")),
+    "mouth width / jaw width": (("L48", "L54"), ("L4", "L12")),
+    "lip height / mouth width": (("L51", "L57"), ("L48", "L54")),
+    "face width / upper-face height (fWHR)": (("L1", "L15"), ("L27", "L51")),
+}
+
+
+def _proportion_pairs(model, spec):
+    from vox3d.face_model import select_are_pairs
+
+    pairs = select_are_pairs(model, "cmp").pairs
+    out = []
+    for a, b in spec:
+        if a.startswith("are:"):
+            out.append(tuple(pairs[a[4:]]))
+        else:
+            out.append((int(model.landmarks68[int(a[1:])]), int(model.landmarks68[int(b[1:])])))
+    return out
+
+
+def proportion_gradients(model) -> dict[str, np.ndarray]:
+    """Unit gradients ``(K,)`` w.r.t. ``z`` of the log :data:`PROPORTIONS` at the mean face."""
+    out = {}
+    for name, spec in PROPORTIONS.items():
+        g = _log_ratio_gradient(model, *_proportion_pairs(model, spec))
+        out[name] = g / np.linalg.norm(g)
+    return out
+
+
+def proportion_correlations(model, directions: np.ndarray) -> list[list[tuple[str, float]]]:
+    """Per direction row, the named proportions sorted by |correlation| (with ``z ~ N(0,
+    I)``, the correlation of ``d . z`` with a proportion's linearised value ``g . z`` is
+    the cosine of ``d`` and ``g``)."""
+    grads = proportion_gradients(model)
+    rows = []
+    for d in np.asarray(directions):
+        c = [(n, float(g @ d / np.linalg.norm(d))) for n, g in grads.items()]
+        rows.append(sorted(c, key=lambda t: -abs(t[1])))
+    return rows
+
+
+#: Which proportion mode (by rank, :func:`proportion_modes`) each shape-linked feature
+#: follows, and the named proportion whose sign fixes the mode's sign (positive along it).
+_MODE_OF = {
+    "a_f0": (3, "jaw width / face width", -1.0),  # wider, longer jaw -> lower F0
+    "b_1": (0, "cheek width / eye spacing (CMP CR)", 1.0),
+    "b_2": (1, "nose projection / nose width", 1.0),
+    "b_3": (2, "lower-face height / face length", 1.0),
+    "b_4": (4, "forehead width / eye spacing (CMP FR)", 1.0),
+    "a_oq": (5, "face width / upper-face height (fWHR)", 1.0),
+    "a_br": (6, "face width / upper-face height (fWHR)", -1.0),
+}
+
+
+def proportion_modes(model, exclude: np.ndarray, n: int = 7) -> np.ndarray:
+    """The leading `n` face-proportion modes ``(n, K)`` (unit rows, orthogonal to each
+    other and to the unit `exclude` direction, the face-length (size) link).
+
+    Eigenvectors of ``W = G_sim / tr G_sim + A / tr A`` (largest first) with ``G_sim``
+    the similarity-removed Gram of the face area (:func:`vox3d.voice_synth.similarity_gram`:
+    how much of the scale-free vertex shape a direction moves) and ``A = sum_r g_r g_r^T /
+    |g_r|`` over CMP's four ARE ratios (``g_r`` the gradient of ratio ``r``: how much of the
+    face proportions CMP scores a direction moves), after projecting out `exclude`.
     """
-    K = model.n_id
+    from vox3d.face_model import ICT_SUBSETS, select_are_pairs
+
+    src = model.vertex_index if model.vertex_index is not None else np.arange(model.n_vertices)
+    face = np.flatnonzero(src < ICT_SUBSETS["face"])
+    B = model.id_basis[:, face].astype(np.float64) * model.id_std[:, None, None]
+    gs = vs.similarity_gram(model.mean[face], B)
+    pairs = select_are_pairs(model, "cmp").pairs
+    a = np.zeros_like(gs)
+    for key in ("ear", "forehead", "mid", "cheek"):
+        lo = float(np.linalg.norm(model.mean[pairs[key][0]] - model.mean[pairs[key][1]]))
+        lc = float(np.linalg.norm(model.mean[pairs["oicd"][0]] - model.mean[pairs["oicd"][1]]))
+        g = _log_ratio_gradient(model, pairs[key], pairs["oicd"]) * lo / lc  # ratio gradient
+        a += np.outer(g, g) / np.linalg.norm(g)
+    w = gs / np.trace(gs) + a / np.trace(a)
+    p = np.eye(len(w)) - np.outer(exclude, exclude)
+    vals, vecs = np.linalg.eigh(p @ w @ p)
+    return vecs[:, np.argsort(-vals)[:n]].T
+
+
+def mapping_directions(model) -> tuple[np.ndarray, np.ndarray]:
+    """The face -> voice directions ``(8, K)`` and the gender direction ``u_g (K,)``.
+
+    * ``a_vtl``: grows face length (landmark 27 nasion - 8 chin): longer faces, longer
+      tracts (the size link; face size is invisible to an image fit);
+    * ``a_f0, b_1..b_4, a_oq, a_br``: the leading face-proportion modes
+      (:func:`proportion_modes`: scale-free shape, orthogonal to ``a_vtl``), one each,
+      assigned and signed by the named proportion of :data:`_MODE_OF`: ``a_f0`` is minus
+      the mode that grows jaw width / face width (a heavier jaw, lower F0), ``b_1`` the
+      mode of cheek width / eye spacing (broad mid/lower face), ``b_2`` nose projection,
+      ``b_3`` lower-face height, ``b_4`` forehead width, ``a_oq`` and ``a_br`` the next two
+      modes (face width / upper-face height, opposite signs);
+    * ``u_g``: grows face length + face width (landmarks 0 - 16).
+    All unit length.  The correlation of every direction with the named proportions:
+    :func:`proportion_correlations`.
+    """
     a_vtl = _landmark_distance_gradient(model, 27, 8)
-    a_f0 = -_landmark_distance_gradient(model, 4, 12)
-    rows = [a_vtl / np.linalg.norm(a_vtl), a_f0 / np.linalg.norm(a_f0)]
-    rng = np.random.default_rng(MAPPING_SEED)
-    k_lead = min(10, K)
-    while len(rows) < 6:
-        v = np.zeros(K)
-        v[:k_lead] = rng.standard_normal(k_lead)
-        for r in rows:
-            v -= (v @ r) * r
-        rows.append(v / np.linalg.norm(v))
+    a_vtl /= np.linalg.norm(a_vtl)
+    modes = proportion_modes(model, a_vtl, n=7)
+    grads = proportion_gradients(model)
+    rows = [a_vtl]
+    for name in ("a_f0", "b_1", "b_2", "b_3", "b_4", "a_oq", "a_br"):
+        rank, prop, sign = _MODE_OF[name]
+        d = modes[rank]
+        rows.append(d * sign * (1.0 if d @ grads[prop] >= 0 else -1.0))
     u_g = _landmark_distance_gradient(model, 27, 8) + _landmark_distance_gradient(model, 0, 16)
     return np.stack(rows), u_g / np.linalg.norm(u_g)
 
@@ -1074,12 +1205,12 @@ def build_corpus(cfg: SynthConfig, out: str | os.PathLike, threads: int = 1, pro
 
 def compute_ceiling(cfg: SynthConfig, rig: FaceRig) -> dict[str, float]:
     """Voice -> shape ceiling (see :func:`vox3d.voice_synth.voice_ceiling`) on the metric
-    vertex subset."""
-    B = rig.model.id_basis[:, rig.face_idx].reshape(rig.model.n_id, -1).astype(np.float64)
-    gram = B @ B.T
+    vertex subset: vertex R^2 raw and scale-normalised, and ARE (CMP pairs) against the
+    population mean face (:func:`ceiling_inputs`)."""
+    gram, gram_sim, are = ceiling_inputs(rig.model, rig.face_idx)
     return vs.voice_ceiling(
         default_mapping(rig), gram, rig.model.id_std,
-        (rig.gender_dir, GENDER_GAIN, GENDER_BIAS),
+        (rig.gender_dir, GENDER_GAIN, GENDER_BIAS), gram_sim=gram_sim, are=are,
     )  # fmt: skip
 
 
@@ -1247,6 +1378,29 @@ def corpus_summary(cfg, idents, clips, ceiling) -> dict:
     }
 
 
+def _mapping_links_table(rig: FaceRig, m: vs.VoiceMapping) -> str:
+    """Rows of the corpus card's link table (feature, direction, gain, noise, r, names)."""
+    props = proportion_correlations(rig.model, m.directions)
+    rows = []
+    for j, (g, s) in enumerate(zip(m.gains(), m.noises(), strict=True)):
+        r = g / math.hypot(g, s) if math.hypot(g, s) > 0 else 0.0
+        top = "; ".join(f"{p} {v:+.2f}" for p, v in props[j][:3])
+        rows.append(
+            f"| {vs.LINKED_FEATURES[j]} | {m.direction_names[j]} | {g:g} | {s:g} | {r:.2f} | {top} |"
+        )
+    return "\n".join(rows)
+
+
+def _ceiling_cell(c: dict, key: str) -> str:
+    return f"{c[key]:.3f}" if key in c else "-"
+
+
+def _are_cell(c: dict, key: str, gain: str | None) -> str:
+    if key not in c:
+        return "-"
+    return f"{c[key]:.4f}" + (f" ({100 * c[gain]:.0f}%)" if gain else "")
+
+
 def corpus_card(cfg: SynthConfig, rig: FaceRig, s: dict) -> str:
     """The corpus card (Markdown)."""
     m = default_mapping(rig)
@@ -1299,27 +1453,46 @@ five formant resonators whose frequencies scale with `17.5 / VTL`, vowel traject
 (Peterson & Barney), phrases separated by pauses, fricative noise, room reverberation and
 noise.  Voice parameters of an identity, with `z` its standardised shape and `e ~ N(0,1)`:
 
-    vtl_cm      = {vs.VTL_MEAN_CM[0]} (m) / {vs.VTL_MEAN_CM[1]} (f) + {m.vtl_gain} (a_vtl . z) + {m.vtl_noise} e1
-    log f0_hz   = log {vs.F0_MEAN_HZ[0]} (m) / log {vs.F0_MEAN_HZ[1]} (f) + {m.f0_gain} (a_f0 . z) + {m.f0_noise} e2
-    log ratio_i = {m.ratio_gain} (b_i . z) + {m.ratio_noise} e_i        (formants F1-F4, i = 1..4)
+    vtl_cm          = {vs.VTL_MEAN_CM[0]} (m) / {vs.VTL_MEAN_CM[1]} (f) + {m.vtl_gain} (a_vtl . z) + {m.vtl_noise} e1
+    log f0_hz       = log {vs.F0_MEAN_HZ[0]} (m) / log {vs.F0_MEAN_HZ[1]} (f) + {m.f0_gain} (a_f0 . z) + {m.f0_noise} e2
+    log ratio_i     = {m.ratio_gain} (b_i . z) + {m.ratio_noise} e_i        (formants F1-F4, i = 1..4)
+    open_quotient   = {vs.OQ_MEAN[0]} (m) / {vs.OQ_MEAN[1]} (f) + {m.oq_gain} (a_oq . z) + {m.oq_noise} e8
+    log breathiness = log {vs.BREATH_MEAN[0]} (m) / log {vs.BREATH_MEAN[1]} (f) + {m.breath_gain} (a_br . z) + {m.breath_noise} e11
 
-`a_vtl` grows face length (landmarks 27-8), `a_f0` is minus the direction that grows jaw
-width (landmarks 4-12: wider jaw, lower voice), `b_i` fixed random directions in the
-leading 10 modes (seed {MAPPING_SEED}); intonation range, open quotient, jitter,
-shimmer, breathiness and speaking rate depend on gender and noise only.  Gender:
+`a_vtl` grows face length (landmarks 27-8: the size link, longer faces have longer
+tracts and lower formants); the other seven directions are the leading face-proportion
+modes (scale free: eigenvectors of the similarity-removed face-area shape plus CMP's four
+face ratios, orthogonal to `a_vtl`; `vox3d.synth.mapping_directions`), each assigned to a
+voice feature by the source-filter story: F0 falls along a heavier lower face, the formant
+ratios (oral / pharyngeal cavity proportions) follow facial breadth and the nose, mid-face
+and forehead proportions, open quotient and breathiness (the glottal source) the next two
+modes.  Every link, its within-gender correlation `gain / sqrt(gain^2 + noise^2)` and the
+named proportions its direction correlates with most:
+
+| feature | direction | gain | noise | r | direction's strongest named proportions |
+|---|---|---|---|---|---|
+{_mapping_links_table(rig, m)}
+
+Intonation range, jitter, shimmer and speaking rate depend on gender and noise only.  These
+strengths are a design choice (far stronger than real voice-face correlations), set so that
+most of the voice's information is scale-free shape that an image fit can see.  Gender:
 `P(m) = sigmoid({GENDER_GAIN} (u_g . z) + {GENDER_BIAS:.3f})`, `u_g` growing face length +
 width.  All directions are stored in `ground_truth.h5` (attribute `voice_mapping`).
 
 ## Voice -> shape ceiling
 
-Best linear predictor of the identity coefficients from the voice parameters and gender,
-fitted and measured on two independent samples of {int(c["n_samples"])} identities of the
-generative model (the ceiling for a model that hears the voice perfectly):
+Best linear predictor of the identity coefficients from the face-linked voice features and
+gender, fitted and measured on two independent samples of {int(c["n_samples"])} identities
+of the generative model (the ceiling for a model that hears the voice perfectly;
+`vox3d.voice_synth.voice_ceiling`, `bench/voice_ceiling.py`).  Vertex R^2 over the
+{cfg.metric_subset} area, raw and scale-normalised (similarity motions of the mean face
+removed, to first order); ARE with CMP's pairs against the population mean face's:
 
-| predictor | R^2 identity coefficients | R^2 vertices ({cfg.metric_subset} area) |
-|---|---|---|
-| voice parameters + gender | {c["r2_coef"]:.3f} | {c["r2_vertex"]:.3f} |
-| gender only (gender-mean baseline) | {c["r2_coef_gender"]:.3f} | {c["r2_vertex_gender"]:.3f} |
+| predictor | R^2 identity coefficients | R^2 vertices | R^2 vertices, scale-normalised | ARE (improvement over the mean face) |
+|---|---|---|---|---|
+| voice parameters + gender | {c["r2_coef"]:.3f} | {c["r2_vertex"]:.3f} | {_ceiling_cell(c, "r2_vertex_sim")} | {_are_cell(c, "are_mean", "are_improvement")} |
+| gender only (gender-mean baseline) | {c["r2_coef_gender"]:.3f} | {c["r2_vertex_gender"]:.3f} | {_ceiling_cell(c, "r2_vertex_sim_gender")} | {_are_cell(c, "are_gender", "are_improvement_gender")} |
+| population mean face | 0 | 0 | 0 | {_are_cell(c, "are_mean_face", None)} |
 
 So at most {100 * c["r2_vertex"]:.0f}% of the face-shape variance (vertex space) is
 predictable from the voice; the rest is independent of it by construction.
