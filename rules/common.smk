@@ -4,6 +4,7 @@
 import math
 import os
 
+from vox3d.fit import FitConfig
 from vox3d.manifest import list_shards
 
 OUT = os.path.normpath(config["out_dir"])
@@ -57,6 +58,12 @@ def shard_tsv(wildcards):
     """The manifest rows of shard `wildcards.shard` (available once the checkpoint ran)."""
     checkpoints.manifest.get()
     return out(f"shards/{wildcards.shard}.tsv")
+
+
+def fit_models(wildcards=None):
+    """Files the fit's detector and regressor are read from (FitConfig.model_files):
+    inputs of the fit jobs, so that a new checkpoint refits."""
+    return FitConfig.from_config(config).model_files()
 
 
 def shard_files(stage, wildcards=None):

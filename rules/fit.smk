@@ -24,6 +24,7 @@ FIT_GPUS = (
 rule fit_shard:
     input:
         h5=out("extract/{shard}.h5"),
+        models=fit_models,
     output:
         h5=out("fit/{shard}.h5"),
     log:
@@ -55,6 +56,7 @@ rule fit_shard:
 rule fit_identities:
     input:
         shards=lambda wildcards: shard_files("fit"),
+        models=fit_models,  # the ICT json's identity calibration
     output:
         h5=out("fit/identities.h5"),
     log:

@@ -11,24 +11,15 @@ import json
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
-from vox3d.identities import aggregate_identities, load_identity_calibration
+from vox3d.fit import FitConfig
+from vox3d.identities import aggregate_identities, regressor_calibration
 from vox3d.joblog import job_log
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 
 
-def regressor_calibration(config: dict) -> tuple[dict | None, str | None]:
-    """(identity calibration or None, the regressor file it came from) for the config."""
-    if (config.get("face_model", {}) or {}).get("name", "ict") != "ict":
-        return None, None
-    from vox3d.fit import ICT_REGRESSOR
-
-    path = (config.get("fit", {}) or {}).get("ict_regressor") or ICT_REGRESSOR
-    return load_identity_calibration(path), str(path)
-
-
 with job_log(smk.log[0]) as log:
-    calibration, source = regressor_calibration(smk.config)
+    calibration, source = regressor_calibration(FitConfig.from_config(smk.config))
     summary = aggregate_identities(
         list(smk.input.shards),
         smk.output.h5,

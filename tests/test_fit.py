@@ -3,6 +3,7 @@ ground truth, black frames (no face), reasons counted, determinism, bad input.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -383,3 +384,26 @@ def test_blur_ignores_the_black_padding_of_a_crop():
     inside_blur = laplacian_variance(blur_c, win)[0]
     assert inside_blur < 0.2 * whole  # the edge dominated the whole-crop measure
     assert inside_sharp > 5 * inside_blur
+
+
+def test_model_files_are_the_files_the_fitter_reads(tmp_path):
+    """The fit jobs' model inputs (rules/common.smk fit_models) name exactly what the Fitter
+    loads, for both face models: a new checkpoint must refit (tests/test_workflow.py runs it)."""
+    require(paths.FACEBOXES_WEIGHTS, paths.MB05_WEIGHTS, paths.PARAM_MEAN_STD)
+    ict = FitConfig.from_config({"face_model": {"name": "ict"}, "fit": {}, "assets": {}})
+    assert ict.model_files() == [
+        str(paths.FACEBOXES_WEIGHTS),
+        str(paths.REPO_ROOT / "vox3d" / "data" / "ict_regressor.pth"),
+        str(paths.REPO_ROOT / "vox3d" / "data" / "ict_regressor.json"),
+    ]
+    moved = FitConfig.from_config(
+        {"fit": {"ict_regressor": str(tmp_path / "r.pth")}, "assets": {"faceboxes": "fb.pth"}}
+    )
+    assert moved.model_files() == ["fb.pth", str(tmp_path / "r.pth"), str(tmp_path / "r.json")]
+    bfm = FitConfig.from_config({"face_model": {"name": "bfm"}, "assets": {}})
+    assert bfm.model_files() == [
+        str(paths.FACEBOXES_WEIGHTS), str(paths.MB05_WEIGHTS), str(paths.PARAM_MEAN_STD)
+    ]  # fmt: skip
+    for cfg in (ict, bfm):
+        fitter = Fitter(dataclasses.replace(cfg, device="cpu"))
+        assert fitter.model_file == cfg.regressor_file == cfg.model_files()[1]

@@ -130,6 +130,33 @@ class FitConfig:
     def layout(self) -> ParamLayout:
         return TDDFA_LAYOUT if self.face_model == "bfm" else ict_layout(self.n_id, self.n_exp)
 
+    @property
+    def regressor_file(self) -> str:
+        """The regressor weights the fit reads: the ICT checkpoint (``fit.ict_regressor``,
+        default the committed one) or 3DDFA-V2's ``assets.tddfa_weights``."""
+        from vox3d import paths
+
+        if self.face_model == "bfm":
+            return str(self.tddfa_weights or paths.MB05_WEIGHTS)
+        return str(self.ict_regressor or ICT_REGRESSOR)
+
+    def model_files(self) -> list[str]:
+        """Every file the fit's models are built from: detector weights, regressor weights,
+        and the regressor's whitening statistics (BFM: the 62-d mean/std pickle; ICT: the
+        checkpoint's json, which also holds the identity calibration of ``fit_identities``).
+        The workflow lists them as inputs, so that replacing one refits.  FAN weights are
+        left out: their default location is torch's hub cache, resolved at run time."""
+        from vox3d import paths
+
+        files = [str(self.faceboxes or paths.FACEBOXES_WEIGHTS), self.regressor_file]
+        if self.face_model == "bfm":
+            files.append(str(self.tddfa_param_mean_std or paths.PARAM_MEAN_STD))
+        else:
+            files.append(str(Path(self.regressor_file).with_suffix(".json")))
+        if self.landmarks == "fan" and self.fan_weights:
+            files.append(str(self.fan_weights))
+        return files
+
 
 # --------------------------------------------------------------------------------------
 # models
@@ -200,10 +227,9 @@ class Fitter:
         self.detector = FaceBoxes(cfg.faceboxes or paths.FACEBOXES_WEIGHTS, device=self.device)
         channels_last, fuse_bn = regressor_layout(self.device, cfg.precision)
         if cfg.face_model == "bfm":
-            weights = cfg.tddfa_weights or paths.MB05_WEIGHTS
+            self.model_file = weights = cfg.regressor_file
             mean_std = cfg.tddfa_param_mean_std or paths.PARAM_MEAN_STD
             widen = 1.0 if "mb1" in Path(weights).name else 0.5
-            self.model_file = str(weights)
             self.regressor = Regressor(
                 weights, mean_std, widen=widen, num_params=self.layout.n,
                 device=self.device, precision=cfg.precision,
@@ -212,7 +238,7 @@ class Fitter:
         else:
             from vox3d.ict_regressor import make_regressor
 
-            self.model_file = str(cfg.ict_regressor or ICT_REGRESSOR)
+            self.model_file = cfg.regressor_file
             if channels_last or fuse_bn:  # fold the BatchNorms in fp32, then cast
                 ref = make_regressor(self.model_file, cfg.n_id, cfg.n_exp)
                 self.regressor = Regressor(

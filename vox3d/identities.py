@@ -331,6 +331,15 @@ def load_identity_calibration(regressor_json: str | os.PathLike) -> dict | None:
     return {**cal, "face_model": meta.get("face_model", "ict"), "n_id": int(meta["n_id"])}
 
 
+def regressor_calibration(fit_config) -> tuple[dict | None, str | None]:
+    """(identity calibration or None, the regressor file it came from) of a
+    :class:`vox3d.fit.FitConfig`: the ICT regressor's json may carry one; BFM has none."""
+    if fit_config.face_model != "ict":
+        return None, None
+    path = fit_config.regressor_file
+    return load_identity_calibration(path), path
+
+
 # --------------------------------------------------------------------------------------
 # I/O: fit shards -> identities.h5
 
