@@ -6,6 +6,7 @@ import os
 
 from vox3d.fit import FitConfig
 from vox3d.manifest import list_shards
+from vox3d.torch_setup import job_gpus
 
 OUT = os.path.normpath(config["out_dir"])
 

@@ -49,7 +49,7 @@ rule evaluate:
         mem_mb=1500,
         disk_mb=1000,
         runtime=30,
-        gpu=1 if config["evaluate"]["device"] == "cuda" else 0,
+        gpu=job_gpus("evaluate", config["evaluate"]["device"]),
     params:
         settings=config["evaluate"],
         face_model=config["face_model"],

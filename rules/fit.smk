@@ -3,22 +3,15 @@
 # shape -> OUT/fit/identities.h5; rejects and per-reason counts -> OUT/fit/{rejects,stats}.tsv.
 # Logic: vox3d/fit.py, vox3d/quality.py, vox3d/identities.py, vox3d/ict_regressor.py.
 
-import shutil
-
 TARGETS.extend([out("fit/identities.h5"), out("fit/rejects.tsv"), out("fit/stats.tsv")])
 # Synthetic corpus only (ground truth known): identity accuracy of the fit (rule fit_accuracy).
 FIT_ACCURACY = [out("fit/accuracy.tsv"), out("fit/accuracy.png")] if synthetic() else []
 TARGETS.extend(FIT_ACCURACY)
 
-# GPUs of a fit_shard job: one when fit.device is cuda, or auto on a machine with one
-# (nvidia-smi present).  `--set-resources fit_shard:gpu=N` runs N processes, one per GPU
+# GPUs of a fit_shard job (vox3d.torch_setup.job_gpus: cuda, or auto on a machine with
+# nvidia-smi).  `--set-resources fit_shard:gpu=N` runs N processes, one per GPU
 # (scripts/fit.py, vox3d/multigpu.py); give it N x mem_mb too (fit_shard:mem_mb=...).
-FIT_GPUS = (
-    1
-    if config["fit"]["device"] == "cuda"
-    or (config["fit"]["device"] == "auto" and shutil.which("nvidia-smi"))
-    else 0
-)
+FIT_GPUS = job_gpus("fit", config["fit"]["device"])
 
 
 rule fit_shard:
@@ -180,7 +173,7 @@ rule train_regressor:
         mem_mb=24000,
         disk_mb=16000,
         runtime=60,
-        gpu=1 if config["fit"]["regressor"]["device"] == "cuda" else 0,
+        gpu=job_gpus("regressor", config["fit"]["regressor"]["device"]),
     params:
         regressor=config["fit"]["regressor"],
         face_model=config["face_model"],

@@ -26,7 +26,7 @@ rule train:
         mem_mb=4000,
         disk_mb=1000,
         runtime=train_minutes(),
-        gpu=1 if config["train"]["device"] == "cuda" else 0,
+        gpu=job_gpus("train", config["train"]["device"]),
     params:
         settings=config["train"],
         face_model=config["face_model"],

@@ -181,3 +181,19 @@ def test_pbs_status_mapping():
     assert mod.status_of({"job_state": "F", "Exit_status": 0}) == "success"
     assert mod.status_of({"job_state": "F", "Exit_status": 271}) == "failed"
     assert mod.status_of({}) == "failed"
+
+
+def test_job_gpus_policy(tmp_path, monkeypatch):
+    """One GPU policy for every rule (vox3d.torch_setup.job_gpus): cuda asks for one GPU, cpu
+    for none, auto for one only in the fit and only where nvidia-smi is on PATH."""
+    from vox3d.torch_setup import job_gpus
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    stages = ("fit", "train", "evaluate", "regressor")
+    assert [job_gpus(s, "cuda") for s in stages] == [1, 1, 1, 1]
+    assert [job_gpus(s, "cpu") for s in stages] == [0, 0, 0, 0]
+    assert [job_gpus(s, "auto") for s in stages] == [0, 0, 0, 0]
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\n")
+    smi.chmod(0o755)
+    assert [job_gpus(s, "auto") for s in stages] == [1, 0, 0, 0]

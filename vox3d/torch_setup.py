@@ -1,5 +1,6 @@
 """Process-level torch set-up: the oneMKL vector-math warm-up that keeps CPU results exact,
-and :func:`resolve_device`, the one reading of a ``device`` setting (``auto | cpu | cuda``).
+and :func:`resolve_device`, the one reading of a ``device`` setting (``auto | cpu | cuda``)
+(:func:`job_gpus`: the GPUs a workflow job asks for from the same setting).
 
 Why: torch's CPU build routes contiguous float unary ops (``sqrt``, ``exp``, ``log``,
 ``sin``, ``asin``, ``tanh``, ...) to the oneMKL vector-math library (VML) it bundles
@@ -26,6 +27,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import os
+import shutil
 import sys
 from types import ModuleType
 
@@ -147,6 +149,26 @@ def resolve_device(device: str, setting: str = "device") -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"{setting} is 'cuda' but torch sees no CUDA device; use auto or cpu")
     return device
+
+
+#: Stages whose ``device: auto`` asks the scheduler for a GPU when the host that builds the
+#: DAG has one (``nvidia-smi`` on PATH).  The fit is where a GPU pays (docs/cluster.md); the
+#: other stages' ``auto`` requests none and uses a GPU only when the job happens to see one
+#: (:func:`resolve_device`), which keeps their jobs on CPU nodes (train's runtime request
+#: assumes the CPU unless its device is ``cuda``).
+AUTO_GPU_STAGES: frozenset[str] = frozenset({"fit"})
+
+
+def job_gpus(stage: str, device: str) -> int:
+    """GPUs a workflow job of `stage` (``fit``, ``train``, ``evaluate``, ``regressor``)
+    requests (Snakemake resource ``gpu``) for its ``device`` setting: 1 for ``cuda``; 1 for
+    ``auto`` in a stage of :data:`AUTO_GPU_STAGES` when ``nvidia-smi`` is on PATH; else 0.
+    Light (no torch): the Snakefile calls it while building the DAG."""
+    if device == "cuda":
+        return 1
+    if device == "auto" and stage in AUTO_GPU_STAGES and shutil.which("nvidia-smi"):
+        return 1
+    return 0
 
 
 def race_storm(
