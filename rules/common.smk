@@ -4,7 +4,9 @@
 import math
 import os
 
+from vox3d import jobsize
 from vox3d.fit import FitConfig
+from vox3d.jobsize import VIDEO_S
 from vox3d.manifest import list_shards
 from vox3d.torch_setup import job_gpus
 
@@ -77,33 +79,20 @@ def feature_shards(wildcards=None):
     return shard_files("features")
 
 
-# Job sizes (resources:) are set from measurements; docs/cluster.md has the table.  Shard
-# jobs scale with the seconds of video in a shard: shard_size videos of VIDEO_S seconds.
-VIDEO_S = 8.0  # s per video (VoxCeleb2 mean utterance: 2,442 h / 1,128,246 = 7.8 s)
+# Job sizes (resources:) are set from measurements; docs/cluster.md has the table.  The
+# measured rates and the arithmetic live in vox3d/jobsize.py (VIDEO_S: seconds per video).
 
 
 def shard_minutes(s_per_video_s, margin=10.0, floor=5):
-    """Runtime request in minutes of a per-shard job that took `s_per_video_s` seconds of wall
-    time per second of video (measured), for config shard_size videos of VIDEO_S seconds,
-    times `margin`; at least `floor` minutes."""
-    need_s = s_per_video_s * VIDEO_S * config["shard_size"] * margin
-    return max(floor, math.ceil(need_s / 60))
+    """Runtime request in minutes of a per-shard job that took `s_per_video_s` seconds of
+    wall time per second of video, for config shard_size videos (vox3d.jobsize)."""
+    return jobsize.shard_minutes(s_per_video_s, config["shard_size"], margin, floor)
 
 
-def train_minutes(margin=3.0, floor=10):
-    """Runtime request in minutes of `train`: its steps (train.steps, else the preset's:
-    paper 48,000, demo 600) at the measured speed, times `margin`.  Measured: paper preset
-    48.7 it/s on an H100 with amp (bench/results/h100_train.txt), 1.35 it/s on one CPU core
-    (bench/results/cpu_throughput.txt, taken as linear in the rule's threads); demo preset
-    600 steps in 316 s on 2 loaded cores (1.9 it/s)."""
-    t = config["train"]
-    paper = t["preset"] == "paper"
-    steps = t["steps"] or (48000 if paper else 600)
-    if not paper:
-        it_s = 1.9  # the CPU figure, also on a GPU (not measured there; a GPU is not slower)
-    else:
-        it_s = 48.7 if t["device"] == "cuda" else 1.35 * 2
-    return max(floor, math.ceil(steps / it_s * margin / 60))
+def train_minutes(threads, margin=3.0, floor=10):
+    """Runtime request in minutes of `train` on `threads` threads: its steps (train.steps,
+    else the preset's) at the measured speed, times `margin` (vox3d.jobsize)."""
+    return jobsize.train_minutes(config["train"], threads, margin, floor)
 
 
 def all_targets(wildcards):

@@ -25,7 +25,7 @@ rule train:
         # the steps: train_minutes (common.smk)
         mem_mb=4000,
         disk_mb=1000,
-        runtime=train_minutes(),
+        runtime=lambda wc, threads: train_minutes(threads),
         gpu=job_gpus("train", config["train"]["device"]),
     params:
         settings=config["train"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 import subprocess
 import sys
@@ -112,3 +113,20 @@ def test_ordinary_output_folders_are_accepted(out_dir):
     from vox3d.config import validate_config
 
     assert validate_config({"out_dir": out_dir})["out_dir"] == out_dir
+
+
+def test_train_job_is_sized_from_the_presets(cfg):
+    """The train rule's runtime takes its steps from the one table of presets
+    (vox3d.train_presets.PRESETS, which vox3d.train reads too), whose names are the schema's."""
+    from vox3d import jobsize, train_presets
+
+    schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+    enum = schema["properties"]["train"]["properties"]["preset"]["enum"]
+    assert sorted(enum) == sorted(train_presets.PRESETS)
+    t = dict(cfg["train"], steps=None)
+    for preset, settings in train_presets.PRESETS.items():
+        assert jobsize.train_steps(dict(t, preset=preset)) == settings["steps"]
+    assert jobsize.train_steps(dict(t, steps=123)) == 123
+    paper = dict(t, preset="paper", device="cuda")
+    want = math.ceil(train_presets.PRESETS["paper"]["steps"] / jobsize.TRAIN_IT_S_GPU * 3 / 60)
+    assert jobsize.train_minutes(paper, threads=2) == want

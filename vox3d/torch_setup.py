@@ -154,8 +154,8 @@ def resolve_device(device: str, setting: str = "device") -> str:
 #: Stages whose ``device: auto`` asks the scheduler for a GPU when the host that builds the
 #: DAG has one (``nvidia-smi`` on PATH).  The fit is where a GPU pays (docs/cluster.md); the
 #: other stages' ``auto`` requests none and uses a GPU only when the job happens to see one
-#: (:func:`resolve_device`), which keeps their jobs on CPU nodes (train's runtime request
-#: assumes the CPU unless its device is ``cuda``).
+#: (:func:`resolve_device`), which keeps their jobs on CPU nodes (train's runtime request,
+#: ``vox3d.jobsize.train_it_s``, assumes the CPU unless its device is ``cuda``).
 AUTO_GPU_STAGES: frozenset[str] = frozenset({"fit"})
 
 

@@ -57,34 +57,8 @@ from vox3d.safeload import BadModelFileError, load_torch
 from vox3d.split import read_meta, small_data_note, split_identities, write_split
 from vox3d.targets import read_identity_targets, resolve_target_space, target_stats
 from vox3d.torch_setup import resolve_device
+from vox3d.train_presets import PRESETS
 from vox3d.voice_model import ModelConfig, VoiceToShape, build_model
-
-#: Named schedules.  ``paper``: the CMP schedule (Adam 2e-4, betas 0.5/0.999, batch 64,
-#: crops 300-800 frames, 48k iterations).  ``demo``: a few minutes on 2 CPU cores.
-PRESETS: dict[str, dict] = {
-    "paper": {
-        "steps": 48000,
-        "batch_size": 64,
-        "lr": 2e-4,
-        "betas": [0.5, 0.999],
-        "crop_min": 300,
-        "crop_max": 800,
-        "checkpoint_every": 2000,
-        "eval_every": 2000,
-        "log_every": 100,
-    },
-    "demo": {
-        "steps": 600,
-        "batch_size": 32,
-        "lr": 1e-3,
-        "betas": [0.5, 0.999],
-        "crop_min": 100,
-        "crop_max": 300,
-        "checkpoint_every": 100,
-        "eval_every": 100,
-        "log_every": 20,
-    },
-}
 
 
 @dataclass

@@ -1,0 +1,59 @@
+"""Job sizes of the workflow (the ``resources:`` of rules/*.smk): the measured rates behind
+the runtime requests and the functions that turn them into minutes.  rules/common.smk calls
+them with the run's config; docs/cluster.md has the table of measured against requested.
+Light (no torch, no numpy): the Snakefile imports it while building the DAG."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from vox3d.train_presets import PRESETS
+
+#: Seconds per video a shard job is sized for (VoxCeleb2's mean utterance: 2,442 h /
+#: 1,128,246 = 7.8 s): a shard holds ``shard_size`` videos of ``VIDEO_S`` seconds.
+VIDEO_S = 8.0
+
+#: Training speeds (iterations a second) behind the ``train`` job's runtime request.
+#: Paper preset on one H100 with amp bf16: 200 iterations in 4.11 s
+#: (bench/results/h100_train.txt).
+TRAIN_IT_S_GPU = 48.7
+#: Paper preset on one CPU core (bench/results/cpu_throughput.txt: 1.35 iterations a second
+#: per core), taken as linear in the job's threads.
+TRAIN_IT_S_CPU_CORE = 1.35
+#: Demo preset, on CPU or GPU (not measured on a GPU; a GPU is not slower): 600 steps in
+#: 316 s on 2 loaded cores, when the rule was sized.  bench/results/cpu_resources.txt now
+#: measures 6.51 steps a second (600 steps in 92.2 s on 2 cores at load 2.87, start-up
+#: included): the default run's request (16 min) is 10.4 x its wall time, not the 3 asked.
+TRAIN_IT_S_DEMO = 1.9
+
+
+def shard_minutes(
+    s_per_video_s: float, shard_size: int, margin: float = 10.0, floor: int = 5
+) -> int:
+    """Runtime request in minutes of a per-shard job that took `s_per_video_s` seconds of wall
+    time per second of video (measured), for `shard_size` videos of :data:`VIDEO_S` seconds,
+    times `margin`; at least `floor` minutes."""
+    need_s = s_per_video_s * VIDEO_S * shard_size * margin
+    return max(floor, math.ceil(need_s / 60))
+
+
+def train_steps(train: Mapping) -> int:
+    """Steps of a training run from the ``train`` config: ``train.steps``, else its preset's
+    (:data:`vox3d.train_presets.PRESETS`)."""
+    return int(train["steps"] or PRESETS[train["preset"]]["steps"])
+
+
+def train_it_s(train: Mapping, threads: int) -> float:
+    """Iterations a second the ``train`` job is sized for: the paper preset at
+    :data:`TRAIN_IT_S_GPU` on ``cuda``, else :data:`TRAIN_IT_S_CPU_CORE` x `threads`; the
+    demo preset at :data:`TRAIN_IT_S_DEMO` on any device."""
+    if train["preset"] != "paper":
+        return TRAIN_IT_S_DEMO
+    return TRAIN_IT_S_GPU if train["device"] == "cuda" else TRAIN_IT_S_CPU_CORE * threads
+
+
+def train_minutes(train: Mapping, threads: int, margin: float = 3.0, floor: int = 10) -> int:
+    """Runtime request in minutes of the ``train`` job: its steps (:func:`train_steps`) at
+    :func:`train_it_s`, times `margin`; at least `floor` minutes."""
+    return max(floor, math.ceil(train_steps(train) / train_it_s(train, threads) * margin / 60))
