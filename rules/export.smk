@@ -1,22 +1,27 @@
 # Export: the finished Voxceleb-3D under OUT/voxceleb3d/ -- the audio of every exported
 # utterance (audio/), lhotse manifests (lhotse/*.jsonl.gz), Hugging Face parquet tables
 # (hf/*.parquet), the utterances not exported (rejects.tsv) and the dataset card (README.md).
-# Logic: vox3d/export.py (tables, audio, manifests), vox3d/card.py (the card).
+# Logic: vox3d/export.py (tables, audio, manifests), vox3d/card.py (the card).  File names
+# are the library's (vox3d.export: EXPORT_DIR, AUDIO_DIR, LHOTSE_FILES, HF_FILES, ...).
+
+from vox3d import export as vx
+
+
+def export_out(rel):
+    """OUT/voxceleb3d/<rel> (rel: one of vox3d.export's file names)."""
+    return out(f"{vx.EXPORT_DIR}/{rel}")
+
+
+# Named outputs: recordings, supervisions, cuts; utterances, identities (vox3d.export.file_key).
+LHOTSE_OUTPUTS = {vx.file_key(f): export_out(f) for f in vx.LHOTSE_FILES}
+HF_OUTPUTS = {vx.file_key(f): export_out(f) for f in vx.HF_FILES}
 
 TARGETS.extend(
     [
-        out("voxceleb3d/audio"),
-        *[
-            out(f"voxceleb3d/{f}")
-            for f in (
-                "lhotse/recordings.jsonl.gz",
-                "lhotse/supervisions.jsonl.gz",
-                "lhotse/cuts.jsonl.gz",
-            )
-        ],
-        out("voxceleb3d/hf/utterances.parquet"),
-        out("voxceleb3d/hf/identities.parquet"),
-        out("voxceleb3d/README.md"),
+        export_out(vx.AUDIO_DIR),
+        *LHOTSE_OUTPUTS.values(),
+        *HF_OUTPUTS.values(),
+        export_out(vx.CARD_FILE),
     ]
 )
 
@@ -41,8 +46,8 @@ rule export_audio:
     input:
         **EXPORT_INPUTS,
     output:
-        audio=directory(out("voxceleb3d/audio")),
-        rejects=out("voxceleb3d/rejects.tsv"),
+        audio=directory(export_out(vx.AUDIO_DIR)),
+        rejects=export_out(vx.REJECTS_FILE),
     log:
         out("logs/export/export_audio.log"),
     benchmark:
@@ -67,9 +72,7 @@ rule export_lhotse:
     input:
         **EXPORT_INPUTS,
     output:
-        recordings=out("voxceleb3d/lhotse/recordings.jsonl.gz"),
-        supervisions=out("voxceleb3d/lhotse/supervisions.jsonl.gz"),
-        cuts=out("voxceleb3d/lhotse/cuts.jsonl.gz"),
+        **LHOTSE_OUTPUTS,
     log:
         out("logs/export/export_lhotse.log"),
     benchmark:
@@ -92,8 +95,7 @@ rule export_hf:
     input:
         **EXPORT_INPUTS,
     output:
-        utterances=out("voxceleb3d/hf/utterances.parquet"),
-        identities=out("voxceleb3d/hf/identities.parquet"),
+        **HF_OUTPUTS,
     log:
         out("logs/export/export_hf.log"),
     benchmark:
@@ -122,12 +124,12 @@ rule export_card:
         ground_truth=lambda wc: (
             [out("synthetic/ground_truth.h5")] if synthetic() else []
         ),
-        audio=out("voxceleb3d/audio"),
-        rejects=out("voxceleb3d/rejects.tsv"),
+        audio=export_out(vx.AUDIO_DIR),
+        rejects=export_out(vx.REJECTS_FILE),
         lhotse=rules.export_lhotse.output,
         hf=rules.export_hf.output,
     output:
-        card=out("voxceleb3d/README.md"),
+        card=export_out(vx.CARD_FILE),
     log:
         out("logs/export/export_card.log"),
     benchmark:

@@ -28,7 +28,7 @@ import numpy as np
 
 from vox3d import __version__
 from vox3d.evaluate import evaluate_predictions, mesh_vertices
-from vox3d.export import Collected, ExportError
+from vox3d.export import AUDIO_DIR, CARD_FILE, Collected, ExportError
 from vox3d.face_model import face_model_from_config, face_model_settings, select_are_pairs
 from vox3d.io import read_tsv, write_text_atomic
 from vox3d.paths import REPO_ROOT
@@ -614,14 +614,14 @@ def _file_sizes(root: Path) -> dict[str, int]:
     sizes: dict[str, int] = {}
     n_audio = audio_bytes = 0
     for p in sorted(root.rglob("*")):
-        if not p.is_file() or p.name.startswith(".") or p.name == "README.md":
+        if not p.is_file() or p.name.startswith(".") or p.name == CARD_FILE:
             continue
         rel = p.relative_to(root).as_posix()
-        if rel.startswith("audio/"):
+        if rel.startswith(f"{AUDIO_DIR}/"):
             n_audio += 1
             audio_bytes += p.stat().st_size
         else:
             sizes[rel] = p.stat().st_size
     if n_audio:
-        sizes[f"audio/ ({n_audio:,} files)"] = audio_bytes
+        sizes[f"{AUDIO_DIR}/ ({n_audio:,} files)"] = audio_bytes
     return sizes

@@ -79,7 +79,12 @@ LHOTSE_FILES = (
 )
 #: Hugging Face parquet files (relative to the export folder).
 HF_FILES = ("hf/utterances.parquet", "hf/identities.parquet")
+#: The utterances not exported (path, stage, reason), relative to the export folder.
 REJECTS_FILE = "rejects.tsv"
+#: Folder of the exported audio files (relative to the export folder).
+AUDIO_DIR = "audio"
+#: The dataset card (:mod:`vox3d.card`), relative to the export folder.
+CARD_FILE = "README.md"
 #: Fixed pyarrow.parquet.write_table settings (same table, same pyarrow -> same bytes).
 PARQUET_SETTINGS: dict[str, object] = {
     "version": "2.6",
@@ -93,6 +98,12 @@ PARQUET_SETTINGS: dict[str, object] = {
 }
 #: Reason written to the export's rejects table for an utterance whose identity has no shape.
 NO_SHAPE = "identity {identity} has no fitted 3D shape (see fit/rejects.tsv); voice not exported"
+
+
+def file_key(rel: str) -> str:
+    """An export file's name without folder and extensions (``lhotse/cuts.jsonl.gz`` ->
+    ``cuts``): the name of that output in the workflow's export rules."""
+    return PurePosixPath(rel).name.split(".")[0]
 
 
 class ExportError(ValueError):
@@ -308,7 +319,7 @@ def audio_relpath(video: str, audio_format: str = "wav") -> str:
     """Path of an utterance's audio file relative to the export folder."""
     if audio_format not in AUDIO_EXT:
         raise ValueError(f"unknown audio format {audio_format!r}; choose one of {AUDIO_FORMATS}")
-    return str(PurePosixPath("audio") / (utterance_id(video) + AUDIO_EXT[audio_format]))
+    return str(PurePosixPath(AUDIO_DIR) / (utterance_id(video) + AUDIO_EXT[audio_format]))
 
 
 def _shape_fields(s) -> dict:
@@ -514,7 +525,7 @@ def write_audio(col: Collected, dest: str | os.PathLike) -> dict[str, int]:
     from vox3d.io import write_bytes_atomic
 
     dest = Path(dest)
-    (dest / "audio").mkdir(parents=True, exist_ok=True)  # exists even with nothing to export
+    (dest / AUDIO_DIR).mkdir(parents=True, exist_ok=True)  # exists even with nothing to export
     by_shard: dict[str, list[dict]] = {}
     for r in col.utterances:
         by_shard.setdefault(r["_shard"], []).append(r)
