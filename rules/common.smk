@@ -5,6 +5,7 @@ import math
 import os
 
 from vox3d import jobsize
+from vox3d.export import EXPORT_DIR
 from vox3d.fit import FitConfig
 from vox3d.jobsize import VIDEO_S
 from vox3d.manifest import list_shards
@@ -36,6 +37,11 @@ def meta_csv():
     if config.get("meta_csv"):
         return config["meta_csv"]
     return out("synthetic/vox1_meta.csv") if synthetic() else None
+
+
+def export_out(rel):
+    """OUT/voxceleb3d/<rel>, the export folder (rel: one of vox3d.export's file names)."""
+    return out(f"{EXPORT_DIR}/{rel}")
 
 
 _SHARDS_CACHE = {}

@@ -6,12 +6,6 @@
 
 from vox3d import export as vx
 
-
-def export_out(rel):
-    """OUT/voxceleb3d/<rel> (rel: one of vox3d.export's file names)."""
-    return out(f"{vx.EXPORT_DIR}/{rel}")
-
-
 # Named outputs: recordings, supervisions, cuts; utterances, identities (vox3d.export.file_key).
 LHOTSE_OUTPUTS = {vx.file_key(f): export_out(f) for f in vx.LHOTSE_FILES}
 HF_OUTPUTS = {vx.file_key(f): export_out(f) for f in vx.HF_FILES}
