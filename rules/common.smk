@@ -51,8 +51,9 @@ def shards(wildcards=None):
     """Shard names (shard-00000, ...) from the manifest checkpoint's shards/ folder.
 
     Listed once per state of the folder (cached on its path, inode and mtime: the
-    checkpoint replaces the folder as a whole), not once per input-function call: with
-    17,629 shards (VoxCeleb2 at shard_size 64) every aggregate rule asks for the list.
+    checkpoint replaces the folder as a whole), not once per input-function call: every
+    aggregate rule asks for the list, of thousands of shards for VoxCeleb2 (8,815 at
+    shard_size 128: bench/results/cpu_dag_vox2.txt).
     """
     folder = checkpoints.manifest.get().output.shards
     st = os.stat(folder)

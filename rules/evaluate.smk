@@ -44,8 +44,9 @@ rule evaluate:
         "../envs/train.yaml"
     threads: 1
     resources:
-        # measured (CPU, 3 shards): max RSS 310 MB, 2.8 s; mem x5, runtime kept at 30
-        # (predictions over every held-out utterance grow with the corpus)
+        # measured on CPU (bench/results/cpu_resources.txt: default corpus, 160 clips):
+        # max RSS 330 MiB, 3.7 s; mem x4.5, runtime kept at 30 (predictions over every
+        # held-out utterance grow with the corpus)
         mem_mb=1500,
         disk_mb=1000,
         runtime=30,
@@ -107,8 +108,9 @@ rule figures:
         "../envs/render.yaml"
     threads: 1
     resources:
-        # measured: max RSS 142 MB, 2.3 s; mem x7; runtime 30: it reads every fit and
-        # extract shard's index (17.6k of each for VoxCeleb2 at shard_size 64)
+        # measured (bench/results/cpu_resources.txt: default corpus): max RSS 171 MiB, 4.5 s;
+        # mem x5.8; runtime 30: it reads every fit and extract shard's index (VoxCeleb2:
+        # 1.13M utterances / shard_size shards of each)
         mem_mb=1000,
         disk_mb=1000,
         runtime=30,

@@ -19,12 +19,12 @@ rule extract_shard:
         "../envs/core.yaml"
     threads: 1
     resources:
-        # measured: default run (160 synthetic 4 s clips, shard_size 64: 3 shards), 2 shared cores, 2026-11-25
-        # max RSS 108 MB, 8.8 s per 64 clips; frames stream to the file as they decode (at
-        # most 32 held, vox3d.video.FRAME_CHUNK), so a video's length only adds its audio:
-        # a 10-minute clip peaked at 212 MB (2,255 MB when all its frames were held)
-        # = 0.034 s per s of video; mem x9, runtime x10 (shard_minutes); output 0.4 MB per s
-        # of video (102 MB per shard): disk x5 at VIDEO_S
+        # measured (bench/results/cpu_resources.txt: default run, 2 loaded cores): max RSS
+        # 105 MiB; 0.028-0.032 s of wall time per s of video (the request: 0.034, x10 in
+        # shard_minutes); output 0.40 MB per s of video, so disk_mb 1000 holds 2,500 s of
+        # video (shard_size x VIDEO_S).  Frames stream to the file as they decode (at most
+        # 32 held, vox3d.video.FRAME_CHUNK), so a video's length only adds its audio: a
+        # 10-minute clip peaked at 212 MB (2,255 MB when all its frames were held)
         mem_mb=1000,
         disk_mb=1000,
         runtime=shard_minutes(0.034),

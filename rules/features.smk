@@ -20,8 +20,9 @@ rule features_shard:
         "../envs/features.yaml"
     threads: 1
     resources:
-        # measured: default run (160 synthetic 4 s clips, shard_size 64: 3 shards), 2 shared cores, 2026-11-25
-        # max RSS 82 MB, 1.27 s per 32 clips = 0.010 s per s of audio; mem x6, runtime x10
+        # measured (bench/results/cpu_resources.txt: default run, 2 loaded cores): max RSS
+        # 129 MiB; 0.002-0.006 s of wall time per s of audio, start-up included (the
+        # request: 0.010, x10 in shard_minutes)
         mem_mb=500,
         disk_mb=1000,
         runtime=shard_minutes(0.010),

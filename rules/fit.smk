@@ -30,9 +30,10 @@ rule fit_shard:
         "../envs/fit.yaml"
     threads: 1
     resources:
-        # measured: default run (160 synthetic 4 s clips, shard_size 64: 3 shards), 2 shared cores, 2026-11-25
-        # CPU: max RSS 440 MB, 14.7 s per 64 clips (1,280 frames) = 0.057 s per s of video;
-        # mem x3.4, runtime x10 (a GPU is faster).  Frames are read in pieces (vox3d.fit.
+        # measured on CPU (bench/results/cpu_resources.txt: default run, 2 loaded cores):
+        # max RSS 525 MiB; 0.050 s of wall time per s of video at 5 frames/s, 0.063 on a
+        # small shard where the model load weighs most (the request: 0.057, x10 in
+        # shard_minutes; a GPU is faster).  Frames are read in pieces (vox3d.fit.
         # READ_FRAMES) and a long video is fitted in chunks: a 10-minute clip (3,001 frames)
         # peaked at 701 MB (3,849 MB when read whole).  GPU: host memory not measured here (the
         # CUDA libraries and pinned batches add GBs): 6000
@@ -60,10 +61,11 @@ rule fit_identities:
         "../envs/fit.yaml"
     threads: 1
     resources:
-        # measured: max RSS 118 MB, 1.25 s for 3 shards (3,200 frames); the kept frames'
-        # identity coefficients are held (n_id float64 + a path reference, ~0.4 KB a frame):
-        # 1000 MB + 0.4 KB x frames (shard_size x VIDEO_S x frame_rate per shard); runtime
-        # 0.42 s per shard x3 (VoxCeleb2 at shard_size 64: 17.6k shards, 18 GB, 6 h)
+        # the kept frames' identity coefficients are held (n_id float64 + a path reference,
+        # ~0.4 KB a frame): 1000 MB + 0.4 KB x frames (shard_size x VIDEO_S x frame_rate per
+        # shard; ~18 GB for VoxCeleb2's 1.13M utterances, whatever the shard size); runtime
+        # 0.42 s per shard (an earlier 3-shard run) x3.  Measured (bench/results/
+        # cpu_resources.txt): max RSS 123 MiB, 0.67 s a shard (2 shards, start-up included)
         mem_mb=lambda wc, input: 1000
         + math.ceil(
             len(input.shards)
