@@ -1,13 +1,12 @@
 # Shared input functions and the target registry.  No rules here: included first by the
 # Snakefile, so every rules/<stage>.smk can use these.
 
-import math
 import os
 
 from vox3d import jobsize
 from vox3d.export import EXPORT_DIR
 from vox3d.fit import FitConfig
-from vox3d.jobsize import VIDEO_S
+from vox3d.jobsize import VIDEO_S  # a workflow global: bench/resources.py reads it
 from vox3d.manifest import list_shards
 from vox3d.torch_setup import job_gpus
 
@@ -94,6 +93,19 @@ def shard_minutes(s_per_video_s, margin=10.0, floor=5):
     """Runtime request in minutes of a per-shard job that took `s_per_video_s` seconds of
     wall time per second of video, for config shard_size videos (vox3d.jobsize)."""
     return jobsize.shard_minutes(s_per_video_s, config["shard_size"], margin, floor)
+
+
+def fit_identities_mem_mb(wildcards, input):
+    """Memory request in MB of `fit_identities`: it holds every kept frame's identity
+    coefficients (vox3d.jobsize.fit_identities_mem_mb)."""
+    return jobsize.fit_identities_mem_mb(
+        len(input.shards), config["shard_size"], config["extract"]["frame_rate"]
+    )
+
+
+def fit_identities_minutes(wildcards, input):
+    """Runtime request in minutes of `fit_identities` (vox3d.jobsize)."""
+    return jobsize.fit_identities_minutes(len(input.shards))
 
 
 def train_minutes(threads, margin=3.0, floor=10):

@@ -20,14 +20,14 @@ rule extract_shard:
     threads: 1
     resources:
         # measured (bench/results/cpu_resources.txt: default run, 2 loaded cores): max RSS
-        # 105 MiB; 0.028-0.032 s of wall time per s of video (the request: 0.034, x10 in
-        # shard_minutes); output 0.40 MB per s of video, so disk_mb 1000 holds 2,500 s of
-        # video (shard_size x VIDEO_S).  Frames stream to the file as they decode (at most
+        # 105 MiB; runtime: vox3d.jobsize.EXTRACT_S_PER_S (measured s per s of video there);
+        # output 0.40 MB per s of video, so disk_mb 1000 holds 2,500 s of video
+        # (shard_size x VIDEO_S).  Frames stream to the file as they decode (at most
         # 32 held, vox3d.video.FRAME_CHUNK), so a video's length only adds its audio: a
         # 10-minute clip peaked at 212 MB (2,255 MB when all its frames were held)
         mem_mb=1000,
         disk_mb=1000,
-        runtime=shard_minutes(0.034),
+        runtime=shard_minutes(jobsize.EXTRACT_S_PER_S),
     params:
         videos_dir=videos_dir(),
         frame_rate=config["extract"]["frame_rate"],

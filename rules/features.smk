@@ -21,11 +21,10 @@ rule features_shard:
     threads: 1
     resources:
         # measured (bench/results/cpu_resources.txt: default run, 2 loaded cores): max RSS
-        # 129 MiB; 0.002-0.006 s of wall time per s of audio, start-up included (the
-        # request: 0.010, x10 in shard_minutes)
+        # 129 MiB; runtime: vox3d.jobsize.FEATURES_S_PER_S (measured s per s of audio there)
         mem_mb=500,
         disk_mb=1000,
-        runtime=shard_minutes(0.010),
+        runtime=shard_minutes(jobsize.FEATURES_S_PER_S),
     params:
         settings=config["features"],
     script:

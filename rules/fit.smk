@@ -31,15 +31,14 @@ rule fit_shard:
     threads: 1
     resources:
         # measured on CPU (bench/results/cpu_resources.txt: default run, 2 loaded cores):
-        # max RSS 525 MiB; 0.050 s of wall time per s of video at 5 frames/s, 0.063 on a
-        # small shard where the model load weighs most (the request: 0.057, x10 in
-        # shard_minutes; a GPU is faster).  Frames are read in pieces (vox3d.fit.
+        # max RSS 525 MiB; runtime: vox3d.jobsize.FIT_S_PER_S (measured s per s of video
+        # there; a GPU is faster).  Frames are read in pieces (vox3d.fit.
         # READ_FRAMES) and a long video is fitted in chunks: a 10-minute clip (3,001 frames)
         # peaked at 701 MB (3,849 MB when read whole).  GPU: host memory not measured here (the
         # CUDA libraries and pinned batches add GBs): 6000
         mem_mb=6000 if FIT_GPUS else 1500,
         disk_mb=1000,
-        runtime=shard_minutes(0.057),
+        runtime=shard_minutes(jobsize.FIT_S_PER_S),
         gpu=FIT_GPUS,
     params:
         settings={k: config[k] for k in ("face_model", "fit", "assets")},
@@ -61,22 +60,12 @@ rule fit_identities:
         "../envs/fit.yaml"
     threads: 1
     resources:
-        # the kept frames' identity coefficients are held (n_id float64 + a path reference,
-        # ~0.4 KB a frame): 1000 MB + 0.4 KB x frames (shard_size x VIDEO_S x frame_rate per
-        # shard; ~18 GB for VoxCeleb2's 1.13M utterances, whatever the shard size); runtime
-        # 0.42 s per shard (an earlier 3-shard run) x3.  Measured (bench/results/
-        # cpu_resources.txt): max RSS 123 MiB, 0.67 s a shard (2 shards, start-up included)
-        mem_mb=lambda wc, input: 1000
-        + math.ceil(
-            len(input.shards)
-            * config["shard_size"]
-            * VIDEO_S
-            * config["extract"]["frame_rate"]
-            * 0.4
-            / 1024
-        ),
+        # the kept frames' identity coefficients are held: 1000 MB + KB a frame x frames, and
+        # seconds a shard x3 (vox3d.jobsize.fit_identities_mem_mb, fit_identities_minutes).
+        # Measured (bench/results/cpu_resources.txt): max RSS 123 MiB, 0.67 s a shard
+        mem_mb=fit_identities_mem_mb,
         disk_mb=1000,
-        runtime=lambda wc, input: max(10, math.ceil(len(input.shards) * 0.42 * 3 / 60)),
+        runtime=fit_identities_minutes,
     params:
         mahal_quantile=config["fit"]["identity_mahal_quantile"],
         huber_k=config["fit"]["identity_huber_k"],

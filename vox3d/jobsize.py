@@ -14,6 +14,24 @@ from vox3d.train_presets import PRESETS
 #: 1,128,246 = 7.8 s): a shard holds ``shard_size`` videos of ``VIDEO_S`` seconds.
 VIDEO_S = 8.0
 
+#: Wall seconds per second of video (of audio for the features) that the per-shard jobs are
+#: sized for (:func:`shard_minutes`).  Measured on the default run, 2 loaded cores, shard_size
+#: 128 (bench/results/cpu_resources.txt): extract 0.028 on a full shard, 0.032 on a 32-clip
+#: one; fit on CPU 0.050 and 0.063 (model loading weighs most on the small shard; a GPU is
+#: faster); features 0.002 and 0.006 (start-up included).  The figures asked for come from
+#: the earlier run the rules were sized on; with the margin of 10 each request is still 9 to
+#: 50 times a full shard's measured time.
+EXTRACT_S_PER_S = 0.034
+FIT_S_PER_S = 0.057
+FEATURES_S_PER_S = 0.010
+
+#: ``fit_identities`` holds the kept frames' identity coefficients (n_id float64 + a path
+#: reference): KB a frame.
+IDENTITY_KB_PER_FRAME = 0.4
+#: ``fit_identities`` seconds a shard (an earlier 3-shard run: 1.25 s;
+#: bench/results/cpu_resources.txt: 0.67 s a shard over 2 shards, start-up included).
+IDENTITY_S_PER_SHARD = 0.42
+
 #: Training speeds (iterations a second) behind the ``train`` job's runtime request.
 #: Paper preset on one H100 with amp bf16: 200 iterations in 4.11 s
 #: (bench/results/h100_train.txt).
@@ -36,6 +54,23 @@ def shard_minutes(
     times `margin`; at least `floor` minutes."""
     need_s = s_per_video_s * VIDEO_S * shard_size * margin
     return max(floor, math.ceil(need_s / 60))
+
+
+def fit_identities_mem_mb(
+    n_shards: int, shard_size: int, frame_rate: float, base_mb: int = 1000
+) -> int:
+    """Memory request in MB of ``fit_identities``: `base_mb` plus
+    :data:`IDENTITY_KB_PER_FRAME` for every frame of `n_shards` shards of `shard_size` videos
+    of :data:`VIDEO_S` seconds at `frame_rate` (~18 GB for VoxCeleb2's 1.13M utterances,
+    whatever the shard size)."""
+    frames = n_shards * shard_size * VIDEO_S * frame_rate
+    return base_mb + math.ceil(frames * IDENTITY_KB_PER_FRAME / 1024)
+
+
+def fit_identities_minutes(n_shards: int, margin: float = 3.0, floor: int = 10) -> int:
+    """Runtime request in minutes of ``fit_identities`` over `n_shards` shards:
+    :data:`IDENTITY_S_PER_SHARD` a shard, times `margin`; at least `floor` minutes."""
+    return max(floor, math.ceil(n_shards * IDENTITY_S_PER_SHARD * margin / 60))
 
 
 def train_steps(train: Mapping) -> int:
