@@ -44,7 +44,8 @@ rule features_rejects:
         "../envs/features.yaml"
     threads: 1
     resources:
-        # measured: 0.28 s, max RSS 6 MB (tables of rejects)
+        # measured (bench/results/cpu_resources.txt): 0.23 s, max RSS below the benchmark's first
+        # sample (tables of rejects)
         mem_mb=500,
         disk_mb=1000,
         runtime=10,

@@ -89,7 +89,7 @@ rule fit_rejects:
         "../envs/fit.yaml"
     threads: 1
     resources:
-        # measured: 0.22 s, max RSS 7 MB (tables of rejects)
+        # measured (bench/results/cpu_resources.txt): 0.55 s, max RSS 58 MiB (tables of rejects)
         mem_mb=500,
         disk_mb=1000,
         runtime=10,
@@ -117,8 +117,8 @@ rule fit_accuracy:
         "../envs/render.yaml"
     threads: 1
     resources:
-        # measured: default corpus (40 identities), 2 loaded cores: max RSS 114 MB, 10.7 s
-        # (ICT model load, ~0.1 s per identity, the figure); mem x9, runtime floor
+        # measured (bench/results/cpu_resources.txt: default corpus, 40 identities): max RSS
+        # 120 MiB, 3.6 s (ICT model load, the identities, the figure); mem x8.3, runtime floor
         mem_mb=1000,
         disk_mb=1000,
         runtime=10,

@@ -28,9 +28,10 @@ checkpoint manifest:
         "../envs/core.yaml"
     threads: 2
     resources:
-        # measured: max RSS 64 MB, 0.74 s for 160 local files (4.6 ms a file on 2 threads);
-        # the rows are held (~1 KB each): VoxCeleb2's 1.13M files ~1.1 GB and ~90 min:
-        # mem x3.6, runtime x2.7 (a shared file system probes slower)
+        # measured (bench/results/cpu_resources.txt): 2.75 ms a local file on 2 threads (160 files;
+        # an earlier run: 4.6 ms); the rows are held (~1 KB each): VoxCeleb2's 1.13M files
+        # ~1.1 GB and ~90 min at 4.6 ms: mem x3.6, runtime x2.7 (a shared file system probes
+        # slower)
         mem_mb=4000,
         disk_mb=1000,
         runtime=240,

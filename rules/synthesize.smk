@@ -16,7 +16,8 @@ rule synthesize:
         "../envs/render.yaml"
     threads: 2
     resources:
-        # measured: max RSS 676 MB, 138 s (loaded machine; 80 s idle); mem x3, runtime x13
+        # measured (bench/results/cpu_resources.txt: the default corpus, 2 loaded cores): max RSS
+        # 1,244 MiB, 102 s; mem x1.6, runtime x17.6
         mem_mb=2000,
         disk_mb=1000,
         runtime=30,

@@ -20,9 +20,9 @@ rule train:
         "../envs/train.yaml"
     threads: 2
     resources:
-        # measured: demo preset on CPU (2 threads) max RSS 1,138 MB, 600 steps in 107 s
-        # idle - 316 s loaded; mem x3.5; output (model, checkpoints) 62 MB; runtime from
-        # the steps: train_minutes (common.smk)
+        # measured (bench/results/cpu_resources.txt): demo preset on CPU (2 threads, loaded cores)
+        # max RSS 1,081 MiB, 600 steps in 92 s; mem x3.7; output (model, checkpoints) 62 MB;
+        # runtime from the steps: train_minutes (common.smk, vox3d.jobsize)
         mem_mb=4000,
         disk_mb=1000,
         runtime=lambda wc, threads: train_minutes(threads),
