@@ -143,8 +143,12 @@ def render_ceiling(out: Path) -> str:
     return (
         f"Voice -> shape ceiling (best linear predictor, {c['n_samples']:,.0f} simulated "
         f"identities; `synthetic/ground_truth.h5`): R^2 {c['r2_coef']:.3f} on the identity "
-        f"coefficients, {c['r2_vertex']:.3f} on face-area vertices (gender alone: "
-        f"{c['r2_coef_gender']:.3f} / {c['r2_vertex_gender']:.3f}).\n"
+        f"coefficients, {c['r2_vertex']:.3f} on face-area vertices, "
+        f"{c['r2_vertex_sim']:.3f} on similarity-aligned (scale-free) face-area vertices; "
+        f"ARE (CMP pairs) {c['are_mean']:.4f} against the population mean face's "
+        f"{c['are_mean_face']:.4f}, {100 * c['are_improvement']:.1f}% better (gender alone: "
+        f"R^2 {c['r2_coef_gender']:.3f} / {c['r2_vertex_gender']:.3f} / "
+        f"{c['r2_vertex_sim_gender']:.3f}, ARE {100 * c['are_improvement_gender']:.1f}% better).\n"
     )
 
 

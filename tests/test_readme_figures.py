@@ -104,7 +104,9 @@ def _fake_run(out: Path, ratio: str) -> None:
     )
     (out / "synthetic").mkdir()
     ceiling = {"n_samples": 1000.0, "r2_coef": 0.1, "r2_coef_gender": 0.01, "r2_vertex": 0.5,
-               "r2_vertex_gender": float(ratio)}  # fmt: skip
+               "r2_vertex_gender": float(ratio), "r2_vertex_sim": 0.4, "r2_vertex_sim_gender": 0.02,
+               "are_mean": 0.02, "are_mean_face": 0.04, "are_improvement": 0.5,
+               "are_improvement_gender": 0.01}  # fmt: skip
     with h5py.File(out / "synthetic" / "ground_truth.h5", "w") as f:
         f.attrs["voice_ceiling"] = json.dumps(ceiling)
 
@@ -131,7 +133,7 @@ def test_check_fails_on_a_stale_table(tmp_path):
     )
     ceiling = docblocks.read_block(doc, "default_corpus_ceiling")
     assert "R^2 0.100 on the identity coefficients, 0.500 on face-area vertices" in ceiling
-    assert "(gender alone: 0.010 / 0.440)" in ceiling and "1,000 simulated" in ceiling
+    assert "gender alone: R^2 0.010 / 0.440 / 0.020" in ceiling and "1,000 simulated" in ceiling
     assert run("--out-dir", str(tmp_path / "a"), "--check", str(doc)).returncode == 0
     stale = run("--out-dir", str(tmp_path / "b"), "--check", str(doc))
     assert stale.returncode == 1 and "0.980" in stale.stdout and "stale" in stale.stdout
