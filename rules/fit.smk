@@ -144,8 +144,10 @@ rule fit:
 # the fit stage's detector + crop; resumable shards) and held-out frames into
 # OUT/regressor/heldout, trains on the cached crops, evaluates, writes the checkpoint, its
 # json (accuracy, training curve) and OUT/regressor/training_curve.tsv (vox3d/regressor_data.py).
-# With the settings in config fit.regressor (those in vox3d/data/ict_regressor.json) on
-# the same device type it reproduces the committed vox3d/data/ict_regressor.pth.
+# With the settings in config fit.regressor (those in vox3d/data/ict_regressor.json) it made
+# the committed vox3d/data/ict_regressor.pth on one H100; a second run there gave another
+# checkpoint of the same accuracy (GPU renders not yet bit-reproducible: bench/results/
+# h100_train_rule.txt).
 rule train_regressor:
     output:
         pth=out("regressor/ict_regressor.pth"),
@@ -160,7 +162,7 @@ rule train_regressor:
     threads: config["fit"]["regressor"]["workers"] + 1
     resources:
         # the cache is held in memory (and on the GPU) while training: ~43 KB a sample,
-        # max RSS 21.6 GB for 250,000; 571 s on one H100, 16 cores (bench/results/h100_train_rule.txt)
+        # max RSS 21.6 GB for 250,000; 475 s on one H100, 16 cores (bench/results/h100_train_rule.txt)
         mem_mb=24000,
         disk_mb=16000,
         runtime=60,
