@@ -167,3 +167,71 @@ def test_ratio_loss_matches_are_metric():
     assert out["loss_ratio"] > 0 and torch.isclose(
         out["loss"], out["loss_param"] + out["loss_ratio"]
     )
+
+
+def test_cosine_schedule_ends_at_the_floor_and_is_a_function_of_the_step():
+    cfg = TrainConfig(steps=101, lr=1e-3, lr_schedule="cosine", lr_min_ratio=0.05)
+    rates = [cfg.lr_at(s) for s in range(101)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(5e-5)
+    assert rates[50] == pytest.approx(0.5 * (1e-3 + 5e-5))
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+    assert TrainConfig(steps=101, lr=1e-3).lr_at(100) == 1e-3  # constant
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step").validate()
+
+
+def test_best_selection_keeps_the_weights_of_the_lowest_selection_loss(tmp_path):
+    """model.pt holds the weights of the evaluation step with the lowest loss on the
+    selection identities, and the log row of that step has that loss; the selection
+    identities' targets are pure noise here, so the run overfits them: with this seed the
+    best step is the first evaluation (20), not the last."""
+    feats, ids, coef, basis = toy_data(n_ids=12)
+    sel = [i for i in range(12) if i >= 9]
+    fit_feats = [f for f, i in zip(feats, ids, strict=True) if i not in sel]
+    fit_ids = [i for i in ids if i not in sel]
+    val_feats = [f for f, i in zip(feats, ids, strict=True) if i in sel]
+    val_ids = [sel.index(i) for i in ids if i in sel]
+    rng = np.random.default_rng(1)
+    val_coef = rng.normal(size=(len(sel), coef.shape[1])).astype(np.float32)
+    cfg = TrainConfig(
+        steps=120, batch_size=8, lr=3e-3, crop_min=40, crop_max=80, checkpoint_every=20,
+        eval_every=20, log_every=10, model=SMALL_MODEL, select="best", lr_schedule="cosine",
+    )  # fmt: skip
+    final = train(
+        cfg, UtteranceBank(fit_feats, fit_ids), Targets(coef[:9], basis), tmp_path,
+        val_bank=UtteranceBank(val_feats, val_ids), val_coef=val_coef, device="cpu",
+        progress=False, threads=1,
+    )  # fmt: skip
+    evals = [r for r in final["history"] if r.get("val_loss") is not None]
+    assert [r["step"] for r in evals] == [20, 40, 60, 80, 100, 120]
+    best = min(evals, key=lambda r: r["val_loss"])
+    assert final["selected_step"] == best["step"] != 120 and final["step"] == 120
+    # the model file's weights are those of the best step: its checkpoint file still
+    # exists only if it is one of the last two, so compare through the selection loss
+    from vox3d.train import ShapeLoss, evaluate_loss
+    from vox3d.voice_model import load_model
+
+    model, _ = load_model(tmp_path / "model.pt")
+    loss_fn = ShapeLoss(
+        torch.from_numpy(basis), model.target_std, torch.from_numpy(coef[:9]), 1.0, 1.0
+    )
+    vz = model.standardise(torch.from_numpy(val_coef)).detach()
+    got = evaluate_loss(model, loss_fn, UtteranceBank(val_feats, val_ids), vz, torch.device("cpu"))
+    assert got["loss"] == pytest.approx(best["val_loss"], rel=1e-5)
+    last = load_torch(sorted((tmp_path / "checkpoints").glob("step-*.pt"))[-1])
+    differs = any(not torch.equal(last["model"][k], final["model"][k]) for k in last["model"])
+    assert differs == (best["step"] != 120)
+    rates = [r["lr"] for r in final["history"]]
+    assert rates[0] > rates[-1] == pytest.approx(cfg.lr_at(119))
+
+
+def test_selection_identities_come_from_the_training_side_only():
+    from vox3d.train import selection_identities
+
+    train_ids = [f"id{k:05d}" for k in range(200)]
+    fit, sel = selection_identities(train_ids, 0.15)
+    assert sorted(fit + sel) == train_ids and not set(fit) & set(sel)
+    assert 15 <= len(sel) <= 45  # 30 expected
+    assert selection_identities(train_ids, 0.15) == (fit, sel)  # deterministic
+    assert selection_identities(train_ids, 0.0) == (train_ids, [])
+    assert selection_identities(["a", "b"], 0.01)[1] and selection_identities(["a", "b"], 0.99)[0]

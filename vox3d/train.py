@@ -54,7 +54,13 @@ from vox3d.featurestore import load_utterances
 from vox3d.io import save_torch_atomic, write_text_atomic
 from vox3d.metrics import OICD_KEY, RATIO_PAIR_KEY, RATIOS
 from vox3d.safeload import BadModelFileError, load_torch
-from vox3d.split import read_meta, small_data_note, split_identities, write_split
+from vox3d.split import (
+    hash_fraction,
+    read_meta,
+    small_data_note,
+    split_identities,
+    write_split,
+)
 from vox3d.targets import read_identity_targets, resolve_target_space, target_stats
 from vox3d.torch_setup import resolve_device
 from vox3d.train_presets import PRESETS
@@ -83,6 +89,14 @@ class TrainConfig:
     mode: str = "supervised"
     amp: bool = False  # bf16 autocast on CUDA
     eval_max_frames: int = 1000
+    #: ``constant`` or ``cosine`` (from ``lr`` at step 0 to ``lr * lr_min_ratio`` at the
+    #: last step; a pure function of the step, so a resumed run keeps the same rates).
+    lr_schedule: str = "constant"
+    lr_min_ratio: float = 0.05
+    #: ``best``: the model file holds the weights of the evaluation step with the lowest
+    #: loss on the selection identities (carved out of the training side, never the
+    #: held-out ones); ``last``: the weights of the last step.
+    select: str = "last"
     model: dict = field(default_factory=dict)  # ModelConfig overrides (hidden, dropout ...)
 
     @classmethod
@@ -108,6 +122,14 @@ class TrainConfig:
             )
         if self.checkpoint_every % self.log_every:
             raise ValueError("checkpoint_every must be a multiple of log_every")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"train.lr_schedule {self.lr_schedule!r}: choose from {sorted(LR_SCHEDULES)}"
+            )
+        if not 0.0 <= self.lr_min_ratio <= 1.0:
+            raise ValueError(f"train.lr_min_ratio must be in [0, 1], got {self.lr_min_ratio}")
+        if self.select not in ("best", "last"):
+            raise ValueError(f"train.select {self.select!r}: choose best or last")
         for k in ("steps", "batch_size", "checkpoint_every", "eval_every", "log_every"):
             if getattr(self, k) < 1:
                 raise ValueError(f"train.{k} must be >= 1")
@@ -116,6 +138,18 @@ class TrainConfig:
         d = asdict(self)
         d["betas"] = [float(b) for b in d["betas"]]
         return d
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of the update that takes the model from ``step`` to ``step + 1``."""
+        if self.lr_schedule == "constant" or self.steps <= 1:
+            return float(self.lr)
+        t = min(max(step, 0), self.steps - 1) / (self.steps - 1)
+        low = self.lr * self.lr_min_ratio
+        return float(low + 0.5 * (self.lr - low) * (1.0 + math.cos(math.pi * t)))
+
+
+#: Learning-rate schedules of :meth:`TrainConfig.lr_at`.
+LR_SCHEDULES = ("constant", "cosine")
 
 
 # --------------------------------------------------------------------------------------
@@ -465,12 +499,15 @@ def _train_loop(cfg, bank, targets, out, ckpt_dir, dev, val_bank, val_coef, meta
     ).hexdigest()
     key = run_key(cfg, model_cfg, bank.fingerprint(), tfp)
     step, history = 0, []
+    best: dict | None = None  # {"step", "loss", "model"}: the selected weights so far
     state = latest_checkpoint(ckpt_dir, key, log=lambda m: tqdm.write(m))
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, history = int(state["step"]), list(state["history"])
+        best = state.get("best")
         tqdm.write(f"resuming from {ckpt_dir}/step-{step:07d}.pt")
+    selecting = cfg.select == "best" and val_z is not None
 
     tb = _summary_writer(out / "tb", purge_step=step + 1 if step else None)
     use_amp = cfg.amp and dev.type == "cuda"
@@ -487,6 +524,9 @@ def _train_loop(cfg, bank, targets, out, ckpt_dir, dev, val_bank, val_coef, meta
         losses = loss_fn(z.float(), coef_z[who])
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
+        lr_now = cfg.lr_at(step)
+        for g in opt.param_groups:
+            g["lr"] = lr_now
         opt.step()
         step += 1
         for k, v in losses.items():  # summed on the device: no host sync per step
@@ -494,12 +534,20 @@ def _train_loop(cfg, bank, targets, out, ckpt_dir, dev, val_bank, val_coef, meta
         n_window += 1
         bar.update(1)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            row = {"step": step, "lr": cfg.lr}
+            row = {"step": step, "lr": lr_now}
             row.update({k: float(v) / n_window for k, v in window.items()})
             window, n_window = {}, 0
             if val_z is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
                 vl = evaluate_loss(model, loss_fn, val_bank, val_z, dev, cfg.eval_max_frames)
                 row.update({f"val_{k}": v for k, v in vl.items()})
+                if selecting and (best is None or vl["loss"] < best["loss"]):
+                    best = {
+                        "step": step,
+                        "loss": float(vl["loss"]),
+                        "model": {
+                            k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+                        },
+                    }
             history.append(row)
             for k, v in row.items():
                 if k != "step" and v is not None:
@@ -517,6 +565,7 @@ def _train_loop(cfg, bank, targets, out, ckpt_dir, dev, val_bank, val_coef, meta
                     "optimizer": opt.state_dict(),
                     "history": history,
                     "model_config": model_cfg.to_dict(),
+                    "best": best,
                 },
             )
             for _, old in list_checkpoints(ckpt_dir)[: -cfg.keep_checkpoints]:
@@ -526,11 +575,20 @@ def _train_loop(cfg, bank, targets, out, ckpt_dir, dev, val_bank, val_coef, meta
     tb.flush()
     tb.close()
     _write_log_csv(out / "log.csv", history)
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    selected = step
+    if selecting and best is not None:
+        weights, selected = best["model"], int(best["step"])
+        tqdm.write(
+            f"model.pt: the weights of step {selected} (lowest loss on the selection "
+            f"identities, {best['loss']:.4f}), of {step} steps"
+        )
     final = {
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": weights,
         "model_config": model_cfg.to_dict(),
         "train_config": cfg.to_dict(),
         "step": step,
+        "selected_step": selected,
         "run_key": key,
         "history": history,
     }
@@ -542,6 +600,28 @@ def _train_loop(cfg, bank, targets, out, ckpt_dir, dev, val_bank, val_coef, meta
 # --------------------------------------------------------------------------------------
 # I/O edge: files of the other stages -> in-memory data; the `train` rule
 # --------------------------------------------------------------------------------------
+
+
+def selection_identities(train_ids: Sequence[str], fraction: float) -> tuple[list[str], list[str]]:
+    """Split the training side into ``(fitted, selection)`` identities, both sorted.
+
+    An identity is a selection identity when ``hash_fraction(identity + "/select")`` (a
+    stable number in [0, 1), independent of the held-out split's hash) is below
+    `fraction`; at least one identity stays on each side when there are two or more.  The
+    selection identities are never trained on: their loss picks the checkpoint
+    (``train.select: best``).  ``fraction`` 0 gives no selection identities.
+    """
+    ids = sorted(train_ids)
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"train.select_fraction must be in [0, 1), got {fraction}")
+    if fraction == 0.0 or len(ids) < 2:
+        return ids, []
+    key = {i: hash_fraction(i + "/select") for i in ids}
+    sel = [i for i in ids if key[i] < fraction] or [min(ids, key=key.__getitem__)]
+    if len(sel) == len(ids):
+        sel.remove(max(ids, key=key.__getitem__))
+    chosen = set(sel)
+    return [i for i in ids if i not in chosen], sorted(sel)
 
 
 def ratio_pair_vertices(pairs: Mapping[str, object]) -> np.ndarray:
@@ -577,6 +657,7 @@ def run_train(
     device = s.pop("device", "auto")
     split_method = s.pop("split", "auto")
     val_fraction = float(s.pop("val_fraction", 0.2))
+    select_fraction = float(s.pop("select_fraction", 0.0))
     vertex_set = s.pop("vertex_set", "face")
     target = s.pop("target", "auto")
     hidden = s.pop("hidden", None)
@@ -620,6 +701,15 @@ def run_train(
     write_split(out / "split.tsv", train_ids, val_ids, meta)
     row = {i: r for r, i in enumerate(ids)}
     note = small_data_note(len(train_ids), len(val_ids))
+    fit_ids, select_ids = selection_identities(train_ids, select_fraction)
+    select_note = ""
+    if cfg.select == "best" and not select_ids:
+        cfg.select = "last"
+        select_note = (
+            f"no selection identities (train.select_fraction {select_fraction}, "
+            f"{len(train_ids)} training identities): model.pt holds the last step's weights"
+        )
+        print(select_note, file=sys.stderr)
     if note:
         print(note, file=sys.stderr)
 
@@ -631,8 +721,10 @@ def run_train(
                 lab.append(j)
         return UtteranceBank(feats, lab), np.stack([coef[row[i]] for i in which])
 
-    bank, tcoef = bank_for(train_ids)
-    vbank, vcoef = bank_for(val_ids)
+    # the held-out identities (val_ids) are never read here: the loop's validation losses
+    # and the checkpoint selection use the selection identities, a part of the training side
+    bank, tcoef = bank_for(fit_ids)
+    vbank, vcoef = bank_for(select_ids) if select_ids else (None, None)
     basis = rmean = rbasis = None
     if space == "mesh" and (cfg.vertex_weight > 0 or cfg.ratio_weight > 0):
         fm = face_model_from_config(fcfg, n_id=coef.shape[1])
@@ -642,7 +734,8 @@ def run_train(
         pidx = ratio_pair_vertices(fm.are_pairs)
         rmean, rbasis = fm.mean[pidx], np.ascontiguousarray(b[:, pidx])
     meta_out = {
-        "identities": list(train_ids),
+        "identities": list(fit_ids),
+        "select_identities": list(select_ids),
         "val_identities": list(val_ids),
         "split_method": how,
         "face_model": fm_name,
@@ -650,7 +743,7 @@ def run_train(
         "preset": preset,
         "vertex_set": str(vertex_set),
         "target_space": space,
-        "notes": [n for n in (space_note, note) if n],
+        "notes": [n for n in (space_note, note, select_note) if n],
     }
     return train(
         cfg,
