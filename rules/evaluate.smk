@@ -9,6 +9,7 @@ TARGETS.extend(
         out("evaluate/training_curves.png"),
         out("evaluate/dataset_stats.png"),
         out("evaluate/identities.png"),
+        out("evaluate/voice_directions.png"),
     ]
 )
 
@@ -98,6 +99,11 @@ rule figures:
         identities=report(
             out("evaluate/identities.png"),
             caption="../report/identities.rst",
+            category="Evaluation",
+        ),
+        voice_directions=report(
+            out("evaluate/voice_directions.png"),
+            caption="../report/voice_directions.rst",
             category="Evaluation",
         ),
     log:

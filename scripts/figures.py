@@ -23,9 +23,11 @@ with job_log(smk.log[0]):
         split_tsv=inp.split,
         genders={k: m.gender for k, m in meta.items()},
     )
+    face_settings = face_model_settings(smk.params.face_model, smk.params.assets)
+    identity_figures.plot_voice_directions(inp.predictions, out.voice_directions, face_settings)
     identity_figures.plot_identities(
         inp.predictions,
-        face_model_settings(smk.params.face_model, smk.params.assets),
+        face_settings,
         out.identities,
         n=int(smk.params.settings.get("n_figures", 4)),
         fit_shards=list(inp.fit_shards),

@@ -267,3 +267,57 @@ def test_are_uses_the_pairs_the_face_model_carries(area, truth):
     moved = fa.are_of(p, t, {**area.are_pairs, "cheek": area.are_pairs["forehead"]})
     assert moved["are_cr"] == pytest.approx(full["are_fr"])
     assert full["are_mean"] > 0
+
+
+def _by_target_h5(path, true, pred, fitted, with_gt: bool):
+    """predictions.h5 in vox3d.evaluate's layout (by_target/<target>/model, target_<target>)."""
+    ids = [f"id{k:05d}" for k in range(len(true))]
+    str_dt = h5py.string_dtype("utf-8")
+    with h5py.File(path, "w") as f:
+        for tkey in ("fitted", "ground_truth") if with_gt else ("fitted",):
+            tgt = true if tkey == "ground_truth" else fitted
+            g = f.create_group(f"by_target/{tkey}/model")
+            t = f.create_group(f"target_{tkey}")
+            for i, c, p in zip(ids, tgt, pred, strict=True):
+                g.create_dataset(i, data=np.stack([p, p]).astype(np.float32))
+                t.create_dataset(i, data=c.astype(np.float32))
+            f[f"by_target/{tkey}/train_coef_mean"] = np.zeros(true.shape[1])
+            f[f"by_target/{tkey}/train_coef_std"] = np.full(true.shape[1], 2.0)
+        f.create_dataset("val_identities", data=np.array(ids, dtype=object), dtype=str_dt)
+        f.attrs["n_id"] = true.shape[1]
+        f.attrs["target_space"] = "mesh"
+
+
+def test_voice_directions_figure_projects_on_the_generators_directions(tmp_path):
+    """evaluate/voice_directions.png: with a ground truth, the panels are the synthetic
+    corpus's 8 face -> voice directions (vox3d.synth.mapping_directions); an oracle's points
+    lie on the diagonal, the mean face's on the training mean's line; without a ground
+    truth, the first 8 coefficients standardised by the training identities."""
+    from vox3d import synth
+    from vox3d.face_model import load_face_model
+    from vox3d.identity_figures import plot_voice_directions, voice_direction_points
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(12, 40))
+    fs = {"name": "ict", "subset": "face"}
+    d, _ = synth.mapping_directions(load_face_model("ict", subset="head", n_id=40, n_exp=0))
+    p = tmp_path / "oracle.h5"
+    _by_target_h5(p, z, z, 0.5 * z, with_gt=True)
+    pts = voice_direction_points(p, fs)
+    assert pts["names"][:2] == ["vtl_cm", "log_f0_hz"] and len(pts["names"]) == 8
+    assert np.allclose(pts["true"], z @ d.T, atol=1e-5)
+    assert np.allclose(pts["pred"], pts["true"], atol=1e-5)
+    assert np.allclose(pts["fitted"], 0.5 * pts["true"], atol=1e-5)
+    p = tmp_path / "mean_face.h5"
+    _by_target_h5(p, z, np.zeros_like(z), 0.5 * z, with_gt=True)
+    pts = voice_direction_points(p, fs)
+    assert np.allclose(pts["pred"], pts["base"][None, :])
+    p = tmp_path / "real.h5"
+    _by_target_h5(p, z, z, 3.0 * z, with_gt=False)
+    pts = voice_direction_points(p, fs)
+    assert pts["names"][0] == "identity coefficient 0" and not pts["has_gt"]
+    assert np.allclose(pts["true"], 1.5 * z[:, :8], atol=1e-5)  # (3 z - 0) / 2
+    assert pts["fitted"] is None
+    plot_voice_directions(tmp_path / "oracle.h5", tmp_path / "vd.png", fs)
+    png = (tmp_path / "vd.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000

@@ -305,3 +305,133 @@ def plot_identities(
         return
     fm = face_model_from_config(face_settings, n_id=n_id)
     plot_identity_panels(predictions_h5, fm, out_png, n, fit_shards, extract_shards)  # + truth
+
+
+# --------------------------------------------------------------------------------------
+# voice_directions.png
+
+
+def voice_directions(face_settings: Mapping, n_id: int) -> tuple[np.ndarray, list[str]]:
+    """The synthetic corpus's face -> voice directions ``(8, n_id)`` in the coefficients'
+    prior units and their voice features' names (:func:`vox3d.synth.mapping_directions`
+    on the ICT head model), for ICT runs; ``ValueError`` for another face model."""
+    from vox3d import synth
+    from vox3d.face_model import load_face_model
+    from vox3d.voice_synth import LINKED_FEATURES
+
+    if str(face_settings.get("name", "ict")) != "ict":
+        raise ValueError("the synthetic voice directions are defined on the ICT face model")
+    kw = {"path": face_settings["path"]} if face_settings.get("path") else {}
+    model = load_face_model("ict", subset="head", n_id=n_id, n_exp=0, **kw)
+    d, _ = synth.mapping_directions(model)
+    return d / np.asarray(model.id_std[:n_id], np.float64)[None, :], list(LINKED_FEATURES)
+
+
+def voice_direction_points(
+    predictions_h5: str | os.PathLike, face_settings: Mapping | None = None
+) -> dict:
+    """The data of :func:`plot_voice_directions`: ``names`` (P,), ``true``, ``pred`` and
+    ``fitted`` (N, P) projections (``fitted`` None without a ground truth), ``base`` (P,)
+    the training mean's projection, ``ids``, ``has_gt``, ``directions`` (P, K) or None and
+    ``unit`` (the axes' unit, in words)."""
+    import h5py
+
+    with h5py.File(predictions_h5, "r") as f:
+        ids = [_fig._decode(s) for s in f["val_identities"][()]]
+        has_gt = "target_ground_truth" in f
+        tkey = "ground_truth" if has_gt else "fitted"
+        space = _fig._decode(f.attrs.get("target_space", "mesh"))
+        k = int(f.attrs["n_id"])
+        grp = f[f"by_target/{tkey}/model"]
+        ids = [i for i in ids if i in grp and i in f[f"target_{tkey}"]]
+        pred = np.stack([np.asarray(grp[i][()], np.float64).mean(0) for i in ids])
+        true = np.stack([np.asarray(f[f"target_{tkey}"][i][()], np.float64) for i in ids])
+        fitted = None
+        if has_gt and "target_fitted" in f and all(i in f["target_fitted"] for i in ids):
+            fitted = np.stack([np.asarray(f["target_fitted"][i][()], np.float64) for i in ids])
+        mu = np.asarray(f[f"by_target/{tkey}/train_coef_mean"][()], np.float64)
+        sd = np.asarray(f[f"by_target/{tkey}/train_coef_std"][()], np.float64)
+    dirs = None
+    if has_gt and space == "mesh" and face_settings is not None:
+        try:
+            dirs, names = voice_directions(face_settings, k)
+        except ValueError:
+            dirs = None
+    if dirs is not None:
+        unit = "projection on the direction (prior std units)"
+
+        def project(c):
+            return c @ dirs.T
+    else:
+        n = min(8, k)
+        names = [f"identity coefficient {m}" for m in range(n)]
+        unit = "standardised coefficient (training identities)"
+
+        def project(c):
+            return ((c - mu) / np.where(sd > 0, sd, 1.0))[..., :n]
+
+    return {
+        "ids": ids,
+        "names": names,
+        "true": project(true),
+        "pred": project(pred),
+        "fitted": None if fitted is None else project(fitted),
+        "base": project(mu),
+        "has_gt": has_gt,
+        "directions": dirs,
+        "unit": unit,
+    }
+
+
+def plot_voice_directions(
+    predictions_h5: str | os.PathLike,
+    out_png: str | os.PathLike,
+    face_settings: Mapping | None = None,
+) -> None:
+    """Predicted from voice against true, one panel per voice-linked direction.
+
+    Per held-out identity, the voice model's prediction (mean over its utterances) and the
+    fitted target, projected on each direction, against the truth's projection.  With a
+    ground truth (synthetic corpus, ICT): the 8 directions the generator ties voice to
+    (:func:`voice_directions`; their unit is one prior standard deviation of the face
+    along the direction).  Without one (real data): the target is the fitted shape and the
+    panels are the first 8 identity coefficients, standardised by the training identities.
+    A model that hears the link puts its points along the diagonal; the mean face is the
+    horizontal line at the training mean (:func:`voice_direction_points`)."""
+    d = voice_direction_points(predictions_h5, face_settings)
+    tp, pp, fp, base, names = d["true"], d["pred"], d["fitted"], d["base"], d["names"]
+    n = tp.shape[1]
+    cols = 4
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.2 * rows), squeeze=False)
+    for j in range(rows * cols):
+        ax = axes[j // cols, j % cols]
+        if j >= n:
+            ax.axis("off")
+            continue
+        x, y = tp[:, j], pp[:, j]
+        lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+        pad = 0.08 * (hi - lo or 1.0)
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.6", lw=0.8)
+        ax.axhline(base[j], color="0.75", lw=0.8, ls="--")
+        r = float(np.corrcoef(x, y)[0, 1]) if len(x) > 2 and y.std() > 0 else float("nan")
+        ax.scatter(x, y, s=16, color="#d62728", label=f"from voice (r {r:.2f})", zorder=3)
+        if fp is not None:
+            rf = float(np.corrcoef(x, fp[:, j])[0, 1]) if len(x) > 2 else float("nan")
+            ax.scatter(x, fp[:, j], s=16, marker="x", color="#1f77b4", lw=0.8,
+                       label=f"fitted target (r {rf:.2f})", zorder=2)  # fmt: skip
+        ax.set_title(names[j], fontsize=9)
+        ax.legend(fontsize=6.5, loc="upper left", frameon=False)
+        ax.tick_params(labelsize=7)
+        if j % cols == 0:
+            ax.set_ylabel("predicted", fontsize=8)
+        if j // cols == rows - 1:
+            ax.set_xlabel("true" if d["has_gt"] else "fitted (the target)", fontsize=8)
+    src = "ground truth" if d["has_gt"] else "fitted shape"
+    fig.suptitle(
+        f"{len(d['ids'])} held-out identities: {d['unit']}; x = {src}; dashed = the training "
+        "mean (mean face), diagonal = perfect",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    _fig._save(fig, out_png)
