@@ -16,6 +16,10 @@ the held-out ones) and scored on its held-out identities:
   utterance's first 200 (the stored arrays repeat short utterances to 1000 frames), the
   mean and the 90th percentile of the log-mel bands minus the frame's mean level (the
   spectral envelope where formants live), and gender;
+* ``utterance statistics + gender``: the per-band mean and std of each utterance's log-mel
+  *before* CMP's per-utterance normalisation (the shards' ``index/mean``, ``index/std``,
+  averaged over the identity's utterances): the long-term spectrum, which the normalised
+  frames the voice model sees no longer carry, and gender;
 * controls: ``gender only``; ``shuffled`` (the exact-voice predictor given another held-out
   identity's voice, a fixed derangement); the train mean face is the reference (gain 0).
 
@@ -139,6 +143,16 @@ def main() -> int:
             rows.append(np.concatenate([v.mean(0), np.percentile(v, 90, axis=0)]))
         return np.stack(rows)
 
+    stats: dict[str, list[np.ndarray]] = {}
+    for p in sorted((out / "features").glob("shard-*.h5")):
+        with h5py.File(p, "r") as f:
+            who = [x.decode() if isinstance(x, bytes) else str(x) for x in f["index/identity"][()]]
+            for i, m, s in zip(who, f["index/mean"][()], f["index/std"][()], strict=True):
+                stats.setdefault(i, []).append(np.concatenate([m, s]).astype(np.float64))
+
+    def stat_feats(ids):
+        return np.stack([np.mean(stats[i], axis=0) for i in ids])
+
     def gcol(ids):
         return np.array([[1.0 if gender[i] == "f" else 0.0] for i in ids])
 
@@ -154,13 +168,17 @@ def main() -> int:
     str_, ste = np.hstack([shape_feats(tr), gcol(tr)]), np.hstack([shape_feats(te), gcol(te)])
     p_sh, lam_s = probe(str_, ytr, ste)
     rows.append(("spectral shape + gender", p_sh, lam_s))
+    sttr, stte = np.hstack([stat_feats(tr), gcol(tr)]), np.hstack([stat_feats(te), gcol(te)])
+    p_st, lam_t = probe(sttr, ytr, stte)
+    rows.append(("utterance stats + gender", p_st, lam_t))
     p_g, lam_g = probe(gcol(tr), ytr, gcol(te))
     rows.append(("gender only", p_g, lam_g))
     rows.append(("shuffled (exact voice)", p_exact[perm], lam_e))
 
     print(header())
     n_utt = sum(len(utts[i]) for i in tr + te)
-    print(f"run {out}: {len(tr)} training and {len(te)} held-out identities, {n_utt} utterances")
+    print(f"run {out}: a corpus of {len(coef)} identities; {len(tr)} training and {len(te)} "
+          f"held-out identities with features and a shape, {n_utt} utterances")  # fmt: skip
     print(f"ARE of the train mean face on the held-out identities: {are_mf:.4f}")
     print(f"{'predictor':<24} {'ridge lambda':>12} {'ARE':>8} {'gain':>7}")
     for name, p, lam in rows:
@@ -170,12 +188,13 @@ def main() -> int:
     vt = np.stack([voice[i] for i in tr])
     vv = np.stack([voice[i] for i in te])
     r2s = []
-    for xa, xb in ((ftr, fte), (str_, ste)):
+    for xa, xb in ((ftr, fte), (str_, ste), (sttr, stte)):
         pv, _ = probe(xa, vt, xb)
         r2s.append(1 - ((vv - pv) ** 2).sum(0) / ((vv - vv.mean(0)) ** 2).sum(0))
-    print(f"  {'parameter':<18} {'log-mel summary':>16} {'spectral shape + gender':>24}")
+    print(f"  {'parameter':<18} {'log-mel summary':>16} {'spectral shape + gender':>24} "
+          f"{'utterance stats + gender':>25}")  # fmt: skip
     for j, name in enumerate(VOICE_PARAM_NAMES):
-        print(f"  {name:<18} {r2s[0][j]:>16.2f} {r2s[1][j]:>24.2f}")
+        print(f"  {name:<18} {r2s[0][j]:>16.2f} {r2s[1][j]:>24.2f} {r2s[2][j]:>25.2f}")
     return 0
 
 
