@@ -131,15 +131,14 @@ def render(out: Path) -> str:
 def render_ceiling(out: Path) -> str:
     """The corpus's voice -> shape ceiling (attribute ``voice_ceiling`` of
     ``OUT/synthetic/ground_truth.h5``, computed by the synthesize job)."""
-    import json
-
-    import h5py
+    from vox3d.ground_truth import GroundTruth
 
     path = out / "synthetic" / "ground_truth.h5"
     if not path.is_file():
         raise SystemExit(f"{path}: missing (run the default workflow first: make run)")
-    with h5py.File(path, "r") as f:
-        c = json.loads(f.attrs["voice_ceiling"])
+    c = GroundTruth.read(path).ceiling()
+    if c is None:
+        raise SystemExit(f"{path}: no voice_ceiling attribute")
     return (
         f"Voice -> shape ceiling (best linear predictor, {c['n_samples']:,.0f} simulated "
         f"identities; `synthetic/ground_truth.h5`): R^2 {c['r2_coef']:.3f} on the identity "

@@ -93,21 +93,14 @@ def main() -> int:
     from vox3d.config import DEFAULT_CONFIG
     from vox3d.face_model import face_model_from_config, face_model_settings
     from vox3d.featurestore import load_utterances
+    from vox3d.ground_truth import GroundTruth
     from vox3d.metrics import are_errors, face_ratios
     from vox3d.split import read_split
     from vox3d.voice_synth import VOICE_PARAM_NAMES
 
     out = Path(a.out_dir)
-    gt_path = out / "synthetic" / "ground_truth.h5"
-    with h5py.File(gt_path, "r") as f:
-        g = f["identities"]
-        dec = [x.decode() if isinstance(x, bytes) else str(x) for x in g["id"][()]]
-        coef = dict(zip(dec, np.asarray(g["id_coef"][()], np.float64), strict=True))
-        voice = dict(zip(dec, np.asarray(g["voice"][()], np.float64), strict=True))
-        gender = {
-            i: (x.decode() if isinstance(x, bytes) else str(x))
-            for i, x in zip(dec, g["gender"][()], strict=True)
-        }
+    truth = GroundTruth.read(out / "synthetic" / "ground_truth.h5")
+    coef, voice, gender = truth.coefficients(), truth.voices(), truth.genders()
     utts = load_utterances(sorted((out / "features").glob("shard-*.h5")))
     train_ids, val_ids, _ = read_split(out / "train" / "split.tsv")
     tr = [i for i in train_ids if i in utts and i in coef]

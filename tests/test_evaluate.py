@@ -250,11 +250,15 @@ def test_train_evaluate_figures_on_stage_formats(tmp_path):
         assert (tmp_path / "ev" / f"{p}.png").stat().st_size > 5000
 
 
-def test_read_ground_truth_layouts(tmp_path):
-    """The synthetic corpus's table layout (identities/id + id_coef) and per-group layout."""
+def test_ground_truth_has_one_layout(tmp_path):
+    """vox3d.ground_truth.GroundTruth reads the layout vox3d.synth writes (identities/id +
+    id_coef, gender, voice) and refuses others, naming the file."""
     import h5py
 
-    from vox3d.targets import read_ground_truth
+    from vox3d.ground_truth import GroundTruth, GroundTruthError
+
+    def read_ground_truth(p):
+        return GroundTruth.read(p).coefficients()
 
     c = np.arange(12, dtype=np.float32).reshape(3, 4)
     with h5py.File(tmp_path / "a.h5", "w") as f:
@@ -266,19 +270,31 @@ def test_read_ground_truth_layouts(tmp_path):
             "name", data=np.array(["A", "B", "C"], dtype=object), dtype=h5py.string_dtype()
         )
         g.create_dataset("id_coef", data=c)
-        g.create_dataset("voice", data=np.zeros((3, 12)))
+        g.create_dataset("voice", data=np.arange(36.0).reshape(3, 12))
+        g.create_dataset(
+            "gender", data=np.array(["m", "f", "m"], dtype=object), dtype=h5py.string_dtype()
+        )
+        f.attrs["format"] = "vox3d synthetic ground truth"
+        f.attrs["voice_ceiling"] = '{"r2_vertex": 0.5}'
     gt = read_ground_truth(tmp_path / "a.h5")
     assert sorted(gt) == ["x", "y", "z"]
     np.testing.assert_array_equal(gt["y"], c[1])
-    with h5py.File(tmp_path / "b.h5", "w") as f:
+    full = GroundTruth.read(tmp_path / "a.h5")
+    assert full.genders() == {"x": "m", "y": "f", "z": "m"} and full.voices()["z"][0] == 24
+    assert full.ceiling() == {"r2_vertex": 0.5} and full.name == ("A", "B", "C")
+    with h5py.File(tmp_path / "b.h5", "w") as f:  # one group per identity: not written
         for i, n in enumerate("xy"):
             f.create_group(f"identities/{n}").create_dataset("id_coef", data=c[i])
-    gt = read_ground_truth(tmp_path / "b.h5")
-    np.testing.assert_array_equal(gt["x"], c[0])
     with h5py.File(tmp_path / "c.h5", "w") as f:
         f.create_dataset("other", data=c)
-    with pytest.raises(ValueError, match="c.h5"):
-        read_ground_truth(tmp_path / "c.h5")
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f.attrs["format"] = "vox3d fit shard"
+    for bad in ("b.h5", "c.h5", "d.h5"):
+        with pytest.raises(GroundTruthError, match=bad):
+            read_ground_truth(tmp_path / bad)
+    (tmp_path / "e.h5").write_bytes(b"not hdf5")
+    with pytest.raises(GroundTruthError, match="e.h5"):
+        read_ground_truth(tmp_path / "e.h5")
 
 
 # ---------------------------------------------------------------------------------------

@@ -30,10 +30,11 @@ from vox3d import __version__
 from vox3d.evaluate import evaluate_predictions, mesh_vertices
 from vox3d.export import AUDIO_DIR, CARD_FILE, Collected, ExportError
 from vox3d.face_model import face_model_from_config, face_model_settings, select_are_pairs
+from vox3d.ground_truth import GroundTruth
 from vox3d.io import read_tsv, write_text_atomic
 from vox3d.paths import REPO_ROOT
 from vox3d.projection import projection_markdown
-from vox3d.targets import read_ground_truth, read_identity_targets
+from vox3d.targets import read_identity_targets
 
 #: Config keys left out of the config hash: they say where files go, not what they hold.
 HASH_EXCLUDED_KEYS = ("out_dir",)
@@ -105,7 +106,7 @@ def fit_accuracy(
     """Fitted identity shapes (``fit/identities.h5``) against the synthetic ground truth.
 
     Reuses the evaluation code (:func:`vox3d.evaluate.evaluate_predictions` with the readers
-    :func:`vox3d.targets.read_identity_targets` / :func:`vox3d.targets.read_ground_truth`):
+    :func:`vox3d.targets.read_identity_targets` / :class:`vox3d.ground_truth.GroundTruth`):
     methods ``fitted`` (the robust per-identity shape) and ``population_mean`` (coefficients
     0, the face model's mean face, as the baseline; the evaluation's method of that name),
     target ``ground_truth`` (its first K coefficients), on every identity in both files.
@@ -130,7 +131,7 @@ def fit_accuracy(
             f"{identities_h5}: face model {fm_name!r}; the synthetic ground truth is ICT "
             "coefficients, so only an ICT fit can be compared with it"
         )
-    gt = read_ground_truth(ground_truth_h5)
+    gt = GroundTruth.read(ground_truth_h5).coefficients()
     k = coef.shape[1]
     common = sorted(set(ids) & set(gt))
     if not common:

@@ -54,9 +54,10 @@ import numpy as np
 
 from vox3d import metrics
 from vox3d.face_model import face_model_from_config, select_are_pairs
+from vox3d.ground_truth import GroundTruth
 from vox3d.io import atomic_path, write_tsv
 from vox3d.split import check_split, read_split, small_data_note
-from vox3d.targets import NO_MESH_NOTE, read_ground_truth, read_identity_targets, target_stats
+from vox3d.targets import NO_MESH_NOTE, read_identity_targets, target_stats
 from vox3d.torch_setup import resolve_device
 
 #: The voice model and the baselines it is compared with, in table order.
@@ -403,18 +404,13 @@ def predict_utterances(
 # --------------------------------------------------------------------------------------
 
 
-def _voice_ceiling(path) -> float | None:
+def _voice_ceiling(truth: GroundTruth) -> float | None:
     """The corpus card's ceiling: vertex-space R^2 predictable from the voice (attribute
     ``voice_ceiling`` of the synthetic ``ground_truth.h5``), or None."""
-    import json
-
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        raw = f.attrs.get("voice_ceiling")
+    c = truth.ceiling()
     try:
-        return float(json.loads(raw)["r2_vertex"]) if raw is not None else None
-    except (ValueError, KeyError, TypeError):
+        return float(c["r2_vertex"]) if c is not None else None
+    except (KeyError, TypeError, ValueError):
         return None
 
 
@@ -468,9 +464,10 @@ def run_evaluate(
     targets = {"fitted": {i: fitted[i] for i in val_ids if i in fitted}}
     ceiling = None
     if ground_truth_h5 and Path(ground_truth_h5).is_file():
-        gt = read_ground_truth(ground_truth_h5)
+        truth = GroundTruth.read(ground_truth_h5)
+        gt = truth.coefficients()
         targets["ground_truth"] = {i: gt[i][:k] for i in val_ids if i in gt}
-        ceiling = _voice_ceiling(ground_truth_h5)
+        ceiling = _voice_ceiling(truth)
 
     utts = load_utterances(feature_paths, val_ids)
     if not utts:

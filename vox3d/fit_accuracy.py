@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vox3d.face_model import face_model_from_config, restrict
+from vox3d.ground_truth import GroundTruth
 from vox3d.io import write_tsv
 from vox3d.metrics import RATIOS, align, face_ratios
 from vox3d.params import ParamLayout
@@ -375,17 +376,13 @@ def read_fitted_identities(path) -> dict[str, np.ndarray]:
 
 
 def read_true_identities(path) -> dict[str, np.ndarray]:
-    """The synthetic corpus's ``ground_truth.h5`` (:func:`vox3d.synth.write_ground_truth`:
-    ``identities/id`` (N,), ``identities/id_coef`` (N, K_t)) -> ``{identity: (K_t,)
-    float64}`` true ICT identity coefficients."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        if f.attrs.get("face_model", "ict") != "ict":
-            raise ValueError(f"{path}: ground truth of face model {f.attrs['face_model']!r}")
-        ids = [_str(x) for x in f["identities/id"][()]]
-        coef = np.asarray(f["identities/id_coef"][()], dtype=np.float64).reshape(len(ids), -1)
-    return dict(zip(ids, coef, strict=True))
+    """The synthetic corpus's true ICT identity coefficients ``{identity: (K_t,) float64}``
+    (:class:`vox3d.ground_truth.GroundTruth`; a ground truth of another face model is a
+    ValueError)."""
+    gt = GroundTruth.read(path)
+    if gt.face_model != "ict":
+        raise ValueError(f"{path}: ground truth of face model {gt.face_model!r}")
+    return gt.coefficients()
 
 
 def read_frame_coefficients(shard_paths: Iterable) -> dict[str, np.ndarray]:

@@ -53,10 +53,10 @@ from pathlib import Path
 import numpy as np
 
 from vox3d import voice_synth as vs
+from vox3d.ground_truth import FORMAT as GT_FORMAT
+from vox3d.ground_truth import FORMAT_VERSION as GT_FORMAT_VERSION
 from vox3d.io import atomic_path, main_not_reimported, write_text_atomic
 
-#: Format version of ground_truth.h5 (bump when its layout changes).
-GT_FORMAT_VERSION = 1
 #: Frame size (pixels) and rate of every synthetic clip (VoxCeleb2 dev).
 FRAME_SIZE = 224
 FPS = 25
@@ -1239,7 +1239,8 @@ def _ds(g, name, data, dtype=np.float32):
 
 
 def write_ground_truth(path, cfg, rig, idents, specs, clips, ceiling) -> None:
-    """Write ``ground_truth.h5`` (layout in the corpus card and the file's attributes)."""
+    """Write ``ground_truth.h5`` (layout in the corpus card and the file's attributes; its
+    reader: :class:`vox3d.ground_truth.GroundTruth`)."""
     import h5py
 
     from vox3d.params import CROP_SIZE
@@ -1249,7 +1250,7 @@ def write_ground_truth(path, cfg, rig, idents, specs, clips, ceiling) -> None:
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", libver="latest", track_order=True) as f:
             a = f.attrs
-            a["format"] = "vox3d synthetic ground truth"
+            a["format"] = GT_FORMAT
             a["format_version"] = GT_FORMAT_VERSION
             a["config"] = json.dumps(_cfg_dict(cfg), sort_keys=True)
             a["face_model"] = "ict"

@@ -3,7 +3,7 @@
 The voice model learns identity coefficients: the fitted shapes of ``fit/identities.h5``
 (:func:`read_identity_targets`; written by :func:`vox3d.identities.aggregate_identities`)
 and, for the synthetic corpus, the true ones of ``ground_truth.h5``
-(:func:`read_ground_truth`; written by :func:`vox3d.synth.write_ground_truth`).  It
+(:class:`vox3d.ground_truth.GroundTruth`; written by :func:`vox3d.synth.write_ground_truth`).  It
 predicts them standardised (:func:`target_stats`), in the target space of
 :func:`resolve_target_space` (``train.target``: mesh or parameters).
 """
@@ -68,43 +68,3 @@ def read_identity_targets(path: str | os.PathLike) -> tuple[list[str], np.ndarra
         coef = np.asarray(f["shape"][()], dtype=np.float32)
         attrs = {k: (_s(v) if isinstance(v, bytes | str) else v) for k, v in f.attrs.items()}
     return ids, coef.reshape(len(ids), -1), attrs
-
-
-_GT_COEF_NAMES = ("id_coef", "identity_coef", "shape", "id_coefs", "coef")
-
-
-def read_ground_truth(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """True identity coefficients per identity from the synthetic ``ground_truth.h5``.
-
-    Accepts a table layout (``identity`` (N,) + one of ``id_coef`` / ``identity_coef`` /
-    ``shape`` (N, K), at the root or in group ``identities``) or one group per identity
-    (``identities/<id>/id_coef`` ...).  Raises ValueError naming the file otherwise.
-    """
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        roots = [
-            r for r in (f, f.get("identities"), f.get("identity")) if isinstance(r, h5py.Group)
-        ]
-        for root in roots:  # table layout
-            names = [n for n in ("id", "identity", "identities", "ids") if n in root]
-            coefs = [c for c in _GT_COEF_NAMES if c in root]
-            names = [n for n in names if isinstance(root[n], h5py.Dataset)]
-            coefs = [c for c in coefs if isinstance(root[c], h5py.Dataset) and root[c].ndim == 2]
-            if names and coefs:
-                ids = [_s(x) for x in root[names[0]][()]]
-                c = np.asarray(root[coefs[0]][()], np.float64)
-                if len(c) == len(ids):
-                    return dict(zip(ids, c, strict=True))
-        for root in roots:  # one group per identity
-            out = {}
-            for k in root:
-                g = root[k]
-                if isinstance(g, h5py.Group):
-                    for cn in _GT_COEF_NAMES:
-                        if cn in g and isinstance(g[cn], h5py.Dataset) and g[cn].ndim == 1:
-                            out[k] = np.asarray(g[cn][()], np.float64)
-                            break
-            if out:
-                return out
-    raise ValueError(f"{path}: no per-identity identity coefficients found (ground truth layout)")
