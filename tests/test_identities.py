@@ -133,6 +133,16 @@ def test_aggregate_identities_file(tmp_path):
         np.testing.assert_allclose(f["shape"][1], truth["idB"], atol=0.08)
     rej = read_identity_rejects(out)
     assert len(rej) == 1 and rej[0]["path"] == "idC" and "no usable frame" in rej[0]["reason"]
+    # the one reader of the format reads what the writer wrote
+    from vox3d.identities import IdentitiesFile, IdentitiesFileError
+
+    rd = IdentitiesFile.read(out)
+    assert rd.ids == ("idA", "idB") and rd.face_model == "ict" and rd.n_id == n_id
+    assert rd.missing == () and rd.shape_robust is None and rd.rejects[0][0] == "idC"
+    np.testing.assert_array_equal(rd.n_frames, [20, 10])
+    np.testing.assert_allclose(rd.shapes()["idB"], truth["idB"], atol=0.08)
+    with pytest.raises(IdentitiesFileError, match="s0.h5"):
+        IdentitiesFile.read(tmp_path / "s0.h5")  # a fit shard is not an identities file
     # same inputs -> same bytes
     out2 = tmp_path / "identities2.h5"
     aggregate_identities([tmp_path / "s0.h5", tmp_path / "s1.h5"], out2)

@@ -65,6 +65,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from vox3d.identities import IdentitiesFile, IdentitiesFileError
+
 #: Export folder name under ``out_dir`` (the workflow writes ``OUT/voxceleb3d/``).
 EXPORT_DIR = "voxceleb3d"
 STAGE = "export"
@@ -198,31 +200,20 @@ class IdentityShape:
 
 
 def read_identity_shapes(path: str | os.PathLike) -> tuple[dict[str, IdentityShape], dict]:
-    """``identities.h5`` -> ``({identity: IdentityShape}, {"face_model", "n_id", "rejects"})``."""
-    path = Path(path)
-    with _h5(path) as f:
-        try:
-            ids = [_s(x) for x in f["identity"][()]]
-            shape = np.asarray(f["shape"][()], np.float32).reshape(len(ids), -1)
-            spread = np.asarray(f["spread"][()], np.float32).reshape(len(ids), -1)
-            counts = {k: f[k][()].astype(np.int64) for k in ("n_frames", "n_videos", "n_outliers")}
-            rejects = [_s(x) for x in f["rejects/path"][()]] if "rejects/path" in f else []
-            info = {
-                "face_model": _s(f.attrs.get("face_model", "")),
-                "n_id": int(f.attrs.get("n_id", shape.shape[1])),
-                "rejects": rejects,
-            }
-        except KeyError as e:
-            raise ExportError(f"{path}: not a vox3d identities file ({e})") from e
+    """``identities.h5`` -> ``({identity: IdentityShape}, {"face_model", "n_id", "rejects"})``
+    (:class:`vox3d.identities.IdentitiesFile`; ExportError naming the file)."""
+    try:
+        f = IdentitiesFile.read(path)
+    except IdentitiesFileError as e:
+        raise ExportError(str(e)) from e
+    if f.missing:
+        raise ExportError(f"{path}: not a vox3d identities file (no {', '.join(f.missing)})")
+    info = {"face_model": f.face_model, "n_id": f.n_id, "rejects": [p for p, _ in f.rejects]}
     out = {
         i: IdentityShape(
-            shape[j],
-            spread[j],
-            int(counts["n_frames"][j]),
-            int(counts["n_videos"][j]),
-            int(counts["n_outliers"][j]),
-        )  # fmt: skip
-        for j, i in enumerate(ids)
+            f.shape[j], f.spread[j], int(f.n_frames[j]), int(f.n_videos[j]), int(f.n_outliers[j])
+        )
+        for j, i in enumerate(f.ids)
     }
     return out, info
 

@@ -50,6 +50,7 @@ import numpy as np
 
 from vox3d.face_model import face_model_from_config, restrict
 from vox3d.ground_truth import GroundTruth
+from vox3d.identities import IdentitiesFile
 from vox3d.io import write_tsv
 from vox3d.metrics import RATIOS, align, face_ratios
 from vox3d.params import ParamLayout
@@ -365,14 +366,9 @@ def _str(x) -> str:
 
 
 def read_fitted_identities(path) -> dict[str, np.ndarray]:
-    """``fit/identities.h5`` (:func:`vox3d.identities.aggregate_identities`: ``identity``
-    (N,), ``shape`` (N, K)) -> ``{identity: (K,) float64}`` robust aggregate shapes."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        ids = [_str(x) for x in f["identity"][()]]
-        shape = np.asarray(f["shape"][()], dtype=np.float64).reshape(len(ids), -1)
-    return dict(zip(ids, shape, strict=True))
+    """``fit/identities.h5`` -> ``{identity: (K,) float64}`` robust aggregate shapes
+    (:class:`vox3d.identities.IdentitiesFile`)."""
+    return IdentitiesFile.read(path).shapes()
 
 
 def read_true_identities(path) -> dict[str, np.ndarray]:

@@ -500,11 +500,95 @@ def aggregate_identities(
     return summary
 
 
+class IdentitiesFileError(ValueError):
+    """A file that is not a readable ``identities.h5`` (the message names it)."""
+
+
+def _s(x) -> str:
+    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+@dataclass(frozen=True)
+class IdentitiesFile:
+    """``fit/identities.h5`` as :func:`aggregate_identities` writes it; its one reader.
+
+    ids: identity names; shape, spread: ``(N, K)`` float32 (the per-identity shape
+    coefficients, calibrated when the fit had a calibration, and their robust spread);
+    n_frames, n_videos, n_outliers: ``(N,)`` int64; shape_robust: ``(N, K)`` float32 (the
+    pooled shape before calibration) or None; face_model, n_id: the attributes; rejects:
+    ``(path, reason)`` of the rejected identities' inputs; attrs: every attribute (str
+    decoded); missing: the per-identity datasets the file lacks (spread and the counts are
+    then zero: files written by hand, as tests do; the writer always writes them)."""
+
+    path: str
+    ids: tuple[str, ...]
+    shape: np.ndarray
+    spread: np.ndarray
+    n_frames: np.ndarray
+    n_videos: np.ndarray
+    n_outliers: np.ndarray
+    shape_robust: np.ndarray | None
+    face_model: str
+    n_id: int
+    rejects: tuple[tuple[str, str], ...]
+    attrs: dict
+    missing: tuple[str, ...] = ()
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> IdentitiesFile:
+        import h5py
+
+        try:
+            f = h5py.File(path, "r")
+        except OSError as e:
+            raise IdentitiesFileError(f"{path}: not a readable HDF5 file ({e})") from e
+        with f:
+            try:
+                ids = tuple(_s(x) for x in f["identity"][()])
+                n = len(ids)
+                shape = np.asarray(f["shape"][()], np.float32).reshape(n, -1)
+                k = shape.shape[1]
+                spread = (
+                    np.asarray(f["spread"][()], np.float32).reshape(n, k)
+                    if "spread" in f
+                    else np.zeros((n, k), np.float32)
+                )
+                counts = {
+                    c: np.asarray(f[c][()], np.int64) if c in f else np.zeros(n, np.int64)
+                    for c in ("n_frames", "n_videos", "n_outliers")
+                }
+                robust = (
+                    np.asarray(f["shape_robust"][()], np.float32).reshape(n, k)
+                    if "shape_robust" in f
+                    else None
+                )
+                rejects = tuple(
+                    (_s(p), _s(r))
+                    for p, r in zip(
+                        f["rejects/path"][()] if "rejects/path" in f else [],
+                        f["rejects/reason"][()] if "rejects/reason" in f else [],
+                        strict=True,
+                    )
+                )
+                attrs = {
+                    key: (_s(v) if isinstance(v, bytes | str) else v) for key, v in f.attrs.items()
+                }
+                missing = tuple(
+                    c for c in ("spread", "n_frames", "n_videos", "n_outliers") if c not in f
+                )
+            except (KeyError, ValueError) as e:
+                raise IdentitiesFileError(f"{path}: not a vox3d identities file ({e})") from e
+        return cls(
+            str(path), ids, shape, spread, counts["n_frames"], counts["n_videos"],
+            counts["n_outliers"], robust, str(attrs.get("face_model", "")),
+            int(attrs.get("n_id", k)), rejects, attrs, missing,
+        )  # fmt: skip
+
+    def shapes(self) -> dict[str, np.ndarray]:
+        """``{identity: (K,) float64}`` the per-identity shapes."""
+        return {i: s.astype(np.float64) for i, s in zip(self.ids, self.shape, strict=True)}
+
+
 def read_identity_rejects(path: str | os.PathLike) -> list[dict[str, str]]:
     """Rejects rows (path, stage, reason) stored in an ``identities.h5``."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        paths = [s.decode() if isinstance(s, bytes) else s for s in f["rejects/path"][()]]
-        reasons = [s.decode() if isinstance(s, bytes) else s for s in f["rejects/reason"][()]]
-    return [{"path": p, "stage": "fit", "reason": r} for p, r in zip(paths, reasons, strict=True)]
+    return [{"path": p, "stage": "fit", "reason": r} for p, r in IdentitiesFile.read(path).rejects]

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from vox3d.face_model import mesh_available
+from vox3d.identities import IdentitiesFile
 
 TARGET_SPACES = ("auto", "mesh", "params")
 #: Why a run has no ARE / vertex metrics (BFM without its basis file).
@@ -60,11 +61,7 @@ def _s(x) -> str:
 
 
 def read_identity_targets(path: str | os.PathLike) -> tuple[list[str], np.ndarray, dict]:
-    """``fit/identities.h5`` -> ``(identities, shape (N, K) float32, attrs)``."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        ids = [_s(x) for x in f["identity"][()]]
-        coef = np.asarray(f["shape"][()], dtype=np.float32)
-        attrs = {k: (_s(v) if isinstance(v, bytes | str) else v) for k, v in f.attrs.items()}
-    return ids, coef.reshape(len(ids), -1), attrs
+    """``fit/identities.h5`` -> ``(identities, shape (N, K) float32, attrs)``
+    (:class:`vox3d.identities.IdentitiesFile`)."""
+    f = IdentitiesFile.read(path)
+    return list(f.ids), f.shape, dict(f.attrs)
