@@ -98,6 +98,16 @@ def test_fit_shard_faces_black_frames_and_determinism(tmp_path, frames, random_c
         rej_reasons = [s.decode() for s in f["rejects/reason"][()]]
     assert rej_paths == ["idB/yt/00001.mp4"]
     assert "no usable frame" in rej_reasons[0] and "3 no face" in rej_reasons[0]
+    # the format's one reader reads what the writer wrote
+    from vox3d.fit_shard import FRAME_FIELDS, FitShard, FitShardError
+
+    sh = FitShard.read(out1)
+    assert set(sh.frames) == set(FRAME_FIELDS) - {"landmark_nme"} and sh.layout.n_id == 8
+    assert sh.video_identities[0] != "" and list(sh.n_frames) == [3, 3]
+    assert list(sh.n_kept) == [3, 0] and sh.rejects[0][0] == "idB/yt/00001.mp4"
+    assert sh.stats["kept"] == 3 and sh.attrs["face_model"] == "ict"
+    with pytest.raises(FitShardError, match="shard-00000.h5"):
+        FitShard.read(ext)  # an extract shard is not a fit shard
     time.sleep(1.1)  # any stored timestamp would now differ
     out2 = tmp_path / "fit2.h5"
     fit_shard(ext, out2, cfg, fitter=fitter, progress=False)

@@ -85,20 +85,27 @@ def test_nonfinite_frames_ignored_and_all_nan_raises():
 
 
 def _write_fit_shard(path, videos, frames_video, keep, params, n_id=4, n_exp=2):
-    from vox3d.params import ict_layout
+    """A fit shard through the stage's own writer (vox3d.fit_shard.write_fit_shard)."""
+    from types import SimpleNamespace
 
-    lay = ict_layout(n_id, n_exp)
-    str_dt = h5py.string_dtype("utf-8")
-    with h5py.File(path, "w") as f:
-        f.create_dataset("videos/path", data=[v[0] for v in videos], dtype=str_dt)
-        f.create_dataset("videos/identity", data=[v[1] for v in videos], dtype=str_dt)
-        f.create_dataset("frames/video", data=np.asarray(frames_video, np.int32))
-        f.create_dataset("frames/keep", data=np.asarray(keep, bool))
-        f.create_dataset("frames/params", data=np.asarray(params, np.float32))
-        f.attrs["face_model"] = "ict"
-        f.attrs["n_id"] = n_id
-        for k, v in lay.as_attrs().items():
-            f.attrs[k] = v
+    from vox3d.fit_shard import write_fit_shard
+    from vox3d.params import ict_layout
+    from vox3d.quality import Thresholds
+
+    fitter = SimpleNamespace(
+        cfg=SimpleNamespace(
+            face_model="ict", thresholds=Thresholds(), precision="fp32", landmarks="none"
+        ),
+        layout=ict_layout(n_id, n_exp),
+        model_file="ict_regressor.pth",
+    )
+    frames = {
+        "video": np.asarray(frames_video, np.int32),
+        "keep": np.asarray(keep, bool),
+        "params": np.asarray(params, np.float32),
+    }
+    vids = [{"video": v[0], "identity": v[1]} for v in videos]
+    write_fit_shard(path, vids, frames, [], {"frames": len(frames_video)}, fitter)
 
 
 def test_aggregate_identities_file(tmp_path):

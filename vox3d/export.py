@@ -65,6 +65,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from vox3d.fit_shard import FitShard, FitShardError
 from vox3d.identities import IdentitiesFile, IdentitiesFileError
 
 #: Export folder name under ``out_dir`` (the workflow writes ``OUT/voxceleb3d/``).
@@ -362,17 +363,11 @@ def collect(
             except KeyError as e:
                 raise ExportError(f"{ex_p}: not a vox3d extract shard ({e})") from e
         col.sample_rate = sr
-        with _h5(Path(fit_p)) as f:
-            try:
-                kept = dict(
-                    zip(
-                        (_s(x) for x in f["videos/path"][()]),
-                        f["videos/n_kept"][()].astype(np.int64),
-                        strict=True,
-                    )
-                )
-            except KeyError as e:
-                raise ExportError(f"{fit_p}: not a vox3d fit shard ({e})") from e
+        try:
+            fs = FitShard.read(fit_p, fields=())
+        except FitShardError as e:
+            raise ExportError(str(e)) from e
+        kept = dict(zip(fs.video_paths, fs.n_kept, strict=True))
         with _h5(Path(ft_p)) as f:
             try:
                 voiced = {_s(x) for x in f["index/video"][()]}

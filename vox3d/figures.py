@@ -28,7 +28,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vox3d.io import atomic_path  # noqa: E402
-from vox3d.params import ParamLayout  # noqa: E402
 from vox3d.render import Light, render  # noqa: E402
 
 _METHOD_COLORS = {
@@ -353,32 +352,30 @@ def reference_frame(
 ):
     """The identity's kept frame with the highest detector score: ``(rgb (H, W, 3) uint8,
     params (n,), roi (4,), layout)`` or None when no shard has one."""
-    import h5py
+    from vox3d.fit_shard import FitShard
 
     best = None
     for fp in sorted(str(p) for p in fit_shards):
-        with h5py.File(fp, "r") as f:
-            vid_ids = [_decode(s) for s in f["videos/identity"][()]]
-            vid_paths = [_decode(s) for s in f["videos/path"][()]]
-            mine = [i for i, x in enumerate(vid_ids) if x == identity]
-            if not mine:
-                continue
-            video = f["frames/video"][()]
-            keep = f["frames/keep"][()].astype(bool) & np.isin(video, mine)
-            if not keep.any():
-                continue
-            score = np.where(keep, f["frames/score"][()], -np.inf)
-            j = int(np.argmax(score))
-            if best is None or score[j] > best[0]:
-                best = (
-                    float(score[j]),
-                    fp,
-                    vid_paths[int(video[j])],
-                    int(f["frames/frame"][j]),
-                    f["frames/params"][j],
-                    f["frames/roi"][j],
-                    ParamLayout.from_attrs(f.attrs),
-                )
+        s = FitShard.read(fp, fields=("video", "keep", "score", "frame", "params", "roi"))
+        mine = [i for i, x in enumerate(s.video_identities) if x == identity]
+        if not mine:
+            continue
+        video = s.frames["video"]
+        keep = s.frames["keep"].astype(bool) & np.isin(video, mine)
+        if not keep.any():
+            continue
+        score = np.where(keep, s.frames["score"], -np.inf)
+        j = int(np.argmax(score))
+        if best is None or score[j] > best[0]:
+            best = (
+                float(score[j]),
+                fp,
+                s.video_paths[int(video[j])],
+                int(s.frames["frame"][j]),
+                s.frames["params"][j],
+                s.frames["roi"][j],
+                s.layout,
+            )
     if best is None:
         return None
     _, fp, vpath, frame, params, roi, layout = best

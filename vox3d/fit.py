@@ -9,7 +9,7 @@ Per shard (``OUT/extract/<shard>.h5`` -> ``OUT/fit/<shard>.h5``):
    (:func:`vox3d.quality.choose_face`), cropped with the 3DDFA-V2 ROI policy and the crops
    regressed in one batch (:class:`vox3d.regressor.Regressor`);
 3. quality fields and the keep / reason code (:mod:`vox3d.quality`) are computed and all
-   written into one HDF5 file (layout in :func:`write_fit_shard`).
+   written into one HDF5 file (layout in :func:`vox3d.fit_shard.write_fit_shard`).
 
 Two implementations of steps 1-3, with the same per-frame outputs:
 
@@ -44,7 +44,6 @@ Face model from config: ``ict`` (default) uses the ICT regressor committed in
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import sys
@@ -55,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vox3d.fit_shard import FRAME_FIELDS, FitShard, write_fit_shard
 from vox3d.params import TDDFA_LAYOUT, ParamLayout, ict_layout, pose_to_srt, rotation_to_euler
 from vox3d.quality import REASONS, Thresholds, choose_face, classify, count_reasons
 from vox3d.torch_setup import resolve_device
@@ -752,12 +752,6 @@ class _BatchPrefetcher:
 # the shard
 
 
-FRAME_FIELDS = (
-    "video", "frame", "time", "box", "roi", "params", "score", "face_px", "n_faces",
-    "margin", "yaw", "pitch", "roll", "blur", "landmark_nme", "keep", "reason",
-)  # fmt: skip
-
-
 def fit_shard(
     extract_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -967,66 +961,6 @@ def video_rejects(
     return rows
 
 
-def write_fit_shard(
-    out_path: str | os.PathLike,
-    videos: list[dict],
-    frames: dict[str, np.ndarray],
-    rejects: list[dict[str, str]],
-    stats: dict,
-    fitter: Fitter,
-) -> None:
-    """Write ``OUT/fit/<shard>.h5``.
-
-    Groups / datasets:
-
-    * ``videos/path``, ``videos/identity`` (utf-8), ``videos/n_frames``, ``videos/n_kept``;
-    * ``frames/<field>`` for every field of :data:`FRAME_FIELDS` (N first; ``video`` indexes
-      ``videos``, ``frame`` is the frame's index within its video, ``time`` seconds);
-    * ``rejects/path``, ``rejects/reason`` (utf-8): videos with no usable frame.
-
-    Attributes: ``face_model``, ``n_id``, ``n_exp``, ``param_n_*`` (the layout),
-    ``model_file``, ``thresholds`` (json), ``reason_names`` (json list, index = code),
-    ``stats`` (json), ``precision``, ``version``.  No wall-clock time, so reruns of the same
-    input and config on the same device give the same bytes.
-    """
-
-    from vox3d import __version__
-    from vox3d.io import atomic_path, h5_group, h5_new, h5_strings
-
-    cfg = fitter.cfg
-    n_vid = len(videos)
-    n_frames = np.bincount(frames["video"], minlength=n_vid)[:n_vid] if n_vid else np.zeros(0)
-    n_kept = (
-        np.bincount(frames["video"][frames["keep"]], minlength=n_vid)[:n_vid]
-        if n_vid
-        else np.zeros(0)
-    )
-    with atomic_path(out_path) as tmp, h5_new(tmp) as f:
-        g = h5_group(f, "videos")
-        h5_strings(g, "path", [str(v.get("video", "")) for v in videos])
-        h5_strings(g, "identity", [str(v.get("identity", "")) for v in videos])
-        g.create_dataset("n_frames", data=np.asarray(n_frames, np.int64), track_times=False)
-        g.create_dataset("n_kept", data=np.asarray(n_kept, np.int64), track_times=False)
-        g = h5_group(f, "frames")
-        for k, v in frames.items():
-            g.create_dataset(k, data=v, track_times=False)
-        g = h5_group(f, "rejects")
-        h5_strings(g, "path", [r["path"] for r in rejects])
-        h5_strings(g, "reason", [r["reason"] for r in rejects])
-        f.attrs["face_model"] = cfg.face_model
-        f.attrs["n_id"] = fitter.layout.n_id
-        f.attrs["n_exp"] = fitter.layout.n_exp
-        for k, v in fitter.layout.as_attrs().items():
-            f.attrs[k] = v
-        f.attrs["model_file"] = Path(fitter.model_file).name
-        f.attrs["thresholds"] = json.dumps(cfg.thresholds.as_dict(), sort_keys=True)
-        f.attrs["reason_names"] = json.dumps(list(REASONS))
-        f.attrs["stats"] = json.dumps(stats, sort_keys=True)
-        f.attrs["precision"] = cfg.precision
-        f.attrs["landmarks"] = cfg.landmarks
-        f.attrs["version"] = __version__
-
-
 # --------------------------------------------------------------------------------------
 # deterministic HDF5 (no object timestamps)
 
@@ -1046,20 +980,13 @@ def write_fit_tables(
     """``OUT/fit/rejects.tsv`` (every shard's video rejects + identities without a usable
     frame) and ``OUT/fit/stats.tsv`` (one row per shard and a ``total`` row, frames counted
     by reason)."""
-    import h5py
-
     from vox3d.io import write_rejects, write_tsv
 
     rows, stats = [], []
     for sp in sorted(str(p) for p in shard_paths):
-        with h5py.File(sp, "r") as f:
-            paths = [s.decode() if isinstance(s, bytes) else s for s in f["rejects/path"][()]]
-            reasons = [s.decode() if isinstance(s, bytes) else s for s in f["rejects/reason"][()]]
-            st = json.loads(f.attrs["stats"])
-        rows += [
-            {"path": p, "stage": STAGE, "reason": r} for p, r in zip(paths, reasons, strict=True)
-        ]
-        stats.append({"shard": Path(sp).stem, **st})
+        shard = FitShard.read(sp, fields=())
+        rows += [{"path": p, "stage": STAGE, "reason": r} for p, r in shard.rejects]
+        stats.append({"shard": Path(sp).stem, **shard.stats})
     if identities_path is not None:
         from vox3d.identities import read_identity_rejects
 

@@ -49,11 +49,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from vox3d.face_model import face_model_from_config, restrict
+from vox3d.fit_shard import FitShard
 from vox3d.ground_truth import GroundTruth
 from vox3d.identities import IdentitiesFile
 from vox3d.io import write_tsv
 from vox3d.metrics import RATIOS, align, face_ratios
-from vox3d.params import ParamLayout
 from vox3d.split import read_meta, split_identities
 
 #: Vertex set of the face model on which shapes are compared (ICT: vertices 0-6705).
@@ -384,16 +384,13 @@ def read_true_identities(path) -> dict[str, np.ndarray]:
 def read_frame_coefficients(shard_paths: Iterable) -> dict[str, np.ndarray]:
     """Identity coefficients of every kept frame of the fit shards (``OUT/fit/<shard>.h5``)
     -> ``{identity: (N_frames, K) float64}`` (frames in shard, then file order)."""
-    import h5py
-
     per: dict[str, list[np.ndarray]] = {}
     for sp in sorted(str(p) for p in shard_paths):
-        with h5py.File(sp, "r") as f:
-            sl = ParamLayout.from_attrs(f.attrs).shape
-            vid_ident = [_str(x) for x in f["videos/identity"][()]]
-            keep = f["frames/keep"][()].astype(bool)
-            video = f["frames/video"][()][keep]
-            params = f["frames/params"][()][keep][:, sl].astype(np.float64)
+        s = FitShard.read(sp, fields=("video", "keep", "params"))
+        vid_ident = s.video_identities
+        keep = s.frames["keep"].astype(bool)
+        video = s.frames["video"][keep]
+        params = s.frames["params"][keep][:, s.layout.shape].astype(np.float64)
         for v in np.unique(video):
             per.setdefault(vid_ident[int(v)], []).append(params[video == v])
     return {i: np.concatenate(c) for i, c in sorted(per.items())}

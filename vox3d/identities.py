@@ -345,25 +345,21 @@ def regressor_calibration(fit_config) -> tuple[dict | None, str | None]:
 
 
 def _read_shard(path: str | os.PathLike) -> dict:
-    """The per-frame fields identities need from one fit shard file."""
-    import h5py
+    """The per-frame fields identities need from one fit shard file
+    (:class:`vox3d.fit_shard.FitShard`)."""
+    from vox3d.fit_shard import FitShard
 
-    from vox3d.params import ParamLayout
-
-    with h5py.File(path, "r") as f:
-        layout = ParamLayout.from_attrs(f.attrs)
-        videos_path = [s.decode() if isinstance(s, bytes) else s for s in f["videos/path"][()]]
-        videos_id = [s.decode() if isinstance(s, bytes) else s for s in f["videos/identity"][()]]
-        return {
-            "face_model": str(f.attrs["face_model"]),
-            "n_id": int(f.attrs["n_id"]),
-            "layout": layout,
-            "videos_path": videos_path,
-            "videos_identity": videos_id,
-            "video": f["frames/video"][()],
-            "keep": f["frames/keep"][()].astype(bool),
-            "params": f["frames/params"][()],
-        }
+    s = FitShard.read(path, fields=("video", "keep", "params"))
+    return {
+        "face_model": str(s.attrs["face_model"]),
+        "n_id": int(s.attrs["n_id"]),
+        "layout": s.layout,
+        "videos_path": list(s.video_paths),
+        "videos_identity": list(s.video_identities),
+        "video": s.frames["video"],
+        "keep": s.frames["keep"].astype(bool),
+        "params": s.frames["params"],
+    }
 
 
 def aggregate_identities(

@@ -4,7 +4,7 @@
 in its own process (``spawn`` start method; the process sets its device before any CUDA
 call: ``CUDA_VISIBLE_DEVICES`` is narrowed to the one card, so ``cuda`` inside the worker
 is that card) and merges the parts, in video order, into the one shard file written by
-:func:`vox3d.fit.write_fit_shard`.
+:func:`vox3d.fit_shard.write_fit_shard`.
 
 Same bytes as :func:`vox3d.fit.fit_shard` in one process: the per-frame outputs depend on
 which frames are regressed together (batch composition changes float rounding), so the
@@ -220,7 +220,8 @@ def fit_shard_multi(
     stats dict as :func:`vox3d.fit.fit_shard`.
     """
     from vox3d.extract import ExtractShard
-    from vox3d.fit import _concat_fields, shard_stats, video_rejects, write_fit_shard
+    from vox3d.fit import _concat_fields, shard_stats, video_rejects
+    from vox3d.fit_shard import write_fit_shard
 
     devices = list(devices)
     if not devices:

@@ -1,0 +1,151 @@
+"""``OUT/fit/<shard>.h5``: the fit stage's per-frame output, its writer and its one reader.
+
+:func:`write_fit_shard` writes it (:func:`vox3d.fit.fit_shard`, and
+:func:`vox3d.multigpu.fit_shard_multi`); :class:`FitShard` reads it for the identities, the
+accuracy tables, the export, the figures and the stage's tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vox3d import __version__
+from vox3d.io import atomic_path, h5_group, h5_new, h5_strings
+from vox3d.params import ParamLayout
+from vox3d.quality import REASONS
+
+#: Per-frame datasets of ``frames/`` (N first).
+FRAME_FIELDS = (
+    "video", "frame", "time", "box", "roi", "params", "score", "face_px", "n_faces",
+    "margin", "yaw", "pitch", "roll", "blur", "landmark_nme", "keep", "reason",
+)  # fmt: skip
+
+
+class FitShardError(ValueError):
+    """A file that is not a readable fit shard (the message names it)."""
+
+
+def _s(x) -> str:
+    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+def write_fit_shard(
+    out_path: str | os.PathLike,
+    videos: list[dict],
+    frames: dict[str, np.ndarray],
+    rejects: list[dict[str, str]],
+    stats: dict,
+    fitter,
+) -> None:
+    """Write ``OUT/fit/<shard>.h5``.
+
+    Groups / datasets:
+
+    * ``videos/path``, ``videos/identity`` (utf-8), ``videos/n_frames``, ``videos/n_kept``;
+    * ``frames/<field>`` for every field of :data:`FRAME_FIELDS` (N first; ``video`` indexes
+      ``videos``, ``frame`` is the frame's index within its video, ``time`` seconds);
+    * ``rejects/path``, ``rejects/reason`` (utf-8): videos with no usable frame.
+
+    Attributes: ``face_model``, ``n_id``, ``n_exp``, ``param_n_*`` (the layout),
+    ``model_file``, ``thresholds`` (json), ``reason_names`` (json list, index = code),
+    ``stats`` (json), ``precision``, ``version``.  No wall-clock time, so reruns of the same
+    input and config on the same device give the same bytes.  ``fitter``: a
+    :class:`vox3d.fit.Fitter`, or anything with its ``cfg``, ``layout`` and ``model_file``.
+    Read back with :class:`FitShard`.
+    """
+
+    cfg = fitter.cfg
+    n_vid = len(videos)
+    n_frames = np.bincount(frames["video"], minlength=n_vid)[:n_vid] if n_vid else np.zeros(0)
+    n_kept = (
+        np.bincount(frames["video"][frames["keep"]], minlength=n_vid)[:n_vid]
+        if n_vid
+        else np.zeros(0)
+    )
+    with atomic_path(out_path) as tmp, h5_new(tmp) as f:
+        g = h5_group(f, "videos")
+        h5_strings(g, "path", [str(v.get("video", "")) for v in videos])
+        h5_strings(g, "identity", [str(v.get("identity", "")) for v in videos])
+        g.create_dataset("n_frames", data=np.asarray(n_frames, np.int64), track_times=False)
+        g.create_dataset("n_kept", data=np.asarray(n_kept, np.int64), track_times=False)
+        g = h5_group(f, "frames")
+        for k, v in frames.items():
+            g.create_dataset(k, data=v, track_times=False)
+        g = h5_group(f, "rejects")
+        h5_strings(g, "path", [r["path"] for r in rejects])
+        h5_strings(g, "reason", [r["reason"] for r in rejects])
+        f.attrs["face_model"] = cfg.face_model
+        f.attrs["n_id"] = fitter.layout.n_id
+        f.attrs["n_exp"] = fitter.layout.n_exp
+        for k, v in fitter.layout.as_attrs().items():
+            f.attrs[k] = v
+        f.attrs["model_file"] = Path(fitter.model_file).name
+        f.attrs["thresholds"] = json.dumps(cfg.thresholds.as_dict(), sort_keys=True)
+        f.attrs["reason_names"] = json.dumps(list(REASONS))
+        f.attrs["stats"] = json.dumps(stats, sort_keys=True)
+        f.attrs["precision"] = cfg.precision
+        f.attrs["landmarks"] = cfg.landmarks
+        f.attrs["version"] = __version__
+
+
+@dataclass(frozen=True)
+class FitShard:
+    """A fit shard as :func:`write_fit_shard` wrote it.
+
+    video_paths, video_identities: per video; n_frames, n_kept: ``(V,)`` int64 per video;
+    frames: the requested ``frames/`` datasets (``{field: (N, ...) array}``); rejects:
+    ``(path, reason)`` of videos with no usable frame; layout: the 62-style parameter
+    layout (:class:`vox3d.params.ParamLayout`); stats: the shard's stats dict; attrs: every
+    attribute (str decoded)."""
+
+    path: str
+    video_paths: tuple[str, ...]
+    video_identities: tuple[str, ...]
+    n_frames: np.ndarray
+    n_kept: np.ndarray
+    frames: dict
+    rejects: tuple[tuple[str, str], ...]
+    layout: ParamLayout
+    stats: dict
+    attrs: dict
+
+    @classmethod
+    def read(cls, path: str | os.PathLike, fields=None) -> FitShard:
+        """Read the shard with the ``frames/`` datasets of ``fields`` (None: every one the
+        file has; ``landmark_nme`` only with ``fit.landmarks``)."""
+        import h5py
+
+        try:
+            f = h5py.File(path, "r")
+        except OSError as e:
+            raise FitShardError(f"{path}: not a readable HDF5 file ({e})") from e
+        with f:
+            try:
+                attrs = {
+                    k: (_s(v) if isinstance(v, bytes | str) else v) for k, v in f.attrs.items()
+                }
+                names = sorted(f["frames"]) if fields is None else fields
+                frames = {k: f[f"frames/{k}"][()] for k in names}
+                out = cls(
+                    str(path),
+                    tuple(_s(x) for x in f["videos/path"][()]),
+                    tuple(_s(x) for x in f["videos/identity"][()]),
+                    np.asarray(f["videos/n_frames"][()], np.int64),
+                    np.asarray(f["videos/n_kept"][()], np.int64),
+                    frames,
+                    tuple(
+                        (_s(p), _s(r))
+                        for p, r in zip(f["rejects/path"][()], f["rejects/reason"][()], strict=True)
+                    ),
+                    ParamLayout.from_attrs(f.attrs),
+                    json.loads(attrs.get("stats", "{}")),
+                    attrs,
+                )
+            except (KeyError, ValueError) as e:
+                raise FitShardError(f"{path}: not a vox3d fit shard ({e})") from e
+        return out
