@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import yaml
 from tiny_workflow import ROOT, run_snakemake
@@ -107,8 +108,11 @@ def _fake_run(out: Path, ratio: str) -> None:
                "r2_vertex_gender": float(ratio), "r2_vertex_sim": 0.4, "r2_vertex_sim_gender": 0.02,
                "are_mean": 0.02, "are_mean_face": 0.04, "are_improvement": 0.5,
                "are_improvement_gender": 0.01}  # fmt: skip
-    with h5py.File(out / "synthetic" / "ground_truth.h5", "w") as f:
+    with h5py.File(out / "synthetic" / "ground_truth.h5", "w") as f:  # the minimal layout
         f.attrs["voice_ceiling"] = json.dumps(ceiling)
+        f.create_dataset("identities/id", data=np.array(["id0"], dtype=object),
+                         dtype=h5py.string_dtype())  # fmt: skip
+        f.create_dataset("identities/id_coef", data=np.zeros((1, 40)))
 
 
 def test_check_fails_on_a_stale_table(tmp_path):

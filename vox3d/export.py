@@ -67,6 +67,7 @@ import numpy as np
 
 from vox3d.fit_shard import FitShard, FitShardError
 from vox3d.identities import IdentitiesFile, IdentitiesFileError
+from vox3d.io import h5_str
 
 #: Export folder name under ``out_dir`` (the workflow writes ``OUT/voxceleb3d/``).
 EXPORT_DIR = "voxceleb3d"
@@ -165,10 +166,6 @@ class StageInputs:
             raise ExportError(
                 f"extract, fit and features shards differ: {names[0]} / {names[1]} / {names[2]}"
             )
-
-
-def _s(x) -> str:
-    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
 
 def _h5(path: Path):
@@ -355,8 +352,8 @@ def collect(
     for ex_p, fit_p, ft_p in zip(inputs.extract, inputs.fit, inputs.features, strict=True):
         with _h5(Path(ex_p)) as f:
             try:
-                videos = [_s(x) for x in f["video"][()]]
-                idents = [_s(x) for x in f["identity"][()]]
+                videos = [h5_str(x) for x in f["video"][()]]
+                idents = [h5_str(x) for x in f["identity"][()]]
                 lengths = f["audio_length"][()].astype(np.int64)
                 nframes = f["frame_count"][()].astype(np.int64)
                 sr = int(f.attrs["sample_rate"])
@@ -370,7 +367,7 @@ def collect(
         kept = dict(zip(fs.video_paths, fs.n_kept, strict=True))
         with _h5(Path(ft_p)) as f:
             try:
-                voiced = {_s(x) for x in f["index/video"][()]}
+                voiced = {h5_str(x) for x in f["index/video"][()]}
             except KeyError as e:
                 raise ExportError(f"{ft_p}: not a vox3d feature shard ({e})") from e
         for i, (video, ident) in enumerate(zip(videos, idents, strict=True)):

@@ -27,7 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vox3d.io import atomic_path  # noqa: E402
+from vox3d.io import atomic_path, h5_str  # noqa: E402
 from vox3d.render import Light, render  # noqa: E402
 
 _METHOD_COLORS = {
@@ -393,10 +393,6 @@ def reference_frame(
     return None
 
 
-def _decode(s) -> str:
-    return s.decode("utf-8") if isinstance(s, bytes) else str(s)
-
-
 def plot_parameter_panels(
     predictions_h5: str | os.PathLike,
     out_png: str | os.PathLike,
@@ -414,7 +410,7 @@ def plot_parameter_panels(
     import h5py
 
     with h5py.File(predictions_h5, "r") as f:
-        ids = [_decode(s) for s in f["val_identities"][()]][:n]
+        ids = [h5_str(s) for s in f["val_identities"][()]][:n]
         mu, sd = (
             f["train_coef_mean"][()].astype(np.float64),
             f["train_coef_std"][()].astype(np.float64),
@@ -424,8 +420,8 @@ def plot_parameter_panels(
             i: f["gender_mean"][i][()] for i in ids if "gender_mean" in f and i in f["gender_mean"]
         }
         tgt = {i: f["target_fitted"][i][()] for i in ids if i in f["target_fitted"]}
-        note = _decode(f.attrs.get("note", ""))
-        fm_name = _decode(f.attrs.get("face_model", ""))
+        note = h5_str(f.attrs.get("note", ""))
+        fm_name = h5_str(f.attrs.get("face_model", ""))
     ids = [i for i in ids if i in pred and i in tgt]
     fig, axes = plt.subplots(
         max(1, len(ids)), 2, figsize=(12, 2.6 * max(1, len(ids)) + 0.8), squeeze=False,

@@ -361,10 +361,6 @@ def accuracy_table(
 # I/O: identities.h5 / fit shards + ground_truth.h5 -> accuracy.tsv
 
 
-def _str(x) -> str:
-    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
-
-
 def read_fitted_identities(path) -> dict[str, np.ndarray]:
     """``fit/identities.h5`` -> ``{identity: (K,) float64}`` robust aggregate shapes
     (:class:`vox3d.identities.IdentitiesFile`)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vox3d import __version__
-from vox3d.io import atomic_path, h5_group, h5_new, h5_strings
+from vox3d.io import atomic_path, h5_group, h5_new, h5_str, h5_strings
 from vox3d.params import ParamLayout
 from vox3d.quality import REASONS
 
@@ -28,10 +28,6 @@ FRAME_FIELDS = (
 
 class FitShardError(ValueError):
     """A file that is not a readable fit shard (the message names it)."""
-
-
-def _s(x) -> str:
-    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
 
 def write_fit_shard(
@@ -127,19 +123,19 @@ class FitShard:
         with f:
             try:
                 attrs = {
-                    k: (_s(v) if isinstance(v, bytes | str) else v) for k, v in f.attrs.items()
+                    k: (h5_str(v) if isinstance(v, bytes | str) else v) for k, v in f.attrs.items()
                 }
                 names = sorted(f["frames"]) if fields is None else fields
                 frames = {k: f[f"frames/{k}"][()] for k in names}
                 out = cls(
                     str(path),
-                    tuple(_s(x) for x in f["videos/path"][()]),
-                    tuple(_s(x) for x in f["videos/identity"][()]),
+                    tuple(h5_str(x) for x in f["videos/path"][()]),
+                    tuple(h5_str(x) for x in f["videos/identity"][()]),
                     np.asarray(f["videos/n_frames"][()], np.int64),
                     np.asarray(f["videos/n_kept"][()], np.int64),
                     frames,
                     tuple(
-                        (_s(p), _s(r))
+                        (h5_str(p), h5_str(r))
                         for p, r in zip(f["rejects/path"][()], f["rejects/reason"][()], strict=True)
                     ),
                     ParamLayout.from_attrs(f.attrs),

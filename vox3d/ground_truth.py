@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vox3d.io import h5_str
+
 #: The ``format`` attribute of ground_truth.h5, and its version (bump on layout changes).
 FORMAT = "vox3d synthetic ground truth"
 FORMAT_VERSION = 1
@@ -34,10 +36,6 @@ FORMAT_VERSION = 1
 
 class GroundTruthError(ValueError):
     """A file that is not a readable synthetic ground truth (the message names it)."""
-
-
-def _str(x) -> str:
-    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
 
 @dataclass(frozen=True)
@@ -68,7 +66,9 @@ class GroundTruth:
         except OSError as e:
             raise GroundTruthError(f"{p}: not a readable HDF5 file ({e})") from e
         with f:
-            attrs = {k: (_str(v) if isinstance(v, bytes | str) else v) for k, v in f.attrs.items()}
+            attrs = {
+                k: (h5_str(v) if isinstance(v, bytes | str) else v) for k, v in f.attrs.items()
+            }
             fmt = attrs.get("format")
             if fmt is not None and fmt != FORMAT:
                 raise GroundTruthError(f"{p}: format {fmt!r}, not {FORMAT!r}")
@@ -78,7 +78,7 @@ class GroundTruth:
                     f"{p}: no identities/id and identities/id_coef (not a synthetic ground "
                     "truth written by vox3d.synth)"
                 )
-            ids = tuple(_str(x) for x in g["id"][()])
+            ids = tuple(h5_str(x) for x in g["id"][()])
             coef = np.asarray(g["id_coef"][()], np.float64)
             if coef.ndim != 2 or len(coef) != len(ids):
                 raise GroundTruthError(
@@ -86,7 +86,7 @@ class GroundTruth:
                 )
 
             def column(name: str) -> tuple[str, ...]:
-                return tuple(_str(x) for x in g[name][()]) if name in g else ("",) * len(ids)
+                return tuple(h5_str(x) for x in g[name][()]) if name in g else ("",) * len(ids)
 
             voice = np.asarray(g["voice"][()], np.float64) if "voice" in g else None
             names = json.loads(attrs["voice_params"]) if "voice_params" in attrs else []

@@ -48,6 +48,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vox3d.io import h5_str
+
 MAD_TO_STD = 1.482602218505602  # 1 / Phi^-1(3/4): MAD of a normal -> its std
 #: Format tag of an identity calibration (:func:`calibrate_identity`).
 CALIBRATION_FORMAT = "vox3d identity calibration 1"
@@ -500,10 +502,6 @@ class IdentitiesFileError(ValueError):
     """A file that is not a readable ``identities.h5`` (the message names it)."""
 
 
-def _s(x) -> str:
-    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
-
-
 @dataclass(frozen=True)
 class IdentitiesFile:
     """``fit/identities.h5`` as :func:`aggregate_identities` writes it; its one reader.
@@ -540,7 +538,7 @@ class IdentitiesFile:
             raise IdentitiesFileError(f"{path}: not a readable HDF5 file ({e})") from e
         with f:
             try:
-                ids = tuple(_s(x) for x in f["identity"][()])
+                ids = tuple(h5_str(x) for x in f["identity"][()])
                 n = len(ids)
                 shape = np.asarray(f["shape"][()], np.float32).reshape(n, -1)
                 k = shape.shape[1]
@@ -559,7 +557,7 @@ class IdentitiesFile:
                     else None
                 )
                 rejects = tuple(
-                    (_s(p), _s(r))
+                    (h5_str(p), h5_str(r))
                     for p, r in zip(
                         f["rejects/path"][()] if "rejects/path" in f else [],
                         f["rejects/reason"][()] if "rejects/reason" in f else [],
@@ -567,7 +565,8 @@ class IdentitiesFile:
                     )
                 )
                 attrs = {
-                    key: (_s(v) if isinstance(v, bytes | str) else v) for key, v in f.attrs.items()
+                    key: (h5_str(v) if isinstance(v, bytes | str) else v)
+                    for key, v in f.attrs.items()
                 }
                 missing = tuple(
                     c for c in ("spread", "n_frames", "n_videos", "n_outliers") if c not in f

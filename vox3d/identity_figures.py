@@ -31,6 +31,7 @@ from vox3d.evaluate import mesh_vertices
 from vox3d.face_model import face_model_from_config
 from vox3d.figures import plt  # the Agg backend is selected there
 from vox3d.fit_accuracy import FACE_SET
+from vox3d.io import h5_str
 from vox3d.metrics import align
 from vox3d.params import split as split_params
 from vox3d.params import to_image, transform_vertices
@@ -160,7 +161,7 @@ def plot_identity_panels(
 
     fm = face_model
     with h5py.File(predictions_h5, "r") as f:
-        ids = [_fig._decode(s) for s in f["val_identities"][()]][:n]
+        ids = [h5_str(s) for s in f["val_identities"][()]][:n]
         pred = {i: f["model"][i][()] for i in ids if i in f["model"]}
         tgt = {i: f["target_fitted"][i][()] for i in ids if i in f["target_fitted"]}
         gt_grp = f.get("target_ground_truth")
@@ -299,7 +300,7 @@ def plot_identities(
 
     with h5py.File(predictions_h5, "r") as f:
         n_id = int(f.attrs["n_id"])
-        space = _fig._decode(f.attrs.get("target_space", "mesh"))
+        space = h5_str(f.attrs.get("target_space", "mesh"))
     if space == "params":
         _fig.plot_parameter_panels(predictions_h5, out_png, n, fit_shards, extract_shards)
         return
@@ -337,10 +338,10 @@ def voice_direction_points(
     import h5py
 
     with h5py.File(predictions_h5, "r") as f:
-        ids = [_fig._decode(s) for s in f["val_identities"][()]]
+        ids = [h5_str(s) for s in f["val_identities"][()]]
         has_gt = "target_ground_truth" in f
         tkey = "ground_truth" if has_gt else "fitted"
-        space = _fig._decode(f.attrs.get("target_space", "mesh"))
+        space = h5_str(f.attrs.get("target_space", "mesh"))
         k = int(f.attrs["n_id"])
         grp = f[f"by_target/{tkey}/model"]
         ids = [i for i in ids if i in grp and i in f[f"target_{tkey}"]]

@@ -186,6 +186,11 @@ def h5_group(parent, name: str):
     return h5py.Group(h5py.h5g.create(parent.id, name.encode(), gcpl=gcpl))
 
 
+def h5_str(x) -> str:
+    """A string read back from HDF5 (variable-length utf-8 comes back as bytes) as str."""
+    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
 def h5_strings(parent, name: str, values) -> None:
     """A utf-8 string dataset `name` under `parent` (no timestamps)."""
     import h5py

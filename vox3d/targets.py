@@ -56,10 +56,6 @@ def target_stats(coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return c.mean(0), np.where(std > 1e-8, std, 1.0).astype(np.float32)
 
 
-def _s(x) -> str:
-    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
-
-
 def read_identity_targets(path: str | os.PathLike) -> tuple[list[str], np.ndarray, dict]:
     """``fit/identities.h5`` -> ``(identities, shape (N, K) float32, attrs)``
     (:class:`vox3d.identities.IdentitiesFile`)."""
