@@ -49,7 +49,8 @@
 # Files back in $OUT: h200_train_rule.log (this output), rule.out / rule.err (the rule's
 # stdout / stderr of every run, each line stamped with seconds since that run's launch),
 # ict_regressor.json, ict_regressor.pth, training_curve.tsv, compare.txt.
-# Env: RR (work folder), HARD, POST, PRECHECK, PY; SMOKE_ARGS (local tests only: appended to
+# Env: RR (work folder), HARD, POST, PRECHECK, PY; ONLY_CMD (run this shell command on the
+# machine set up as above, with $ICT and $PY set, instead of the rule); SMOKE_ARGS (local tests only: appended to
 # ARGV, e.g. "--n 16 --n-heldout 8 --steps 2 --n-groups 2 --device cpu --workers 1").
 set -u
 T0=$(date +%s)
@@ -187,6 +188,16 @@ else
     say "g++ done in $(( $(date +%s) - tb )) s"
   fi
   "$PY" -c "import Sim3DR._sim3dr" || { say "FATAL: Sim3DR did not build"; tail -20 "$L/build_sim3dr.log"; finish; exit 2; }
+fi
+
+# ------------------------------------------------------------------ ONLY_CMD: another command on this set-up
+if [ -n "${ONLY_CMD:-}" ]; then
+  say "=== ONLY_CMD (instead of the rule): $ONLY_CMD"
+  ICT="$ICT" PY="$PY" PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" bash -c "$ONLY_CMD"
+  RC=$?
+  say "ONLY_CMD exit $RC"
+  finish
+  exit "$RC"
 fi
 
 # ------------------------------------------------------------------ helpers (Python)
