@@ -44,9 +44,15 @@ def _args(argv):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (torch)")
     ap.add_argument("--data", help="folder laid out like ../shared/data (sets VOX3D_DATA)")
-    ap.add_argument("--face-model", default="bfm", choices=("bfm", "ict"),
-                    help="bfm: the original mb05; ict: the ICT regressor (the default workflow's)")
-    ap.add_argument("--ict-regressor", help="ICT checkpoint (default: vox3d/data/ict_regressor.pth)")
+    ap.add_argument(
+        "--face-model",
+        default="bfm",
+        choices=("bfm", "ict"),
+        help="bfm: the original mb05; ict: the ICT regressor (the default workflow's)",
+    )
+    ap.add_argument(
+        "--ict-regressor", help="ICT checkpoint (default: vox3d/data/ict_regressor.pth)"
+    )
     return ap.parse_args(argv)
 
 
@@ -62,7 +68,9 @@ class MemoryShard:
             for i, v in enumerate(videos)
         ]  # fmt: skip
 
-    def frames(self, i: int, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def frames(
+        self, i: int, start: int = 0, stop: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Frames ``start:stop`` of video ``i`` (RGB uint8) and their times (s)."""
         stop = len(self._frames[i]) if stop is None else stop
         return self._frames[i][start:stop], np.arange(start, stop) / self._fps
