@@ -135,6 +135,8 @@ def _write_features(path: Path, videos: list[str]) -> None:
         h5_strings(g, "video", kept)
         h5_strings(g, "utterance", [v[:-4] for v in kept])
         h5_strings(g, "identity", [v.split("/")[0] for v in kept])
+        g.create_dataset("offset", data=np.zeros(len(kept), np.int64))  # no frames stored
+        g.create_dataset("length", data=np.zeros(len(kept), np.int64))
         g = h5_group(f, "rejects")
         h5_strings(g, "path", rej)
         h5_strings(g, "reason", ["silence: voice activity detection found no speech"] * len(rej))

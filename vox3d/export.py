@@ -67,7 +67,6 @@ import numpy as np
 
 from vox3d.fit_shard import FitShard, FitShardError
 from vox3d.identities import IdentitiesFile, IdentitiesFileError
-from vox3d.io import h5_str
 
 #: Export folder name under ``out_dir`` (the workflow writes ``OUT/voxceleb3d/``).
 EXPORT_DIR = "voxceleb3d"
@@ -335,6 +334,8 @@ def collect(
     the train stage uses (a fitted shape and at least one utterance with features), so it
     equals ``train/split.tsv``.
     """
+    from vox3d.extract import ExtractShard  # h5py, video decoding: not at DAG time
+    from vox3d.features import read_index
     from vox3d.io import read_tsv
     from vox3d.split import IdentityMeta, split_identities
 
@@ -350,26 +351,25 @@ def collect(
     col = Collected(face_model=info["face_model"], n_id=info["n_id"], audio_format=audio_format)
     rows: list[dict] = []
     for ex_p, fit_p, ft_p in zip(inputs.extract, inputs.fit, inputs.features, strict=True):
-        with _h5(Path(ex_p)) as f:
-            try:
-                videos = [h5_str(x) for x in f["video"][()]]
-                idents = [h5_str(x) for x in f["identity"][()]]
-                lengths = f["audio_length"][()].astype(np.int64)
-                nframes = f["frame_count"][()].astype(np.int64)
-                sr = int(f.attrs["sample_rate"])
-            except KeyError as e:
-                raise ExportError(f"{ex_p}: not a vox3d extract shard ({e})") from e
+        try:
+            with ExtractShard(ex_p) as es:
+                sr, vids = es.sample_rate, list(es.videos)
+        except (OSError, ValueError, KeyError) as e:
+            raise ExportError(f"{ex_p}: not a vox3d extract shard ({e})") from e
+        videos = [v["video"] for v in vids]
+        idents = [v["identity"] for v in vids]
+        lengths = [v["audio_length"] for v in vids]
+        nframes = [v["frame_count"] for v in vids]
         col.sample_rate = sr
         try:
             fs = FitShard.read(fit_p, fields=())
         except FitShardError as e:
             raise ExportError(str(e)) from e
         kept = dict(zip(fs.video_paths, fs.n_kept, strict=True))
-        with _h5(Path(ft_p)) as f:
-            try:
-                voiced = {h5_str(x) for x in f["index/video"][()]}
-            except KeyError as e:
-                raise ExportError(f"{ft_p}: not a vox3d feature shard ({e})") from e
+        try:
+            voiced = set(read_index(ft_p)["video"])
+        except (OSError, ValueError, KeyError) as e:
+            raise ExportError(f"{ft_p}: not a vox3d feature shard ({e})") from e
         for i, (video, ident) in enumerate(zip(videos, idents, strict=True)):
             if video not in kept:
                 raise ExportError(f"{fit_p}: has no row for {video} of {ex_p} (stale fit shard?)")
