@@ -167,17 +167,6 @@ class StageInputs:
             )
 
 
-def _h5(path: Path):
-    import h5py
-
-    try:
-        return h5py.File(path, "r")
-    except FileNotFoundError as e:
-        raise ExportError(f"{path}: missing input of the export") from e
-    except OSError as e:
-        raise ExportError(f"{path}: not a readable HDF5 file ({e})") from e
-
-
 def _gender(g: str | None) -> str | None:
     """``m`` / ``f`` from metadata text (``m``, ``male``, ``F`` ...); None when unknown."""
     g = (g or "").strip().lower()[:1]
