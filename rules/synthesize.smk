@@ -14,7 +14,7 @@ rule synthesize:
         out("benchmarks/synthesize/synthesize.tsv")
     conda:
         "../envs/render.yaml"
-    threads: 2
+    threads: workflow.cores  # worker processes; the corpus does not depend on their number
     resources:
         # measured (bench/results/cpu_resources.txt: the default corpus, 2 loaded cores): max RSS
         # 1,244 MiB, 102 s; mem x1.6, runtime x17.6

@@ -15,12 +15,8 @@ with job_log(smk.log[0]):
     if Path(smk.output.videos) != root / "videos":
         raise ValueError(f"videos output {smk.output.videos} must be {root / 'videos'}")
     syn, fm = smk.params.synthetic, smk.params.face_model
-    cfg = SynthConfig(
-        identities=syn["identities"],
-        videos_per_identity=syn["videos_per_identity"],
-        utterances_per_video=syn["utterances_per_video"],
-        seconds=syn["seconds"],
-        seed=syn["seed"],
+    cfg = SynthConfig.from_settings(
+        syn,
         n_id=fm["n_id"],
         n_exp=fm["n_exp"],
         metric_subset=fm["subset"],

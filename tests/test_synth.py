@@ -278,3 +278,22 @@ def test_two_builds_are_identical(corpus, tmp_path):
     )
     with h5py.File(corpus / "ground_truth.h5") as f, h5py.File(other / "ground_truth.h5") as g:
         assert not np.array_equal(f["identities/id_coef"][:2], g["identities/id_coef"][:2])
+
+
+def test_presets_size_the_corpus_and_keys_override_them():
+    """``synthetic.preset``: ``default`` is the embedded corpus, ``paper`` VoxCeleb1-like
+    (>= 1,200 identities, >= 8 utterances each, names A-E in VoxCeleb1's proportion); a key
+    that is not null overrides the preset; an unknown preset is refused by name."""
+    from vox3d.config import load_config
+
+    cfg = synth.SynthConfig.from_settings(load_config()["synthetic"])
+    assert (cfg.identities, cfg.videos_per_identity, cfg.utterances_per_video) == (40, 2, 2)
+    assert cfg.seconds == 4.0 and cfg.seed == 0
+    paper = synth.SynthConfig.from_settings({"preset": "paper"})
+    assert paper.identities >= 1200 and paper.videos_per_identity * paper.utterances_per_video >= 8
+    names = synth.draw_names(paper.identities, ["m", "f"] * (paper.identities // 2) + ["m"], 0)
+    assert sum(n[0] in "ABCDE" for n in names) == 309  # as VoxCeleb1: 309 of 1,251
+    custom = synth.SynthConfig.from_settings({"preset": "paper", "identities": 300, "seed": None})
+    assert custom.identities == 300 and custom.videos_per_identity == paper.videos_per_identity
+    with pytest.raises(ValueError, match="synthetic.preset 'huge'"):
+        synth.SynthConfig.from_settings({"preset": "huge"})

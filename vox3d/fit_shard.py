@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vox3d import __version__
-from vox3d.io import atomic_path, h5_group, h5_new, h5_str, h5_strings
+from vox3d.io import atomic_path, h5_attrs, h5_group, h5_new, h5_read, h5_str, h5_strings
 from vox3d.params import ParamLayout
 from vox3d.quality import REASONS
 
@@ -114,17 +114,9 @@ class FitShard:
     def read(cls, path: str | os.PathLike, fields=None) -> FitShard:
         """Read the shard with the ``frames/`` datasets of ``fields`` (None: every one the
         file has; ``landmark_nme`` only with ``fit.landmarks``)."""
-        import h5py
-
-        try:
-            f = h5py.File(path, "r")
-        except OSError as e:
-            raise FitShardError(f"{path}: not a readable HDF5 file ({e})") from e
-        with f:
+        with h5_read(path, FitShardError) as f:
             try:
-                attrs = {
-                    k: (h5_str(v) if isinstance(v, bytes | str) else v) for k, v in f.attrs.items()
-                }
+                attrs = h5_attrs(f)
                 names = sorted(f["frames"]) if fields is None else fields
                 frames = {k: f[f"frames/{k}"][()] for k in names}
                 out = cls(

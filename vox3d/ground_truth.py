@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vox3d.io import h5_str
+from vox3d.io import h5_attrs, h5_read, h5_str
 
 #: The ``format`` attribute of ground_truth.h5, and its version (bump on layout changes).
 FORMAT = "vox3d synthetic ground truth"
@@ -61,14 +61,8 @@ class GroundTruth:
         import h5py
 
         p = Path(path)
-        try:
-            f = h5py.File(p, "r")
-        except OSError as e:
-            raise GroundTruthError(f"{p}: not a readable HDF5 file ({e})") from e
-        with f:
-            attrs = {
-                k: (h5_str(v) if isinstance(v, bytes | str) else v) for k, v in f.attrs.items()
-            }
+        with h5_read(p, GroundTruthError) as f:
+            attrs = h5_attrs(f)
             fmt = attrs.get("format")
             if fmt is not None and fmt != FORMAT:
                 raise GroundTruthError(f"{p}: format {fmt!r}, not {FORMAT!r}")

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vox3d.io import h5_str
+from vox3d.io import h5_attrs, h5_read, h5_str
 
 MAD_TO_STD = 1.482602218505602  # 1 / Phi^-1(3/4): MAD of a normal -> its std
 #: Format tag of an identity calibration (:func:`calibrate_identity`).
@@ -530,13 +530,7 @@ class IdentitiesFile:
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> IdentitiesFile:
-        import h5py
-
-        try:
-            f = h5py.File(path, "r")
-        except OSError as e:
-            raise IdentitiesFileError(f"{path}: not a readable HDF5 file ({e})") from e
-        with f:
+        with h5_read(path, IdentitiesFileError) as f:
             try:
                 ids = tuple(h5_str(x) for x in f["identity"][()])
                 n = len(ids)
@@ -564,10 +558,7 @@ class IdentitiesFile:
                         strict=True,
                     )
                 )
-                attrs = {
-                    key: (h5_str(v) if isinstance(v, bytes | str) else v)
-                    for key, v in f.attrs.items()
-                }
+                attrs = h5_attrs(f)
                 missing = tuple(
                     c for c in ("spread", "n_frames", "n_videos", "n_outliers") if c not in f
                 )

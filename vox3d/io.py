@@ -191,6 +191,22 @@ def h5_str(x) -> str:
     return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
 
+def h5_read(path: str | os.PathLike, error: type[Exception] = ValueError):
+    """An HDF5 file opened read-only; a file that is missing or not HDF5 raises `error`
+    naming it."""
+    import h5py
+
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise error(f"{path}: not a readable HDF5 file ({e})") from e
+
+
+def h5_attrs(obj) -> dict:
+    """The attributes of an HDF5 file, group or dataset as a dict, strings as str."""
+    return {k: (h5_str(v) if isinstance(v, bytes | str) else v) for k, v in obj.attrs.items()}
+
+
 def h5_strings(parent, name: str, values) -> None:
     """A utf-8 string dataset `name` under `parent` (no timestamps)."""
     import h5py

@@ -47,6 +47,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,6 +127,34 @@ class SynthConfig:
     def n_frames(self) -> int:
         """Frames per utterance clip."""
         return int(round(self.seconds * FPS))
+
+    @classmethod
+    def from_settings(cls, settings: Mapping, **model) -> SynthConfig:
+        """The config's ``synthetic`` section -> a SynthConfig: the sizes of the named
+        ``preset`` (:data:`SYNTH_PRESETS`), then every key that is not null; `model`: the
+        face-model fields (``n_id``, ``n_exp``, ``metric_subset``, ``face_model_path``)."""
+        s = dict(settings)
+        name = s.pop("preset", "default") or "default"
+        if name not in SYNTH_PRESETS:
+            raise ValueError(f"synthetic.preset {name!r}: choose from {sorted(SYNTH_PRESETS)}")
+        d = dict(SYNTH_PRESETS[name])
+        d.update({k: v for k, v in s.items() if v is not None and k in cls.__dataclass_fields__})
+        d.update(model)
+        return cls(**d)
+
+
+#: Named corpus sizes (config ``synthetic.preset``).  ``default``: the embedded corpus of
+#: ``make run`` (40 identities, 160 clips of 4 s; about 76 s on two cores).  ``paper``:
+#: VoxCeleb1-like for the paper-scale voice model: 1,251 identities (VoxCeleb1's count;
+#: names A-E in its proportion, the paper's validation split), 4 videos x 2 utterances = 8
+#: utterances each, 4 s: 10,008 clips, 40,032 s of video (about 9,500 CPU s to render at
+#: 9.5 ms a frame, bench/results/cpu_synth.txt: ~10 min on 16 cores).
+SYNTH_PRESETS: dict[str, dict] = {
+    "default": {"identities": 40, "videos_per_identity": 2, "utterances_per_video": 2,
+                "seconds": 4.0, "seed": 0},
+    "paper": {"identities": 1251, "videos_per_identity": 4, "utterances_per_video": 2,
+              "seconds": 4.0, "seed": 0},
+}  # fmt: skip
 
 
 # =========================================================================== names
@@ -1523,13 +1552,14 @@ predictable from the voice; the rest is independent of it by construction.
 
 
 def cli(argv: list[str]) -> int:
-    """``vox3d synth --identities N --out DIR [--seed S ...]``."""
+    """``vox3d synth [--preset default|paper] [--identities N ...] --out DIR``."""
     p = argparse.ArgumentParser(prog="vox3d synth", description=__doc__.split("\n")[0])
-    p.add_argument("--identities", type=int, default=40)
-    p.add_argument("--videos-per-identity", type=int, default=2)
-    p.add_argument("--utterances-per-video", type=int, default=2)
-    p.add_argument("--seconds", type=float, default=4.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default="default", choices=sorted(SYNTH_PRESETS))
+    p.add_argument("--identities", type=int, default=None, help="default: the preset's")
+    p.add_argument("--videos-per-identity", type=int, default=None)
+    p.add_argument("--utterances-per-video", type=int, default=None)
+    p.add_argument("--seconds", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--n-id", type=int, default=40)
     p.add_argument("--n-exp", type=int, default=10)
     p.add_argument("--face-model-path", default=None, help="ICT-FaceKit archive or folder")
@@ -1542,9 +1572,10 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     try:
-        cfg = SynthConfig(
-            identities=a.identities, videos_per_identity=a.videos_per_identity,
-            utterances_per_video=a.utterances_per_video, seconds=a.seconds, seed=a.seed,
+        cfg = SynthConfig.from_settings(
+            {"preset": a.preset, "identities": a.identities, "seed": a.seed,
+             "videos_per_identity": a.videos_per_identity, "seconds": a.seconds,
+             "utterances_per_video": a.utterances_per_video},
             n_id=a.n_id, n_exp=a.n_exp, face_model_path=a.face_model_path,
         )  # fmt: skip
     except ValueError as e:
