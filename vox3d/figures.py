@@ -199,7 +199,10 @@ def plot_training_curves(log_csv: str | os.PathLike, out_png: str | os.PathLike)
         ok = np.isfinite(y)
         if ok.any():
             ax[1].plot(step[ok], y[ok], style + "o", ms=3, label=key)
-    for a, t in zip(ax, ("training", "validation (held-out identities)"), strict=True):
+            if key == "val_loss":  # train.select: best keeps this step's weights
+                best = step[ok][int(np.argmin(y[ok]))]
+                ax[1].axvline(best, color="0.6", lw=0.8, ls="--", label=f"lowest: step {best:g}")
+    for a, t in zip(ax, ("training", "selection identities (picks model.pt)"), strict=True):
         a.set_xlabel("step")
         a.set_ylabel("loss")
         a.set_title(t)
