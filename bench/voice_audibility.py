@@ -87,11 +87,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out-dir", default="results", help="a workflow run's out_dir")
     a = ap.parse_args()
-    import h5py
     import yaml
 
     from vox3d.config import DEFAULT_CONFIG
     from vox3d.face_model import face_model_from_config, face_model_settings
+    from vox3d.features import read_index
     from vox3d.featurestore import load_utterances
     from vox3d.ground_truth import GroundTruth
     from vox3d.metrics import are_errors, face_ratios
@@ -138,10 +138,9 @@ def main() -> int:
 
     stats: dict[str, list[np.ndarray]] = {}
     for p in sorted((out / "features").glob("shard-*.h5")):
-        with h5py.File(p, "r") as f:
-            who = [x.decode() if isinstance(x, bytes) else str(x) for x in f["index/identity"][()]]
-            for i, m, s in zip(who, f["index/mean"][()], f["index/std"][()], strict=True):
-                stats.setdefault(i, []).append(np.concatenate([m, s]).astype(np.float64))
+        ix = read_index(p)
+        for i, m, s in zip(ix["identity"], ix["mean"], ix["std"], strict=True):
+            stats.setdefault(i, []).append(np.concatenate([m, s]).astype(np.float64))
 
     def stat_feats(ids):
         return np.stack([np.mean(stats[i], axis=0) for i in ids])

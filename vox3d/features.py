@@ -317,7 +317,9 @@ def _str_list(ds) -> list[str]:
 
 def read_index(path: str | os.PathLike) -> dict[str, object]:
     """The index of a feature shard: ``utterance``, ``video``, ``identity`` (lists of str),
-    ``offset``, ``length`` (int64 arrays) and ``attrs`` (dict)."""
+    ``offset``, ``length`` (int64 arrays), ``attrs`` (dict) and, where the shard has them,
+    ``mean``, ``std`` ((U, D) float32: each utterance's per-band statistics before the
+    normalisation)."""
     import h5py
 
     with h5py.File(path, "r") as h:
@@ -331,6 +333,7 @@ def read_index(path: str | os.PathLike) -> dict[str, object]:
             "offset": g["offset"][()].astype(np.int64),
             "length": g["length"][()].astype(np.int64),
             "attrs": {k: (v.item() if hasattr(v, "item") else v) for k, v in h.attrs.items()},
+            **{k: g[k][()].astype(np.float32) for k in ("mean", "std") if k in g},
         }
 
 

@@ -27,6 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from vox3d.fit_shard import FitShard  # noqa: E402
 from vox3d.io import atomic_path, h5_str  # noqa: E402
 from vox3d.render import Light, render  # noqa: E402
 
@@ -355,8 +356,6 @@ def reference_frame(
 ):
     """The identity's kept frame with the highest detector score: ``(rgb (H, W, 3) uint8,
     params (n,), roi (4,), layout)`` or None when no shard has one."""
-    from vox3d.fit_shard import FitShard
-
     best = None
     for fp in sorted(str(p) for p in fit_shards):
         s = FitShard.read(fp, fields=("video", "keep", "score", "frame", "params", "roi"))

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vox3d.fit_shard import FitShard
 from vox3d.io import h5_attrs, h5_read, h5_str
 
 MAD_TO_STD = 1.482602218505602  # 1 / Phi^-1(3/4): MAD of a normal -> its std
@@ -346,24 +347,6 @@ def regressor_calibration(fit_config) -> tuple[dict | None, str | None]:
 # I/O: fit shards -> identities.h5
 
 
-def _read_shard(path: str | os.PathLike) -> dict:
-    """The per-frame fields identities need from one fit shard file
-    (:class:`vox3d.fit_shard.FitShard`)."""
-    from vox3d.fit_shard import FitShard
-
-    s = FitShard.read(path, fields=("video", "keep", "params"))
-    return {
-        "face_model": str(s.attrs["face_model"]),
-        "n_id": int(s.attrs["n_id"]),
-        "layout": s.layout,
-        "videos_path": list(s.video_paths),
-        "videos_identity": list(s.video_identities),
-        "video": s.frames["video"],
-        "keep": s.frames["keep"].astype(bool),
-        "params": s.frames["params"],
-    }
-
-
 def aggregate_identities(
     shard_paths: Sequence[str | os.PathLike],
     out_path: str | os.PathLike,
@@ -395,23 +378,23 @@ def aggregate_identities(
     per_id: dict[str, dict[str, list]] = {}
     face_model, n_id = None, None
     for sp in sorted(str(p) for p in shard_paths):
-        d = _read_shard(sp)
+        s = FitShard.read(sp, fields=("video", "keep", "params"))
+        fm, k = str(s.attrs["face_model"]), int(s.attrs["n_id"])
         if face_model is None:
-            face_model, n_id = d["face_model"], d["n_id"]
-        elif (d["face_model"], d["n_id"]) != (face_model, n_id):
+            face_model, n_id = fm, k
+        elif (fm, k) != (face_model, n_id):
             raise ValueError(
-                f"{sp}: face model {d['face_model']}/{d['n_id']} differs from "
+                f"{sp}: face model {fm}/{k} differs from "
                 f"the other shards ({face_model}/{n_id}); refit all shards with one config"
             )
-        sl = d["layout"].shape
-        for vi, (vpath, ident) in enumerate(
-            zip(d["videos_path"], d["videos_identity"], strict=True)
-        ):
+        sl = s.layout.shape
+        video, keep, params = s.frames["video"], s.frames["keep"].astype(bool), s.frames["params"]
+        for vi, (vpath, ident) in enumerate(zip(s.video_paths, s.video_identities, strict=True)):
             entry = per_id.setdefault(ident, {"coeffs": [], "video": [], "paths": []})
             entry["paths"].append(vpath)
-            sel = (d["video"] == vi) & d["keep"]
+            sel = (video == vi) & keep
             if sel.any():
-                entry["coeffs"].append(d["params"][sel][:, sl].astype(np.float64))
+                entry["coeffs"].append(params[sel][:, sl].astype(np.float64))
                 entry["video"].append(np.full(int(sel.sum()), vpath, dtype=object))
     if calibration is not None:
         cal_k = len(_calibration_arrays(calibration)["s"])
@@ -498,6 +481,10 @@ def aggregate_identities(
     return summary
 
 
+#: Per-identity counts of identities.h5.
+_COUNTS = ("n_frames", "n_videos", "n_outliers")
+
+
 class IdentitiesFileError(ValueError):
     """A file that is not a readable ``identities.h5`` (the message names it)."""
 
@@ -536,14 +523,15 @@ class IdentitiesFile:
                 n = len(ids)
                 shape = np.asarray(f["shape"][()], np.float32).reshape(n, -1)
                 k = shape.shape[1]
+                missing = tuple(c for c in ("spread", *_COUNTS) if c not in f)
                 spread = (
-                    np.asarray(f["spread"][()], np.float32).reshape(n, k)
-                    if "spread" in f
-                    else np.zeros((n, k), np.float32)
+                    np.zeros((n, k), np.float32)
+                    if "spread" in missing
+                    else np.asarray(f["spread"][()], np.float32).reshape(n, k)
                 )
                 counts = {
-                    c: np.asarray(f[c][()], np.int64) if c in f else np.zeros(n, np.int64)
-                    for c in ("n_frames", "n_videos", "n_outliers")
+                    c: np.zeros(n, np.int64) if c in missing else np.asarray(f[c][()], np.int64)
+                    for c in _COUNTS
                 }
                 robust = (
                     np.asarray(f["shape_robust"][()], np.float32).reshape(n, k)
@@ -559,9 +547,6 @@ class IdentitiesFile:
                     )
                 )
                 attrs = h5_attrs(f)
-                missing = tuple(
-                    c for c in ("spread", "n_frames", "n_videos", "n_outliers") if c not in f
-                )
             except (KeyError, ValueError) as e:
                 raise IdentitiesFileError(f"{path}: not a vox3d identities file ({e})") from e
         return cls(
