@@ -25,7 +25,7 @@ the held-out ones) and scored on its held-out identities:
 
 Scores: ARE (CMP pairs, :func:`vox3d.metrics.face_ratios`, mean over the four ratios and
 the held-out identities) and its gain over the train mean face; and per voice parameter the
-held-out R^2 of the log-mel summary's ridge prediction of it (which links are audible).
+held-out R^2 of each feature set's ridge prediction of it (which links are audible).
 
     .venv/bin/python bench/voice_audibility.py --out-dir results
 """
@@ -136,6 +136,15 @@ def main() -> int:
             rows.append(np.concatenate([v.mean(0), np.percentile(v, 90, axis=0)]))
         return np.stack(rows)
 
+    upper = np.triu_indices(utts[tr[0]][0].shape[1], 1)
+
+    def corr_feats(ids):
+        rows = []
+        for i in ids:
+            cs = [np.corrcoef(u[:200].astype(np.float64).T)[upper] for u in utts[i]]
+            rows.append(np.nan_to_num(np.mean(cs, axis=0)))
+        return np.stack(rows)
+
     stats: dict[str, list[np.ndarray]] = {}
     for p in sorted((out / "features").glob("shard-*.h5")):
         ix = read_index(p)
@@ -160,6 +169,9 @@ def main() -> int:
     str_, ste = np.hstack([shape_feats(tr), gcol(tr)]), np.hstack([shape_feats(te), gcol(te)])
     p_sh, lam_s = probe(str_, ytr, ste)
     rows.append(("spectral shape + gender", p_sh, lam_s))
+    cotr, cote = np.hstack([corr_feats(tr), gcol(tr)]), np.hstack([corr_feats(te), gcol(te)])
+    p_co, lam_c = probe(cotr, ytr, cote)
+    rows.append(("band correlations + gender", p_co, lam_c))
     sttr, stte = np.hstack([stat_feats(tr), gcol(tr)]), np.hstack([stat_feats(te), gcol(te)])
     p_st, lam_t = probe(sttr, ytr, stte)
     rows.append(("utterance stats + gender", p_st, lam_t))
@@ -172,21 +184,22 @@ def main() -> int:
     print(f"run {out}: a corpus of {len(coef)} identities; {len(tr)} training and {len(te)} "
           f"held-out identities with features and a shape, {n_utt} utterances")  # fmt: skip
     print(f"ARE of the train mean face on the held-out identities: {are_mf:.4f}")
-    print(f"{'predictor':<24} {'ridge lambda':>12} {'ARE':>8} {'gain':>7}")
+    print(f"{'predictor':<26} {'ridge lambda':>12} {'ARE':>8} {'gain':>7}")
     for name, p, lam in rows:
         are = float(are_errors(ratios(p), r_true).mean())
-        print(f"{name:<24} {lam:>12g} {are:>8.4f} {100 * (1 - are / are_mf):>6.1f}%")
+        print(f"{name:<26} {lam:>12g} {are:>8.4f} {100 * (1 - are / are_mf):>6.1f}%")
     print("audibility: held-out R^2 of each voice parameter (ridge, CV lambda)")
     vt = np.stack([voice[i] for i in tr])
     vv = np.stack([voice[i] for i in te])
     r2s = []
-    for xa, xb in ((ftr, fte), (str_, ste), (sttr, stte)):
+    for xa, xb in ((ftr, fte), (str_, ste), (cotr, cote), (sttr, stte)):
         pv, _ = probe(xa, vt, xb)
         r2s.append(1 - ((vv - pv) ** 2).sum(0) / ((vv - vv.mean(0)) ** 2).sum(0))
     print(f"  {'parameter':<18} {'log-mel summary':>16} {'spectral shape + gender':>24} "
-          f"{'utterance stats + gender':>25}")  # fmt: skip
+          f"{'band correlations + gender':>27} {'utterance stats + gender':>25}")  # fmt: skip
     for j, name in enumerate(VOICE_PARAM_NAMES):
-        print(f"  {name:<18} {r2s[0][j]:>16.2f} {r2s[1][j]:>24.2f} {r2s[2][j]:>25.2f}")
+        print(f"  {name:<18} {r2s[0][j]:>16.2f} {r2s[1][j]:>24.2f} {r2s[2][j]:>27.2f} "
+              f"{r2s[3][j]:>25.2f}")  # fmt: skip
     return 0
 
 

@@ -468,3 +468,48 @@ def test_train_evaluate_figures_in_parameter_space(tmp_path):
     identity_figures.plot_identities(ev / "predictions.h5", fm_cfg, ev / "ids.png", n=2)
     for p in ("are", "ids"):
         assert (ev / f"{p}.png").stat().st_size > 5000
+
+
+def test_predictions_reader_reads_what_the_writer_wrote(tmp_path):
+    """vox3d.predictions: the reader gives back the writer's arrays, dtypes and attributes;
+    the top-level method groups are the fitted target's; a file of another kind fails
+    naming it."""
+    import h5py
+
+    from vox3d.predictions import Predictions, PredictionsError, write_predictions
+
+    rng = np.random.default_rng(0)
+    ids = ["id2", "id1"]
+    preds = {
+        t: {
+            "model": {i: rng.normal(size=(3, 4)) for i in ids},
+            "population_mean": {"id1": np.zeros((1, 4))},
+        }
+        for t in ("fitted", "ground_truth")
+    }
+    targets = {t: {i: rng.normal(size=4) for i in ids} for t in preds}
+    stats = {t: (rng.normal(size=4), rng.uniform(1, 2, size=4)) for t in preds}
+    attrs = {"face_model": "ict", "n_id": 4, "target_space": "mesh", "note": "n"}
+    path = tmp_path / "predictions.h5"
+    write_predictions(path, preds, targets, stats, ids, attrs)
+    pr = Predictions.read(path)
+    assert pr.identities == ("id1", "id2") and pr.n_id == 4 and pr.has_ground_truth
+    assert (pr.face_model, pr.target_space, pr.note) == ("ict", "mesh", "n")
+    for t in preds:
+        for i in ids:
+            got = pr.method("model", t)[i]
+            assert got.dtype == np.float32 and np.array_equal(
+                got, preds[t]["model"][i].astype(np.float32)
+            )
+            assert np.array_equal(pr.targets[t][i], targets[t][i].astype(np.float32))
+        assert np.array_equal(pr.train_stats[t][1], stats[t][1])
+    assert pr.method("gender_mean") == {} and set(pr.method("population_mean")) == {"id1"}
+    with h5py.File(path, "r") as f:
+        assert np.array_equal(f["model/id1"][()], pr.method("model", "fitted")["id1"])
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = 1
+    with pytest.raises(PredictionsError, match="other.h5"):
+        Predictions.read(tmp_path / "other.h5")
+    (tmp_path / "text.h5").write_text("no")
+    with pytest.raises(PredictionsError, match="text.h5"):
+        Predictions.read(tmp_path / "text.h5")

@@ -11,6 +11,7 @@ import pytest
 from vox3d import fit_accuracy as fa
 from vox3d.face_model import load_face_model
 from vox3d.io import read_tsv
+from vox3d.predictions import write_predictions
 from vox3d.split import IdentityMeta, write_meta
 
 N_IDS, K = 40, 40
@@ -218,20 +219,15 @@ def test_signed_displacement_along_normals():
 
 
 def _predictions_h5(path, truth, with_gt: bool):
-    """A predictions.h5 as vox3d.evaluate writes it, for two held-out identities."""
+    """A predictions.h5 written by vox3d.evaluate's writer, for two held-out identities."""
     ids = sorted(truth)[:2]
-    str_dt = h5py.string_dtype("utf-8")
-    with h5py.File(path, "w") as f:
-        for grp, coef in (
-            ("model", lambda c: np.stack([0.2 * c, 0.3 * c])),
-            ("target_fitted", lambda c: 0.5 * c),
-        ) + ((("target_ground_truth", lambda c: c),) if with_gt else ()):
-            g = f.create_group(grp)
-            for i in ids:
-                g.create_dataset(i, data=np.asarray(coef(truth[i]), np.float32))
-        f.create_dataset("val_identities", data=np.array(ids, dtype=object), dtype=str_dt)
-        f.attrs["n_id"] = K
-        f.attrs["target_space"] = "mesh"
+    model = {i: np.stack([0.2 * truth[i], 0.3 * truth[i]]) for i in ids}
+    targets = {"fitted": {i: 0.5 * truth[i] for i in ids}}
+    if with_gt:
+        targets["ground_truth"] = {i: truth[i] for i in ids}
+    stats = {t: (np.zeros(K), np.ones(K)) for t in targets}
+    attrs = {"n_id": K, "target_space": "mesh"}
+    write_predictions(path, {t: {"model": model} for t in targets}, targets, stats, ids, attrs)
 
 
 def test_identities_figure_gains_ground_truth_columns(tmp_path, truth):
@@ -270,22 +266,16 @@ def test_are_uses_the_pairs_the_face_model_carries(area, truth):
 
 
 def _by_target_h5(path, true, pred, fitted, with_gt: bool):
-    """predictions.h5 in vox3d.evaluate's layout (by_target/<target>/model, target_<target>)."""
+    """predictions.h5 by vox3d.evaluate's writer (by_target/<target>/model, target_<target>)."""
     ids = [f"id{k:05d}" for k in range(len(true))]
-    str_dt = h5py.string_dtype("utf-8")
-    with h5py.File(path, "w") as f:
-        for tkey in ("fitted", "ground_truth") if with_gt else ("fitted",):
-            tgt = true if tkey == "ground_truth" else fitted
-            g = f.create_group(f"by_target/{tkey}/model")
-            t = f.create_group(f"target_{tkey}")
-            for i, c, p in zip(ids, tgt, pred, strict=True):
-                g.create_dataset(i, data=np.stack([p, p]).astype(np.float32))
-                t.create_dataset(i, data=c.astype(np.float32))
-            f[f"by_target/{tkey}/train_coef_mean"] = np.zeros(true.shape[1])
-            f[f"by_target/{tkey}/train_coef_std"] = np.full(true.shape[1], 2.0)
-        f.create_dataset("val_identities", data=np.array(ids, dtype=object), dtype=str_dt)
-        f.attrs["n_id"] = true.shape[1]
-        f.attrs["target_space"] = "mesh"
+    targets = {"fitted": dict(zip(ids, fitted, strict=True))}
+    if with_gt:
+        targets["ground_truth"] = dict(zip(ids, true, strict=True))
+    model = {i: np.stack([p, p]) for i, p in zip(ids, pred, strict=True)}
+    k = true.shape[1]
+    stats = {t: (np.zeros(k), np.full(k, 2.0)) for t in targets}
+    attrs = {"n_id": k, "target_space": "mesh"}
+    write_predictions(path, {t: {"model": model} for t in targets}, targets, stats, ids, attrs)
 
 
 def test_voice_directions_figure_projects_on_the_generators_directions(tmp_path):

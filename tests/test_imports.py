@@ -136,3 +136,86 @@ def test_workflow_time_modules_do_not_import_torch():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PACKAGE.parent)
+
+
+# the rooms of docs/architecture.md
+
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+#: The room every other room may import; it imports no other room and is not drawn.
+BASE_ROOM = "foundation"
+
+
+def _block(text: str, name: str) -> str:
+    start, end = f"<!-- rooms:{name} -->", f"<!-- /rooms:{name} -->"
+    assert start in text and end in text, f"{ARCHITECTURE}: no {start} ... {end} block"
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def documented_rooms(text: str) -> dict[str, str]:
+    """``{module: room}`` from the table block of docs/architecture.md."""
+    rooms: dict[str, str] = {}
+    for line in _block(text, "table").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 2 or cells[0] in ("room", "") or set(cells[0]) <= {"-"}:
+            continue
+        for mod in (m.strip().strip("`") for m in cells[1].split(",")):
+            assert f"vox3d.{mod}" not in rooms, f"{ARCHITECTURE}: {mod} is in two rooms"
+            rooms[f"vox3d.{mod}"] = cells[0]
+    return rooms
+
+
+def documented_edges(text: str) -> set[tuple[str, str]]:
+    """The ``a --> b`` lines of the graph block."""
+    edges = set()
+    for line in _block(text, "graph").splitlines():
+        if "-->" in line:
+            a, b = (s.strip() for s in line.split("-->"))
+            edges.add((a, b))
+    return edges
+
+
+def room_edges(graph: dict[str, dict[str, list[int]]], rooms: dict[str, str]) -> dict:
+    """``{(room a, room b): [module edges]}`` between different rooms."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for a, targets in graph.items():
+        for b in targets:
+            if a in rooms and b in rooms and rooms[a] != rooms[b]:
+                out.setdefault((rooms[a], rooms[b]), []).append(f"{a} -> {b}")
+    return out
+
+
+def test_room_parsers_read_what_they_should():
+    text = (
+        "<!-- rooms:table -->\n| room | modules |\n|---|---|\n| a | `x`, `y` |\n| b | `z` |\n"
+        "<!-- /rooms:table -->\n<!-- rooms:graph -->\n```mermaid\ngraph TD\n  a --> b\n```\n"
+        "<!-- /rooms:graph -->\n"
+    )
+    rooms = documented_rooms(text)
+    assert rooms == {"vox3d.x": "a", "vox3d.y": "a", "vox3d.z": "b"}
+    assert documented_edges(text) == {("a", "b")}
+    graph = {"vox3d.x": {"vox3d.y": [1], "vox3d.z": [2]}, "vox3d.z": {}, "vox3d.y": {}}
+    assert room_edges(graph, rooms) == {("a", "b"): ["vox3d.x -> vox3d.z"]}
+
+
+def test_architecture_page_matches_the_imports():
+    """docs/architecture.md: every module in one room, the drawn graph = the computed one
+    (without the base room), no cycle between rooms, the base room imports no other."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    rooms = documented_rooms(text)
+    graph = {m: ts for m, ts in import_graph().items() if m != "vox3d"}
+    assert set(rooms) == set(graph), (
+        f"{ARCHITECTURE}: modules without a room {sorted(set(graph) - set(rooms))}, "
+        f"rooms naming no module {sorted(set(rooms) - set(graph))}"
+    )
+    edges = room_edges(graph, rooms)
+    outward = {e: w for e, w in edges.items() if e[0] == BASE_ROOM}
+    assert not outward, f"{BASE_ROOM} imports other rooms: {outward}"
+    drawn = {e for e in edges if e[1] != BASE_ROOM}
+    expected = "\n".join(f"  {a} --> {b}" for a, b in sorted(drawn))
+    assert documented_edges(text) == drawn, (
+        f"{ARCHITECTURE}: the room graph changed; the graph block should read\n{expected}\n"
+        f"(new: {sorted(drawn - documented_edges(text))}, "
+        f"gone: {sorted(documented_edges(text) - drawn)})"
+    )
+    cycle = find_cycle({a: {b for (x, b) in edges if x == a} for (a, _) in edges})
+    assert cycle is None, f"rooms import each other: {' -> '.join(cycle)}"

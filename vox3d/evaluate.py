@@ -55,7 +55,8 @@ import numpy as np
 from vox3d import metrics
 from vox3d.face_model import face_model_from_config, select_are_pairs
 from vox3d.ground_truth import GroundTruth
-from vox3d.io import atomic_path, write_tsv
+from vox3d.io import write_tsv
+from vox3d.predictions import write_predictions
 from vox3d.split import check_split, read_split, small_data_note
 from vox3d.targets import NO_MESH_NOTE, read_identity_targets, target_stats
 from vox3d.torch_setup import resolve_device
@@ -439,7 +440,6 @@ def run_evaluate(
     parameter metrics, without loading a face model, with :data:`NO_MESH_NOTE` (or the
     training's reason) in the ``note`` column.
     """
-    import h5py
     import torch
 
     from vox3d.featurestore import load_utterances  # torch
@@ -539,37 +539,21 @@ def run_evaluate(
         write_tsv(out_per_coefficient, per_coef, PER_COEFFICIENT_COLUMNS)
     if out_comparisons is not None:
         write_tsv(out_comparisons, comparisons, COMPARISON_COLUMNS)
-    str_dt = h5py.string_dtype("utf-8")
-    with atomic_path(out_predictions) as tmp, h5py.File(tmp, "w", libver="latest") as f:
-        # top level: the predictions scored against `fitted`; by_target/<t>/: every target's
-        for tname in sorted(targets):
-            tg = f.create_group(f"by_target/{tname}")
-            for method in sorted(preds[tname]):
-                g = tg.create_group(method)
-                for ident in sorted(preds[tname][method]):
-                    g.create_dataset(
-                        ident, data=np.asarray(preds[tname][method][ident], np.float32)
-                    )
-            tg.create_dataset("train_coef_mean", data=stats[tname][0])
-            tg.create_dataset("train_coef_std", data=stats[tname][1])
-            if tname == "fitted":
-                for method in sorted(preds[tname]):
-                    f[method] = tg[method]  # hard links: the same datasets
-        for tname in sorted(targets):
-            g = f.create_group(f"target_{tname}")
-            for ident in sorted(targets[tname]):
-                g.create_dataset(ident, data=np.asarray(targets[tname][ident], np.float32))
-        f.create_dataset("val_identities", data=np.array(sorted(utts), dtype=object), dtype=str_dt)
-        # the fitted target's training statistics (the model's standardisation); not named
-        # train_mean: that is a method group
-        f.create_dataset("train_coef_mean", data=np.asarray(stats["fitted"][0], np.float64))
-        f.create_dataset("train_coef_std", data=np.asarray(stats["fitted"][1], np.float64))
-        f.attrs["face_model"] = str(attrs.get("face_model", ""))
-        f.attrs["n_id"] = k
-        f.attrs["alignment"] = "similarity" if scale else "rigid"
-        f.attrs["vertex_set"] = str(vset or "all")
-        f.attrs["target_space"] = space
-        f.attrs["note"] = note
+    write_predictions(
+        out_predictions,
+        preds,
+        targets,
+        stats,
+        utts,
+        {
+            "face_model": str(attrs.get("face_model", "")),
+            "n_id": k,
+            "alignment": "similarity" if scale else "rigid",
+            "vertex_set": str(vset or "all"),
+            "target_space": space,
+            "note": note,
+        },
+    )
     return summary
 
 

@@ -28,7 +28,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vox3d.fit_shard import FitShard  # noqa: E402
-from vox3d.io import atomic_path, h5_str  # noqa: E402
+from vox3d.io import atomic_path  # noqa: E402
+from vox3d.predictions import Predictions  # noqa: E402
 from vox3d.render import Light, render  # noqa: E402
 
 _METHOD_COLORS = {
@@ -409,21 +410,13 @@ def plot_parameter_panels(
     mesh is drawn: the figure states that meshes need the face model's basis."""
     import textwrap
 
-    import h5py
-
-    with h5py.File(predictions_h5, "r") as f:
-        ids = [h5_str(s) for s in f["val_identities"][()]][:n]
-        mu, sd = (
-            f["train_coef_mean"][()].astype(np.float64),
-            f["train_coef_std"][()].astype(np.float64),
-        )
-        pred = {i: f["model"][i][()] for i in ids if i in f["model"]}
-        gmean = {
-            i: f["gender_mean"][i][()] for i in ids if "gender_mean" in f and i in f["gender_mean"]
-        }
-        tgt = {i: f["target_fitted"][i][()] for i in ids if i in f["target_fitted"]}
-        note = h5_str(f.attrs.get("note", ""))
-        fm_name = h5_str(f.attrs.get("face_model", ""))
+    pr = Predictions.read(predictions_h5)
+    ids = list(pr.identities[:n])
+    mu, sd = (a.astype(np.float64) for a in pr.train_stats["fitted"])
+    pred = {i: v for i, v in pr.method("model").items() if i in ids}
+    gmean = {i: v for i, v in pr.method("gender_mean").items() if i in ids}
+    tgt = {i: v for i, v in pr.targets["fitted"].items() if i in ids}
+    note, fm_name = pr.note, pr.face_model
     ids = [i for i in ids if i in pred and i in tgt]
     fig, axes = plt.subplots(
         max(1, len(ids)), 2, figsize=(12, 2.6 * max(1, len(ids)) + 0.8), squeeze=False,

@@ -31,10 +31,10 @@ from vox3d.evaluate import mesh_vertices
 from vox3d.face_model import face_model_from_config
 from vox3d.figures import plt  # the Agg backend is selected there
 from vox3d.fit_accuracy import FACE_SET
-from vox3d.io import h5_str
 from vox3d.metrics import align
 from vox3d.params import split as split_params
 from vox3d.params import to_image, transform_vertices
+from vox3d.predictions import Predictions
 from vox3d.render import vertex_normals
 
 _SET_STYLE = {
@@ -157,15 +157,12 @@ def plot_identity_panels(
     rows (displacements: symmetric, 95th percentile of |true - mean| (else |fitted -
     mean|); errors: 99th percentile).  Units: mm when the model is in cm, else its units.
     """
-    import h5py
-
     fm = face_model
-    with h5py.File(predictions_h5, "r") as f:
-        ids = [h5_str(s) for s in f["val_identities"][()]][:n]
-        pred = {i: f["model"][i][()] for i in ids if i in f["model"]}
-        tgt = {i: f["target_fitted"][i][()] for i in ids if i in f["target_fitted"]}
-        gt_grp = f.get("target_ground_truth")
-        gt = {i: gt_grp[i][()] for i in ids if gt_grp is not None and i in gt_grp}
+    pr = Predictions.read(predictions_h5)
+    ids = list(pr.identities[:n])
+    pred = {i: v for i, v in pr.method("model").items() if i in ids}
+    tgt = {i: v for i, v in pr.targets["fitted"].items() if i in ids}
+    gt = {i: v for i, v in pr.targets.get("ground_truth", {}).items() if i in ids}
     ids = [i for i in ids if i in pred and i in tgt]
     has_gt = bool(ids) and all(i in gt for i in ids)
     scale, unit = (10.0, "mm") if fm.units == "cm" else (1.0, fm.units)
@@ -296,11 +293,8 @@ def plot_identities(
     evaluation was in mesh space (the face model of ``face_settings``, config
     ``face_model`` + asset paths, is loaded), else
     :func:`vox3d.figures.plot_parameter_panels`, which needs no face model."""
-    import h5py
-
-    with h5py.File(predictions_h5, "r") as f:
-        n_id = int(f.attrs["n_id"])
-        space = h5_str(f.attrs.get("target_space", "mesh"))
+    pr = Predictions.read(predictions_h5)
+    n_id, space = pr.n_id, pr.target_space
     if space == "params":
         _fig.plot_parameter_panels(predictions_h5, out_png, n, fit_shards, extract_shards)
         return
@@ -335,23 +329,18 @@ def voice_direction_points(
     ``fitted`` (N, P) projections (``fitted`` None without a ground truth), ``base`` (P,)
     the training mean's projection, ``ids``, ``has_gt``, ``directions`` (P, K) or None and
     ``unit`` (the axes' unit, in words)."""
-    import h5py
-
-    with h5py.File(predictions_h5, "r") as f:
-        ids = [h5_str(s) for s in f["val_identities"][()]]
-        has_gt = "target_ground_truth" in f
-        tkey = "ground_truth" if has_gt else "fitted"
-        space = h5_str(f.attrs.get("target_space", "mesh"))
-        k = int(f.attrs["n_id"])
-        grp = f[f"by_target/{tkey}/model"]
-        ids = [i for i in ids if i in grp and i in f[f"target_{tkey}"]]
-        pred = np.stack([np.asarray(grp[i][()], np.float64).mean(0) for i in ids])
-        true = np.stack([np.asarray(f[f"target_{tkey}"][i][()], np.float64) for i in ids])
-        fitted = None
-        if has_gt and "target_fitted" in f and all(i in f["target_fitted"] for i in ids):
-            fitted = np.stack([np.asarray(f["target_fitted"][i][()], np.float64) for i in ids])
-        mu = np.asarray(f[f"by_target/{tkey}/train_coef_mean"][()], np.float64)
-        sd = np.asarray(f[f"by_target/{tkey}/train_coef_std"][()], np.float64)
+    pr = Predictions.read(predictions_h5)
+    has_gt = pr.has_ground_truth
+    tkey = "ground_truth" if has_gt else "fitted"
+    space, k = pr.target_space, pr.n_id
+    grp, truth = pr.method("model", tkey), pr.targets[tkey]
+    ids = [i for i in pr.identities if i in grp and i in truth]
+    pred = np.stack([np.asarray(grp[i], np.float64).mean(0) for i in ids])
+    true = np.stack([np.asarray(truth[i], np.float64) for i in ids])
+    fitted = None
+    if has_gt and all(i in pr.targets["fitted"] for i in ids):
+        fitted = np.stack([np.asarray(pr.targets["fitted"][i], np.float64) for i in ids])
+    mu, sd = (np.asarray(a, np.float64) for a in pr.train_stats[tkey])
     dirs = None
     if has_gt and space == "mesh" and face_settings is not None:
         try:
