@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +55,6 @@ CHUNK_FRAMES = 128
 #: by every HDF5 tool.  gzip uses level :data:`COMPRESSION_OPTS` (level 4: 1 % smaller).
 COMPRESSION = None
 COMPRESSION_OPTS = 1
-#: Audio samples read from an extract shard in one HDF5 read (64 Mi float32 = 256 MiB at
-#: most; a shard of 64 VoxCeleb videos is ~30 MiB, so usually one read per shard).
-AUDIO_READ_SAMPLES = 64 << 20
 #: Byte-shuffle filter before compression (helps float data).
 SHUFFLE = True
 
@@ -235,7 +232,7 @@ def features_shard(
     """The ``features_shard`` rule: ``OUT/extract/<shard>.h5`` -> ``OUT/features/<shard>.h5``.
 
     Opens the shard with :class:`vox3d.extract.ExtractShard` (checks its format) and reads
-    the audio of consecutive videos in few large reads (:func:`_audio_blocks`); `workers`
+    the audio of consecutive videos in few large reads (``ExtractShard.audio_blocks``); `workers`
     processes (the rule's threads).  Returns counts.
     """
     from vox3d import extract
@@ -246,7 +243,7 @@ def features_shard(
         videos = list(sh.videos)
 
         def items():
-            for i, audio in _audio_blocks(extract_h5, sh):
+            for i, audio in sh.audio_blocks():
                 v = videos[i]
                 yield str(v["video"]), str(v["identity"]), audio
 
@@ -255,57 +252,6 @@ def features_shard(
         )
     write(out_h5, kept, rejects, cfg, source=Path(extract_h5).name)
     return {"utterances": len(kept), "rejected": len(rejects)}
-
-
-def _audio_blocks(extract_h5: str | os.PathLike, sh) -> Iterator[tuple[int, np.ndarray]]:
-    """``(i, audio (S_i,) float32)`` of every video of an extract shard, in order.
-
-    The extract layout stores all audio in one ``audio`` dataset with ``audio_offset`` and
-    ``audio_length`` per video: consecutive videos whose audio is contiguous are read in one
-    HDF5 read of up to :data:`AUDIO_READ_SAMPLES` samples (one per shard in practice), not
-    one read per video.  If the layout is unexpected or a read fails, the remaining videos
-    are read one by one with ``sh.audio(i)`` (unreadable audio becomes empty and is
-    rejected later), so every video is yielded exactly once.
-    """
-    import h5py
-
-    n = len(sh.videos)
-    done = 0  # videos yielded so far
-    try:
-        with h5py.File(extract_h5, "r") as f:
-            offs = np.asarray(f["audio_offset"][()], np.int64)
-            lens = np.asarray(f["audio_length"][()], np.int64)
-            ds = f["audio"]
-            if offs.shape != (n,) or lens.shape != (n,) or ds.ndim != 1:
-                raise ValueError("unexpected extract layout")
-            while done < n:
-                i, j = done, done + 1  # extend the read while the next video is contiguous
-                while (
-                    j < n
-                    and offs[j] == offs[j - 1] + lens[j - 1]
-                    and offs[j] + lens[j] - offs[i] <= AUDIO_READ_SAMPLES
-                ):
-                    j += 1
-                lo, hi = int(offs[i]), int(offs[j - 1] + lens[j - 1])
-                if lo < 0 or hi > ds.shape[0] or np.any(lens[i:j] < 0):
-                    raise ValueError("audio range outside the dataset")
-                block = np.asarray(ds[lo:hi], np.float32)
-                for k in range(i, j):
-                    o = int(offs[k]) - lo
-                    yield k, block[o : o + int(lens[k])]
-                    done = k + 1
-    except (KeyError, ValueError, OSError):
-        pass
-    for k in range(done, n):
-        yield k, _audio_or_empty(sh, k)
-
-
-def _audio_or_empty(sh, i: int) -> np.ndarray:
-    """The shard's audio of video i; unreadable audio becomes empty (rejected later)."""
-    try:
-        return np.asarray(sh.audio(i), np.float32)
-    except (KeyError, ValueError, OSError, IndexError):
-        return np.zeros(0, np.float32)
 
 
 # --------------------------------------------------------------------------------------
