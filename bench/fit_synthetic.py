@@ -27,6 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vox3d.face_model import load_face_model  # noqa: E402
+from vox3d.ground_truth import GroundTruth, read_tables  # noqa: E402
 from vox3d.params import ParamLayout, to_image  # noqa: E402
 from vox3d.quality import REASONS  # noqa: E402
 
@@ -36,21 +37,20 @@ def _s(a):
 
 
 def load_truth(path):
-    with h5py.File(path, "r") as f:
-        fps = float(f.attrs["fps"])
-        roi = np.asarray(f.attrs["pose_roi_box"], np.float64)
-        crop = int(f.attrs["pose_crop_size"])
-        ids = _s(f["identities/id"][()])
-        id_coef = f["identities/id_coef"][()].astype(np.float64)
-        paths = _s(f["utterances/path"][()])
-        uid = f["utterances/identity"][()]
-        off = f["utterances/frame_offset"][()]
-        nfr = f["utterances/n_frames"][()]
-        pose = f["frames/pose"][()]
-        euler = f["frames/euler_deg"][()].astype(np.float64)
-        exp = f["frames/exp"][()].astype(np.float64)
-        hard = f["frames/hard"][()]
-        hard_flags = json.loads(f.attrs["hard_flags"])
+    truth = GroundTruth.read(path)
+    attrs, t = read_tables(path, {
+        "utterances": ("path", "identity", "frame_offset", "n_frames"),
+        "frames": ("pose", "euler_deg", "exp", "hard"),
+    })  # fmt: skip
+    fps = float(attrs["fps"])
+    roi = np.asarray(attrs["pose_roi_box"], np.float64)
+    crop = int(attrs["pose_crop_size"])
+    ids, id_coef = list(truth.ids), truth.id_coef
+    u, fr = t["utterances"], t["frames"]
+    paths, uid, off, nfr = (u[k] for k in ("path", "identity", "frame_offset", "n_frames"))
+    pose, hard = fr["pose"], fr["hard"]
+    euler, exp = fr["euler_deg"].astype(np.float64), fr["exp"].astype(np.float64)
+    hard_flags = json.loads(attrs["hard_flags"])
     utt = {p: (int(u), int(o), int(n)) for p, u, o, n in zip(paths, uid, off, nfr, strict=True)}
     return dict(fps=fps, roi=roi, crop=crop, ids=ids, id_coef=id_coef, utt=utt, pose=pose,
                 euler=euler, exp=exp, hard=hard, hard_flags=hard_flags)  # fmt: skip

@@ -45,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-yaw", type=float, default=25.0)
     ap.add_argument("--write", action="store_true")
     args = ap.parse_args(argv)
-    import h5py
     from tqdm import tqdm
 
     from vox3d.face_model import load_face_model
+    from vox3d.ground_truth import read_tables
     from vox3d.params import CROP_SIZE, to_image, transform_vertices
     from vox3d.refine import MP468_ICT_JSON, N_MP_POINTS
     from vox3d.video import decode
@@ -56,24 +56,22 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     out = Path(args.out_dir)
     gt_path = out / "synthetic" / "ground_truth.h5"
-    with h5py.File(gt_path, "r") as f:
-        a = f.attrs
-        exp_names = json.loads(a["exp_names"])
-        roi = np.asarray(a["pose_roi_box"], np.float64)
-        crop = int(a["pose_crop_size"])
-        assert crop == CROP_SIZE, crop
-        ids = [s.decode() for s in f["identities/id"][()]]
-        id_coef = f["identities/id_coef"][()]
-        utt_path = [s.decode() for s in f["utterances/path"][()]]
-        utt_id = f["utterances/identity"][()]
-        utt_off = f["utterances/frame_offset"][()]
-        utt_n = f["utterances/n_frames"][()]
-        pose = f["frames/pose"][()]
-        exp = f["frames/exp"][()]
-        box = f["frames/face_box"][()]
-        scale = f["frames/scale_px_per_cm"][()].astype(np.float64)
-        hard = f["frames/hard"][()]
-        yaw = f["frames/euler_deg"][()][:, 0]
+    a, t = read_tables(gt_path, {
+        "identities": ("id", "id_coef"),
+        "utterances": ("path", "identity", "frame_offset", "n_frames"),
+        "frames": ("pose", "exp", "face_box", "scale_px_per_cm", "hard", "euler_deg"),
+    })  # fmt: skip
+    exp_names = json.loads(a["exp_names"])
+    roi = np.asarray(a["pose_roi_box"], np.float64)
+    crop = int(a["pose_crop_size"])
+    assert crop == CROP_SIZE, crop
+    ids, id_coef = list(t["identities"]["id"]), t["identities"]["id_coef"]
+    utt_path = list(t["utterances"]["path"])
+    utt_id, utt_off, utt_n = (t["utterances"][k] for k in ("identity", "frame_offset", "n_frames"))
+    fr = t["frames"]
+    pose, exp, box, hard = fr["pose"], fr["exp"], fr["face_box"], fr["hard"]
+    scale = fr["scale_px_per_cm"].astype(np.float64)
+    yaw = fr["euler_deg"][:, 0]
     model = load_face_model("ict", subset="face", n_id=id_coef.shape[1], exp_names=exp_names)
     frames, gidx = [], []
     for u in tqdm(range(len(utt_path)), desc="decode", file=sys.stderr):

@@ -112,3 +112,33 @@ class GroundTruth:
             return dict(json.loads(raw))
         except (ValueError, TypeError) as e:
             raise GroundTruthError(f"{self.path}: attribute voice_ceiling is not json ({e})") from e
+
+
+def read_tables(
+    path: str | os.PathLike, tables: dict[str, tuple[str, ...]]
+) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
+    """The file's attributes and the per-video / utterance / frame truth the benches use.
+
+    tables: ``{group: (dataset, ...)}``, e.g. ``{"frames": ("pose", "exp"), "utterances":
+    ("path",)}``.  Returns ``(attrs, {group: {dataset: array}})`` with string datasets
+    decoded to ``(N,) str`` object arrays and numeric ones as stored.  A missing file,
+    group or dataset is a :class:`GroundTruthError` naming the file and the dataset.
+    """
+    p = Path(path)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    with h5_read(p, GroundTruthError) as f:
+        attrs = h5_attrs(f)
+        fmt = attrs.get("format")
+        if fmt is not None and fmt != FORMAT:
+            raise GroundTruthError(f"{p}: format {fmt!r}, not {FORMAT!r}")
+        for group, names in tables.items():
+            out[group] = {}
+            for name in names:
+                key = f"{group}/{name}"
+                if key not in f:
+                    raise GroundTruthError(f"{p}: no dataset {key}")
+                a = f[key][()]
+                if a.dtype.kind in "OS":
+                    a = np.array([h5_str(x) for x in a], dtype=object)
+                out[group][name] = a
+    return attrs, out
