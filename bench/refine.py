@@ -37,23 +37,25 @@ from mp_landmarks import run_in_venv  # noqa: E402  (bench/ is sys.path[0])
 
 def kept_frames(out: Path):
     """Per identity: kept frames' images (N, H, W, 3), params (N, P), rois (N, 4)."""
-    import h5py
+    from vox3d.extract import ExtractShard
+    from vox3d.fit_shard import FitShard
 
     per: dict[str, dict[str, list]] = {}
     for fp in sorted(glob.glob(str(out / "fit" / "shard-*.h5"))):
-        ep = out / "extract" / Path(fp).name
-        with h5py.File(fp, "r") as f, h5py.File(ep, "r") as e:
-            ids = [s.decode() if isinstance(s, bytes) else s for s in f["videos/identity"][()]]
-            keep = f["frames/keep"][()].astype(bool)
-            video, frame = f["frames/video"][()], f["frames/frame"][()]
-            params, roi = f["frames/params"][()], f["frames/roi"][()]
+        fs = FitShard.read(fp, fields=("keep", "video", "frame", "params", "roi"))
+        fr = fs.frames
+        keep = fr["keep"].astype(bool)
+        video, frame = fr["video"], fr["frame"]
+        with ExtractShard(out / "extract" / Path(fp).name) as es:
             for v in np.unique(video[keep]):
                 sel = np.flatnonzero(keep & (video == v))
-                imgs = e[f"frames/{int(v):06d}"][()][frame[sel]]
-                d = per.setdefault(ids[int(v)], {"img": [], "params": [], "roi": []})
+                imgs = es.frames(int(v))[0][frame[sel]]
+                d = per.setdefault(
+                    fs.video_identities[int(v)], {"img": [], "params": [], "roi": []}
+                )
                 d["img"].append(imgs)
-                d["params"].append(params[sel].astype(np.float64))
-                d["roi"].append(roi[sel].astype(np.float64))
+                d["params"].append(fr["params"][sel].astype(np.float64))
+                d["roi"].append(fr["roi"][sel].astype(np.float64))
     return {k: {n: np.concatenate(x) for n, x in d.items()} for k, d in sorted(per.items())}
 
 
@@ -71,13 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-mediapipe", action="store_true")
     args = ap.parse_args(argv)
-    import h5py
     from tqdm import tqdm
 
     from vox3d import fit_accuracy as fa
     from vox3d.face_model import load_face_model
     from vox3d.fit import ICT_REGRESSOR_JSON
-    from vox3d.identities import calibrated_posterior_std, load_identity_calibration
+    from vox3d.identities import (
+        IdentitiesFile,
+        calibrated_posterior_std,
+        load_identity_calibration,
+    )
     from vox3d.params import ict_layout
     from vox3d.refine import (
         fit_identity,
@@ -92,10 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     truth = fa.read_true_identities(out / "synthetic" / "ground_truth.h5")
-    with h5py.File(out / "fit" / "identities.h5", "r") as f:
-        ids = [s.decode() if isinstance(s, bytes) else s for s in f["identity"][()]]
-        robust = dict(zip(ids, f["shape"][()].astype(np.float64), strict=True))
-        n_frames = dict(zip(ids, f["n_frames"][()], strict=True))
+    idf = IdentitiesFile.read(out / "fit" / "identities.h5")
+    robust = dict(zip(idf.ids, idf.shape.astype(np.float64), strict=True))
+    n_frames = dict(zip(idf.ids, idf.n_frames, strict=True))
     calib = load_identity_calibration(ICT_REGRESSOR_JSON)
     per = kept_frames(out)
     model = load_face_model("ict", subset="face", n_id=40, n_exp=10)
