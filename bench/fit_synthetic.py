@@ -21,19 +21,16 @@ import json
 import os
 import sys
 
-import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vox3d.face_model import load_face_model  # noqa: E402
+from vox3d.fit_shard import FitShard  # noqa: E402
 from vox3d.ground_truth import GroundTruth, read_tables  # noqa: E402
-from vox3d.params import ParamLayout, to_image  # noqa: E402
+from vox3d.identities import IdentitiesFile  # noqa: E402
+from vox3d.params import to_image  # noqa: E402
 from vox3d.quality import REASONS  # noqa: E402
-
-
-def _s(a):
-    return [x.decode() if isinstance(x, bytes) else str(x) for x in a]
 
 
 def load_truth(path):
@@ -75,21 +72,15 @@ def main(argv=None) -> int:
     filt = {k: [] for k in ("yaw_t", "yaw_fit", "reason", "blur_hard", "blur")}
     th = {}
     for sp in shards:
-        with h5py.File(sp, "r") as f:
-            if f.attrs["face_model"] != "ict":
-                print(
-                    f"{sp}: face model {f.attrs['face_model']}: ground truth is ICT",
-                    file=sys.stderr,
-                )
-                return 1
-            lay = ParamLayout.from_attrs(f.attrs)
-            vpath = _s(f["videos/path"][()])
-            th = json.loads(f.attrs["thresholds"])
-            fr = {
-                k: f["frames"][k][()]
-                for k in ("video", "time", "keep", "params", "roi", "yaw", "pitch", "roll",
-                          "reason", "blur")
-            }  # fmt: skip
+        fs = FitShard.read(sp, fields=("video", "time", "keep", "params", "roi", "yaw", "pitch",
+                                       "roll", "reason", "blur"))  # fmt: skip
+        if fs.attrs["face_model"] != "ict":
+            print(
+                f"{sp}: face model {fs.attrs['face_model']}: ground truth is ICT", file=sys.stderr
+            )
+            return 1
+        lay, vpath, fr = fs.layout, list(fs.video_paths), fs.frames
+        th = json.loads(fs.attrs["thresholds"])
         frames_seen += len(fr["video"])
         for i in np.flatnonzero(np.isfinite(fr["yaw"])):
             rel = vpath[fr["video"][i]]
@@ -170,9 +161,9 @@ def main(argv=None) -> int:
     agg = {}
     ip = os.path.join(fit_dir, "identities.h5")
     if os.path.isfile(ip):
-        with h5py.File(ip, "r") as f:
-            for name, shp in zip(_s(f["identity"][()]), f["shape"][()], strict=True):
-                agg[name] = shp.astype(np.float64)
+        idf = IdentitiesFile.read(ip)
+        for name, shp in zip(idf.ids, idf.shape, strict=True):
+            agg[name] = shp.astype(np.float64)
     res = {"aggregate": [], "plain_mean": [], "single_frame": [], "mean_face": []}
     for u in np.unique(idents):
         ta = gt["id_coef"][u, :k]
