@@ -27,22 +27,22 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vox3d.face_model import load_face_model  # noqa: E402
 from vox3d.fit_shard import FitShard  # noqa: E402
-from vox3d.ground_truth import GroundTruth, read_tables  # noqa: E402
+from vox3d.ground_truth import read_tables  # noqa: E402
 from vox3d.identities import IdentitiesFile  # noqa: E402
 from vox3d.params import to_image  # noqa: E402
 from vox3d.quality import REASONS  # noqa: E402
 
 
 def load_truth(path):
-    truth = GroundTruth.read(path)
     attrs, t = read_tables(path, {
+        "identities": ("id", "id_coef"),
         "utterances": ("path", "identity", "frame_offset", "n_frames"),
         "frames": ("pose", "euler_deg", "exp", "hard"),
     })  # fmt: skip
     fps = float(attrs["fps"])
     roi = np.asarray(attrs["pose_roi_box"], np.float64)
     crop = int(attrs["pose_crop_size"])
-    ids, id_coef = list(truth.ids), truth.id_coef
+    ids, id_coef = list(t["identities"]["id"]), t["identities"]["id_coef"].astype(np.float64)
     u, fr = t["utterances"], t["frames"]
     paths, uid, off, nfr = (u[k] for k in ("path", "identity", "frame_offset", "n_frames"))
     pose, hard = fr["pose"], fr["hard"]

@@ -38,6 +38,16 @@ class GroundTruthError(ValueError):
     """A file that is not a readable synthetic ground truth (the message names it)."""
 
 
+def _checked_attrs(path: Path, f) -> dict:
+    """The open file's attributes; a ``format`` attribute naming another format is a
+    :class:`GroundTruthError` naming the file."""
+    attrs = h5_attrs(f)
+    fmt = attrs.get("format")
+    if fmt is not None and fmt != FORMAT:
+        raise GroundTruthError(f"{path}: format {fmt!r}, not {FORMAT!r}")
+    return attrs
+
+
 @dataclass(frozen=True)
 class GroundTruth:
     """The per-identity part of a ground_truth.h5 (see the module doc).
@@ -62,10 +72,7 @@ class GroundTruth:
 
         p = Path(path)
         with h5_read(p, GroundTruthError) as f:
-            attrs = h5_attrs(f)
-            fmt = attrs.get("format")
-            if fmt is not None and fmt != FORMAT:
-                raise GroundTruthError(f"{p}: format {fmt!r}, not {FORMAT!r}")
+            attrs = _checked_attrs(p, f)
             g = f.get("identities")
             if not isinstance(g, h5py.Group) or "id" not in g or "id_coef" not in g:
                 raise GroundTruthError(
@@ -127,10 +134,7 @@ def read_tables(
     p = Path(path)
     out: dict[str, dict[str, np.ndarray]] = {}
     with h5_read(p, GroundTruthError) as f:
-        attrs = h5_attrs(f)
-        fmt = attrs.get("format")
-        if fmt is not None and fmt != FORMAT:
-            raise GroundTruthError(f"{p}: format {fmt!r}, not {FORMAT!r}")
+        attrs = _checked_attrs(p, f)
         for group, names in tables.items():
             out[group] = {}
             for name in names:
