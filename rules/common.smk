@@ -5,7 +5,7 @@ import os
 
 from vox3d import jobsize
 from vox3d.export import EXPORT_DIR
-from vox3d.fit import FitConfig
+from vox3d.fit import FitConfig, crops_needed
 from vox3d.jobsize import VIDEO_S  # a workflow global: bench/resources.py reads it
 from vox3d.manifest import list_shards
 from vox3d.torch_setup import job_gpus
@@ -112,6 +112,36 @@ def train_minutes(threads, margin=3.0, floor=10):
     """Runtime request in minutes of `train` on `threads` threads: its steps (train.steps,
     else the preset's) at the measured speed, times `margin` (vox3d.jobsize)."""
     return jobsize.train_minutes(config["train"], threads, margin, floor)
+
+
+def train_variants():
+    """The voice models train.mode asks for: supervised (rule train), unsupervised (rules
+    pretrain_voice, train_unsupervised) or both."""
+    mode = config["train"]["mode"]
+    return {"supervised": ["supervised"], "unsupervised": ["unsupervised"]}.get(
+        mode, ["supervised", "unsupervised"]
+    )
+
+
+def fit_settings():
+    """The fit jobs' settings: face_model, fit (keep_crops resolved to true / false) and
+    assets sections."""
+    fit = dict(config["fit"], keep_crops=crops_needed(config))
+    return {"face_model": config["face_model"], "fit": fit, "assets": config["assets"]}
+
+
+def evaluate_models(wildcards):
+    """The evaluate job's models and split: the supervised model's split.tsv when it is
+    trained, else the unsupervised variant's."""
+    v = train_variants()
+    d = {}
+    if "supervised" in v:
+        d["model"] = out("train/model.pt")
+        d["split"] = out("train/split.tsv")
+    if "unsupervised" in v:
+        d["unsupervised"] = out("train/unsupervised.pt")
+        d.setdefault("split", out("train/unsupervised_split.tsv"))
+    return d
 
 
 def all_targets(wildcards):

@@ -16,8 +16,7 @@ TARGETS.extend(
 
 rule evaluate:
     input:
-        model=out("train/model.pt"),
-        split=out("train/split.tsv"),
+        unpack(evaluate_models),
         identities=out("fit/identities.h5"),
         features=lambda wc: shard_files("features"),
         ground_truth=lambda wc: (
@@ -65,8 +64,12 @@ rule figures:
         metrics=out("evaluate/metrics.tsv"),
         comparisons=out("evaluate/comparisons.tsv"),
         predictions=out("evaluate/predictions.h5"),
-        split=out("train/split.tsv"),
-        log_csv=out("train/log.csv"),
+        split=lambda wc: evaluate_models(wc)["split"],
+        log_csv=lambda wc: (
+            out("train/log.csv")
+            if "supervised" in train_variants()
+            else out("train/unsupervised_log.csv")
+        ),
         fit_shards=lambda wc: shard_files("fit"),
         extract_shards=lambda wc: shard_files("extract"),
         meta=lambda wc: [meta_csv()] if meta_csv() else [],
@@ -126,3 +129,46 @@ rule figures:
         assets=config["assets"],
     script:
         "../scripts/figures.py"
+
+
+if "unsupervised" in train_variants():
+
+    TARGETS.extend(
+        [out("evaluate/unsupervised_faces.png"), out("evaluate/gan_curves.png")]
+    )
+
+    rule unsupervised_figures:
+        input:
+            model=out("train/unsupervised.pt"),
+            log_csv=out("train/unsupervised_log.csv"),
+            predictions=out("evaluate/predictions.h5"),
+            features=lambda wc: shard_files("features"),
+        output:
+            faces=report(
+                out("evaluate/unsupervised_faces.png"),
+                caption="../report/unsupervised_faces.rst",
+                category="Evaluation",
+            ),
+            gan_curves=report(
+                out("evaluate/gan_curves.png"),
+                caption="../report/gan_curves.rst",
+                category="Training",
+            ),
+        log:
+            out("logs/evaluate/unsupervised_figures.log"),
+        benchmark:
+            out("benchmarks/evaluate/unsupervised_figures.tsv")
+        conda:
+            "../envs/render.yaml"
+        threads: 1
+        resources:
+            # four held-out identities' faces and meshes: seconds, RSS < 1 GB
+            mem_mb=1500,
+            disk_mb=100,
+            runtime=15,
+        params:
+            settings=config["evaluate"],
+            face_model=config["face_model"],
+            assets=config["assets"],
+        script:
+            "../scripts/figures.py"

@@ -41,7 +41,7 @@ rule fit_shard:
         runtime=shard_minutes(jobsize.FIT_S_PER_S),
         gpu=FIT_GPUS,
     params:
-        settings={k: config[k] for k in ("face_model", "fit", "assets")},
+        settings=fit_settings(),
     script:
         "../scripts/fit.py"
 

@@ -12,7 +12,7 @@ smk = snakemake  # noqa: F821  (injected by Snakemake)
 with job_log(smk.log[0]):
     torch.set_num_threads(max(1, smk.threads))
     summary = run_evaluate(
-        model_path=smk.input.model,
+        model_path=smk.input.get("model"),
         split_path=smk.input.split,
         identities_h5=smk.input.identities,
         feature_paths=list(smk.input.features),
@@ -25,6 +25,7 @@ with job_log(smk.log[0]):
         device=smk.params.settings.get("device", "auto"),
         out_per_coefficient=smk.output.per_coefficient,
         out_comparisons=smk.output.comparisons,
+        unsupervised_path=smk.input.get("unsupervised"),
     )
     for row in summary:
         keys = ("are_mean", "rmse", "rmse_z", "r2_param")

@@ -2,7 +2,7 @@
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
-from vox3d import figures, identity_figures
+from vox3d import distill_figures, figures, identity_figures
 from vox3d.face_model import face_model_settings
 from vox3d.joblog import job_log
 from vox3d.split import read_meta
@@ -11,9 +11,23 @@ smk = snakemake  # noqa: F821  (injected by Snakemake)
 inp, out = smk.input, smk.output
 
 with job_log(smk.log[0]):
+    if smk.rule == "unsupervised_figures":
+        distill_figures.plot_gan_curves(inp.log_csv, out.gan_curves)
+        distill_figures.plot_unsupervised_faces(
+            inp.model,
+            inp.predictions,
+            list(inp.features),
+            face_model_settings(smk.params.face_model, smk.params.assets),
+            out.faces,
+            n=int(smk.params.settings.get("n_figures", 4)),
+        )
+        raise SystemExit(0)
     figures.plot_are_bars(inp.metrics, out.are)
     figures.plot_comparisons(inp.comparisons, out.comparisons)
-    figures.plot_training_curves(inp.log_csv, out.curves)
+    if inp.log_csv.endswith("unsupervised_log.csv"):  # train.mode: unsupervised
+        distill_figures.plot_gan_curves(inp.log_csv, out.curves)
+    else:
+        figures.plot_training_curves(inp.log_csv, out.curves)
     meta = read_meta(inp.meta[0]) if inp.meta else {}
     figures.plot_dataset_stats(
         out.stats,

@@ -83,8 +83,9 @@ def test_loss_falls_on_toy_data(tmp_path):
     assert blob["step"] == 60 and "optimizer" not in blob
 
 
-def test_unsupervised_mode_is_refused_with_reason():
-    with pytest.raises(ValueError, match="not implemented"):
+def test_the_supervised_config_refuses_another_variant():
+    """TrainConfig is the supervised model's; the unsupervised one has vox3d.distill's."""
+    with pytest.raises(ValueError, match="DistillConfig"):
         TrainConfig(mode="unsupervised").validate()
 
 

@@ -125,3 +125,59 @@ def test_voice2mesh_missing_model_names_the_path(tmp_path, capsys, how):
     assert rc == 1
     assert f"no trained model at {expected}" in err
     assert not (tmp_path / "f.obj").exists()
+
+
+def test_voice2mesh_serves_the_unsupervised_variant(tmp_path, checkpoint):
+    """The unsupervised model file (vox3d.distill) is recognised by its format, gives a
+    mesh and the generated face image; a supervised one refuses --face-png."""
+    from PIL import Image
+
+    from vox3d import distill
+    from vox3d.cli import main
+    from vox3d.regressor import build_mobilenet
+    from vox3d.voice_model import VoiceEncoder
+
+    torch.manual_seed(1)
+    cfg = distill.DistillConfig()
+    gen = distill.Generator(64, cfg.generator_channels)
+    trunk = distill.FaceTrunk(3, cfg.trunk_channels)
+    student = build_mobilenet(0.5, 62)
+    meta = {
+        "config": cfg.to_dict(), "n_bands": 64, "encoder_channels": [256, 384, 576, 864], "widen": 0.5, "num_params": 62, "n_pose": 12,
+        "n_id": 40, "n_exp": 10, "param_mean": [0.0] * 62, "param_std": [0.1] * 62,
+        "calibration": None, "face_model": "ict", "identities": ["a", "b", "c"],
+    }  # fmt: skip
+    p = tmp_path / "unsupervised.pt"
+    distill.save_unsupervised(
+        p, VoiceEncoder().state_dict(),
+        {"generator": gen.state_dict(), "student": student.state_dict(), "trunk": trunk.state_dict()},
+        meta,
+    )  # fmt: skip
+    audio = DATA_ROOT / "cmp" / "reference_fbank" / "id06811_00216.wav"
+    out, face = tmp_path / "u.obj", tmp_path / "face.png"
+    rc = main(
+        [
+            "voice2mesh",
+            str(audio),
+            "--checkpoint",
+            str(p),
+            "--out",
+            str(out),
+            "--face-png",
+            str(face),
+        ]
+    )
+    assert rc == 0
+    v = [ln for ln in out.read_text().splitlines() if ln.startswith("v ")]
+    assert len(v) == 9409
+    img = np.asarray(Image.open(face))
+    assert img.shape == (256, 256, 3) and img.std() > 0
+    # the default location with --unsupervised: OUT/train/unsupervised.pt
+    (tmp_path / "train").mkdir()
+    p.rename(tmp_path / "train" / "unsupervised.pt")
+    rc = main(
+        ["voice2mesh", str(audio), "--out-dir", str(tmp_path), "--unsupervised", "--out", str(out)]
+    )
+    assert rc == 0
+    assert main(["voice2mesh", str(audio), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--face-png", str(face)]) == 1  # fmt: skip

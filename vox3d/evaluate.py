@@ -63,7 +63,12 @@ from vox3d.torch_setup import resolve_device
 
 #: The voice model and the baselines it is compared with, in table order.
 BASELINES = ("population_mean", "train_mean", "gender_mean", "shuffled_voice")
-METHODS = ("model",) + BASELINES
+METHODS = ("model", "unsupervised") + BASELINES + ("unsupervised_shuffled",)
+#: What the unsupervised variant is compared with: the baselines with its own shuffled
+#: control, and the supervised model.
+UNSUPERVISED_BASELINES = (
+    "population_mean", "train_mean", "gender_mean", "unsupervised_shuffled", "model",
+)  # fmt: skip
 #: Vertex R^2 columns: raw and after similarity alignment.
 R2_VERTEX = ("r2_vertex", "r2_vertex_sim")
 SUMMARY_COLUMNS = (
@@ -429,6 +434,7 @@ def run_evaluate(
     device: str = "auto",
     out_per_coefficient: str | os.PathLike | None = None,
     out_comparisons: str | os.PathLike | None = None,
+    unsupervised_path: str | os.PathLike | None = None,
 ) -> list[dict]:
     """Evaluate a trained model file on the validation identities of ``split_path``;
     write ``metrics.tsv``, ``per_identity.tsv``, ``predictions.h5`` and, when given,
@@ -439,6 +445,12 @@ def run_evaluate(
     RMSE and R^2 through the face model and the parameter metrics; ``params`` only the
     parameter metrics, without loading a face model, with :data:`NO_MESH_NOTE` (or the
     training's reason) in the ``note`` column.
+
+    unsupervised_path: the unsupervised variant's ``train/unsupervised.pt``
+    (:mod:`vox3d.distill`), scored beside the supervised model as method
+    ``unsupervised``, with its own shuffled-voice control ``unsupervised_shuffled``; its
+    comparisons cover the baselines and the supervised model.  ``model_path`` may be None
+    (``train.mode: unsupervised``): then only the unsupervised variant is scored.
     """
     import torch
 
@@ -452,7 +464,18 @@ def run_evaluate(
     max_frames = int(settings.get("max_frames", 0))
     dev = str(torch.device(resolve_device(device, "evaluate.device")))
 
-    model, meta = load_model(model_path)
+    if model_path is None and unsupervised_path is None:
+        raise ValueError(
+            "nothing to evaluate: give the supervised model, the unsupervised one or both"
+        )
+    if model_path is not None:
+        model, meta = load_model(model_path)
+    else:
+        from vox3d.targets import resolve_target_space
+
+        model, meta = None, {}
+        meta["target_space"], note0 = resolve_target_space("auto", dict(face_model or {}))
+        meta["notes"] = [note0] if note0 else []
     space = str(meta.get("target_space", "mesh"))
     if space not in ("mesh", "params"):
         raise ValueError(f"{model_path}: unknown target_space {space!r} (mesh | params)")
@@ -475,8 +498,27 @@ def run_evaluate(
             f"none of the {len(val_ids)} validation identities of {split_path} has features "
             f"in {len(feature_paths)} feature shard(s): nothing to evaluate"
         )
-    model_preds = {i: predict_utterances(model, utts[i], dev, max_frames) for i in sorted(utts)}
-    shuffled = shuffled_predictions(model_preds, seed)
+    voice_preds = {}
+    if model is not None:
+        voice_preds["model"] = {
+            i: predict_utterances(model, utts[i], dev, max_frames) for i in sorted(utts)
+        }
+        voice_preds["shuffled_voice"] = shuffled_predictions(voice_preds["model"], seed)
+    if unsupervised_path is not None:
+        from vox3d.distill import load_unsupervised
+
+        umodel = load_unsupervised(unsupervised_path)
+        leak = sorted(set(umodel.meta["identities"]) & set(val_ids))
+        if leak:
+            raise ValueError(
+                f"{unsupervised_path}: trained on held-out identities of {split_path}: {leak[:5]}"
+            )
+        if int(umodel.meta["n_id"]) != k:
+            raise ValueError(f"{unsupervised_path}: predicts {umodel.meta['n_id']} identity "
+                             f"coefficients, {identities_h5} has {k}")  # fmt: skip
+        up = {i: predict_utterances(umodel, utts[i], dev, max_frames) for i in sorted(utts)}
+        voice_preds["unsupervised"] = up
+        voice_preds["unsupervised_shuffled"] = shuffled_predictions(up, seed)
     # per target: its baselines and its training statistics (the R^2 reference)
     train_truth = {"fitted": fitted}
     if "ground_truth" in targets:
@@ -484,7 +526,7 @@ def run_evaluate(
     preds, stats = {}, {}
     for tname in sorted(targets):
         tc = {i: train_truth[tname][i] for i in train_ids if i in train_truth[tname]}
-        preds[tname] = {"model": model_preds, "shuffled_voice": shuffled}
+        preds[tname] = dict(voice_preds)
         preds[tname].update(baseline_predictions(tc, genders, sorted(utts)))
         stack = np.stack([tc[i] for i in sorted(tc)])
         stats[tname] = (stack.mean(0), target_stats(stack)[1].astype(np.float64))
@@ -520,7 +562,13 @@ def run_evaluate(
         _merge(per_id, p_per_id, ("method", "target", "identity"))
     else:
         summary, per_id = p_summary, p_per_id
-    comparisons = compare_methods(per_id, space, n_boot=n_boot, seed=seed)
+    comparisons = []
+    if model is not None:
+        comparisons += compare_methods(per_id, space, n_boot=n_boot, seed=seed)
+    if unsupervised_path is not None:
+        comparisons += compare_methods(
+            per_id, space, "unsupervised", UNSUPERVISED_BASELINES, n_boot=n_boot, seed=seed
+        )
     notes = [str(n) for n in meta.get("notes", []) if n]
     if space == "params" and not notes:
         notes.append(NO_MESH_NOTE)

@@ -38,6 +38,8 @@ _METHOD_COLORS = {
     "train_mean": "#999999",
     "gender_mean": "#ff7f0e",
     "shuffled_voice": "#9467bd",
+    "unsupervised": "#2ca02c",
+    "unsupervised_shuffled": "#8c564b",
 }
 _TARGET_COLORS = {"fitted": "#1f77b4", "ground_truth": "#d62728"}
 
@@ -171,7 +173,8 @@ def plot_comparisons(comparisons_tsv: str | os.PathLike, out_png: str | os.PathL
             )  # fmt: skip
             ax.annotate(f"p={_f(r['p']):.3g}", (d, y), xytext=(4, 4), textcoords="offset points",
                         fontsize=7)  # fmt: skip
-            labels.append(f"{r['baseline']} ({r['target']})")
+            who = f"{r['method']}: " if len({x["method"] for x in rows}) > 1 else ""
+            labels.append(f"{who}{r['baseline']} ({r['target']})")
         ax.axvline(0, color="k", lw=0.7)
         if sub:
             lim = ax.get_xlim()
@@ -413,7 +416,7 @@ def plot_parameter_panels(
     pr = Predictions.read(predictions_h5)
     ids = list(pr.identities[:n])
     mu, sd = (a.astype(np.float64) for a in pr.train_stats["fitted"])
-    pred = {i: v for i, v in pr.method("model").items() if i in ids}
+    pred = {i: v for i, v in pr.method(pr.voice_method).items() if i in ids}
     gmean = {i: v for i, v in pr.method("gender_mean").items() if i in ids}
     tgt = {i: v for i, v in pr.targets["fitted"].items() if i in ids}
     note, fm_name = pr.note, pr.face_model

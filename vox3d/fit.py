@@ -97,6 +97,9 @@ class FitConfig:
     ict_facekit: str | None = None  # ICT-FaceKit archive (fit.landmarks: fan only)
     bfm: str | None = None  # bfm_noneck_v3.pkl (fit.landmarks: fan with face_model bfm)
     threads: int = 1
+    #: keep the 120x120 crop of every kept frame, JPEG-compressed, in the shard's
+    #: ``crops/`` group (:mod:`vox3d.fit_shard`); the unsupervised voice model trains on them
+    keep_crops: bool = False
 
     @classmethod
     def from_config(cls, config: dict, threads: int = 1) -> FitConfig:
@@ -124,6 +127,7 @@ class FitConfig:
             ict_facekit=assets.get("ict_facekit"),
             bfm=assets.get("bfm"),
             threads=int(threads),
+            keep_crops=crops_needed(config),
         )
 
     @property
@@ -156,6 +160,16 @@ class FitConfig:
         if self.landmarks == "fan" and self.fan_weights:
             files.append(str(self.fan_weights))
         return files
+
+
+def crops_needed(config: dict) -> bool:
+    """Whether the fit keeps its crops: config ``fit.keep_crops`` (``auto``: when
+    ``train.mode`` trains the unsupervised variant, which learns from them)."""
+    keep = (config.get("fit", {}) or {}).get("keep_crops", "auto")
+    if keep == "auto":
+        mode = (config.get("train", {}) or {}).get("mode", "supervised")
+        return mode in ("unsupervised", "both")
+    return bool(keep)
 
 
 # --------------------------------------------------------------------------------------
@@ -208,7 +222,6 @@ class Fitter:
 
         from vox3d import paths
         from vox3d.detector import FaceBoxes
-        from vox3d.regressor import Regressor
 
         self.cfg = cfg
         #: per-step seconds of :meth:`fit_batch_tensor` when set (see :class:`StageClock`)
@@ -226,30 +239,10 @@ class Fitter:
         self.layout = cfg.layout
         self.detector = FaceBoxes(cfg.faceboxes or paths.FACEBOXES_WEIGHTS, device=self.device)
         channels_last, fuse_bn = regressor_layout(self.device, cfg.precision)
-        if cfg.face_model == "bfm":
-            self.model_file = weights = cfg.regressor_file
-            mean_std = cfg.tddfa_param_mean_std or paths.PARAM_MEAN_STD
-            widen = 1.0 if "mb1" in Path(weights).name else 0.5
-            self.regressor = Regressor(
-                weights, mean_std, widen=widen, num_params=self.layout.n,
-                device=self.device, precision=cfg.precision,
-                channels_last=channels_last, fuse_bn=fuse_bn,
-            )  # fmt: skip
-        else:
-            from vox3d.ict_regressor import make_regressor
-
-            self.model_file = cfg.regressor_file
-            if channels_last or fuse_bn:  # fold the BatchNorms in fp32, then cast
-                ref = make_regressor(self.model_file, cfg.n_id, cfg.n_exp)
-                self.regressor = Regressor(
-                    ref.model.state_dict(), (ref.mean, ref.std), widen=ref.model.widen_factor,
-                    num_params=ref.num_params, device=self.device, precision=cfg.precision,
-                    channels_last=channels_last, fuse_bn=fuse_bn,
-                )  # fmt: skip
-            else:
-                self.regressor = make_regressor(
-                    self.model_file, cfg.n_id, cfg.n_exp, self.device, cfg.precision
-                )
+        self.model_file = cfg.regressor_file
+        self.regressor = build_regressor(
+            cfg, self.device, cfg.precision, channels_last=channels_last, fuse_bn=fuse_bn
+        )
         self.landmarker = None
         if cfg.landmarks == "fan":
             from vox3d.face_model import load_face_model
@@ -432,6 +425,39 @@ class Fitter:
                     host["params"],
                 )  # fmt: skip
         return self._classify(out, th)
+
+
+def build_regressor(
+    cfg: FitConfig,
+    device: str = "cpu",
+    precision: str = "fp32",
+    channels_last: bool = False,
+    fuse_bn: bool = False,
+):
+    """The fit's image -> parameters regressor (:class:`vox3d.regressor.Regressor`) of
+    `cfg`: 3DDFA-V2's MobileNet with ``assets.tddfa_*`` for BFM, the ICT checkpoint
+    (``fit.ict_regressor``, its json's whitening) for ICT.  The fit stage and the
+    unsupervised variant's teacher (:mod:`vox3d.distill`) are built here."""
+    from vox3d import paths
+    from vox3d.regressor import Regressor
+
+    if cfg.face_model == "bfm":
+        weights = cfg.regressor_file
+        return Regressor(
+            weights, cfg.tddfa_param_mean_std or paths.PARAM_MEAN_STD,
+            widen=1.0 if "mb1" in Path(weights).name else 0.5, num_params=cfg.layout.n,
+            device=device, precision=precision, channels_last=channels_last, fuse_bn=fuse_bn,
+        )  # fmt: skip
+    from vox3d.ict_regressor import make_regressor
+
+    if channels_last or fuse_bn:  # fold the BatchNorms in fp32, then cast
+        ref = make_regressor(cfg.regressor_file, cfg.n_id, cfg.n_exp)
+        return Regressor(
+            ref.model.state_dict(), (ref.mean, ref.std), widen=ref.model.widen_factor,
+            num_params=ref.num_params, device=device, precision=precision,
+            channels_last=channels_last, fuse_bn=fuse_bn,
+        )  # fmt: skip
+    return make_regressor(cfg.regressor_file, cfg.n_id, cfg.n_exp, device, precision)
 
 
 def regressor_layout(device: str, precision: str) -> tuple[bool, bool]:
@@ -805,7 +831,7 @@ def _run_shard(shard, videos, fitter, cfg, extract_path, progress):
 
     if fitter.tensor_path:
         return _run_shard_tensor(shard, videos, fitter, cfg, extract_path, progress)
-    chunks: dict[str, list[np.ndarray]] = {k: [] for k in FRAME_FIELDS}
+    chunks: dict[str, list[np.ndarray]] = {k: [] for k in (*FRAME_FIELDS, "crop")}
     read_errors: dict[int, str] = {}
     pending: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # (video, first, frames, t)
     n_pending = 0
@@ -816,9 +842,12 @@ def _run_shard(shard, videos, fitter, cfg, extract_path, progress):
         nonlocal pending, n_pending
         if not pending:
             return
-        res = fitter.fit_frames([fr for p in pending for fr in p[2]])
+        frames = [fr for p in pending for fr in p[2]]
+        res = fitter.fit_frames(frames)
         for k, v in res.items():
             chunks[k].append(v)
+        if cfg.keep_crops:
+            chunks["crop"].append(kept_crops(frames, res["roi"], res["keep"]))
         chunks["video"].append(
             np.concatenate([np.full(len(p[2]), p[0], np.int32) for p in pending])
         )
@@ -872,7 +901,7 @@ def _run_shard_tensor(shard, videos, fitter, cfg, extract_path, progress):
     import torch
     from tqdm import tqdm
 
-    chunks: dict[str, list[np.ndarray]] = {k: [] for k in FRAME_FIELDS}
+    chunks: dict[str, list[np.ndarray]] = {k: [] for k in (*FRAME_FIELDS, "crop")}
     read_errors: dict[int, str] = {}
     total = int(sum(int(v.get("frame_count", 0)) for v in videos))
     bar = tqdm(
@@ -901,6 +930,8 @@ def _run_shard_tensor(shard, videos, fitter, cfg, extract_path, progress):
             clk.add("batch wall", time.perf_counter() - t0)
         for k, v in res.items():
             chunks[k].append(v)
+        if cfg.keep_crops:
+            chunks["crop"].append(kept_crops(b.frames, res["roi"], res["keep"]))
         chunks["video"].append(
             np.concatenate([np.full(e - s, vi, np.int32) for vi, s, e in b.segments])
         )
@@ -925,6 +956,23 @@ def _concat_fields(chunks: dict, n_params: int, with_landmarks: bool) -> dict[st
         if k == "landmark_nme" and not with_landmarks:
             continue
         out[k] = np.concatenate(chunks[k]) if chunks[k] else empty[k]
+    if chunks.get("crop"):
+        out["crop"] = np.concatenate(chunks["crop"])
+    return out
+
+
+def kept_crops(frames_rgb, roi: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The JPEG bytes (:func:`vox3d.fit_shard.encode_crop`) of the 120x120 BGR crop of each
+    kept frame, cut as the regressor's (:func:`vox3d.crop.crop_image`, cv2-exact with the
+    device path's :func:`vox3d.crop.crop_batch_torch`): ``(N,) object`` array, ``None`` for
+    frames not kept.  frames_rgb: N frames ``(H, W, 3) uint8`` RGB; roi: ``(N, 4)``."""
+    from vox3d.crop import crop_image
+    from vox3d.fit_shard import encode_crop
+
+    out = np.empty(len(keep), dtype=object)
+    for i in np.flatnonzero(keep):
+        bgr = np.ascontiguousarray(np.asarray(frames_rgb[i])[..., ::-1])
+        out[i] = encode_crop(crop_image(bgr, roi[i]))
     return out
 
 

@@ -160,7 +160,7 @@ def plot_identity_panels(
     fm = face_model
     pr = Predictions.read(predictions_h5)
     ids = list(pr.identities[:n])
-    pred = {i: v for i, v in pr.method("model").items() if i in ids}
+    pred = {i: v for i, v in pr.method(pr.voice_method).items() if i in ids}
     tgt = {i: v for i, v in pr.targets["fitted"].items() if i in ids}
     gt = {i: v for i, v in pr.targets.get("ground_truth", {}).items() if i in ids}
     ids = [i for i in ids if i in pred and i in tgt]
@@ -333,7 +333,7 @@ def voice_direction_points(
     has_gt = pr.has_ground_truth
     tkey = "ground_truth" if has_gt else "fitted"
     space, k = pr.target_space, pr.n_id
-    grp, truth = pr.method("model", tkey), pr.targets[tkey]
+    grp, truth = pr.method(pr.voice_method, tkey), pr.targets[tkey]
     ids = [i for i in pr.identities if i in grp and i in truth]
     pred = np.stack([np.asarray(grp[i], np.float64).mean(0) for i in ids])
     true = np.stack([np.asarray(truth[i], np.float64) for i in ids])

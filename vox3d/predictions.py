@@ -151,6 +151,14 @@ class Predictions:
     def has_ground_truth(self) -> bool:
         return "ground_truth" in self.targets
 
+    @property
+    def voice_method(self) -> str:
+        """The voice model the figures show: ``model`` (supervised) when evaluated, else
+        ``unsupervised`` (``train.mode: unsupervised``)."""
+        return (
+            "model" if self.method("model") or not self.method("unsupervised") else "unsupervised"
+        )
+
     def method(self, name: str, target: str = "fitted") -> dict[str, np.ndarray]:
         """``{identity: (N, K)}`` of one method scored against `target` (empty if absent)."""
         return self.by_target.get(target, {}).get(name, {})

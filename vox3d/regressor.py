@@ -118,6 +118,22 @@ class MobileNetV1(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x))
 
+    def taps(
+        self, x: torch.Tensor, names: tuple[str, ...] = ()
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Spatially pooled activations ``(B, C_i)`` after the blocks `names` (in block
+        order) and after the last block, and the output ``(B, num_classes)``: the
+        features the unsupervised variant distils (:func:`vox3d.distill.pkt_loss`)."""
+        fused = self.cudnn_relu
+        x = _conv_bn_relu(self.conv1, self.bn1, x, fused)
+        out = []
+        for name, _, _ in _BLOCKS:
+            x = getattr(self, name)(x, fused)
+            if name in names:
+                out.append(x.mean((2, 3)))
+        pooled = x.mean((2, 3))
+        return [*out, pooled], self.fc(pooled)
+
 
 def build_mobilenet(
     widen_factor: float = 0.5, num_classes: int = 62, input_channels: int = 3

@@ -19,12 +19,9 @@ such as BFM without ``bfm_noneck_v3.pkl``): the loss is ``param_weight * MSE`` o
 standardised identity coefficients alone (vertex and ratio weights are 0) and no face
 model is loaded; the model file records ``target_space`` and ``notes`` for evaluation.
 
-Unsupervised / knowledge-distillation variant (CMP sec. 3.2): not implemented yet.  It
-trains a voice -> face *image* GAN and distils a pretrained image -> 3D network
-(SynergyNet) into a student through the generated images; it needs a face-image GAN,
-a face-image training set and a pretrained image-to-3D teacher that predicts our face
-model's coefficients (the fit stage's regressor could serve as teacher).  That is a
-separate training of hours on a GPU; ``train.mode`` accepts only ``supervised`` for now.
+The unsupervised / knowledge-distillation variant (CMP sec. 3.2) lives in
+:mod:`vox3d.distill` (its voice encoder's pretraining in :mod:`vox3d.speaker`);
+``train.mode`` picks which variants the workflow trains.
 
 Checkpoints (plain dicts of tensors / numbers / strings, loadable with
 ``weights_only=True``) are written atomically every ``checkpoint_every`` steps; a rerun
@@ -112,9 +109,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.mode != "supervised":
             raise ValueError(
-                f"train.mode {self.mode!r} is not implemented: only 'supervised' "
-                "(see vox3d/train.py: the unsupervised KD variant needs a face-image GAN "
-                "and an image-to-3D teacher)"
+                f"TrainConfig describes the supervised model, not {self.mode!r} (the "
+                "unsupervised variant: vox3d.distill.DistillConfig)"
             )
         if not 1 <= self.crop_min <= self.crop_max:
             raise ValueError(
@@ -654,6 +650,7 @@ def run_train(
     """
     s = dict(settings)
     preset = s.pop("preset", "demo")
+    s.pop("mode", None)  # which variants the workflow trains; this is the supervised one
     device = s.pop("device", "auto")
     split_method = s.pop("split", "auto")
     val_fraction = float(s.pop("val_fraction", 0.2))

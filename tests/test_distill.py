@@ -1,0 +1,342 @@
+"""The unsupervised variant (issue 20): crops kept by the fit, the networks and losses of
+vox3d.distill, the speaker pretraining, and a training run that reads no 3D label."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from vox3d import distill
+from vox3d.fit_shard import FitShard, FitShardError, decode_crop, encode_crop, write_fit_shard
+from vox3d.params import ict_layout
+from vox3d.quality import Thresholds
+
+
+def _fitter(n_id=40, n_exp=10):
+    return SimpleNamespace(
+        cfg=SimpleNamespace(
+            face_model="ict", thresholds=Thresholds(), precision="fp32", landmarks="none"
+        ),
+        layout=ict_layout(n_id, n_exp),
+        model_file="ict_regressor.pth",
+    )
+
+
+def _face(rng, shade):
+    """A smooth 120x120 BGR image (JPEG-friendly) with a per-person shade."""
+    y, x = np.mgrid[0:120, 0:120]
+    base = 90 + 60 * np.exp(-((x - 60) ** 2 + (y - 55) ** 2) / 900.0)
+    img = np.stack([base * s for s in shade], -1) + rng.normal(0, 2, (120, 120, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _shard(path, rng, identities, frames_per_video=6, n_id=40, n_exp=10, crops=True):
+    videos = [{"video": f"{i}/v/{k}.mp4", "identity": i} for i in identities for k in range(2)]
+    n = len(videos) * frames_per_video
+    video = np.repeat(np.arange(len(videos), dtype=np.int32), frames_per_video)
+    keep = rng.random(n) < 0.8
+    frames = {
+        "video": video,
+        "keep": keep,
+        "params": rng.normal(0, 1, (n, 12 + n_id + n_exp)).astype(np.float32),
+    }
+    shade = {i: rng.uniform(0.6, 1.2, 3) for i in identities}
+    if crops:
+        c = np.empty(n, object)
+        for r in np.flatnonzero(keep):
+            c[r] = encode_crop(_face(rng, shade[videos[video[r]]["identity"]]))
+        frames["crop"] = c
+    write_fit_shard(path, videos, frames, [], {"frames": n}, _fitter(n_id, n_exp))
+    return frames
+
+
+# ------------------------------------------------------------------ crops in the fit shard
+
+
+def test_fit_shard_keeps_the_crops_of_kept_frames(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = _shard(tmp_path / "s.h5", rng, ["idA", "idB"])
+    shard = FitShard.read(tmp_path / "s.h5")
+    assert "crop" not in shard.frames and shard.has_crops
+    rows, imgs = shard.crops()
+    assert np.array_equal(rows, np.flatnonzero(frames["keep"]))
+    for r, img in zip(rows, imgs, strict=True):
+        assert np.array_equal(img, decode_crop(frames["crop"][r]))
+    some = rows[[3, 0]]
+    got_rows, got = shard.crops(some)
+    assert np.array_equal(got_rows, some) and np.array_equal(got, imgs[[3, 0]])
+    missing = np.flatnonzero(~frames["keep"])[:1]
+    with pytest.raises(FitShardError, match="no crop"):
+        shard.crops(missing)
+
+
+def test_a_shard_without_crops_says_how_to_get_them(tmp_path):
+    _shard(tmp_path / "s.h5", np.random.default_rng(1), ["idA"], crops=False)
+    shard = FitShard.read(tmp_path / "s.h5")
+    assert not shard.has_crops
+    with pytest.raises(FitShardError, match=r"s\.h5.*keep_crops"):
+        shard.crops()
+
+
+def test_jpeg_crops_stay_close_to_the_regressor_input():
+    img = _face(np.random.default_rng(2), (1.0, 0.9, 0.8))
+    back = decode_crop(encode_crop(img))
+    assert back.shape == img.shape and back.dtype == np.uint8
+    assert np.abs(back.astype(int) - img).mean() < 3.0
+    assert np.array_equal(encode_crop(img), encode_crop(img))  # deterministic bytes
+
+
+def test_kept_crops_cuts_what_the_fit_regressed():
+    from vox3d.crop import crop_image
+    from vox3d.fit import kept_crops
+
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 255, (90, 100, 3), dtype=np.uint8) for _ in range(3)]
+    roi = np.array([[10, 5, 70, 65], [0, 0, 50, 50], [20, 20, 80, 80]], np.float64)
+    keep = np.array([True, False, True])
+    out = kept_crops(frames, roi, keep)
+    assert out[1] is None
+    for i in (0, 2):
+        ref = crop_image(np.ascontiguousarray(frames[i][..., ::-1]), roi[i])
+        assert np.array_equal(decode_crop(out[i]), decode_crop(encode_crop(ref)))
+
+
+def test_keep_crops_auto_follows_the_train_mode():
+    from vox3d.fit import crops_needed
+
+    assert not crops_needed({"train": {"mode": "supervised"}, "fit": {"keep_crops": "auto"}})
+    assert crops_needed({"train": {"mode": "both"}, "fit": {"keep_crops": "auto"}})
+    assert crops_needed({"train": {"mode": "unsupervised"}, "fit": {}})
+    assert crops_needed({"train": {"mode": "supervised"}, "fit": {"keep_crops": True}})
+    assert not crops_needed({"train": {"mode": "both"}, "fit": {"keep_crops": False}})
+
+
+# ------------------------------------------------------------------ networks and losses
+
+
+def test_generator_and_trunk_shapes():
+    g = distill.Generator(64, (32, 16, 8, 8, 4))
+    img = g(torch.nn.functional.normalize(torch.randn(5, 64), dim=1))
+    assert img.shape == (5, 3, 64, 64) and img.abs().max() <= 1.0
+    t = distill.FaceTrunk(7, (4, 8, 8, 16, 16))
+    rf, cls = t(img)
+    assert rf.shape == (5,) and cls.shape == (5, 7)
+    x = distill.to_regressor_input(img)
+    assert x.shape == (5, 3, 120, 120)
+    # pixel p = (x + 1) 127.5 normalised as (p - 127.5) / 128, the regressor's convention
+    white = distill.to_regressor_input(torch.ones(1, 3, 64, 64))
+    assert torch.allclose(white, torch.full_like(white, 127.5 / 128))
+
+
+def test_image_round_trip():
+    u8 = np.random.default_rng(4).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    assert np.array_equal(distill.tensor_to_images(distill.images_to_tensor(u8)), u8)
+
+
+def test_pkt_loss_is_zero_for_the_same_geometry_only():
+    rng = torch.Generator().manual_seed(0)
+    a = torch.randn(16, 32, generator=rng)
+    assert float(distill.pkt_loss(a, a)) == pytest.approx(0.0, abs=1e-7)
+    # invariant to the features' scale and to a rotation of the feature space
+    q, _ = torch.linalg.qr(torch.randn(32, 32, generator=rng))
+    assert float(distill.pkt_loss(3.0 * a @ q, a)) == pytest.approx(0.0, abs=1e-6)
+    # different similarity structure: positive; a shuffled teacher: larger than a close one
+    b = a + 0.3 * torch.randn(16, 32, generator=rng)
+    c = a[torch.randperm(16, generator=rng)] + torch.randn(16, 32, generator=rng)
+    assert 0 < float(distill.pkt_loss(b, a)) < float(distill.pkt_loss(c, a))
+
+
+def test_triplet_loss_skips_same_speaker_negatives():
+    a = torch.tensor([[0.0, 0.0], [5.0, 0.0], [5.0, 0.1]])
+    p = a.clone()
+    # item 1's negative is item 2's positive, the same speaker: left out; the others are far
+    lab = torch.tensor([0, 1, 1])
+    assert float(distill.triplet_loss(a, p, lab)) == pytest.approx(0.0)
+    # all of one speaker: no triplet, zero (and differentiable)
+    z = distill.triplet_loss(a.requires_grad_(), p, torch.zeros(3, dtype=torch.long))
+    z.backward()
+    assert float(z.detach()) == 0.0
+    # a negative closer than the positive costs the margin and more
+    a2 = torch.tensor([[0.0, 0.0], [0.1, 0.0]])
+    p2 = torch.tensor([[2.0, 0.0], [0.1, 0.0]])
+    assert float(distill.triplet_loss(a2, p2, torch.tensor([0, 1]))) > distill.TRIPLET_MARGIN
+
+
+def test_distill_presets_and_bad_settings():
+    assert distill.distill_config({}).steps == 300
+    paper = distill.distill_config({"preset": "paper"})
+    assert paper.steps == 50000 and tuple(paper.generator_channels) == (1024, 512, 256, 128, 64)
+    assert distill.distill_config({"steps": 7, "batch_size": None}).steps == 7
+    with pytest.raises(ValueError, match="preset"):
+        distill.distill_config({"preset": "huge"})
+    with pytest.raises(ValueError, match="batch_size"):
+        distill.distill_config({"batch_size": 1})
+
+
+# ------------------------------------------------------------------ a training run, no 3D labels
+
+
+def _features(path, rng, identities, utts=3, frames=160):
+    """A 64-band log-mel feature shard through the stage's writer: each speaker a band
+    profile of its own."""
+    from vox3d import fbank, features
+
+    kept = []
+    for j, ident in enumerate(identities):
+        prof = np.sin(np.arange(64) * (j + 1) / 9.0)
+        for u in range(utts):
+            x = (prof + rng.normal(0, 0.5, (frames, 64))).astype(np.float32)
+            f = fbank.UtteranceFeatures(
+                x, np.zeros(64, np.float32), np.ones(64, np.float32), frames
+            )
+            kept.append(features.Utterance(f"{ident}/yt/{u:05d}.mp4", ident, f))
+    features.write(path, kept, [], fbank.FeatureConfig(), chunk_frames=64)
+
+
+@pytest.fixture(scope="module")
+def tiny_inputs(tmp_path_factory):
+    pytest.importorskip("cv2")
+    tmp = tmp_path_factory.mktemp("distill")
+    rng = np.random.default_rng(5)
+    ids = [f"id{k:05d}" for k in range(8)]
+    (tmp / "fit").mkdir()
+    _shard(tmp / "fit" / "shard-00000.h5", rng, ids[:4])
+    _shard(tmp / "fit" / "shard-00001.h5", rng, ids[4:])
+    (tmp / "features").mkdir()
+    _features(tmp / "features" / "shard-00000.h5", rng, ids)
+    return tmp, ids
+
+
+def _settings():
+    return {
+        "split": "hash",
+        "val_fraction": 0.3,
+        "voice_encoder": {"steps": 6, "batch_size": 8, "crop_min": 40, "crop_max": 60},
+        "unsupervised": {"steps": 4, "batch_size": 4, "checkpoint_every": 2},
+    }
+
+
+def _train(tmp, out, fit_dir):
+    from vox3d.config import load_config
+    from vox3d.fit import FitConfig
+    from vox3d.speaker import run_pretrain_voice
+
+    out.mkdir(parents=True, exist_ok=True)
+    feats = sorted(str(p) for p in (tmp / "features").glob("*.h5"))
+    run_pretrain_voice(
+        _settings(), feats, None, out / "voice_encoder.pt", out / "enc.csv", progress=False
+    )
+    fit_cfg = FitConfig.from_config(load_config())
+    return distill.run_train_unsupervised(
+        _settings(), feats, sorted(fit_dir.glob("shard-*.h5")), None, out / "voice_encoder.pt", fit_cfg,
+        out / "unsupervised.pt", out / "log.csv", out / "split.tsv", progress=False,
+    )  # fmt: skip
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_unsupervised_training_reads_no_3d_label_and_repeats_its_bytes(tiny_inputs, tmp_path):
+    tmp, ids = tiny_inputs
+    info = _train(tmp, tmp_path / "a", tmp / "fit")
+    assert set(info["identities"]).isdisjoint(info["val_identities"])
+    assert info["n_face_crops"] > 0 and 0.0 <= info["generated_identity_accuracy"] <= 1.0
+    # the same run again: the same bytes (fixed seeds, CPU)
+    _train(tmp, tmp_path / "b", tmp / "fit")
+    for name in ("voice_encoder.pt", "unsupervised.pt", "log.csv", "split.tsv"):
+        assert _sha(tmp_path / "a" / name) == _sha(tmp_path / "b" / name), name
+    # every 3D label replaced by noise: the fitted parameters in the fit shards, and an
+    # identities.h5 / ground_truth.h5 beside them; the model's bytes do not move
+    noisy = tmp_path / "noisy_fit"
+    shutil.copytree(tmp / "fit", noisy)
+    rng = np.random.default_rng(99)
+    for p in noisy.glob("*.h5"):
+        with h5py.File(p, "r+") as f:
+            f["frames/params"][...] = rng.normal(0, 5, f["frames/params"].shape)
+    for name in ("identities.h5", "ground_truth.h5"):
+        with h5py.File(noisy / name, "w") as f:
+            f["noise"] = rng.normal(size=(8, 40))
+    _train(tmp, tmp_path / "c", noisy)
+    assert _sha(tmp_path / "a" / "unsupervised.pt") == _sha(tmp_path / "c" / "unsupervised.pt")
+    # and the crops do matter: other faces, another model
+    other = tmp_path / "other_fit"
+    rng2 = np.random.default_rng(7)
+    other.mkdir()
+    _shard(other / "shard-00000.h5", rng2, ids[:4])
+    _shard(other / "shard-00001.h5", rng2, ids[4:])
+    _train(tmp, tmp_path / "d", other)
+    assert _sha(tmp_path / "a" / "unsupervised.pt") != _sha(tmp_path / "d" / "unsupervised.pt")
+
+
+def test_unsupervised_model_serves_coefficients(tiny_inputs, tmp_path):
+    tmp, _ = tiny_inputs
+    _train(tmp, tmp_path, tmp / "fit")
+    m = distill.load_unsupervised(tmp_path / "unsupervised.pt")
+    x = torch.randn(2, 120, 64)
+    faces = m.faces(x)
+    assert faces.shape == (2, 3, 64, 64)
+    params = m.params(x)
+    assert params.shape == (2, 62) and torch.isfinite(params).all()
+    coef = m.coefficients(x)
+    assert coef.shape == (2, 40) and torch.isfinite(coef).all()
+    # calibrated: the posterior mean of the teacher's raw identity outputs
+    from vox3d.identities import calibrated_gain
+
+    cal = m.meta["calibration"]
+    assert cal is not None
+    raw = params[:, 12:52].double().numpy()
+    want = (raw - np.asarray(cal["bias"])) * calibrated_gain(cal, 1)
+    assert np.allclose(coef.numpy(), want, atol=1e-5)
+
+
+def test_missing_crops_or_teacher_fail_clearly(tiny_inputs, tmp_path):
+    tmp, ids = tiny_inputs
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    _shard(bare / "shard-00000.h5", np.random.default_rng(8), ids, crops=False)
+    with pytest.raises(FitShardError, match="keep_crops"):
+        _train(tmp, tmp_path / "x", bare)
+    from vox3d.fit import FitConfig
+
+    with pytest.raises(FileNotFoundError, match="teacher"):
+        distill.load_teacher(FitConfig(ict_regressor=str(tmp_path / "nope.pth")))
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    from vox3d.safeload import BadModelFileError
+
+    with pytest.raises(BadModelFileError, match="junk"):
+        distill.load_unsupervised(tmp_path / "junk.pt")
+
+
+def test_speaker_pretraining_learns_voices_not_labels():
+    from vox3d.speaker import SpeakerConfig, pretrain_encoder, utterance_accuracy
+    from vox3d.train import UtteranceBank
+
+    rng = np.random.default_rng(11)
+    n = 6
+    prof = [np.sin(np.arange(64) * (j + 1) / 9.0) for j in range(n)]
+
+    def utt(j):
+        return (prof[j] + rng.normal(0, 0.7, (150, 64))).astype(np.float32)
+
+    train = [(utt(j), j) for j in range(n) for _ in range(3)]
+    held = [(utt(j), j) for j in range(n)]
+    cfg = SpeakerConfig(steps=30, batch_size=12, crop_min=40, crop_max=80)
+    model, rows = pretrain_encoder(
+        UtteranceBank([f for f, _ in train], [j for _, j in train]), cfg, False
+    )
+    assert len(rows) == 30 and rows[-1]["loss"] < rows[0]["loss"]
+    acc = utterance_accuracy(model, [f for f, _ in held], [j for _, j in held])
+    assert acc >= 0.8
+    # control: labels shuffled across utterances, no voice-speaker link left to learn
+    perm = np.random.default_rng(0).permutation(len(train))
+    shuffled = UtteranceBank([train[i][0] for i in perm], [j for _, j in train])
+    model_s, _ = pretrain_encoder(shuffled, cfg, False)
+    assert utterance_accuracy(model_s, [f for f, _ in held], [j for _, j in held]) < acc
