@@ -22,7 +22,7 @@ export PYTHONHASHSEED := 0
 
 SIM3DR_SRC := $(wildcard Sim3DR/*.pyx Sim3DR/*.cpp Sim3DR/*.h Sim3DR/*.pxd)
 
-.PHONY: setup run test test-fast lint fmt bench clean report
+.PHONY: setup run test test-fast lint fmt bench clean report run-both
 
 setup: $(STAMP)
 
@@ -43,6 +43,11 @@ run: setup
 
 report: setup
 	$(BIN)/snakemake --cores $(CORES) --profile profiles/default --report report.html
+
+# Both voice models side by side: the supervised one and CMP's unsupervised variant
+# (knowledge distillation, no 3D labels; vox3d/distill.py), on the embedded default.
+run-both: setup
+	$(BIN)/snakemake --cores $(CORES) --profile profiles/default --config train='{mode: both}'
 
 # A test still running after 30 minutes is hung (the longest take a few): pytest-timeout
 # then prints every thread's stack and stops the run, instead of CI's 90 minutes running out.

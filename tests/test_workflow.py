@@ -71,7 +71,10 @@ def test_whole_workflow_on_a_tiny_synthetic_corpus(tmp_path):
     oracle = {i: 0.0 * fitted[i] for i in fitted}
     rows_oracle = fa.accuracy_table(area, oracle, truth, held_out=())
     assert not reads_identity({k: str(v) for k, v in rows_oracle[-1].items()})
-    for m in ("model", "population_mean", "train_mean", "gender_mean", "shuffled_voice"):
+    for m in (
+        "model", "unsupervised", "population_mean", "train_mean", "gender_mean",
+        "shuffled_voice", "unsupervised_shuffled",
+    ):  # fmt: skip
         assert (m, "fitted") in methods and (m, "ground_truth") in methods
     with open(out / "evaluate" / "comparisons.tsv", newline="") as fh:
         comp = list(csv.DictReader(fh, delimiter="\t"))
@@ -80,6 +83,11 @@ def test_whole_workflow_on_a_tiny_synthetic_corpus(tmp_path):
         for b in ("population_mean", "train_mean", "gender_mean", "shuffled_voice")
     }  # fmt: skip
     assert all(0 < float(c["p"]) <= 1 for c in comp)
+    # the unsupervised variant is compared with the baselines, its own shuffled-voice
+    # control and the supervised model (train.mode: both)
+    assert {(c["baseline"]) for c in comp if c["method"] == "unsupervised"} == {
+        "population_mean", "train_mean", "gender_mean", "unsupervised_shuffled", "model",
+    }  # fmt: skip
     for r in rows:
         for col in ("are_er", "are_fr", "are_mr", "are_cr", "are_mean", "rmse"):
             v = float(r[col])
@@ -92,7 +100,10 @@ def test_whole_workflow_on_a_tiny_synthetic_corpus(tmp_path):
         losses = [float(r["loss"]) for r in csv.DictReader(fh)]
     assert len(losses) >= 2 and losses[-1] < losses[0], losses
 
-    for name in ("are_bars", "training_curves", "dataset_stats", "identities"):
+    for name in (
+        "are_bars", "training_curves", "dataset_stats", "identities", "unsupervised_faces",
+        "gan_curves",
+    ):  # fmt: skip
         png = out / "evaluate" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
 
@@ -149,6 +160,8 @@ def test_whole_workflow_on_a_tiny_synthetic_corpus(tmp_path):
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", refit.stdout + refit.stderr, re.M))
     assert int(jobs.get("fit_shard", 0)) == len(list((out / "fit").glob("shard-*.h5"))) > 0, jobs
     assert int(jobs.get("fit_identities", 0)) == 1, jobs
+    # ... and the unsupervised variant, whose teacher it is
+    assert int(jobs.get("train_unsupervised", 0)) == 1, jobs
 
     report = tmp_path / "report.html"
     rep = _snakemake([*common, "--report", str(report)], tmp_path)
@@ -156,5 +169,5 @@ def test_whole_workflow_on_a_tiny_synthetic_corpus(tmp_path):
     html = report.read_text(errors="replace")
     assert "<html" in html.lower() and len(html) > 50_000
     for name in ("are_bars.png", "identities.png", "metrics.tsv", "comparisons.tsv",
-                 "comparisons.png"):  # fmt: skip
+                 "comparisons.png", "unsupervised_faces.png", "gan_curves.png"):  # fmt: skip
         assert name in html, name

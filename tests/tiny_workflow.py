@@ -1,5 +1,6 @@
 """The tiny synthetic workflow shared by the end-to-end tests (tests/test_workflow.py and
-tests/reliability/): 10 identities, 20 clips of 2 s, 3 shards, a 40-step training run."""
+tests/reliability/): 10 identities, 20 clips of 2 s, 3 shards, a 40-step supervised
+training run and a 6-step unsupervised one (train.mode: both)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ TINY = {
         "batch_size": 8,
         "crop_min": 50,
         "crop_max": 100,
+        # both voice models, side by side (the unsupervised variant: a few steps)
+        "mode": "both",
+        "voice_encoder": {"steps": 20, "batch_size": 8},
+        "unsupervised": {"steps": 6, "batch_size": 4, "checkpoint_every": 3},
     },
     "evaluate": {"bootstrap": 50, "n_figures": 2},
 }
