@@ -46,7 +46,7 @@ def main() -> int:
     import torch
 
     from vox3d.config import load_config
-    from vox3d.distill import run_train_unsupervised
+    from vox3d.distill_train import run_train_unsupervised
     from vox3d.evaluate import run_evaluate
     from vox3d.face_model import face_model_settings
     from vox3d.fit import FitConfig, fit_shard

@@ -20,7 +20,7 @@ with job_log(smk.log[0]):
             smk.output.log_csv, threads=smk.threads,
         )  # fmt: skip
     else:
-        from vox3d.distill import run_train_unsupervised
+        from vox3d.distill_train import run_train_unsupervised
         from vox3d.fit import FitConfig
 
         run_train_unsupervised(

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from vox3d import distill
+from vox3d import distill, distill_train
 from vox3d.fit_shard import FitShard, FitShardError, decode_crop, encode_crop, write_fit_shard
 from vox3d.params import ict_layout
 from vox3d.quality import Thresholds
@@ -234,7 +234,7 @@ def _train(tmp, out, fit_dir):
         _settings(), feats, None, out / "voice_encoder.pt", out / "enc.csv", progress=False
     )
     fit_cfg = FitConfig.from_config(load_config())
-    return distill.run_train_unsupervised(
+    return distill_train.run_train_unsupervised(
         _settings(), feats, sorted(fit_dir.glob("shard-*.h5")), None, out / "voice_encoder.pt", fit_cfg,
         out / "unsupervised.pt", out / "log.csv", out / "split.tsv", progress=False,
     )  # fmt: skip
@@ -340,3 +340,32 @@ def test_speaker_pretraining_learns_voices_not_labels():
     shuffled = UtteranceBank([train[i][0] for i in perm], [j for _, j in train])
     model_s, _ = pretrain_encoder(shuffled, cfg, False)
     assert utterance_accuracy(model_s, [f for f, _ in held], [j for _, j in held]) < acc
+
+
+def test_a_killed_unsupervised_training_resumes_to_the_same_bytes(
+    tiny_inputs, tmp_path, monkeypatch, capsys
+):
+    """Interrupted after its step-2 state (checkpoint_every 2), the rerun resumes there and
+    ends with the bytes of an uninterrupted run."""
+    tmp, _ = tiny_inputs
+    _train(tmp, tmp_path / "clean", tmp / "fit")
+    real = distill.triplet_loss
+    calls = {"n": 0}
+
+    def dies_at_step_3(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(distill, "triplet_loss", dies_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp, tmp_path / "killed", tmp / "fit")
+    assert (tmp_path / "killed" / "unsupervised_state" / "state.pt").is_file()
+    assert not (tmp_path / "killed" / "unsupervised.pt").exists()
+    monkeypatch.setattr(distill, "triplet_loss", real)
+    capsys.readouterr()
+    _train(tmp, tmp_path / "killed", tmp / "fit")
+    assert "resuming the unsupervised training at step 2" in capsys.readouterr().out
+    for name in ("unsupervised.pt", "log.csv"):
+        assert _sha(tmp_path / "clean" / name) == _sha(tmp_path / "killed" / name), name
