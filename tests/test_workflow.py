@@ -171,3 +171,30 @@ def test_whole_workflow_on_a_tiny_synthetic_corpus(tmp_path):
     for name in ("are_bars.png", "identities.png", "metrics.tsv", "comparisons.tsv",
                  "comparisons.png", "unsupervised_faces.png", "gan_curves.png"):  # fmt: skip
         assert name in html, name
+
+
+@pytest.mark.slow
+def test_unsupervised_mode_alone_trains_and_scores_only_that_variant(tmp_path):
+    """train.mode: unsupervised: no supervised model is trained; the evaluation, its split
+    and the figures come from the unsupervised variant (rows unsupervised, its shuffled
+    control and the baselines)."""
+    out = tmp_path / "out"
+    cfg = tmp_path / "tiny.yaml"
+    train = {**TINY["train"], "mode": "unsupervised"}
+    cfg.write_text(yaml.safe_dump({**TINY, "train": train, "out_dir": str(out)}))
+    common = ["--cores", "2", "--configfile", str(ROOT / "config.yaml"), str(cfg)]
+    run = _snakemake(["evaluate", "figures", "unsupervised_figures", *common], tmp_path)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert not (out / "train" / "model.pt").exists()
+    with open(out / "evaluate" / "metrics.tsv", newline="") as fh:
+        methods = {r["method"] for r in csv.DictReader(fh, delimiter="\t")}
+    assert methods == {
+        "unsupervised", "unsupervised_shuffled", "population_mean", "train_mean", "gender_mean",
+    }  # fmt: skip
+    with open(out / "train" / "unsupervised_split.tsv", newline="") as fh:
+        held = {r["identity"] for r in csv.DictReader(fh, delimiter="\t") if r["set"] == "val"}
+    from vox3d.predictions import Predictions
+
+    assert set(Predictions.read(out / "evaluate" / "predictions.h5").identities) <= held
+    for name in ("identities", "training_curves", "unsupervised_faces", "gan_curves"):
+        assert (out / "evaluate" / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name

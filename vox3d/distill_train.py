@@ -31,6 +31,7 @@ from torch import nn
 from vox3d import distill as D
 from vox3d.distill import (
     EMBED_DIM,
+    LOG_COLUMNS,
     PARAM_WEIGHT,
     PKT_MID_BLOCK,
     PKT_WEIGHT,
@@ -90,8 +91,10 @@ def train_distill(
     work_dir: str | os.PathLike,
     progress: bool = True,
     log=print,
+    device: str = "cpu",
 ) -> tuple[dict, list[dict]]:
-    """Train generator, trunk and student (module docstring) on CPU, deterministic.
+    """Train generator, trunk and student (module docstring) on `device`; deterministic
+    on CPU (same bytes on a rerun).
 
     bank: :class:`vox3d.train.UtteranceBank` of the training identities (labels 0..N-1);
     images: ``(M, 64, 64, 3) uint8`` BGR face crops with ``image_labels (M,)`` in the same
@@ -102,17 +105,18 @@ def train_distill(
     from tqdm import tqdm
 
     torch.manual_seed(cfg.seed)
+    dev = torch.device(device)
     n_cls = int(len(bank.identities))
-    gen = Generator(EMBED_DIM, cfg.generator_channels)
-    trunk = FaceTrunk(n_cls, cfg.trunk_channels)
-    t_net = teacher.model.eval()
+    gen = Generator(EMBED_DIM, cfg.generator_channels).to(dev)
+    trunk = FaceTrunk(n_cls, cfg.trunk_channels).to(dev)
+    t_net = teacher.model.to(dev).eval()
     for p in t_net.parameters():
         p.requires_grad_(False)
     student = copy.deepcopy(t_net)
     for p in student.parameters():
         p.requires_grad_(True)
     student.eval()  # BatchNorm statistics stay the teacher's
-    encoder = encoder.eval()
+    encoder = encoder.to(dev).eval()
     for p in encoder.parameters():
         p.requires_grad_(False)
     betas = tuple(float(b) for b in cfg.betas)
@@ -155,8 +159,9 @@ def train_distill(
         xa, xp, who = _voice_pairs(bank, rng, cfg.batch_size, cfg.crop_min, cfg.crop_max)
         real_idx = np.array([by_label[int(c)][rng.integers(len(by_label[int(c)]))] if int(c) in by_label
                              else rng.integers(len(images)) for c in who.numpy()])  # fmt: skip
-        real = images_to_tensor(images[real_idx])
-        real_lab = torch.from_numpy(image_labels[real_idx].astype(np.int64))
+        real = images_to_tensor(images[real_idx]).to(dev)
+        real_lab = torch.from_numpy(image_labels[real_idx].astype(np.int64)).to(dev)
+        xa, xp, who = xa.to(dev), xp.to(dev), who.to(dev)
         with torch.no_grad():
             e = torch.cat(
                 [jittered(F.normalize(encoder(x.transpose(1, 2)), dim=1), tg) for x in (xa, xp)]
@@ -190,14 +195,12 @@ def train_distill(
         loss.backward()
         opt_g.step()
         step += 1
-        rows.append({
-            "step": step, "loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()),
-            "loss_param": float(loss_param.detach()), "loss_pkt": float(loss_pkt.detach()),
-            "loss_triplet": float(loss_tri.detach()),
-            "d_real": float((rf_real > 0).float().mean()), "d_fake": float((rf_fake < 0).float().mean()),
-            "cls_real": float((cls_real.argmax(1) == real_lab).float().mean()),
-            "cls_fake": float((cls_g.argmax(1) == lab2).float().mean()),
-        })  # fmt: skip
+        stats = torch.stack([
+            loss_d.detach(), loss_g.detach(), loss_param.detach(), loss_pkt.detach(),
+            loss_tri.detach(), (rf_real > 0).float().mean(), (rf_fake < 0).float().mean(),
+            (cls_real.argmax(1) == real_lab).float().mean(), (cls_g.argmax(1) == lab2).float().mean(),
+        ]).tolist()  # one device sync a step  # fmt: skip
+        rows.append({"step": step, **dict(zip(LOG_COLUMNS[1:], stats, strict=True))})
         bar.update(1)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             save_torch_atomic(state_path, {
@@ -207,8 +210,8 @@ def train_distill(
                 "opt_g": opt_g.state_dict(),
             })  # fmt: skip
     bar.close()
-    return {"generator": gen.state_dict(), "trunk": trunk.state_dict(),
-            "student": student.state_dict()}, rows  # fmt: skip
+    cpu = lambda m: {k: v.detach().cpu() for k, v in m.state_dict().items()}  # noqa: E731
+    return {"generator": cpu(gen), "trunk": cpu(trunk), "student": cpu(student)}, rows
 
 
 # --------------------------------------------------------------------------------------
@@ -294,10 +297,14 @@ def run_train_unsupervised(
     bank = UtteranceBank(feats, labels)
     teacher = load_teacher(fit_cfg)
     work = Path(out_model).parent / "unsupervised_state"
+    from vox3d.torch_setup import resolve_device
+
+    device = resolve_device(s.get("device", "auto"), "train.device")
     states, rows = train_distill(
         cfg, bank, np.concatenate(images), np.concatenate(image_labels), encoder, teacher,
-        work, progress,
+        work, progress, device=device,
     )  # fmt: skip
+    encoder = encoder.cpu()
     gen = Generator(EMBED_DIM, cfg.generator_channels)
     gen.load_state_dict(states["generator"])
     trunk = FaceTrunk(len(train_ids), cfg.trunk_channels)
@@ -316,6 +323,7 @@ def run_train_unsupervised(
         "teacher_file": Path(teacher.file).name, "teacher_sha256": teacher.sha256,
         "generated_identity_accuracy": acc, "chance": 1.0 / len(train_ids),
         "n_face_crops": int(sum(len(x) for x in image_labels)), "steps": int(cfg.steps),
+        "device": device,
     }  # fmt: skip
     save_unsupervised(out_model, encoder.state_dict(), states, info)
     write_log_csv(out_log, rows)
