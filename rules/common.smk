@@ -114,6 +114,11 @@ def train_minutes(threads, margin=3.0, floor=10):
     return jobsize.train_minutes(config["train"], threads, margin, floor)
 
 
+def unsupervised_minutes(wildcards):
+    """Runtime request of train_unsupervised (vox3d.jobsize.unsupervised_minutes)."""
+    return jobsize.unsupervised_minutes(config["train"])
+
+
 def train_variants():
     """The voice models train.mode asks for: supervised (rule train), unsupervised (rules
     pretrain_voice, train_unsupervised) or both."""

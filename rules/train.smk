@@ -55,7 +55,8 @@ rule pretrain_voice:
         "../envs/train.yaml"
     threads: 2
     resources:
-        # measured on CPU (2 threads): 400 steps of batch 32 in about 60 s, RSS < 1 GB
+        # measured (bench/results/cpu_unsupervised.txt): 400 steps of batch 32 in 67.6 s on
+        # 2 loaded cores; max RSS 1,000 MiB in a default run_both run
         mem_mb=3000,
         disk_mb=100,
         runtime=30,
@@ -84,10 +85,12 @@ rule train_unsupervised:
         "../envs/train.yaml"
     threads: 2
     resources:
-        # measured on CPU (2 threads, demo preset): 0.43 s a step of batch 16, RSS < 2 GB
+        # measured (bench/results/cpu_unsupervised.txt): demo preset 0.60 s a step of batch
+        # 16 on 2 loaded cores; max RSS 1,168 MiB in a default run_both run; runtime from the
+        # steps and batch (vox3d.jobsize.unsupervised_minutes)
         mem_mb=4000,
         disk_mb=1000,
-        runtime=60,
+        runtime=unsupervised_minutes,
         gpu=job_gpus("train", config["train"]["device"]),
     params:
         settings=config["train"],

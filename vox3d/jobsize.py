@@ -46,6 +46,22 @@ TRAIN_IT_S_CPU_CORE = 1.35
 TRAIN_IT_S_DEMO = 1.9
 
 
+#: Unsupervised variant, demo preset (batch 16) on 2 loaded CPU cores: 300 steps in 178.6 s
+#: (bench/results/cpu_unsupervised.txt).  Sized per sample-step (0.60 s / 16); the paper
+#: preset's wider networks and any GPU are not measured here.
+UNSUP_S_PER_SAMPLE_CPU = 0.60 / 16
+
+
+def unsupervised_minutes(train: Mapping, margin: float = 3.0, floor: int = 10) -> int:
+    """Runtime request in minutes of ``train_unsupervised``: steps x batch of the config's
+    ``train.unsupervised`` (:func:`vox3d.distill.distill_config`) at
+    :data:`UNSUP_S_PER_SAMPLE_CPU`, times `margin`; at least `floor` minutes."""
+    from vox3d.distill import distill_config
+
+    c = distill_config(train.get("unsupervised"))
+    return max(floor, math.ceil(c.steps * c.batch_size * UNSUP_S_PER_SAMPLE_CPU * margin / 60))
+
+
 def shard_minutes(
     s_per_video_s: float, shard_size: int, margin: float = 10.0, floor: int = 5
 ) -> int:
