@@ -111,11 +111,13 @@ class DistillConfig:
 
 
 #: ``train.unsupervised.preset``: ``demo`` (CPU, the embedded corpus) and ``paper`` (the
-#: sizes of "Reconstructing faces from voices" and CMP's 50,000 iterations).
+#: network widths, batch 128 and 300-800-frame voice crops of "Reconstructing faces from
+#: voices", CMP's 50,000 iterations).
 PRESETS: dict[str, dict] = {
     "demo": {},
     "paper": {
         "steps": 50000, "batch_size": 128, "checkpoint_every": 2000,
+        "crop_min": 300, "crop_max": 800,
         "generator_channels": (1024, 512, 256, 128, 64),
         "trunk_channels": (32, 64, 128, 256, 512),
     },
