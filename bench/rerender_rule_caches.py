@@ -38,7 +38,8 @@ def main() -> int:
             common += [flag, v]
     a_cache, a_held = Path(opt(argv, "--cache")), Path(opt(argv, "--heldout"))
     ok = True
-    for n, a_dir, held in ((opt(argv, "--n"), a_cache, False), (opt(argv, "--n-heldout"), a_held, True)):  # fmt: skip
+    n_held = opt(argv, "--n-heldout") or str(regressor_data.N_HELDOUT)  # the rule leaves it out
+    for n, a_dir, held in ((opt(argv, "--n"), a_cache, False), (n_held, a_held, True)):  # fmt: skip
         b_dir = out_b / "regressor" / a_dir.name
         t0 = time.time()
         rc = regressor_data.main(

@@ -963,6 +963,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 #: ``train_regressor`` beside steps, batch size, lr, seed, device and workers.
 REGRESSOR_FLAGS = {"samples": "--n", "id_weight": "--id-weight", "widen": "--widen",
                    "codec": "--codec"}  # fmt: skip
+#: ``all``'s held-out renders when ``--n-heldout`` is not given (the rule does not give it).
+N_HELDOUT = 2000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -983,7 +985,7 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("all", help="render (resumable), train, evaluate, save: the rule")
     _train_args(w)
     w.add_argument("--n", type=int, default=300000, help="training samples")
-    w.add_argument("--n-heldout", type=int, default=2000)
+    w.add_argument("--n-heldout", type=int, default=N_HELDOUT)
     c = sub.add_parser(
         "calibrate", help="identity calibration of a checkpoint, written into its json"
     )
