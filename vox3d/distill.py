@@ -389,3 +389,20 @@ def load_teacher(fit_cfg) -> Teacher:
         fit_cfg.layout, cal, str(path), hashlib.sha256(path.read_bytes()).hexdigest(),
         fit_cfg.face_model,
     )  # fmt: skip
+
+
+def load_for_evaluation(
+    path: str | os.PathLike, val_ids: Sequence[str], n_id: int
+) -> UnsupervisedVoiceModel:
+    """:func:`load_unsupervised`, refusing a model trained on any of the held-out
+    identities `val_ids` or predicting another number of identity coefficients than the
+    targets' `n_id` (errors name the file)."""
+    model = load_unsupervised(path)
+    leak = sorted(set(model.meta["identities"]) & set(val_ids))
+    if leak:
+        raise ValueError(f"{path}: trained on held-out identities {leak[:5]} (another split)")
+    if int(model.meta["n_id"]) != int(n_id):
+        raise ValueError(
+            f"{path}: predicts {model.meta['n_id']} identity coefficients, the targets have {n_id}"
+        )
+    return model

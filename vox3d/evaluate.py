@@ -446,11 +446,9 @@ def run_evaluate(
     parameter metrics, without loading a face model, with :data:`NO_MESH_NOTE` (or the
     training's reason) in the ``note`` column.
 
-    unsupervised_path: the unsupervised variant's ``train/unsupervised.pt``
-    (:mod:`vox3d.distill`), scored beside the supervised model as method
-    ``unsupervised``, with its own shuffled-voice control ``unsupervised_shuffled``; its
-    comparisons cover the baselines and the supervised model.  ``model_path`` may be None
-    (``train.mode: unsupervised``): then only the unsupervised variant is scored.
+    unsupervised_path: ``train/unsupervised.pt`` (:mod:`vox3d.distill`), scored as method
+    ``unsupervised`` with its control ``unsupervised_shuffled`` and compared with
+    :data:`UNSUPERVISED_BASELINES`; ``model_path`` None: only that variant is scored.
     """
     import torch
 
@@ -464,18 +462,15 @@ def run_evaluate(
     max_frames = int(settings.get("max_frames", 0))
     dev = str(torch.device(resolve_device(device, "evaluate.device")))
 
-    if model_path is None and unsupervised_path is None:
-        raise ValueError(
-            "nothing to evaluate: give the supervised model, the unsupervised one or both"
-        )
     if model_path is not None:
         model, meta = load_model(model_path)
-    else:
+    elif unsupervised_path is not None:  # train.mode: unsupervised
         from vox3d.targets import resolve_target_space
 
-        model, meta = None, {}
-        meta["target_space"], note0 = resolve_target_space("auto", dict(face_model or {}))
-        meta["notes"] = [note0] if note0 else []
+        space0, note0 = resolve_target_space("auto", dict(face_model or {}))
+        model, meta = None, {"target_space": space0, "notes": [note0]}
+    else:
+        raise ValueError("nothing to evaluate: no supervised and no unsupervised model")
     space = str(meta.get("target_space", "mesh"))
     if space not in ("mesh", "params"):
         raise ValueError(f"{model_path}: unknown target_space {space!r} (mesh | params)")
@@ -498,27 +493,18 @@ def run_evaluate(
             f"none of the {len(val_ids)} validation identities of {split_path} has features "
             f"in {len(feature_paths)} feature shard(s): nothing to evaluate"
         )
-    voice_preds = {}
-    if model is not None:
-        voice_preds["model"] = {
-            i: predict_utterances(model, utts[i], dev, max_frames) for i in sorted(utts)
-        }
-        voice_preds["shuffled_voice"] = shuffled_predictions(voice_preds["model"], seed)
+    voice_models = {("model", "shuffled_voice"): model} if model is not None else {}
     if unsupervised_path is not None:
-        from vox3d.distill import load_unsupervised
+        from vox3d.distill import load_for_evaluation
 
-        umodel = load_unsupervised(unsupervised_path)
-        leak = sorted(set(umodel.meta["identities"]) & set(val_ids))
-        if leak:
-            raise ValueError(
-                f"{unsupervised_path}: trained on held-out identities of {split_path}: {leak[:5]}"
-            )
-        if int(umodel.meta["n_id"]) != k:
-            raise ValueError(f"{unsupervised_path}: predicts {umodel.meta['n_id']} identity "
-                             f"coefficients, {identities_h5} has {k}")  # fmt: skip
-        up = {i: predict_utterances(umodel, utts[i], dev, max_frames) for i in sorted(utts)}
-        voice_preds["unsupervised"] = up
-        voice_preds["unsupervised_shuffled"] = shuffled_predictions(up, seed)
+        um = load_for_evaluation(unsupervised_path, val_ids, k)
+        voice_models[("unsupervised", "unsupervised_shuffled")] = um
+    voice_preds = {}
+    for (name, control), m in voice_models.items():
+        voice_preds[name] = {
+            i: predict_utterances(m, utts[i], dev, max_frames) for i in sorted(utts)
+        }
+        voice_preds[control] = shuffled_predictions(voice_preds[name], seed)
     # per target: its baselines and its training statistics (the R^2 reference)
     train_truth = {"fitted": fitted}
     if "ground_truth" in targets:
