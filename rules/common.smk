@@ -5,6 +5,7 @@ import os
 
 from vox3d import jobsize
 from vox3d.export import EXPORT_DIR
+from vox3d.config import train_variants as vox3d_train_variants
 from vox3d.fit import FitConfig, crops_needed
 from vox3d.jobsize import VIDEO_S  # a workflow global: bench/resources.py reads it
 from vox3d.manifest import list_shards
@@ -120,12 +121,9 @@ def unsupervised_minutes(wildcards):
 
 
 def train_variants():
-    """The voice models train.mode asks for: supervised (rule train), unsupervised (rules
-    pretrain_voice, train_unsupervised) or both."""
-    mode = config["train"]["mode"]
-    return {"supervised": ["supervised"], "unsupervised": ["unsupervised"]}.get(
-        mode, ["supervised", "unsupervised"]
-    )
+    """The voice models train.mode asks for (vox3d.config.train_variants): supervised
+    (rule train), unsupervised (rules pretrain_voice, train_unsupervised) or both."""
+    return vox3d_train_variants(config)
 
 
 def fit_settings():

@@ -23,6 +23,13 @@ def checkpoint(tmp_path):
     return p
 
 
+def _voice2mesh(audio, *args) -> int:
+    """`vox3d voice2mesh AUDIO ARGS...` in process (paths as strings)."""
+    from vox3d.cli import main
+
+    return main(["voice2mesh", str(audio), *(str(a) for a in args)])
+
+
 @pytest.mark.parametrize(
     "audio",
     [
@@ -31,23 +38,10 @@ def checkpoint(tmp_path):
     ],
 )
 def test_voice2mesh_writes_mesh_and_render(tmp_path, checkpoint, audio):
-    from vox3d.cli import main
-
     if audio.is_dir():
         audio = sorted(audio.rglob("*.flac"))[0]
     out, png = tmp_path / "face.obj", tmp_path / "face.png"
-    rc = main(
-        [
-            "voice2mesh",
-            str(audio),
-            "--checkpoint",
-            str(checkpoint),
-            "--out",
-            str(out),
-            "--png",
-            str(png),
-        ]
-    )
+    rc = _voice2mesh(audio, "--checkpoint", checkpoint, "--out", out, "--png", png)
     assert rc == 0
     lines = out.read_text().splitlines()
     v = np.array([[float(x) for x in ln.split()[1:4]] for ln in lines if ln.startswith("v ")])
@@ -133,7 +127,6 @@ def test_voice2mesh_serves_the_unsupervised_variant(tmp_path, checkpoint):
     from PIL import Image
 
     from vox3d import distill
-    from vox3d.cli import main
     from vox3d.regressor import build_mobilenet
     from vox3d.voice_model import VoiceEncoder
 
@@ -143,7 +136,8 @@ def test_voice2mesh_serves_the_unsupervised_variant(tmp_path, checkpoint):
     trunk = distill.FaceTrunk(3, cfg.trunk_channels)
     student = build_mobilenet(0.5, 62)
     meta = {
-        "config": cfg.to_dict(), "n_bands": 64, "encoder_channels": [256, 384, 576, 864], "widen": 0.5, "num_params": 62, "n_pose": 12,
+        "config": cfg.to_dict(), "n_bands": 64, "encoder_channels": [256, 384, 576, 864],
+        "widen": 0.5, "num_params": 62, "n_pose": 12,
         "n_id": 40, "n_exp": 10, "param_mean": [0.0] * 62, "param_std": [0.1] * 62,
         "calibration": None, "face_model": "ict", "identities": ["a", "b", "c"],
     }  # fmt: skip
@@ -155,18 +149,7 @@ def test_voice2mesh_serves_the_unsupervised_variant(tmp_path, checkpoint):
     )  # fmt: skip
     audio = DATA_ROOT / "cmp" / "reference_fbank" / "id06811_00216.wav"
     out, face = tmp_path / "u.obj", tmp_path / "face.png"
-    rc = main(
-        [
-            "voice2mesh",
-            str(audio),
-            "--checkpoint",
-            str(p),
-            "--out",
-            str(out),
-            "--face-png",
-            str(face),
-        ]
-    )
+    rc = _voice2mesh(audio, "--checkpoint", p, "--out", out, "--face-png", face)
     assert rc == 0
     v = [ln for ln in out.read_text().splitlines() if ln.startswith("v ")]
     assert len(v) == 9409
@@ -175,9 +158,6 @@ def test_voice2mesh_serves_the_unsupervised_variant(tmp_path, checkpoint):
     # the default location with --unsupervised: OUT/train/unsupervised.pt
     (tmp_path / "train").mkdir()
     p.rename(tmp_path / "train" / "unsupervised.pt")
-    rc = main(
-        ["voice2mesh", str(audio), "--out-dir", str(tmp_path), "--unsupervised", "--out", str(out)]
-    )
-    assert rc == 0
-    assert main(["voice2mesh", str(audio), "--checkpoint", str(checkpoint), "--out", str(out),
-                 "--face-png", str(face)]) == 1  # fmt: skip
+    assert _voice2mesh(audio, "--out-dir", tmp_path, "--unsupervised", "--out", out) == 0
+    # a supervised model generates no face
+    assert _voice2mesh(audio, "--checkpoint", checkpoint, "--out", out, "--face-png", face) == 1

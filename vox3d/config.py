@@ -26,6 +26,19 @@ class ConfigError(ValueError):
     """The configuration does not match the schema; the message names every bad key."""
 
 
+#: ``train.mode`` -> the voice models the workflow trains and evaluates.
+TRAIN_VARIANTS: dict[str, tuple[str, ...]] = {
+    "supervised": ("supervised",),
+    "unsupervised": ("unsupervised",),
+    "both": ("supervised", "unsupervised"),
+}
+
+
+def train_variants(config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The voice models of a workflow config (``train.mode``, default supervised)."""
+    return TRAIN_VARIANTS[(config.get("train", {}) or {}).get("mode", "supervised")]
+
+
 def _dotted(path) -> str:
     return ".".join(str(p) for p in path) or "<top level>"
 

@@ -54,9 +54,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vox3d.io import atomic_path, save_torch_atomic
+from vox3d.io import save_torch_atomic, write_step_log
 from vox3d.safeload import BadModelFileError, load_torch
-from vox3d.voice_model import EMBED_DIM
+from vox3d.voice_model import EMBED_DIM, unit_embedding
 
 #: Model file format tag (``train/unsupervised.pt``).
 MODEL_FORMAT = "vox3d unsupervised voice2face 1"
@@ -274,7 +274,7 @@ class UnsupervisedVoiceModel(nn.Module):
 
     def embed(self, feats: torch.Tensor) -> torch.Tensor:
         """feats ``(B, T, n_bands)`` -> unit embeddings ``(B, 64)``."""
-        return F.normalize(self.encoder(feats.transpose(1, 2)), dim=1)
+        return unit_embedding(self.encoder, feats)
 
     @torch.no_grad()
     def faces(self, feats: torch.Tensor) -> torch.Tensor:
@@ -315,12 +315,16 @@ def save_unsupervised(
     })  # fmt: skip
 
 
-def load_unsupervised(path: str | os.PathLike, map_location: str = "cpu") -> UnsupervisedVoiceModel:
-    """Load ``train/unsupervised.pt`` safely (``weights_only``), in eval mode."""
+def load_unsupervised(
+    path: str | os.PathLike, map_location: str = "cpu", blob=None
+) -> UnsupervisedVoiceModel:
+    """Load ``train/unsupervised.pt`` safely (``weights_only``), in eval mode; `blob`: the
+    file's contents already loaded that way (`path` then only names it in errors)."""
     from vox3d.regressor import build_mobilenet
     from vox3d.voice_model import VoiceEncoder
 
-    blob = load_torch(path, map_location=map_location)
+    if blob is None:
+        blob = load_torch(path, map_location=map_location)
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
         raise BadModelFileError(f"{path}: not a {MODEL_FORMAT!r} file")
     try:
@@ -339,11 +343,7 @@ def load_unsupervised(path: str | os.PathLike, map_location: str = "cpu") -> Uns
 # --------------------------------------------------------------------------------------
 def write_log_csv(path: str | os.PathLike, rows: Sequence[Mapping]) -> None:
     """``unsupervised_log.csv``: one row per step (:data:`LOG_COLUMNS`), written atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(LOG_COLUMNS), lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{r[k]:.6g}" if k != "step" else int(r[k])) for k in LOG_COLUMNS})
+    write_step_log(path, rows, LOG_COLUMNS)
 
 
 def read_log_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -51,7 +51,8 @@ from vox3d.distill import (
 )
 from vox3d.io import save_torch_atomic
 from vox3d.safeload import BadModelFileError, load_torch
-from vox3d.voice_model import ENCODER_CHANNELS
+from vox3d.speaker import top1_accuracy
+from vox3d.voice_model import ENCODER_CHANNELS, unit_embedding
 
 
 def _voice_pairs(bank, rng: np.random.Generator, batch: int, crop_min: int, crop_max: int):
@@ -163,9 +164,7 @@ def train_distill(
         real_lab = torch.from_numpy(image_labels[real_idx].astype(np.int64)).to(dev)
         xa, xp, who = xa.to(dev), xp.to(dev), who.to(dev)
         with torch.no_grad():
-            e = torch.cat(
-                [jittered(F.normalize(encoder(x.transpose(1, 2)), dim=1), tg) for x in (xa, xp)]
-            )
+            e = torch.cat([jittered(unit_embedding(encoder, x), tg) for x in (xa, xp)])
         lab2 = torch.cat([who, who])
         fake = gen(e)
         # discriminator + identity classifier on real crops
@@ -242,14 +241,7 @@ def generated_identity_accuracy(
 ) -> float:
     """How often the identity classifier names the speaker of a generated face: top-1 over
     whole utterances ``(T_i, bands)`` (unit embedding, no jitter), eval mode."""
-    hits = 0
-    with torch.no_grad():
-        for f, y in zip(feats, labels, strict=True):
-            e = F.normalize(
-                encoder(torch.from_numpy(np.asarray(f, np.float32))[None].transpose(1, 2)), dim=1
-            )
-            hits += int(trunk(gen(e))[1].argmax(1)) == int(y)
-    return hits / max(1, len(feats))
+    return top1_accuracy(lambda x: trunk(gen(unit_embedding(encoder, x)))[1], feats, labels)
 
 
 def run_train_unsupervised(

@@ -54,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vox3d.config import train_variants
 from vox3d.fit_shard import FRAME_FIELDS, FitShard, write_fit_shard
 from vox3d.params import TDDFA_LAYOUT, ParamLayout, ict_layout, pose_to_srt, rotation_to_euler
 from vox3d.quality import REASONS, Thresholds, choose_face, classify, count_reasons
@@ -166,10 +167,7 @@ def crops_needed(config: dict) -> bool:
     """Whether the fit keeps its crops: config ``fit.keep_crops`` (``auto``: when
     ``train.mode`` trains the unsupervised variant, which learns from them)."""
     keep = (config.get("fit", {}) or {}).get("keep_crops", "auto")
-    if keep == "auto":
-        mode = (config.get("train", {}) or {}).get("mode", "supervised")
-        return mode in ("unsupervised", "both")
-    return bool(keep)
+    return "unsupervised" in train_variants(config) if keep == "auto" else bool(keep)
 
 
 # --------------------------------------------------------------------------------------

@@ -140,6 +140,19 @@ def write_tsv(
             w.writerow([_fmt(row.get(c, "")) for c in columns])
 
 
+def write_step_log(
+    path: str | os.PathLike, rows: Iterable[Mapping[str, object]], columns: Iterable[str]
+) -> None:
+    """A training log as CSV with a header, atomically: column ``step`` as an integer, the
+    others with 6 significant digits (the unsupervised variant's and its encoder's logs)."""
+    columns = list(columns)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([int(r[c]) if c == "step" else f"{r[c]:.6g}" for c in columns])
+
+
 def read_tsv(path: str | os.PathLike) -> list[dict[str, str]]:
     """Read a tab-separated table with a header into a list of dicts (strings)."""
     with open(path, newline="", encoding="utf-8") as fh:

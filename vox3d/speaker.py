@@ -13,7 +13,6 @@ metadata and writes ``train/voice_encoder.pt`` and ``train/voice_encoder_log.csv
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import sys
@@ -25,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vox3d.io import atomic_path, save_torch_atomic
+from vox3d.io import save_torch_atomic, write_step_log
 from vox3d.safeload import BadModelFileError, load_torch
-from vox3d.voice_model import EMBED_DIM, ENCODER_CHANNELS, VoiceEncoder
+from vox3d.voice_model import EMBED_DIM, ENCODER_CHANNELS, VoiceEncoder, unit_embedding
 
 ENCODER_FORMAT = "vox3d speaker encoder 1"
 #: Scale of the unit embedding before the classifier (a cosine-style classifier: unit
@@ -64,8 +63,7 @@ class SpeakerClassifier(nn.Module):
         self.classify = nn.Linear(EMBED_DIM, n_speakers)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        e = F.normalize(self.encoder(feats.transpose(1, 2)), dim=1)
-        return self.classify(LOGIT_SCALE * e)
+        return self.classify(LOGIT_SCALE * unit_embedding(self.encoder, feats))
 
 
 def pretrain_encoder(
@@ -94,19 +92,24 @@ def pretrain_encoder(
     return model.eval(), rows
 
 
-def utterance_accuracy(
-    model: SpeakerClassifier, feats: Sequence[np.ndarray], labels: Sequence[int]
-) -> float:
-    """Top-1 speaker accuracy over whole utterances ``(T_i, bands)`` (eval mode)."""
+def top1_accuracy(logits, feats: Sequence[np.ndarray], labels: Sequence[int]) -> float:
+    """Fraction of whole utterances ``(T_i, bands)`` whose ``logits(x (1, T_i, bands))``
+    ``(1, n_classes)`` peak at their label (no gradients; NaN without utterances)."""
     if not len(feats):
         return float("nan")
     hits = 0
     with torch.no_grad():
         for f, y in zip(feats, labels, strict=True):
-            hits += int(model(torch.from_numpy(np.asarray(f, np.float32))[None]).argmax(1)) == int(
-                y
-            )
+            x = torch.from_numpy(np.asarray(f, np.float32))[None]
+            hits += int(logits(x).argmax(1)) == int(y)
     return hits / len(feats)
+
+
+def utterance_accuracy(
+    model: SpeakerClassifier, feats: Sequence[np.ndarray], labels: Sequence[int]
+) -> float:
+    """Top-1 speaker accuracy over whole utterances ``(T_i, bands)`` (eval mode)."""
+    return top1_accuracy(model, feats, labels)
 
 
 def save_encoder(path: str | os.PathLike, model: SpeakerClassifier, meta: dict) -> None:
@@ -191,13 +194,7 @@ def run_pretrain_voice(
         "chance": 1.0 / len(train_ids),
     }  # fmt: skip
     save_encoder(out_model, model, meta)
-    with atomic_path(out_log) as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["step", "loss", "accuracy"], lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow(
-                {"step": r["step"], "loss": f"{r['loss']:.6g}", "accuracy": f"{r['accuracy']:.6g}"}
-            )
+    write_step_log(out_log, rows, ("step", "loss", "accuracy"))
     print(f"voice encoder: {len(train_ids)} speakers, held-back utterance accuracy {acc:.3f} "
           f"(chance {1 / len(train_ids):.3f})", file=sys.stderr)  # fmt: skip
     return meta

@@ -66,9 +66,9 @@ def load_voice_model(checkpoint: str | Path):
 
     blob = load_torch(checkpoint)
     if isinstance(blob, dict) and blob.get("format") == MODEL_FORMAT:
-        model = load_unsupervised(checkpoint)
+        model = load_unsupervised(checkpoint, blob=blob)
         return model, model.meta, "unsupervised"
-    model, meta = load_model(checkpoint)
+    model, meta = load_model(checkpoint, blob=blob)
     return model, meta, "supervised"
 
 

@@ -78,6 +78,12 @@ class VoiceEncoder(nn.Module):
         return self.net(x).mean(dim=2)
 
 
+def unit_embedding(encoder: nn.Module, feats: torch.Tensor) -> torch.Tensor:
+    """The L2-normalised embedding ``(B, embed_dim)`` of a :class:`VoiceEncoder` for
+    features ``(B, T, n_bands)`` (CMP's inference path; both voice models use it)."""
+    return F.normalize(encoder(feats.transpose(1, 2)), dim=1)
+
+
 class ShapeHead(nn.Module):
     """Regressor from the L2-normalised embedding to standardised shape coefficients."""
 
@@ -118,7 +124,7 @@ class VoiceToShape(nn.Module):
             raise ValueError(
                 f"expected features (batch, frames, {self.cfg.n_bands}), got {tuple(feats.shape)}"
             )
-        return F.normalize(self.encoder(feats.transpose(1, 2)), dim=1)
+        return unit_embedding(self.encoder, feats)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(feats))
@@ -142,15 +148,17 @@ def build_model(cfg: ModelConfig | dict) -> VoiceToShape:
     return VoiceToShape(cfg)
 
 
-def load_model(path, map_location: str = "cpu") -> tuple[VoiceToShape, dict]:
+def load_model(path, map_location: str = "cpu", blob=None) -> tuple[VoiceToShape, dict]:
     """Load a trained model file (``train/model.pt`` or a checkpoint) safely.
 
     Returns the model in eval mode and the file's metadata dict (``identities``,
-    ``face_model``, ``n_id``, ``config`` ...).  Loaded with ``weights_only=True``.
+    ``face_model``, ``n_id``, ``config`` ...).  Loaded with ``weights_only=True``; `blob`:
+    the file's contents already loaded that way (`path` then only names it in errors).
     """
     from vox3d.safeload import BadModelFileError, load_torch
 
-    blob = load_torch(path, map_location=map_location)
+    if blob is None:
+        blob = load_torch(path, map_location=map_location)
     if not isinstance(blob, dict) or "model" not in blob or "model_config" not in blob:
         raise BadModelFileError(f"{path}: not a vox3d voice model (keys 'model', 'model_config')")
     model = build_model(blob["model_config"])
