@@ -48,6 +48,7 @@ rule all:
 include: "rules/synthesize.smk"
 include: "rules/manifest.smk"
 include: "rules/extract.smk"
+include: "rules/stream.smk"
 include: "rules/fit.smk"
 include: "rules/features.smk"
 include: "rules/train.smk"

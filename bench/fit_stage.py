@@ -7,7 +7,7 @@
 What runs is the stage's own loop minus HDF5: an in-memory stand-in for the extract
 shard (videos of 224x224 RGB frames made from the 3 reference crops of
 ``reference_mb05.npz``, flipped and shifted, one in ``--black-every`` videos black) goes
-through :class:`vox3d.fit._BatchPrefetcher` (background thread, pinned staging, copy on a
+through :class:`vox3d.frame_source.BatchPrefetcher` (background thread, pinned staging, copy on a
 side stream) into :meth:`vox3d.fit.Fitter.fit_batch_tensor`, which returns every per-frame
 field the stage writes.  Parity rows compare the device's fields with the CPU reference
 (:meth:`Fitter.fit_frames`, cv2 crops; or the tensor path on the CPU when cv2 is missing)
@@ -98,10 +98,10 @@ def make_videos(n_frames: int, per_video: int, black_every: int) -> list[np.ndar
 
 def run_stage(fitter, shard, batch: int) -> dict[str, np.ndarray]:
     """The stage's tensor loop (vox3d.fit._run_shard_tensor without tqdm/HDF5)."""
-    from vox3d.fit import _BatchPrefetcher
+    from vox3d.frame_source import BatchPrefetcher
 
     out: dict[str, list] = {}
-    for item in _BatchPrefetcher(shard, batch, fitter.device):
+    for item in BatchPrefetcher(shard, batch, fitter.device):
         if item[0] == "error":
             raise RuntimeError(item[2])
         b = item[1]

@@ -12,6 +12,11 @@ from vox3d.manifest import list_shards
 from vox3d.torch_setup import job_gpus
 
 OUT = os.path.normpath(config["out_dir"])
+# GPUs of a fit_shard or stream_shard job (vox3d.torch_setup.job_gpus: cuda, or auto on a
+# machine with nvidia-smi).  `--set-resources fit_shard:gpu=N` runs N processes, one per GPU
+# (scripts/fit.py, vox3d/multigpu.py); give it N x mem_mb too (fit_shard:mem_mb=...).  A
+# stream_shard job takes at most one GPU: spread shards over GPUs as separate jobs.
+FIT_GPUS = job_gpus("fit", config["fit"]["device"])
 
 # Final outputs of each stage; a stage's .smk appends its own (rule `all` asks for all).
 TARGETS = []

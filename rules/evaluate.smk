@@ -127,6 +127,7 @@ rule figures:
         settings=config["evaluate"],
         face_model=config["face_model"],
         assets=config["assets"],
+        videos_dir=videos_dir(),  # reference frames when extract shards store none
     script:
         "../scripts/figures.py"
 

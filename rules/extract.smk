@@ -4,37 +4,41 @@
 TARGETS.extend([out("extract/rejects.tsv"), out("extract/stats.tsv")])
 
 
-rule extract_shard:
-    input:
-        shard=shard_tsv,
-    output:
-        h5=out("extract/{shard}.h5"),
-    log:
-        out("logs/extract_shard/{shard}.log"),
-    benchmark:
-        out("benchmarks/extract_shard/{shard}.tsv")
-    wildcard_constraints:
-        shard=r"shard-\d+",
-    conda:
-        "../envs/core.yaml"
-    threads: 1
-    resources:
-        # measured (bench/results/cpu_resources.txt: default run, 2 loaded cores): max RSS
-        # 105 MiB; runtime: vox3d.jobsize.EXTRACT_S_PER_S (measured s per s of video there);
-        # output 0.40 MB per s of video, so disk_mb 1000 holds 2,500 s of video
-        # (shard_size x VIDEO_S).  Frames stream to the file as they decode (at most
-        # 32 held, vox3d.video.FRAME_CHUNK), so a video's length only adds its audio: a
-        # 10-minute clip peaked at 212 MB (2,255 MB when all its frames were held)
-        mem_mb=1000,
-        disk_mb=1000,
-        runtime=shard_minutes(jobsize.EXTRACT_S_PER_S),
-    params:
-        videos_dir=videos_dir(),
-        frame_rate=config["extract"]["frame_rate"],
-        min_duration=config["extract"]["min_duration"],
-        decoder=config["extract"]["decoder"],
-    script:
-        "../scripts/extract.py"
+# extract.keep_frames: true keeps the frames in the extract shard for fit_shard to read; false
+# (the default) leaves both shards to rule stream_shard (rules/stream.smk), one pass a video.
+if config["extract"]["keep_frames"]:
+
+    rule extract_shard:
+        input:
+            shard=shard_tsv,
+        output:
+            h5=out("extract/{shard}.h5"),
+        log:
+            out("logs/extract_shard/{shard}.log"),
+        benchmark:
+            out("benchmarks/extract_shard/{shard}.tsv")
+        wildcard_constraints:
+            shard=r"shard-\d+",
+        conda:
+            "../envs/core.yaml"
+        threads: 1
+        resources:
+            # measured (bench/results/cpu_resources.txt: default run, 2 loaded cores): max RSS
+            # 105 MiB; runtime: vox3d.jobsize.EXTRACT_S_PER_S (measured s per s of video there);
+            # output 0.40 MB per s of video, so disk_mb 1000 holds 2,500 s of video
+            # (shard_size x VIDEO_S).  Frames stream to the file as they decode (at most
+            # 32 held, vox3d.video.FRAME_CHUNK), so a video's length only adds its audio: a
+            # 10-minute clip peaked at 212 MB (2,255 MB when all its frames were held)
+            mem_mb=1000,
+            disk_mb=1000,
+            runtime=shard_minutes(jobsize.EXTRACT_S_PER_S),
+        params:
+            videos_dir=videos_dir(),
+            frame_rate=config["extract"]["frame_rate"],
+            min_duration=config["extract"]["min_duration"],
+            decoder=config["extract"]["decoder"],
+        script:
+            "../scripts/extract.py"
 
 
 rule extract:

@@ -8,42 +8,38 @@ TARGETS.extend([out("fit/identities.h5"), out("fit/rejects.tsv"), out("fit/stats
 FIT_ACCURACY = [out("fit/accuracy.tsv"), out("fit/accuracy.png")] if synthetic() else []
 TARGETS.extend(FIT_ACCURACY)
 
-# GPUs of a fit_shard job (vox3d.torch_setup.job_gpus: cuda, or auto on a machine with
-# nvidia-smi).  `--set-resources fit_shard:gpu=N` runs N processes, one per GPU
-# (scripts/fit.py, vox3d/multigpu.py); give it N x mem_mb too (fit_shard:mem_mb=...).
-FIT_GPUS = job_gpus("fit", config["fit"]["device"])
+if config["extract"]["keep_frames"]:
 
-
-rule fit_shard:
-    input:
-        h5=out("extract/{shard}.h5"),
-        models=fit_models,
-    output:
-        h5=out("fit/{shard}.h5"),
-    log:
-        out("logs/fit_shard/{shard}.log"),
-    benchmark:
-        out("benchmarks/fit_shard/{shard}.tsv")
-    wildcard_constraints:
-        shard=r"shard-\d+",
-    conda:
-        "../envs/fit.yaml"
-    threads: 1
-    resources:
-        # measured on CPU (bench/results/cpu_resources.txt: default run, 2 loaded cores):
-        # max RSS 525 MiB; runtime: vox3d.jobsize.FIT_S_PER_S (measured s per s of video
-        # there; a GPU is faster).  Frames are read in pieces (vox3d.fit.
-        # READ_FRAMES) and a long video is fitted in chunks: a 10-minute clip (3,001 frames)
-        # peaked at 701 MB (3,849 MB when read whole).  GPU: host memory not measured here (the
-        # CUDA libraries and pinned batches add GBs): 6000
-        mem_mb=6000 if FIT_GPUS else 1500,
-        disk_mb=1000,
-        runtime=shard_minutes(jobsize.FIT_S_PER_S),
-        gpu=FIT_GPUS,
-    params:
-        settings=fit_settings(),
-    script:
-        "../scripts/fit.py"
+    rule fit_shard:
+        input:
+            h5=out("extract/{shard}.h5"),
+            models=fit_models,
+        output:
+            h5=out("fit/{shard}.h5"),
+        log:
+            out("logs/fit_shard/{shard}.log"),
+        benchmark:
+            out("benchmarks/fit_shard/{shard}.tsv")
+        wildcard_constraints:
+            shard=r"shard-\d+",
+        conda:
+            "../envs/fit.yaml"
+        threads: 1
+        resources:
+            # measured on CPU (bench/results/cpu_resources.txt: default run, 2 loaded cores):
+            # max RSS 525 MiB; runtime: vox3d.jobsize.FIT_S_PER_S (measured s per s of video
+            # there; a GPU is faster).  Frames are read in pieces (vox3d.fit.
+            # READ_FRAMES) and a long video is fitted in chunks: a 10-minute clip (3,001 frames)
+            # peaked at 701 MB (3,849 MB when read whole).  GPU: host memory not measured here (the
+            # CUDA libraries and pinned batches add GBs): 6000
+            mem_mb=6000 if FIT_GPUS else 1500,
+            disk_mb=1000,
+            runtime=shard_minutes(jobsize.FIT_S_PER_S),
+            gpu=FIT_GPUS,
+        params:
+            settings=fit_settings(),
+        script:
+            "../scripts/fit.py"
 
 
 rule fit_identities:

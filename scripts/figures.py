@@ -46,4 +46,5 @@ with job_log(smk.log[0]):
         n=int(smk.params.settings.get("n_figures", 4)),
         fit_shards=list(inp.fit_shards),
         extract_shards=list(inp.extract_shards),
+        videos_dir=smk.params.videos_dir,
     )

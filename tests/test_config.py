@@ -38,6 +38,7 @@ def test_defaults_filled(cfg):
         "frame_rate": 5.0,
         "min_duration": 1.0,
         "decoder": "pyav",
+        "keep_frames": False,
     }
 
 

@@ -332,6 +332,7 @@ def test_snakemake_manifest_extract_end_to_end(corpus, tmp_path):
         f"videos_dir={root}",
         f"out_dir={out}",
         "shard_size=8",
+        "extract={keep_frames: true}",  # the extract stage alone (else stream_shard fits too)
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

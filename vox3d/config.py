@@ -71,12 +71,17 @@ def load_schema(path: str | os.PathLike = SCHEMA) -> dict:
 #: Strings that mean null (YAML's spellings): ``--config meta_csv=null`` reaches the config
 #: as the string "null", since Snakemake parses command-line values with YAML's base loader.
 NULL_STRINGS = ("null", "Null", "NULL", "~")
+#: Strings that mean a boolean (YAML 1.2's spellings), for keys of schema type boolean:
+#: ``--config extract='{keep_frames: true}'`` reaches the config as the string "true".
+BOOL_STRINGS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False,
+                "FALSE": False}  # fmt: skip
 
 
 def nulls_from_strings(config: dict, schema: Mapping[str, Any]) -> dict:
     """Turn :data:`NULL_STRINGS` into ``None``, in place, for every key whose schema type
     admits null (``videos_dir``, ``meta_csv``, ``assets.bfm``, ...): on the command line
-    ``key=null`` (like ``key=``) sets such a key to null, never to a file named "null"."""
+    ``key=null`` (like ``key=``) sets such a key to null, never to a file named "null".
+    Likewise :data:`BOOL_STRINGS` become booleans for keys of type boolean."""
     props = schema.get("properties", {})
     for k, v in config.items():
         sub = props.get(k, {})
@@ -87,6 +92,12 @@ def nulls_from_strings(config: dict, schema: Mapping[str, Any]) -> dict:
             and "null" in (types if isinstance(types, list) else [types])
         ):
             config[k] = None
+        elif (
+            isinstance(v, str)
+            and v in BOOL_STRINGS
+            and "boolean" in (types if isinstance(types, list) else [types])
+        ):
+            config[k] = BOOL_STRINGS[v]
         elif isinstance(v, dict) and isinstance(sub, Mapping):
             nulls_from_strings(v, sub)
     return config

@@ -35,6 +35,7 @@ so a killed job leaves no file at the final path and a rerun starts the shard af
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import zlib
@@ -122,7 +123,7 @@ def _code_of_manifest_error(msg: str) -> str:
     return "unreadable"
 
 
-def _check_row(row: dict[str, str], min_duration: float) -> None:
+def check_row(row: dict[str, str], min_duration: float) -> None:
     """Reject from the manifest's probe alone (no decoding) where possible."""
     if row.get("probe_error"):
         raise MediaError(_code_of_manifest_error(row["probe_error"]), row["probe_error"])
@@ -179,6 +180,149 @@ def _clean_stale_parts(out: Path) -> None:
             p.unlink(missing_ok=True)
 
 
+def check_decoded(row: dict[str, str], dec, min_duration: float) -> None:
+    """Reject a decoded video (:class:`vox3d.video.Decoded`) that is truncated against its
+    manifest duration or has less than `min_duration` s of audio; log a kept partial
+    decode.  Raises :class:`MediaError`."""
+    dur = _float(row.get("duration_s"))
+    fps = _float(row.get("fps")) or 25.0
+    span = dec.last_frame_time + 1.0 / fps
+    if dur and span < MIN_DECODED_FRACTION * dur:
+        why = f" ({dec.extra['error']})" if dec.extra.get("error") else ""
+        raise MediaError(
+            "truncated",
+            f"truncated or damaged: only {span:.2f} s of its {dur:.2f} s could be decoded{why}",
+        )
+    if dec.extra.get("error"):
+        log.warning("%s: kept what decoded: %s", row["path"], dec.extra["error"])
+    a_dur = dec.audio.size / SAMPLE_RATE
+    if a_dur < min_duration:
+        raise MediaError(
+            "too_short",
+            f"too short: {a_dur:.2f} s of audio < min_duration {min_duration:.2f} s",
+        )
+
+
+class ShardWriter:
+    """Writes one ``extract/<shard>.h5`` (layout: module docstring) into a temporary file
+    that becomes `out_h5` when the ``with`` block ends without an exception.
+
+    ``store_frames`` false (config ``extract.keep_frames: false``, the streaming path of
+    :mod:`vox3d.stream`): the index, audio and ``frame_times`` are written as always but no
+    ``frames/<i>`` datasets (attribute ``frames_stored`` 0).  Use: :meth:`frame_sink` before
+    decoding a video, then :meth:`add` (kept) or :meth:`reject`.
+    """
+
+    def __init__(
+        self,
+        out_h5: str | os.PathLike,
+        frame_rate: float,
+        min_duration: float,
+        decoder: str,
+        store_frames: bool = True,
+    ) -> None:
+        self.out_h5 = Path(out_h5)
+        self.store_frames = bool(store_frames)
+        self._attrs = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "sample_rate": SAMPLE_RATE,
+            "frame_rate": float(frame_rate),
+            "min_duration": float(min_duration),
+            "decoder": decoder,
+            "frame_compression": FRAME_COMPRESSION["compression"],
+            "frames_stored": int(self.store_frames),
+            "vox3d_version": __version__,
+        }
+        self.index: dict[str, list] = {k: [] for k in INDEX}
+        self.rejects: list[tuple[str, str, str]] = []
+        self.n_audio = self.n_frames = 0
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> ShardWriter:
+        _clean_stale_parts(self.out_h5)
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_path(self.out_h5))
+            f = self._f = stack.enter_context(h5_new(tmp))
+            f.attrs.update(self._attrs)
+            self._audio = _dataset(
+                f, "audio", shape=(0,), maxshape=(None,), dtype="float32", chunks=(AUDIO_CHUNK,)
+            )
+            self._ftimes = _dataset(
+                f, "frame_times", shape=(0,), maxshape=(None,), dtype="float64", chunks=(4096,)
+            )
+            self._frames_g = h5_group(f, "frames")
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc) -> bool | None:
+        if exc[0] is None:
+            try:
+                for k, dt in INDEX.items():
+                    arr = np.array(self.index[k], dtype=_STR if dt == "str" else dt)
+                    _dataset(self._f, k, data=arr)
+                rj = h5_group(self._f, "rejects")
+                for j, col in enumerate(("path", "code", "reason")):
+                    _dataset(rj, col, data=np.array([r[j] for r in self.rejects], dtype=_STR))
+            except BaseException as e:  # the temporary file goes; the error stays
+                self._stack.__exit__(type(e), e, e.__traceback__)
+                raise
+        return self._stack.__exit__(*exc)
+
+    def frame_sink(self) -> _FrameWriter | None:
+        """The ``decode`` sink that writes the next video's frames (None: frames not stored)."""
+        if not self.store_frames:
+            return None
+        return _FrameWriter(self._frames_g, f"{len(self.index['video']):06d}", self.out_h5)
+
+    def reject(self, rel: str, err: MediaError, sink: _FrameWriter | None = None) -> None:
+        """Record `rel` as rejected (and drop what `sink` wrote of it)."""
+        if sink is not None:
+            sink.drop()
+        self.rejects.append((rel, err.code, err.message))
+        log.info("rejected %s: %s", rel, err.message)
+
+    def add(self, row: dict[str, str], dec, sink: _FrameWriter | None = None) -> int:
+        """Append a kept video's audio, frame times and index entry; returns its index."""
+        # fail cleanly before HDF5 meets a full disk (it cannot recover from ENOSPC); the
+        # raw size bounds what gzip level 1 will write
+        check_free_space(
+            self.out_h5, dec.audio.nbytes + dec.frames.nbytes + 8 * len(dec.frame_times)
+        )
+        i = len(self.index["video"])
+        n_audio, n_frames = self.n_audio, self.n_frames
+        self._audio.resize((n_audio + dec.audio.size,))
+        self._audio[n_audio:] = dec.audio
+        n = len(dec.frame_times)
+        self._ftimes.resize((n_frames + n,))
+        self._ftimes[n_frames:] = dec.frame_times
+        if sink is not None:
+            assert sink.count == n and sink.name == f"{i:06d}"  # written while decoding
+        for k, v in (
+            ("video", row["path"]),
+            ("identity", row.get("identity", "")),
+            ("duration_s", _float(row.get("duration_s")) or dec.audio.size / SAMPLE_RATE),
+            ("audio_offset", n_audio),
+            ("audio_length", dec.audio.size),
+            ("frame_offset", n_frames),
+            ("frame_count", n),
+            ("height", dec.height),
+            ("width", dec.width),
+            ("av_offset", dec.av_offset),
+        ):
+            self.index[k].append(v)
+        self.n_audio += dec.audio.size
+        self.n_frames += n
+        return i
+
+    def counts(self, n_rows: int) -> dict[str, int]:
+        return {
+            "videos": n_rows,
+            "extracted": len(self.index["video"]),
+            "rejected": len(self.rejects),
+        }
+
+
 def extract_shard(
     shard_tsv: str | os.PathLike,
     videos_dir: str | os.PathLike,
@@ -189,7 +333,8 @@ def extract_shard(
     threads: int = 1,
     progress: bool = True,
 ) -> dict[str, int]:
-    """Decode every video of a shard into `out_h5` (layout: module docstring).
+    """Decode every video of a shard into `out_h5` (layout: module docstring), frames
+    included (config ``extract.keep_frames: true``; else :func:`vox3d.stream.stream_shard`).
 
     Never raises for a bad video: each becomes a row of the file's ``rejects`` group.
     Returns counts ``{"videos", "extracted", "rejected"}``.
@@ -200,96 +345,19 @@ def extract_shard(
         raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
     rows = sorted(read_shard(shard_tsv), key=lambda r: r["path"])
     videos_dir = Path(videos_dir)
-    out_h5 = Path(out_h5)
-    _clean_stale_parts(out_h5)
-    index: dict[str, list] = {k: [] for k in INDEX}
-    rejects: list[tuple[str, str, str]] = []
-    n_audio = n_frames = 0
-    with atomic_path(out_h5) as tmp:
-        with h5_new(tmp) as f:
-            f.attrs.update(
-                {
-                    "format": FORMAT,
-                    "format_version": FORMAT_VERSION,
-                    "sample_rate": SAMPLE_RATE,
-                    "frame_rate": float(frame_rate),
-                    "min_duration": float(min_duration),
-                    "decoder": decoder,
-                    "frame_compression": FRAME_COMPRESSION["compression"],
-                    "vox3d_version": __version__,
-                }
-            )
-            audio = _dataset(
-                f, "audio", shape=(0,), maxshape=(None,), dtype="float32", chunks=(AUDIO_CHUNK,)
-            )
-            ftimes = _dataset(
-                f, "frame_times", shape=(0,), maxshape=(None,), dtype="float64", chunks=(4096,)
-            )
-            frames_g = h5_group(f, "frames")
-            bar = tqdm(
-                rows, desc=f"extract {Path(shard_tsv).stem}", unit="video", disable=not progress
-            )
-            for row in bar:
-                rel = row["path"]
-                writer = _FrameWriter(frames_g, f"{len(index['video']):06d}", out_h5)
-                try:
-                    _check_row(row, min_duration)
-                    dec = decode(videos_dir / rel, frame_rate, decoder, threads, sink=writer)
-                    dur = _float(row.get("duration_s"))
-                    fps = _float(row.get("fps")) or 25.0
-                    span = dec.last_frame_time + 1.0 / fps
-                    if dur and span < MIN_DECODED_FRACTION * dur:
-                        why = f" ({dec.extra['error']})" if dec.extra.get("error") else ""
-                        raise MediaError(
-                            "truncated",
-                            f"truncated or damaged: only {span:.2f} s of its {dur:.2f} s "
-                            f"could be decoded{why}",
-                        )
-                    if dec.extra.get("error"):
-                        log.warning("%s: kept what decoded: %s", rel, dec.extra["error"])
-                    a_dur = dec.audio.size / SAMPLE_RATE
-                    if a_dur < min_duration:
-                        raise MediaError(
-                            "too_short",
-                            f"too short: {a_dur:.2f} s of audio < min_duration {min_duration:.2f} s",
-                        )
-                except MediaError as e:
-                    writer.drop()
-                    rejects.append((rel, e.code, e.message))
-                    log.info("rejected %s: %s", rel, e.message)
-                    continue
-                # fail cleanly before HDF5 meets a full disk (it cannot recover from ENOSPC);
-                # the raw size bounds what gzip level 1 will write
-                raw = dec.audio.nbytes + dec.frames.nbytes + 8 * len(dec.frame_times)
-                check_free_space(out_h5, raw)
-                i = len(index["video"])
-                audio.resize((n_audio + dec.audio.size,))
-                audio[n_audio:] = dec.audio
-                n = len(dec.frame_times)
-                ftimes.resize((n_frames + n,))
-                ftimes[n_frames:] = dec.frame_times
-                assert writer.count == n and writer.name == f"{i:06d}"  # written while decoding
-                for k, v in (
-                    ("video", rel),
-                    ("identity", row.get("identity", "")),
-                    ("duration_s", _float(row.get("duration_s")) or dec.audio.size / SAMPLE_RATE),
-                    ("audio_offset", n_audio),
-                    ("audio_length", dec.audio.size),
-                    ("frame_offset", n_frames),
-                    ("frame_count", n),
-                    ("height", dec.height),
-                    ("width", dec.width),
-                    ("av_offset", dec.av_offset),
-                ):
-                    index[k].append(v)
-                n_audio += dec.audio.size
-                n_frames += n
-            for k, dt in INDEX.items():
-                _dataset(f, k, data=np.array(index[k], dtype=_STR if dt == "str" else dt))
-            rj = h5_group(f, "rejects")
-            for j, col in enumerate(("path", "code", "reason")):
-                _dataset(rj, col, data=np.array([r[j] for r in rejects], dtype=_STR))
-    return {"videos": len(rows), "extracted": len(index["video"]), "rejected": len(rejects)}
+    with ShardWriter(out_h5, frame_rate, min_duration, decoder) as w:
+        bar = tqdm(rows, desc=f"extract {Path(shard_tsv).stem}", unit="video", disable=not progress)
+        for row in bar:
+            sink = w.frame_sink()
+            try:
+                check_row(row, min_duration)
+                dec = decode(videos_dir / row["path"], frame_rate, decoder, threads, sink=sink)
+                check_decoded(row, dec, min_duration)
+            except MediaError as e:
+                w.reject(row["path"], e, sink)
+                continue
+            w.add(row, dec, sink)
+    return w.counts(len(rows))
 
 
 # ---------------------------------------------------------------------------------------
@@ -333,6 +401,9 @@ class ExtractShard:
         self.sample_rate = int(a["sample_rate"])
         self.frame_rate = float(a["frame_rate"])
         self.decoder = str(a["decoder"])
+        #: False for a shard of the streaming path (``extract.keep_frames: false``): the
+        #: index and ``frame_times`` are there, the frames are not (:meth:`frame` decodes).
+        self.frames_stored = bool(int(a.get("frames_stored", 1)))
         idx = {k: self._f[k][()] for k in INDEX}
         self._audio_offset = idx["audio_offset"]
         self._frame_offset = idx["frame_offset"]
@@ -408,11 +479,43 @@ class ExtractShard:
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(N, H, W, 3)`` uint8 RGB and ``(N,)`` float64 seconds of video `i`: its frames
         ``start:stop`` (default all; read only those, so a long video can be read in parts)."""
+        if not self.frames_stored:
+            raise ValueError(
+                f"{self.path}: this shard stores no frames (written with extract.keep_frames: "
+                "false, frames went straight to the fit); rerun extract with keep_frames: true "
+                "to keep them, or use ExtractShard.frame(i, k, videos_dir)"
+            )
         o, n = int(self._frame_offset[i]), self.videos[i]["frame_count"]
         a, b, _ = slice(start, stop).indices(n)
         b = max(a, b)
         d = self._f["frames"][f"{i:06d}"]
         return self._read_frames(d, a, b), self._f["frame_times"][o + a : o + b]
+
+    def frame(self, i: int, k: int, videos_dir: str | os.PathLike | None = None) -> np.ndarray:
+        """Sampled frame `k` of video `i`, ``(H, W, 3)`` uint8 RGB: read when the shard stores
+        frames, else decoded again from ``videos_dir / video`` with the shard's frame rate
+        and decoder (the same frames :func:`vox3d.video.decode` gave at extraction)."""
+        n = self.videos[i]["frame_count"]
+        if not 0 <= k < n:
+            raise IndexError(f"{self.path}: video {i} has {n} frames, not frame {k}")
+        if self.frames_stored:
+            return self.frames(i, k, k + 1)[0][0]
+        if videos_dir is None:
+            raise ValueError(f"{self.path}: stores no frames; give videos_dir to decode frame {k}")
+        path = Path(videos_dir) / self.videos[i]["video"]
+        got: list[np.ndarray] = []
+        seen = 0
+
+        def sink(frames: np.ndarray, _times: np.ndarray) -> None:
+            nonlocal seen
+            if seen <= k < seen + len(frames):
+                got.append(frames[k - seen].copy())
+            seen += len(frames)
+
+        decode(path, self.frame_rate, self.decoder, sink=sink)
+        if not got:
+            raise ValueError(f"{path}: decoded {seen} frames, fewer than the shard's {n}")
+        return got[0]
 
     def _read_frames(self, d: h5py.Dataset, a: int = 0, b: int | None = None) -> np.ndarray:
         """Frames ``a:b`` of ``d`` ``(N, H, W, 3) uint8``: in parallel when it is one gzip

@@ -357,9 +357,11 @@ def reference_frame(
     identity: str,
     fit_shards: Sequence[str | os.PathLike],
     extract_shards: Sequence[str | os.PathLike],
+    videos_dir: str | os.PathLike | None = None,
 ):
     """The identity's kept frame with the highest detector score: ``(rgb (H, W, 3) uint8,
-    params (n,), roi (4,), layout)`` or None when no shard has one."""
+    params (n,), roi (4,), layout)`` or None when no shard has one.  `videos_dir`: where
+    the manifest's videos are, to decode the frame when the extract shard stores none."""
     best = None
     for fp in sorted(str(p) for p in fit_shards):
         s = FitShard.read(fp, fields=("video", "keep", "score", "frame", "params", "roi"))
@@ -394,8 +396,8 @@ def reference_frame(
         with ExtractShard(ep) as es:
             for i, v in enumerate(es.videos):
                 if v["video"] == vpath:
-                    frames, _ = es.frames(i)
-                    return frames[frame], np.asarray(params), np.asarray(roi), layout
+                    rgb = es.frame(i, frame, videos_dir)
+                    return rgb, np.asarray(params), np.asarray(roi), layout
     return None
 
 
@@ -405,6 +407,7 @@ def plot_parameter_panels(
     n: int = 4,
     fit_shards: Sequence[str | os.PathLike] = (),
     extract_shards: Sequence[str | os.PathLike] = (),
+    videos_dir: str | os.PathLike | None = None,
 ) -> None:
     """One row per held-out identity (the first ``n``): its reference frame and its identity
     coefficients standardised by the training statistics, ``(c - mean) / std`` (K values):
@@ -427,7 +430,7 @@ def plot_parameter_panels(
     )  # fmt: skip
     k = np.arange(len(mu))
     for r, i in enumerate(ids):
-        ref = reference_frame(i, fit_shards, extract_shards) if fit_shards else None
+        ref = reference_frame(i, fit_shards, extract_shards, videos_dir) if fit_shards else None
         if ref is not None:
             axes[r, 0].imshow(ref[0])
         else:

@@ -2,8 +2,9 @@
 
 Per shard (``OUT/extract/<shard>.h5`` -> ``OUT/fit/<shard>.h5``):
 
-1. a background thread reads (decodes) the next videos' frames while the current chunk is
-   on the detector / regressor (:class:`_Prefetcher`);
+1. a background thread reads the next videos' frames from a frame source (the extract
+   shard's stored frames, or videos decoded on the fly by :mod:`vox3d.stream`) while the
+   current chunk is on the detector / regressor (:class:`vox3d.frame_source.Prefetcher`);
 2. frames of several videos are gathered into chunks of ``batch_size`` frames; FaceBoxes
    runs on the chunk (:meth:`FaceBoxes.detect_batch`), one face per frame is chosen
    (:func:`vox3d.quality.choose_face`), cropped with the 3DDFA-V2 ROI policy and the crops
@@ -19,7 +20,7 @@ Two implementations of steps 1-3, with the same per-frame outputs:
 * the **tensor path** (:meth:`Fitter.fit_batch_tensor`, used when ``fit.device`` resolves
   to ``cuda``): frames of consecutive videos are cut into batches of ``fit.batch_size``
   same-sized frames by a background thread that also stages each batch in pinned memory
-  and copies it to the GPU on a side stream (:class:`_BatchPrefetcher`), so the next
+  and copies it to the GPU on a side stream (:class:`vox3d.frame_source.BatchPrefetcher`), so the next
   batch's read and host->device copy overlap the current batch; detection
   (:meth:`FaceBoxes.detect_tensor` with the batched NMS, every candidate kept), the face
   choice over *all* detections of each frame (:func:`choose_faces_torch`, count and
@@ -45,10 +46,7 @@ Face model from config: ``ict`` (default) uses the ICT regressor committed in
 from __future__ import annotations
 
 import os
-import queue
 import sys
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,15 +54,12 @@ import numpy as np
 
 from vox3d.config import train_variants
 from vox3d.fit_shard import FRAME_FIELDS, FitShard, write_fit_shard
+from vox3d.frame_source import Batch, BatchPrefetcher, Prefetcher, progress_totals
 from vox3d.params import TDDFA_LAYOUT, ParamLayout, ict_layout, pose_to_srt, rotation_to_euler
 from vox3d.quality import REASONS, Thresholds, choose_face, classify, count_reasons
 from vox3d.torch_setup import resolve_device
 
 STAGE = "fit"
-#: Frames are read from an extract shard in pieces of at most this many frames and bytes,
-#: so a long video never sits in memory whole (at 224x224: 64 frames, 9.6 MB a piece).
-READ_FRAMES = 64
-READ_BYTES = 32 << 20
 #: The host path gathers whole videos into a chunk until it has ``batch_size`` frames; a
 #: video longer than this many frames (51 s at 5 fps) is cut into chunks of about this size.
 MAX_CHUNK_FRAMES = 256
@@ -616,163 +611,6 @@ def _empty_fields(n: int, n_params: int) -> dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------
-# reading ahead
-
-
-def _pieces(shard, i: int) -> Iterator[tuple[int, np.ndarray, np.ndarray, bool]]:
-    """Video `i` of `shard` read in pieces of at most :data:`READ_FRAMES` frames and
-    :data:`READ_BYTES` bytes: ``(first frame index, frames (n,H,W,3) uint8, times (n,) s,
-    last)``; a video without frames gives one empty piece."""
-    v = shard.videos[i]
-    n = int(v.get("frame_count", 0))
-    frame_bytes = max(1, int(v.get("height", 0)) * int(v.get("width", 0)) * 3)
-    step = max(1, min(READ_FRAMES, READ_BYTES // frame_bytes))
-    for a in range(0, max(n, 1), step):
-        frames, times = shard.frames(i, a, min(n, a + step))
-        yield a, np.asarray(frames), np.asarray(times, np.float64), a + step >= n
-
-
-class _Prefetcher:
-    """Reads videos' frames in a background thread in pieces (:func:`_pieces`), `depth`
-    pieces ahead.
-
-    Yields ``(video_index, first_frame, frames (n,H,W,3) uint8 RGB, times (n,) float64 s,
-    error, last)``; a video whose frames cannot be read ends with a piece of empty arrays,
-    the error text and ``last`` true.
-    """
-
-    def __init__(self, shard, depth: int = 2) -> None:
-        self._shard = shard
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self) -> None:
-        for i in range(len(self._shard.videos)):
-            try:
-                for a, frames, times, last in _pieces(self._shard, i):
-                    self._q.put((i, a, frames, times, None, last))
-            except Exception as e:  # a broken video must not stop the shard
-                self._q.put((i, 0, None, None, f"{type(e).__name__}: {e}", True))
-        self._q.put(None)
-
-    def __iter__(self) -> Iterator[tuple]:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            yield item
-
-
-@dataclass
-class _Batch:
-    """Up to ``batch_size`` same-sized frames of consecutive videos (video order).
-
-    segments: ``(video_index, first_frame, end_frame)`` per video piece; frames: ``(B, H, W,
-    3) uint8`` RGB on the host (pinned on CUDA); frames_dev: the same on the device (CUDA:
-    copied on a side stream, ready once ``ready`` (a CUDA event) has passed).
-    """
-
-    segments: list[tuple[int, int, int]]
-    times: np.ndarray
-    frames: np.ndarray
-    frames_dev: object
-    ready: object = None
-
-
-class _BatchPrefetcher:
-    """Background thread for the tensor path: reads the shard's videos, cuts their frames
-    into :class:`_Batch` es of ``batch_size`` same-sized frames and, on CUDA, stages each
-    in pinned memory and copies it to the device on a side stream, so that the read and
-    host->device copy of the next batch overlap the current batch's detection/regression.
-
-    Yields ``("batch", _Batch)`` and ``("error", video_index, text)`` for unreadable videos.
-    """
-
-    def __init__(self, shard, batch_size: int, device: str, depth: int = 2) -> None:
-        import torch
-
-        self._shard = shard
-        self._bs = max(1, batch_size)
-        self._cuda = device == "cuda"
-        self._device = torch.device(device)
-        self._stream = torch.cuda.Stream(self._device) if self._cuda else None
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _emit(self, buf: list, n: int) -> None:
-        """Cut the first ``n`` frames of ``buf`` [(vi, frames, times, start, base)] into a
-        batch (``frames`` is a piece of video ``vi`` beginning at its frame ``base``)."""
-        import torch
-
-        h, w = buf[0][1].shape[1:3]
-        pinned = torch.empty((n, h, w, 3), dtype=torch.uint8, pin_memory=self._cuda)
-        host = pinned.numpy()
-        segs, times, k = [], [], 0
-        while k < n:
-            vi, frames, t, start, base = buf[0]
-            m = min(n - k, frames.shape[0] - start)
-            host[k : k + m] = frames[start : start + m]
-            if segs and segs[-1][0] == vi and segs[-1][2] == base + start:
-                segs[-1] = (vi, segs[-1][1], base + start + m)  # the next piece of one video
-            else:
-                segs.append((vi, base + start, base + start + m))
-            times.append(t[start : start + m])
-            k += m
-            if start + m == frames.shape[0]:
-                buf.pop(0)
-            else:
-                buf[0] = (vi, frames, t, start + m, base)
-        if self._cuda:
-            with torch.cuda.stream(self._stream):
-                dev = pinned.to(self._device, non_blocking=True)
-                ready = torch.cuda.Event()
-                ready.record(self._stream)
-        else:
-            dev, ready = pinned, None
-        self._q.put(("batch", _Batch(segs, np.concatenate(times), host, dev, ready)))
-
-    def _run(self) -> None:
-        try:
-            buf: list = []
-            n_buf = 0
-            for i in range(len(self._shard.videos)):
-                try:
-                    for a, frames, times, _ in _pieces(self._shard, i):
-                        if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8:
-                            raise ValueError(
-                                f"frames {frames.shape} {frames.dtype}, expected (N, H, W, 3) uint8"
-                            )
-                        if frames.shape[0] == 0:
-                            continue
-                        if buf and buf[0][1].shape[1:3] != frames.shape[1:3]:
-                            self._emit(buf, n_buf)  # a new frame size: close the batch
-                            n_buf = 0
-                        buf.append((i, frames, times, 0, a))
-                        n_buf += frames.shape[0]
-                        while n_buf >= self._bs:
-                            self._emit(buf, self._bs)
-                            n_buf -= self._bs
-                except Exception as e:  # a broken video must not stop the shard
-                    self._q.put(("error", i, f"{type(e).__name__}: {e}"))
-            if n_buf:
-                self._emit(buf, n_buf)
-            self._q.put(None)
-        except BaseException as e:  # hand any failure to the consumer instead of hanging
-            self._q.put(("fatal", e))
-
-    def __iter__(self) -> Iterator[tuple]:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            if item[0] == "fatal":
-                raise item[1]
-            yield item
-
-
-# --------------------------------------------------------------------------------------
 # the shard
 
 
@@ -790,19 +628,35 @@ def fit_shard(
     count per reason (see :data:`vox3d.quality.REASONS`).  ``clock``: add the seconds of
     each step (read wait, detect, crop, regress, blur, host, write) to it.
     """
-    import time
-
     from vox3d.extract import ExtractShard
+
+    with ExtractShard(extract_path, threads=cfg.threads) as shard:
+        return fit_source(shard, out_path, cfg, fitter, progress, clock, Path(extract_path).stem)
+
+
+def fit_source(
+    source,
+    out_path: str | os.PathLike,
+    cfg: FitConfig,
+    fitter: Fitter | None = None,
+    progress: bool = True,
+    clock: StageClock | None = None,
+    name: str = "",
+) -> dict:
+    """Fit every frame of a frame source (:mod:`vox3d.frame_source`: an extract shard, or
+    :class:`vox3d.stream.StreamSource`) and write ``out_path`` atomically; returns the
+    stats of :func:`fit_shard`.  `name` labels the progress bar."""
+    import time
 
     fitter = fitter or Fitter(cfg)
     fitter.clock = clock
-    shard = ExtractShard(extract_path, threads=cfg.threads)
     try:
-        videos = list(shard.videos)
-        frames_out, read_errors = _run_shard(shard, videos, fitter, cfg, extract_path, progress)
+        frames_out, read_errors = _run_shard(source, fitter, cfg, name, progress)
     finally:
-        shard.close()
         fitter.clock = None
+    if hasattr(source, "finish"):  # e.g. drop videos the source rejected after fitting
+        frames_out, read_errors = source.finish(frames_out, read_errors)
+    videos = list(source.videos)
     t0 = time.perf_counter()
     rejects = video_rejects(videos, frames_out, read_errors)
     stats = shard_stats(videos, frames_out, rejects)
@@ -824,11 +678,13 @@ def shard_stats(videos: list, frames_out: dict, rejects: list) -> dict:
     }
 
 
-def _run_shard(shard, videos, fitter, cfg, extract_path, progress):
+def _run_shard(shard, fitter, cfg, name: str, progress: bool):
+    """Fit every frame of the frame source `shard` (:mod:`vox3d.frame_source`): returns the
+    per-frame fields (``video`` indexes ``shard.videos``) and ``{video: read error}``."""
     from tqdm import tqdm
 
     if fitter.tensor_path:
-        return _run_shard_tensor(shard, videos, fitter, cfg, extract_path, progress)
+        return _run_shard_tensor(shard, fitter, cfg, name, progress)
     chunks: dict[str, list[np.ndarray]] = {k: [] for k in (*FRAME_FIELDS, "crop")}
     read_errors: dict[int, str] = {}
     pending: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # (video, first, frames, t)
@@ -856,13 +712,13 @@ def _run_shard(shard, videos, fitter, cfg, extract_path, progress):
         pending, n_pending = [], 0
 
     bar = tqdm(
-        total=len(videos), desc=f"fit {Path(extract_path).stem}", unit="video",
+        total=progress_totals(shard)[0], desc=f"fit {name}", unit="video",
         disable=not progress, file=sys.stderr,
     )  # fmt: skip
     # chunks end where a video ends and >= batch_size frames are pending (as with whole
     # videos: vox3d.multigpu.clean_boundaries models this); a long video is also cut
     # every MAX_CHUNK_FRAMES, and its chunk ends with it
-    for vi, first, frames, times, err, last in _Prefetcher(shard):
+    for vi, first, frames, times, err, last in Prefetcher(shard):
         if err is not None:
             read_errors[vi] = err
         elif frames.shape[0] > 0:
@@ -891,7 +747,7 @@ def _drop_videos(frames_out: dict[str, np.ndarray], videos) -> dict[str, np.ndar
     return frames_out if keep.all() else {k: v[keep] for k, v in frames_out.items()}
 
 
-def _run_shard_tensor(shard, videos, fitter, cfg, extract_path, progress):
+def _run_shard_tensor(shard, fitter, cfg, name: str, progress: bool):
     """:func:`_run_shard` through :meth:`Fitter.fit_batch_tensor` (same outputs, same
     order: videos in order, frames in order; batches never mix frame sizes)."""
     import time
@@ -901,13 +757,13 @@ def _run_shard_tensor(shard, videos, fitter, cfg, extract_path, progress):
 
     chunks: dict[str, list[np.ndarray]] = {k: [] for k in (*FRAME_FIELDS, "crop")}
     read_errors: dict[int, str] = {}
-    total = int(sum(int(v.get("frame_count", 0)) for v in videos))
+    total = progress_totals(shard)[1]
     bar = tqdm(
-        total=total, desc=f"fit {Path(extract_path).stem}", unit="frame",
+        total=total, desc=f"fit {name}", unit="frame",
         disable=not progress, file=sys.stderr,
     )  # fmt: skip
     clk = fitter.clock
-    it = iter(_BatchPrefetcher(shard, cfg.batch_size, fitter.device))
+    it = iter(BatchPrefetcher(shard, cfg.batch_size, fitter.device))
     while True:
         t0 = time.perf_counter()
         item = next(it, None)
@@ -918,7 +774,7 @@ def _run_shard_tensor(shard, videos, fitter, cfg, extract_path, progress):
         if item[0] == "error":
             read_errors[item[1]] = item[2]
             continue
-        b: _Batch = item[1]
+        b: Batch = item[1]
         if b.ready is not None:
             torch.cuda.current_stream(fitter.detector.device).wait_event(b.ready)
             b.frames_dev.record_stream(torch.cuda.current_stream(fitter.detector.device))

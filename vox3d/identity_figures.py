@@ -148,6 +148,7 @@ def plot_identity_panels(
     fit_shards: Sequence[str | os.PathLike] = (),
     extract_shards: Sequence[str | os.PathLike] = (),
     size: int = 256,
+    videos_dir: str | os.PathLike | None = None,
 ) -> None:
     """One row per held-out identity (the first ``n`` in sorted order), see the module doc.
 
@@ -224,7 +225,9 @@ def plot_identity_panels(
     for r, i in enumerate(ids):
         d = data[i]
         c = 0
-        ref = _fig.reference_frame(i, fit_shards, extract_shards) if fit_shards else None
+        ref = (
+            _fig.reference_frame(i, fit_shards, extract_shards, videos_dir) if fit_shards else None
+        )
         if ref is not None:
             rgb, params, roi, layout = ref
             axes[r, 0].imshow(rgb)
@@ -288,6 +291,7 @@ def plot_identities(
     n: int = 4,
     fit_shards: Sequence[str | os.PathLike] = (),
     extract_shards: Sequence[str | os.PathLike] = (),
+    videos_dir: str | os.PathLike | None = None,
 ) -> None:
     """The per-identity figure of the ``figures`` rule: :func:`plot_identity_panels` when the
     evaluation was in mesh space (the face model of ``face_settings``, config
@@ -296,10 +300,14 @@ def plot_identities(
     pr = Predictions.read(predictions_h5)
     n_id, space = pr.n_id, pr.target_space
     if space == "params":
-        _fig.plot_parameter_panels(predictions_h5, out_png, n, fit_shards, extract_shards)
+        _fig.plot_parameter_panels(
+            predictions_h5, out_png, n, fit_shards, extract_shards, videos_dir
+        )
         return
     fm = face_model_from_config(face_settings, n_id=n_id)
-    plot_identity_panels(predictions_h5, fm, out_png, n, fit_shards, extract_shards)  # + truth
+    plot_identity_panels(  # + truth
+        predictions_h5, fm, out_png, n, fit_shards, extract_shards, videos_dir=videos_dir
+    )
 
 
 # --------------------------------------------------------------------------------------

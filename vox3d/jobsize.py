@@ -24,6 +24,9 @@ VIDEO_S = 8.0
 EXTRACT_S_PER_S = 0.034
 FIT_S_PER_S = 0.057
 FEATURES_S_PER_S = 0.010
+#: ``stream_shard`` (decode + fit in one job, no frames written): not measured apart; the
+#: two stages it replaces bound it.
+STREAM_S_PER_S = EXTRACT_S_PER_S + FIT_S_PER_S
 
 #: ``fit_identities`` holds the kept frames' identity coefficients (n_id float64 + a path
 #: reference): KB a frame.

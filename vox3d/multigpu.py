@@ -144,7 +144,7 @@ def split_videos(
 
 class _ShardSlice:
     """Videos ``start..stop-1`` of an :class:`vox3d.extract.ExtractShard`, indexed from 0
-    (what :func:`vox3d.fit._run_shard` needs: ``videos`` and ``frames(i, start, stop)``)."""
+    (a frame source of :mod:`vox3d.frame_source`: ``videos`` and ``frames(i, start, stop)``)."""
 
     def __init__(self, shard, start: int, stop: int) -> None:
         self._shard, self._start = shard, start
@@ -190,7 +190,7 @@ def _fit_part(extract_path: str, cfg, start: int, stop: int) -> _Part:
     shard = ExtractShard(extract_path)
     try:
         part = _ShardSlice(shard, start, stop)
-        frames, errors = _run_shard(part, part.videos, fitter, cfg, extract_path, False)
+        frames, errors = _run_shard(part, fitter, cfg, Path(extract_path).stem, False)
     finally:
         shard.close()
     frames["video"] = (frames["video"] + np.int32(start)).astype(np.int32)

@@ -167,7 +167,7 @@ def test_streaming_decode_holds_a_bounded_number_of_frames(long_clip, outcomes):
 def test_long_video_extract_writes_while_decoding_and_fit_reads_in_pieces(
     long_clip, tmp_path, outcomes
 ):
-    from vox3d import fit
+    from vox3d import frame_source
     from vox3d.extract import ExtractShard, extract_shard
     from vox3d.manifest import build_manifest, write_manifest
     from vox3d.video import decode
@@ -192,10 +192,10 @@ def test_long_video_extract_writes_while_decoding_and_fit_reads_in_pieces(
         part, t = s.frames(0, 10, 25)
         np.testing.assert_array_equal(part, ref.frames[10:25])
         np.testing.assert_array_equal(t, ref.frame_times[10:25])
-        pieces = list(fit._Prefetcher(s))
+        pieces = list(frame_source.Prefetcher(s))
     n = len(ref.frame_times)
-    assert [p[1] for p in pieces] == list(range(0, n, fit.READ_FRAMES))
-    assert max(len(p[2]) for p in pieces) <= fit.READ_FRAMES and pieces[-1][5]
+    assert [p[1] for p in pieces] == list(range(0, n, frame_source.READ_FRAMES))
+    assert max(len(p[2]) for p in pieces) <= frame_source.READ_FRAMES and pieces[-1][5]
     assert not any(p[5] for p in pieces[:-1]) and all(p[4] is None for p in pieces)
     np.testing.assert_array_equal(np.concatenate([p[2] for p in pieces]), ref.frames)
     outcomes.append(
@@ -204,7 +204,7 @@ def test_long_video_extract_writes_while_decoding_and_fit_reads_in_pieces(
             f"{LONG_S:.0f} s clip + a truncated copy",
             "extract, fit",
             f"frames written per chunk (truncated copy's dropped); fit reads <= "
-            f"{fit.READ_FRAMES} frames a piece",
+            f"{frame_source.READ_FRAMES} frames a piece",
         )
     )
 

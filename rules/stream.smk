@@ -1,0 +1,43 @@
+# Stream (extract.keep_frames: false, the default): per shard one job decodes each video once,
+# writes its audio and index to OUT/extract/<shard>.h5 (no frames) and fits its frames as they
+# decode into OUT/fit/<shard>.h5.  Logic: vox3d/stream.py (decode threads ahead of the fit),
+# vox3d/frame_source.py, vox3d/fit.py.  The two-stage path (extract_shard + fit_shard) runs
+# with extract.keep_frames: true instead.
+
+if not config["extract"]["keep_frames"]:
+
+    rule stream_shard:
+        input:
+            shard=shard_tsv,
+            models=fit_models,
+        output:
+            extract=out("extract/{shard}.h5"),
+            fit=out("fit/{shard}.h5"),
+        log:
+            out("logs/stream_shard/{shard}.log"),
+        benchmark:
+            out("benchmarks/stream_shard/{shard}.tsv")
+        wildcard_constraints:
+            shard=r"shard-\d+",
+        conda:
+            "../envs/fit.yaml"
+        # decode threads (vox3d.stream.StreamSource workers); the fit's torch threads
+        # follow the fit settings
+        threads: 1
+        resources:
+            # the two stages' measured figures (rules/extract.smk, rules/fit.smk) bound it:
+            # no frame is compressed or written, and nothing waits for frames to inflate.
+            # Memory: the fit's plus decode queues of at most workers x 4 x 32 frames;
+            # disk: the audio and the fit's fields, no frames
+            mem_mb=6000 if FIT_GPUS else 1500,
+            disk_mb=1000,
+            runtime=shard_minutes(jobsize.STREAM_S_PER_S),
+            gpu=min(FIT_GPUS, 1),
+        params:
+            videos_dir=videos_dir(),
+            frame_rate=config["extract"]["frame_rate"],
+            min_duration=config["extract"]["min_duration"],
+            decoder=config["extract"]["decoder"],
+            settings=fit_settings(),
+        script:
+            "../scripts/stream.py"

@@ -1,0 +1,26 @@
+"""Snakemake script of `stream_shard` (one shard -> extract HDF5 without frames + fit HDF5 in
+one pass).  Thin: all logic is in vox3d.stream."""
+
+import json
+
+import _repo  # noqa: F401  (puts the repository on sys.path)
+
+from vox3d.fit import FitConfig
+from vox3d.joblog import job_log
+from vox3d.stream import stream_shard
+
+smk = snakemake  # noqa: F821  (injected by Snakemake)
+
+with job_log(smk.log[0]) as log:
+    res = stream_shard(
+        smk.input.shard,
+        smk.params.videos_dir,
+        smk.output.extract,
+        smk.output.fit,
+        FitConfig.from_config(dict(smk.params.settings), threads=1),
+        frame_rate=smk.params.frame_rate,
+        min_duration=smk.params.min_duration,
+        decoder=smk.params.decoder,
+        workers=smk.threads,
+    )
+    print(json.dumps(res, sort_keys=True), file=log)

@@ -1,0 +1,157 @@
+"""The stream stage (vox3d.stream, extract.keep_frames: false) against the two-stage path
+(extract_shard stores the frames, fit_shard reads them), on real clips and broken files."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from vox3d.config import load_config
+from vox3d.extract import ExtractShard, extract_shard
+from vox3d.fit import FitConfig, fit_shard
+from vox3d.fit_shard import FitShard
+from vox3d.manifest import build_manifest, write_manifest
+from vox3d.stream import stream_shard
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _datasets(p: Path) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    with h5py.File(p, "r") as f:
+        f.visititems(
+            lambda k, o: out.__setitem__(k, o[()]) if isinstance(o, h5py.Dataset) else None
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def cfg() -> FitConfig:
+    return FitConfig.from_config(load_config())
+
+
+@pytest.fixture(scope="module")
+def shard(tmp_path_factory, real_clips, bad_files):
+    """videos_dir with the 10 real VoxCeleb2 clips and the broken files; one shard."""
+    root = tmp_path_factory.mktemp("videos")
+    for p in real_clips:
+        dst = root / p.relative_to(p.parents[2])
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, dst)
+    for p in bad_files.values():
+        (root / "idbad/yt").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, root / "idbad/yt" / p.name)
+    out = tmp_path_factory.mktemp("out")
+    rows = build_manifest(root, progress=False)
+    (name,) = write_manifest(rows, out / "manifest.tsv", out / "shards", 1000)
+    return root, out / "shards" / f"{name}.tsv"
+
+
+@pytest.fixture(scope="module")
+def runs(shard, cfg, tmp_path_factory):
+    """The two-stage path, the stream path, and the stream path with nothing held back
+    (every video streams before its decode ends; two decode workers)."""
+    root, tsv = shard
+    d = tmp_path_factory.mktemp("runs")
+    extract_shard(tsv, root, d / "ex_two.h5", progress=False)
+    fit_shard(d / "ex_two.h5", d / "fit_two.h5", cfg, progress=False)
+    res = stream_shard(tsv, root, d / "ex_one.h5", d / "fit_one.h5", cfg, progress=False)
+    res0 = stream_shard(
+        tsv, root, d / "ex_zero.h5", d / "fit_zero.h5", cfg, workers=2, progress=False,
+        hold_frames=0,
+    )  # fmt: skip
+    return d, res, res0
+
+
+def test_stream_fit_shard_is_the_two_stage_bytes(runs):
+    d, res, _ = runs
+    assert res["extract"] == {"videos": 18, "extracted": 12, "rejected": 6}  # 2 without a face
+    assert res["fit"]["frames"] > 300 and res["fit"]["kept"] > 0
+    assert _sha(d / "fit_one.h5") == _sha(d / "fit_two.h5")
+
+
+def test_stream_extract_shard_is_the_two_stage_one_without_frames(runs):
+    d, _, _ = runs
+    one, two = _datasets(d / "ex_one.h5"), _datasets(d / "ex_two.h5")
+    stored = {k for k in two if k.startswith("frames/")}
+    assert len(stored) == 12 and not any(k.startswith("frames/") for k in one)
+    assert set(one) == set(two) - stored
+    for k in one:
+        np.testing.assert_array_equal(one[k], two[k], err_msg=k)
+    with h5py.File(d / "ex_one.h5") as a, h5py.File(d / "ex_two.h5") as b:
+        assert int(a.attrs["frames_stored"]) == 0 and int(b.attrs["frames_stored"]) == 1
+        assert {k: str(v) for k, v in a.attrs.items() if k != "frames_stored"} == {
+            k: str(v) for k, v in b.attrs.items() if k != "frames_stored"
+        }
+    # no full frame on disk: the stream's extract shard is a fraction of the two-stage one
+    assert (d / "ex_one.h5").stat().st_size < 0.2 * (d / "ex_two.h5").stat().st_size
+
+
+def test_a_frameless_shard_says_so_and_decodes_a_frame(runs, shard):
+    d, _, _ = runs
+    root, _ = shard
+    with ExtractShard(d / "ex_one.h5") as one, ExtractShard(d / "ex_two.h5") as two:
+        assert not one.frames_stored and two.frames_stored
+        with pytest.raises(ValueError, match="keep_frames"):
+            one.frames(0)
+        with pytest.raises(ValueError, match="videos_dir"):
+            one.frame(0, 0)
+        for i, k in ((0, 0), (3, 7), (9, two.videos[9]["frame_count"] - 1)):
+            np.testing.assert_array_equal(one.frame(i, k, root), two.frames(i)[0][k])
+            np.testing.assert_array_equal(two.frame(i, k), two.frames(i)[0][k])
+        with pytest.raises(IndexError):
+            one.frame(0, one.videos[0]["frame_count"], root)
+
+
+def test_a_video_rejected_after_it_streamed_is_dropped(runs):
+    """hold_frames 0: the truncated clip reaches the fit before its decode ends and is then
+    rejected; its rows go and the other videos keep their numbers and fields."""
+    d, _, res0 = runs
+    with ExtractShard(d / "ex_zero.h5") as z, ExtractShard(d / "ex_two.h5") as t:
+        assert z.rejects == t.rejects and any("truncated" in r["reason"] for r in z.rejects)
+        assert z.videos == t.videos
+    a = FitShard.read(d / "fit_zero.h5")
+    b = FitShard.read(d / "fit_two.h5")
+    assert a.video_paths == b.video_paths and a.rejects == b.rejects
+    assert res0["fit"]["frames"] == len(b.frames["video"])
+    for k in ("video", "frame", "time", "keep", "reason", "n_faces"):
+        np.testing.assert_array_equal(a.frames[k], b.frames[k], err_msg=k)
+    for k in ("box", "roi", "params", "score", "yaw", "blur"):
+        np.testing.assert_allclose(a.frames[k], b.frames[k], rtol=1e-4, atol=1e-4, err_msg=k)
+
+
+def test_a_failed_fit_leaves_neither_file(shard, cfg, tmp_path, monkeypatch):
+    from vox3d import fit
+
+    root, tsv = shard
+
+    def boom(self, frames):
+        raise RuntimeError("killed mid-shard")
+
+    monkeypatch.setattr(fit.Fitter, "fit_frames", boom)
+    with pytest.raises(RuntimeError, match="killed mid-shard"):
+        stream_shard(tsv, root, tmp_path / "x/ex.h5", tmp_path / "f/fit.h5", cfg, progress=False)
+    left = [p.name for p in tmp_path.rglob("*") if p.is_file()]
+    assert left == []
+
+
+def test_a_decoder_crash_fails_the_job_not_the_video(shard, cfg, tmp_path, monkeypatch):
+    """Only a bad video (MediaError) is a reject; any other decode failure ends the job."""
+    from vox3d import stream
+
+    root, tsv = shard
+
+    def broken(*a, **k):
+        raise OSError("decoder library missing")
+
+    monkeypatch.setattr(stream, "decode", broken)
+    with pytest.raises(OSError, match="decoder library missing"):
+        stream_shard(tsv, root, tmp_path / "ex.h5", tmp_path / "fit.h5", cfg, progress=False)
+    assert not (tmp_path / "ex.h5").exists() and not (tmp_path / "fit.h5").exists()
