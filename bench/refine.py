@@ -49,7 +49,7 @@ def kept_frames(out: Path):
         with ExtractShard(out / "extract" / Path(fp).name) as es:
             for v in np.unique(video[keep]):
                 sel = np.flatnonzero(keep & (video == v))
-                imgs = es.frames(int(v))[0][frame[sel]]
+                imgs = es.video_frames(int(v), out / "synthetic" / "videos")[frame[sel]]
                 d = per.setdefault(
                     fs.video_identities[int(v)], {"img": [], "params": [], "roi": []}
                 )

@@ -13,7 +13,7 @@ wheel bundles a newer libavcodec (8.x) than the system ``ffmpeg`` (5.1).
 
 HDF5 layout of ``extract/<shard>.h5`` (version :data:`FORMAT_VERSION`; file attributes
 ``format``, ``format_version``, ``sample_rate``, ``frame_rate``, ``min_duration``,
-``decoder``, ``frame_compression``, ``vox3d_version``):
+``decoder``, ``frame_compression``, ``frames_stored``, ``vox3d_version``):
 
 * index, one entry per extracted video (datasets of length V, in manifest order):
   ``video`` (utf-8, the manifest path), ``identity`` (utf-8), ``duration_s`` (float64,
@@ -24,7 +24,9 @@ HDF5 layout of ``extract/<shard>.h5`` (version :data:`FORMAT_VERSION`; file attr
 * ``audio``: (sum of audio_length,) float32, 16 kHz mono, [-1, 1], all videos concatenated;
 * ``frame_times``: (sum of frame_count,) float64, seconds from each video's first frame;
 * ``frames/<i:06d>``: (frame_count, height, width, 3) uint8 RGB for the i-th video, chunked
-  one frame a chunk, gzip level 1 (videos of different sizes coexist);
+  one frame a chunk, gzip level 1 (videos of different sizes coexist); only when the
+  attribute ``frames_stored`` is 1 (:func:`extract_shard`, config ``extract.keep_frames:
+  true``); a shard of the stream stage (:mod:`vox3d.stream`) has none;
 * ``rejects/path``, ``rejects/code``, ``rejects/reason`` (utf-8): the shard's rejected
   videos; ``code`` is one of :data:`REJECT_CODES`, ``reason`` a sentence.
 
@@ -491,31 +493,36 @@ class ExtractShard:
         d = self._f["frames"][f"{i:06d}"]
         return self._read_frames(d, a, b), self._f["frame_times"][o + a : o + b]
 
+    def frame_times(self, i: int) -> np.ndarray:
+        """``(N,)`` float64 seconds (from the first frame) of video `i`'s sampled frames."""
+        o, n = int(self._frame_offset[i]), self.videos[i]["frame_count"]
+        return self._f["frame_times"][o : o + n]
+
+    def video_frames(self, i: int, videos_dir: str | os.PathLike | None = None) -> np.ndarray:
+        """All sampled frames of video `i`, ``(N, H, W, 3)`` uint8 RGB: read when the shard
+        stores frames, else decoded again from ``videos_dir / video`` with the shard's frame
+        rate and decoder (the frames :func:`vox3d.video.decode` gave at extraction)."""
+        if self.frames_stored:
+            return self.frames(i)[0]
+        if videos_dir is None:
+            raise ValueError(f"{self.path}: stores no frames; give videos_dir to decode them")
+        path = Path(videos_dir) / self.videos[i]["video"]
+        frames = decode(path, self.frame_rate, self.decoder).frames
+        if len(frames) != self.videos[i]["frame_count"]:
+            raise ValueError(
+                f"{path}: decoded {len(frames)} frames, the shard has "
+                f"{self.videos[i]['frame_count']} (the video changed since extraction?)"
+            )
+        return frames
+
     def frame(self, i: int, k: int, videos_dir: str | os.PathLike | None = None) -> np.ndarray:
-        """Sampled frame `k` of video `i`, ``(H, W, 3)`` uint8 RGB: read when the shard stores
-        frames, else decoded again from ``videos_dir / video`` with the shard's frame rate
-        and decoder (the same frames :func:`vox3d.video.decode` gave at extraction)."""
+        """Sampled frame `k` of video `i`, ``(H, W, 3)`` uint8 RGB (see :meth:`video_frames`)."""
         n = self.videos[i]["frame_count"]
         if not 0 <= k < n:
             raise IndexError(f"{self.path}: video {i} has {n} frames, not frame {k}")
         if self.frames_stored:
             return self.frames(i, k, k + 1)[0][0]
-        if videos_dir is None:
-            raise ValueError(f"{self.path}: stores no frames; give videos_dir to decode frame {k}")
-        path = Path(videos_dir) / self.videos[i]["video"]
-        got: list[np.ndarray] = []
-        seen = 0
-
-        def sink(frames: np.ndarray, _times: np.ndarray) -> None:
-            nonlocal seen
-            if seen <= k < seen + len(frames):
-                got.append(frames[k - seen].copy())
-            seen += len(frames)
-
-        decode(path, self.frame_rate, self.decoder, sink=sink)
-        if not got:
-            raise ValueError(f"{path}: decoded {seen} frames, fewer than the shard's {n}")
-        return got[0]
+        return self.video_frames(i, videos_dir)[k]
 
     def _read_frames(self, d: h5py.Dataset, a: int = 0, b: int | None = None) -> np.ndarray:
         """Frames ``a:b`` of ``d`` ``(N, H, W, 3) uint8``: in parallel when it is one gzip
