@@ -249,7 +249,7 @@ def run(out: Path, videos: Path, work: Path, repeat: int) -> None:
     ref: dict[str, np.ndarray] = {}
     for r in rows:
         with ExtractShard(r["_shard"]) as sh:
-            ref[r["utterance_id"]] = np.asarray(sh.audio(r["_index"]), np.float32)
+            ref[r["utterance_id"]] = np.asarray(sh.video_audio(r["_index"], videos), np.float32)
     seconds = sum(r["num_samples"] for r in rows) / col.sample_rate
     print(f"out_dir {out} (read only); work folder {work}")
     print(

@@ -1,4 +1,5 @@
-"""End to end on one node: mp4 files -> manifest -> extract (CPU processes) -> fit (GPU).
+"""End to end on one node: mp4 files -> manifest -> extract (CPU processes) -> fit (GPU),
+and (``--stream``) the stream stage: mp4 -> decode once -> fit + features, no frames on disk.
 
     python bench/node.py --device cuda --copies 200 --workers 15     # the H100 node
     python bench/node.py --copies 2 --workers 2                      # here (CPU)
@@ -17,6 +18,13 @@ library's stage functions the way the workflow's jobs run them:
 3. ``fit`` again over all shards with the CPUs free: the fit stage's own rate and where
    its time goes (:class:`vox3d.fit.StageClock`: read wait, detect, crop, regress, blur,
    host, write).
+
+4. ``--stream``: :func:`vox3d.stream.stream_shard` on every shard (``--stream-jobs`` at
+   once, ``--stream-threads`` decode threads each, ``--hwaccel cuda`` for NVDEC) and
+   ``features_shard`` of each finished shard in ``--features-jobs`` processes: the
+   end-to-end rate from mp4 to fit shards and features, the intermediates' bytes against
+   the input video's, VoxCeleb2's hours on 1, 4 and 64 nodes, and whether its fit shards
+   are byte-identical to the two-stage path's.
 
 Prints seconds of video per second of wall time for each stage and for the whole, frames
 per second, and the hours the measured rate gives for VoxCeleb2 (2,442 hours of video).
@@ -57,6 +65,16 @@ def _args(argv):
         "and compare the files byte for byte with the one-GPU ones",
     )  # fmt: skip
     ap.add_argument("--multi-shards", type=int, default=2)
+    ap.add_argument(
+        "--stream", action="store_true",
+        help="also run the stream stage (vox3d.stream: decode once, fit as it decodes, no "
+        "frames on disk) with features, and compare its fit shards with the two-stage ones",
+    )  # fmt: skip
+    ap.add_argument("--stream-jobs", type=int, default=1, help="stream jobs run at once")
+    ap.add_argument("--stream-threads", type=int, default=15, help="decode threads a job")
+    ap.add_argument("--features-jobs", type=int, default=2, help="features processes")
+    ap.add_argument("--hwaccel", default="", help="stream decode on this FFmpeg device (cuda)")
+    ap.add_argument("--skip-two-stage", action="store_true", help="stream stage only")
     return ap.parse_args(argv)
 
 
@@ -104,6 +122,128 @@ def _extract_job(shard_tsv: str, videos: str, out_h5: str) -> tuple[str, float, 
     return out_h5, time.perf_counter() - t0, res
 
 
+_FITTER = None  # one Fitter per stream-job process
+
+
+def _stream_job(tsv: str, videos: str, ex: str, fit: str, cfg, threads: int, hw: str) -> dict:
+    global _FITTER
+    from vox3d.fit import Fitter
+    from vox3d.stream import stream_shard
+
+    if _FITTER is None:
+        _FITTER = Fitter(cfg, tensor_path=cfg.device == "cuda")
+    t0 = time.perf_counter()
+    res = stream_shard(
+        tsv, videos, ex, fit, cfg, workers=threads, progress=False, fitter=_FITTER,
+        hwaccel=hw or None,
+    )  # fmt: skip
+    return {**res, "seconds": time.perf_counter() - t0}
+
+
+def _features_job(ex: str, out: str) -> float:
+    from vox3d.features import features_shard
+
+    t0 = time.perf_counter()
+    features_shard(ex, out, progress=False)
+    return time.perf_counter() - t0
+
+
+def run_stream(a, work: Path, videos: Path, names: list[str], video_s: float, input_bytes: int,
+               cfg, fitter) -> None:  # fmt: skip
+    """The stream stage on every shard (``--stream-jobs`` at once, ``--stream-threads``
+    decode threads each) with ``features_shard`` of each finished shard in
+    ``--features-jobs`` processes: mp4 -> extract (no frames) + fit + features."""
+    import hashlib
+
+    from vox3d.fit import StageClock
+    from vox3d.stream import stream_shard
+
+    sd = work / "stream"
+    for d in ("extract", "fit", "features"):
+        (sd / d).mkdir(parents=True, exist_ok=True)
+    ctx = get_context("spawn")
+    feat_pool = ProcessPoolExecutor(a.features_jobs, mp_context=ctx)
+    list(feat_pool.map(abs, range(a.features_jobs)))  # start the processes before the clock
+    job_pool = None
+    if a.stream_jobs > 1:
+        job_pool = ProcessPoolExecutor(a.stream_jobs, mp_context=ctx)
+    clock = StageClock()
+    frames = 0
+    feats = []
+    t0 = time.perf_counter()
+    if job_pool is None:
+        for n in names:
+            ex = sd / "extract" / f"{n}.h5"
+            r = stream_shard(
+                work / "shards" / f"{n}.tsv", videos, ex, sd / "fit" / f"{n}.h5", cfg,
+                workers=a.stream_threads, progress=False, clock=clock, fitter=fitter,
+                hwaccel=a.hwaccel or None,
+            )  # fmt: skip
+            frames += r["fit"]["frames"]
+            feats.append(feat_pool.submit(_features_job, str(ex), str(sd / "features" / ex.name)))
+    else:
+        futs = {
+            job_pool.submit(
+                _stream_job, str(work / "shards" / f"{n}.tsv"), str(videos),
+                str(sd / "extract" / f"{n}.h5"), str(sd / "fit" / f"{n}.h5"), cfg,
+                a.stream_threads, a.hwaccel,
+            ): n
+            for n in names
+        }  # fmt: skip
+        for fut in as_completed(futs):
+            r = fut.result()
+            frames += r["fit"]["frames"]
+            n = futs[fut]
+            ex = sd / "extract" / f"{n}.h5"
+            feats.append(feat_pool.submit(_features_job, str(ex), str(sd / "features" / ex.name)))
+    t_fit = time.perf_counter() - t0
+    feat_s = sum(f.result() for f in feats)
+    t_e2e = time.perf_counter() - t0
+    feat_pool.shutdown()
+    if job_pool is not None:
+        job_pool.shutdown()
+    size = {
+        d: sum(p.stat().st_size for p in (sd / d).glob("*.h5"))
+        for d in ("extract", "fit", "features")
+    }
+    total = sum(size.values())
+    rate = video_s / t_e2e
+    print(
+        f"\nSTREAM ({a.stream_jobs} job(s) x {a.stream_threads} decode threads"
+        f"{', hwaccel ' + a.hwaccel if a.hwaccel else ''}; features in {a.features_jobs} "
+        f"processes, {feat_s:.1f} s busy)"
+    )
+    print(
+        f"decode + fit, all shards           : {t_fit:7.1f} s  {video_s / t_fit:8,.0f} s video/s  {frames / t_fit:9,.0f} frames/s"
+    )
+    print(f"END TO END mp4 -> fit + features    : {t_e2e:7.1f} s  {rate:8,.0f} s video/s")
+    print(
+        f"intermediates on disk: extract {size['extract'] / 1e6:,.1f} MB + fit "
+        f"{size['fit'] / 1e6:,.1f} MB + features {size['features'] / 1e6:,.1f} MB = "
+        f"{total / 1e6:,.1f} MB for {input_bytes / 1e6:,.1f} MB of mp4: "
+        f"{total / input_bytes:.3f}x the input"
+    )
+    if clock.seconds:
+        print("stream (one job): where the fit's time goes (s)")
+        for k, v in sorted(clock.seconds.items(), key=lambda kv: -kv[1]):
+            print(f"  {k:12s} {v:8.2f}")
+    print(
+        f"VoxCeleb2 ({VOX2_HOURS:,.0f} h of video) at this rate (shards independent, linear in nodes):"
+    )
+    for nodes in (1, 4, 64):
+        print(f"  {nodes:3d} node(s): {VOX2_HOURS / rate / nodes:7.2f} h")
+    two = work / "fit"
+    if any(two.glob("*.h5")):
+
+        def digest(p: Path) -> str:
+            return hashlib.sha256(p.read_bytes()).hexdigest()
+
+        same = [n for n in names if digest(sd / "fit" / f"{n}.h5") == digest(two / f"{n}.h5")]
+        print(f"stream fit shards byte-identical to the two-stage ones: {len(same)}/{len(names)}")
+        for n in [n for n in names if n not in same][:3]:
+            print(f"  {n}: {compare_fit_files(two / f'{n}.h5', sd / 'fit' / f'{n}.h5')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
     if a.data:
@@ -145,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
         threads=a.fit_threads,
     )  # fmt: skip
     fitter = Fitter(cfg, tensor_path=True)
+    input_bytes = sum((videos / r).stat().st_size for r in rels)
+    if a.skip_two_stage:
+        run_stream(a, work, videos, names, video_s, input_bytes, cfg, fitter)
+        if tmp is not None:
+            tmp.cleanup()
+        return 0
     (work / "extract").mkdir()
     (work / "fit").mkdir()
 
@@ -244,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
             f"to the one-GPU files: {same}/{len(todo)} (a cut between two videos inside a "
             "one-GPU batch changes batch composition: parameters then agree to rounding)"
         )
+    if a.stream:
+        run_stream(a, work, videos, names, video_s, input_bytes, cfg, fitter)
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -33,6 +33,7 @@ EXPORT_PARAMS = {
     "audio": config["export"]["audio"],
     "split": config["train"]["split"],
     "val_fraction": config["train"]["val_fraction"],
+    "videos_dir": videos_dir(),  # audio the extract shards do not keep is decoded again
 }
 
 

@@ -5,30 +5,33 @@
 TARGETS.append(out("features/rejects.tsv"))
 
 
-rule features_shard:
-    input:
-        h5=out("extract/{shard}.h5"),
-    output:
-        h5=out("features/{shard}.h5"),
-    log:
-        out("logs/features_shard/{shard}.log"),
-    benchmark:
-        out("benchmarks/features_shard/{shard}.tsv")
-    wildcard_constraints:
-        shard=r"shard-\d+",
-    conda:
-        "../envs/features.yaml"
-    threads: 1
-    resources:
-        # measured (bench/results/cpu_resources.txt: default run, 2 loaded cores): max RSS
-        # 129 MiB; runtime: vox3d.jobsize.FEATURES_S_PER_S (measured s per s of audio there)
-        mem_mb=500,
-        disk_mb=1000,
-        runtime=shard_minutes(jobsize.FEATURES_S_PER_S),
-    params:
-        settings=config["features"],
-    script:
-        "../scripts/features.py"
+# With extract.keep_frames: false the features ride the stream job (rules/stream.smk).
+if config["extract"]["keep_frames"]:
+
+    rule features_shard:
+        input:
+            h5=out("extract/{shard}.h5"),
+        output:
+            h5=out("features/{shard}.h5"),
+        log:
+            out("logs/features_shard/{shard}.log"),
+        benchmark:
+            out("benchmarks/features_shard/{shard}.tsv")
+        wildcard_constraints:
+            shard=r"shard-\d+",
+        conda:
+            "../envs/features.yaml"
+        threads: 1
+        resources:
+            # measured (bench/results/cpu_resources.txt: default run, 2 loaded cores): max RSS
+            # 129 MiB; runtime: vox3d.jobsize.FEATURES_S_PER_S (measured s per s of audio there)
+            mem_mb=500,
+            disk_mb=1000,
+            runtime=shard_minutes(jobsize.FEATURES_S_PER_S),
+        params:
+            settings=config["features"],
+        script:
+            "../scripts/features.py"
 
 
 rule features_rejects:

@@ -1,6 +1,7 @@
 # Stream (extract.keep_frames: false, the default): per shard one job decodes each video once,
-# writes its audio and index to OUT/extract/<shard>.h5 (no frames) and fits its frames as they
-# decode into OUT/fit/<shard>.h5.  Logic: vox3d/stream.py (decode threads ahead of the fit),
+# writes its index to OUT/extract/<shard>.h5 (no frames; audio only with extract.keep_audio),
+# fits its frames as they decode into OUT/fit/<shard>.h5 and computes the voice features of
+# its audio into OUT/features/<shard>.h5.  Logic: vox3d/stream.py (decode threads ahead of the fit),
 # vox3d/frame_source.py, vox3d/fit.py.  The two-stage path (extract_shard + fit_shard) runs
 # with extract.keep_frames: true instead.
 
@@ -13,6 +14,7 @@ if not config["extract"]["keep_frames"]:
         output:
             extract=out("extract/{shard}.h5"),
             fit=out("fit/{shard}.h5"),
+            features=out("features/{shard}.h5"),
         log:
             out("logs/stream_shard/{shard}.log"),
         benchmark:
@@ -28,10 +30,10 @@ if not config["extract"]["keep_frames"]:
             # the two stages' measured figures (rules/extract.smk, rules/fit.smk) bound it:
             # no frame is compressed or written, and nothing waits for frames to inflate.
             # Memory: the fit's plus decode queues of at most workers x 4 x 32 frames;
-            # disk: the audio and the fit's fields, no frames
+            # disk: the fit's fields and the features, no frames
             mem_mb=6000 if FIT_GPUS else 1500,
             disk_mb=1000,
-            runtime=shard_minutes(jobsize.STREAM_S_PER_S),
+            runtime=shard_minutes(jobsize.STREAM_S_PER_S + jobsize.FEATURES_S_PER_S),
             gpu=min(FIT_GPUS, 1),
         params:
             videos_dir=videos_dir(),
@@ -39,5 +41,8 @@ if not config["extract"]["keep_frames"]:
             min_duration=config["extract"]["min_duration"],
             decoder=config["extract"]["decoder"],
             settings=fit_settings(),
+            features=config["features"],
+            keep_audio=config["extract"]["keep_audio"],
+            hwaccel=config["extract"]["hwaccel"],
         script:
             "../scripts/stream.py"

@@ -24,7 +24,7 @@ with job_log(smk.log[0]) as log:
     col = collect(inputs, smk.params.split, smk.params.val_fraction, smk.params.audio)
     if smk.rule == "export_audio":
         dest = Path(smk.output.audio).parent
-        res = write_audio(col, dest)
+        res = write_audio(col, dest, smk.params.videos_dir)
         write_rejects(col, dest)
     elif smk.rule == "export_lhotse":
         res = [str(p) for p in write_lhotse(col, Path(smk.output.recordings).parents[1])]

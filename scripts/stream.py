@@ -1,10 +1,11 @@
-"""Snakemake script of `stream_shard` (one shard -> extract HDF5 without frames + fit HDF5 in
-one pass).  Thin: all logic is in vox3d.stream."""
+"""Snakemake script of `stream_shard` (one shard -> extract HDF5 without frames, fit HDF5 and
+features HDF5 in one pass).  Thin: all logic is in vox3d.stream."""
 
 import json
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
+from vox3d.fbank import FeatureConfig
 from vox3d.fit import FitConfig
 from vox3d.joblog import job_log
 from vox3d.stream import stream_shard
@@ -22,5 +23,9 @@ with job_log(smk.log[0]) as log:
         min_duration=smk.params.min_duration,
         decoder=smk.params.decoder,
         workers=smk.threads,
+        hwaccel=None if smk.params.hwaccel == "none" else smk.params.hwaccel,
+        features_h5=smk.output.features,
+        features_cfg=FeatureConfig.from_mapping(dict(smk.params.features)),
+        keep_audio=smk.params.keep_audio,
     )
     print(json.dumps(res, sort_keys=True), file=log)

@@ -13,6 +13,7 @@ import pytest
 
 from vox3d.config import load_config
 from vox3d.extract import ExtractShard, extract_shard
+from vox3d.features import features_shard
 from vox3d.fit import FitConfig, fit_shard
 from vox3d.fit_shard import FitShard
 from vox3d.manifest import build_manifest, write_manifest
@@ -60,11 +61,15 @@ def runs(shard, cfg, tmp_path_factory):
     (every video streams before its decode ends; two decode workers)."""
     root, tsv = shard
     d = tmp_path_factory.mktemp("runs")
-    extract_shard(tsv, root, d / "ex_two.h5", progress=False)
-    fit_shard(d / "ex_two.h5", d / "fit_two.h5", cfg, progress=False)
-    res = stream_shard(tsv, root, d / "ex_one.h5", d / "fit_one.h5", cfg, progress=False)
+    extract_shard(tsv, root, d / "two/extract/s.h5", progress=False)
+    fit_shard(d / "two/extract/s.h5", d / "two/fit/s.h5", cfg, progress=False)
+    features_shard(d / "two/extract/s.h5", d / "two/features/s.h5", progress=False)
+    res = stream_shard(
+        tsv, root, d / "one/extract/s.h5", d / "one/fit/s.h5", cfg, progress=False,
+        features_h5=d / "one/features/s.h5", keep_audio=False,
+    )  # fmt: skip
     res0 = stream_shard(
-        tsv, root, d / "ex_zero.h5", d / "fit_zero.h5", cfg, workers=2, progress=False,
+        tsv, root, d / "zero/extract/s.h5", d / "zero/fit/s.h5", cfg, workers=2, progress=False,
         hold_frames=0,
     )  # fmt: skip
     return d, res, res0
@@ -74,30 +79,45 @@ def test_stream_fit_shard_is_the_two_stage_bytes(runs):
     d, res, _ = runs
     assert res["extract"] == {"videos": 18, "extracted": 12, "rejected": 6}  # 2 without a face
     assert res["fit"]["frames"] > 300 and res["fit"]["kept"] > 0
-    assert _sha(d / "fit_one.h5") == _sha(d / "fit_two.h5")
+    assert _sha(d / "one/fit/s.h5") == _sha(d / "two/fit/s.h5")
 
 
-def test_stream_extract_shard_is_the_two_stage_one_without_frames(runs):
+def test_stream_features_are_the_features_stage_bytes(runs):
+    d, res, _ = runs
+    assert res["features"] == {"utterances": 12, "rejected": 0}
+    assert _sha(d / "one/features/s.h5") == _sha(d / "two/features/s.h5")
+
+
+@pytest.mark.parametrize("name, audio", [("one", False), ("zero", True)])
+def test_stream_extract_shard_is_the_two_stage_one_without_frames(runs, name, audio):
     d, _, _ = runs
-    one, two = _datasets(d / "ex_one.h5"), _datasets(d / "ex_two.h5")
+    one, two = _datasets(d / name / "extract/s.h5"), _datasets(d / "two/extract/s.h5")
     stored = {k for k in two if k.startswith("frames/")}
     assert len(stored) == 12 and not any(k.startswith("frames/") for k in one)
     assert set(one) == set(two) - stored
+    assert len(two["audio"]) > 16000 * 60 and len(one["audio"]) == (
+        len(two["audio"]) if audio else 0
+    )
     for k in one:
-        np.testing.assert_array_equal(one[k], two[k], err_msg=k)
-    with h5py.File(d / "ex_one.h5") as a, h5py.File(d / "ex_two.h5") as b:
-        assert int(a.attrs["frames_stored"]) == 0 and int(b.attrs["frames_stored"]) == 1
-        assert {k: str(v) for k, v in a.attrs.items() if k != "frames_stored"} == {
-            k: str(v) for k, v in b.attrs.items() if k != "frames_stored"
+        if k != "audio" or audio:
+            np.testing.assert_array_equal(one[k], two[k], err_msg=k)
+    flags = ("frames_stored", "audio_stored")
+    with h5py.File(d / name / "extract/s.h5") as a, h5py.File(d / "two/extract/s.h5") as b:
+        assert [int(a.attrs[k]) for k in flags] == [0, int(audio)]
+        assert [int(b.attrs[k]) for k in flags] == [1, 1]
+        assert {k: str(v) for k, v in a.attrs.items() if k not in flags} == {
+            k: str(v) for k, v in b.attrs.items() if k not in flags
         }
     # no full frame on disk: the stream's extract shard is a fraction of the two-stage one
-    assert (d / "ex_one.h5").stat().st_size < 0.2 * (d / "ex_two.h5").stat().st_size
+    assert (d / name / "extract/s.h5").stat().st_size < 0.2 * (
+        d / "two/extract/s.h5"
+    ).stat().st_size
 
 
-def test_a_frameless_shard_says_so_and_decodes_a_frame(runs, shard):
+def test_a_frameless_shard_says_so_and_decodes_frames_and_audio(runs, shard):
     d, _, _ = runs
     root, _ = shard
-    with ExtractShard(d / "ex_one.h5") as one, ExtractShard(d / "ex_two.h5") as two:
+    with ExtractShard(d / "one/extract/s.h5") as one, ExtractShard(d / "two/extract/s.h5") as two:
         assert not one.frames_stored and two.frames_stored
         with pytest.raises(ValueError, match="keep_frames"):
             one.frames(0)
@@ -108,17 +128,24 @@ def test_a_frameless_shard_says_so_and_decodes_a_frame(runs, shard):
             np.testing.assert_array_equal(two.frame(i, k), two.frames(i)[0][k])
         with pytest.raises(IndexError):
             one.frame(0, one.videos[0]["frame_count"], root)
+        assert not one.audio_stored and two.audio_stored
+        with pytest.raises(ValueError, match="keep_audio"):
+            one.audio(0)
+        with pytest.raises(ValueError, match="keep_audio"):
+            next(one.audio_blocks())
+        for i in (0, 11):
+            np.testing.assert_array_equal(one.video_audio(i, root), two.audio(i))
 
 
 def test_a_video_rejected_after_it_streamed_is_dropped(runs):
     """hold_frames 0: the truncated clip reaches the fit before its decode ends and is then
     rejected; its rows go and the other videos keep their numbers and fields."""
     d, _, res0 = runs
-    with ExtractShard(d / "ex_zero.h5") as z, ExtractShard(d / "ex_two.h5") as t:
+    with ExtractShard(d / "zero/extract/s.h5") as z, ExtractShard(d / "two/extract/s.h5") as t:
         assert z.rejects == t.rejects and any("truncated" in r["reason"] for r in z.rejects)
         assert z.videos == t.videos
-    a = FitShard.read(d / "fit_zero.h5")
-    b = FitShard.read(d / "fit_two.h5")
+    a = FitShard.read(d / "zero/fit/s.h5")
+    b = FitShard.read(d / "two/fit/s.h5")
     assert a.video_paths == b.video_paths and a.rejects == b.rejects
     assert res0["fit"]["frames"] == len(b.frames["video"])
     for k in ("video", "frame", "time", "keep", "reason", "n_faces"):

@@ -490,9 +490,15 @@ def encode_audio(audio: np.ndarray, sample_rate: int, audio_format: str) -> byte
     raise ValueError(f"unknown audio format {audio_format!r}; choose one of {AUDIO_FORMATS}")
 
 
-def write_audio(col: Collected, dest: str | os.PathLike) -> dict[str, int]:
+def write_audio(
+    col: Collected, dest: str | os.PathLike, videos_dir: str | os.PathLike | None = None
+) -> dict[str, int]:
     """Write every exported utterance's audio under ``dest/audio/`` (atomically; a file that
-    already has the right bytes is left alone).  Returns ``{"written", "unchanged", "bytes"}``."""
+    already has the right bytes is left alone).  Returns ``{"written", "unchanged", "bytes"}``.
+
+    The audio is the extract shard's; a shard that keeps none (``extract.keep_audio:
+    false``) has it decoded again from ``videos_dir`` (the same samples,
+    :meth:`vox3d.extract.ExtractShard.video_audio`)."""
     from vox3d.extract import ExtractShard
     from vox3d.io import write_bytes_atomic
 
@@ -509,7 +515,10 @@ def write_audio(col: Collected, dest: str | os.PathLike) -> dict[str, int]:
             raise ExportError(str(e)) from e
         with sh:
             for r in by_shard[shard]:
-                a = sh.audio(r["_index"])
+                try:
+                    a = sh.video_audio(r["_index"], videos_dir)
+                except (OSError, ValueError) as e:
+                    raise ExportError(str(e)) from e
                 if a.size != r["num_samples"]:
                     raise ExportError(f"{shard}: {r['source_video']} audio length changed")
                 data = encode_audio(a, col.sample_rate, col.audio_format)
@@ -703,10 +712,13 @@ def export(
     split_method: str = "auto",
     val_fraction: float = 0.2,
     write_audio_files: bool = True,
+    videos_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Export the workflow outputs under `out_dir` into `dest` (default
     ``out_dir/voxceleb3d``): the audio, the manifests of each of `formats` and the
-    rejects table.  Returns a summary (counts, files, audio bytes)."""
+    rejects table.  Returns a summary (counts, files, audio bytes).  `videos_dir`: where
+    the videos are, for extract shards that keep no audio (default: the embedded corpus's
+    ``out_dir/synthetic/videos``)."""
     for fmt in formats:
         if fmt not in FORMATS:
             raise ValueError(f"unknown export format {fmt!r}; choose from {FORMATS}")
@@ -719,7 +731,9 @@ def export(
         "files": [],
     }
     if write_audio_files:
-        summary["audio"] = write_audio(col, dest)
+        if videos_dir is None:
+            videos_dir = Path(out_dir) / "synthetic" / "videos"
+        summary["audio"] = write_audio(col, dest, videos_dir)
     if "lhotse" in formats:
         summary["files"] += [str(p) for p in write_lhotse(col, dest)]
     if "hf" in formats:
@@ -729,7 +743,8 @@ def export(
 
 
 def cli(argv: Sequence[str]) -> int:
-    """``vox3d export --format {lhotse,hf} OUT_DIR [--dest DIR] [--audio {wav,flac}]``."""
+    """``vox3d export --format {lhotse,hf} OUT_DIR [--dest DIR] [--audio {wav,flac}]
+    [--videos-dir DIR]``."""
     ap = argparse.ArgumentParser(prog="vox3d export", description=__doc__.splitlines()[0])
     ap.add_argument("out_dir", help="a finished workflow's out_dir")
     ap.add_argument("--format", choices=FORMATS, action="append", required=True,
@@ -740,9 +755,15 @@ def cli(argv: Sequence[str]) -> int:
     ap.add_argument("--split", choices=("auto", "names", "hash"), default="auto",
                     help="identity split rule (config train.split)")  # fmt: skip
     ap.add_argument("--val-fraction", type=float, default=0.2, help="config train.val_fraction")
+    ap.add_argument("--videos-dir", default=None,
+                    help="the workflow's videos_dir, to decode audio its extract shards do not "
+                    "keep (default: OUT_DIR/synthetic/videos)")  # fmt: skip
     a = ap.parse_args(list(argv))
     try:
-        s = export(a.out_dir, sorted(set(a.format)), a.dest, a.audio, a.split, a.val_fraction)
+        s = export(
+            a.out_dir, sorted(set(a.format)), a.dest, a.audio, a.split, a.val_fraction,
+            videos_dir=a.videos_dir,
+        )  # fmt: skip
     except ExportError as e:
         print(f"vox3d export: {e}", file=sys.stderr)
         return 1

@@ -13,7 +13,7 @@ wheel bundles a newer libavcodec (8.x) than the system ``ffmpeg`` (5.1).
 
 HDF5 layout of ``extract/<shard>.h5`` (version :data:`FORMAT_VERSION`; file attributes
 ``format``, ``format_version``, ``sample_rate``, ``frame_rate``, ``min_duration``,
-``decoder``, ``frame_compression``, ``frames_stored``, ``vox3d_version``):
+``decoder``, ``frame_compression``, ``frames_stored``, ``audio_stored``, ``vox3d_version``):
 
 * index, one entry per extracted video (datasets of length V, in manifest order):
   ``video`` (utf-8, the manifest path), ``identity`` (utf-8), ``duration_s`` (float64,
@@ -21,7 +21,9 @@ HDF5 layout of ``extract/<shard>.h5`` (version :data:`FORMAT_VERSION`; file attr
   ``frame_offset`` / ``frame_count`` (int64, rows into ``frame_times``), ``height`` /
   ``width`` (int64, pixels), ``av_offset`` (float64 s, first audio sample time minus first
   frame time as the demuxer reports it);
-* ``audio``: (sum of audio_length,) float32, 16 kHz mono, [-1, 1], all videos concatenated;
+* ``audio``: (sum of audio_length,) float32, 16 kHz mono, [-1, 1], all videos concatenated
+  (empty when the attribute ``audio_stored`` is 0: the stream stage with
+  ``extract.keep_audio: false``);
 * ``frame_times``: (sum of frame_count,) float64, seconds from each video's first frame;
 * ``frames/<i:06d>``: (frame_count, height, width, 3) uint8 RGB for the i-th video, chunked
   one frame a chunk, gzip level 1 (videos of different sizes coexist); only when the
@@ -211,7 +213,10 @@ class ShardWriter:
 
     ``store_frames`` false (config ``extract.keep_frames: false``, the streaming path of
     :mod:`vox3d.stream`): the index, audio and ``frame_times`` are written as always but no
-    ``frames/<i>`` datasets (attribute ``frames_stored`` 0).  Use: :meth:`frame_sink` before
+    ``frames/<i>`` datasets (attribute ``frames_stored`` 0).  ``store_audio`` false (config
+    ``extract.keep_audio: false``; the stream stage computes the features from the decoded
+    audio itself): ``audio`` stays empty, ``audio_offset`` / ``audio_length`` still count
+    the samples as if they were stored (attribute ``audio_stored`` 0).  Use: :meth:`frame_sink` before
     decoding a video, then :meth:`add` (kept) or :meth:`reject`.
     """
 
@@ -222,9 +227,11 @@ class ShardWriter:
         min_duration: float,
         decoder: str,
         store_frames: bool = True,
+        store_audio: bool = True,
     ) -> None:
         self.out_h5 = Path(out_h5)
         self.store_frames = bool(store_frames)
+        self.store_audio = bool(store_audio)
         self._attrs = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -234,6 +241,7 @@ class ShardWriter:
             "decoder": decoder,
             "frame_compression": FRAME_COMPRESSION["compression"],
             "frames_stored": int(self.store_frames),
+            "audio_stored": int(self.store_audio),
             "vox3d_version": __version__,
         }
         self.index: dict[str, list] = {k: [] for k in INDEX}
@@ -293,8 +301,9 @@ class ShardWriter:
         )
         i = len(self.index["video"])
         n_audio, n_frames = self.n_audio, self.n_frames
-        self._audio.resize((n_audio + dec.audio.size,))
-        self._audio[n_audio:] = dec.audio
+        if self.store_audio:
+            self._audio.resize((n_audio + dec.audio.size,))
+            self._audio[n_audio:] = dec.audio
         n = len(dec.frame_times)
         self._ftimes.resize((n_frames + n,))
         self._ftimes[n_frames:] = dec.frame_times
@@ -406,6 +415,9 @@ class ExtractShard:
         #: False for a shard of the streaming path (``extract.keep_frames: false``): the
         #: index and ``frame_times`` are there, the frames are not (:meth:`frame` decodes).
         self.frames_stored = bool(int(a.get("frames_stored", 1)))
+        #: False when the audio was not kept (``extract.keep_audio: false``, stream stage):
+        #: lengths are there, the samples are not (:meth:`video_audio` decodes).
+        self.audio_stored = bool(int(a.get("audio_stored", 1)))
         idx = {k: self._f[k][()] for k in INDEX}
         self._audio_offset = idx["audio_offset"]
         self._frame_offset = idx["frame_offset"]
@@ -427,8 +439,17 @@ class ExtractShard:
     def __len__(self) -> int:
         return len(self.videos)
 
+    def _need_audio(self) -> None:
+        if not self.audio_stored:
+            raise ValueError(
+                f"{self.path}: this shard stores no audio (extract.keep_audio: false: the "
+                "stream stage computed the features from the decoded audio); set "
+                "keep_audio: true to keep it, or use ExtractShard.video_audio(i, videos_dir)"
+            )
+
     def audio(self, i: int) -> np.ndarray:
         """``(S,)`` float32, 16 kHz mono, [-1, 1] of video `i`."""
+        self._need_audio()
         o, n = int(self._audio_offset[i]), self.videos[i]["audio_length"]
         return self._f["audio"][o : o + n]
 
@@ -444,6 +465,7 @@ class ExtractShard:
         (unreadable audio becomes empty, for the caller to reject), so every video is
         yielded exactly once.
         """
+        self._need_audio()
         n = len(self.videos)
         done = 0  # videos yielded so far
         try:
@@ -514,6 +536,23 @@ class ExtractShard:
                 f"{self.videos[i]['frame_count']} (the video changed since extraction?)"
             )
         return frames
+
+    def video_audio(self, i: int, videos_dir: str | os.PathLike | None = None) -> np.ndarray:
+        """Audio of video `i` as :meth:`audio` gives it: read when stored, else decoded again
+        from ``videos_dir / video`` (the samples :func:`vox3d.video.decode` gave at
+        extraction; checked against the stored length)."""
+        if self.audio_stored:
+            return self.audio(i)
+        if videos_dir is None:
+            raise ValueError(f"{self.path}: stores no audio; give videos_dir to decode it")
+        path = Path(videos_dir) / self.videos[i]["video"]
+        audio = decode(path, self.frame_rate, self.decoder).audio
+        if audio.size != self.videos[i]["audio_length"]:
+            raise ValueError(
+                f"{path}: decoded {audio.size} samples, the shard has "
+                f"{self.videos[i]['audio_length']} (the video changed since extraction?)"
+            )
+        return audio
 
     def frame(self, i: int, k: int, videos_dir: str | os.PathLike | None = None) -> np.ndarray:
         """Sampled frame `k` of video `i`, ``(H, W, 3)`` uint8 RGB (see :meth:`video_frames`)."""

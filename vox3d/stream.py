@@ -3,12 +3,20 @@
 Per shard, one job decodes each video once and hands its sampled frames straight to the fit
 (detection, crop, regression), with no full frame written to disk::
 
-    OUT/shards/<shard>.tsv -> OUT/extract/<shard>.h5   audio, frame times, index; no frames
+    OUT/shards/<shard>.tsv -> OUT/extract/<shard>.h5   index and frame times (+ audio with
+                                                       extract.keep_audio); no frames
                            -> OUT/fit/<shard>.h5       the fit's fields (+ crops, fit.keep_crops)
+                           -> OUT/features/<shard>.h5  the voice features of the decoded audio
 
-The audio rides the same decode (:func:`vox3d.video.decode` gives both).  The extract
-shard keeps its layout (:mod:`vox3d.extract`) without the ``frames/<i>`` datasets
-(attribute ``frames_stored`` 0), so everything after the fit reads it as before.  With
+The audio rides the same decode (:func:`vox3d.video.decode` gives both): each decode
+worker computes the utterance's features (:func:`vox3d.features.utterance_features`, the
+features stage's code) as soon as the video is decoded, and the features shard is written
+as :func:`vox3d.features.features_shard` would write it from the extract shard (the same
+bytes, tests/test_stream.py).  The extract shard keeps its layout (:mod:`vox3d.extract`)
+without the ``frames/<i>`` datasets (attribute ``frames_stored`` 0) and, by default,
+without the audio samples (``audio_stored`` 0; lengths and offsets are kept):
+:meth:`vox3d.extract.ExtractShard.video_audio` and ``frame`` decode them again when
+wanted (the export does).  So no intermediate grows with the video's pixels or samples.  With
 ``extract.keep_frames: true`` the two-stage path (``extract_shard`` writes the frames,
 ``fit_shard`` reads them) runs instead; on the CPU both give the same fit shards, byte for
 byte (tests/test_stream.py), because the same frames arrive in the same pieces
@@ -19,6 +27,8 @@ worker k decodes video j into its own queue of at most :data:`QUEUE_CHUNKS` chun
 :data:`vox3d.video.FRAME_CHUNK` frames and blocks when it is full, so memory is bounded by
 ``workers x QUEUE_CHUNKS x FRAME_CHUNK`` frames plus the video being fitted.  PyAV releases
 the GIL while it decodes and converts; the fit's own read-ahead thread consumes the pieces.
+``hwaccel`` (config ``extract.hwaccel``) decodes on an FFmpeg hardware device (``cuda``:
+NVDEC) with the CPU as the fallback (:func:`vox3d.video.decode`).
 
 Rejects: a video the manifest already condemns, or that fails to decode, is truncated or too
 short (:func:`vox3d.extract.check_row`, :func:`vox3d.extract.check_decoded`: the extract
@@ -47,7 +57,7 @@ import numpy as np
 from vox3d.extract import ShardWriter, check_decoded, check_row
 from vox3d.frame_source import Piece, piece_frames
 from vox3d.manifest import read_shard
-from vox3d.video import DECODERS, MediaError, decode
+from vox3d.video import DECODERS, SAMPLE_RATE, MediaError, decode
 
 #: Frames of one video held back until its decode ends (so a rejected video never reaches
 #: the fit): 256 frames = 51 s at 5 fps, 38 MB at 224x224.
@@ -77,6 +87,8 @@ class StreamSource:
         workers: int = 1,
         decoder_threads: int = 1,
         hold_frames: int = HOLD_FRAMES,
+        hwaccel: str | None = None,
+        features_cfg=None,
     ) -> None:
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
@@ -86,6 +98,12 @@ class StreamSource:
         self.frame_rate, self.min_duration = float(frame_rate), float(min_duration)
         self.decoder, self.decoder_threads = decoder, max(1, int(decoder_threads))
         self.hold_frames = max(0, int(hold_frames))
+        self.hwaccel = hwaccel or None
+        self.features_cfg = features_cfg
+        #: with `features_cfg`: the accepted videos' features (:class:`vox3d.features.
+        #: Utterance`, in order) and the features stage's rejects rows
+        self.utterances: list = []
+        self.feature_rejects: list[dict[str, str]] = []
         self.videos: list[dict] = []
         self._ids: list[int] = []  # fit index given out per position -> accepted index or -1
         self._queues: dict[int, queue.Queue] = {}
@@ -124,9 +142,15 @@ class StreamSource:
                 dec = decode(
                     self.videos_dir / row["path"], self.frame_rate, self.decoder,
                     self.decoder_threads, sink=lambda f, t, q=q: self._put(q, ("frames", f, t)),
+                    hwaccel=self.hwaccel,
                 )  # fmt: skip
                 check_decoded(row, dec, self.min_duration)
-                self._put(q, ("done", dec))
+                feats = None
+                if self.features_cfg is not None:  # the audio rides the same decode
+                    from vox3d.features import _one
+
+                    feats = _one((dec.audio, SAMPLE_RATE, self.features_cfg))
+                self._put(q, ("done", dec, feats))
             except MediaError as e:
                 self._put(q, ("reject", e))
             except BaseException as e:  # not a bad video: the job fails, as extract does
@@ -183,6 +207,8 @@ class StreamSource:
                 # done: accepted
                 i = self.writer.add(row, item[1])
                 self.videos.append(_video_entry(self.writer, i))
+                if self.features_cfg is not None:
+                    self._add_features(row, item[2])
                 if fid is None:
                     fid = self._give_id()
                 self._ids[fid] = i
@@ -194,6 +220,14 @@ class StreamSource:
                 fr, tm, held, n_held = _take(held, n_held)
                 yield fid, first, fr, tm, None, True
                 break
+
+    def _add_features(self, row: dict[str, str], feats) -> None:
+        from vox3d.features import STAGE, Utterance
+
+        if isinstance(feats, str):  # bad audio: a features reject, as features_shard makes
+            self.feature_rejects.append({"path": row["path"], "stage": STAGE, "reason": feats})
+        else:
+            self.utterances.append(Utterance(row["path"], row.get("identity", ""), feats))
 
     def _give_id(self) -> int:
         self._ids.append(-1)
@@ -265,19 +299,53 @@ def stream_shard(
     progress: bool = True,
     clock=None,
     hold_frames: int = HOLD_FRAMES,
+    fitter=None,
+    hwaccel: str | None = None,
+    features_h5: str | os.PathLike | None = None,
+    features_cfg=None,
+    keep_audio: bool = True,
 ) -> dict:
-    """One shard through decode -> fit in one pass (module docstring).
+    """One shard through decode -> fit (and features) in one pass (module docstring).
 
-    fit_cfg: a :class:`vox3d.fit.FitConfig`.  Returns ``{"extract": {"videos", "extracted",
-    "rejected"}, "fit": the fit shard's stats}``.
+    fit_cfg: a :class:`vox3d.fit.FitConfig`; fitter: a :class:`vox3d.fit.Fitter` to reuse
+    (default: one built from `fit_cfg`); clock: a :class:`vox3d.fit.StageClock`.
+    features_h5: also write the features shard of the decoded audio there (settings
+    `features_cfg`, a :class:`vox3d.fbank.FeatureConfig`; the same file as
+    :func:`vox3d.features.features_shard` of the extract shard); keep_audio false: the
+    extract shard keeps no audio samples (only with `features_h5`).  Returns ``{"extract":
+    {"videos", "extracted", "rejected"}, "fit": the fit shard's stats, "features":
+    {"utterances", "rejected"} (with features_h5)}``.
     """
     from vox3d.fit import fit_source
 
+    if not keep_audio and features_h5 is None:
+        raise ValueError("keep_audio false needs features_h5: nothing else would read the audio")
+    if features_h5 is not None and features_cfg is None:
+        from vox3d.fbank import FeatureConfig
+
+        features_cfg = FeatureConfig()
     rows = read_shard(shard_tsv)
-    with ShardWriter(extract_h5, frame_rate, min_duration, decoder, store_frames=False) as w:
+    out: dict = {}
+    with ShardWriter(
+        extract_h5, frame_rate, min_duration, decoder, store_frames=False, store_audio=keep_audio
+    ) as w:
         with StreamSource(
             rows, videos_dir, w, frame_rate, min_duration, decoder, workers,
-            hold_frames=hold_frames,
+            hold_frames=hold_frames, hwaccel=hwaccel,
+            features_cfg=features_cfg if features_h5 is not None else None,
         ) as src:  # fmt: skip
-            stats = fit_source(src, fit_h5, fit_cfg, None, progress, clock, Path(shard_tsv).stem)
-    return {"extract": w.counts(len(rows)), "fit": stats}
+            out["fit"] = fit_source(
+                src, fit_h5, fit_cfg, fitter, progress, clock, Path(shard_tsv).stem
+            )
+        if features_h5 is not None:
+            from vox3d.features import write
+
+            write(
+                features_h5, src.utterances, src.feature_rejects, features_cfg,
+                source=Path(extract_h5).name,
+            )  # fmt: skip
+            out["features"] = {
+                "utterances": len(src.utterances), "rejected": len(src.feature_rejects)
+            }  # fmt: skip
+    out["extract"] = w.counts(len(rows))
+    return out

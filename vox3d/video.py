@@ -28,6 +28,7 @@ frame, at ``t = 0, 0.2, 0.4, ...``. Frames are uint8 RGB, full frame, no resizin
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import queue
@@ -39,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 #: Sample rate of all extracted audio, Hz.
 SAMPLE_RATE = 16000
@@ -491,8 +494,15 @@ def decode(
     threads: int = 1,
     sink: FrameSink | None = None,
     chunk: int = FRAME_CHUNK,
+    hwaccel: str | None = None,
 ) -> Decoded:
     """Decode `path` once: audio to 16 kHz mono and frames at `frame_rate` (module docstring).
+
+    hwaccel: with the ``pyav`` decoder, an FFmpeg hardware device type (``"cuda"``: NVDEC)
+    to decode the video on; None decodes on the CPU.  Hardware decoding never changes a
+    verdict: where it fails to open, stops early or reports an error, the video is decoded
+    again on the CPU and that outcome stands; so a `sink` gets the frames of a hardware
+    decode only once it succeeded (they are held until then: memory grows with the video).
 
     With `sink`, the chosen frames are not returned but handed to ``sink(frames, times)`` in
     order, at most `chunk` at a time, as they decode: memory stays bounded for any length
@@ -506,8 +516,12 @@ def decode(
         raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
     path = Path(path)
     check_readable(path)
-    fn = _decode_pyav if decoder == "pyav" else _decode_ffmpeg
-    dec = fn(path, frame_rate, max(1, int(threads)), _FrameChunks(sink, chunk))
+    if hwaccel and decoder == "pyav":
+        dec = _decode_hw(path, frame_rate, max(1, int(threads)), sink, chunk, hwaccel)
+    elif decoder == "pyav":
+        dec = _decode_pyav(path, frame_rate, max(1, int(threads)), _FrameChunks(sink, chunk))
+    else:
+        dec = _decode_ffmpeg(path, frame_rate, max(1, int(threads)), _FrameChunks(sink, chunk))
     if dec.decoded_frames == 0:
         raise MediaError("decode_error", "no video frames could be decoded")
     if dec.audio.size == 0:
@@ -515,12 +529,44 @@ def decode(
     return dec
 
 
-def _decode_pyav(path: Path, frame_rate: float, threads: int, out: _FrameChunks) -> Decoded:
+#: Hardware decoding attempts that failed, by device type (logged once each).
+HW_FAILURES: dict[str, int] = {}
+
+
+def _decode_hw(path: Path, frame_rate: float, threads: int, sink, chunk: int, hw: str) -> Decoded:
+    """:func:`_decode_pyav` on the hardware device `hw`, else again on the CPU."""
+    got: list[tuple[np.ndarray, np.ndarray]] = []  # held for the sink until the decode succeeds
+    hold = _FrameChunks(None if sink is None else lambda f, t: got.append((f, t)), chunk)
+    try:
+        dec = _decode_pyav(path, frame_rate, threads, hold, hwaccel=hw)
+        if not dec.extra.get("error") and dec.decoded_frames > 0:
+            for f, t in got:
+                sink(f, t)
+            return dec
+        why = dec.extra.get("error") or "no frames"
+    except Exception as e:  # noqa: BLE001  (any failure: decode on the CPU instead)
+        why = _first_line(e, path)
+    if not HW_FAILURES.get(hw):
+        log.warning("%s: %s decoding failed (%s); decoding on the CPU", path, hw, why)
+    HW_FAILURES[hw] = HW_FAILURES.get(hw, 0) + 1
+    return _decode_pyav(path, frame_rate, threads, _FrameChunks(sink, chunk))
+
+
+def _decode_pyav(
+    path: Path, frame_rate: float, threads: int, out: _FrameChunks, hwaccel: str | None = None
+) -> Decoded:
     import av
 
+    kw = {}
+    if hwaccel:
+        from av.codec.hwaccel import HWAccel
+
+        kw["hwaccel"] = HWAccel(device_type=hwaccel, allow_software_fallback=False)
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        container = av.open(str(path), metadata_errors="ignore", **kw)
     except Exception as e:
+        if hwaccel:
+            raise
         raise _open_failed(path, e) from e
     with container:
         vs = next((s for s in container.streams if s.type == "video"), None)
