@@ -19,12 +19,12 @@ library's stage functions the way the workflow's jobs run them:
    its time goes (:class:`vox3d.fit.StageClock`: read wait, detect, crop, regress, blur,
    host, write).
 
-4. ``--stream``: :func:`vox3d.stream.stream_shard` on every shard (``--stream-jobs`` at
-   once, ``--stream-threads`` decode threads each, ``--hwaccel cuda`` for NVDEC) and
-   ``features_shard`` of each finished shard in ``--features-jobs`` processes: the
-   end-to-end rate from mp4 to fit shards and features, the intermediates' bytes against
-   the input video's, VoxCeleb2's hours on 1, 4 and 64 nodes, and whether its fit shards
-   are byte-identical to the two-stage path's.
+4. ``--stream``: :func:`vox3d.stream.stream_shard` on every shard as rule
+   ``stream_shard`` runs it (``--stream-jobs`` at once, ``--stream-threads`` decode threads
+   each, ``--hwaccel cuda`` for NVDEC; the features computed in the job, no audio kept):
+   the end-to-end rate from mp4 to fit shards and features, the intermediates' bytes
+   against the input video's, VoxCeleb2's hours on 1, 4 and 64 nodes, and whether its fit
+   shards are byte-identical to the two-stage path's.
 
 Prints seconds of video per second of wall time for each stage and for the whole, frames
 per second, and the hours the measured rate gives for VoxCeleb2 (2,442 hours of video).
@@ -72,7 +72,6 @@ def _args(argv):
     )  # fmt: skip
     ap.add_argument("--stream-jobs", type=int, default=1, help="stream jobs run at once")
     ap.add_argument("--stream-threads", type=int, default=15, help="decode threads a job")
-    ap.add_argument("--features-jobs", type=int, default=2, help="features processes")
     ap.add_argument("--hwaccel", default="", help="stream decode on this FFmpeg device (cuda)")
     ap.add_argument("--skip-two-stage", action="store_true", help="stream stage only")
     return ap.parse_args(argv)
@@ -125,98 +124,82 @@ def _extract_job(shard_tsv: str, videos: str, out_h5: str) -> tuple[str, float, 
 _FITTER = None  # one Fitter per stream-job process
 
 
-def _stream_job(tsv: str, videos: str, ex: str, fit: str, cfg, threads: int, hw: str) -> dict:
+def _stream_job(n: str, work: str, videos: str, cfg, threads: int, hw: str) -> dict:
+    """One stream_shard job as the workflow runs it (features in the job, no audio kept)."""
     global _FITTER
     from vox3d.fit import Fitter
-    from vox3d.stream import stream_shard
 
     if _FITTER is None:
         _FITTER = Fitter(cfg, tensor_path=cfg.device == "cuda")
-    t0 = time.perf_counter()
-    res = stream_shard(
-        tsv, videos, ex, fit, cfg, workers=threads, progress=False, fitter=_FITTER,
-        hwaccel=hw or None,
+    return _stream_one(n, Path(work), Path(videos), cfg, threads, hw, _FITTER, None)
+
+
+def _stream_one(n, work: Path, videos: Path, cfg, threads, hw, fitter, clock) -> dict:
+    from vox3d.stream import stream_shard
+
+    sd = work / "stream"
+    return stream_shard(
+        work / "shards" / f"{n}.tsv", videos, sd / "extract" / f"{n}.h5", sd / "fit" / f"{n}.h5",
+        cfg, workers=threads, progress=False, clock=clock, fitter=fitter, hwaccel=hw or None,
+        features_h5=sd / "features" / f"{n}.h5", keep_audio=False,
     )  # fmt: skip
-    return {**res, "seconds": time.perf_counter() - t0}
-
-
-def _features_job(ex: str, out: str) -> float:
-    from vox3d.features import features_shard
-
-    t0 = time.perf_counter()
-    features_shard(ex, out, progress=False)
-    return time.perf_counter() - t0
 
 
 def run_stream(a, work: Path, videos: Path, names: list[str], video_s: float, input_bytes: int,
                cfg, fitter) -> None:  # fmt: skip
-    """The stream stage on every shard (``--stream-jobs`` at once, ``--stream-threads``
-    decode threads each) with ``features_shard`` of each finished shard in
-    ``--features-jobs`` processes: mp4 -> extract (no frames) + fit + features."""
+    """The stream stage on every shard as rule ``stream_shard`` runs it (``--stream-jobs``
+    jobs at once, ``--stream-threads`` decode threads each; the features in the job, no
+    audio kept): mp4 -> extract index + fit + features."""
     import hashlib
+    import shutil
 
     from vox3d.fit import StageClock
-    from vox3d.stream import stream_shard
 
     sd = work / "stream"
+    shutil.rmtree(sd, ignore_errors=True)
     for d in ("extract", "fit", "features"):
         (sd / d).mkdir(parents=True, exist_ok=True)
-    ctx = get_context("spawn")
-    feat_pool = ProcessPoolExecutor(a.features_jobs, mp_context=ctx)
-    list(feat_pool.map(abs, range(a.features_jobs)))  # start the processes before the clock
-    job_pool = None
-    if a.stream_jobs > 1:
-        job_pool = ProcessPoolExecutor(a.stream_jobs, mp_context=ctx)
     clock = StageClock()
     frames = 0
-    feats = []
+    job_pool = None
+    if a.stream_jobs > 1:
+        job_pool = ProcessPoolExecutor(a.stream_jobs, mp_context=get_context("spawn"))
+        list(job_pool.map(abs, range(a.stream_jobs)))  # processes started before the clock
     t0 = time.perf_counter()
     if job_pool is None:
         for n in names:
-            ex = sd / "extract" / f"{n}.h5"
-            r = stream_shard(
-                work / "shards" / f"{n}.tsv", videos, ex, sd / "fit" / f"{n}.h5", cfg,
-                workers=a.stream_threads, progress=False, clock=clock, fitter=fitter,
-                hwaccel=a.hwaccel or None,
-            )  # fmt: skip
+            r = _stream_one(n, work, videos, cfg, a.stream_threads, a.hwaccel, fitter, clock)
             frames += r["fit"]["frames"]
-            feats.append(feat_pool.submit(_features_job, str(ex), str(sd / "features" / ex.name)))
     else:
-        futs = {
+        futs = [
             job_pool.submit(
-                _stream_job, str(work / "shards" / f"{n}.tsv"), str(videos),
-                str(sd / "extract" / f"{n}.h5"), str(sd / "fit" / f"{n}.h5"), cfg,
-                a.stream_threads, a.hwaccel,
-            ): n
+                _stream_job, n, str(work), str(videos), cfg, a.stream_threads, a.hwaccel
+            )
             for n in names
-        }  # fmt: skip
-        for fut in as_completed(futs):
-            r = fut.result()
-            frames += r["fit"]["frames"]
-            n = futs[fut]
-            ex = sd / "extract" / f"{n}.h5"
-            feats.append(feat_pool.submit(_features_job, str(ex), str(sd / "features" / ex.name)))
-    t_fit = time.perf_counter() - t0
-    feat_s = sum(f.result() for f in feats)
-    t_e2e = time.perf_counter() - t0
-    feat_pool.shutdown()
-    if job_pool is not None:
+        ]
+        frames = sum(f.result()["fit"]["frames"] for f in futs)
         job_pool.shutdown()
+    t_e2e = time.perf_counter() - t0
     size = {
         d: sum(p.stat().st_size for p in (sd / d).glob("*.h5"))
         for d in ("extract", "fit", "features")
     }
     total = sum(size.values())
     rate = video_s / t_e2e
+    from vox3d import video
+
+    hw_note = ""
+    if a.hwaccel:
+        hw_note = f", hwaccel {a.hwaccel}"
+        if job_pool is None:
+            hw_note += (
+                f"; hardware decode fell back to the CPU {sum(video.HW_FAILURES.values())} times"
+            )
+    print(f"\nSTREAM ({a.stream_jobs} job(s) x {a.stream_threads} decode threads{hw_note})")
     print(
-        f"\nSTREAM ({a.stream_jobs} job(s) x {a.stream_threads} decode threads"
-        f"{', hwaccel ' + a.hwaccel if a.hwaccel else ''}; features in {a.features_jobs} "
-        f"processes, {feat_s:.1f} s busy)"
+        f"END TO END mp4 -> fit + features     : {t_e2e:7.1f} s  {rate:8,.0f} s video/s  "
+        f"{frames / t_e2e:9,.0f} frames/s"
     )
-    print(
-        f"decode + fit, all shards           : {t_fit:7.1f} s  {video_s / t_fit:8,.0f} s video/s  {frames / t_fit:9,.0f} frames/s"
-    )
-    print(f"END TO END mp4 -> fit + features    : {t_e2e:7.1f} s  {rate:8,.0f} s video/s")
     print(
         f"intermediates on disk: extract {size['extract'] / 1e6:,.1f} MB + fit "
         f"{size['fit'] / 1e6:,.1f} MB + features {size['features'] / 1e6:,.1f} MB = "
@@ -228,7 +211,7 @@ def run_stream(a, work: Path, videos: Path, names: list[str], video_s: float, in
         for k, v in sorted(clock.seconds.items(), key=lambda kv: -kv[1]):
             print(f"  {k:12s} {v:8.2f}")
     print(
-        f"VoxCeleb2 ({VOX2_HOURS:,.0f} h of video) at this rate (shards independent, linear in nodes):"
+        f"VoxCeleb2 ({VOX2_HOURS:,.0f} h of video) at this rate, shards independent, linear in nodes:"
     )
     for nodes in (1, 4, 64):
         print(f"  {nodes:3d} node(s): {VOX2_HOURS / rate / nodes:7.2f} h")

@@ -370,3 +370,56 @@ def test_blocked_spectrum_equals_one_pass_and_per_frame(n_frames, tail, monkeypa
         s = np.fft.rfft(frames[i] * window, 1024)
         ref = np.dot(s.real * s.real + s.imag * s.imag, fb)
         assert np.allclose(blocked[i], ref, rtol=1e-12, atol=1e-300)
+
+
+def _race_worker(go, got: list, errors: list, sig: np.ndarray, k: int) -> None:
+    import time
+
+    precision = ("float64", "float32")[k % 2]
+    go.wait()
+    time.sleep(0.004 * k)  # arrivals spread over the build
+    try:
+        got.append((precision, fbank.filterbank_energies(sig, 0.0, precision)))
+    except Exception as e:  # noqa: BLE001 - collected and asserted by the test
+        errors.append(repr(e))
+
+
+def test_filterbank_constants_built_once_under_threads(monkeypatch):
+    """The stream stage computes features in several decode threads at once: threads that
+    all find the filters not yet built (reset here, with a slow build) must each get
+    complete constants and the same energies as one thread, in both precisions."""
+    import threading
+    import time
+
+    rng = np.random.default_rng(5)
+    sig = (rng.standard_normal(16000) * 3000).astype(np.int16)
+    want = {p: fbank.filterbank_energies(sig, 0.0, p) for p in ("float64", "float32")}
+    build = fbank.mel_filterbank
+
+    def slow_build():
+        time.sleep(0.01)  # other threads run meanwhile, as under load
+        return build()
+
+    monkeypatch.setattr(fbank, "mel_filterbank", slow_build)
+    orig_hamming = np.hamming
+
+    def slow_hamming(n):
+        time.sleep(0.01)
+        return orig_hamming(n)
+
+    monkeypatch.setattr(fbank.np, "hamming", slow_hamming)
+    for _ in range(5):
+        monkeypatch.setattr(fbank, "_FILTERS_WINDOW", None)
+        monkeypatch.setattr(fbank, "_SPARSE", None)
+        monkeypatch.setattr(fbank, "_SPARSE32", None)
+        go = threading.Barrier(6)
+        got, errors = [], []
+        threads = [
+            threading.Thread(target=_race_worker, args=(go, got, errors, sig, k)) for k in range(6)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert len(got) == 6 and all(np.array_equal(e, want[p]) for p, e in got)

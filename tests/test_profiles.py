@@ -60,8 +60,19 @@ def test_profiles_parse(profile):
     assert overlay["fit"]["device"] == overlay["train"]["device"] == "cuda"
 
 
+TWO_STAGE = "extract={keep_frames: true}"  # extract_shard, fit_shard, features_shard
+GPU_RULES = {"stream_shard", "fit_shard", "train", "evaluate"}
+
+
 @pytest.fixture(scope="module")
 def slurm_jobs(small_run) -> list[dict]:
+    """Placement of the two-stage path (frames stored): the CPU groups and fit jobs."""
+    return placement("profiles/slurm", *small_run, TWO_STAGE)
+
+
+@pytest.fixture(scope="module")
+def slurm_stream_jobs(small_run) -> list[dict]:
+    """Placement of the default path (keep_frames false): one stream job per shard."""
     return placement("profiles/slurm", *small_run)
 
 
@@ -69,13 +80,30 @@ def test_slurm_dry_run_builds_the_whole_dag(slurm_jobs):
     rules = [r for rec in slurm_jobs for r in rec["rules"]]
     for rule in ("extract_shard", "fit_shard", "features_shard"):
         assert rules.count(rule) == N_SHARDS, rule
+    assert "stream_shard" not in rules
     for rule in ("train", "evaluate", "fit_identities", "figures", "features_rejects"):
         assert rules.count(rule) == 1, rule
 
 
-def test_slurm_gpu_jobs_on_gpu_partition(slurm_jobs):
-    gpu_rules = {"fit_shard", "train", "evaluate"}
-    for rec in slurm_jobs:
+def test_slurm_default_runs_one_gpu_stream_job_per_shard(slurm_stream_jobs):
+    """keep_frames false: each shard is one stream_shard job (decode + fit + features) on
+    the GPU partition asking for one GPU; the two-stage rules and the CPU groups are gone."""
+    rules = [r for rec in slurm_stream_jobs for r in rec["rules"]]
+    for rule in ("extract_shard", "fit_shard", "features_shard"):
+        assert rule not in rules, rule
+    for rule in ("train", "evaluate", "fit_identities", "figures", "features_rejects"):
+        assert rules.count(rule) == 1, rule
+    stream = [r for r in slurm_stream_jobs if r["rules"] == ["stream_shard"]]
+    assert len(stream) == N_SHARDS
+    assert not [r for r in slurm_stream_jobs if r["kind"] == "group"]
+    for rec in stream:
+        assert rec["kind"] == "single" and rec["partition"] == "gpu", rec
+        assert rec["resources"]["gpu"] == 1 and "--gpus=1" in rec["sbatch"], rec
+
+
+def test_slurm_gpu_jobs_on_gpu_partition(slurm_jobs, slurm_stream_jobs):
+    gpu_rules = GPU_RULES
+    for rec in slurm_jobs + slurm_stream_jobs:
         if rec["kind"] == "local":
             continue
         uses_gpu = bool(set(rec["rules"]) & gpu_rules)
@@ -129,9 +157,10 @@ def _submit_module():
 
 def test_cluster_generic_dry_run_and_qsub_lines(small_run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # submit.py creates logs/cluster/ here
-    jobs = placement("profiles/cluster-generic", *small_run)
+    jobs = placement("profiles/cluster-generic", *small_run, TWO_STAGE)
+    jobs += placement("profiles/cluster-generic", *small_run)
     sub = _submit_module()
-    gpu_rules = {"fit_shard", "train", "evaluate"}
+    gpu_rules = GPU_RULES
     seen = set()
     for rec in jobs:
         if rec["kind"] == "local":
@@ -146,7 +175,7 @@ def test_cluster_generic_dry_run_and_qsub_lines(small_run, tmp_path, monkeypatch
             assert "-q cpu" in line and "ngpus" not in line, line
         assert f"mem={rec['resources']['mem_mb']}mb" in line
         seen.update(rec["rules"])
-    assert {"extract_shard", "fit_shard", "features_shard", "train"} <= seen
+    assert {"extract_shard", "fit_shard", "features_shard", "stream_shard", "train"} <= seen
     assert sub.qsub_command({"resources": {"runtime": 125}}, "j.sh", env={})[6] == (
         "walltime=02:05:00"
     )

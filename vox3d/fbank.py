@@ -49,6 +49,7 @@ import argparse
 import os
 import shutil
 import sys
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -410,31 +411,42 @@ def mel_filterbank() -> np.ndarray:
     return fb
 
 
-_FILTERS: np.ndarray | None = None
-_WINDOW: np.ndarray | None = None
+#: The constants below are built on first use, under one lock: the stream stage computes
+#: features in several decode threads at once (vox3d.stream), and a thread must never see
+#: one constant set and the next not yet.
+_CONSTANTS_LOCK = threading.Lock()
+_FILTERS_WINDOW: tuple[np.ndarray, np.ndarray] | None = None
 _SPARSE: tuple[object, int, int] | None = None
 _SPARSE32: object | None = None  # the same filters in float32
 
 
 def _filters_and_window() -> tuple[np.ndarray, np.ndarray]:
-    global _FILTERS, _WINDOW
-    if _FILTERS is None:
-        _FILTERS = mel_filterbank()
-        _WINDOW = np.hamming(WIN_LENGTH)
-    return _FILTERS, _WINDOW  # type: ignore[return-value]
+    """(513, 64) float64 mel filters and the (400,) float64 Hamming window."""
+    global _FILTERS_WINDOW
+    if _FILTERS_WINDOW is None:
+        with _CONSTANTS_LOCK:
+            if _FILTERS_WINDOW is None:
+                _FILTERS_WINDOW = (mel_filterbank(), np.hamming(WIN_LENGTH))
+    return _FILTERS_WINDOW
 
 
-def _sparse_filters() -> tuple[object, int, int]:
-    """(64, hi - lo) CSR matrix of the filters over the bins [lo, hi) they touch."""
-    global _SPARSE
-    if _SPARSE is None:
-        from scipy import sparse
-
+def _sparse_filters(single: bool = False) -> tuple[object, int, int]:
+    """(64, hi - lo) CSR matrix of the filters over the bins [lo, hi) they touch (float32
+    with ``single``, else float64)."""
+    global _SPARSE, _SPARSE32
+    if _SPARSE is None or (single and _SPARSE32 is None):
         fb, _ = _filters_and_window()
-        nz = np.nonzero(fb.any(axis=1))[0]
-        lo, hi = int(nz[0]), int(nz[-1]) + 1
-        _SPARSE = (sparse.csr_matrix(fb[lo:hi].T), lo, hi)
-    return _SPARSE
+        with _CONSTANTS_LOCK:
+            if _SPARSE is None:
+                from scipy import sparse
+
+                nz = np.nonzero(fb.any(axis=1))[0]
+                lo, hi = int(nz[0]), int(nz[-1]) + 1
+                _SPARSE = (sparse.csr_matrix(fb[lo:hi].T), lo, hi)
+            if single and _SPARSE32 is None:
+                _SPARSE32 = _SPARSE[0].astype(np.float32)
+    sp, lo, hi = _SPARSE
+    return (_SPARSE32 if single else sp), lo, hi
 
 
 def n_frames(n_samples: int) -> int:
@@ -542,12 +554,7 @@ def filterbank_energies(
     full, n_full, first, tail = _framing(sig, prior)
     # the filters are narrow triangles over bins [lo, hi): only those bins' power, and a
     # sparse product (no BLAS threads; ~1e-16 relative from the dense product's order)
-    sp, lo, hi = _sparse_filters()
-    if single:
-        global _SPARSE32
-        if _SPARSE32 is None:
-            _SPARSE32 = sp.astype(np.float32)
-        sp = _SPARSE32
+    sp, lo, hi = _sparse_filters(single)
     t = first.size
     out = np.empty((t, N_MELS), dt)
     buf = np.zeros((min(BLOCK_FRAMES, t), N_FFT), dt)  # columns >= 400 stay 0

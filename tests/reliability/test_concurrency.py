@@ -72,22 +72,27 @@ def _dry_run_jobs(text: str) -> list[tuple[str, str, list[str]]]:
 def test_parallel_shard_jobs_never_write_the_same_file(clean_run):
     """The DAG of every stage after the manifest (shards resolved): each written path
     belongs to exactly one job, and per-shard rules write under their own shard's name."""
-    res = clean_run.run("-n", "--forcerun", "extract_shard")
-    assert res.returncode == 0, res.stderr[-3000:]
-    jobs = _dry_run_jobs(res.stdout + res.stderr)
-    writers = defaultdict(list)
-    for rule, wc, files in jobs:
-        for f in files:
-            writers[f].append(f"{rule}[{wc}]")
-    shared = {f: w for f, w in writers.items() if len(w) > 1}
-    assert not shared, shared
-    per_shard = [(r, w, fs) for r, w, fs in jobs if w.startswith("shard=")]
     n_shards = len(list((clean_run.out / "shards").glob("shard-*.tsv")))
-    for rule in ("extract_shard", "fit_shard", "features_shard"):
-        assert sum(r == rule for r, _, _ in per_shard) == n_shards >= 2, rule
-    for _, wc, files in per_shard:
-        shard = wc.removeprefix("shard=")
-        assert files and all(shard in Path(f).name for f in files), (wc, files)
+    # the default path (one stream_shard job per shard) and the two-stage one (frames kept)
+    for extra, rules in (
+        ((), ("stream_shard",)),
+        (("--config", "extract={keep_frames: true}"), ("extract_shard", "fit_shard", "features_shard")),
+    ):  # fmt: skip
+        res = clean_run.run("-n", "--forcerun", rules[0], *extra)
+        assert res.returncode == 0, res.stderr[-3000:]
+        jobs = _dry_run_jobs(res.stdout + res.stderr)
+        writers = defaultdict(list)
+        for rule, wc, files in jobs:
+            for f in files:
+                writers[f].append(f"{rule}[{wc}]")
+        shared = {f: w for f, w in writers.items() if len(w) > 1}
+        assert not shared, shared
+        per_shard = [(r, w, fs) for r, w, fs in jobs if w.startswith("shard=")]
+        for rule in rules:
+            assert sum(r == rule for r, _, _ in per_shard) == n_shards >= 2, rule
+        for _, wc, files in per_shard:
+            shard = wc.removeprefix("shard=")
+            assert files and all(shard in Path(f).name for f in files), (wc, files)
     # temporary files: vox3d.io.atomic_path names them after the final file, next to it
     from vox3d.io import atomic_path
 

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The stream stage (issue 18) on one GPU node (H100 or H200, 16 cores), through the device
+# tool, in one call:
+#
+#   run(command="bash bench/h200_stream.sh", carry=[".gpunode"])
+#
+# 1. bench/decode.py: CPU decode in threads (the stream stage's decode workers) against
+#    processes (the two-stage extract jobs) and against NVDEC (--hwaccel cuda), with parity;
+# 2. bench/node.py --stream: the two-stage path (extract processes -> fit on the GPU) and the
+#    stream stage (one job, decode threads, features in the job) on the same corpus, with
+#    byte-identity of the fit shards and the intermediates' bytes against the input's;
+# 3. stream-only variants: two jobs sharing the GPU, and NVDEC decode.
+#
+# .gpunode/ (ignored; laid out like ../shared/data for VOX3D_DATA): 3ddfa_v2/{FaceBoxesProd.pth,
+# mb05_120x120.pth, param_mean_std_62d_120x120.pkl, tri.pkl}, real/voxceleb/ (the 10 real
+# VoxCeleb2 clips), whl/ (cp312 wheels the image lacks: av, soxr, webrtcvad-wheels, librosa,
+# audioread, soundfile, cffi, pycparser, decorator, pooch, platformdirs).
+# Files back in $OUT: decode.txt, node_stream.txt, stream_jobs2.txt, stream_nvdec.txt, and
+# h200_stream.log (everything).  Env: COPIES (default 150), DECODE_COPIES (15), PY, WHEELS
+# (0: use the installed packages; a local dry run: WHEELS=0 PY=.venv/bin/python COPIES=1
+# DECODE_COPIES=1 DEVICE=cpu bash bench/h200_stream.sh).
+set -u
+T0=$(date +%s)
+PY=${PY:-python3}
+OUT=${OUT:-/tmp/h200_stream_out}
+mkdir -p "$OUT"
+LOG="$OUT/h200_stream.log"
+exec > >(tee -a "$LOG") 2>&1
+COPIES=${COPIES:-150}
+DECODE_COPIES=${DECODE_COPIES:-15}
+left() { echo $((570 - ($(date +%s) - T0))); }
+
+[ "${WHEELS:-1}" = 1 ] && { $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site .gpunode/whl/*.whl || { echo "FAILED: wheels"; exit 1; }; }
+export PYTHONPATH="/tmp/site:$PWD" VOX3D_DATA="$PWD/.gpunode" NUMBA_CACHE_DIR=/tmp/numba \
+  PYTHONUNBUFFERED=1 PYTHONHASHSEED=0
+$PY -c "import av, soxr, webrtcvad, librosa, h5py, cv2, torch, vox3d.stream, vox3d.features;
+print('imports ok; torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'av', av.__version__)" \
+  || { echo "FAILED: imports"; exit 1; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+
+step() {  # step NAME SECONDS COMMAND...: output to $OUT/NAME.txt, line 1 the command
+  local name=$1 limit=$2
+  shift 2
+  [ "$(left)" -lt 30 ] && { echo "SKIPPED $name: $(left) s left"; return; }
+  [ "$limit" -gt "$(left)" ] && limit=$(left)
+  echo "== $name (limit $limit s, $(($(date +%s) - T0)) s in)"
+  { echo "\$ $*"; timeout "$limit" "$@"; echo "rc $?"; } 2>&1 | tee "$OUT/$name.txt"
+}
+
+step decode 150 $PY bench/decode.py --copies "$DECODE_COPIES" --threads 4,8,15 \
+  --hwaccel cuda --processes 15
+step node_stream 300 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$COPIES" --workers 14 \
+  --fit-threads 8 --shard-size 64 --stream --stream-threads 15
+step stream_jobs2 120 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$COPIES" --shard-size 64 \
+  --skip-two-stage --stream --stream-jobs 2 --stream-threads 7
+step stream_nvdec 120 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$COPIES" --shard-size 64 \
+  --skip-two-stage --stream --stream-threads 15 --hwaccel cuda
+echo "DONE in $(($(date +%s) - T0)) s"
