@@ -5,7 +5,7 @@ and (``--stream``) the stream stage: mp4 -> decode once -> fit + features, no fr
     python bench/node.py --copies 2 --workers 2                      # here (CPU)
 
 Builds a VoxCeleb-layout folder of ``--copies`` x the clips of ``--clips`` (default the
-10 real VoxCeleb2 clips; symbolic links, each copy its own identity), then runs the
+10 real VoxCeleb2 clips; copied, each copy its own identity), then runs the
 library's stage functions the way the workflow's jobs run them:
 
 1. ``manifest``: probe every video (:func:`vox3d.manifest.build_manifest`, threads),
@@ -78,7 +78,10 @@ def _args(argv):
 
 
 def make_corpus(clips: Path, dest: Path, copies: int) -> list[str]:
-    """``copies`` symlinked copies of every ``<id>/<yt>/<utt>.mp4`` under ``clips``."""
+    """``copies`` copies of every ``<id>/<yt>/<utt>.mp4`` under ``clips``, each its own
+    file (the manifest skips links and hard links to one file as the same video)."""
+    import shutil
+
     src = sorted(p.relative_to(clips) for p in clips.glob("*/*/*.mp4"))
     if not src:
         raise SystemExit(f"{clips}: no <id>/<youtube-id>/<utt>.mp4 videos")
@@ -88,7 +91,7 @@ def make_corpus(clips: Path, dest: Path, copies: int) -> list[str]:
             ident, yt, utt = rel.parts
             d = dest / f"{ident}x{k:04d}" / yt
             d.mkdir(parents=True, exist_ok=True)
-            (d / utt).symlink_to((clips / rel).resolve())
+            shutil.copyfile(clips / rel, d / utt)
             out.append(str(Path(f"{ident}x{k:04d}") / yt / utt))
     return out
 

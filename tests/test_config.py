@@ -39,6 +39,8 @@ def test_defaults_filled(cfg):
         "min_duration": 1.0,
         "decoder": "pyav",
         "keep_frames": False,
+        "keep_audio": False,
+        "hwaccel": "none",
     }
 
 
