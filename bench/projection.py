@@ -3,7 +3,8 @@
     python bench/projection.py [--throughput vox3d/data/throughput.json]
         [--check docs/cluster.md | --write docs/cluster.md]
 
-Prints :func:`vox3d.projection.projection_markdown` of the throughput file (whose entries
+Prints :func:`vox3d.projection.projection_markdown` for the default path (the stream stage,
+``extract.keep_frames: false``, as the dataset card of a default build) of the throughput file (whose entries
 name the bench outputs they come from: ``bench/throughput.py`` for the CPU,
 ``bench/results/h100_*.txt`` for the GPU).  ``--write`` puts it between the
 ``<!-- bench:projection -->`` and ``<!-- /bench:projection -->`` lines of a markdown file;
@@ -26,8 +27,8 @@ BLOCK = "projection"
 
 
 def render(path: Path) -> str:
-    """The block's text (newline-terminated)."""
-    return projection_markdown(path).rstrip("\n") + "\n"
+    """The block's text (newline-terminated), for the default path (the stream stage)."""
+    return projection_markdown(path, stream=True).rstrip("\n") + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ import _repo  # noqa: F401  (puts the repository on sys.path)
 
 from vox3d.fit import FitConfig, fit_shard, write_fit_tables
 from vox3d.joblog import job_log
-from vox3d.multigpu import describe_parts, devices_for, fit_shard_multi
+from vox3d.multigpu import describe_parts, devices_for, fit_shard_multi, pin_one_gpu
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 
@@ -20,6 +20,9 @@ with job_log(smk.log[0]) as log:
             print(describe_parts(smk.input.h5, cfg, devices), file=log)
             stats = fit_shard_multi(smk.input.h5, smk.output.h5, cfg, devices)
         else:
+            held = pin_one_gpu() if int(smk.resources.get("gpu", 0) or 0) == 1 else None
+            if held is not None:  # a card of its own on a multi-GPU node
+                print(f"GPU: card {held[0]} (CUDA_VISIBLE_DEVICES)", file=log)
             stats = fit_shard(smk.input.h5, smk.output.h5, cfg)
         print(json.dumps(stats, sort_keys=True), file=log)
     else:

@@ -8,11 +8,16 @@ import _repo  # noqa: F401  (puts the repository on sys.path)
 from vox3d.fbank import FeatureConfig
 from vox3d.fit import FitConfig
 from vox3d.joblog import job_log
+from vox3d.multigpu import pin_one_gpu
 from vox3d.stream import stream_shard
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 
 with job_log(smk.log[0]) as log:
+    if int(smk.resources.get("gpu", 0) or 0) == 1:  # a card of its own on a multi-GPU node
+        held = pin_one_gpu()
+        if held is not None:
+            print(f"GPU: card {held[0]} (CUDA_VISIBLE_DEVICES)", file=log)
     res = stream_shard(
         smk.input.shard,
         smk.params.videos_dir,

@@ -13,7 +13,14 @@ from extract_shards import write_extract_shard  # noqa: E402
 
 from vox3d import paths
 from vox3d.fit import FitConfig, fit_shard
-from vox3d.multigpu import clean_boundaries, devices_for, fit_shard_multi, split_videos
+from vox3d.multigpu import (
+    clean_boundaries,
+    devices_for,
+    fit_shard_multi,
+    pin_one_gpu,
+    split_videos,
+    visible_cards,
+)
 
 needs_assets = pytest.mark.shared_data(paths.FACEBOXES_WEIGHTS)
 
@@ -141,3 +148,55 @@ def test_workers_do_not_rerun_an_unguarded_main_script(tmp_path, shard_and_refer
     assert r.returncode == 0, r.stderr[-3000:]
     assert marker.read_text() == "x"  # the script ran once, in the parent only
     assert out.read_bytes() == one.read_bytes()
+
+
+def test_pin_one_gpu_gives_each_job_its_own_card(tmp_path):
+    """One-GPU jobs on a node of three cards: each takes a card no other holds (locks are
+    per open file, so three claims in one process stand for three jobs), the fourth finds
+    none free, a finished job's card is taken again; CUDA_VISIBLE_DEVICES follows."""
+    held, envs = [], []
+    for _ in range(3):
+        env = {}
+        card, fh = pin_one_gpu(["3", "5", "7"], tmp_path, env, wait=False)
+        held.append((card, fh))
+        envs.append(env)
+    assert [c for c, _ in held] == ["3", "5", "7"]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["3", "5", "7"]
+    with pytest.raises(RuntimeError, match="held by other jobs"):
+        pin_one_gpu(["3", "5", "7"], tmp_path, {}, wait=False)
+    held[1][1].close()  # the job on card 5 ends
+    env = {}
+    assert pin_one_gpu(["3", "5", "7"], tmp_path, env, wait=False)[0] == "5"
+    assert env["CUDA_VISIBLE_DEVICES"] == "5"
+    # one card (a scheduler gave the job its card) or none: nothing to do
+    assert pin_one_gpu(["2"], tmp_path, {}) is None and pin_one_gpu([], tmp_path, {}) is None
+
+
+def test_pin_one_gpu_lock_is_released_when_a_job_is_killed(tmp_path):
+    """A job killed while it holds a card (SIGKILL: no cleanup runs) leaves the card free."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import time; from vox3d.multigpu import pin_one_gpu; "
+        f"h = pin_one_gpu(['0', '1'], {str(tmp_path)!r}, {{}}, wait=False); "
+        "print(h[0], flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "0"
+        other = pin_one_gpu(["0", "1"], tmp_path, {}, wait=False)
+        assert other[0] == "1"  # card 0 is the running job's
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    time.sleep(0.1)
+    assert pin_one_gpu(["0", "1"], tmp_path, {}, wait=False)[0] == "0"  # freed by the kill
+    other[1].close()
+
+
+def test_visible_cards_reads_the_environment_first():
+    assert visible_cards({"CUDA_VISIBLE_DEVICES": "3, 5"}) == ["3", "5"]
+    assert visible_cards({"CUDA_VISIBLE_DEVICES": ""}) == []

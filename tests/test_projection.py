@@ -123,3 +123,18 @@ def test_committed_file_validates_and_renders(tmp_path):
     md2 = projection_markdown(f, nodes=(1, 2))
     assert "| extract (decode video) | CPU | 1.00 | 1.00 |" in md2
     assert THROUGHPUT_JSON.name == "throughput.json"
+
+
+def test_stream_stage_reads_no_frames_back():
+    """The stream stage (the default) fits frames in memory: no read-back hours, the rest
+    the same, so its shard phase is never longer; the markdown says which path it is."""
+    two, one = project(made_up(), 1), project(made_up(), 1, stream=True)
+    assert two.fit_read_h == pytest.approx(0.1) and one.fit_read_h == 0.0
+    assert one.extract_h == two.extract_h and one.fit_gpu_h == two.fit_gpu_h
+    assert one.cpu_h == pytest.approx(1.1) and one.total_h == pytest.approx(2.1)
+    slow_gpu = made_up()
+    slow_gpu["measurements"]["fit_gpu"]["value"] = 100.0  # GPU-bound: both take the GPU's
+    assert project(slow_gpu, 1, stream=True).shard_phase_h == project(slow_gpu, 1).shard_phase_h
+    md = projection_markdown(stream=True)
+    assert "stream stage" in md and "two-stage" not in md
+    assert "two-stage" in projection_markdown()

@@ -449,7 +449,8 @@ Thresholds of this build:
     parts.append(
         "## Build-time projection\n\nHow long the same workflow takes on VoxCeleb2 at "
         "cluster scale, from measured per-stage throughputs (`vox3d/projection.py`, "
-        "`vox3d/data/throughput.json`, `docs/cluster.md`).\n\n" + projection_markdown()
+        "`vox3d/data/throughput.json`, `docs/cluster.md`).\n\n"
+        + projection_markdown(stream=not config.get("extract", {}).get("keep_frames", False))
     )
     parts.append(
         f"""## Licences and provenance

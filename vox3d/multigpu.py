@@ -26,6 +26,14 @@ see the parity notes in :mod:`vox3d.fit`).  The boundaries are computed from the
 index (``frame_count``, ``height``, ``width``); a video whose frames turn out unreadable
 shifts the batching after it in both runs alike only if it sits inside one part.
 
+One-GPU jobs on a node of several GPUs: a local run (``snakemake --cores 128 --resources
+gpu=8``) starts up to eight one-GPU jobs at once, but Snakemake gives no job a card, so
+each would take ``cuda:0``.  :func:`pin_one_gpu` (called by ``stream_shard`` and
+``fit_shard`` jobs with ``gpu=1``) takes the first card no other job holds, by an exclusive
+lock on a node-local file per card, and narrows ``CUDA_VISIBLE_DEVICES`` to it before any
+CUDA call; under a scheduler that hands the job one card (SLURM's ``--gpus=1``) it sees
+one card and does nothing.
+
 Device list: :func:`devices_for` maps ``gpu=N`` to ``cuda:0 .. cuda:N-1``; the test hook
 ``VOX3D_FIT_DEVICES=cpu,cpu`` (comma separated, any of ``cpu`` / ``cuda:<i>``) replaces
 that list, so the multi-process path runs and is tested on a machine without GPUs.
@@ -46,6 +54,78 @@ import numpy as np
 from vox3d.io import main_not_reimported
 
 DEVICES_ENV = "VOX3D_FIT_DEVICES"
+#: folder of the per-card lock files of :func:`pin_one_gpu` (node-local; default under the
+#: temporary folder, one per user)
+LOCK_DIR_ENV = "VOX3D_GPU_LOCK_DIR"
+
+
+def visible_cards(env: dict[str, str] | None = None) -> list[str]:
+    """Ids of the NVIDIA cards this process may use, without a CUDA call (CUDA reads
+    ``CUDA_VISIBLE_DEVICES`` once, at its first call): the ``CUDA_VISIBLE_DEVICES`` list when
+    it is set (``""``: none), else one id per GPU that ``nvidia-smi -L`` lists, else none."""
+    import shutil
+    import subprocess
+
+    env = os.environ if env is None else env
+    if "CUDA_VISIBLE_DEVICES" in env:
+        return [v.strip() for v in env["CUDA_VISIBLE_DEVICES"].split(",") if v.strip()]
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    n = sum(line.startswith("GPU ") for line in out.splitlines())
+    return [str(i) for i in range(n)]
+
+
+def pin_one_gpu(
+    cards: Sequence[str] | None = None,
+    lock_dir: str | os.PathLike | None = None,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+):
+    """Give a one-GPU job a card of its own on a node where it sees several.
+
+    ``cards``: the ids it sees (default :func:`visible_cards`).  With at most one, returns
+    ``None`` and changes nothing.  Else takes the first card whose lock file
+    ``<lock_dir>/card-<id>.lock`` it can lock (``fcntl.flock``, exclusive; the kernel drops
+    the lock when the process ends, killed or not), sets ``env["CUDA_VISIBLE_DEVICES"]``
+    (default ``os.environ``) to that id and returns ``(id, open lock file)``: keep the file
+    open for the job's life.  When every card is held (more jobs than cards), waits for
+    one (``wait``) or raises ``RuntimeError`` naming the lock folder.
+    """
+    import fcntl
+    import tempfile
+    import time
+
+    env = os.environ if env is None else env
+    cards = list(visible_cards(env) if cards is None else cards)
+    if len(cards) <= 1:
+        return None
+    folder = Path(
+        lock_dir
+        or env.get(LOCK_DIR_ENV)
+        or Path(tempfile.gettempdir()) / f"vox3d-gpu-locks-{os.getuid()}"
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        for card in cards:
+            fh = open(folder / f"card-{card}.lock", "a+")  # noqa: SIM115 - held by the caller
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.close()
+                continue
+            env["CUDA_VISIBLE_DEVICES"] = card
+            return card, fh
+        if not wait:
+            raise RuntimeError(
+                f"all {len(cards)} cards ({','.join(cards)}) are held by other jobs "
+                f"(lock files in {folder})"
+            )
+        time.sleep(1.0)
 
 
 def devices_for(n_gpu: int, env: dict[str, str] | None = None) -> list[str]:

@@ -21,6 +21,10 @@ Model (stated in the rendered text too):
 * the shard stages are pipelined (a shard's fit runs while the next shards are extracted),
   so the shard phase takes the longest of its CPU hours and GPU hours; the sequential sum
   is given as the upper bound;
+* ``stream=True`` (the default workflow, ``extract.keep_frames: false``): the stream stage
+  hands each decoded frame to the fit in memory, so the fit reads nothing back
+  (``fit_read_h`` is 0); decode and features keep the two-stage rates (the extract rate was
+  measured on the job that also compresses and writes the frames, so it errs slow);
 * I/O (shared file system, network), queue waits and the manifest's probing are not
   modelled.
 """
@@ -139,8 +143,9 @@ class Projection:
         return "CPU" if self.cpu_h >= self.fit_gpu_h else "GPU"
 
 
-def project(data: dict, nodes: int) -> Projection:
-    """Hours per stage on ``nodes`` nodes (``data`` as :func:`load_throughput` returns)."""
+def project(data: dict, nodes: int, stream: bool = False) -> Projection:
+    """Hours per stage on ``nodes`` nodes (``data`` as :func:`load_throughput` returns);
+    ``stream``: the stream stage, whose fit reads no frames back (module docstring)."""
     if nodes < 1:
         raise ValueError(f"nodes must be >= 1, got {nodes}")
     m = {k: float(v["value"]) for k, v in data["measurements"].items()}
@@ -154,7 +159,7 @@ def project(data: dict, nodes: int) -> Projection:
         nodes=nodes,
         extract_h=video_s / (m["extract_cpu"] * cores) / 3600.0,
         features_h=video_s / (m["features_cpu"] * cores) / 3600.0,
-        fit_read_h=frames / (m["fit_read_cpu"] * cores) / 3600.0,
+        fit_read_h=0.0 if stream else frames / (m["fit_read_cpu"] * cores) / 3600.0,
         fit_gpu_h=frames / (m["fit_gpu"] * gpus) / 3600.0,
         train_h=float(a["train_steps"]) / m["train_gpu"] / 3600.0,
         fit_cpu_only_h=frames / (m["fit_cpu"] * cores) / 3600.0,
@@ -163,29 +168,39 @@ def project(data: dict, nodes: int) -> Projection:
 
 
 def _h(x: float) -> str:
-    """Hours as printed: 1 decimal from 10 h, else 2; below 0.005 h ``<0.01``."""
+    """Hours as printed: 1 decimal from 10 h, else 2; 0 as ``0``; below 0.005 h ``<0.01``."""
+    if x == 0:
+        return "0"
     if x < 0.005:
         return "<0.01"
     return f"{x:,.1f}" if x >= 10 else f"{x:,.2f}"
 
 
 def projection_markdown(
-    path: str | Path | None = None, nodes: tuple[int, ...] = (1, 4, 16, 64)
+    path: str | Path | None = None, nodes: tuple[int, ...] = (1, 4, 16, 64), stream: bool = False
 ) -> str:
     """Markdown: the projected hours to build VoxCeleb2 on 1, 4, 16, 64 nodes, the inputs
-    (each measurement with its source and date) and the assumptions."""
+    (each measurement with its source and date) and the assumptions; ``stream``: for the
+    stream stage (``extract.keep_frames: false``), else for the two-stage path."""
     data = load_throughput(path)
     c, n, a, m = data["corpus"], data["node"], data["assumptions"], data["measurements"]
     frames = float(c["hours"]) * 3600.0 * float(c["frame_rate"])
-    ps = [project(data, k) for k in nodes]
+    ps = [project(data, k, stream) for k in nodes]
     out = [
         f"### Projected build time: {c['name']} "
         f"({c['videos']:,} videos, {c['utterances']:,} utterances, {c['identities']:,} "
         f"identities, {c['hours']:,} h of video = {frames:,.0f} frames at "
         f"{c['frame_rate']:g} fps)",
         "",
-        f"Per node: {n['cores']} CPU cores + {n['gpus']} {n.get('gpu', 'GPU')}. Hours of wall "
-        "time per stage:",
+        f"Per node: {n['cores']} CPU cores + {n['gpus']} {n.get('gpu', 'GPU')}. "
+        + (
+            "Path: the stream stage (`extract.keep_frames: false`; each video decoded once, "
+            "its frames fitted in memory, none read back). "
+            if stream
+            else "Path: two-stage (`extract.keep_frames: true`; the fit reads the stored "
+            "frames back). "
+        )
+        + "Hours of wall time per stage:",
         "",
         "| stage | bound | " + " | ".join(f"{k} node{'s' if k > 1 else ''}" for k in nodes) + " |",
         "|---|---|" + "---:|" * len(nodes),
@@ -193,7 +208,11 @@ def projection_markdown(
     rows = [
         ("extract (decode video)", "CPU", "extract_h"),
         ("features (log-mel)", "CPU", "features_h"),
-        ("fit: read frames back", "CPU", "fit_read_h"),
+        (
+            "fit: read frames back" + (" (none: the stream stage)" if stream else ""),
+            "CPU",
+            "fit_read_h",
+        ),
         ("fit: detect + crop + regress", "GPU", "fit_gpu_h"),
         ("shard phase, pipelined (max of CPU, GPU)", "", "shard_phase_h"),
         ("train (paper preset, one GPU)", "GPU", "train_h"),
