@@ -92,11 +92,15 @@ class Prefetcher:
 
     def _run(self) -> None:
         try:
-            for item in shard_pieces(self._shard):
-                self._q.put(item)
+            self._produce()
             self._q.put(None)
         except BaseException as e:  # hand any failure to the consumer instead of hanging
             self._q.put(("fatal", e))
+
+    def _produce(self) -> None:
+        """Put every item on the queue (runs in the thread; subclasses cut batches)."""
+        for item in shard_pieces(self._shard):
+            self._q.put(item)
 
     def __iter__(self) -> Iterator[tuple]:
         while True:
@@ -124,7 +128,7 @@ class Batch:
     ready: object = None
 
 
-class BatchPrefetcher:
+class BatchPrefetcher(Prefetcher):
     """Background thread for the tensor path: reads a frame source's pieces, cuts their
     frames into :class:`Batch` es of ``batch_size`` same-sized frames and, on CUDA, stages
     each in pinned memory and copies it to the device on a side stream, so that the read
@@ -137,14 +141,11 @@ class BatchPrefetcher:
     def __init__(self, shard, batch_size: int, device: str, depth: int = 2) -> None:
         import torch
 
-        self._shard = shard
         self._bs = max(1, batch_size)
         self._cuda = device == "cuda"
         self._device = torch.device(device)
         self._stream = torch.cuda.Stream(self._device) if self._cuda else None
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
+        super().__init__(shard, depth)  # starts the thread: every field set before
 
     def _emit(self, buf: list, n: int) -> None:
         """Cut the first ``n`` frames of ``buf`` [(vi, frames, times, start, base)] into a
@@ -178,43 +179,33 @@ class BatchPrefetcher:
             dev, ready = pinned, None
         self._q.put(("batch", Batch(segs, np.concatenate(times), host, dev, ready)))
 
-    def _run(self) -> None:
-        try:
-            buf: list = []
-            n_buf = 0
-            bad: set[int] = set()  # videos that failed: the rest of their pieces is skipped
-            for i, a, frames, times, err, _ in shard_pieces(self._shard):
-                if i in bad:
-                    continue
-                if err is None and (
-                    frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8
-                ):
-                    err = f"ValueError: frames {frames.shape} {frames.dtype}, expected (N, H, W, 3) uint8"
-                if err is not None:  # a broken video must not stop the shard
-                    bad.add(i)
-                    self._q.put(("error", i, err))
-                    continue
-                if frames.shape[0] == 0:
-                    continue
-                if buf and buf[0][1].shape[1:3] != frames.shape[1:3]:
-                    self._emit(buf, n_buf)  # a new frame size: close the batch
-                    n_buf = 0
-                buf.append((i, frames, times, 0, a))
-                n_buf += frames.shape[0]
-                while n_buf >= self._bs:
-                    self._emit(buf, self._bs)
-                    n_buf -= self._bs
-            if n_buf:
-                self._emit(buf, n_buf)
-            self._q.put(None)
-        except BaseException as e:  # hand any failure to the consumer instead of hanging
-            self._q.put(("fatal", e))
-
-    def __iter__(self) -> Iterator[tuple]:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            if item[0] == "fatal":
-                raise item[1]
-            yield item
+    def _produce(self) -> None:
+        """Cut the pieces into batches; report broken videos, skipping their later pieces."""
+        buf: list = []
+        n_buf = 0
+        bad: set[int] = set()  # videos that failed: the rest of their pieces is skipped
+        for i, a, frames, times, err, _ in shard_pieces(self._shard):
+            if i in bad:
+                continue
+            if err is None and (
+                frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8
+            ):
+                err = (
+                    f"ValueError: frames {frames.shape} {frames.dtype}, expected (N, H, W, 3) uint8"
+                )
+            if err is not None:  # a broken video must not stop the shard
+                bad.add(i)
+                self._q.put(("error", i, err))
+                continue
+            if frames.shape[0] == 0:
+                continue
+            if buf and buf[0][1].shape[1:3] != frames.shape[1:3]:
+                self._emit(buf, n_buf)  # a new frame size: close the batch
+                n_buf = 0
+            buf.append((i, frames, times, 0, a))
+            n_buf += frames.shape[0]
+            while n_buf >= self._bs:
+                self._emit(buf, self._bs)
+                n_buf -= self._bs
+        if n_buf:
+            self._emit(buf, n_buf)
