@@ -182,3 +182,49 @@ def test_a_decoder_crash_fails_the_job_not_the_video(shard, cfg, tmp_path, monke
     with pytest.raises(OSError, match="decoder library missing"):
         stream_shard(tsv, root, tmp_path / "ex.h5", tmp_path / "fit.h5", cfg, progress=False)
     assert not (tmp_path / "ex.h5").exists() and not (tmp_path / "fit.h5").exists()
+
+
+#: NVDEC against the CPU: frame times and audio exact, pixels within this many grey levels
+HW_PIXEL_TOLERANCE = 4
+
+
+def test_hardware_decode_matches_the_cpu_or_falls_back(real_clips):
+    """``hwaccel="cuda"``: where NVDEC is missing (here) the video is decoded on the CPU and
+    the result is the CPU's exactly, the fallback counted; where it runs (the GPU machine),
+    frame times and audio are exact and pixels within HW_PIXEL_TOLERANCE grey levels."""
+    from vox3d import video
+
+    for clip in real_clips[:3]:
+        cpu = video.decode(clip, 5.0)
+        before = sum(video.HW_FAILURES.values())
+        hw = video.decode(clip, 5.0, hwaccel="cuda")
+        fell_back = sum(video.HW_FAILURES.values()) == before + 1
+        assert np.array_equal(hw.frame_times, cpu.frame_times), clip
+        assert np.array_equal(hw.audio, cpu.audio), clip
+        assert hw.frames.shape == cpu.frames.shape, clip
+        d = np.abs(hw.frames.astype(np.int16) - cpu.frames.astype(np.int16))
+        assert (d.max() == 0) if fell_back else (d.max() <= HW_PIXEL_TOLERANCE), (clip, d.max())
+
+
+def test_failed_hardware_decode_gives_the_sink_only_the_cpu_frames(real_clips, monkeypatch):
+    """A hardware decode that fails after decoding some frames must hand the sink none of
+    them: the sink sees the CPU decode's frames once, in order."""
+    from vox3d import video
+
+    clip = real_clips[0]
+    want = video.decode(clip, 5.0)
+    real = video._decode_pyav
+
+    def half_then_fail(path, frame_rate, threads, out, hwaccel=None):
+        if hwaccel is None:
+            return real(path, frame_rate, threads, out)
+        for k in range(3):  # frames reach the holder, then the device breaks
+            out.add(float(want.frame_times[k]), want.frames[k])
+        out.flush()
+        raise RuntimeError("NVDEC went away")
+
+    monkeypatch.setattr(video, "_decode_pyav", half_then_fail)
+    got_f, got_t = [], []
+    video.decode(clip, 5.0, sink=lambda f, t: (got_f.append(f), got_t.append(t)), hwaccel="cuda")
+    assert np.array_equal(np.concatenate(got_t), want.frame_times)
+    assert np.array_equal(np.concatenate(got_f), want.frames)
