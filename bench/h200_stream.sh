@@ -4,6 +4,7 @@
 #
 #   run(command="bash bench/h200_stream.sh", carry=[".gpunode"])
 #
+# 0. tests/test_stream.py -k hardware: NVDEC frames against the CPU's (tolerances), on the GPU;
 # 1. bench/decode.py: CPU decode in threads (the stream stage's decode workers) against
 #    processes (the two-stage extract jobs) and against NVDEC (--hwaccel cuda), with parity;
 # 2. bench/node.py --stream: the two-stage path (extract processes -> fit on the GPU) and the
@@ -13,9 +14,9 @@
 #
 # .gpunode/ (ignored; laid out like ../shared/data for VOX3D_DATA): 3ddfa_v2/{FaceBoxesProd.pth,
 # mb05_120x120.pth, param_mean_std_62d_120x120.pkl, tri.pkl}, real/voxceleb/ (the 10 real
-# VoxCeleb2 clips), whl/ (cp312 wheels the image lacks: av, soxr, webrtcvad-wheels, librosa,
+# VoxCeleb2 clips) and real/MANIFEST.md (the tests' data check), whl/ (cp312 wheels the image lacks: av, soxr, webrtcvad-wheels, librosa,
 # audioread, soundfile, cffi, pycparser, decorator, pooch, platformdirs).
-# Files back in $OUT: decode.txt, node_stream.txt, stream_jobs2.txt, stream_nvdec.txt, and
+# Files back in $OUT: gpu_tests.txt, decode.txt, node_stream.txt, stream_jobs2.txt, stream_nvdec.txt, and
 # h200_stream.log (everything).  Env: COPIES (default 150), DECODE_COPIES (15), PY, WHEELS
 # (0: use the installed packages; a local dry run: WHEELS=0 PY=.venv/bin/python COPIES=1
 # DECODE_COPIES=1 DEVICE=cpu bash bench/h200_stream.sh).
@@ -48,6 +49,7 @@ step() {  # step NAME SECONDS COMMAND...: output to $OUT/NAME.txt, line 1 the co
   { echo "\$ $*"; timeout "$limit" "$@"; echo "rc $?"; } 2>&1 | tee "$OUT/$name.txt"
 }
 
+step gpu_tests 90 $PY -m pytest -q -p no:cacheprovider tests/test_stream.py -k hardware
 step decode 150 $PY bench/decode.py --copies "$DECODE_COPIES" --threads 4,8,15 \
   --hwaccel cuda --processes 15
 step node_stream 300 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$COPIES" --workers 14 \
