@@ -73,6 +73,10 @@ def _args(argv):
     ap.add_argument("--stream-jobs", type=int, default=1, help="stream jobs run at once")
     ap.add_argument("--stream-threads", type=int, default=15, help="decode threads a job")
     ap.add_argument("--hwaccel", default="", help="stream decode on this FFmpeg device (cuda)")
+    ap.add_argument(
+        "--stream-processes", action="store_true",
+        help="decode in processes, not threads (extract.decode_workers: processes)",
+    )  # fmt: skip
     ap.add_argument("--skip-two-stage", action="store_true", help="stream stage only")
     return ap.parse_args(argv)
 
@@ -127,24 +131,24 @@ def _extract_job(shard_tsv: str, videos: str, out_h5: str) -> tuple[str, float, 
 _FITTER = None  # one Fitter per stream-job process
 
 
-def _stream_job(n: str, work: str, videos: str, cfg, threads: int, hw: str) -> dict:
+def _stream_job(n: str, work: str, videos: str, cfg, threads: int, hw: str, procs: bool) -> dict:
     """One stream_shard job as the workflow runs it (features in the job, no audio kept)."""
     global _FITTER
     from vox3d.fit import Fitter
 
     if _FITTER is None:
         _FITTER = Fitter(cfg, tensor_path=cfg.device == "cuda")
-    return _stream_one(n, Path(work), Path(videos), cfg, threads, hw, _FITTER, None)
+    return _stream_one(n, Path(work), Path(videos), cfg, threads, hw, _FITTER, None, procs)
 
 
-def _stream_one(n, work: Path, videos: Path, cfg, threads, hw, fitter, clock) -> dict:
+def _stream_one(n, work: Path, videos: Path, cfg, threads, hw, fitter, clock, procs) -> dict:
     from vox3d.stream import stream_shard
 
     sd = work / "stream"
     return stream_shard(
         work / "shards" / f"{n}.tsv", videos, sd / "extract" / f"{n}.h5", sd / "fit" / f"{n}.h5",
         cfg, workers=threads, progress=False, clock=clock, fitter=fitter, hwaccel=hw or None,
-        features_h5=sd / "features" / f"{n}.h5", keep_audio=False,
+        features_h5=sd / "features" / f"{n}.h5", keep_audio=False, processes=procs,
     )  # fmt: skip
 
 
@@ -171,13 +175,23 @@ def run_stream(a, work: Path, videos: Path, names: list[str], video_s: float, in
     t0 = time.perf_counter()
     if job_pool is None:
         for n in names:
-            r = _stream_one(n, work, videos, cfg, a.stream_threads, a.hwaccel, fitter, clock)
+            r = _stream_one(
+                n, work, videos, cfg, a.stream_threads, a.hwaccel, fitter, clock,
+                a.stream_processes,
+            )  # fmt: skip
             frames += r["fit"]["frames"]
     else:
         futs = [
             job_pool.submit(
-                _stream_job, n, str(work), str(videos), cfg, a.stream_threads, a.hwaccel
-            )
+                _stream_job,
+                n,
+                str(work),
+                str(videos),
+                cfg,
+                a.stream_threads,
+                a.hwaccel,
+                a.stream_processes,
+            )  # fmt: skip
             for n in names
         ]
         frames = sum(f.result()["fit"]["frames"] for f in futs)
@@ -198,7 +212,8 @@ def run_stream(a, work: Path, videos: Path, names: list[str], video_s: float, in
             hw_note += (
                 f"; hardware decode fell back to the CPU {sum(video.HW_FAILURES.values())} times"
             )
-    print(f"\nSTREAM ({a.stream_jobs} job(s) x {a.stream_threads} decode threads{hw_note})")
+    kind = "processes" if a.stream_processes else "threads"
+    print(f"\nSTREAM ({a.stream_jobs} job(s) x {a.stream_threads} decode {kind}{hw_note})")
     print(
         f"END TO END mp4 -> fit + features     : {t_e2e:7.1f} s  {rate:8,.0f} s video/s  "
         f"{frames / t_e2e:9,.0f} frames/s"

@@ -154,6 +154,43 @@ def test_a_video_rejected_after_it_streamed_is_dropped(runs):
         np.testing.assert_allclose(a.frames[k], b.frames[k], rtol=1e-4, atol=1e-4, err_msg=k)
 
 
+def test_decode_processes_give_the_same_bytes(runs, shard, cfg, tmp_path):
+    """extract.decode_workers: processes: two spawned decode processes (each video decoded
+    whole, handed over in order) write the same fit, features and extract files as the
+    threads; the rejects (broken files, the truncated clip) are the same rows."""
+    d, res, _ = runs
+    root, tsv = shard
+    got = stream_shard(
+        tsv, root, tmp_path / "extract/s.h5", tmp_path / "fit/s.h5", cfg, workers=2,
+        progress=False, features_h5=tmp_path / "features/s.h5", keep_audio=False,
+        processes=True,
+    )  # fmt: skip
+    assert got == res
+    for stage in ("fit", "features", "extract"):
+        assert _sha(tmp_path / stage / "s.h5") == _sha(d / "one" / stage / "s.h5"), stage
+
+
+def test_a_crashed_decode_process_fails_the_job(shard, cfg, tmp_path, monkeypatch):
+    """A decode process that dies (here: os._exit in the worker, as a segfault would) fails
+    the job with the pool's error; nothing is written."""
+    import vox3d.stream as stream
+
+    root, tsv = shard
+    monkeypatch.setattr(stream, "_decode_in_process", _die)
+    with pytest.raises(Exception, match="terminated abruptly"):
+        stream_shard(
+            tsv, root, tmp_path / "ex.h5", tmp_path / "fit.h5", cfg, workers=2, progress=False,
+            processes=True,
+        )  # fmt: skip
+    assert not list(tmp_path.rglob("*.h5"))
+
+
+def _die(job):
+    import os
+
+    os._exit(3)
+
+
 def test_a_failed_fit_leaves_neither_file(shard, cfg, tmp_path, monkeypatch):
     from vox3d import fit
 

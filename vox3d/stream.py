@@ -22,7 +22,10 @@ wanted (the export does).  So no intermediate grows with the video's pixels or s
 byte (tests/test_stream.py), because the same frames arrive in the same pieces
 (:func:`vox3d.frame_source.piece_frames`).
 
-Decoding runs in `workers` threads, ahead of the fit, in manifest order (sorted paths):
+Decoding runs in `workers` threads (or, with ``processes``, config ``extract.decode_workers:
+processes``, in `workers` spawned processes fed in order by one thread, each decoding whole
+videos: no GIL between them; a video reaches the fit once decoded, at most ``workers + 2``
+in flight), ahead of the fit, in manifest order (sorted paths):
 worker k decodes video j into its own queue of at most :data:`QUEUE_CHUNKS` chunks of
 :data:`vox3d.video.FRAME_CHUNK` frames and blocks when it is full, so memory is bounded by
 ``workers x QUEUE_CHUNKS x FRAME_CHUNK`` frames plus the video being fitted.  PyAV releases
@@ -89,6 +92,7 @@ class StreamSource:
         hold_frames: int = HOLD_FRAMES,
         hwaccel: str | None = None,
         features_cfg=None,
+        processes: bool = False,
     ) -> None:
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
@@ -110,10 +114,15 @@ class StreamSource:
         self._cond = threading.Condition()
         self._next_row = 0
         self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._work, daemon=True, name=f"decode-{k}")
-            for k in range(max(1, int(workers)))
-        ]
+        self.processes = bool(processes)
+        if self.processes:  # one feeding thread, the decodes in `workers` processes
+            self._workers = max(1, int(workers))
+            self._threads = [threading.Thread(target=self._feed, daemon=True, name="decode-feed")]
+        else:
+            self._threads = [
+                threading.Thread(target=self._work, daemon=True, name=f"decode-{k}")
+                for k in range(max(1, int(workers)))
+            ]
         for t in self._threads:
             t.start()
 
@@ -136,25 +145,58 @@ class StreamSource:
                 self._next_row += 1
                 q = self._queues[j] = queue.Queue(maxsize=QUEUE_CHUNKS)
                 self._cond.notify_all()
-            row = self.rows[j]
             try:
-                check_row(row, self.min_duration)
-                dec = decode(
-                    self.videos_dir / row["path"], self.frame_rate, self.decoder,
-                    self.decoder_threads, sink=lambda f, t, q=q: self._put(q, ("frames", f, t)),
-                    hwaccel=self.hwaccel,
-                )  # fmt: skip
-                check_decoded(row, dec, self.min_duration)
-                feats = None
-                if self.features_cfg is not None:  # the audio rides the same decode
-                    from vox3d.features import _one
-
-                    feats = _one((dec.audio, SAMPLE_RATE, self.features_cfg))
-                self._put(q, ("done", dec, feats))
-            except MediaError as e:
-                self._put(q, ("reject", e))
+                self._put(
+                    q, _decode_video(self._job(j), lambda f, t, q=q: self._put(q, ("frames", f, t)))
+                )
             except BaseException as e:  # not a bad video: the job fails, as extract does
                 self._put(q, ("fatal", e))
+
+    def _job(self, j: int) -> tuple:
+        """What :func:`_decode_video` needs for row `j` (picklable, for a worker process)."""
+        return (
+            self.rows[j], self.videos_dir / self.rows[j]["path"], self.frame_rate,
+            self.min_duration, self.decoder, self.decoder_threads, self.hwaccel,
+            self.features_cfg,
+        )  # fmt: skip
+
+    def _feed(self) -> None:
+        """Process workers: submit the videos in order, at most ``workers + 2`` in flight,
+        and hand each finished one's chunks to its queue, in order (the fit sees a video
+        only once it is decoded; memory: the in-flight videos' frames)."""
+        import collections
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from vox3d.io import main_not_reimported
+
+        ctx = multiprocessing.get_context("spawn")  # nothing of the fit's CUDA state
+        flight: collections.deque = collections.deque()
+        with main_not_reimported(), ProcessPoolExecutor(self._workers, ctx) as pool:
+            try:
+                while not self._stop.is_set():
+                    while len(flight) < self._workers + 2 and self._next_row < len(self.rows):
+                        j = self._next_row
+                        q = queue.Queue(maxsize=QUEUE_CHUNKS)
+                        with self._cond:
+                            self._next_row += 1
+                            self._queues[j] = q
+                            self._cond.notify_all()
+                        flight.append((q, pool.submit(_decode_in_process, self._job(j))))
+                    if not flight:
+                        return
+                    q, fut = flight.popleft()
+                    try:
+                        chunks, result = fut.result()
+                    except BaseException as e:  # a crashed worker or a bug: the job fails
+                        self._put(q, ("fatal", e))
+                        return
+                    for f, t in chunks:
+                        self._put(q, ("frames", f, t))
+                    self._put(q, result)
+            finally:  # stopped early: what has not started never runs
+                for _, fut in flight:
+                    fut.cancel()
 
     def _queue(self, j: int) -> queue.Queue:
         with self._cond:
@@ -261,6 +303,35 @@ class StreamSource:
         self.close()
 
 
+def _decode_video(job: tuple, sink) -> tuple:
+    """Decode one video of a shard as the extract stage does (its checks, its rejects) and,
+    with a features config, compute its features: ``("done", Decoded, features)`` or
+    ``("reject", MediaError)``; frames go to ``sink(frames, times)`` as they decode."""
+    row, path, frame_rate, min_duration, decoder, threads, hwaccel, features_cfg = job
+    try:
+        check_row(row, min_duration)
+        dec = decode(path, frame_rate, decoder, threads, sink=sink, hwaccel=hwaccel)
+        check_decoded(row, dec, min_duration)
+    except MediaError as e:
+        return ("reject", e)
+    feats = None
+    if features_cfg is not None:  # the audio rides the same decode
+        from vox3d.features import _one
+
+        feats = _one((dec.audio, SAMPLE_RATE, features_cfg))
+    return ("done", dec, feats)
+
+
+def _decode_in_process(job: tuple) -> tuple[list, tuple]:
+    """Worker-process form of :func:`_decode_video`: the frame chunks (as the sink got them)
+    and the outcome, for the parent to queue in order."""
+    chunks: list = []
+    result = _decode_video(job, lambda f, t: chunks.append((f, t)))
+    if result[0] == "reject":
+        chunks = []  # a rejected video never reaches the fit
+    return chunks, result
+
+
 def _take(held: list, n: int) -> tuple[np.ndarray, np.ndarray, list, int]:
     """The first `n` frames of the chunks `held` as one piece, and what is left."""
     frames, times, got = [], [], 0
@@ -304,6 +375,7 @@ def stream_shard(
     features_h5: str | os.PathLike | None = None,
     features_cfg=None,
     keep_audio: bool = True,
+    processes: bool = False,
 ) -> dict:
     """One shard through decode -> fit (and features) in one pass (module docstring).
 
@@ -314,7 +386,8 @@ def stream_shard(
     :func:`vox3d.features.features_shard` of the extract shard); keep_audio false: the
     extract shard keeps no audio samples (only with `features_h5`).  Returns ``{"extract":
     {"videos", "extracted", "rejected"}, "fit": the fit shard's stats, "features":
-    {"utterances", "rejected"} (with features_h5)}``.
+    {"utterances", "rejected"} (with features_h5)}``.  processes: decode in `workers`
+    processes instead of threads (the same bytes; config ``extract.decode_workers``).
     """
     from vox3d.fit import fit_source
 
@@ -332,7 +405,7 @@ def stream_shard(
         with StreamSource(
             rows, videos_dir, w, frame_rate, min_duration, decoder, workers,
             hold_frames=hold_frames, hwaccel=hwaccel,
-            features_cfg=features_cfg if features_h5 is not None else None,
+            features_cfg=features_cfg if features_h5 is not None else None, processes=processes,
         ) as src:  # fmt: skip
             out["fit"] = fit_source(
                 src, fit_h5, fit_cfg, fitter, progress, clock, Path(shard_tsv).stem

@@ -69,6 +69,9 @@ class MediaError(Exception):
         self.code = code
         self.message = message
 
+    def __reduce__(self):  # pickles with both fields (a stream decode process sends it)
+        return (MediaError, (self.code, self.message))
+
 
 # ---------------------------------------------------------------------------------------
 # probing
