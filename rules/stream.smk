@@ -44,5 +44,6 @@ if not config["extract"]["keep_frames"]:
             features=config["features"],
             keep_audio=config["extract"]["keep_audio"],
             hwaccel=config["extract"]["hwaccel"],
+            decode_workers=config["extract"]["decode_workers"],
         script:
             "../scripts/stream.py"

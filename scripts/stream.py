@@ -32,5 +32,6 @@ with job_log(smk.log[0]) as log:
         features_h5=smk.output.features,
         features_cfg=FeatureConfig.from_mapping(dict(smk.params.features)),
         keep_audio=smk.params.keep_audio,
+        processes=smk.params.decode_workers == "processes",
     )
     print(json.dumps(res, sort_keys=True), file=log)

@@ -221,14 +221,17 @@ def test_a_decoder_crash_fails_the_job_not_the_video(shard, cfg, tmp_path, monke
     assert not (tmp_path / "ex.h5").exists() and not (tmp_path / "fit.h5").exists()
 
 
-#: NVDEC against the CPU: frame times and audio exact, pixels within this many grey levels
-HW_PIXEL_TOLERANCE = 4
+#: NVDEC against the CPU: frame times and audio exact; pixels differ by under 1 grey level
+#: on average but up to 50 at single pixels (NVDEC's own YUV -> RGB conversion; measured on
+#: an H100, bench/results/h100_stream_decode.txt), so it is not the default
+HW_MEAN_TOLERANCE = 1.0
+HW_MAX_TOLERANCE = 64
 
 
 def test_hardware_decode_matches_the_cpu_or_falls_back(real_clips):
     """``hwaccel="cuda"``: where NVDEC is missing (here) the video is decoded on the CPU and
     the result is the CPU's exactly, the fallback counted; where it runs (the GPU machine),
-    frame times and audio are exact and pixels within HW_PIXEL_TOLERANCE grey levels."""
+    frame times and audio are exact and pixels within the tolerances above."""
     from vox3d import video
 
     for clip in real_clips[:3]:
@@ -240,7 +243,10 @@ def test_hardware_decode_matches_the_cpu_or_falls_back(real_clips):
         assert np.array_equal(hw.audio, cpu.audio), clip
         assert hw.frames.shape == cpu.frames.shape, clip
         d = np.abs(hw.frames.astype(np.int16) - cpu.frames.astype(np.int16))
-        assert (d.max() == 0) if fell_back else (d.max() <= HW_PIXEL_TOLERANCE), (clip, d.max())
+        if fell_back:
+            assert d.max() == 0, clip
+        else:
+            assert d.mean() <= HW_MEAN_TOLERANCE and d.max() <= HW_MAX_TOLERANCE, (clip, d.max())
 
 
 def test_failed_hardware_decode_gives_the_sink_only_the_cpu_frames(real_clips, monkeypatch):
