@@ -135,6 +135,6 @@ def test_stream_stage_reads_no_frames_back():
     slow_gpu = made_up()
     slow_gpu["measurements"]["fit_gpu"]["value"] = 100.0  # GPU-bound: both take the GPU's
     assert project(slow_gpu, 1, stream=True).shard_phase_h == project(slow_gpu, 1).shard_phase_h
-    md = projection_markdown(stream=True)
-    assert "stream stage" in md and "two-stage" not in md
-    assert "two-stage" in projection_markdown()
+    md, md2 = projection_markdown(stream=True), projection_markdown()
+    assert "Path: the stream stage" in md and "Path: two-stage" not in md
+    assert "Path: two-stage" in md2 and "Path: the stream stage" not in md2

@@ -248,9 +248,10 @@ def projection_markdown(
     if runs:
         out += [
             "",
-            "Measured end to end on GPU nodes (extract and fit only; the per-core model above "
-            "predicts more: its extract rate comes from the development machine, and extract "
-            "processes on these nodes ran at about a third of it each):",
+            "Measured end to end on GPU nodes (mp4 to fit shards; the stream stage's run "
+            "includes the features; the per-core model above predicts more: its extract rate "
+            "comes from the development machine, and decode workers on these nodes ran at "
+            "about a third of it each):",
             "",
             "| run | s of video/s | hours for the corpus (extract + fit) | source |",
             "|---|---:|---:|---|",
