@@ -15,12 +15,13 @@ smk = snakemake  # noqa: F821  (injected by Snakemake)
 with job_log(smk.log[0]) as log:
     if smk.rule == "fit_shard":
         cfg = FitConfig.from_config(dict(smk.params.settings), threads=smk.threads)
-        devices = devices_for(int(smk.resources.get("gpu", 0) or 0))
+        n_gpu = int(smk.resources.get("gpu", 0) or 0)
+        devices = devices_for(n_gpu)
         if len(devices) > 1:
             print(describe_parts(smk.input.h5, cfg, devices), file=log)
             stats = fit_shard_multi(smk.input.h5, smk.output.h5, cfg, devices)
         else:
-            held = pin_one_gpu() if int(smk.resources.get("gpu", 0) or 0) == 1 else None
+            held = pin_one_gpu() if n_gpu == 1 else None
             if held is not None:  # a card of its own on a multi-GPU node
                 print(f"GPU: card {held[0]} (CUDA_VISIBLE_DEVICES)", file=log)
             stats = fit_shard(smk.input.h5, smk.output.h5, cfg)

@@ -136,15 +136,23 @@ class StreamSource:
             except queue.Full:
                 continue
 
+    def _open_next(self) -> tuple[int, queue.Queue] | None:
+        """Claim the next row to decode and open its queue (None: every row is claimed)."""
+        with self._cond:
+            j = self._next_row
+            if j >= len(self.rows):
+                return None
+            self._next_row += 1
+            q = self._queues[j] = queue.Queue(maxsize=QUEUE_CHUNKS)
+            self._cond.notify_all()
+        return j, q
+
     def _work(self) -> None:
         while not self._stop.is_set():
-            with self._cond:
-                j = self._next_row
-                if j >= len(self.rows):
-                    return
-                self._next_row += 1
-                q = self._queues[j] = queue.Queue(maxsize=QUEUE_CHUNKS)
-                self._cond.notify_all()
+            claimed = self._open_next()
+            if claimed is None:
+                return
+            j, q = claimed
             try:
                 self._put(
                     q, _decode_video(self._job(j), lambda f, t, q=q: self._put(q, ("frames", f, t)))
@@ -175,13 +183,11 @@ class StreamSource:
         with main_not_reimported(), ProcessPoolExecutor(self._workers, ctx) as pool:
             try:
                 while not self._stop.is_set():
-                    while len(flight) < self._workers + 2 and self._next_row < len(self.rows):
-                        j = self._next_row
-                        q = queue.Queue(maxsize=QUEUE_CHUNKS)
-                        with self._cond:
-                            self._next_row += 1
-                            self._queues[j] = q
-                            self._cond.notify_all()
+                    while len(flight) < self._workers + 2:
+                        claimed = self._open_next()
+                        if claimed is None:
+                            break
+                        j, q = claimed
                         flight.append((q, pool.submit(_decode_in_process, self._job(j))))
                     if not flight:
                         return
