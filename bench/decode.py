@@ -10,9 +10,16 @@ frames sampled at 5 fps, RGB) and prints seconds of video decoded per second of 
 * ``cpu, T threads``: one process, T Python threads each decoding whole videos (the stream
   stage's decode workers, :class:`vox3d.stream.StreamSource`); PyAV releases the GIL while
   it decodes, so this shows how far threads scale;
-* ``cpu, P processes``: P processes of one thread (the two-stage path's extract jobs);
+* ``cpu, P processes``: P processes of one thread (the two-stage path's extract jobs, and
+  the stream stage with ``extract.decode_workers: processes``); ``per-frame ctx``: the same
+  with PyAV's own rgb24 conversion (below), as the decode did before;
 * ``<hwaccel>, T threads``: the same through FFmpeg's hardware decoder (``--hwaccel cuda``:
   NVDEC, PyAV's ``HWAccel``), with the CPU as the fallback; the printout counts fallbacks.
+
+* ``rgb24 conversion``: PyAV's ``VideoFrame.to_ndarray(format="rgb24")`` (a new libswscale
+  context per frame, automatic threads) against one context per video on the calling thread
+  (what :func:`vox3d.video.decode` does), ms per sampled frame of the first clip, and
+  whether their bytes agree.
 
 Parity (hardware against CPU, every clip once): frame times equal, audio equal, frames'
 largest and mean absolute difference in grey levels.
@@ -35,18 +42,48 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.machine import header  # noqa: E402
 from vox3d import video  # noqa: E402
 
+_CONVERTER = video._rgb24_converter
 
-def _decode(args: tuple[str, str | None]) -> tuple[float, int]:
-    path, hw = args
+
+def _pyav_per_frame(hwaccel):
+    return lambda fr: fr.to_ndarray(format="rgb24")
+
+
+def _decode(args: tuple) -> tuple[float, int]:
+    path, hw, *per_frame = args
+    video._rgb24_converter = _pyav_per_frame if per_frame and per_frame[0] else _CONVERTER
     d = video.decode(path, 5.0, hwaccel=hw)
     return float(d.audio.size) / video.SAMPLE_RATE, len(d.frame_times)
 
 
-def _rate(paths: list[str], hw: str | None, pool) -> tuple[float, float, int]:
+def _rate(paths: list[str], hw: str | None, pool, per_frame=False) -> tuple[float, float, int]:
     t0 = time.perf_counter()
-    res = list(pool.map(_decode, [(p, hw) for p in paths]))
+    res = list(pool.map(_decode, [(p, hw, per_frame) for p in paths]))
     sec = time.perf_counter() - t0
     return sum(r[0] for r in res) / sec, sec, sum(r[1] for r in res)
+
+
+def _conversion(path: str, reps: int = 5) -> tuple[float, float, bool]:
+    """ms per frame of PyAV's per-frame rgb24 conversion and of the decode's, and same bytes."""
+    import av
+    from av.video.reformatter import VideoReformatter
+
+    with av.open(path) as c:
+        frames = list(c.decode(video=0))[::5]
+    one = VideoReformatter()
+    ways = {
+        "pyav": lambda f: f.to_ndarray(format="rgb24"),
+        "one": lambda f: one.reformat(f, format="rgb24", threads=1).to_ndarray(),
+    }
+    best, out = {}, {}
+    for name, conv in ways.items():
+        best[name] = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            out[name] = [conv(f) for f in frames]
+            best[name] = min(best[name], (time.perf_counter() - t0) / len(frames) * 1e3)
+    same = all(np.array_equal(a, b) for a, b in zip(out["pyav"], out["one"], strict=True))
+    return best["pyav"], best["one"], same
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,10 +115,18 @@ def main(argv: list[str] | None = None) -> int:
         with ProcessPoolExecutor(a.processes, mp_context=get_context("spawn")) as pool:
             list(pool.map(_decode, [(p, None) for p in src]))  # start-up outside the timing
             r, sec, n = _rate(work, None, pool)
-        rows.append((f"cpu, {a.processes} processes", r, sec, n, None))
-    print(f"{'mode':24s} {'s video/s':>10s} {'wall s':>8s} {'frames':>8s}  fallbacks")
+            rows.append((f"cpu, {a.processes} processes", r, sec, n, None))
+            r, sec, n = _rate(work, None, pool, per_frame=True)
+            rows.append((f"cpu, {a.processes} proc., per-frame ctx", r, sec, n, None))
+    per_frame, one_ctx, same = _conversion(src[0])
+    print(
+        f"rgb24 conversion, {Path(src[0]).name}: PyAV per-frame context {per_frame:.3f} ms/frame, "
+        f"one context per video {one_ctx:.3f} ms/frame ({per_frame / one_ctx:.1f}x), "
+        f"bytes {'equal' if same else 'DIFFER'}"
+    )
+    print(f"{'mode':30s} {'s video/s':>10s} {'wall s':>8s} {'frames':>8s}  fallbacks")
     for name, r, sec, n, fb in rows:
-        print(f"{name:24s} {r:10.1f} {sec:8.2f} {n:8d}  {'' if fb is None else fb}")
+        print(f"{name:30s} {r:10.1f} {sec:8.2f} {n:8d}  {'' if fb is None else fb}")
     if a.hwaccel:
         print(f"\nparity {a.hwaccel} vs cpu (every clip once):")
         worst = 0

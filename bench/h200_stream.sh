@@ -4,22 +4,24 @@
 #
 #   run(command="bash bench/h200_stream.sh", carry=[".gpunode"])
 #
-# 0. tests/test_stream.py -k hardware: NVDEC frames against the CPU's (tolerances), on the GPU;
-# 1. bench/decode.py: CPU decode in threads (the stream stage's decode workers) against
-#    processes (the two-stage extract jobs) and against NVDEC (--hwaccel cuda), with parity;
-# 2. bench/node.py --stream: the two-stage path (extract processes -> fit on the GPU) and the
-#    stream stage (one job, decode threads, features in the job) on the same corpus, with
-#    byte-identity of the fit shards and the intermediates' bytes against the input's;
-# 3. stream-only variants: two jobs sharing the GPU, and NVDEC decode.
+# 0. gpu_tests: tests/test_stream.py -k hardware, NVDEC frames against the CPU's (tolerances);
+# 1. decode: bench/decode.py, CPU decode in threads against processes (with PyAV's per-frame
+#    rgb24 conversion as before, and the decode's one context per video) and NVDEC, parity;
+# 2. node_procs: bench/node.py --stream, the two-stage path (extract processes -> fit on the
+#    GPU) and the stream stage (one job, decode processes, features in the job) on the same
+#    corpus: byte-identity of the fit shards, the intermediates' bytes against the input's;
+# 3. stream only, decode processes on a larger corpus (BIG copies): two jobs sharing the
+#    GPU (procs_jobs2), one job (procs_jobs1); then decode threads, two jobs (threads_jobs2).
 #
 # .gpunode/ (ignored; laid out like ../shared/data for VOX3D_DATA): 3ddfa_v2/{FaceBoxesProd.pth,
 # mb05_120x120.pth, param_mean_std_62d_120x120.pkl, tri.pkl}, real/voxceleb/ (the 10 real
 # VoxCeleb2 clips) and real/MANIFEST.md (the tests' data check), whl/ (cp312 wheels the image lacks: av, soxr, webrtcvad-wheels, librosa,
 # audioread, soundfile, cffi, pycparser, decorator, pooch, platformdirs).
-# Files back in $OUT: gpu_tests.txt, decode.txt, node_stream.txt, stream_jobs2.txt, stream_nvdec.txt, and
-# h200_stream.log (everything).  Env: COPIES (default 150), DECODE_COPIES (15), PY, WHEELS
+# Files back in $OUT: gpu_tests.txt, decode.txt, node_procs.txt, procs_jobs2.txt, procs_jobs1.txt,
+# threads_jobs2.txt and h200_stream.log (everything).  Env: COPIES (default 120), BIG (300),
+# DECODE_COPIES (10), PY, WHEELS
 # (0: use the installed packages; a local dry run: WHEELS=0 PY=.venv/bin/python COPIES=1
-# DECODE_COPIES=1 DEVICE=cpu bash bench/h200_stream.sh).
+# DECODE_COPIES=1 BIG=1 DEVICE=cpu bash bench/h200_stream.sh).
 set -u
 T0=$(date +%s)
 PY=${PY:-python3}
@@ -27,8 +29,9 @@ OUT=${OUT:-/tmp/h200_stream_out}
 mkdir -p "$OUT"
 LOG="$OUT/h200_stream.log"
 exec > >(tee -a "$LOG") 2>&1
-COPIES=${COPIES:-150}
-DECODE_COPIES=${DECODE_COPIES:-15}
+COPIES=${COPIES:-120}
+BIG=${BIG:-300}
+DECODE_COPIES=${DECODE_COPIES:-10}
 left() { echo $((570 - ($(date +%s) - T0))); }
 
 [ "${WHEELS:-1}" = 1 ] && { $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -49,13 +52,14 @@ step() {  # step NAME SECONDS COMMAND...: output to $OUT/NAME.txt, line 1 the co
   { echo "\$ $*"; timeout "$limit" "$@"; echo "rc $?"; } 2>&1 | tee "$OUT/$name.txt"
 }
 
-step gpu_tests 90 $PY -m pytest -q -p no:cacheprovider tests/test_stream.py -k hardware
-step decode 150 $PY bench/decode.py --copies "$DECODE_COPIES" --threads 4,8,15 \
-  --hwaccel cuda --processes 15
-step node_stream 300 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$COPIES" --workers 14 \
-  --fit-threads 8 --shard-size 64 --stream --stream-threads 15
-step stream_jobs2 120 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$COPIES" --shard-size 64 \
+step gpu_tests 60 $PY -m pytest -q -p no:cacheprovider tests/test_stream.py -k hardware
+step decode 90 $PY bench/decode.py --copies "$DECODE_COPIES" --threads 15 --hwaccel cuda --processes 15
+step node_procs 200 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$COPIES" --workers 14 \
+  --fit-threads 8 --shard-size 256 --stream --stream-processes --stream-threads 15
+step procs_jobs2 120 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$BIG" --shard-size 256 \
+  --skip-two-stage --stream --stream-processes --stream-jobs 2 --stream-threads 7
+step procs_jobs1 120 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$BIG" --shard-size 256 \
+  --skip-two-stage --stream --stream-processes --stream-threads 15
+step threads_jobs2 100 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$COPIES" --shard-size 256 \
   --skip-two-stage --stream --stream-jobs 2 --stream-threads 7
-step stream_nvdec 120 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$COPIES" --shard-size 64 \
-  --skip-two-stage --stream --stream-threads 15 --hwaccel cuda
 echo "DONE in $(($(date +%s) - T0)) s"

@@ -555,6 +555,24 @@ def _decode_hw(path: Path, frame_rate: float, threads: int, sink, chunk: int, hw
     return _decode_pyav(path, frame_rate, threads, _FrameChunks(sink, chunk))
 
 
+def _rgb24_converter(hwaccel: str | None):
+    """``frame -> (H, W, 3) uint8`` RGB for one video's frames.
+
+    On the CPU, one libswscale context serves every frame of the video, on this thread
+    (``threads=1``).  ``VideoFrame.to_ndarray(format="rgb24")`` builds a new context per frame
+    with automatic slice threads (a thread pool per frame, oversubscribing a node whose cores
+    all decode): the same bytes (tests/test_extract.py) in several times the time per frame,
+    and the decode's rate falls most where many workers decode at once (``bench/decode.py``
+    prints both).  Hardware frames keep PyAV's own path (it downloads them first).
+    """
+    if hwaccel:
+        return lambda fr: fr.to_ndarray(format="rgb24")
+    from av.video.reformatter import VideoReformatter
+
+    reformat = VideoReformatter().reformat
+    return lambda fr: reformat(fr, format="rgb24", threads=1).to_ndarray()
+
+
 def _decode_pyav(
     path: Path, frame_rate: float, threads: int, out: _FrameChunks, hwaccel: str | None = None
 ) -> Decoded:
@@ -580,6 +598,7 @@ def _decode_pyav(
             raise MediaError("no_audio", "no audio stream (video only)")
         vs.thread_type = "AUTO" if threads > 1 else "SLICE"
         vs.codec_context.thread_count = threads
+        to_rgb = _rgb24_converter(hwaccel)
         sel = NearestFrameSelector(frame_rate)
         chunks = _AudioBuffer()
         first_v = first_a = None
@@ -598,7 +617,7 @@ def _decode_pyav(
                             first_v = t
                         n_v += 1
                         for tk, fr in sel.feed(t, frame):
-                            out.add(tk, fr.to_ndarray(format="rgb24"))
+                            out.add(tk, to_rgb(fr))
                     else:
                         if first_a is None and frame.time is not None:
                             first_a = float(frame.time)
@@ -609,7 +628,7 @@ def _decode_pyav(
         except Exception as e:  # damaged data: keep what decoded (as the ffmpeg command does)
             error = f"decoding stopped at {t_now:.2f} s: {_first_line(e, path)}"
         for tk, fr in sel.finish():
-            out.add(tk, fr.to_ndarray(format="rgb24"))
+            out.add(tk, to_rgb(fr))
         frames = out.result()
         times = np.array(out.times, dtype=np.float64)
         raw = chunks.result()
