@@ -11,14 +11,15 @@
 #    GPU) and the stream stage (one job, decode processes, features in the job) on the same
 #    corpus: byte-identity of the fit shards, the intermediates' bytes against the input's;
 # 3. stream only, decode processes on a larger corpus (BIG copies): two jobs sharing the
-#    GPU (procs_jobs2), one job (procs_jobs1); then decode threads, two jobs (threads_jobs2).
+#    GPU (procs_jobs2), one job (procs_jobs1), one job with the frames pickled instead of
+#    handed over through files (procs_pickle); then decode threads, two jobs (threads_jobs2).
 #
 # .gpunode/ (ignored; laid out like ../shared/data for VOX3D_DATA): 3ddfa_v2/{FaceBoxesProd.pth,
 # mb05_120x120.pth, param_mean_std_62d_120x120.pkl, tri.pkl}, real/voxceleb/ (the 10 real
 # VoxCeleb2 clips) and real/MANIFEST.md (the tests' data check), whl/ (cp312 wheels the image lacks: av, soxr, webrtcvad-wheels, librosa,
 # audioread, soundfile, cffi, pycparser, decorator, pooch, platformdirs).
 # Files back in $OUT: gpu_tests.txt, decode.txt, node_procs.txt, procs_jobs2.txt, procs_jobs1.txt,
-# threads_jobs2.txt and h200_stream.log (everything).  Env: COPIES (default 120), BIG (300),
+# procs_pickle.txt, threads_jobs2.txt and h200_stream.log (everything).  Env: COPIES (default 120), BIG (300),
 # DECODE_COPIES (10), PY, WHEELS
 # (0: use the installed packages; a local dry run: WHEELS=0 PY=.venv/bin/python COPIES=1
 # DECODE_COPIES=1 BIG=1 DEVICE=cpu bash bench/h200_stream.sh).
@@ -60,6 +61,8 @@ step procs_jobs2 120 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$BIG
   --skip-two-stage --stream --stream-processes --stream-jobs 2 --stream-threads 7
 step procs_jobs1 120 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$BIG" --shard-size 256 \
   --skip-two-stage --stream --stream-processes --stream-threads 15
+step procs_pickle 100 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$BIG" --shard-size 256 \
+  --skip-two-stage --stream --stream-processes --stream-threads 15 --pickle-frames
 step threads_jobs2 100 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$COPIES" --shard-size 256 \
   --skip-two-stage --stream --stream-jobs 2 --stream-threads 7
 echo "DONE in $(($(date +%s) - T0)) s"

@@ -77,6 +77,10 @@ def _args(argv):
         "--stream-processes", action="store_true",
         help="decode in processes, not threads (extract.decode_workers: processes)",
     )  # fmt: skip
+    ap.add_argument(
+        "--pickle-frames", action="store_true",
+        help="decode processes pickle their frames to the job (vox3d.stream.SPILL_FRAMES off)",
+    )  # fmt: skip
     ap.add_argument("--skip-two-stage", action="store_true", help="stream stage only")
     return ap.parse_args(argv)
 
@@ -131,19 +135,23 @@ def _extract_job(shard_tsv: str, videos: str, out_h5: str) -> tuple[str, float, 
 _FITTER = None  # one Fitter per stream-job process
 
 
-def _stream_job(n: str, work: str, videos: str, cfg, threads: int, hw: str, procs: bool) -> dict:
+def _stream_job(
+    n: str, work: str, videos: str, cfg, threads: int, hw: str, procs: bool, spill: bool
+) -> dict:
     """One stream_shard job as the workflow runs it (features in the job, no audio kept)."""
     global _FITTER
     from vox3d.fit import Fitter
 
     if _FITTER is None:
         _FITTER = Fitter(cfg, tensor_path=cfg.device == "cuda")
-    return _stream_one(n, Path(work), Path(videos), cfg, threads, hw, _FITTER, None, procs)
+    return _stream_one(n, Path(work), Path(videos), cfg, threads, hw, _FITTER, None, procs, spill)
 
 
-def _stream_one(n, work: Path, videos: Path, cfg, threads, hw, fitter, clock, procs) -> dict:
+def _stream_one(n, work: Path, videos: Path, cfg, threads, hw, fitter, clock, procs, spill) -> dict:
+    from vox3d import stream
     from vox3d.stream import stream_shard
 
+    stream.SPILL_FRAMES = spill  # decode processes: frames through files, or pickled
     sd = work / "stream"
     return stream_shard(
         work / "shards" / f"{n}.tsv", videos, sd / "extract" / f"{n}.h5", sd / "fit" / f"{n}.h5",
@@ -177,7 +185,7 @@ def run_stream(a, work: Path, videos: Path, names: list[str], video_s: float, in
         for n in names:
             r = _stream_one(
                 n, work, videos, cfg, a.stream_threads, a.hwaccel, fitter, clock,
-                a.stream_processes,
+                a.stream_processes, not a.pickle_frames,
             )  # fmt: skip
             frames += r["fit"]["frames"]
     else:
@@ -191,6 +199,7 @@ def run_stream(a, work: Path, videos: Path, names: list[str], video_s: float, in
                 a.stream_threads,
                 a.hwaccel,
                 a.stream_processes,
+                not a.pickle_frames,
             )  # fmt: skip
             for n in names
         ]
@@ -213,6 +222,8 @@ def run_stream(a, work: Path, videos: Path, names: list[str], video_s: float, in
                 f"; hardware decode fell back to the CPU {sum(video.HW_FAILURES.values())} times"
             )
     kind = "processes" if a.stream_processes else "threads"
+    if a.stream_processes:
+        kind += ", frames pickled" if a.pickle_frames else ", frames through files"
     print(f"\nSTREAM ({a.stream_jobs} job(s) x {a.stream_threads} decode {kind}{hw_note})")
     print(
         f"END TO END mp4 -> fit + features     : {t_e2e:7.1f} s  {rate:8,.0f} s video/s  "

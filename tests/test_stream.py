@@ -168,6 +168,80 @@ def test_decode_processes_give_the_same_bytes(runs, shard, cfg, tmp_path):
     assert got == res
     for stage in ("fit", "features", "extract"):
         assert _sha(tmp_path / stage / "s.h5") == _sha(d / "one" / stage / "s.h5"), stage
+    assert _spill_folders() == []  # the frames' files went with the job
+
+
+def _spill_folders() -> list[Path]:
+    import os
+    import tempfile
+
+    import vox3d.stream as stream
+
+    roots = {Path("/dev/shm"), Path(tempfile.gettempdir())}
+    return [p for r in roots for p in r.glob(f"{stream._SPILL_PREFIX}*-{os.getpid()}")]
+
+
+def test_spilled_frames_come_back_whole_and_leave_no_file(tmp_path):
+    """Decode processes hand their frames over through a file: chunks of any shape come
+    back equal, in order, and the file is gone once read."""
+    from vox3d.stream import _Spilled
+
+    rng = np.random.default_rng(0)
+    chunks = [
+        (rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8), np.arange(n) / 5.0 + k)
+        for k, (n, h, w) in enumerate([(3, 224, 224), (1, 224, 224), (2, 288, 360)])
+    ]
+    sp = _Spilled.write(chunks, str(tmp_path))
+    assert len(list(tmp_path.iterdir())) == 1
+    back = sp.read()
+    assert list(tmp_path.iterdir()) == []
+    assert len(back) == len(chunks)
+    for (f, t), (g, u) in zip(chunks, back, strict=True):
+        np.testing.assert_array_equal(f, g)
+        np.testing.assert_array_equal(t, u)
+
+
+def test_frames_are_pickled_where_no_file_can_be_written(shard, tmp_path):
+    """A spill folder that cannot take the file (here: gone) falls back to the pickle, with
+    the frames a file would have carried."""
+    from vox3d.manifest import read_shard
+    from vox3d.stream import _decode_in_process, _Spilled
+
+    root, tsv = shard
+    row = next(r for r in sorted(read_shard(tsv), key=lambda r: r["path"]) if "pcavs" in r["path"])
+    job = (row, root / row["path"], 5.0, 1.0, "pyav", 1, None, None)
+    pickled, result = _decode_in_process(job, str(tmp_path / "gone"))
+    assert result[0] == "done" and isinstance(pickled, list) and pickled
+    spilled, _ = _decode_in_process(job, str(tmp_path))
+    assert isinstance(spilled, _Spilled)
+    back = spilled.read()
+    assert len(back) == len(pickled) and list(tmp_path.iterdir()) == []
+    for (f, t), (g, u) in zip(pickled, back, strict=True):
+        np.testing.assert_array_equal(f, g)
+        np.testing.assert_array_equal(t, u)
+
+
+def test_spill_folders_of_dead_jobs_are_removed(tmp_path, monkeypatch):
+    """A killed job leaves its folder; the next job removes it (its process is gone) but
+    not a folder of a job still running."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    import vox3d.stream as stream
+
+    monkeypatch.setattr(os, "access", lambda p, m: False if p == "/dev/shm" else True)
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    (tmp_path / f"{stream._SPILL_PREFIX}abc-{dead}").mkdir()
+    (tmp_path / f"{stream._SPILL_PREFIX}abc-{dead}" / "x.frames").write_bytes(b"x")
+    (tmp_path / f"{stream._SPILL_PREFIX}def-1").mkdir()  # pid 1 runs
+    new = Path(stream._spill_dir())
+    assert new.parent == tmp_path and new.name.endswith(f"-{os.getpid()}")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([f"{stream._SPILL_PREFIX}def-1", new.name])
 
 
 def test_a_crashed_decode_process_fails_the_job(shard, cfg, tmp_path, monkeypatch):
@@ -185,7 +259,7 @@ def test_a_crashed_decode_process_fails_the_job(shard, cfg, tmp_path, monkeypatc
     assert not list(tmp_path.rglob("*.h5"))
 
 
-def _die(job):
+def _die(job, spill_dir=None):
     import os
 
     os._exit(3)

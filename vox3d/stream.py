@@ -180,29 +180,39 @@ class StreamSource:
 
         ctx = multiprocessing.get_context("spawn")  # nothing of the fit's CUDA state
         flight: collections.deque = collections.deque()
-        with main_not_reimported(), ProcessPoolExecutor(self._workers, ctx) as pool:
-            try:
-                while not self._stop.is_set():
-                    while len(flight) < self._workers + 2:
-                        claimed = self._open_next()
-                        if claimed is None:
-                            break
-                        j, q = claimed
-                        flight.append((q, pool.submit(_decode_in_process, self._job(j))))
-                    if not flight:
-                        return
-                    q, fut = flight.popleft()
-                    try:
-                        chunks, result = fut.result()
-                    except BaseException as e:  # a crashed worker or a bug: the job fails
-                        self._put(q, ("fatal", e))
-                        return
-                    for f, t in chunks:
-                        self._put(q, ("frames", f, t))
-                    self._put(q, result)
-            finally:  # stopped early: what has not started never runs
-                for _, fut in flight:
-                    fut.cancel()
+        spill = _spill_dir()
+        try:
+            with main_not_reimported(), ProcessPoolExecutor(self._workers, ctx) as pool:
+                try:
+                    while not self._stop.is_set():
+                        while len(flight) < self._workers + 2:
+                            claimed = self._open_next()
+                            if claimed is None:
+                                break
+                            j, q = claimed
+                            job = self._job(j)
+                            flight.append((q, pool.submit(_decode_in_process, job, spill)))
+                        if not flight:
+                            return
+                        q, fut = flight.popleft()
+                        try:
+                            chunks, result = fut.result()
+                            if isinstance(chunks, _Spilled):
+                                chunks = chunks.read()
+                        except BaseException as e:  # a crashed worker or a bug: the job fails
+                            self._put(q, ("fatal", e))
+                            return
+                        for f, t in chunks:
+                            self._put(q, ("frames", f, t))
+                        self._put(q, result)
+                finally:  # stopped early: what has not started never runs
+                    for _, fut in flight:
+                        fut.cancel()
+        finally:  # after the pool's end: no worker writes there any more
+            if spill is not None:
+                import shutil
+
+                shutil.rmtree(spill, ignore_errors=True)
 
     def _queue(self, j: int) -> queue.Queue:
         with self._cond:
@@ -328,14 +338,87 @@ def _decode_video(job: tuple, sink) -> tuple:
     return ("done", dec, feats)
 
 
-def _decode_in_process(job: tuple) -> tuple[list, tuple]:
+def _decode_in_process(job: tuple, spill_dir: str | None = None) -> tuple[object, tuple]:
     """Worker-process form of :func:`_decode_video`: the frame chunks (as the sink got them)
-    and the outcome, for the parent to queue in order."""
+    and the outcome, for the parent to queue in order.
+
+    With `spill_dir`, the chunks' pixels travel through one file there (a :class:`_Spilled`:
+    written once here, read once by the parent, which deletes it) instead of through the
+    result's pickle: the parent's share of the transfer, which holds the fit's interpreter,
+    falls to about half (``bench/node.py``).  Where the file cannot be written (a full
+    ``/dev/shm``), the chunks are pickled as before."""
     chunks: list = []
     result = _decode_video(job, lambda f, t: chunks.append((f, t)))
     if result[0] == "reject":
-        chunks = []  # a rejected video never reaches the fit
+        return [], result  # a rejected video never reaches the fit
+    if spill_dir is not None and chunks:
+        try:
+            return _Spilled.write(chunks, spill_dir), result
+        except OSError:
+            pass
     return chunks, result
+
+
+#: Decode processes hand their frames over through files (:func:`_decode_in_process`);
+#: ``bench/node.py --pickle-frames`` turns it off to measure the difference.
+SPILL_FRAMES = True
+_SPILL_PREFIX = "vox3d-stream-"
+
+
+class _Spilled:
+    """Frame chunks of one decoded video in one raw file: ``shapes`` and ``times`` per chunk."""
+
+    def __init__(self, path: str, shapes: list[tuple[int, ...]], times: list[np.ndarray]):
+        self.path, self.shapes, self.times = path, shapes, times
+
+    @classmethod
+    def write(cls, chunks: list, spill_dir: str) -> _Spilled:
+        import tempfile
+
+        fd, path = tempfile.mkstemp(dir=spill_dir, suffix=".frames")
+        try:
+            with open(fd, "wb") as fh:
+                for f, _ in chunks:
+                    fh.write(memoryview(np.ascontiguousarray(f, dtype=np.uint8)).cast("B"))
+        except OSError:
+            os.unlink(path)
+            raise
+        return cls(path, [tuple(f.shape) for f, _ in chunks], [t for _, t in chunks])
+
+    def read(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The chunks (views of one array read from the file); the file is deleted."""
+        try:
+            buf = np.fromfile(self.path, dtype=np.uint8)
+        finally:
+            os.unlink(self.path)
+        out, at = [], 0
+        for shape, t in zip(self.shapes, self.times, strict=True):
+            n = int(np.prod(shape))
+            out.append((buf[at : at + n].reshape(shape), t))
+            at += n
+        if at != buf.size:
+            raise RuntimeError(f"{self.path}: {buf.size} bytes, expected {at}")
+        return out
+
+
+def _spill_dir() -> str | None:
+    """A private folder for :class:`_Spilled` files: in ``/dev/shm`` (memory) where there
+    is one, else the temporary folder; folders of dead processes (a killed job) are
+    removed first.  None with :data:`SPILL_FRAMES` off."""
+    import shutil
+    import tempfile
+
+    if not SPILL_FRAMES:
+        return None
+    root = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    for old in Path(root).glob(f"{_SPILL_PREFIX}*-*"):
+        try:
+            os.kill(int(old.name.rsplit("-", 1)[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except (ValueError, OSError):
+            continue
+    return tempfile.mkdtemp(prefix=_SPILL_PREFIX, suffix=f"-{os.getpid()}", dir=root)
 
 
 def _take(held: list, n: int) -> tuple[np.ndarray, np.ndarray, list, int]:
