@@ -4,15 +4,17 @@
 #
 #   run(command="bash bench/h200_stream.sh", carry=[".gpunode"])
 #
-# 0. gpu_tests: tests/test_stream.py -k hardware, NVDEC frames against the CPU's (tolerances);
-# 1. decode: bench/decode.py, CPU decode in threads against processes (with PyAV's per-frame
-#    rgb24 conversion as before, and the decode's one context per video) and NVDEC, parity;
-# 2. node_procs: bench/node.py --stream, the two-stage path (extract processes -> fit on the
+# In this order (the end-to-end figures first; a step starts only with time left):
+# 1. node_procs: bench/node.py --stream, the two-stage path (extract processes -> fit on the
 #    GPU) and the stream stage (one job, decode processes, features in the job) on the same
 #    corpus: byte-identity of the fit shards, the intermediates' bytes against the input's;
-# 3. stream only, decode processes on a larger corpus (BIG copies): two jobs sharing the
-#    GPU (procs_jobs2), one job (procs_jobs1), one job with the frames pickled instead of
-#    handed over through files (procs_pickle); then decode threads, two jobs (threads_jobs2).
+# 2. stream only, decode processes, on a larger corpus (BIG copies): two jobs sharing the
+#    GPU (procs_jobs2), one job (procs_jobs1);
+# 3. gpu_tests: tests/test_stream.py -k hardware, NVDEC frames against the CPU's (tolerances);
+# 4. decode: bench/decode.py, CPU decode in threads against processes (with PyAV's per-frame
+#    rgb24 conversion as before, and the decode's one context per video) and NVDEC, parity;
+# 5. one job with the frames pickled instead of handed over through files (procs_pickle);
+#    decode threads, two jobs (threads_jobs2).
 #
 # .gpunode/ (ignored; laid out like ../shared/data for VOX3D_DATA): 3ddfa_v2/{FaceBoxesProd.pth,
 # mb05_120x120.pth, param_mean_std_62d_120x120.pkl, tri.pkl}, real/voxceleb/ (the 10 real
@@ -53,14 +55,14 @@ step() {  # step NAME SECONDS COMMAND...: output to $OUT/NAME.txt, line 1 the co
   { echo "\$ $*"; timeout "$limit" "$@"; echo "rc $?"; } 2>&1 | tee "$OUT/$name.txt"
 }
 
-step gpu_tests 60 $PY -m pytest -q -p no:cacheprovider tests/test_stream.py -k hardware
-step decode 90 $PY bench/decode.py --copies "$DECODE_COPIES" --threads 15 --hwaccel cuda --processes 15
 step node_procs 200 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$COPIES" --workers 14 \
   --fit-threads 8 --shard-size 256 --stream --stream-processes --stream-threads 15
 step procs_jobs2 120 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$BIG" --shard-size 256 \
   --skip-two-stage --stream --stream-processes --stream-jobs 2 --stream-threads 7
 step procs_jobs1 120 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$BIG" --shard-size 256 \
   --skip-two-stage --stream --stream-processes --stream-threads 15
+step gpu_tests 60 $PY -m pytest -q -p no:cacheprovider tests/test_stream.py -k hardware
+step decode 90 $PY bench/decode.py --copies "$DECODE_COPIES" --threads 15 --hwaccel cuda --processes 15
 step procs_pickle 100 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$BIG" --shard-size 256 \
   --skip-two-stage --stream --stream-processes --stream-threads 15 --pickle-frames
 step threads_jobs2 100 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$COPIES" --shard-size 256 \
