@@ -8,20 +8,19 @@
 # 1. node_procs: bench/node.py --stream, the two-stage path (extract processes -> fit on the
 #    GPU) and the stream stage (one job, decode processes, features in the job) on the same
 #    corpus: byte-identity of the fit shards, the intermediates' bytes against the input's;
-# 2. stream only, decode processes, on a larger corpus (BIG copies): two jobs sharing the
-#    GPU (procs_jobs2), one job (procs_jobs1);
-# 3. gpu_tests: tests/test_stream.py -k hardware, NVDEC frames against the CPU's (tolerances);
-# 4. decode: bench/decode.py, CPU decode in threads against processes (with PyAV's per-frame
+# 2. procs_jobs2: stream only, decode processes, two jobs sharing the GPU, BIG copies;
+# 3. decode: bench/decode.py, CPU decode in threads against processes (with PyAV's per-frame
 #    rgb24 conversion as before, and the decode's one context per video) and NVDEC, parity;
-# 5. one job with the frames pickled instead of handed over through files (procs_pickle);
-#    decode threads, two jobs (threads_jobs2).
+# 4. nvdec_procs2: as 2 with NVDEC (extract.hwaccel: cuda); procs_jobs1: as 2 in one job;
+# 5. gpu_tests: the hardware-decode tests (NVDEC frames against the CPU's), on the GPU;
+# 6. procs_pickle: one job with the frames pickled instead of handed over through files;
+#    threads_jobs2: decode threads, two jobs.
 #
 # .gpunode/ (ignored; laid out like ../shared/data for VOX3D_DATA): 3ddfa_v2/{FaceBoxesProd.pth,
 # mb05_120x120.pth, param_mean_std_62d_120x120.pkl, tri.pkl}, real/voxceleb/ (the 10 real
 # VoxCeleb2 clips) and real/MANIFEST.md (the tests' data check), whl/ (cp312 wheels the image lacks: av, soxr, webrtcvad-wheels, librosa,
 # audioread, soundfile, cffi, pycparser, decorator, pooch, platformdirs).
-# Files back in $OUT: gpu_tests.txt, decode.txt, node_procs.txt, procs_jobs2.txt, procs_jobs1.txt,
-# procs_pickle.txt, threads_jobs2.txt and h200_stream.log (everything).  Env: COPIES (default 120), BIG (300),
+# Files back in $OUT: NAME.txt per step above and h200_stream.log (everything).  Env: COPIES (default 120), BIG (240),
 # DECODE_COPIES (10), PY, WHEELS
 # (0: use the installed packages; a local dry run: WHEELS=0 PY=.venv/bin/python COPIES=1
 # DECODE_COPIES=1 BIG=1 DEVICE=cpu bash bench/h200_stream.sh).
@@ -33,7 +32,7 @@ mkdir -p "$OUT"
 LOG="$OUT/h200_stream.log"
 exec > >(tee -a "$LOG") 2>&1
 COPIES=${COPIES:-120}
-BIG=${BIG:-300}
+BIG=${BIG:-240}
 DECODE_COPIES=${DECODE_COPIES:-10}
 left() { echo $((570 - ($(date +%s) - T0))); }
 
@@ -59,10 +58,12 @@ step node_procs 200 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$COPI
   --fit-threads 8 --shard-size 256 --stream --stream-processes --stream-threads 15
 step procs_jobs2 120 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$BIG" --shard-size 256 \
   --skip-two-stage --stream --stream-processes --stream-jobs 2 --stream-threads 7
-step procs_jobs1 120 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$BIG" --shard-size 256 \
-  --skip-two-stage --stream --stream-processes --stream-threads 15
-step gpu_tests 60 $PY -m pytest -q -p no:cacheprovider tests/test_stream.py -k hardware
 step decode 90 $PY bench/decode.py --copies "$DECODE_COPIES" --threads 15 --hwaccel cuda --processes 15
+step nvdec_procs2 100 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$BIG" --shard-size 256 \
+  --skip-two-stage --stream --stream-processes --stream-jobs 2 --stream-threads 7 --hwaccel cuda
+step procs_jobs1 100 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$BIG" --shard-size 256 \
+  --skip-two-stage --stream --stream-processes --stream-threads 15
+step gpu_tests 60 $PY -m pytest -q -p no:cacheprovider tests/test_stream.py tests/test_extract.py -k hardware
 step procs_pickle 100 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$BIG" --shard-size 256 \
   --skip-two-stage --stream --stream-processes --stream-threads 15 --pickle-frames
 step threads_jobs2 100 $PY bench/node.py --device "${DEVICE:-cuda}" --copies "$COPIES" --shard-size 256 \

@@ -158,6 +158,30 @@ def test_frames_are_the_nearest_source_frames(extracted, corpus, real_clips):
         np.testing.assert_array_equal(f, ref[5 * k])
 
 
+def test_hardware_frames_convert_to_the_cpu_pixels(real_clips):
+    """NVDEC's frames arrive as NV12 with the CPU decoder's samples (H.264 is bit-exact):
+    the hardware converter gives the CPU converter's pixels for them.  Simulated here by
+    rearranging CPU frames into NV12 (lossless); PyAV's direct NV12 -> RGB, the control,
+    differs (the up-to-50-grey-level gap measured on the GPU)."""
+    from av.video.reformatter import VideoReformatter
+
+    from vox3d.video import _rgb24_converter
+
+    cpu, hw, to_nv12 = _rgb24_converter(None), _rgb24_converter("cuda"), VideoReformatter()
+    direct_differs = 0
+    with av.open(str(real_clips[0])) as c:
+        for k, f in enumerate(c.decode(video=0)):
+            if k % 5:
+                continue
+            nv = to_nv12.reformat(f, format="nv12", threads=1)
+            assert nv.format.name == "nv12"
+            want = cpu(f)
+            np.testing.assert_array_equal(hw(nv), want)
+            np.testing.assert_array_equal(hw(f), want)  # a CPU-decoded frame: unchanged
+            direct_differs += not np.array_equal(nv.to_ndarray(format="rgb24"), want)
+    assert direct_differs > 0
+
+
 def test_file_attributes_and_layout(extracted):
     out, _, _ = extracted
     with h5py.File(out / "x.h5", "r") as f:

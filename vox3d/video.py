@@ -555,22 +555,42 @@ def _decode_hw(path: Path, frame_rate: float, threads: int, sink, chunk: int, hw
     return _decode_pyav(path, frame_rate, threads, _FrameChunks(sink, chunk))
 
 
+#: FFmpeg's formats of frames downloaded from a hardware decoder -> the CPU decoder's planar
+#: format of the same samples (a lossless rearrangement: NV12 interleaves U and V).
+_HW_PLANAR = {"nv12": "yuv420p"}
+
+
 def _rgb24_converter(hwaccel: str | None):
     """``frame -> (H, W, 3) uint8`` RGB for one video's frames.
 
-    On the CPU, one libswscale context serves every frame of the video, on this thread
-    (``threads=1``).  ``VideoFrame.to_ndarray(format="rgb24")`` builds a new context per frame
-    with automatic slice threads (a thread pool per frame, oversubscribing a node whose cores
-    all decode): the same bytes (tests/test_extract.py) in several times the time per frame,
-    and the decode's rate falls most where many workers decode at once (``bench/decode.py``
-    prints both).  Hardware frames keep PyAV's own path (it downloads them first).
+    One libswscale context serves every frame of the video, on this thread (``threads=1``).
+    ``VideoFrame.to_ndarray(format="rgb24")`` builds a new context per frame with automatic
+    slice threads (a thread pool per frame, oversubscribing a node whose cores all decode):
+    the same bytes (tests/test_extract.py) in several times the time per frame, and the
+    decode's rate falls most where many workers decode at once (``bench/decode.py`` prints
+    both).
+
+    Hardware frames (`hwaccel`) arrive downloaded as NV12.  H.264 decoding is bit-exact, so
+    NVDEC's samples are the CPU decoder's; only swscale's NV12 -> RGB path differs from its
+    YUV420P -> RGB one (up to 50 grey levels).  So NV12 is first rearranged into YUV420P
+    (lossless) and converted as the CPU's frames are: the same pixels
+    (tests/test_extract.py simulates it on the CPU; ``bench/decode.py --hwaccel`` checks
+    parity on the GPU).
     """
-    if hwaccel:
-        return lambda fr: fr.to_ndarray(format="rgb24")
     from av.video.reformatter import VideoReformatter
 
     reformat = VideoReformatter().reformat
-    return lambda fr: reformat(fr, format="rgb24", threads=1).to_ndarray()
+    if not hwaccel:
+        return lambda fr: reformat(fr, format="rgb24", threads=1).to_ndarray()
+    planar = VideoReformatter().reformat
+
+    def convert(fr):
+        to = _HW_PLANAR.get(fr.format.name)
+        if to is not None:
+            fr = planar(fr, format=to, threads=1)
+        return reformat(fr, format="rgb24", threads=1).to_ndarray()
+
+    return convert
 
 
 def _decode_pyav(
@@ -582,7 +602,9 @@ def _decode_pyav(
     if hwaccel:
         from av.codec.hwaccel import HWAccel
 
-        kw["hwaccel"] = HWAccel(device_type=hwaccel, allow_software_fallback=False)
+        # the device's primary context: one per process, not a new CUDA context per video
+        opts = {"primary_ctx": "1"} if hwaccel == "cuda" else None
+        kw["hwaccel"] = HWAccel(device_type=hwaccel, allow_software_fallback=False, options=opts)
     try:
         container = av.open(str(path), metadata_errors="ignore", **kw)
     except Exception as e:
