@@ -21,7 +21,7 @@
 # VoxCeleb2 clips) and real/MANIFEST.md (the tests' data check), whl/ (cp312 wheels the image lacks: av, soxr, webrtcvad-wheels, librosa,
 # audioread, soundfile, cffi, pycparser, decorator, pooch, platformdirs).
 # Files back in $OUT: NAME.txt per step above and h200_stream.log (everything).  Env: COPIES (default 120), BIG (240),
-# DECODE_COPIES (10), PY, WHEELS
+# DECODE_COPIES (10), LIMIT (570: seconds for all steps), PY, WHEELS
 # (0: use the installed packages; a local dry run: WHEELS=0 PY=.venv/bin/python COPIES=1
 # DECODE_COPIES=1 BIG=1 DEVICE=cpu bash bench/h200_stream.sh).
 set -u
@@ -34,7 +34,8 @@ exec > >(tee -a "$LOG") 2>&1
 COPIES=${COPIES:-120}
 BIG=${BIG:-240}
 DECODE_COPIES=${DECODE_COPIES:-10}
-left() { echo $((570 - ($(date +%s) - T0))); }
+LIMIT=${LIMIT:-570}
+left() { echo $((LIMIT - ($(date +%s) - T0))); }
 
 [ "${WHEELS:-1}" = 1 ] && { $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .gpunode/whl/*.whl || { echo "FAILED: wheels"; exit 1; }; }
