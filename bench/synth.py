@@ -18,7 +18,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from vox3d import synth
+from vox3d import synth_config, synth_render, synth_rig
 
 
 def _cpu() -> float:
@@ -37,22 +37,22 @@ def main() -> None:
     ap.add_argument("--utts", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=4.0)
     a = ap.parse_args()
-    cfg = synth.SynthConfig(identities=2, seconds=a.seconds)
+    cfg = synth_config.SynthConfig(identities=2, seconds=a.seconds)
     t0 = _cpu()
-    rig = synth.load_rig(cfg)
-    idents = synth.draw_identities(cfg, rig)
+    rig = synth_rig.load_rig(cfg)
+    idents = synth_rig.draw_identities(cfg, rig)
     t_setup = _cpu() - t0
     ident = idents[0]
-    spec = synth.draw_video(cfg, ident, 0)
-    bg = synth.background(spec)
-    colors = synth.albedo(rig, ident)
-    light = synth.make_light(spec)
+    spec = synth_render.draw_video(cfg, ident, 0)
+    bg = synth_render.background(spec)
+    colors = synth_rig.albedo(rig, ident)
+    light = synth_render.make_light(spec)
     with threadpool_limits(1):
         t0 = _cpu()
-        truth = synth.draw_utterance(cfg, rig, ident, spec, 0)
+        truth = synth_render.draw_utterance(cfg, rig, ident, spec, 0)
         t_audio = _cpu() - t0
         T = len(truth.scale)
-        anchor = synth.face_center_model(rig, ident.id_coef)
+        anchor = synth_render.face_center_model(rig, ident.id_coef)
         base = rig.model.vertices(ident.id_coef.astype(np.float32))
         V = rig.model.n_vertices
         expb = rig.model.exp_basis.reshape(rig.model.n_exp, V * 3)
@@ -62,13 +62,13 @@ def main() -> None:
         for t in range(T):
             c0 = _cpu()
             verts = base + np.dot(truth.exp[t].astype(np.float32), expb).reshape(V, 3)
-            P = synth.frame_pose(truth.euler_deg[t], truth.scale[t], truth.center[t], anchor)
-            img_v = synth.project(verts, P)
+            P = synth_render.frame_pose(truth.euler_deg[t], truth.scale[t], truth.center[t], anchor)
+            img_v = synth_render.project(verts, P)
             c1 = _cpu()
-            fr = synth.render_frame(rig, img_v, colors, bg, light)
+            fr = synth_render.render_frame(rig, img_v, colors, bg, light)
             c2 = _cpu()
             if truth.blur_px[t] >= 2:
-                fr = synth.motion_blur(fr, truth.blur_px[t], truth.blur_angle[t])
+                fr = synth_render.motion_blur(fr, truth.blur_px[t], truth.blur_angle[t])
             fr = np.clip(fr.astype(np.int16) + rng.integers(-2, 3, fr.shape, np.int16), 0, 255)
             frames.append(fr.astype(np.uint8))
             c3 = _cpu()
@@ -78,7 +78,7 @@ def main() -> None:
         from pathlib import Path
 
         with tempfile.TemporaryDirectory() as td:
-            synth.encode_clip(frames, truth.utt.audio, Path(td) / "x.mp4")
+            synth_render.encode_clip(frames, truth.utt.audio, Path(td) / "x.mp4")
         t_enc = _cpu() + _child_cpu() - e0
     per = {
         "voice synthesis + motion": t_audio,

@@ -9,15 +9,15 @@ identities and scored on an independent one of the same size, for:
 
 * ``previous``: the mapping before issue 17 (rebuilt here: ``a_vtl`` face length,
   ``a_f0`` minus jaw width, ``b_1..b_4`` random in the leading 10 modes, seed
-  ``vox3d.synth.MAPPING_SEED``; 6 linked features);
-* ``new``: :func:`vox3d.synth.default_mapping` (face length + 7 face-proportion modes;
+  ``vox3d.synth_config.MAPPING_SEED``; 6 linked features);
+* ``new``: :func:`vox3d.synth_rig.default_mapping` (face length + 7 face-proportion modes;
   8 linked features);
 * ``new, 6 links``: the new directions without the open-quotient / breathiness links;
 * controls: ``deaf`` (the new directions, every gain 0: the voice carries no face) and
   ``shuffled`` (the new mapping's predictor given another identity's voice and gender).
 
 Measures (face model and areas as the evaluation: ICT-FaceKit, config ``face_model``,
-``n_id`` 40, the ``face`` area of 9,409 vertices; ``vox3d.synth.ceiling_inputs``):
+``n_id`` 40, the ``face`` area of 9,409 vertices; ``vox3d.synth_rig.ceiling_inputs``):
 
 * ``R2 coef``: R^2 of the 40 identity coefficients;
 * ``R2 vert``: face-area vertex R^2 (no alignment; both meshes in the model frame);
@@ -38,7 +38,7 @@ Measures (face model and areas as the evaluation: ICT-FaceKit, config ``face_mod
 Each link: the feature, its direction, gain, noise, the within-gender correlation of the
 feature with its direction's projection ``d . z`` (analytic ``gain / sqrt(gain^2 +
 noise^2)`` and measured on the sample), and the named proportions the direction correlates
-with most (:func:`vox3d.synth.proportion_correlations`).
+with most (:func:`vox3d.synth_rig.proportion_correlations`).
 
 Run: ``.venv/bin/python bench/voice_ceiling.py --out bench/results/cpu_voice_ceiling.txt``.
 """
@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import header  # noqa: E402
-from vox3d import metrics, synth  # noqa: E402
+from vox3d import metrics, synth_config, synth_rig  # noqa: E402
 from vox3d import voice_synth as vs  # noqa: E402
 from vox3d.fit_accuracy import _vertex_ss  # noqa: E402
 
@@ -66,10 +66,10 @@ from vox3d.fit_accuracy import _vertex_ss  # noqa: E402
 def previous_directions(model) -> np.ndarray:
     """The mapping directions ``(6, K)`` before issue 17 (vox3d.synth at bbf119e)."""
     K = model.n_id
-    a_vtl = synth._landmark_distance_gradient(model, 27, 8)
-    a_f0 = -synth._landmark_distance_gradient(model, 4, 12)
+    a_vtl = synth_rig._landmark_distance_gradient(model, 27, 8)
+    a_f0 = -synth_rig._landmark_distance_gradient(model, 4, 12)
     rows = [a_vtl / np.linalg.norm(a_vtl), a_f0 / np.linalg.norm(a_f0)]
-    rng = np.random.default_rng(synth.MAPPING_SEED)
+    rng = np.random.default_rng(synth_config.MAPPING_SEED)
     k_lead = min(10, K)
     while len(rows) < 6:
         v = np.zeros(K)
@@ -160,7 +160,7 @@ def measure(name, mapping, rig, inputs, gl, n, n_exact, seed, shuffle=False):
 
 def links(name, mapping, rig, corr):
     print(f"links of {name} ({mapping.n_linked} face-linked features):")
-    props = synth.proportion_correlations(rig.model, mapping.directions)
+    props = synth_rig.proportion_correlations(rig.model, mapping.directions)
     g, s = mapping.gains(), mapping.noises()
     print(
         f"  {'feature':20s} {'dir':5s} {'gain':>7s} {'noise':>7s} {'r model':>7s} "
@@ -199,11 +199,11 @@ def main(argv=None) -> int:
 
 def run(a) -> None:
     t0 = time.time()
-    rig = synth.load_rig(synth.SynthConfig())
+    rig = synth_rig.load_rig(synth_config.SynthConfig())
     m = rig.model
-    inputs = synth.ceiling_inputs(m, rig.face_idx)
-    gl = (rig.gender_dir, synth.GENDER_GAIN, synth.GENDER_BIAS)
-    new = synth.default_mapping(rig)
+    inputs = synth_rig.ceiling_inputs(m, rig.face_idx)
+    gl = (rig.gender_dir, synth_config.GENDER_GAIN, synth_config.GENDER_BIAS)
+    new = synth_rig.default_mapping(rig)
     old = vs.VoiceMapping(directions=previous_directions(m))
     six = vs.VoiceMapping(directions=new.directions[:6])
     deaf = vs.VoiceMapping(
@@ -242,10 +242,10 @@ def run(a) -> None:
             f"{r[0]:32s} {r[1]:8.3f} {r[2]:8.3f} {r[3]:8.3f} {r[4]:9.3f} {r[5]:7.4f} {r[6]:7.4f} "
             f"{r[7]:7.1f}%"
         )
-    c = synth.compute_ceiling(synth.SynthConfig(), rig)
+    c = synth_rig.compute_ceiling(synth_config.SynthConfig(), rig)
     print()
     print(
-        "vox3d.synth.compute_ceiling (the corpus card's, 200,000 + 200,000, seed 12345): "
+        "vox3d.synth_rig.compute_ceiling (the corpus card's, 200,000 + 200,000, seed 12345): "
         + ", ".join(f"{k} {v:.3f}" for k, v in sorted(c.items()) if k != "n_samples")
     )
     print(f"wall {time.time() - t0:.0f} s")

@@ -6,7 +6,8 @@ from pathlib import Path
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
 from vox3d.joblog import job_log
-from vox3d.synth import SynthConfig, build_corpus
+from vox3d.synth import build_corpus
+from vox3d.synth_config import SynthConfig
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 

@@ -251,7 +251,7 @@ def test_train_evaluate_figures_on_stage_formats(tmp_path):
 
 
 def test_ground_truth_has_one_layout(tmp_path):
-    """vox3d.ground_truth.GroundTruth reads the layout vox3d.synth writes (identities/id +
+    """vox3d.ground_truth.GroundTruth reads the layout vox3d.synth_card writes (identities/id +
     id_coef, gender, voice) and refuses others, naming the file."""
     import h5py
 

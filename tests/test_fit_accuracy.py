@@ -280,17 +280,17 @@ def _by_target_h5(path, true, pred, fitted, with_gt: bool):
 
 def test_voice_directions_figure_projects_on_the_generators_directions(tmp_path):
     """evaluate/voice_directions.png: with a ground truth, the panels are the synthetic
-    corpus's 8 face -> voice directions (vox3d.synth.mapping_directions); an oracle's points
+    corpus's 8 face -> voice directions (vox3d.synth_rig.mapping_directions); an oracle's points
     lie on the diagonal, the mean face's on the training mean's line; without a ground
     truth, the first 8 coefficients standardised by the training identities."""
-    from vox3d import synth
+    from vox3d import synth_rig
     from vox3d.face_model import load_face_model
     from vox3d.identity_figures import plot_voice_directions, voice_direction_points
 
     rng = np.random.default_rng(0)
     z = rng.normal(size=(12, 40))
     fs = {"name": "ict", "subset": "face"}
-    d, _ = synth.mapping_directions(load_face_model("ict", subset="head", n_id=40, n_exp=0))
+    d, _ = synth_rig.mapping_directions(load_face_model("ict", subset="head", n_id=40, n_exp=0))
     p = tmp_path / "oracle.h5"
     _by_target_h5(p, z, z, 0.5 * z, with_gt=True)
     pts = voice_direction_points(p, fs)

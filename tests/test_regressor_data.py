@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import require
 
-from vox3d import paths, synth
+from vox3d import paths, synth_config, synth_render, synth_rig
 from vox3d import regressor_data as rd
 
 #: sha256 of the draws of a tiny corpus (2 identities, seed 3, 1.2 s clips: identities, one
@@ -40,14 +40,14 @@ def _bytes(v) -> bytes:
     return np.asarray(v, np.float64).astype(np.float32).tobytes()
 
 
-def _corpus_digest(S) -> tuple[str, list[list[float]]]:
+def _corpus_digest() -> tuple[str, list[list[float]]]:
     """sha256 of identities, a video and an utterance; mean and sharpness of five frames."""
-    cfg = S.SynthConfig(
+    cfg = synth_config.SynthConfig(
         identities=2, videos_per_identity=1, utterances_per_video=1, seconds=1.2, seed=3
     )
-    rig = S.load_rig(cfg)
+    rig = synth_rig.load_rig(cfg)
     h = hashlib.sha256()
-    ids = S.draw_identities(cfg, rig)
+    ids = synth_rig.draw_identities(cfg, rig)
     for p in ids:
         for v in (
             p.z,
@@ -61,7 +61,7 @@ def _corpus_digest(S) -> tuple[str, list[list[float]]]:
             h.update(_bytes(v))
         h.update((p.name + p.nationality + p.gender).encode())
     p = ids[1]
-    spec = S.draw_video(cfg, p, 0)
+    spec = synth_render.draw_video(cfg, p, 0)
     for v in (
         spec.light_ambient,
         spec.light_direction,
@@ -70,18 +70,27 @@ def _corpus_digest(S) -> tuple[str, list[list[float]]]:
         [spec.scale_px_per_cm, spec.background_seed, spec.small],
     ):
         h.update(_bytes(v))
-    tr = S.draw_utterance(cfg, rig, p, spec, 0)
+    tr = synth_render.draw_utterance(cfg, rig, p, spec, 0)
     for v in (tr.euler_deg, tr.exp, tr.voicing, tr.blur_px, tr.scale, tr.center):
         h.update(_bytes(v))
-    bg = S.background(spec)
-    col = S.albedo(rig, p)
-    light = S.make_light(spec)
+    bg = synth_render.background(spec)
+    col = synth_rig.albedo(rig, p)
+    light = synth_render.make_light(spec)
     T = len(tr.scale)
     poses = np.zeros((T, 12))
     boxes = np.zeros((T, 4))
     tr.blur_px[:] = np.where(np.arange(T) % 7 == 3, 9.0, tr.blur_px)  # exercise the blur path
-    it = S.clip_frames(
-        rig, p, spec, tr, col, bg, light, S._rng(cfg.seed, S._S_NOISE, 1, 0, 0), poses, boxes
+    it = synth_render.clip_frames(
+        rig,
+        p,
+        spec,
+        tr,
+        col,
+        bg,
+        light,
+        synth_config._rng(cfg.seed, synth_config._S_NOISE, 1, 0, 0),
+        poses,
+        boxes,
     )
     means = []
     for t, f in enumerate(it):
@@ -95,7 +104,7 @@ def _corpus_digest(S) -> tuple[str, list[list[float]]]:
 def test_synth_keeps_the_corpus(kit):
     """Draws exactly; frames to a tenth of a grey level in mean and sharpness (a changed
     light, pose, albedo or blur moves them by far more; frame 3 is the camera shake)."""
-    digest, means = _corpus_digest(synth)
+    digest, means = _corpus_digest()
     assert digest == DRAWS_DIGEST
     np.testing.assert_allclose(means, FRAME_MEANS, atol=0.1)
 
@@ -132,7 +141,7 @@ def test_samples_deterministic_and_independent_of_workers(kit, tmp_path):
 def test_fresh_identities_not_from_a_corpus(kit):
     """The regressor's people are drawn from another seed space than any corpus's."""
     rig = kit.rig
-    corpus = synth.draw_identities(synth.SynthConfig(identities=4, seed=0), rig)
+    corpus = synth_rig.draw_identities(synth_config.SynthConfig(identities=4, seed=0), rig)
     ours = [rd.draw_group(kit, 0, g).ident.z for g in range(4)]
     for p in corpus:
         for z in ours:

@@ -16,7 +16,7 @@ import librosa
 import numpy as np
 import pytest
 
-from vox3d import paths, synth
+from vox3d import paths, synth, synth_card, synth_config, synth_render, synth_rig
 from vox3d import voice_synth as vs
 
 TINY = dict(identities=3, videos_per_identity=1, utterances_per_video=2, seconds=1.0, seed=7)
@@ -27,41 +27,45 @@ TINY = dict(identities=3, videos_per_identity=1, utterances_per_video=2, seconds
 
 def test_names_split_a_to_e_in_the_voxceleb1_proportion():
     genders = ["m", "f"] * 20
-    names = synth.draw_names(40, genders, seed=0)
-    assert names == synth.draw_names(40, genders, seed=0)
+    names = synth_rig.draw_names(40, genders, seed=0)
+    assert names == synth_rig.draw_names(40, genders, seed=0)
     assert len(set(names)) == 40
     assert sum(n[0] <= "E" for n in names) == 10  # 40 * 309 / 1251 = 9.9
     assert all(re.fullmatch(r"[A-Z][a-z]+_[A-Z][a-z]+", n) for n in names)
-    assert sum(n[0] <= "E" for n in synth.draw_names(3, ["m", "f", "m"], seed=1)) == 1
-    assert synth.draw_names(40, genders, seed=1) != names
+    assert sum(n[0] <= "E" for n in synth_rig.draw_names(3, ["m", "f", "m"], seed=1)) == 1
+    assert synth_rig.draw_names(40, genders, seed=1) != names
 
 
 def test_frame_pose_places_and_scales_the_anchor():
     anchor = np.array([0.5, -2.0, 10.0])
-    P = synth.frame_pose(np.array([25.0, -10.0, 5.0]), 8.0, np.array([100.0, 120.0]), anchor)
+    P = synth_render.frame_pose(np.array([25.0, -10.0, 5.0]), 8.0, np.array([100.0, 120.0]), anchor)
     pts = np.array([anchor, anchor + [1.0, 0, 0], anchor + [0, 1.0, 0]])
-    img = synth.project(pts, P)
+    img = synth_render.project(pts, P)
     assert img[0, :2] == pytest.approx([100.0, 120.0], abs=1e-3)
     # A unit model vector projects to at most `scale` pixels (orthographic).
     from vox3d.params import pose_to_srt, rotation_to_euler
 
     s, R, _ = pose_to_srt(P)
-    assert s * synth.FRAME_SIZE / 120 == pytest.approx(8.0)
+    assert s * synth_config.FRAME_SIZE / 120 == pytest.approx(8.0)
     assert np.degrees(rotation_to_euler(R)) == pytest.approx([25.0, -10.0, 5.0])
     # Model y up -> image y down, for an upright head.
-    P0 = synth.frame_pose(np.zeros(3), 8.0, np.array([100.0, 120.0]), anchor)
-    img0 = synth.project(pts, P0)
+    P0 = synth_render.frame_pose(np.zeros(3), 8.0, np.array([100.0, 120.0]), anchor)
+    img0 = synth_render.project(pts, P0)
     assert img0[2, 1] - img0[0, 1] == pytest.approx(-8.0, abs=1e-3)
 
 
-def _spec(seed: int) -> synth.VideoSpec:
-    cfg = synth.SynthConfig(seed=seed)
+def _spec(seed: int) -> synth_render.VideoSpec:
+    cfg = synth_config.SynthConfig(seed=seed)
     ident = type("I", (), {"index": 0})()
-    return synth.draw_video(cfg, ident, 0)
+    return synth_render.draw_video(cfg, ident, 0)
 
 
 def test_background_is_textured_and_deterministic():
-    a, b, c = synth.background(_spec(0)), synth.background(_spec(0)), synth.background(_spec(1))
+    a, b, c = (
+        synth_render.background(_spec(0)),
+        synth_render.background(_spec(0)),
+        synth_render.background(_spec(1)),
+    )
     assert a.shape == (224, 224, 3) and a.dtype == np.uint8
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     grey = a.astype(np.float64).mean(2)
@@ -73,7 +77,7 @@ def test_background_is_textured_and_deterministic():
 def test_meta_csv_has_voxceleb1_format(tmp_path):
     ref = paths.CMP_DIR / "vox1_meta.csv"
     idents = [
-        synth.Identity(
+        synth_rig.Identity(
             i,
             f"id{90001 + i}",
             f"Ann_Lee{i}",
@@ -93,7 +97,7 @@ def test_meta_csv_has_voxceleb1_format(tmp_path):
         )  # fmt: skip
         for i in range(2)
     ]
-    synth.write_meta_csv(tmp_path / "m.csv", idents)
+    synth_card.write_meta_csv(tmp_path / "m.csv", idents)
     rows = list(csv.reader(open(tmp_path / "m.csv", encoding="utf-8"), delimiter="\t"))
     if ref.is_file():
         ref_header = next(csv.reader(open(ref, encoding="utf-8"), delimiter="\t"))
@@ -112,7 +116,7 @@ def test_cli_rejects_bad_sizes(capsys):
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth_a")
-    synth.build_corpus(synth.SynthConfig(**TINY), out, threads=1, progress=False)
+    synth.build_corpus(synth_config.SynthConfig(**TINY), out, threads=1, progress=False)
     return out
 
 
@@ -156,8 +160,8 @@ def test_clip_decodes_with_the_declared_format(corpus):
         assert abs(len(audio) - 16000) <= 1024  # AAC frame granularity
 
 
-def _gt_config(f) -> synth.SynthConfig:
-    return synth.SynthConfig(**json.loads(f.attrs["config"]))
+def _gt_config(f) -> synth_config.SynthConfig:
+    return synth_config.SynthConfig(**json.loads(f.attrs["config"]))
 
 
 @pytest.mark.slow
@@ -175,7 +179,7 @@ def test_ground_truth_layout(corpus):
         eul = f["frames/euler_deg"][:]
         assert np.abs(eul[:, 1]).max() <= 20.01 and np.abs(eul[:, 2]).max() <= 10.01
         hard = f["frames/hard"][:]
-        assert np.all(np.abs(eul[hard & synth.HARD_PROFILE == 0, 0]) <= 60.01)
+        assert np.all(np.abs(eul[hard & synth_config.HARD_PROFILE == 0, 0]) <= 60.01)
         # Lip sync: the jaw follows the voicing of the audio.
         jaw = f["frames/exp"][:, 0]
         voicing = f["frames/voicing"][:]
@@ -218,17 +222,17 @@ def test_rerendered_ground_truth_reproduces_the_face_mask(corpus):
     segmented from the decoded video against the background regenerated from the seed."""
     with h5py.File(corpus / "ground_truth.h5", "r") as f:
         cfg = _gt_config(f)
-        rig = synth.load_rig(cfg)
-        idents = synth.draw_identities(cfg, rig)
+        rig = synth_rig.load_rig(cfg)
+        idents = synth_rig.draw_identities(cfg, rig)
         U = f["utterances"]
         ious = []
         for k in range(len(U["path"])):
             i, vi = int(U["identity"][k]), int(U["video"][k])
             off, n = int(U["frame_offset"][k]), int(U["n_frames"][k])
-            spec = synth.draw_video(cfg, idents[i], vi % cfg.videos_per_identity)
+            spec = synth_render.draw_video(cfg, idents[i], vi % cfg.videos_per_identity)
             assert spec.youtube_id == f["videos/youtube_id"][vi].decode()
             assert spec.background_seed == int(f["videos/background_seed"][vi])
-            bg = synth.background(spec).astype(np.int16)
+            bg = synth_render.background(spec).astype(np.int16)
             path = corpus / "videos" / U["path"][k].decode()
             with av.open(str(path)) as c:
                 frames = [fr.to_ndarray(format="rgb24") for fr in c.decode(video=0)]
@@ -236,8 +240,8 @@ def test_rerendered_ground_truth_reproduces_the_face_mask(corpus):
                 if f["frames/blur_px"][off + t] > 0:
                     continue
                 verts = rig.model.vertices(f["identities/id_coef"][i], f["frames/exp"][off + t])
-                img_v = synth.project(verts, f["frames/pose"][off + t].reshape(3, 4))
-                gt = synth.face_mask(rig, img_v)
+                img_v = synth_render.project(verts, f["frames/pose"][off + t].reshape(3, 4))
+                gt = synth_render.face_mask(rig, img_v)
                 diff = np.abs(frames[t].astype(np.int16) - bg).max(axis=2)
                 seg = _segment(diff > 14)
                 ious.append((gt & seg).sum() / max((gt | seg).sum(), 1))
@@ -282,14 +286,14 @@ def _digest(root: Path) -> dict[str, str]:
 def test_two_builds_are_identical(corpus, tmp_path):
     """Same config and seed -> byte-identical mp4s, ground truth, metadata and card, also
     with a different number of workers."""
-    synth.build_corpus(synth.SynthConfig(**TINY), tmp_path, threads=2, progress=False)
+    synth.build_corpus(synth_config.SynthConfig(**TINY), tmp_path, threads=2, progress=False)
     a, b = _digest(corpus), _digest(tmp_path)
     assert a.keys() == b.keys()
     assert a == b
     # A different seed changes the corpus.
     other = tmp_path / "other"
     synth.build_corpus(
-        synth.SynthConfig(**{**TINY, "seed": 8, "identities": 2, "utterances_per_video": 1}),
+        synth_config.SynthConfig(**{**TINY, "seed": 8, "identities": 2, "utterances_per_video": 1}),
         other,
         threads=1,
         progress=False,
@@ -304,14 +308,16 @@ def test_presets_size_the_corpus_and_keys_override_them():
     that is not null overrides the preset; an unknown preset is refused by name."""
     from vox3d.config import load_config
 
-    cfg = synth.SynthConfig.from_settings(load_config()["synthetic"])
+    cfg = synth_config.SynthConfig.from_settings(load_config()["synthetic"])
     assert (cfg.identities, cfg.videos_per_identity, cfg.utterances_per_video) == (40, 2, 2)
     assert cfg.seconds == 4.0 and cfg.seed == 0
-    paper = synth.SynthConfig.from_settings({"preset": "paper"})
+    paper = synth_config.SynthConfig.from_settings({"preset": "paper"})
     assert paper.identities >= 1200 and paper.videos_per_identity * paper.utterances_per_video >= 8
-    names = synth.draw_names(paper.identities, ["m", "f"] * (paper.identities // 2) + ["m"], 0)
+    names = synth_rig.draw_names(paper.identities, ["m", "f"] * (paper.identities // 2) + ["m"], 0)
     assert sum(n[0] in "ABCDE" for n in names) == 309  # as VoxCeleb1: 309 of 1,251
-    custom = synth.SynthConfig.from_settings({"preset": "paper", "identities": 300, "seed": None})
+    custom = synth_config.SynthConfig.from_settings(
+        {"preset": "paper", "identities": 300, "seed": None}
+    )
     assert custom.identities == 300 and custom.videos_per_identity == paper.videos_per_identity
     with pytest.raises(ValueError, match="synthetic.preset 'huge'"):
-        synth.SynthConfig.from_settings({"preset": "huge"})
+        synth_config.SynthConfig.from_settings({"preset": "huge"})

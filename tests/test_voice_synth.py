@@ -222,12 +222,12 @@ def test_similarity_gram_ignores_size_and_pose():
 
 @pytest.fixture(scope="module")
 def rig_inputs():
-    from vox3d import synth
+    from vox3d import synth_config, synth_rig
 
     require(ICT_FACEKIT)
-    rig = synth.load_rig(synth.SynthConfig())
-    gl = (rig.gender_dir, synth.GENDER_GAIN, synth.GENDER_BIAS)
-    return rig, synth.ceiling_inputs(rig.model, rig.face_idx), gl
+    rig = synth_rig.load_rig(synth_config.SynthConfig())
+    gl = (rig.gender_dir, synth_config.GENDER_GAIN, synth_config.GENDER_BIAS)
+    return rig, synth_rig.ceiling_inputs(rig.model, rig.face_idx), gl
 
 
 def _ceiling(mapping, rig, inputs, gl, n=20000):
@@ -241,10 +241,10 @@ def test_default_mapping_ceiling_meets_the_issue_targets(rig_inputs):
     """Issue 17: the ceiling oracle improves ARE (CMP pairs) by >= 35% over the population
     mean face and reaches scale-normalised vertex R^2 >= 0.5, with margin; size still
     carries some of it (the face-length link)."""
-    from vox3d import synth
+    from vox3d import synth_rig
 
     rig, inputs, gl = rig_inputs
-    m = synth.default_mapping(rig)
+    m = synth_rig.default_mapping(rig)
     assert m.n_linked == 8
     np.testing.assert_allclose(np.linalg.norm(m.directions, axis=1), 1.0, atol=1e-9)
     c = _ceiling(m, rig, inputs, gl)
@@ -253,17 +253,17 @@ def test_default_mapping_ceiling_meets_the_issue_targets(rig_inputs):
     assert c["r2_vertex"] > c["r2_vertex_sim"]  # size links too
     assert c["are_improvement_gender"] < 0.05 and c["r2_vertex_sim_gender"] < 0.05
     # the face-length (size) link is as before: a_vtl grows nasion-chin distance
-    g = synth._landmark_distance_gradient(rig.model, 27, 8)
+    g = synth_rig._landmark_distance_gradient(rig.model, 27, 8)
     assert m.directions[0] @ g / np.linalg.norm(g) == pytest.approx(1.0)
 
 
 def test_ceiling_controls_fail_for_a_voice_without_the_face(rig_inputs):
     """A deaf voice (every gain 0) scores what gender alone does, ~0; another identity's
     voice (shuffled pairs) scores below the mean face."""
-    from vox3d import synth
+    from vox3d import synth_rig
 
     rig, inputs, gl = rig_inputs
-    m = synth.default_mapping(rig)
+    m = synth_rig.default_mapping(rig)
     deaf = vs.VoiceMapping(
         directions=m.directions, vtl_gain=0.0, f0_gain=0.0, ratio_gain=0.0,
         oq_gain=0.0, breath_gain=0.0,

@@ -1,6 +1,6 @@
 """``synthetic/ground_truth.h5``, the synthetic corpus's truth: its format and its reader.
 
-:func:`vox3d.synth.write_ground_truth` writes it (from the generator's objects; the layout
+:func:`vox3d.synth_card.write_ground_truth` writes it (from the generator's objects; the layout
 is in the corpus card); every other module reads the per-identity truth through
 :class:`GroundTruth`:
 

@@ -188,7 +188,7 @@ def clipped_normal_std(clip: float) -> float:
     """Standard deviation of ``clip(Z, -clip, clip)`` for ``Z ~ N(0, 1)`` (dimensionless).
 
     The generators draw standardised identities as ``N(0, 1)`` clipped to +-3
-    (:func:`vox3d.synth.draw_face`), so the prior std of mode k is ``id_std_k x
+    (:func:`vox3d.synth_rig.draw_face`), so the prior std of mode k is ``id_std_k x
     clipped_normal_std(3)`` (0.9975 id_std_k).
     """
     c = float(clip)

@@ -316,9 +316,9 @@ def plot_identities(
 
 def voice_directions(face_settings: Mapping, n_id: int) -> tuple[np.ndarray, list[str]]:
     """The synthetic corpus's face -> voice directions ``(8, n_id)`` in the coefficients'
-    prior units and their voice features' names (:func:`vox3d.synth.mapping_directions`
+    prior units and their voice features' names (:func:`vox3d.synth_rig.mapping_directions`
     on the ICT head model), for ICT runs; ``ValueError`` for another face model."""
-    from vox3d import synth
+    from vox3d import synth_rig
     from vox3d.face_model import load_face_model
     from vox3d.voice_synth import LINKED_FEATURES
 
@@ -326,7 +326,7 @@ def voice_directions(face_settings: Mapping, n_id: int) -> tuple[np.ndarray, lis
         raise ValueError("the synthetic voice directions are defined on the ICT face model")
     kw = {"path": face_settings["path"]} if face_settings.get("path") else {}
     model = load_face_model("ict", subset="head", n_id=n_id, n_exp=0, **kw)
-    d, _ = synth.mapping_directions(model)
+    d, _ = synth_rig.mapping_directions(model)
     return d / np.asarray(model.id_std[:n_id], np.float64)[None, :], list(LINKED_FEATURES)
 
 

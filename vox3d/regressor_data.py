@@ -1,11 +1,11 @@
 """Training data of the ICT regressor, rendered by the corpus's own renderer.
 
-One synthetic-face kit: the frames come from :mod:`vox3d.synth` (the renderer of the
-default corpus: :func:`~vox3d.synth.load_rig`, :func:`~vox3d.synth.draw_face`,
-:func:`~vox3d.synth.draw_look`, :func:`~vox3d.synth.albedo`,
-:func:`~vox3d.synth.video_spec`, :func:`~vox3d.synth.background`,
-:func:`~vox3d.synth.make_light`, :func:`~vox3d.synth.expression_track`,
-:func:`~vox3d.synth.frame_pose`, :func:`~vox3d.synth.camera_frame` with its sensor
+One synthetic-face kit: the frames come from :mod:`vox3d.synth_render` (the renderer of
+the default corpus: :func:`~vox3d.synth_rig.load_rig`, :func:`~vox3d.synth_rig.draw_face`,
+:func:`~vox3d.synth_rig.draw_look`, :func:`~vox3d.synth_rig.albedo`,
+:func:`~vox3d.synth_render.video_spec`, :func:`~vox3d.synth_render.background`,
+:func:`~vox3d.synth_render.make_light`, :func:`~vox3d.synth_render.expression_track`,
+:func:`~vox3d.synth_render.frame_pose`, :func:`~vox3d.synth_render.camera_frame` with its sensor
 noise, motion blur and defocus), whole 224x224 frames, then a compression round trip
 (H.264 through PyAV when it is installed, else JPEG), then the fit stage's crop path
 (FaceBoxes, :func:`vox3d.quality.choose_face`, the 3DDFA-V2 ROI policy of
@@ -15,13 +15,13 @@ What differs from a corpus clip, on purpose:
 
 * **fresh people**: every draw comes from ``SeedSequence([seed + REGDATA_SEED_OFFSET,
   stream, index])``.  A corpus draws its identities from ``SeedSequence([corpus_seed,
-  1, i])`` (:data:`vox3d.synth._S_IDENTITY`); with ``REGDATA_SEED_OFFSET = 10**9`` and
+  1, i])`` (:data:`vox3d.synth_config._S_IDENTITY`); with ``REGDATA_SEED_OFFSET = 10**9`` and
   the streams 101-104 the two seed spaces never meet for corpus seeds below 10**9;
 * **single frames**: samples come in groups of :attr:`RenderConfig.group` that share a
   person (identity, albedo, voice) and a session (background, light, face size and
   place, room) as the frames of one video do; each sample has its own pose,
   expression (a random frame of an expression track drawn by the corpus's
-  :func:`~vox3d.synth.expression_track` from a synthetic utterance of the group's
+  :func:`~vox3d.synth_render.expression_track` from a synthetic utterance of the group's
   voice), sensor noise and camera shake;
 * **wider poses**: with probability :attr:`RenderConfig.p_wide` yaw, pitch and roll are
   uniform in +-``yaw_deg`` (85), +-``pitch_deg`` (25), +-``roll_deg`` (15); otherwise
@@ -84,9 +84,9 @@ HELDOUT_SEED_OFFSET = 1_000_003
 #: Identity-calibration renders (``calibrate``) use data seed ``seed +
 #: CALIB_SEED_OFFSET``: fresh people, disjoint from the training and held-out renders.
 CALIB_SEED_OFFSET = 2_000_029
-#: Standardised identities are N(0, 1) clipped to +-Z_CLIP (vox3d.synth.draw_face).
+#: Standardised identities are N(0, 1) clipped to +-Z_CLIP (vox3d.synth_rig.draw_face).
 Z_CLIP = 3.0
-#: Seed-sequence streams (disjoint from vox3d.synth's 1-7).
+#: Seed-sequence streams (disjoint from vox3d.synth_config's 1-7).
 _S_GROUP, _S_SAMPLE, _S_AUDIO, _S_CODEC = 101, 102, 103, 104
 #: Seconds of the synthetic utterance whose expression track a group samples from.
 UTT_SECONDS = 2.0
@@ -143,7 +143,7 @@ def _rng(seed: int, stream: int, *keys: int) -> np.random.Generator:
 
 @dataclass
 class Kit:
-    """The corpus rig (:func:`vox3d.synth.load_rig`) and its voice mapping."""
+    """The corpus rig (:func:`vox3d.synth_rig.load_rig`) and its voice mapping."""
 
     cfg: RenderConfig
     rig: object
@@ -152,21 +152,21 @@ class Kit:
 
     @classmethod
     def load(cls, cfg: RenderConfig) -> Kit:
-        from vox3d import synth
+        from vox3d import synth_config, synth_rig
 
-        scfg = synth.SynthConfig(
+        scfg = synth_config.SynthConfig(
             n_id=cfg.n_id, n_exp=cfg.n_exp, face_model_path=cfg.face_model_path
         )
-        rig = synth.load_rig(scfg)
-        return cls(cfg, rig, synth.default_mapping(rig))
+        rig = synth_rig.load_rig(scfg)
+        return cls(cfg, rig, synth_rig.default_mapping(rig))
 
 
 @dataclass
 class Group:
     """Shared draws of a group of samples: one person in one session."""
 
-    ident: object  # vox3d.synth.Identity
-    spec: object  # vox3d.synth.VideoSpec
+    ident: object  # vox3d.synth_rig.Identity
+    spec: object  # vox3d.synth_render.VideoSpec
     colors: np.ndarray  # (V, 3) float32 albedo
     bg: np.ndarray  # (224, 224, 3) uint8 background
     light: object  # vox3d.render.Light
@@ -177,28 +177,28 @@ class Group:
 
 def draw_group(kit: Kit, seed: int, g: int) -> Group:
     """Group `g` of data seed `seed` (a fresh person and session)."""
-    from vox3d import synth
+    from vox3d import synth_config, synth_render, synth_rig
     from vox3d import voice_synth as vs
 
     rig = kit.rig
     rng = _rng(seed, _S_GROUP, g)
-    z, gender = synth.draw_face(rng, rig, rig.model.n_id)
+    z, gender = synth_rig.draw_face(rng, rig, rig.model.n_id)
     voice = vs.voice_from_identity(z, gender, kit.mapping, rng)
-    ident = synth.Identity(
+    ident = synth_rig.Identity(
         index=g, vox_id=f"reg{g}", name="", gender=gender, split_set="",
         z=z, id_coef=z * rig.model.id_std.astype(np.float64), voice=voice,
-        **synth.draw_look(rng, gender),
+        **synth_rig.draw_look(rng, gender),
     )  # fmt: skip
-    spec = synth.video_spec(rng, g, 0)
+    spec = synth_render.video_spec(rng, g, 0)
     rng_a = _rng(seed, _S_AUDIO, g)
     utt = vs.synthesize(voice, UTT_SECONDS, spec.room, rng_a)
-    T = int(round(UTT_SECONDS * synth.FPS))
-    exp, _ = synth.expression_track(rng_a, rig, utt, T, ident.mouth_gain)
+    T = int(round(UTT_SECONDS * synth_config.FPS))
+    exp, _ = synth_render.expression_track(rng_a, rig, utt, T, ident.mouth_gain)
     return Group(
-        ident=ident, spec=spec, colors=synth.albedo(rig, ident), bg=synth.background(spec),
-        light=synth.make_light(spec), exp=np.asarray(exp, np.float32),
+        ident=ident, spec=spec, colors=synth_rig.albedo(rig, ident),
+        bg=synth_render.background(spec), light=synth_render.make_light(spec), exp=np.asarray(exp, np.float32),
         base=rig.model.vertices(ident.id_coef.astype(np.float32)),
-        anchor=synth.face_center_model(rig, ident.id_coef),
+        anchor=synth_render.face_center_model(rig, ident.id_coef),
     )  # fmt: skip
 
 
@@ -234,7 +234,7 @@ class FrameSample:
 def draw_pose(cfg: RenderConfig, spec, rng: np.random.Generator) -> np.ndarray:
     """Euler angles (3,) yaw, pitch, roll in degrees: wide uniform with probability
     ``p_wide``, else as a corpus frame (session mean + the clip spread of
-    :func:`vox3d.synth.draw_utterance`, one unit normal per angle, clipped)."""
+    :func:`vox3d.synth_render.draw_utterance`, one unit normal per angle, clipped)."""
     if rng.random() < cfg.p_wide:
         return np.array(
             [rng.uniform(-cfg.yaw_deg, cfg.yaw_deg), rng.uniform(-cfg.pitch_deg, cfg.pitch_deg),
@@ -250,7 +250,7 @@ def draw_pose(cfg: RenderConfig, spec, rng: np.random.Generator) -> np.ndarray:
 
 def render_sample(kit: Kit, seed: int, i: int, codec: str | None = None) -> FrameSample:
     """Sample `i` of data seed `seed`: a whole frame through the compression round trip."""
-    from vox3d import synth
+    from vox3d import synth_render
 
     cfg = kit.cfg
     rig = kit.rig
@@ -265,9 +265,11 @@ def render_sample(kit: Kit, seed: int, i: int, codec: str | None = None) -> Fram
         blur_px, blur_angle = rng.uniform(*cfg.blur_px), rng.uniform(-20, 20)
     V = rig.model.n_vertices
     verts = grp.base + (beta @ rig.model.exp_basis.reshape(rig.model.n_exp, V * 3)).reshape(V, 3)
-    P = synth.frame_pose(euler, scale, center, grp.anchor)
-    img_v = synth.project(verts, P)
-    frame = synth.camera_frame(rig, img_v, grp.colors, grp.bg, grp.light, rng, blur_px, blur_angle)
+    P = synth_render.frame_pose(euler, scale, center, grp.anchor)
+    img_v = synth_render.project(verts, P)
+    frame = synth_render.camera_frame(
+        rig, img_v, grp.colors, grp.bg, grp.light, rng, blur_px, blur_angle
+    )
     codec = resolve_codec(cfg.codec if codec is None else codec)
     frame = compress(frame, codec, cfg, _rng(seed, _S_CODEC, i))
     lm = img_v[rig.model.landmarks68, :2].astype(np.float64)
@@ -465,7 +467,7 @@ def roi_params(sample: FrameSample, roi: np.ndarray) -> np.ndarray:
     coordinates (:func:`vox3d.ict_regressor.pose_matrix`), identity, expression."""
     from vox3d.ict_regressor import pose_matrix
     from vox3d.params import euler_to_rotation, pose_to_srt
-    from vox3d.synth import FRAME_SIZE
+    from vox3d.synth_config import FRAME_SIZE
 
     s_c, _, t = pose_to_srt(sample.pose_frame)
     k = CROP_SIZE / FRAME_SIZE  # virtual-crop units per frame pixel
@@ -888,7 +890,7 @@ def calibrate_checkpoint(
     cal.update(
         data_seed=data_seed, group=cfg.group, codec=cfg.codec, n_groups_rendered=int(n_groups),
         n_rendered=n, n_valid=int(n_valid), max_yaw_deg=float(max_yaw_deg),
-        sigma_source=f"id_std x std of N(0, 1) clipped to +-{Z_CLIP:g} (vox3d.synth.draw_face)",
+        sigma_source=f"id_std x std of N(0, 1) clipped to +-{Z_CLIP:g} (vox3d.synth_rig.draw_face)",
         checkpoint_sha256=meta.get("sha256"),
         command="python -m vox3d.regressor_data calibrate",
     )  # fmt: skip

@@ -3,9 +3,10 @@
 The voice model learns identity coefficients: the fitted shapes of ``fit/identities.h5``
 (:func:`read_identity_targets`; written by :func:`vox3d.identities.aggregate_identities`)
 and, for the synthetic corpus, the true ones of ``ground_truth.h5``
-(:class:`vox3d.ground_truth.GroundTruth`; written by :func:`vox3d.synth.write_ground_truth`).  It
-predicts them standardised (:func:`target_stats`), in the target space of
-:func:`resolve_target_space` (``train.target``: mesh or parameters).
+(:class:`vox3d.ground_truth.GroundTruth`; written by
+:func:`vox3d.synth_card.write_ground_truth`).  It predicts them standardised
+(:func:`target_stats`), in the target space of :func:`resolve_target_space`
+(``train.target``: mesh or parameters).
 """
 
 from __future__ import annotations

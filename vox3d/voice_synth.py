@@ -37,10 +37,10 @@ Face -> voice mapping (:class:`VoiceMapping`, documented in the corpus card): wi
 
 with unit direction vectors (rows of :attr:`VoiceMapping.directions`), gender ``g`` and
 per-identity noise ``e ~ N(0, 1)`` (12 draws per identity, clipped to +-3).  The source-
-filter story behind each link (the directions are built by :func:`vox3d.synth.
+filter story behind each link (the directions are built by :func:`vox3d.synth_rig.
 mapping_directions`; the correlations below are within a gender, of the feature with its
 direction's projection, ``gain / sqrt(gain^2 + noise^2)``, and of the direction with the
-named face proportion it is signed by, :func:`vox3d.synth.proportion_correlations`):
+named face proportion it is signed by, :func:`vox3d.synth_rig.proportion_correlations`):
 
 * vocal-tract length (formant dispersion: all formants scale with ``1 / VTL``) follows face
   length (nasion - chin), the size link: r = 0.92 (0.8 cm per unit, 0.35 cm noise);
