@@ -9,7 +9,7 @@ from vox3d.fbank import FeatureConfig
 from vox3d.fit import FitConfig
 from vox3d.joblog import job_log
 from vox3d.multigpu import pin_one_gpu
-from vox3d.stream import stream_shard
+from vox3d.stream import decode_in_processes, stream_shard
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 
@@ -32,6 +32,6 @@ with job_log(smk.log[0]) as log:
         features_h5=smk.output.features,
         features_cfg=FeatureConfig.from_mapping(dict(smk.params.features)),
         keep_audio=smk.params.keep_audio,
-        processes=smk.params.decode_workers == "processes",
+        processes=decode_in_processes(smk.params.decode_workers, smk.threads),
     )
     print(json.dumps(res, sort_keys=True), file=log)

@@ -41,7 +41,7 @@ def test_defaults_filled(cfg):
         "keep_frames": False,
         "keep_audio": False,
         "hwaccel": "none",
-        "decode_workers": "threads",
+        "decode_workers": "auto",
     }
 
 

@@ -23,9 +23,11 @@ byte (tests/test_stream.py), because the same frames arrive in the same pieces
 (:func:`vox3d.frame_source.piece_frames`).
 
 Decoding runs in `workers` threads (or, with ``processes``, config ``extract.decode_workers:
-processes``, in `workers` spawned processes fed in order by one thread, each decoding whole
-videos: no GIL between them; a video reaches the fit once decoded, at most ``workers + 2``
-in flight), ahead of the fit, in manifest order (sorted paths):
+processes``, or ``auto`` with two or more workers, :func:`decode_in_processes`, in `workers`
+spawned processes fed in order by one thread, each decoding whole videos: no GIL between
+them; a video reaches the fit once decoded, at most ``workers + 2`` in flight, its frames
+handed over through one file in ``/dev/shm``, :class:`_Spilled`), ahead of the fit, in
+manifest order (sorted paths):
 worker k decodes video j into its own queue of at most :data:`QUEUE_CHUNKS` chunks of
 :data:`vox3d.video.FRAME_CHUNK` frames and blocks when it is full, so memory is bounded by
 ``workers x QUEUE_CHUNKS x FRAME_CHUNK`` frames plus the video being fitted.  PyAV releases
@@ -67,6 +69,24 @@ from vox3d.video import DECODERS, SAMPLE_RATE, MediaError, decode
 HOLD_FRAMES = 256
 #: Chunks of decoded frames a worker may queue ahead of the fit, per video.
 QUEUE_CHUNKS = 4
+#: Config ``extract.decode_workers`` values.
+DECODE_WORKERS = ("auto", "threads", "processes")
+#: ``auto`` decodes in processes from this many workers on.  Measured: 2 processes decode
+#: faster than 2 threads here (bench/results/cpu_decode.txt); on the 16-core GPU node one
+#: job of 15 processes runs 3.5x one of 15 threads, two jobs of 7 processes 1.9x two of 7
+#: threads, mp4 to fit + features (docs/cluster.md).  One worker stays a thread (no process
+#: to spawn: ``make run``'s jobs).
+AUTO_PROCESSES_FROM = 2
+
+
+def decode_in_processes(setting: str, workers: int) -> bool:
+    """Whether a stream job of `workers` decode workers decodes in processes (config
+    ``extract.decode_workers``: ``threads``, ``processes`` or ``auto``)."""
+    if setting not in DECODE_WORKERS:
+        raise ValueError(f"extract.decode_workers {setting!r}: choose from {DECODE_WORKERS}")
+    if setting == "auto":
+        return int(workers) >= AUTO_PROCESSES_FROM
+    return setting == "processes"
 
 
 class StreamSource:
