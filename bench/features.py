@@ -52,6 +52,7 @@ import torch  # noqa: E402
 from vox3d import fbank, features  # noqa: E402
 from vox3d.featurestore import FeatureStore, collate  # noqa: E402
 from vox3d.paths import CMP_DIR, DATA_ROOT  # noqa: E402
+from vox3d.vad import remove_silence  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------
@@ -493,7 +494,7 @@ def bench_logmel(repeats: int) -> None:
         sf.read(f, dtype="int16")[0]
         for f in sorted((DATA_ROOT / "real" / "librispeech").glob("*/*/*.flac"))
     ]
-    voiced = [fbank.remove_silence(p) for p in pcms]
+    voiced = [remove_silence(p) for p in pcms]
     shard = np.concatenate(voiced)
     n_fr = sum(fbank.n_frames(v.size) for v in voiced)
     saved = fbank.BLOCK_FRAMES

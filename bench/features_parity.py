@@ -35,11 +35,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import soundfile as sf  # noqa: E402
 
 from vox3d import fbank, features  # noqa: E402
+from vox3d.featurefile import file_features  # noqa: E402
 from vox3d.paths import CMP_DIR, DATA_ROOT  # noqa: E402
+from vox3d.pcm import SAMPLE_RATE, load_audio, to_pcm16  # noqa: E402
+from vox3d.vad import (  # noqa: E402
+    VAD_AGGRESSIVENESS,
+    VAD_FRAME_MS,
+    VAD_PADDING_MS,
+    VAD_RATIO,
+    remove_silence,
+)
 
 REF = CMP_DIR / "reference_fbank"
 REAL = DATA_ROOT / "real"
-VAD_FRAME_BYTES = 2 * fbank.SAMPLE_RATE * fbank.VAD_FRAME_MS // 1000
+VAD_FRAME_BYTES = 2 * SAMPLE_RATE * VAD_FRAME_MS // 1000
 
 
 def _maxabs(a: np.ndarray, b: np.ndarray) -> float:
@@ -53,13 +62,13 @@ def vad_once_voiced(pcm: np.ndarray) -> int:
 
     b = pcm.tobytes()
     n = len(range(0, len(b) - VAD_FRAME_BYTES, VAD_FRAME_BYTES))  # offset + 640 < len
-    vad = webrtcvad.Vad(fbank.VAD_AGGRESSIVENESS)
+    vad = webrtcvad.Vad(VAD_AGGRESSIVENESS)
     speech = [
-        vad.is_speech(b[k * VAD_FRAME_BYTES : (k + 1) * VAD_FRAME_BYTES], fbank.SAMPLE_RATE)
+        vad.is_speech(b[k * VAD_FRAME_BYTES : (k + 1) * VAD_FRAME_BYTES], SAMPLE_RATE)
         for k in range(n)
     ]
-    size = int(fbank.VAD_PADDING_MS / fbank.VAD_FRAME_MS)
-    need = fbank.VAD_RATIO * size
+    size = int(VAD_PADDING_MS / VAD_FRAME_MS)
+    need = VAD_RATIO * size
     ring: collections.deque[int] = collections.deque(maxlen=size)
     triggered, kept = False, 0
     for k in range(n):
@@ -117,10 +126,10 @@ def reference_parity(tmp: Path) -> None:
     for w in wavs:
         name = w.stem
         pcm, sr = sf.read(w, dtype="int16")
-        assert sr == fbank.SAMPLE_RATE and pcm.ndim == 1
+        assert sr == SAMPLE_RATE and pcm.ndim == 1
         ref = np.load(REF / f"{name}.npy")
         ref_pre = np.load(REF / f"{name}.prenorm.npy")
-        voiced = fbank.remove_silence(pcm)
+        voiced = remove_silence(pcm)
         pre = fbank.log_mel_energies(voiced).astype(np.float32)
         assert pre.shape == ref_pre.shape, (name, pre.shape, ref_pre.shape)
         d = {"prenorm": _maxabs(pre, ref_pre)}
@@ -213,7 +222,7 @@ def _shard_audio(path: Path) -> dict[str, np.ndarray]:
         out = {}
         for k, v in enumerate(videos):
             o, n = int(f["audio_offset"][k]), int(f["audio_length"][k])
-            out[v] = fbank.to_pcm16(f["audio"][o : o + n])
+            out[v] = to_pcm16(f["audio"][o : o + n])
     return out
 
 
@@ -258,7 +267,7 @@ def pipeline(tmp: Path) -> None:
     n_diff = n_all = 0
     for i, video in enumerate(videos):
         utt = features.utterance_id(video)
-        full = fbank.load_audio(REAL / "voxceleb" / video)[0]  # the ffmpeg program's decode
+        full = load_audio(REAL / "voxceleb" / video)[0]  # the ffmpeg program's decode
         x, y = a_ff[video], a_pa[video]
         assert np.array_equal(full[: x.size], x)  # the same samples, cut at the end
         cut = full.size - x.size
@@ -325,7 +334,7 @@ def real_speech() -> None:
     flacs = sorted((REAL / "librispeech").glob("*/*/*.flac"))
     ours, pre_mean, pre_std = [], 0.0, 0.0
     for c in clips + flacs:
-        f = fbank.file_features(c)  # the workflow default (float32 spectra)
+        f = file_features(c)  # the workflow default (float32 spectra)
         pre_mean = max(pre_mean, float(np.abs(f.frames.mean(0)).max()))
         pre_std = max(pre_std, float(np.abs(f.frames.std(0) - 1).max()))
         ours.append(f.stored())

@@ -1,6 +1,7 @@
 # Features: per shard, voice activity detection + CMP's 64-band log-mel (or MFCC) of every
 # utterance -> OUT/features/<shard>.h5; `features_rejects` gathers every shard's rejects.
-# Logic: vox3d/fbank.py (settings), vox3d/features.py (stage), vox3d/featurestore.py (reader).
+# Logic: vox3d/fbank.py (settings; VAD in vox3d/vad.py, decoding in vox3d/pcm.py),
+# vox3d/features.py (stage), vox3d/featurestore.py (reader).
 
 TARGETS.append(out("features/rejects.tsv"))
 

@@ -10,7 +10,10 @@ import pytest
 import soundfile as sf
 
 from vox3d import fbank
+from vox3d.featurefile import file_features
 from vox3d.paths import CMP_DIR, DATA_ROOT
+from vox3d.pcm import BadAudio, condition, to_pcm16
+from vox3d.vad import remove_silence, vad_keep_frames
 
 REF = CMP_DIR / "reference_fbank"
 REAL = DATA_ROOT / "real"
@@ -37,7 +40,7 @@ def _pcm(name: str) -> np.ndarray:
 def test_reference_parity(name):
     """Every reference WAV: voiced length, pre-normalisation log-mel and stored array."""
     pcm = _pcm(name)
-    voiced = fbank.remove_silence(pcm)
+    voiced = remove_silence(pcm)
     assert voiced.size == TABLE[name][0]
     pre = fbank.log_mel_energies(voiced).astype(np.float32)
     ref_pre = np.load(REF / f"{name}.prenorm.npy")
@@ -62,7 +65,7 @@ def test_float32_spectra_within_tolerance(name):
     f32 = fbank.utterance_features(pcm, 16000, fbank.FeatureConfig(precision="float32"))
     d = np.abs(f32.stored() - ref).max()
     assert 0 < d <= 1e-4, d
-    voiced = fbank.remove_silence(pcm)
+    voiced = remove_silence(pcm)
     e32 = fbank.filterbank_energies(voiced, precision="float32")
     e64 = fbank.filterbank_energies(voiced)
     assert e32.dtype == np.float32 and e64.dtype == np.float64 and e32.shape == e64.shape
@@ -111,18 +114,18 @@ def test_vad_classifies_each_buffered_frame_again():
                 trig = False
                 ring.clear()
     once = kept * 320
-    ours = fbank.remove_silence(pcm).size
+    ours = remove_silence(pcm).size
     assert ours == TABLE["pcavs00373_00373"][0]
     assert once != ours
 
 
 def test_vad_frames_and_silence():
     # frames are taken while offset + 640 bytes < len: exactly 3 frames of 320 -> 2 frames
-    assert fbank.vad_keep_frames(np.zeros(960, np.int16)).size == 0
-    assert fbank.remove_silence(np.zeros(16000, np.int16)).size == 0
+    assert vad_keep_frames(np.zeros(960, np.int16)).size == 0
+    assert remove_silence(np.zeros(16000, np.int16)).size == 0
     rng = np.random.default_rng(0)
     noise = (rng.standard_normal(16000) * 3).astype(np.int16)  # near-silent noise
-    assert fbank.remove_silence(noise).size == 0
+    assert remove_silence(noise).size == 0
 
 
 def _naive_logmel(sig: np.ndarray) -> np.ndarray:
@@ -234,7 +237,7 @@ def test_real_speech_statistics_match_cmp_arrays():
     assert len(cmp) == 15 and len(clips) == 22
     ours = []
     for c in clips:
-        f = fbank.file_features(c)
+        f = file_features(c)
         # before the repeat: exactly normalised
         assert np.abs(f.frames.mean(0)).max() < 1e-4
         assert np.abs(f.frames.std(0) - 1).max() < 1e-3
@@ -253,19 +256,19 @@ def test_condition_resamples_and_downmixes():
     t = np.arange(44100) / 44100
     tone = 0.5 * np.sin(2 * np.pi * 440 * t)
     stereo = np.stack([tone, tone], axis=1)
-    pcm = fbank.condition(stereo, 44100)
+    pcm = condition(stereo, 44100)
     assert pcm.dtype == np.int16 and abs(pcm.size - 16000) <= 1
     spec = np.abs(np.fft.rfft(pcm.astype(np.float64)))
     assert abs(np.argmax(spec) * 16000 / pcm.size - 440) < 2
-    with pytest.raises(fbank.BadAudio, match="empty"):
-        fbank.condition(np.zeros(0), 16000)
-    with pytest.raises(fbank.BadAudio, match="non-finite"):
-        fbank.condition(np.array([0.0, np.nan]), 16000)
+    with pytest.raises(BadAudio, match="empty"):
+        condition(np.zeros(0), 16000)
+    with pytest.raises(BadAudio, match="non-finite"):
+        condition(np.array([0.0, np.nan]), 16000)
 
 
 def test_to_pcm16_rounds_like_ffmpeg():
     x = np.array([0.5 / 32768, 1.5 / 32768, -2.5 / 32768, 1.0, -1.2], np.float32)
-    assert fbank.to_pcm16(x).tolist() == [0, 2, -2, 32767, -32768]
+    assert to_pcm16(x).tolist() == [0, 2, -2, 32767, -32768]
 
 
 @needs_ref
@@ -338,10 +341,10 @@ def test_unrolled_vad_equals_cmp_collector():
     sigs.append((rng.standard_normal(32000) * 8000).astype(np.int16))  # loud noise
     sigs.append(np.zeros(650, np.int16))
     for pcm in sigs:
-        ours = fbank.vad_keep_frames(pcm)
+        ours = vad_keep_frames(pcm)
         ref = _collector_reference(pcm)
         assert np.array_equal(ours, ref), (ours.size, ref.size)
-    assert any(np.any(np.diff(fbank.vad_keep_frames(p)) > 1) for p in sigs)  # gaps exist
+    assert any(np.any(np.diff(vad_keep_frames(p)) > 1) for p in sigs)  # gaps exist
 
 
 @pytest.mark.parametrize("n_frames", [1, 255, 256, 257, 512, 700])

@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "mesh": ("vox3d.mesh:cli", "parameters -> mesh (OBJ/PLY) and an optional render"),
     "synth": ("vox3d.synth:cli", "generate a synthetic VoxCeleb-format corpus"),
     "image2mesh": ("vox3d.image2mesh:cli", "detect faces in an image and regress 3DMM params"),
-    "features": ("vox3d.fbank:cli", "one utterance's CMP log-mel features to .npy"),
+    "features": ("vox3d.featurefile:cli", "one utterance's CMP log-mel features to .npy"),
     "voice2mesh": ("vox3d.voice2mesh:cli", "predict a face mesh from a voice recording"),
     "compare-runs": ("vox3d.compare:cli", "list files that differ between two out_dirs"),
     "export": ("vox3d.export:cli", "export Voxceleb-3D as lhotse manifests or HF parquet"),

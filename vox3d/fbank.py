@@ -1,25 +1,17 @@
 """Voice features exactly as the Cross-Modal Perceptionist (CMP) computes them.
 
-This module is the one source of truth for every feature setting.  The pipeline (facts of
-the original code, github.com/choyingw/Cross-Modal-Perceptionist commit 5191c37: ``vad.py``,
-``mfcc.py`` and ``rm_sil`` / ``get_fbank`` of ``demo_mic.py``; the same steps as
-reconstructing-faces-from-voices) is re-implemented here, vectorised:
+This module is the one source of truth for every feature setting (:mod:`vox3d.pcm` holds
+the input's sample rate, :mod:`vox3d.vad` the voice activity settings).  The pipeline
+(facts of the original code, github.com/choyingw/Cross-Modal-Perceptionist commit 5191c37:
+``vad.py``, ``mfcc.py`` and ``rm_sil`` / ``get_fbank`` of ``demo_mic.py``; the same steps
+as reconstructing-faces-from-voices) is re-implemented here, vectorised:
 
-1. **Input**: 16 kHz mono 16-bit PCM (``int16``, not scaled to +-1).  Float audio is
-   quantised as ``clip(rint(x * 32768))`` (what ffmpeg's float -> s16 conversion does).
-2. **Voice activity** (:func:`vad_keep_frames`): webrtcvad aggressiveness 2 on 20 ms frames
-   (320 samples); a frame is only taken while ``offset + 640 bytes < len(bytes)``, so a
-   trailing partial frame *and* a final frame that ends exactly at the end are dropped.  A
-   ring buffer of ``int(50 / 20) = 2`` frames: when not triggered, the newest frame is
-   appended and the detector is **called on every frame in the buffer** (so each frame is
-   classified twice, and webrtcvad is stateful, so the repeated calls change later
-   decisions); it triggers when more than 90 % of the buffer (both frames) are speech, and
-   the buffered frames open a segment.  When triggered every frame is appended to the
-   segment, the buffer is classified the same way, and the segment closes when more than
-   90 % of the buffer is non-speech; the buffer is cleared at every switch.  A segment
-   still open at the end is kept.  The segments are concatenated.  One fresh detector per
-   utterance.  (Calling the detector once per frame instead changes the voiced length by
-   up to 6 %: measured on the reference audio.)
+1. **Input** (:mod:`vox3d.pcm`): 16 kHz mono 16-bit PCM (``int16``, not scaled to +-1).
+   Float audio is quantised as ``clip(rint(x * 32768))`` (what ffmpeg's float -> s16
+   conversion does).
+2. **Voice activity** (:func:`vox3d.vad.vad_keep_frames`, whose module doc has the exact
+   collector semantics): webrtcvad aggressiveness 2 on 20 ms frames (320 samples), a
+   2-frame ring buffer classified on every frame, segments concatenated.
 3. **Log-mel** (:func:`log_mel_energies`, the Sphinx ``MFCC`` class configured as
    ``MFCC(nfilt=64, lowerf=20., upperf=7200., samprate=16000, nfft=1024, wlen=0.025)``):
    64 triangular filters 20-7200 Hz on the mel scale ``2595 log10(1 + f/700)``, edges
@@ -45,28 +37,17 @@ norm="ortho", lifter=0)``; then normalised per coefficient as in step 4.
 
 from __future__ import annotations
 
-import argparse
-import os
-import shutil
-import sys
 import threading
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
+
+from vox3d.pcm import PCM_SCALE, SAMPLE_RATE, BadAudio, condition
+from vox3d.vad import VAD_AGGRESSIVENESS, VAD_FRAME_MS, VAD_PADDING_MS, VAD_RATIO, remove_silence
 
 # --------------------------------------------------------------------------------------
 # Settings (CMP's, do not change: they define the feature format)
 # --------------------------------------------------------------------------------------
-#: Sample rate of everything here (Hz).
-SAMPLE_RATE = 16000
-#: webrtcvad aggressiveness (0-3) used by CMP.
-VAD_AGGRESSIVENESS = 2
-#: VAD frame length (ms) and the collector's padding (ms) -> ring buffer int(50/20) = 2.
-VAD_FRAME_MS = 20
-VAD_PADDING_MS = 50
-#: A switch happens when more than this fraction of the ring buffer agrees.
-VAD_RATIO = 0.9
 #: Mel filterbank.
 N_MELS = 64
 F_MIN = 20.0
@@ -84,14 +65,8 @@ LOG_FLOOR = 1e-5
 NORM_EPS = float(np.finfo(np.float32).eps)
 #: Stored arrays shorter than this are tiled to exactly this many frames.
 MIN_STORED_FRAMES = 1000
-#: Full scale of 16-bit PCM.
-PCM_SCALE = 32768.0
 #: Format name/version written into every feature file.
 FORMAT = "vox3d.features/1"
-
-
-class BadAudio(ValueError):
-    """Audio that cannot give features; the message is the reason shown in rejects."""
 
 
 @dataclass(frozen=True)
@@ -222,149 +197,6 @@ def keep_freed_memory() -> bool:
         return bool(ok)
     except (OSError, AttributeError):
         return False
-
-
-# --------------------------------------------------------------------------------------
-# Audio conditioning
-# --------------------------------------------------------------------------------------
-def to_pcm16(audio: np.ndarray) -> np.ndarray:
-    """Float audio in [-1, 1] -> int16 ``clip(rint(x * 32768))``; int16 passes through.
-
-    audio: (S,) float or int16.  Returns (S,) int16.
-    """
-    a = np.asarray(audio)
-    if a.dtype == np.int16:
-        return a
-    if np.issubdtype(a.dtype, np.integer):
-        raise TypeError(f"expected float or int16 audio, got {a.dtype}")
-    # float32 * 2**15 is exact, so float32 input needs no float64 copy
-    work = a if a.dtype in (np.float32, np.float64) else a.astype(np.float64)
-    q = np.rint(work * work.dtype.type(PCM_SCALE))
-    return np.clip(q, -32768, 32767, out=q).astype(np.int16)
-
-
-def resample(audio: np.ndarray, sr: int, target: int = SAMPLE_RATE) -> np.ndarray:
-    """Resample float audio (S,) from `sr` to `target` Hz with soxr (quality 'HQ')."""
-    if sr == target:
-        return audio
-    import soxr
-
-    return soxr.resample(np.asarray(audio, np.float64), sr, target, quality="HQ")
-
-
-def condition(audio: np.ndarray, sr: int) -> np.ndarray:
-    """Any audio -> 16 kHz mono int16, or :class:`BadAudio`.
-
-    audio: (S,) or (S, C) float in [-1, 1] or int16 (channels last); sr in Hz.  Channels
-    are averaged; other rates are resampled with soxr; floats are quantised like ffmpeg.
-    """
-    a = np.asarray(audio)
-    if a.ndim == 2:
-        if a.shape[1] == 0:
-            raise BadAudio("no audio channels")
-        a = a.astype(np.float64) / (PCM_SCALE if a.dtype == np.int16 else 1.0)
-        a = a.mean(axis=1)
-    elif a.ndim != 1:
-        raise BadAudio(f"audio must be (samples,) or (samples, channels), got shape {a.shape}")
-    if a.size == 0:
-        raise BadAudio("empty audio (0 samples)")
-    if a.dtype != np.int16 and not np.all(np.isfinite(a)):
-        raise BadAudio("audio has non-finite samples (NaN or Inf)")
-    if sr <= 0:
-        raise BadAudio(f"invalid sample rate {sr}")
-    if sr != SAMPLE_RATE:
-        if a.dtype == np.int16:
-            a = a.astype(np.float64) / PCM_SCALE
-        a = resample(a, sr)
-    return to_pcm16(a)
-
-
-# --------------------------------------------------------------------------------------
-# Voice activity detection
-# --------------------------------------------------------------------------------------
-def vad_keep_frames(pcm: np.ndarray, aggressiveness: int = VAD_AGGRESSIVENESS) -> np.ndarray:
-    """Indices of the 20 ms frames (320 samples) CMP's VAD keeps, in order.
-
-    pcm: (S,) int16 at 16 kHz.  Returns (K,) int64 frame indices (frame k = samples
-    ``[320 k, 320 k + 320)``).  See the module doc for the exact collector semantics.
-    """
-    import webrtcvad
-
-    pcm = np.ascontiguousarray(pcm, dtype=np.int16)
-    n = SAMPLE_RATE * VAD_FRAME_MS // 1000  # samples per frame
-    nbytes = 2 * n
-    total = 2 * pcm.size
-    # frames at byte offsets o with o + nbytes < total (strict, as the original)
-    n_frames = max(0, (total - 1) // nbytes)
-    buf = pcm.tobytes()
-    frames = [buf[k * nbytes : (k + 1) * nbytes] for k in range(n_frames)]
-    vad = webrtcvad.Vad(aggressiveness)
-    maxlen = int(VAD_PADDING_MS / VAD_FRAME_MS)
-    limit = VAD_RATIO * maxlen
-    sr = SAMPLE_RATE
-    try:  # the C call behind Vad.is_speech, called without its Python wrapper
-        import _webrtcvad
-
-        process, handle = _webrtcvad.process, vad._vad
-    except (ImportError, AttributeError):  # pragma: no cover - other webrtcvad builds
-
-        def process(_h: object, rate: int, frame: bytes, _n: int) -> bool:
-            return vad.is_speech(frame, rate)
-
-        handle = None
-    if maxlen != 2 or not 1 < limit < 2:  # pragma: no cover - CMP's settings give 2, 1.8
-        raise ValueError("vad_keep_frames is written for a 2-frame ring and a 90 % rule")
-    # The collector with a 2-frame ring, unrolled (the same detector calls in the same
-    # order as the original's deque loop): the ring holds [k - 1, k] or, right after a
-    # switch cleared it, [k]; a 1-frame ring can never exceed 1.8 frames, but its frame is
-    # still classified (stateful detector).  Segments are runs of consecutive frames, kept
-    # as (first, end) pairs.
-    ring_prev = -1  # the older frame in the ring, -1 when the ring holds only frame k
-    triggered = False
-    seg_start = 0
-    runs: list[tuple[int, int]] = []
-    for k in range(n_frames):
-        fk = frames[k]
-        if not triggered:
-            if ring_prev < 0:
-                process(handle, sr, fk, n)
-                ring_prev = k
-                continue
-            voiced = process(handle, sr, frames[ring_prev], n) + process(handle, sr, fk, n)
-            if voiced == 2:
-                triggered = True
-                seg_start = ring_prev
-                ring_prev = -1
-            else:
-                ring_prev = k
-        else:
-            if ring_prev < 0:
-                process(handle, sr, fk, n)
-                ring_prev = k
-                continue
-            voiced = process(handle, sr, frames[ring_prev], n) + process(handle, sr, fk, n)
-            if voiced == 0:
-                triggered = False
-                runs.append((seg_start, k + 1))
-                ring_prev = -1
-            else:
-                ring_prev = k
-    if triggered:
-        runs.append((seg_start, n_frames))
-    if not runs:
-        return np.zeros(0, np.int64)
-    return np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in runs])
-
-
-def remove_silence(pcm: np.ndarray) -> np.ndarray:
-    """The voiced audio CMP keeps: its VAD segments concatenated, (K * 320,) int16."""
-    pcm = np.asarray(pcm, dtype=np.int16)
-    keep = vad_keep_frames(pcm)
-    n = SAMPLE_RATE * VAD_FRAME_MS // 1000
-    if keep.size == 0:
-        return pcm[:0].copy()
-    frames = pcm[: (pcm.size // n) * n].reshape(-1, n)
-    return frames[keep].reshape(-1)
 
 
 # --------------------------------------------------------------------------------------
@@ -708,160 +540,13 @@ def utterance_features(
     return UtteranceFeatures(frames, mean, std, int(voiced.size), dc, clipped, notes)
 
 
-# --------------------------------------------------------------------------------------
-# Files
-# --------------------------------------------------------------------------------------
-SOUNDFILE_EXTS = {".wav", ".flac", ".ogg", ".aiff", ".aif", ".au"}
-
-
-def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Decode any audio or video file to ``(samples, sample_rate)``.
-
-    16-bit mono 16 kHz WAV/FLAC is returned as int16 exactly.  Other WAV/FLAC are returned
-    as float64 (S, C) at their own rate.  Anything else (video, other codecs) is decoded by
-    the ffmpeg program to 16 kHz mono s16 (how the reference WAVs were made; ``-ac 1 -ar
-    16000``), or by PyAV when ffmpeg is not installed (float, own rate; channels averaged
-    and resampled later).  Raises :class:`BadAudio` naming the file and the reason.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise BadAudio(f"{p}: no such file")
-    if p.stat().st_size == 0:
-        raise BadAudio(f"{p}: empty file (0 bytes)")
-    if p.suffix.lower() in SOUNDFILE_EXTS:
-        import soundfile as sf
-
-        try:
-            info = sf.info(str(p))
-            if info.channels == 1 and info.subtype == "PCM_16":
-                data, sr = sf.read(str(p), dtype="int16")
-                return data, int(sr)
-            data, sr = sf.read(str(p), dtype="float64", always_2d=True)
-            return data, int(sr)
-        except (RuntimeError, sf.LibsndfileError) as e:
-            if p.suffix.lower() in (".wav", ".flac"):
-                raise BadAudio(f"{p}: cannot read audio ({e})") from e
-    if shutil.which("ffmpeg"):
-        return _load_ffmpeg(p), SAMPLE_RATE
-    return _load_pyav(p)
-
-
-def _load_ffmpeg(p: Path) -> np.ndarray:
-    import ffmpeg
-
-    try:
-        out, _ = (
-            ffmpeg.input(str(p))
-            .output("pipe:", format="s16le", acodec="pcm_s16le", ac=1, ar=SAMPLE_RATE, vn=None)
-            .global_args("-nostdin", "-v", "error")
-            .run(capture_stdout=True, capture_stderr=True)
-        )
-    except ffmpeg.Error as e:
-        msg = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()
-        raise BadAudio(f"{p}: ffmpeg cannot decode audio ({msg[-1] if msg else e})") from e
-    pcm = np.frombuffer(out, dtype="<i2").astype(np.int16)
-    if pcm.size == 0:
-        raise BadAudio(f"{p}: no audio stream or no audio samples")
-    return pcm
-
-
-def _load_pyav(p: Path) -> tuple[np.ndarray, int]:
-    import av
-
-    try:
-        with av.open(str(p)) as c:
-            if not c.streams.audio:
-                raise BadAudio(f"{p}: no audio stream")
-            s = c.streams.audio[0]
-            chunks = []
-            rate = s.rate
-            for fr in c.decode(s):
-                a = fr.to_ndarray()
-                if fr.format.is_planar:
-                    a = a.T
-                else:
-                    a = a.reshape(-1, len(fr.layout.channels))
-                if np.issubdtype(a.dtype, np.integer):
-                    a = a.astype(np.float64) / float(np.iinfo(a.dtype).max + 1)
-                chunks.append(a.astype(np.float64))
-                rate = fr.sample_rate
-    except av.error.FFmpegError as e:
-        raise BadAudio(f"{p}: cannot decode audio ({e})") from e
-    if not chunks:
-        raise BadAudio(f"{p}: no audio samples")
-    return np.concatenate(chunks, axis=0), int(rate)
-
-
-def file_features(path: str | os.PathLike, cfg: FeatureConfig | None = None) -> UtteranceFeatures:
-    """:func:`utterance_features` of a file (any audio or video)."""
-    audio, sr = load_audio(path)
-    try:
-        return utterance_features(audio, sr, cfg)
-    except BadAudio as e:
-        raise BadAudio(f"{path}: {e}") from None
-
-
-def cli(argv: list[str]) -> int:
-    """``vox3d features AUDIO --out X.npy [--kind logmel|mfcc] [--n-mfcc N]``."""
-    ap = argparse.ArgumentParser(
-        prog="vox3d features",
-        description="One utterance's CMP voice features (VAD + 64-band log-mel, normalised "
-        "per band, repeated to >= 1000 frames) as a float32 (frames, bands) .npy, the format "
-        "of CMP's preprocessed_MFCC/.  AUDIO: wav, flac or any video/audio ffmpeg reads.",
-    )
-    ap.add_argument("audio", help="input audio or video file")
-    ap.add_argument("--out", required=True, help="output .npy")
-    ap.add_argument("--kind", choices=("logmel", "mfcc"), default="logmel")
-    ap.add_argument("--n-mfcc", type=int, default=FeatureConfig.n_mfcc)
-    ap.add_argument(
-        "--no-repeat", action="store_true", help="do not repeat to 1000 frames (raw length)"
-    )
-    ap.add_argument("--min-voiced-s", type=float, default=FeatureConfig.min_voiced_s)
-    ap.add_argument(
-        "--precision", choices=("float64", "float32"), default="float64",
-        help="float64 (default here: bit-identical to the original's stored arrays) or "
-        "float32 (the workflow's default: faster, within ~1e-4)",
-    )  # fmt: skip
-    args = ap.parse_args(argv)
-    from vox3d.io import atomic_path
-
-    keep_freed_memory()
-
-    try:
-        cfg = FeatureConfig(
-            kind=args.kind, n_mfcc=args.n_mfcc, min_voiced_s=args.min_voiced_s,
-            precision=args.precision,
-        )  # fmt: skip
-        feats = file_features(args.audio, cfg)
-    except (BadAudio, ValueError) as e:
-        print(f"vox3d features: {e}", file=sys.stderr)
-        return 1
-    arr = feats.frames if args.no_repeat else feats.stored()
-    with atomic_path(args.out, suffix=".npy") as tmp, open(tmp, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(arr, dtype=np.float32))
-    print(
-        f"{args.out}: {arr.shape[0]} frames x {arr.shape[1]} ({feats.frames.shape[0]} voiced "
-        f"frames, {feats.voiced_samples / SAMPLE_RATE:.2f} s voiced)"
-        + ("; " + "; ".join(feats.notes) if feats.notes else "")
-    )
-    return 0
-
-
 __all__ = [
-    "BadAudio",
     "FeatureConfig",
     "UtteranceFeatures",
-    "cli",
     "cmp_features",
-    "condition",
-    "file_features",
-    "load_audio",
     "log_mel_energies",
     "mel_filterbank",
     "normalize",
-    "remove_silence",
     "repeat_frames",
-    "to_pcm16",
     "utterance_features",
-    "vad_keep_frames",
 ]

@@ -32,13 +32,12 @@ import numpy as np
 from vox3d.fbank import (
     FORMAT,
     MIN_STORED_FRAMES,
-    SAMPLE_RATE,
-    BadAudio,
     FeatureConfig,
     UtteranceFeatures,
     keep_freed_memory,
     utterance_features,
 )
+from vox3d.pcm import SAMPLE_RATE, BadAudio
 
 _TUNED = False  # keep_freed_memory() applied in this process
 

@@ -8,7 +8,7 @@ config.yaml's ``out_dir`` (relative to the project root, where Snakemake runs:
 is read from the file.  ``--face-png`` writes the unsupervised variant's generated face
 image (the voice -> image generator's output, 64x64, shown at 256x256).
 
-AUDIO: a wav, flac or video file (anything :mod:`vox3d.fbank` decodes).  The utterance's
+AUDIO: a wav, flac or video file (anything :func:`vox3d.pcm.load_audio` decodes).  The utterance's
 log-mel features (voice activity detection + the CMP filterbank, as in training) go
 through the trained voice model; the predicted identity coefficients become a neutral
 mesh of the face model the model was trained for, written as OBJ (and an optional frontal
@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vox3d import fbank
+from vox3d import featurefile
 from vox3d.config import DEFAULT_CONFIG, load_schema
 from vox3d.face_model import face_model_from_config
-from vox3d.fbank import BadAudio
 from vox3d.io import atomic_path
 from vox3d.mesh import save_obj
 from vox3d.paths import REPO_ROOT
+from vox3d.pcm import BadAudio
 from vox3d.safeload import BadModelFileError
 from vox3d.torch_setup import resolve_device
 
@@ -83,7 +83,7 @@ def predict_coefficients(
     model, meta, variant = load_voice_model(checkpoint)
     if face_png and variant != "unsupervised":
         raise ValueError(f"{checkpoint}: a supervised model generates no face image (--face-png)")
-    feats = np.asarray(fbank.file_features(str(audio)).stored(), dtype=np.float32)
+    feats = np.asarray(featurefile.file_features(str(audio)).stored(), dtype=np.float32)
     if feats.ndim != 2 or feats.shape[1] != model.cfg.n_bands or len(feats) == 0:
         raise ValueError(f"{audio}: no usable voice features (shape {feats.shape})")
     model.to(dev)
