@@ -51,16 +51,24 @@ complete (:class:`vox3d.extract.ShardWriter`, :func:`vox3d.fit_shard.write_fit_s
 
 from __future__ import annotations
 
+import collections
+import multiprocessing
 import os
 import queue
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from vox3d.extract import ShardWriter, check_decoded, check_row
+from vox3d.fbank import FeatureConfig
+from vox3d.features import STAGE, Utterance, _one
 from vox3d.frame_source import Piece, piece_frames
+from vox3d.io import main_not_reimported
 from vox3d.manifest import read_shard
 from vox3d.video import DECODERS, SAMPLE_RATE, MediaError, decode
 
@@ -192,12 +200,6 @@ class StreamSource:
         """Process workers: submit the videos in order, at most ``workers + 2`` in flight,
         and hand each finished one's chunks to its queue, in order (the fit sees a video
         only once it is decoded; memory: the in-flight videos' frames)."""
-        import collections
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        from vox3d.io import main_not_reimported
-
         ctx = multiprocessing.get_context("spawn")  # nothing of the fit's CUDA state
         flight: collections.deque = collections.deque()
         spill = _spill_dir()
@@ -230,8 +232,6 @@ class StreamSource:
                         fut.cancel()
         finally:  # after the pool's end: no worker writes there any more
             if spill is not None:
-                import shutil
-
                 shutil.rmtree(spill, ignore_errors=True)
 
     def _queue(self, j: int) -> queue.Queue:
@@ -300,8 +300,6 @@ class StreamSource:
                 break
 
     def _add_features(self, row: dict[str, str], feats) -> None:
-        from vox3d.features import STAGE, Utterance
-
         if isinstance(feats, str):  # bad audio: a features reject, as features_shard makes
             self.feature_rejects.append({"path": row["path"], "stage": STAGE, "reason": feats})
         else:
@@ -352,8 +350,6 @@ def _decode_video(job: tuple, sink) -> tuple:
         return ("reject", e)
     feats = None
     if features_cfg is not None:  # the audio rides the same decode
-        from vox3d.features import _one
-
         feats = _one((dec.audio, SAMPLE_RATE, features_cfg))
     return ("done", dec, feats)
 
@@ -365,8 +361,9 @@ def _decode_in_process(job: tuple, spill_dir: str | None = None) -> tuple[object
     With `spill_dir`, the chunks' pixels travel through one file there (a :class:`_Spilled`:
     written once here, read once by the parent, which deletes it) instead of through the
     result's pickle: the parent's share of the transfer, which holds the fit's interpreter,
-    falls to about half (``bench/node.py``).  Where the file cannot be written (a full
-    ``/dev/shm``), the chunks are pickled as before."""
+    falls to about half (a scratch measurement; end to end ``bench/node.py --pickle-frames``
+    compares the two).  Where the file cannot be written (a full ``/dev/shm``), the chunks
+    are pickled as before."""
     chunks: list = []
     result = _decode_video(job, lambda f, t: chunks.append((f, t)))
     if result[0] == "reject":
@@ -393,8 +390,6 @@ class _Spilled:
 
     @classmethod
     def write(cls, chunks: list, spill_dir: str) -> _Spilled:
-        import tempfile
-
         fd, path = tempfile.mkstemp(dir=spill_dir, suffix=".frames")
         try:
             with open(fd, "wb") as fh:
@@ -425,9 +420,6 @@ def _spill_dir() -> str | None:
     """A private folder for :class:`_Spilled` files: in ``/dev/shm`` (memory) where there
     is one, else the temporary folder; folders of dead processes (a killed job) are
     removed first.  None with :data:`SPILL_FRAMES` off."""
-    import shutil
-    import tempfile
-
     if not SPILL_FRAMES:
         return None
     root = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
@@ -498,13 +490,11 @@ def stream_shard(
     {"utterances", "rejected"} (with features_h5)}``.  processes: decode in `workers`
     processes instead of threads (the same bytes; config ``extract.decode_workers``).
     """
-    from vox3d.fit import fit_source
+    from vox3d.fit import fit_source  # lazy: torch; decode processes import this module
 
     if not keep_audio and features_h5 is None:
         raise ValueError("keep_audio false needs features_h5: nothing else would read the audio")
     if features_h5 is not None and features_cfg is None:
-        from vox3d.fbank import FeatureConfig
-
         features_cfg = FeatureConfig()
     rows = read_shard(shard_tsv)
     out: dict = {}
