@@ -43,7 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import header  # noqa: E402
-from vox3d.export import HF_FILES, LHOTSE_FILES, StageInputs, audio_relpath, collect  # noqa: E402
+from vox3d.export import StageInputs, collect  # noqa: E402
+from vox3d.export_layout import HF_FILES, LHOTSE_FILES, audio_relpath  # noqa: E402
 from vox3d.extract import ExtractShard  # noqa: E402
 from vox3d.io import read_tsv  # noqa: E402
 

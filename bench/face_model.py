@@ -20,17 +20,18 @@ import numpy as np
 
 def mean_face_ratios(model) -> dict[str, np.ndarray]:
     """ER/FR/MR/CR ``(4,)`` of `model`'s mean face under each ARE pair set
-    (``evaluate.are_pairs``: :data:`vox3d.face_model.ARE_PAIR_SETS`)."""
-    from vox3d import face_model as fm
+    (``evaluate.are_pairs``: :data:`vox3d.are_pairs.ARE_PAIR_SETS`)."""
+    from vox3d.are_pairs import ARE_PAIR_SETS
+    from vox3d.are_selection import select_are_pairs
     from vox3d.metrics import face_ratios
 
     mean = np.asarray(model.mean, np.float64)
-    return {w: face_ratios(mean, fm.select_are_pairs(model, w).pairs) for w in fm.ARE_PAIR_SETS}
+    return {w: face_ratios(mean, select_are_pairs(model, w).pairs) for w in ARE_PAIR_SETS}
 
 
 def print_mean_face_ratios(model) -> None:
     """:func:`mean_face_ratios` beside CMP's published mean-face ratios (BFM)."""
-    from vox3d.face_model import CMP_MEAN_FACE_RATIOS as cmp
+    from vox3d.are_pairs import CMP_MEAN_FACE_RATIOS as cmp
     from vox3d.metrics import RATIOS
 
     print(f"ARE ratios of the ICT mean face ({' / '.join(RATIOS)}):")
@@ -53,14 +54,15 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as cache:
         os.environ["VOX3D_CACHE"] = cache  # an empty cache: the first load parses
         from vox3d import face_model as fm
+        from vox3d import ict_facekit
 
         t0 = time.perf_counter()
-        arrays = fm.load_ict_arrays(a.archive)
+        arrays = ict_facekit.load_ict_arrays(a.archive)
         t_parse = time.perf_counter() - t0
         times = []
         for _ in range(5):
             t0 = time.perf_counter()
-            fm.load_ict_arrays(a.archive)
+            ict_facekit.load_ict_arrays(a.archive)
             times.append(time.perf_counter() - t0)
         size = sum(f.stat().st_size for f in fm.paths.cache_dir().glob("*.npz"))
         print(f"ICT-FaceKit parse (archive -> arrays -> cache): {t_parse:.2f} s")

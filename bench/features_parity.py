@@ -145,7 +145,10 @@ def reference_parity(tmp: Path) -> None:
         if mp4 is not None and shutil.which("ffmpeg"):
             out = tmp / f"{name}.cli.npy"
             with contextlib.redirect_stdout(io.StringIO()):
-                assert vox3d_main(["features", str(mp4), "--out", str(out)]) == 0
+                assert (
+                    vox3d_main(["features", str(mp4), "--out", str(out), "--precision", "float64"])
+                    == 0
+                )
             a = np.load(out)
             assert a.shape == ref.shape
             d["mp4 cli"] = _maxabs(a, ref)

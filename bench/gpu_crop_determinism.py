@@ -3,7 +3,7 @@
 Renders shards ``0 .. K-1`` of the training cache (data seed 0, the rule's settings) with
 ``--workers`` spawned processes, then detects and crops them on CUDA several times, with
 cuDNN's defaults (TF32 convolutions, heuristic algorithms, non-deterministic kernels
-allowed) and with :class:`vox3d.regressor_data.Cropper`'s deterministic flags.  Prints, per
+allowed) and with :class:`vox3d.regressor_cache.Cropper`'s deterministic flags.  Prints, per
 setting, how many samples' boxes, crops and valid/invalid verdicts differ between passes,
 and writes per-sample digests to ``--json`` so that a second process (a second call of this
 script) can be compared with the first (``--compare``): the two full rule runs that gave
@@ -26,22 +26,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vox3d import regressor_data as rd  # noqa: E402
+from vox3d import regressor_cache as rc  # noqa: E402
+from vox3d.regressor_render import RenderConfig, resolve_codec  # noqa: E402
 
 
 def _render(job):
     k, seed, codec = job
-    kit = rd._KIT["kit"]
+    kit = rc._KIT["kit"]
     ss = kit.cfg.shard_size
-    return k, rd.render_frames(kit, seed, range(k * ss, (k + 1) * ss), codec)
+    return k, rc.render_frames(kit, seed, range(k * ss, (k + 1) * ss), codec)
 
 
-def render(cfg: rd.RenderConfig, shards: int, workers: int) -> dict[int, dict]:
-    jobs = [(k, cfg.seed, rd.resolve_codec(cfg.codec)) for k in range(shards)]
+def render(cfg: RenderConfig, shards: int, workers: int) -> dict[int, dict]:
+    jobs = [(k, cfg.seed, resolve_codec(cfg.codec)) for k in range(shards)]
     with cf.ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=rd._worker_init,
+        initializer=rc._worker_init,
         initargs=(cfg, shards * cfg.shard_size, None),
     ) as pool:
         return dict(pool.map(_render, jobs))
@@ -52,7 +53,7 @@ def digests(raw: dict[int, dict], crop: dict[int, dict], min_score: float) -> di
     out = {"frame": [], "box": [], "crop": [], "valid": []}
     for k in sorted(raw):
         ss = len(raw[k]["frames"])
-        done = rd.finish_shard(raw[k], crop[k], range(k * ss, (k + 1) * ss), min_score)
+        done = rc.finish_shard(raw[k], crop[k], range(k * ss, (k + 1) * ss), min_score)
         for j in range(ss):
             out["frame"].append(hashlib.sha1(raw[k]["frames"][j].tobytes()).hexdigest()[:12])
             out["box"].append(hashlib.sha1(crop[k]["box"][j].tobytes()).hexdigest()[:12])
@@ -78,11 +79,11 @@ def main() -> int:
     ap.add_argument("--json", required=True)
     ap.add_argument("--compare", default=None, help="the --json of an earlier process")
     ap.add_argument("--device", default="cuda", help="cuda (cpu: a smoke test of this script)")
-    ap.add_argument("--shard-size", type=int, default=rd.RenderConfig.shard_size)
+    ap.add_argument("--shard-size", type=int, default=RenderConfig.shard_size)
     a = ap.parse_args()
     import torch
 
-    cfg = rd.RenderConfig(
+    cfg = RenderConfig(
         n_id=40,
         n_exp=10,
         seed=0,
@@ -98,7 +99,7 @@ def main() -> int:
     runs: dict[str, list[dict]] = {}
     for name, det in (("cudnn_defaults", False), ("deterministic", True)):
         for p in range(a.passes):
-            cropper = rd.Cropper(a.device, min_score=cfg.min_score, deterministic=det)
+            cropper = rc.Cropper(a.device, min_score=cfg.min_score, deterministic=det)
             t1 = time.time()
             crop = {k: cropper(raw[k]["frames"]) for k in sorted(raw)}
             d = digests(raw, crop, cfg.min_score)

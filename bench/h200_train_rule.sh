@@ -8,7 +8,7 @@
 #
 # ARGV is built on the machine by running scripts/train_regressor.py itself with a stand-in
 # `snakemake` object (params from config.yaml through vox3d.config.load_config, or, where
-# jsonschema/snakemake are missing, the same yaml with the schema's defaults filled in) and
+# jsonschema/snakemake are missing, config.yaml unvalidated: vox3d.config.defaults) and
 # capturing what it passes to vox3d.regressor_data.main.  Two things differ from the rule,
 # both printed: --ict points at the carried archive (config's ../shared/... does not travel),
 # and --time-budget B is appended so that the run stops and saves its state before the
@@ -40,7 +40,7 @@
 #
 # .gpudata/ (ignored; laid out like ../shared/data for VOX3D_DATA): ict-facekit/ICT-FaceKit.tar.xz
 # (a subset with the archive's internal paths: generic_neutral_mesh, identity000-039, the 10
-# expressions of vox3d.face_model.ICT_DEFAULT_EXPRESSIONS, vertex_indices.json with its
+# expressions of vox3d.ict_facekit.ICT_DEFAULT_EXPRESSIONS, vertex_indices.json with its
 # "expressions" list cut to those 10, LICENSE/README/SOURCE_COMMIT/.mtl; build_gen_model(40, 10)
 # digest 42bcfb0e... = the committed json's gen_model_sha256), 3ddfa_v2/FaceBoxesProd.pth, whl/
 # (cp312 wheels, installed only for modules the image lacks: tqdm, threadpoolctl, PyYAML,
@@ -206,24 +206,14 @@ cat > "$B_DIR/argv.py" <<'EOF'
 import json, os, runpy, sys, types
 repo, work, ict, logpath, outpath = sys.argv[1:6]
 sys.path[:0] = [repo, os.path.join(repo, "scripts")]
-from vox3d.config import DEFAULT_CONFIG, SCHEMA
 try:
     from vox3d.config import load_config
     cfg = load_config()
-    how = "vox3d.config.load_config() (validated, schema defaults filled)"
-except ImportError as e:  # no jsonschema / snakemake on the machine
-    import yaml
-    def fill(c, s):  # what snakemake.utils.validate(set_default=True) adds: schema defaults
-        for k, sub in (s.get("properties") or {}).items():
-            if not isinstance(sub, dict):
-                continue
-            if k not in c and "default" in sub:
-                c[k] = json.loads(json.dumps(sub["default"]))
-            if isinstance(c.get(k), dict):
-                fill(c[k], sub)
-    cfg = yaml.safe_load(open(DEFAULT_CONFIG)) or {}
-    fill(cfg, yaml.safe_load(open(SCHEMA)))
-    how = f"yaml.safe_load(config.yaml) + schema defaults (load_config needs {e.name})"
+    how = "vox3d.config.load_config() (validated, config.yaml's defaults filled)"
+except ImportError as e:  # no jsonschema / snakemake on the machine: the defaults unvalidated
+    from vox3d.config import defaults
+    cfg = defaults()
+    how = f"vox3d.config.defaults() (config.yaml; load_config needs {e.name})"
 reg, fm = cfg["fit"]["regressor"], cfg["face_model"]
 ncores = len(os.sched_getaffinity(0))
 threads = min(int(reg["workers"]) + 1, ncores)  # rule threads, capped at the cores (snakemake --cores)
@@ -639,20 +629,22 @@ elif rows:
 held = os.path.join(new_dir, "heldout")
 if os.path.isfile(os.path.join(held, "shard-00000.npz")):
     import torch
-    from vox3d import ict_regressor as ir
-    from vox3d.regressor_data import load_cache
+    from vox3d.ict_checkpoint import load_model
+    from vox3d.ict_eval import accuracy_tables, predict_crops
+    from vox3d.ict_generator import build_gen_model
+    from vox3d.regressor_cache import load_cache
     torch.backends.cudnn.benchmark = False  # as in the training process, which evaluated
-    torch.backends.cudnn.deterministic = True  # the committed checkpoint (ict_regressor._training_device)
+    torch.backends.cudnn.deterministic = True  # the committed checkpoint (ict_train._training_device)
     d = load_cache(held, keys=("crops", "params", "euler", "index"))
     keep = d["index"] < N_REF_HELD
-    gm = ir.build_gen_model(int(ref["n_id"]), int(ref["n_exp"]), ict)
+    gm = build_gen_model(int(ref["n_id"]), int(ref["n_exp"]), ict)
     cks = [("committed", ref_pth)] + ([("new", pth)] if new is not None else [])
     accs = {}
     for name, ck in cks:
-        model, mean, std, _ = ir.load_model(ck, device)
-        pred = ir.predict_crops(model, d["crops"][keep], device) * std + mean
-        accs[name] = ir.accuracy_tables(gm, pred.astype(np.float64), d["params"][keep].astype(np.float64),
-                                        d["euler"][keep, 0].astype(np.float64))
+        model, mean, std, _ = load_model(ck, device)
+        pred = predict_crops(model, d["crops"][keep], device) * std + mean
+        accs[name] = accuracy_tables(gm, pred.astype(np.float64), d["params"][keep].astype(np.float64),
+                                     d["euler"][keep, 0].astype(np.float64))
     ra = {k: v for k, v in ref["heldout_accuracy"].items() if k != "n_rendered"}
     ma, mr, n, other = numdiff(ra, accs["committed"])
     print(f"like-for-like held-out: samples 0-{N_REF_HELD - 1} of this run's held-out set ({int(keep.sum())} valid; "

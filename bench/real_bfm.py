@@ -193,6 +193,7 @@ def _ci(r: dict[str, str], c: str, fmt: str) -> str:
 def ict_ratios() -> None:
     from bench.face_model import mean_face_ratios
     from vox3d import face_model as fm
+    from vox3d.are_pairs import CMP_MEAN_FACE_RATIOS
     from vox3d.paths import ICT_FACEKIT
 
     if not ICT_FACEKIT.exists():
@@ -202,8 +203,8 @@ def ict_ratios() -> None:
     print("\nICT mean-face ratios ER/FR/MR/CR (vox3d.metrics.face_ratios):")
     for name, r in mean_face_ratios(m).items():
         print(f"  evaluate.are_pairs {name}: " + "/".join(f"{x:.2f}" for x in r))
-    c = fm.CMP_MEAN_FACE_RATIOS
-    print("  CMP's own (vox3d.face_model.CMP_MEAN_FACE_RATIOS): "
+    c = CMP_MEAN_FACE_RATIOS
+    print("  CMP's own (vox3d.are_pairs.CMP_MEAN_FACE_RATIOS): "
           + "/".join(f"{c[k]:.2f}" for k in ("ear", "forehead", "mid", "cheek")))  # fmt: skip
 
 

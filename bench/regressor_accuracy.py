@@ -25,7 +25,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vox3d.ict_regressor import DEFAULT_CHECKPOINT, read_checkpoint_meta  # noqa: E402
+from vox3d.ict_checkpoint import DEFAULT_CHECKPOINT, read_checkpoint_meta  # noqa: E402
 
 N_MODES = 10
 

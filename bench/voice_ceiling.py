@@ -2,7 +2,7 @@
 
 The ceiling is the best linear predictor of the identity shape from the exact face-linked
 voice features (and gender): what a model that hears the voice perfectly could know.  By
-Monte Carlo over the generative model (:func:`vox3d.voice_synth.simulate_voices`: ``z ~
+Monte Carlo over the generative model (:func:`vox3d.voice_mapping.simulate_voices`: ``z ~
 N(0, I)``, gender from the gender model, the linear voice features with their noise, no
 clipping), the predictor is fitted by least squares on one sample of ``--n-samples``
 identities and scored on an independent one of the same size, for:
@@ -23,14 +23,14 @@ Measures (face model and areas as the evaluation: ICT-FaceKit, config ``face_mod
 * ``R2 vert``: face-area vertex R^2 (no alignment; both meshes in the model frame);
 * ``R2 sim``: scale-normalised vertex R^2, linearised, on the whole sample: the vertex
   errors after removing the 7 similarity motions of the mean face (translation, rotation,
-  uniform scale; :func:`vox3d.voice_synth.similarity_gram`);
+  uniform scale; :func:`vox3d.voice_mapping.similarity_gram`);
 * ``R2 sim exact``: the same by exact similarity alignment (Umeyama with scale,
   ``vox3d.fit_accuracy._vertex_ss`` as ``r2_vertex_sim`` of vox3d.fit_accuracy and
   vox3d.evaluate): each predicted face and the population mean face are similarity-aligned
   onto each true face, ``1 - sum |align(p_i) - t_i|^2 / sum |align(mean) - t_i|^2``, on the
   first ``--n-exact`` identities of the scoring sample;
 * ``ARE``: CMP's face-ratio error with the evaluation's pairs (``evaluate.are_pairs: cmp``,
-  :func:`vox3d.face_model.select_are_pairs`; :func:`vox3d.metrics.face_ratios`), per
+  :func:`vox3d.are_selection.select_are_pairs`; :func:`vox3d.metrics.face_ratios`), per
   identity the mean over the four ratios of ``|ratio(pred) - ratio(true)|``, then the mean
   over identities (checked against :func:`vox3d.metrics.identity_errors` on full meshes);
   ``ARE mf`` the population mean face's and ``ARE gain`` = ``1 - ARE / ARE mf``.
@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import header  # noqa: E402
 from vox3d import metrics, synth_config, synth_rig  # noqa: E402
-from vox3d import voice_synth as vs  # noqa: E402
+from vox3d import voice_mapping as vm  # noqa: E402
 from vox3d.fit_accuracy import _vertex_ss  # noqa: E402
 
 
@@ -97,7 +97,7 @@ def exact_sim_r2(model, idx, pred, true, chunk=250) -> float:
 def check_are(model, are, pred, true, n=200) -> float:
     """Largest difference between the bench's vectorised ARE and
     :func:`vox3d.metrics.identity_errors` on full meshes, over `n` identities."""
-    from vox3d.face_model import select_are_pairs
+    from vox3d.are_selection import select_are_pairs
 
     pairs = select_are_pairs(model, "cmp").pairs
     mean = model.mean.astype(np.float64)
@@ -107,7 +107,7 @@ def check_are(model, are, pred, true, n=200) -> float:
         pv = mean + np.einsum("k,kvd->vd", pred[i], B)
         tv = mean + np.einsum("k,kvd->vd", true[i], B)
         ref = metrics.identity_errors(pv[None], tv, pairs)["are_mean"]
-        mine = vs.are_errors_of(are, true[i : i + 1], {"p": pred[i : i + 1]})["p"]
+        mine = vm.are_errors_of(are, true[i : i + 1], {"p": pred[i : i + 1]})["p"]
         worst = max(worst, abs(ref - mine))
     return worst
 
@@ -115,8 +115,8 @@ def check_are(model, are, pred, true, n=200) -> float:
 def measure(name, mapping, rig, inputs, gl, n, n_exact, seed, shuffle=False):
     gram, gram_sim, are = inputs
     rng = np.random.default_rng(seed)
-    X, c = vs.simulate_voices(mapping, rig.model.id_std, gl, n, rng)
-    Xt, ct = vs.simulate_voices(mapping, rig.model.id_std, gl, n, rng)
+    X, c = vm.simulate_voices(mapping, rig.model.id_std, gl, n, rng)
+    Xt, ct = vm.simulate_voices(mapping, rig.model.id_std, gl, n, rng)
     g_cols = [X.shape[1] - 2, X.shape[1] - 1]
     W, *_ = np.linalg.lstsq(X, c, rcond=None)
     Wg, *_ = np.linalg.lstsq(X[:, g_cols], c, rcond=None)
@@ -124,7 +124,7 @@ def measure(name, mapping, rig, inputs, gl, n, n_exact, seed, shuffle=False):
         Xt = Xt[np.random.default_rng(seed + 1).permutation(n)]
     preds = {"voice + gender": Xt @ W, "gender only": Xt[:, g_cols] @ Wg}
     d = ct - ct.mean(0)
-    are_err = vs.are_errors_of(are, ct, {**preds, "mean face": 0 * ct})
+    are_err = vm.are_errors_of(are, ct, {**preds, "mean face": 0 * ct})
     rows = []
     for pname, p in preds.items():
         e = ct - p
@@ -170,7 +170,7 @@ def links(name, mapping, rig, corr):
         r = g[j] / np.hypot(g[j], s[j]) if np.hypot(g[j], s[j]) > 0 else 0.0
         top = "; ".join(f"{p} {v:+.2f}" for p, v in props[j][:3])
         print(
-            f"  {vs.LINKED_FEATURES[j]:20s} {mapping.direction_names[j]:5s} {g[j]:7.3f} "
+            f"  {vm.LINKED_FEATURES[j]:20s} {mapping.direction_names[j]:5s} {g[j]:7.3f} "
             f"{s[j]:7.3f} {r:7.2f} {corr[j]:7.2f}  {top}"
         )
 
@@ -204,9 +204,9 @@ def run(a) -> None:
     inputs = synth_rig.ceiling_inputs(m, rig.face_idx)
     gl = (rig.gender_dir, synth_config.GENDER_GAIN, synth_config.GENDER_BIAS)
     new = synth_rig.default_mapping(rig)
-    old = vs.VoiceMapping(directions=previous_directions(m))
-    six = vs.VoiceMapping(directions=new.directions[:6])
-    deaf = vs.VoiceMapping(
+    old = vm.VoiceMapping(directions=previous_directions(m))
+    six = vm.VoiceMapping(directions=new.directions[:6])
+    deaf = vm.VoiceMapping(
         directions=new.directions, vtl_gain=0.0, f0_gain=0.0, ratio_gain=0.0,
         oq_gain=0.0, breath_gain=0.0,
     )  # fmt: skip

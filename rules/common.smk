@@ -4,7 +4,8 @@
 import os
 
 from vox3d import jobsize
-from vox3d.export import EXPORT_DIR
+from vox3d.export_layout import EXPORT_DIR
+from vox3d.extract import ExtractSettings
 from vox3d.config import train_variants as vox3d_train_variants
 from vox3d.fit import FitConfig, crops_needed
 from vox3d.jobsize import VIDEO_S  # a workflow global: bench/resources.py reads it
@@ -45,7 +46,7 @@ def meta_csv():
 
 
 def export_out(rel):
-    """OUT/voxceleb3d/<rel>, the export folder (rel: one of vox3d.export's file names)."""
+    """OUT/voxceleb3d/<rel>, the export folder (rel: one of vox3d.export_layout's file names)."""
     return out(f"{EXPORT_DIR}/{rel}")
 
 

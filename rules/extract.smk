@@ -27,16 +27,14 @@ if config["extract"]["keep_frames"]:
             # 105 MiB; runtime: vox3d.jobsize.EXTRACT_S_PER_S (measured s per s of video there);
             # output 0.40 MB per s of video, so disk_mb 1000 holds 2,500 s of video
             # (shard_size x VIDEO_S).  Frames stream to the file as they decode (at most
-            # 32 held, vox3d.video.FRAME_CHUNK), so a video's length only adds its audio: a
+            # 32 held, vox3d.video_frames.FRAME_CHUNK), so a video's length only adds its audio: a
             # 10-minute clip peaked at 212 MB (2,255 MB when all its frames were held)
             mem_mb=1000,
             disk_mb=1000,
             runtime=shard_minutes(jobsize.EXTRACT_S_PER_S),
         params:
             videos_dir=videos_dir(),
-            frame_rate=config["extract"]["frame_rate"],
-            min_duration=config["extract"]["min_duration"],
-            decoder=config["extract"]["decoder"],
+            settings=ExtractSettings.shard_params(config),
         script:
             "../scripts/extract.py"
 

@@ -1,7 +1,7 @@
 # Fit: per shard, FaceBoxes + 3DDFA-V2 crop + MobileNet regressor -> OUT/fit/<shard>.h5
 # (per-frame box, roi, 3DMM parameters, quality fields, keep/reason); per identity a robust
 # shape -> OUT/fit/identities.h5; rejects and per-reason counts -> OUT/fit/{rejects,stats}.tsv.
-# Logic: vox3d/fit.py, vox3d/quality.py, vox3d/identities.py, vox3d/ict_regressor.py.
+# Logic: vox3d/fit.py, vox3d/quality.py, vox3d/identities.py, vox3d/ict_checkpoint.py.
 
 TARGETS.extend([out("fit/identities.h5"), out("fit/rejects.tsv"), out("fit/stats.tsv")])
 # Synthetic corpus only (ground truth known): identity accuracy of the fit (rule fit_accuracy).

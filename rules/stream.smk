@@ -38,13 +38,8 @@ if not config["extract"]["keep_frames"]:
             gpu=min(FIT_GPUS, 1),
         params:
             videos_dir=videos_dir(),
-            frame_rate=config["extract"]["frame_rate"],
-            min_duration=config["extract"]["min_duration"],
-            decoder=config["extract"]["decoder"],
+            extract=config["extract"],
             settings=fit_settings(),
             features=config["features"],
-            keep_audio=config["extract"]["keep_audio"],
-            hwaccel=config["extract"]["hwaccel"],
-            decode_workers=config["extract"]["decode_workers"],
         script:
             "../scripts/stream.py"

@@ -3,7 +3,7 @@
 import _repo  # noqa: F401  (puts the repository on sys.path)
 import torch
 
-from vox3d.evaluate import run_evaluate
+from vox3d.evaluate import EvaluateSettings, run_evaluate
 from vox3d.face_model import face_model_settings
 from vox3d.joblog import job_log
 
@@ -21,8 +21,7 @@ with job_log(smk.log[0]):
         out_predictions=smk.output.predictions,
         ground_truth_h5=smk.input.ground_truth[0] if smk.input.ground_truth else None,
         face_model=face_model_settings(smk.params.face_model, smk.params.assets),
-        settings=dict(smk.params.settings),
-        device=smk.params.settings.get("device", "auto"),
+        settings=EvaluateSettings.from_section(smk.params.settings),
         out_per_coefficient=smk.output.per_coefficient,
         out_comparisons=smk.output.comparisons,
         unsupervised_path=smk.input.get("unsupervised"),

@@ -1,5 +1,6 @@
 """Snakemake script of `export_audio`, `export_lhotse`, `export_hf` and `export_card`
-(OUT/voxceleb3d/).  Thin: all logic is in vox3d.export and vox3d.card."""
+(OUT/voxceleb3d/).  Thin: all logic is in vox3d.export, vox3d.export_formats
+and vox3d.card."""
 
 import json
 from pathlib import Path
@@ -7,7 +8,8 @@ from pathlib import Path
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
 from vox3d.card import StageTables, write_card
-from vox3d.export import StageInputs, collect, write_audio, write_hf, write_lhotse, write_rejects
+from vox3d.export import StageInputs, collect
+from vox3d.export_formats import write_audio, write_hf, write_lhotse, write_rejects
 from vox3d.joblog import job_log
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)

@@ -4,20 +4,21 @@ import logging
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
-from vox3d.extract import aggregate, extract_shard
+from vox3d.extract import ExtractSettings, aggregate, extract_shard
 from vox3d.joblog import job_log
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 
 with job_log(smk.log[0]):
     if smk.rule == "extract_shard":
+        st = ExtractSettings.from_section(smk.params.settings)
         res = extract_shard(
             smk.input.shard,
             smk.params.videos_dir,
             smk.output.h5,
-            frame_rate=smk.params.frame_rate,
-            min_duration=smk.params.min_duration,
-            decoder=smk.params.decoder,
+            frame_rate=st.frame_rate,
+            min_duration=st.min_duration,
+            decoder=st.decoder,
             threads=smk.threads,
         )
     else:

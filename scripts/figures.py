@@ -3,6 +3,7 @@
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
 from vox3d import distill_figures, figures, identity_figures
+from vox3d.evaluate import EvaluateSettings
 from vox3d.face_model import face_model_settings
 from vox3d.joblog import job_log
 from vox3d.split import read_meta
@@ -19,7 +20,7 @@ with job_log(smk.log[0]):
             list(inp.features),
             face_model_settings(smk.params.face_model, smk.params.assets),
             out.faces,
-            n=int(smk.params.settings.get("n_figures", 4)),
+            n=EvaluateSettings.from_section(smk.params.settings).n_figures,
         )
         raise SystemExit(0)
     figures.plot_are_bars(inp.metrics, out.are)
@@ -43,7 +44,7 @@ with job_log(smk.log[0]):
         inp.predictions,
         face_settings,
         out.identities,
-        n=int(smk.params.settings.get("n_figures", 4)),
+        n=EvaluateSettings.from_section(smk.params.settings).n_figures,
         fit_shards=list(inp.fit_shards),
         extract_shards=list(inp.extract_shards),
         videos_dir=smk.params.videos_dir,

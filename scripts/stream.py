@@ -5,6 +5,7 @@ import json
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
+from vox3d.extract import ExtractSettings
 from vox3d.fbank import FeatureConfig
 from vox3d.fit import FitConfig
 from vox3d.joblog import job_log
@@ -18,20 +19,21 @@ with job_log(smk.log[0]) as log:
         held = pin_one_gpu()
         if held is not None:
             print(f"GPU: card {held[0]} (CUDA_VISIBLE_DEVICES)", file=log)
+    st = ExtractSettings.from_section(smk.params.extract)
     res = stream_shard(
         smk.input.shard,
         smk.params.videos_dir,
         smk.output.extract,
         smk.output.fit,
         FitConfig.from_config(dict(smk.params.settings), threads=1),
-        frame_rate=smk.params.frame_rate,
-        min_duration=smk.params.min_duration,
-        decoder=smk.params.decoder,
+        frame_rate=st.frame_rate,
+        min_duration=st.min_duration,
+        decoder=st.decoder,
         workers=smk.threads,
-        hwaccel=None if smk.params.hwaccel == "none" else smk.params.hwaccel,
+        hwaccel=None if st.hwaccel == "none" else st.hwaccel,
         features_h5=smk.output.features,
         features_cfg=FeatureConfig.from_mapping(dict(smk.params.features)),
-        keep_audio=smk.params.keep_audio,
-        processes=decode_in_processes(smk.params.decode_workers, smk.threads),
+        keep_audio=st.keep_audio,
+        processes=decode_in_processes(st.decode_workers, smk.threads),
     )
     print(json.dumps(res, sort_keys=True), file=log)

@@ -7,14 +7,14 @@ import torch
 
 from vox3d.face_model import face_model_settings
 from vox3d.joblog import job_log
-from vox3d.train import run_train
+from vox3d.train import TrainSettings, run_train
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 
 with job_log(smk.log[0]):
     torch.set_num_threads(max(1, smk.threads))
     run_train(
-        settings=dict(smk.params.settings),
+        settings=TrainSettings.from_section(smk.params.settings),
         feature_paths=list(smk.input.features),
         identities_h5=smk.input.identities,
         meta_csv=smk.input.meta[0] if smk.input.meta else None,

@@ -1,6 +1,7 @@
 """Snakemake script of `train_regressor` (and a plain command line: it forwards to
 ``python -m vox3d.regressor_data`` when run outside Snakemake).  Thin: logic in
-vox3d.regressor_data (render cache, training, evaluation) and vox3d.ict_regressor."""
+vox3d.regressor_data and what it drives: vox3d.regressor_render / regressor_cache (the
+render cache), vox3d.ict_train (training) and vox3d.ict_eval (evaluation)."""
 
 import sys
 from pathlib import Path

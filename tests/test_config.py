@@ -134,3 +134,202 @@ def test_train_job_is_sized_from_the_presets(cfg):
     paper = dict(t, preset="paper", device="cuda")
     want = math.ceil(train_presets.PRESETS["paper"]["steps"] / jobsize.TRAIN_IT_S_GPU * 3 / 60)
     assert jobsize.train_minutes(paper, threads=2) == want
+
+
+# --------------------------------------------------------------------------------------
+# one home per default
+# --------------------------------------------------------------------------------------
+
+
+def _schema_leaves(node: dict, prefix: str = "") -> dict[str, dict]:
+    out = {}
+    for k, sub in node.get("properties", {}).items():
+        key = f"{prefix}.{k}" if prefix else k
+        out.update(_schema_leaves(sub, key) if "properties" in sub else {key: sub})
+    return out
+
+
+def _library_sources() -> list[Path]:
+    return sorted([*(REPO / "vox3d").glob("*.py"), *(REPO / "scripts").glob("*.py")])
+
+
+def restated_defaults(paths, defaults_by_name, root: Path = REPO) -> list[str]:
+    """Places in `paths` that restate a config default: a dataclass field, a ``.get`` /
+    ``.pop`` fallback or an argparse ``default=`` whose name is a config key's last part and
+    whose literal value is that key's default (``param_weight: float = 0.2``,
+    ``s.get("device", "auto")``, ``add_argument("--n-mfcc", default=20)``)."""
+    import ast
+
+    def literal(node):
+        try:
+            return True, ast.literal_eval(node)
+        except (ValueError, TypeError, SyntaxError, RecursionError):
+            return False, None
+
+    def restates(name, node):
+        ok, value = literal(node)
+        if not ok or value is None or name not in defaults_by_name:
+            return False
+        return any(
+            type(value) is type(d) and value == d for d in defaults_by_name[name]
+        )  # 1 == True and 0 == False, but a flag is not a count
+
+    hits = []
+    for path in paths:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        where = path.relative_to(root)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                for st in node.body:
+                    if (
+                        isinstance(st, ast.AnnAssign)
+                        and isinstance(st.target, ast.Name)
+                        and st.value is not None
+                        and restates(st.target.id, st.value)
+                    ):
+                        hits.append(f"{where}:{st.lineno}: field {st.target.id}")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                f, args = node.func.attr, node.args
+                if (
+                    f in ("get", "pop", "setdefault")
+                    and len(args) == 2
+                    and isinstance(args[0], ast.Constant)
+                    and isinstance(args[0].value, str)
+                    and restates(args[0].value, args[1])
+                ):
+                    hits.append(f"{where}:{node.lineno}: .{f}({args[0].value!r}, ...)")
+                if f == "add_argument":
+                    flags = [
+                        a.value
+                        for a in args
+                        if isinstance(a, ast.Constant) and isinstance(a.value, str)
+                    ]
+                    for kw in node.keywords:
+                        if kw.arg == "default" and flags:
+                            name = flags[-1].lstrip("-").replace("-", "_")
+                            if restates(name, kw.value):
+                                hits.append(f"{where}:{node.lineno}: argument {flags[-1]}")
+    return sorted(set(hits))
+
+
+def test_every_default_has_one_home(cfg):
+    """Walk the schema: every key has its default in config.yaml, the schema states none,
+    and no library module or script restates one as a literal (a field default, a
+    ``.get`` fallback or an argparse default): they read :func:`vox3d.config.default`
+    (through :func:`vox3d.config.setting`) or the stage's settings object."""
+    with open(SCHEMA, encoding="utf-8") as fh:
+        schema = yaml.safe_load(fh)
+    leaves = _schema_leaves(schema)
+
+    def has_default(node) -> bool:
+        if isinstance(node, dict):
+            return "default" in node or any(has_default(v) for v in node.values())
+        return isinstance(node, list) and any(has_default(v) for v in node)
+
+    assert not has_default(schema), "the schema states a default; its home is config.yaml"
+    from vox3d.config import default
+
+    missing = []
+    by_name: dict[str, list] = {}
+    for key in leaves:
+        try:
+            value = default(key)
+        except KeyError:
+            missing.append(key)
+            continue
+        by_name.setdefault(key.rsplit(".", 1)[-1], []).append(value)
+    assert not missing, f"config keys without a default in config.yaml: {missing}"
+    hits = restated_defaults(_library_sources(), by_name)
+    assert not hits, "defaults restated outside config.yaml:\n  " + "\n  ".join(hits)
+
+
+def test_the_restatement_scan_finds_restatements(tmp_path):
+    """Control: the scan of the test above flags each kind of restatement it claims to."""
+    src = tmp_path / "mod.py"
+    src.write_text(
+        "import argparse\n"
+        "class C:\n    param_weight: float = 0.2\n    other: int = 3\n"
+        "def f(s):\n    return s.get('device', 'auto'), s.get('device', 'cpu')\n"
+        "argparse.ArgumentParser().add_argument('--n-mfcc', type=int, default=20)\n",
+        encoding="utf-8",
+    )
+    by_name = {"param_weight": [0.2], "device": ["auto"], "n_mfcc": [20], "other": [4]}
+    hits = [h.split(": ", 1)[1] for h in restated_defaults([src], by_name, root=tmp_path)]
+    assert sorted(hits) == [".get('device', ...)", "argument --n-mfcc", "field param_weight"]
+
+
+def _stage_settings():
+    from vox3d.evaluate import EvaluateSettings
+    from vox3d.extract import ExtractSettings
+    from vox3d.fbank import FeatureConfig
+    from vox3d.quality import Thresholds
+    from vox3d.train import TrainSettings
+
+    return [ExtractSettings, FeatureConfig, Thresholds, TrainSettings, EvaluateSettings]
+
+
+@pytest.mark.parametrize("cls", _stage_settings(), ids=lambda c: c.__name__)
+def test_stage_settings_read_their_section_from_config_yaml(cls):
+    """Each stage's settings object: every field that is a key of its section takes that
+    key's default from config.yaml (declared with vox3d.config.setting), it is frozen, it
+    takes values from its section and names an unknown key."""
+    import dataclasses
+
+    from vox3d.config import default
+
+    section = default(cls.SECTION)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    shared = sorted(set(fields) & set(section))
+    assert shared, cls
+    for name in shared:
+        assert fields[name].metadata.get("config_key") == f"{cls.SECTION}.{name}", name
+    st = cls()
+    assert {k: getattr(st, k) for k in shared} == {
+        k: (float(section[k]) if cls.__name__ == "Thresholds" else section[k]) for k in shared
+    }
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(st, shared[0], section[shared[0]])
+    with pytest.raises(ValueError, match="unknown .*bogus_key"):
+        cls.from_section({"bogus_key": 1})
+    assert cls.from_config({}) == st
+
+
+def test_train_settings_resolve_the_preset_and_the_overrides():
+    from vox3d.train import TrainSettings
+    from vox3d.train_presets import PRESETS
+
+    st = TrainSettings.from_section({"preset": "paper", "lr": 5e-4, "ratio_weight": 0.0})
+    cfg = st.run_config()
+    assert cfg.steps == PRESETS["paper"]["steps"] and cfg.lr == 5e-4 and cfg.ratio_weight == 0.0
+    assert cfg.param_weight == TrainSettings().param_weight == 0.2  # config.yaml's
+    off = st.run_config(space="params")
+    assert off.vertex_weight == 0.0 and off.ratio_weight == 0.0 and off.param_weight == 0.2
+
+
+def test_with_defaults_keeps_what_the_config_says():
+    from vox3d.config import default, section, with_defaults
+
+    c = with_defaults({"train": {"lr": None, "hidden": [8]}, "shard_size": 7})
+    assert c["train"]["lr"] is None and c["train"]["hidden"] == [8] and c["shard_size"] == 7
+    assert c["train"]["param_weight"] == default("train.param_weight")
+    assert c["train"]["voice_encoder"] == default("train.voice_encoder")
+    assert section("evaluate", {"seed": 3})["seed"] == 3
+    assert section("evaluate")["bootstrap"] == default("evaluate.bootstrap")
+    with pytest.raises(KeyError, match="train.no_such_key"):
+        default("train.no_such_key")
+
+
+def test_config_command_prints_what_a_run_gets(tmp_path, capsys):
+    from vox3d.cli import main
+
+    assert main(["config", "fit.batch_size"]) == 0
+    assert capsys.readouterr().out.strip() == "32"
+    over = tmp_path / "over.yaml"
+    over.write_text("fit:\n  batch_size: 256\n", encoding="utf-8")
+    assert main(["config", "fit", "--configfile", str(over), "--set", "fit.precision=bf16"]) == 0
+    fit = yaml.safe_load(capsys.readouterr().out)
+    assert fit["batch_size"] == 256 and fit["precision"] == "bf16" and fit["device"] == "auto"
+    assert main(["config", "--set", "fit.batch_size=many"]) == 1
+    assert "config key 'fit.batch_size'" in capsys.readouterr().err
+    assert main(["config", "fit.no_such_key"]) == 1
+    assert "no config key 'fit.no_such_key'" in capsys.readouterr().err

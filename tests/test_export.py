@@ -26,6 +26,8 @@ import pytest
 
 from vox3d import card as vcard
 from vox3d import export as vx
+from vox3d import export_formats as xf
+from vox3d import export_layout as xl
 from vox3d.extract import FORMAT as EX_FORMAT
 from vox3d.extract import FORMAT_VERSION, ExtractShard
 from vox3d.extract import aggregate as extract_aggregate
@@ -208,7 +210,7 @@ def test_rows_are_the_index_minus_documented_drops(out_dir, exported):
     import pyarrow.parquet as pq
 
     t = pq.read_table(exported / "hf" / "utterances.parquet")
-    assert t.column_names == list(vx.UTTERANCE_COLUMNS)
+    assert t.column_names == list(xl.UTTERANCE_COLUMNS)
     ids = t.column("utterance_id").to_pylist()
     assert ids == EXPORTED  # sorted, idC (no shape) and the voice reject left out
     all_index = set(_extracted_audio(out_dir))
@@ -236,7 +238,7 @@ def test_shapes_equal_identities_h5(out_dir, exported):
             e["n_frames"], e["n_videos"], e["n_outliers"],
         )  # fmt: skip
         assert r["face_model"] == "ict" and len(r["shape"]) == N_ID
-    sups = [json.loads(line) for line in gzip.open(exported / vx.LHOTSE_FILES[1], "rt")]
+    sups = [json.loads(line) for line in gzip.open(exported / xl.LHOTSE_FILES[1], "rt")]
     assert len(sups) == len(EXPORTED)
     for s in sups:
         e = ref[s["speaker"]]
@@ -302,7 +304,7 @@ def test_lhotse_loads_and_audio_equals_extracted(out_dir, exported):
     c = cuts[0]
     np.testing.assert_array_equal(c.load_audio()[0], audio[c.recording_id])
     assert c.supervisions[0].speaker == c.recording_id.split("/")[0]
-    r2, s2, c2 = vx.load_lhotse(exported)
+    r2, s2, c2 = xf.load_lhotse(exported)
     assert len(r2) == len(s2) == len(c2) == len(EXPORTED)
 
 
@@ -315,7 +317,7 @@ def test_datasets_loads_parquet(out_dir, exported, tmp_path, monkeypatch):
         data_files={"train": str(exported / "hf" / "utterances.parquet")},
         cache_dir=str(tmp_path / "hf_cache"),
     )["train"]
-    assert ds.num_rows == len(EXPORTED) and ds.column_names == list(vx.UTTERANCE_COLUMNS)
+    assert ds.num_rows == len(EXPORTED) and ds.column_names == list(xl.UTTERANCE_COLUMNS)
     ref = _identities(out_dir)
     for row in ds:
         np.testing.assert_array_equal(
@@ -338,7 +340,7 @@ def test_flac_audio_within_24_bit(out_dir, tmp_path):
     wav_bytes = sum(4 * a.size + 58 for k, a in _extracted_audio(out_dir).items() if k in EXPORTED)
     assert s["audio"]["bytes"] < wav_bytes
     audio = _extracted_audio(out_dir)
-    for rec in RecordingSet.from_file(dest / vx.LHOTSE_FILES[0]).with_path_prefix(dest):
+    for rec in RecordingSet.from_file(dest / xl.LHOTSE_FILES[0]).with_path_prefix(dest):
         assert rec.sources[0].source.endswith(".flac")
         err = np.abs(rec.load_audio()[0] - audio[rec.id]).max()
         assert err <= 2.0**-23, err  # half a step (2**-24), a full step at +1.0
@@ -348,7 +350,7 @@ def test_wav_header_is_ieee_float(tmp_path):
     import soundfile as sf
 
     a = np.array([0.0, -1.0, 0.5, 1e-9], np.float32)
-    b = vx.wav_float32_bytes(a, 16000)
+    b = xf.wav_float32_bytes(a, 16000)
     assert b[:4] == b"RIFF" and struct.unpack("<I", b[4:8])[0] == len(b) - 8
     assert struct.unpack("<H", b[20:22])[0] == 3  # WAVE_FORMAT_IEEE_FLOAT
     (tmp_path / "x.wav").write_bytes(b)
@@ -374,7 +376,7 @@ def test_two_exports_are_byte_identical(out_dir, exported, tmp_path):
     assert s["audio"]["written"] == len(EXPORTED)
     a, b = _tree(exported), _tree(other)
     assert (
-        set(a) == set(b) and len(a) == len(EXPORTED) + len(vx.LHOTSE_FILES) + len(vx.HF_FILES) + 1
+        set(a) == set(b) and len(a) == len(EXPORTED) + len(xl.LHOTSE_FILES) + len(xl.HF_FILES) + 1
     )
     assert [k for k in a if a[k] != b[k]] == []
     again = vx.export(out_dir, ("hf",), other)  # a rerun leaves equal audio files alone
@@ -391,17 +393,17 @@ def test_missing_or_bad_input_names_the_file(out_dir, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(out_dir, bad)
     (bad / "fit" / "identities.h5").unlink()
-    with pytest.raises(vx.ExportError, match=r"fit/identities\.h5: missing"):
+    with pytest.raises(xl.ExportError, match=r"fit/identities\.h5: missing"):
         vx.export(bad, ("hf",), tmp_path / "x")
     shutil.copy(out_dir / "fit" / "identities.h5", bad / "fit" / "identities.h5")
     (bad / "extract" / "shard-00001.h5").write_bytes(b"not hdf5")
-    with pytest.raises(vx.ExportError, match=r"extract/shard-00001\.h5: not a readable HDF5"):
+    with pytest.raises(xl.ExportError, match=r"extract/shard-00001\.h5: not a readable HDF5"):
         vx.export(bad, ("hf",), tmp_path / "x")
     (bad / "extract" / "shard-00001.h5").unlink()
     (bad / "features" / "shard-00000.h5").unlink()
-    with pytest.raises(vx.ExportError, match=r"features/shard-00000\.h5: missing"):
+    with pytest.raises(xl.ExportError, match=r"features/shard-00000\.h5: missing"):
         vx.export(bad, ("hf",), tmp_path / "x")
-    with pytest.raises(vx.ExportError, match="no extract shards"):
+    with pytest.raises(xl.ExportError, match="no extract shards"):
         vx.export(tmp_path, ("hf",), tmp_path / "x")
 
 
@@ -554,4 +556,4 @@ def test_export_rules_are_in_the_workflow():
         'include: "rules/export.smk"'
         in (Path(__file__).resolve().parents[1] / "Snakefile").read_text()
     )
-    assert os.path.basename(vx.EXPORT_DIR) == "voxceleb3d"
+    assert os.path.basename(xl.EXPORT_DIR) == "voxceleb3d"

@@ -19,14 +19,9 @@ import pytest
 from vox3d.extract import FORMAT_VERSION, SAMPLE_RATE, ExtractShard, aggregate, extract_shard
 from vox3d.io import read_tsv
 from vox3d.manifest import MANIFEST_COLUMNS, build_manifest, write_manifest
-from vox3d.video import (
-    MediaError,
-    NearestFrameSelector,
-    decode,
-    expected_frame_count,
-    select_frame_indices,
-    to_mono_16k,
-)
+from vox3d.video import decode, to_mono_16k
+from vox3d.video_frames import NearestFrameSelector, expected_frame_count, select_frame_indices
+from vox3d.video_probe import MediaError
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME_RATE = 5.0

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+from vox3d import are_pairs, bfm, ict_facekit
 from vox3d import face_model as fm
 from vox3d import params as P
 from vox3d.paths import BFM_TRI, ICT_FACEKIT, PARAM_MEAN_STD
@@ -64,7 +65,7 @@ def test_ict_modes_scale_and_expressions(ict_head):
     # PCA modes stored at one standard deviation: norms fall like sqrt(eigenvalues)
     assert norms[0] > 3 * norms[20] > 0 and np.all(np.diff(norms[::10]) < 0)
     assert np.allclose(m.id_std, 1)
-    assert m.exp_names[:10] == list(fm.ICT_DEFAULT_EXPRESSIONS)
+    assert m.exp_names[:10] == list(ict_facekit.ICT_DEFAULT_EXPRESSIONS)
     assert sorted(m.exp_names) == sorted(set(m.exp_names)) and len(m.exp_names) == 53
     jaw = m.exp_names.index("jawOpen")
     e = np.zeros(53, np.float32)
@@ -158,10 +159,10 @@ def test_vertices_numpy_torch_and_batching(ict_head):
 def test_ict_are_pairs_are_mirror_pairs_chosen_by_rule(ict_head):
     m = ict_head
     # the landmark rule reproduces the former pairs, kept as evaluate.are_pairs: landmark_rule
-    rule = fm.ICT_ARE_PAIRS_LANDMARK_RULE
-    assert fm.choose_are_pairs(m.mean, m.landmarks68, np.arange(6706)) == rule
+    rule = are_pairs.ICT_ARE_PAIRS_LANDMARK_RULE
+    assert are_pairs.choose_are_pairs(m.mean, m.landmarks68, np.arange(6706)) == rule
     # the model's own pairs are the default (CMP's positions), no longer the rule's
-    assert m.are_pairs == fm.ICT_ARE_PAIRS and m.are_pairs != rule
+    assert m.are_pairs == are_pairs.ICT_ARE_PAIRS and m.are_pairs != rule
     v = m.mean.astype(np.float64)
     d = {}
     for k, (r, left) in rule.items():
@@ -211,21 +212,21 @@ def test_obj_parsing_splits_quads_keeping_winding(tmp_path):
     data = _obj(
         np.eye(3).tolist() + [[1, 1, 0]], "f 1/1/1 2/1/1 4/1/1 3/1/1\nf -4 -3 -2\n"
     ).encode()
-    v = fm.parse_obj_vertices(data)
-    t = fm.parse_obj_faces(data)
+    v = ict_facekit.parse_obj_vertices(data)
+    t = ict_facekit.parse_obj_faces(data)
     assert v.shape == (4, 3)
     assert t.tolist() == [[0, 1, 3], [0, 3, 2], [0, 1, 2]]
     with pytest.raises(BadModelFileError):
-        fm.parse_obj_vertices(b"f 1 2 3\n", "x.obj")
+        ict_facekit.parse_obj_vertices(b"f 1 2 3\n", "x.obj")
     with pytest.raises(BadModelFileError, match="bad.obj"):
-        fm.parse_obj_vertices(b"v 1 2 zz\n", "bad.obj")
+        ict_facekit.parse_obj_vertices(b"v 1 2 zz\n", "bad.obj")
 
 
 def test_ict_parse_and_cache_on_tiny_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("VOX3D_CACHE", str(tmp_path / "cache"))
     src = tmp_path / "FaceXModel"
     base = write_tiny_facex(src)
-    a = fm.load_ict_arrays(src)
+    a = ict_facekit.load_ict_arrays(src)
     assert a["triangles"].shape == (12, 3)  # 5 quads -> 10 + 2 triangles
     assert np.allclose(a["mean"], base)
     assert np.allclose(a["id_basis"][1], 0.2 * base, atol=1e-6)
@@ -237,17 +238,17 @@ def test_ict_parse_and_cache_on_tiny_folder(tmp_path, monkeypatch):
     assert (np.einsum("ij,ij->i", n, v.mean(1)) > 0).all()
     caches = list((tmp_path / "cache").glob("ict_facekit_*.npz"))
     assert len(caches) == 1
-    b = fm.load_ict_arrays(src)  # from the cache: same arrays
+    b = ict_facekit.load_ict_arrays(src)  # from the cache: same arrays
     assert all(np.array_equal(a[k], b[k]) for k in a)
     # a change of the source changes the key: parsed again, a second cache file
     write_tiny_facex(src, shift=0.5)
-    c = fm.load_ict_arrays(src)
+    c = ict_facekit.load_ict_arrays(src)
     assert not np.allclose(c["id_basis"], a["id_basis"])
     assert len(list((tmp_path / "cache").glob("ict_facekit_*.npz"))) == 2
     # a corrupt cache is ignored and rewritten
     for f in (tmp_path / "cache").glob("*.npz"):
         f.write_bytes(b"garbage")
-    d = fm.load_ict_arrays(src)
+    d = ict_facekit.load_ict_arrays(src)
     assert np.array_equal(d["id_basis"], c["id_basis"])
     # no leftovers of atomic writes
     assert not list((tmp_path / "cache").glob("*.part"))
@@ -255,16 +256,16 @@ def test_ict_parse_and_cache_on_tiny_folder(tmp_path, monkeypatch):
 
 def test_ict_missing_or_broken_sources(tmp_path):
     with pytest.raises(BadModelFileError, match="not found"):
-        fm.load_ict_arrays(tmp_path / "nope.tar.xz", use_cache=False)
+        ict_facekit.load_ict_arrays(tmp_path / "nope.tar.xz", use_cache=False)
     bad = tmp_path / "bad.tar.xz"
     bad.write_bytes(b"not an archive")
     with pytest.raises(BadModelFileError, match="bad.tar.xz"):
-        fm.load_ict_arrays(bad, use_cache=False)
+        ict_facekit.load_ict_arrays(bad, use_cache=False)
     d = tmp_path / "FaceXModel"
     write_tiny_facex(d)
     (d / "identity001.obj").write_text("v 0 0 0\n")
     with pytest.raises(BadModelFileError, match="identity001.obj"):
-        fm.load_ict_arrays(d, use_cache=False)
+        ict_facekit.load_ict_arrays(d, use_cache=False)
 
 
 # ---------------------------------------------------------------------------------------
@@ -399,7 +400,7 @@ def test_bfm_loader_real_shapes(bfm_fixture):
     assert m.subset("head") is m
     # ARE pairs by the anatomical rule, from the keypoints
     assert m.are_pairs["oicd"] == (kp_v[36], kp_v[45])
-    assert set(m.are_pairs) == set(fm.ARE_KEYS)
+    assert set(m.are_pairs) == set(are_pairs.ARE_KEYS)
     # 3DDFA-V2's mean parameters pose the face inside the 120x120 crop
     mean = np.asarray(load_pickle(PARAM_MEAN_STD)["mean"], np.float32)
     crop = fm.reconstruct(m, mean)
@@ -458,7 +459,7 @@ def test_bfm_wrong_layouts_are_clear_errors(tmp_path):
         with open(path, "wb") as fh:
             pickle.dump(d, fh)
         with pytest.raises(BadModelFileError, match=msg):
-            fm.load_bfm_arrays(path)
+            bfm.load_bfm_arrays(path)
     with pytest.raises(BadModelFileError, match="needs a bfm_noneck_v3.pkl"):
         fm.load_face_model("bfm")
     with pytest.raises(ValueError, match="unknown face model"):
@@ -470,9 +471,9 @@ def test_bfm_wrong_layouts_are_clear_errors(tmp_path):
 def test_ict_archive_parse_into_fresh_cache(tmp_path):
     # parse the real archive in a fresh process with an empty cache, then load the cache
     code = (
-        "import time, numpy as np; from vox3d import face_model as fm;"
-        "t=time.perf_counter(); a=fm.load_ict_arrays(); t1=time.perf_counter()-t;"
-        "t=time.perf_counter(); b=fm.load_ict_arrays(); t2=time.perf_counter()-t;"
+        "import time, numpy as np; from vox3d import ict_facekit;"
+        "t=time.perf_counter(); a=ict_facekit.load_ict_arrays(); t1=time.perf_counter()-t;"
+        "t=time.perf_counter(); b=ict_facekit.load_ict_arrays(); t2=time.perf_counter()-t;"
         "assert all(np.array_equal(a[k], b[k]) for k in a); print(t1, t2)"
     )
     env = dict(os.environ, VOX3D_CACHE=str(tmp_path))

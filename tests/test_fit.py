@@ -23,7 +23,7 @@ needs_tddfa = pytest.mark.shared_data(paths.FACEBOXES_WEIGHTS, paths.MB05_WEIGHT
 
 @pytest.fixture(scope="module")
 def gen_model():
-    from vox3d.ict_regressor import build_gen_model
+    from vox3d.ict_generator import build_gen_model
 
     require(paths.ICT_FACEKIT)
     return build_gen_model(8, 4)
@@ -31,7 +31,7 @@ def gen_model():
 
 @pytest.fixture(scope="module")
 def frames(gen_model):
-    from vox3d.ict_regressor import GenConfig, render_frame
+    from vox3d.ict_generator import GenConfig, render_frame
 
     cfg = GenConfig(n_id=8, n_exp=4, yaw_deg=25, pitch_deg=10, roll_deg=5)
     return [render_frame(gen_model, cfg, i, degrade=False) for i in range(3)]
@@ -42,7 +42,8 @@ def random_checkpoint(tmp_path_factory, gen_model):
     """A randomly initialised ICT regressor in the committed layout (wiring, not accuracy)."""
     import torch
 
-    from vox3d.ict_regressor import GenConfig, TrainConfig, save_checkpoint
+    from vox3d.ict_generator import GenConfig
+    from vox3d.ict_train import TrainConfig, save_checkpoint
     from vox3d.params import ict_layout
     from vox3d.regressor import build_mobilenet
 
@@ -167,7 +168,7 @@ def test_empty_shard_and_unreadable_video(tmp_path, random_checkpoint):
 
 
 def test_config_mismatch_names_the_checkpoint(random_checkpoint):
-    from vox3d.ict_regressor import make_regressor
+    from vox3d.ict_checkpoint import make_regressor
     from vox3d.safeload import BadModelFileError
 
     with pytest.raises(BadModelFileError, match="n_id=8"):
@@ -321,8 +322,8 @@ def test_choose_faces_torch_matches_choose_face():
 def test_vectorised_pose_and_blur_match_reference():
     import torch
 
-    from vox3d.fit import laplacian_variance_torch, pose_angles_deg, pose_angles_deg_batch
-    from vox3d.params import euler_to_rotation
+    from vox3d.fit import laplacian_variance_torch
+    from vox3d.params import euler_to_rotation, pose_angles_deg, pose_angles_deg_batch
     from vox3d.quality import laplacian_variance
 
     rng = np.random.default_rng(1)

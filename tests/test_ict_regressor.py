@@ -1,4 +1,5 @@
-"""ICT regressor data generation and training (vox3d.ict_regressor)."""
+"""ICT regressor data generation and training (vox3d.ict_generator, ict_train, ict_eval,
+ict_checkpoint)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 from conftest import require
 
-from vox3d import ict_regressor as ir
+from vox3d import ict_checkpoint, ict_eval, ict_generator, ict_train
 from vox3d.params import ict_layout, to_image
 from vox3d.paths import ICT_FACEKIT
 
@@ -17,20 +18,22 @@ from vox3d.paths import ICT_FACEKIT
 @pytest.fixture(scope="module")
 def gm():
     require(ICT_FACEKIT)
-    return ir.build_gen_model(6, 3)
+    return ict_generator.build_gen_model(6, 3)
 
 
 def test_samples_deterministic_and_distinct(gm):
-    cfg = ir.GenConfig(n_id=6, n_exp=3)
-    a, b = ir.make_sample(gm, cfg, 5), ir.make_sample(gm, cfg, 5)
+    cfg = ict_generator.GenConfig(n_id=6, n_exp=3)
+    a, b = ict_generator.make_sample(gm, cfg, 5), ict_generator.make_sample(gm, cfg, 5)
     assert a.crop.dtype == np.uint8 and a.crop.shape == (120, 120, 3)
     assert a.params.shape == (ict_layout(6, 3).n,)
     np.testing.assert_array_equal(a.crop, b.crop)
     np.testing.assert_array_equal(a.params, b.params)
-    c = ir.make_sample(gm, cfg, 6)
+    c = ict_generator.make_sample(gm, cfg, 6)
     assert not np.array_equal(a.crop, c.crop)
     # params do not depend on whether the crop is rendered
-    np.testing.assert_array_equal(ir.make_sample(gm, cfg, 5, render=False).params, a.params)
+    np.testing.assert_array_equal(
+        ict_generator.make_sample(gm, cfg, 5, render=False).params, a.params
+    )
     assert abs(a.yaw) <= cfg.yaw_deg
 
 
@@ -39,11 +42,13 @@ def test_params_place_the_face_where_it_is_rendered(gm, monkeypatch):
     the mesh onto the face pixels of the crop, and to_image maps them back to the frame."""
     from vox3d.crop import crop_image, roi_box_from_bbox
 
-    monkeypatch.setattr(ir, "_background", lambda rng, size: np.zeros((size, size, 3), np.float32))
-    cfg = ir.GenConfig(n_id=6, n_exp=3)
+    monkeypatch.setattr(
+        ict_generator, "_background", lambda rng, size: np.zeros((size, size, 3), np.float32)
+    )
+    cfg = ict_generator.GenConfig(n_id=6, n_exp=3)
     for i in range(3):
-        fr = ir.render_frame(gm, cfg, i, degrade=False)
-        box = ir.detector_box(fr.landmarks[:, 0], fr.landmarks[:, 1], cfg, None)
+        fr = ict_generator.render_frame(gm, cfg, i, degrade=False)
+        box = ict_generator.detector_box(fr.landmarks[:, 0], fr.landmarks[:, 1], cfg, None)
         roi = roi_box_from_bbox(box)
         p = fr.params_for_roi(roi)
         P = p[:12].reshape(3, 4).astype(np.float64)
@@ -69,38 +74,38 @@ def test_params_place_the_face_where_it_is_rendered(gm, monkeypatch):
 
 
 def test_accuracy_tables_zero_for_truth(gm):
-    cfg = ir.GenConfig(n_id=6, n_exp=3)
-    s = [ir.make_sample(gm, cfg, i, render=False) for i in range(40)]
+    cfg = ict_generator.GenConfig(n_id=6, n_exp=3)
+    s = [ict_generator.make_sample(gm, cfg, i, render=False) for i in range(40)]
     y = np.stack([x.params for x in s]).astype(np.float64)
     yaw = np.array([x.yaw for x in s])
-    acc = ir.accuracy_tables(gm, y, y, yaw)
+    acc = ict_eval.accuracy_tables(gm, y, y, yaw)
     assert acc["all"]["vertex_mm"] == 0 and acc["all"]["nme"] == 0
     assert sum(acc[k]["n"] for k in ("yaw_0_20", "yaw_20_40", "yaw_40_60")) == 40
     mean_pred = y.copy()
     mean_pred[:, 12:] = 0  # the mean face, true pose
-    acc = ir.accuracy_tables(gm, mean_pred, y, yaw)
+    acc = ict_eval.accuracy_tables(gm, mean_pred, y, yaw)
     assert acc["all"]["id_vertex_mm"] == pytest.approx(acc["all"]["mean_face_mm"])
     assert acc["all"]["vertex_mm"] > 0 and acc["all"]["nme"] > 0
 
 
 def test_train_is_deterministic_and_checkpoint_loads(gm, tmp_path):
-    cfg = ir.GenConfig(n_id=6, n_exp=3)
-    tc = ir.TrainConfig(steps=2, batch_size=4, n_loss_vertices=50)
-    mean, std = ir.param_stats(gm, cfg, 200)
-    m1 = ir.train(gm, cfg, tc, mean, std, progress=False)
-    m2 = ir.train(gm, cfg, tc, mean, std, progress=False)
+    cfg = ict_generator.GenConfig(n_id=6, n_exp=3)
+    tc = ict_train.TrainConfig(steps=2, batch_size=4, n_loss_vertices=50)
+    mean, std = ict_generator.param_stats(gm, cfg, 200)
+    m1 = ict_train.train(gm, cfg, tc, mean, std, progress=False)
+    m2 = ict_train.train(gm, cfg, tc, mean, std, progress=False)
     for (k, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     out = tmp_path / "r.pth"
-    meta = ir.save_checkpoint(m1, out, cfg, tc, mean, std, gm=gm)
-    assert meta["sha256"] == ir.sha256_file(out)
+    meta = ict_train.save_checkpoint(m1, out, cfg, tc, mean, std, gm=gm)
+    assert meta["sha256"] == ict_checkpoint.sha256_file(out)
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["n_id"] == 6 and saved["layout"]["param_n_exp"] == 3
     from vox3d.safeload import load_torch
 
     assert load_torch(out).keys() == m1.state_dict().keys()  # weights_only=True
-    reg = ir.make_regressor(out, 6, 3)
-    crops = np.stack([ir.make_sample(gm, cfg, i).crop for i in range(3)])
+    reg = ict_checkpoint.make_regressor(out, 6, 3)
+    crops = np.stack([ict_generator.make_sample(gm, cfg, i).crop for i in range(3)])
     pred = reg.predict(crops)
     assert pred.shape == (3, ict_layout(6, 3).n) and np.isfinite(pred).all()
     # the Regressor de-whitens with the json's mean/std
@@ -110,7 +115,7 @@ def test_train_is_deterministic_and_checkpoint_loads(gm, tmp_path):
 
 def test_gen_model_roundtrip(gm, tmp_path):
     gm.save(tmp_path / "g.npz")
-    g2 = ir.GenModel.load(tmp_path / "g.npz")
+    g2 = ict_generator.GenModel.load(tmp_path / "g.npz")
     assert g2.digest() == gm.digest()
     np.testing.assert_array_equal(g2.smooth_basis, gm.smooth_basis)
 
@@ -129,31 +134,33 @@ def test_committed_checkpoint_reads_shape_and_a_pose_oracle_does_not(tmp_path):
     held-out renders of its own generator (pose and landmarks), and it reads identity. The
     same bar rejects an oracle that knows the true pose and expression and outputs the mean
     identity (NME and vertex error look fine for it: that is what fooled the old test)."""
-    from vox3d import regressor_data as rd
+    from vox3d import regressor_cache, regressor_render
     from vox3d.safeload import load_torch
 
-    path = ir.DEFAULT_CHECKPOINT
-    meta = ir.read_checkpoint_meta(path)
-    assert ir.sha256_file(path) == meta["sha256"]
+    path = ict_checkpoint.DEFAULT_CHECKPOINT
+    meta = ict_checkpoint.read_checkpoint_meta(path)
+    assert ict_checkpoint.sha256_file(path) == meta["sha256"]
     assert path.stat().st_size < 10e6
     assert isinstance(load_torch(path), dict)
-    g = ir.build_gen_model(meta["n_id"], meta["n_exp"])
+    g = ict_generator.build_gen_model(meta["n_id"], meta["n_exp"])
     assert g.digest() == meta["gen_model_sha256"]
-    cfg = rd.RenderConfig.from_dict({**meta["generator"], "codec": meta["codec"], "shard_size": 24})
-    rd.render_cache(cfg, 96, tmp_path / "heldout", workers=2, device="cpu", heldout=True,
-                    progress=False)  # fmt: skip
-    model, mean, std, _ = ir.load_model(path)
-    acc = ir.evaluate_cache(model, g, tmp_path / "heldout", mean, std)
+    cfg = regressor_render.RenderConfig.from_dict(
+        {**meta["generator"], "codec": meta["codec"], "shard_size": 24}
+    )
+    regressor_cache.render_cache(cfg, 96, tmp_path / "heldout", workers=2, device="cpu",
+                                 heldout=True, progress=False)  # fmt: skip
+    model, mean, std, _ = ict_checkpoint.load_model(path)
+    acc = ict_eval.evaluate_cache(model, g, tmp_path / "heldout", mean, std)
     assert acc["all"]["n"] >= 80
     assert acc["all"]["nme"] < 0.05 and acc["all"]["yaw_err_deg"] < 5.0
     assert _reads_shape(acc), (acc["all"]["id_sim_ratio"], acc["id_r2_mean"])
 
-    d = rd.load_cache(tmp_path / "heldout", keys=("params", "euler"))
+    d = regressor_cache.load_cache(tmp_path / "heldout", keys=("params", "euler"))
     truth = d["params"].astype(np.float64)
     oracle = truth.copy()
-    lay = ir.ict_layout(meta["n_id"], meta["n_exp"])
+    lay = ict_layout(meta["n_id"], meta["n_exp"])
     oracle[:, lay.shape] = 0.0  # true pose and expression, mean identity
-    acc_oracle = ir.accuracy_tables(g, oracle, truth, d["euler"][:, 0].astype(np.float64))
+    acc_oracle = ict_eval.accuracy_tables(g, oracle, truth, d["euler"][:, 0].astype(np.float64))
     assert acc_oracle["all"]["nme"] < 0.05  # pose-only looks accurate by landmarks ...
     assert not _reads_shape(acc_oracle)  # ... and is rejected by the identity bar
 
@@ -162,11 +169,11 @@ def test_accuracy_tables_identity_fields(gm):
     """Truth: R^2 and slope 1, no error after similarity alignment; the mean face: R^2
     <= 0, slope 0, ratio 1; a pure scaling of the true identity's shape is forgiven by the
     similarity-aligned error but not by the plain one."""
-    cfg = ir.GenConfig(n_id=6, n_exp=3, yaw_deg=85)
-    s = [ir.make_sample(gm, cfg, i, render=False) for i in range(60)]
+    cfg = ict_generator.GenConfig(n_id=6, n_exp=3, yaw_deg=85)
+    s = [ict_generator.make_sample(gm, cfg, i, render=False) for i in range(60)]
     y = np.stack([x.params for x in s]).astype(np.float64)
     yaw = np.array([x.yaw for x in s])
-    acc = ir.accuracy_tables(gm, y, y, yaw)
+    acc = ict_eval.accuracy_tables(gm, y, y, yaw)
     assert acc["id_r2"] == pytest.approx([1.0] * 6) and acc["id_slope_mean"] == pytest.approx(1)
     assert acc["all"]["id_sim_mm"] == pytest.approx(0, abs=1e-9)
     assert acc["all"]["yaw_err_deg"] < 1e-6
@@ -176,6 +183,6 @@ def test_accuracy_tables_identity_fields(gm):
     )
     mean_pred = y.copy()
     mean_pred[:, 12:18] = 0
-    acc = ir.accuracy_tables(gm, mean_pred, y, yaw)
+    acc = ict_eval.accuracy_tables(gm, mean_pred, y, yaw)
     assert max(acc["id_r2"]) <= 0 and acc["id_slope"] == pytest.approx([0.0] * 6)
     assert acc["all"]["id_sim_ratio"] == pytest.approx(1.0)

@@ -56,7 +56,7 @@ def test_fit_with_fan_landmarks(tmp_path, monkeypatch):
     from test_fit import write_extract_shard
 
     from vox3d.fit import FitConfig, Fitter, fit_shard
-    from vox3d.ict_regressor import GenConfig, build_gen_model, render_frame
+    from vox3d.ict_generator import GenConfig, build_gen_model, render_frame
 
     gm = build_gen_model(8, 4)
     ckpt_dir = tmp_path / "hub" / "checkpoints"
@@ -65,7 +65,7 @@ def test_fit_with_fan_landmarks(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     assert lmk.default_fan_path() == ckpt_dir / lmk.FAN_FILE
     # the random ICT checkpoint of the fit tests
-    from vox3d.ict_regressor import TrainConfig, save_checkpoint
+    from vox3d.ict_train import TrainConfig, save_checkpoint
     from vox3d.params import ict_layout
     from vox3d.regressor import build_mobilenet
 

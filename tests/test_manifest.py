@@ -18,7 +18,7 @@ from vox3d.manifest import (
     split_shards,
     write_manifest,
 )
-from vox3d.video import probe, probe_ffprobe
+from vox3d.video_probe import probe, probe_ffprobe
 
 
 @pytest.fixture(scope="module")

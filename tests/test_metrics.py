@@ -183,18 +183,23 @@ def ict_face():
 
 
 def test_ict_cmp_pairs_give_cmp_mean_face_ratios_and_are_mirror_pairs(ict_face):
-    from vox3d import face_model as fm
+    from vox3d import are_pairs, are_selection
 
     m = ict_face
     v = m.mean.astype(np.float64)
     # the default pairs follow from the measured transfer by the documented rule
-    assert fm.symmetric_are_pairs(v, fm.ICT_CMP_TRANSFER, np.arange(6706)) == fm.ICT_ARE_PAIRS
-    sel = fm.select_are_pairs(m, "cmp")
-    assert sel.name == "cmp" and sel.note == "" and sel.pairs == fm.ICT_ARE_PAIRS
+    assert (
+        are_pairs.symmetric_are_pairs(v, are_pairs.ICT_CMP_TRANSFER, np.arange(6706))
+        == are_pairs.ICT_ARE_PAIRS
+    )
+    sel = are_selection.select_are_pairs(m, "cmp")
+    assert sel.name == "cmp" and sel.note == "" and sel.pairs == are_pairs.ICT_ARE_PAIRS
     np.testing.assert_allclose(metrics.face_ratios(v, sel.pairs), CMP_RATIOS, atol=0.02)
     # the raw transfer gives them too (the measured fact), but is not mirror symmetric
-    np.testing.assert_allclose(metrics.face_ratios(v, fm.ICT_CMP_TRANSFER), CMP_RATIOS, atol=0.02)
-    oicd = fm.ICT_CMP_TRANSFER["oicd"]
+    np.testing.assert_allclose(
+        metrics.face_ratios(v, are_pairs.ICT_CMP_TRANSFER), CMP_RATIOS, atol=0.02
+    )
+    oicd = are_pairs.ICT_CMP_TRANSFER["oicd"]
     assert np.linalg.norm(v[oicd[0]] * [-1, 1, 1] - v[oicd[1]]) > 1.0
     # every pair: subject's right first, the two vertices mirror images across x = 0
     for key, (r, left) in sel.pairs.items():
@@ -209,28 +214,28 @@ def test_ict_cmp_pairs_give_cmp_mean_face_ratios_and_are_mirror_pairs(ict_face):
     assert p["mid"][1] < v[lm[36], 1] - 1.0 and abs(p["mid"][0] - v[lm[36], 0]) < 1.5
     assert 1.5 < v[lm[48], 0] - p["cheek"][0] < 3.5 and abs(p["cheek"][1] - v[lm[48], 1]) < 1.0
     # the former landmark-rule pairs are far from CMP's ratios; they stay a named option
-    rule = fm.select_are_pairs(m, "landmark_rule")
-    assert rule.pairs == fm.ICT_ARE_PAIRS_LANDMARK_RULE and "landmark" in rule.note
+    rule = are_selection.select_are_pairs(m, "landmark_rule")
+    assert rule.pairs == are_pairs.ICT_ARE_PAIRS_LANDMARK_RULE and "landmark" in rule.note
     r = metrics.face_ratios(v, rule.pairs)
     np.testing.assert_allclose(r, [1.65, 1.23, 1.63, 1.56], atol=0.01)
     assert np.abs(r - CMP_RATIOS).max() > 0.4
     # every ICT subset keeps the pairs
-    assert m.subset("narrow_face").are_pairs == fm.ICT_ARE_PAIRS
+    assert m.subset("narrow_face").are_pairs == are_pairs.ICT_ARE_PAIRS
     with pytest.raises(ValueError, match="are_pairs"):
-        fm.select_are_pairs(m, "nearest")
+        are_selection.select_are_pairs(m, "nearest")
 
 
 def test_cmp_bfm_indices_refused_outside_the_53k_topology():
-    from vox3d import face_model as fm
+    from vox3d import are_pairs
 
     with pytest.raises(ValueError, match=r"42117 is outside the bfm_noneck_v3 topology \(38,365"):
-        fm.cmp_are_pairs_bfm(38365, "bfm_noneck_v3")
+        are_pairs.cmp_are_pairs_bfm(38365, "bfm_noneck_v3")
     with pytest.raises(ValueError, match="53,215"):
-        fm.cmp_are_pairs_bfm(50000, "50,000-vertex BFM")  # in range, wrong topology
-    assert fm.cmp_are_pairs_bfm(53215, "53,215-vertex BFM") == fm.CMP_ARE_PAIRS_BFM53K
+        are_pairs.cmp_are_pairs_bfm(50000, "50,000-vertex BFM")  # in range, wrong topology
+    assert are_pairs.cmp_are_pairs_bfm(53215, "53,215-vertex BFM") == are_pairs.CMP_ARE_PAIRS_BFM53K
     with pytest.raises(ValueError, match="my_mesh"):
-        fm.check_are_pairs({"oicd": (0, 10)}, 10, "my_mesh")
-    assert fm.check_are_pairs({"oicd": (0, 9), "ear": None}, 10, "my_mesh")["ear"] is None
+        are_pairs.check_are_pairs({"oicd": (0, 10)}, 10, "my_mesh")
+    assert are_pairs.check_are_pairs({"oicd": (0, 9), "ear": None}, 10, "my_mesh")["ear"] is None
 
 
 def test_bfm_fallback_carries_pairs_by_landmarks_and_marks_the_ear_unavailable(ict_face):
@@ -238,7 +243,7 @@ def test_bfm_fallback_carries_pairs_by_landmarks_and_marks_the_ear_unavailable(i
     finds the same vertices, has no ear pair, and says why in its note."""
     import dataclasses
 
-    from vox3d import face_model as fm
+    from vox3d import are_pairs, are_selection
 
     m = ict_face
     rng = np.random.default_rng(0)
@@ -248,11 +253,11 @@ def test_bfm_fallback_carries_pairs_by_landmarks_and_marks_the_ear_unavailable(i
         m, name="bfm", mean=(m.mean[perm] * 1e4) @ rot(0.1, -0.2, 0.05).T + 300.0,
         landmarks68=inv[m.landmarks68], vertex_index=np.arange(m.n_vertices),
     )  # fmt: skip
-    sel = fm.select_are_pairs(fake, "cmp")
+    sel = are_selection.select_are_pairs(fake, "cmp")
     assert sel.name == "bfm_fallback_no_ear" and sel.pairs["ear"] is None
     assert "53,215" in sel.note and "ER unavailable" in sel.note and "9,409-vertex BFM" in sel.note
     got = {k: tuple(int(perm[i]) for i in p) for k, p in sel.pairs.items() if p is not None}
-    assert got == {k: p for k, p in fm.ICT_ARE_PAIRS.items() if k != "ear"}
+    assert got == {k: p for k, p in are_pairs.ICT_ARE_PAIRS.items() if k != "ear"}
     r = metrics.face_ratios(fake.mean, sel.pairs)
     assert np.isnan(r[0]) and np.allclose(r[1:], CMP_RATIOS[1:], atol=0.02)
-    assert fm.select_are_pairs(fake, "landmark_rule").pairs["ear"] is not None
+    assert are_selection.select_are_pairs(fake, "landmark_rule").pairs["ear"] is not None

@@ -80,7 +80,7 @@ def test_devices_for_env_hook():
 
 @pytest.fixture(scope="module")
 def face_frames():
-    from vox3d.ict_regressor import GenConfig, build_gen_model, render_frame
+    from vox3d.ict_generator import GenConfig, build_gen_model, render_frame
 
     require(paths.ICT_FACEKIT)
     gm = build_gen_model(8, 4)

@@ -1,5 +1,6 @@
-"""The regressor's training data (vox3d.regressor_data): the corpus's renderer, the fit
-stage's crop path, the identity-geometry loss, and the synth.py refactor it relies on."""
+"""The regressor's training data (vox3d.regressor_render, regressor_cache, regressor_data):
+the corpus's renderer, the fit stage's crop path, the identity-geometry loss
+(vox3d.ict_train), and the synth.py refactor it relies on."""
 
 from __future__ import annotations
 
@@ -9,8 +10,16 @@ import numpy as np
 import pytest
 from conftest import require
 
-from vox3d import paths, synth_config, synth_render, synth_rig
-from vox3d import regressor_data as rd
+from vox3d import (
+    ict_train,
+    paths,
+    regressor_cache,
+    regressor_data,
+    regressor_render,
+    synth_config,
+    synth_render,
+    synth_rig,
+)
 
 #: sha256 of the draws of a tiny corpus (2 identities, seed 3, 1.2 s clips: identities, one
 #: video spec, one utterance track), each value rounded to float32 first.  The draws are
@@ -32,7 +41,7 @@ FRAME_MEANS = [
 @pytest.fixture(scope="module")
 def kit():
     require(paths.ICT_FACEKIT)  # a shared asset: missing = a failure naming it
-    return rd.Kit.load(rd.RenderConfig(codec="jpeg", shard_size=3))
+    return regressor_render.Kit.load(regressor_render.RenderConfig(codec="jpeg", shard_size=3))
 
 
 def _bytes(v) -> bytes:
@@ -110,30 +119,37 @@ def test_synth_keeps_the_corpus(kit):
 
 
 def test_samples_deterministic_and_independent_of_workers(kit, tmp_path):
-    cfg = rd.RenderConfig(codec="jpeg", shard_size=3)
-    a = rd.render_sample(kit, 0, 4)
-    b = rd.render_sample(rd.Kit.load(cfg), 0, 4)  # a fresh process-like kit, no group cache
+    cfg = regressor_render.RenderConfig(codec="jpeg", shard_size=3)
+    a = regressor_render.render_sample(kit, 0, 4)
+    fresh = regressor_render.Kit.load(cfg)  # a fresh process-like kit, no group cache
+    b = regressor_render.render_sample(fresh, 0, 4)
     np.testing.assert_array_equal(a.frame, b.frame)
     np.testing.assert_array_equal(a.pose_frame, b.pose_frame)
-    assert not np.array_equal(a.frame, rd.render_sample(kit, 0, 5).frame)
+    assert not np.array_equal(a.frame, regressor_render.render_sample(kit, 0, 5).frame)
     # same person within a group, another one in the next group
-    np.testing.assert_array_equal(a.alpha, rd.render_sample(kit, 0, 7).alpha)
-    assert not np.array_equal(a.alpha, rd.render_sample(kit, 0, 8).alpha)
-    s1 = rd.render_cache(cfg, 6, tmp_path / "w1", workers=1, device="cpu", progress=False)
-    s2 = rd.render_cache(cfg, 6, tmp_path / "w2", workers=2, device="cpu", progress=False)
+    np.testing.assert_array_equal(a.alpha, regressor_render.render_sample(kit, 0, 7).alpha)
+    assert not np.array_equal(a.alpha, regressor_render.render_sample(kit, 0, 8).alpha)
+    s1 = regressor_cache.render_cache(
+        cfg, 6, tmp_path / "w1", workers=1, device="cpu", progress=False
+    )
+    s2 = regressor_cache.render_cache(
+        cfg, 6, tmp_path / "w2", workers=2, device="cpu", progress=False
+    )
     assert s1["complete"] and s2["complete"] and s1["codec"] == "jpeg"
     for k in (0, 1):
         with (
-            np.load(rd.shard_path(tmp_path / "w1", k)) as x,
-            np.load(rd.shard_path(tmp_path / "w2", k)) as y,
+            np.load(regressor_cache.shard_path(tmp_path / "w1", k)) as x,
+            np.load(regressor_cache.shard_path(tmp_path / "w2", k)) as y,
         ):
             assert sorted(x.files) == sorted(y.files)
             for f in x.files:
                 np.testing.assert_array_equal(x[f], y[f], err_msg=f)
     # resumable: a finished shard is not rendered again
-    again = rd.render_cache(cfg, 6, tmp_path / "w1", workers=1, device="cpu", progress=False)
+    again = regressor_cache.render_cache(
+        cfg, 6, tmp_path / "w1", workers=1, device="cpu", progress=False
+    )
     assert again["shards_done"] == 0 and again["complete"]
-    d = rd.load_cache(tmp_path / "w1", valid_only=False)
+    d = regressor_cache.load_cache(tmp_path / "w1", valid_only=False)
     assert d["crops"].shape == (6, 120, 120, 3) and d["valid"].sum() >= 4
     np.testing.assert_array_equal(d["index"], np.arange(6))
 
@@ -142,7 +158,7 @@ def test_fresh_identities_not_from_a_corpus(kit):
     """The regressor's people are drawn from another seed space than any corpus's."""
     rig = kit.rig
     corpus = synth_rig.draw_identities(synth_config.SynthConfig(identities=4, seed=0), rig)
-    ours = [rd.draw_group(kit, 0, g).ident.z for g in range(4)]
+    ours = [regressor_render.draw_group(kit, 0, g).ident.z for g in range(4)]
     for p in corpus:
         for z in ours:
             assert not np.allclose(p.z, z)
@@ -156,9 +172,9 @@ def test_crops_come_from_the_fit_stage_crop_path(kit):
     from vox3d.params import to_image, transform_vertices
 
     fitter = Fitter(FitConfig(device="cpu"))
-    raw = rd.render_frames(kit, 0, range(16, 20), "jpeg")
-    crop = rd.Cropper("cpu")(raw["frames"])
-    sh = rd.finish_shard(raw, crop, range(16, 20), 0.6)
+    raw = regressor_cache.render_frames(kit, 0, range(16, 20), "jpeg")
+    crop = regressor_cache.Cropper("cpu")(raw["frames"])
+    sh = regressor_cache.finish_shard(raw, crop, range(16, 20), 0.6)
     fit = fitter.fit_frames(list(raw["frames"]))
     assert sh["valid"].sum() >= 3
     rig = kit.rig
@@ -187,7 +203,7 @@ def test_identity_geometry_loss_ignores_similarity():
     shape1[:, 0] = np.sin(ref[:, 1])
     shape2 = rng.normal(0, 1, ref.shape)
     basis = np.stack([c, rot, np.tile([0.3, -1.0, 2.0], (300, 1)), shape1, shape2])
-    Q = rd.identity_geometry_form(basis, ref)
+    Q = ict_train.identity_geometry_form(basis, ref)
     sim = np.array([0.7, -0.4, 1.5, 0.0, 0.0])  # a pure similarity change
     assert sim @ Q @ sim == pytest.approx(0.0, abs=1e-10)
     real = np.array([0.0, 0.0, 0.0, 1.0, 0.0])
@@ -195,7 +211,7 @@ def test_identity_geometry_loss_ignores_similarity():
     # the coefficient form equals the vertex form, and a similarity added changes nothing
     d = rng.normal(0, 1, 5)
     dv = np.tensordot(d, basis, 1)
-    assert d @ Q @ d == pytest.approx(rd.vertex_geometry_error(dv, ref), rel=1e-9)
+    assert d @ Q @ d == pytest.approx(ict_train.vertex_geometry_error(dv, ref), rel=1e-9)
     d2 = d + sim
     assert d2 @ Q @ d2 == pytest.approx(d @ Q @ d, rel=1e-9)
 
@@ -208,7 +224,7 @@ def test_identity_geometry_matches_similarity_alignment(kit):
     fi = kit.rig.face_idx[::10]
     ref = kit.rig.model.mean[fi].astype(np.float64)
     basis = kit.rig.model.id_basis[:, fi].astype(np.float64)
-    Q = rd.identity_geometry_form(basis, ref)
+    Q = ict_train.identity_geometry_form(basis, ref)
     d = np.zeros(basis.shape[0])
     d[:3] = [0.02, -0.01, 0.015]
     moved = ref + np.tensordot(d, basis, 1)
@@ -227,12 +243,13 @@ def test_rule_settings_are_those_of_the_committed_checkpoint():
     from dataclasses import asdict
 
     from vox3d.config import load_config
-    from vox3d.ict_regressor import DEFAULT_CHECKPOINT, TrainConfig
+    from vox3d.ict_checkpoint import DEFAULT_CHECKPOINT
+    from vox3d.ict_train import TrainConfig
 
     reg = load_config()["fit"]["regressor"]
     meta = json.loads(DEFAULT_CHECKPOINT.with_suffix(".json").read_text())
     tr = meta["training"]
-    assert set(rd.REGRESSOR_FLAGS) <= set(reg)  # the rule forwards every one of them
+    assert set(regressor_data.REGRESSOR_FLAGS) <= set(reg)  # the rule forwards every one of them
     assert reg["steps"] == meta["steps"] == meta["steps_done"]
     assert (reg["batch_size"], reg["lr"], reg["id_weight"], reg["widen"], reg["device"]) == (
         tr["batch_size"], tr["lr"], tr["id_weight"], tr["widen"], tr["device"]
@@ -243,7 +260,7 @@ def test_rule_settings_are_those_of_the_committed_checkpoint():
     defaults = asdict(TrainConfig())
     for key in ("weight_decay", "vertex_weight", "n_loss_vertices", "warmup_frac", "amp"):
         assert defaults[key] == tr[key], key
-    gen = rd.RenderConfig(seed=reg["seed"]).as_dict()
+    gen = regressor_render.RenderConfig(seed=reg["seed"]).as_dict()
     recorded = dict(meta["generator"])
     assert recorded.pop("codec") in ("auto", reg["codec"])  # "auto" resolved to jpeg there
     gen.pop("codec")

@@ -176,7 +176,7 @@ def test_cosine_schedule_ends_at_the_floor_and_is_a_function_of_the_step():
     assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(5e-5)
     assert rates[50] == pytest.approx(0.5 * (1e-3 + 5e-5))
     assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
-    assert TrainConfig(steps=101, lr=1e-3).lr_at(100) == 1e-3  # constant
+    assert TrainConfig(steps=101, lr=1e-3, lr_schedule="constant").lr_at(100) == 1e-3
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(lr_schedule="step").validate()
 
@@ -197,6 +197,7 @@ def test_best_selection_keeps_the_weights_of_the_lowest_selection_loss(tmp_path)
     cfg = TrainConfig(
         steps=120, batch_size=8, lr=3e-3, crop_min=40, crop_max=80, checkpoint_every=20,
         eval_every=20, log_every=10, model=SMALL_MODEL, select="best", lr_schedule="cosine",
+        param_weight=1.0, vertex_weight=1.0, ratio_weight=0.0,  # the ShapeLoss below
     )  # fmt: skip
     final = train(
         cfg, UtteranceBank(fit_feats, fit_ids), Targets(coef[:9], basis), tmp_path,

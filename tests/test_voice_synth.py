@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import require
 
+from vox3d import voice_mapping as vm
 from vox3d import voice_synth as vs
 from vox3d.paths import ICT_FACEKIT
 
@@ -134,7 +135,7 @@ def test_synthesis_is_deterministic():
 def _mapping(K=8):
     rng = np.random.default_rng(0)
     d = rng.standard_normal((6, K))
-    return vs.VoiceMapping(directions=d / np.linalg.norm(d, axis=1, keepdims=True))
+    return vm.VoiceMapping(directions=d / np.linalg.norm(d, axis=1, keepdims=True))
 
 
 def test_voice_is_linear_in_the_shape_directions():
@@ -157,16 +158,16 @@ def test_ceiling_bounds():
     gram = np.eye(K)
     u = np.zeros(K)
     u[0] = 1.0
-    exact = vs.VoiceMapping(
+    exact = vm.VoiceMapping(
         directions=np.eye(K), vtl_gain=1.0, f0_gain=1.0, ratio_gain=1.0,
         vtl_noise=1e-4, f0_noise=1e-4, ratio_noise=1e-4,
     )  # fmt: skip
-    c = vs.voice_ceiling(exact, gram, np.ones(K), (u, 0.0, 0.0), n_samples=20000)
+    c = vm.voice_ceiling(exact, gram, np.ones(K), (u, 0.0, 0.0), n_samples=20000)
     assert c["r2_coef"] > 0.99 and c["r2_vertex"] > 0.99
-    deaf = vs.VoiceMapping(
+    deaf = vm.VoiceMapping(
         directions=np.eye(K), vtl_gain=0.0, f0_gain=0.0, ratio_gain=0.0
     )  # voice says nothing about the face; gender says a little (along z_0)
-    c = vs.voice_ceiling(deaf, gram, np.ones(K), (u, 1.5, 0.0), n_samples=20000)
+    c = vm.voice_ceiling(deaf, gram, np.ones(K), (u, 1.5, 0.0), n_samples=20000)
     assert abs(c["r2_coef"] - c["r2_coef_gender"]) < 0.01
     # gender from sigmoid(1.5 z0): E[z0 | g] explains a share of z0's variance only
     assert 0.02 < c["r2_coef"] < 0.2 / K * 6
@@ -175,7 +176,7 @@ def test_ceiling_bounds():
 def test_glottal_links_are_linear_and_six_rows_keep_the_old_voice():
     rng = np.random.default_rng(1)
     d = rng.standard_normal((8, 8))
-    m8 = vs.VoiceMapping(directions=d / np.linalg.norm(d, axis=1, keepdims=True))
+    m8 = vm.VoiceMapping(directions=d / np.linalg.norm(d, axis=1, keepdims=True))
     z = np.zeros(8)
     dz = m8.directions[6] * 0.5 + m8.directions[7] * 0.5
     a = vs.voice_from_identity(z, "f", m8, np.random.default_rng(4))
@@ -187,7 +188,7 @@ def test_glottal_links_are_linear_and_six_rows_keep_the_old_voice():
     )
     assert len(m8.gains()) == len(m8.noises()) == 8 == len(m8.linear_part()["features"])
     # the same 12 draws: 6 rows give today's glottal parameters (gender + noise only)
-    m6 = vs.VoiceMapping(directions=m8.directions[:6])
+    m6 = vm.VoiceMapping(directions=m8.directions[:6])
     c = vs.voice_from_identity(z + dz, "f", m6, np.random.default_rng(4))
     e = np.clip(np.random.default_rng(4).standard_normal(12), -3, 3)
     assert c.open_quotient == pytest.approx(0.65 + 0.05 * e[7])
@@ -195,7 +196,7 @@ def test_glottal_links_are_linear_and_six_rows_keep_the_old_voice():
     assert c.vtl_cm == b.vtl_cm and c.formant_ratio == b.formant_ratio
     assert len(m6.gains()) == 6
     with pytest.raises(ValueError, match="6 or 8"):
-        vs.VoiceMapping(directions=np.eye(7)).gains()
+        vm.VoiceMapping(directions=np.eye(7)).gains()
 
 
 def test_similarity_gram_ignores_size_and_pose():
@@ -205,7 +206,7 @@ def test_similarity_gram_ignores_size_and_pose():
     rot = np.cross([0.3, -0.2, 0.9], c)  # an infinitesimal rotation
     shape = rng.standard_normal((60, 3)) * 0.1
     basis = np.stack([c, rot + np.array([1.0, 2.0, 3.0]), shape, shape + 2 * c])
-    g = vs.similarity_gram(mean, basis)
+    g = vm.similarity_gram(mean, basis)
     assert abs(g[0, 0]) < 1e-9 and abs(g[1, 1]) < 1e-9  # scale, rotation + translation
     assert g[2, 2] > 0.1 and g[3, 3] == pytest.approx(g[2, 2])
     # first order: exact similarity alignment of mean + eps * shape onto mean
@@ -232,7 +233,7 @@ def rig_inputs():
 
 def _ceiling(mapping, rig, inputs, gl, n=20000):
     gram, gram_sim, are = inputs
-    return vs.voice_ceiling(
+    return vm.voice_ceiling(
         mapping, gram, rig.model.id_std, gl, n_samples=n, gram_sim=gram_sim, are=are
     )
 
@@ -264,7 +265,7 @@ def test_ceiling_controls_fail_for_a_voice_without_the_face(rig_inputs):
 
     rig, inputs, gl = rig_inputs
     m = synth_rig.default_mapping(rig)
-    deaf = vs.VoiceMapping(
+    deaf = vm.VoiceMapping(
         directions=m.directions, vtl_gain=0.0, f0_gain=0.0, ratio_gain=0.0,
         oq_gain=0.0, breath_gain=0.0,
     )  # fmt: skip
@@ -275,11 +276,11 @@ def test_ceiling_controls_fail_for_a_voice_without_the_face(rig_inputs):
     # shuffled pairs: the fitted predictor given somebody else's voice
     gram, gram_sim, are = inputs
     rng = np.random.default_rng(3)
-    X, cf = vs.simulate_voices(m, rig.model.id_std, gl, 20000, rng)
-    Xt, ct = vs.simulate_voices(m, rig.model.id_std, gl, 20000, rng)
+    X, cf = vm.simulate_voices(m, rig.model.id_std, gl, 20000, rng)
+    Xt, ct = vm.simulate_voices(m, rig.model.id_std, gl, 20000, rng)
     W, *_ = np.linalg.lstsq(X, cf, rcond=None)
     pred = Xt[rng.permutation(len(Xt))] @ W
     e, d = ct - pred, ct - ct.mean(0)
     r2 = 1 - np.einsum("ij,jk,ik->", e, gram_sim, e) / np.einsum("ij,jk,ik->", d, gram_sim, d)
-    errs = vs.are_errors_of(are, ct, {"shuffled": pred, "mean": 0 * ct})
+    errs = vm.are_errors_of(are, ct, {"shuffled": pred, "mean": 0 * ct})
     assert r2 < 0 and errs["shuffled"] > errs["mean"]

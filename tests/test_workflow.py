@@ -117,7 +117,7 @@ def test_whole_workflow_on_a_tiny_synthetic_corpus(tmp_path):
     import pyarrow.parquet as pq
     from lhotse import RecordingSet
 
-    from vox3d.export import utterance_id
+    from vox3d.export_layout import utterance_id
     from vox3d.extract import ExtractShard
 
     exp = out / "voxceleb3d"

@@ -27,9 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from vox3d import __version__
+from vox3d.are_selection import select_are_pairs
+from vox3d.config import with_defaults
 from vox3d.evaluate import evaluate_predictions, mesh_vertices
-from vox3d.export import AUDIO_DIR, CARD_FILE, Collected, ExportError
-from vox3d.face_model import face_model_from_config, face_model_settings, select_are_pairs
+from vox3d.export_layout import AUDIO_DIR, CARD_FILE, Collected, ExportError
+from vox3d.face_model import face_model_from_config, face_model_settings
 from vox3d.ground_truth import GroundTruth
 from vox3d.io import read_tsv, write_text_atomic
 from vox3d.paths import REPO_ROOT
@@ -110,7 +112,7 @@ def fit_accuracy(
     methods ``fitted`` (the robust per-identity shape) and ``population_mean`` (coefficients
     0, the face model's mean face, as the baseline; the evaluation's method of that name),
     target ``ground_truth`` (its first K coefficients), on every identity in both files.
-    ARE pairs: :func:`vox3d.face_model.select_are_pairs` with `are_pairs` (config
+    ARE pairs: :func:`vox3d.are_selection.select_are_pairs` with `are_pairs` (config
     ``evaluate.are_pairs``).  Metrics: the four ARE ratios and their mean, RMSE
     after rigid alignment on `vertex_set` (face-model units; ICT cm), vertex R^2 (of the
     truth's variance around the mean face) with 95% bootstrap intervals; plus ``vertex_mm``,
@@ -378,6 +380,7 @@ def card_markdown(
     size in bytes; commit: the git commit (None: not recorded); synthetic: whether the
     videos are the embedded synthetic corpus.
     """
+    config = with_defaults(config)
     c = counts(col.utterances)
     fm = dict(config.get("face_model", {}))
     frame_rate = config.get("extract", {}).get("frame_rate", "")
@@ -450,7 +453,7 @@ Thresholds of this build:
         "## Build-time projection\n\nHow long the same workflow takes on VoxCeleb2 at "
         "cluster scale, from measured per-stage throughputs (`vox3d/projection.py`, "
         "`vox3d/data/throughput.json`, `docs/cluster.md`).\n\n"
-        + projection_markdown(stream=not config.get("extract", {}).get("keep_frames", False))
+        + projection_markdown(stream=not config["extract"]["keep_frames"])
     )
     parts.append(
         f"""## Licences and provenance
@@ -590,6 +593,7 @@ def write_card(
     measured when both are given and the fit is ICT); export_dir: the export folder whose
     files (audio summed, manifests one by one) are listed with their sizes.
     """
+    config = with_defaults(config)
     accuracy = None
     synthetic = config.get("videos_dir") in (None, "")
     if ground_truth_h5 and identities_h5 and col.face_model == "ict":
@@ -597,10 +601,10 @@ def write_card(
             identities_h5,
             ground_truth_h5,
             face_model_settings(config.get("face_model", {}), config.get("assets", {})),
-            vertex_set=str(config.get("evaluate", {}).get("vertex_set", "face")),
+            vertex_set=str(config["evaluate"]["vertex_set"]),
             n_boot=n_boot,
-            seed=int(config.get("evaluate", {}).get("seed", 0)),
-            are_pairs=str(config.get("evaluate", {}).get("are_pairs", "cmp")),
+            seed=int(config["evaluate"]["seed"]),
+            are_pairs=str(config["evaluate"]["are_pairs"]),
         )
     files = None
     if export_dir is not None:

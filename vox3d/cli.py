@@ -12,6 +12,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: ("module:function", one-line help)
+    "config": ("vox3d.config:cli", "print the validated configuration or one key's value"),
     "manifest": ("vox3d.manifest:cli", "probe videos into a manifest.tsv and shards"),
     "extract": ("vox3d.extract:cli", "extract 16 kHz audio and frames of one shard to HDF5"),
     "mesh": ("vox3d.mesh:cli", "parameters -> mesh (OBJ/PLY) and an optional render"),

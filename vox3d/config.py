@@ -1,18 +1,31 @@
-"""Workflow configuration: load ``config.yaml``, validate it against the schema, fill defaults.
+"""Workflow configuration: ``config.yaml`` (the one home of every default), the schema
+(types and ranges, no defaults), validation and the frozen per-stage settings objects.
 
-Validation reports every problem with the dotted name of the offending key
+``config.yaml`` holds the default of every key, documented beside its value; the schema
+says only what a value may be. :func:`default` reads one default (``default("train.lr")``)
+and :func:`setting` declares a settings dataclass field whose default is that value, so a
+stage's settings object (:class:`vox3d.fit.FitConfig`, :class:`vox3d.train.TrainSettings`,
+...) never restates a number; ``tests/test_config.py`` walks the schema and proves each
+default has this one home.
+
+Validation first fills what a config leaves out from ``config.yaml`` (:func:`with_defaults`),
+then reports every problem with the dotted name of the offending key
 (``config key 'extract.frame_rate': 'fast' is not of type 'number'``,
-``unknown config key 'extract.framerate'``), then runs ``snakemake.utils.validate`` on the
-same schema, which fills in the schema's defaults. The Snakefile calls
-:func:`validate_config` first thing, so a bad key stops a run before any job starts.
+``unknown config key 'extract.framerate'``) and runs ``snakemake.utils.validate`` on the
+same schema. The Snakefile calls :func:`validate_config` first thing, so a bad key stops a
+run before any job starts.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
@@ -26,6 +39,100 @@ class ConfigError(ValueError):
     """The configuration does not match the schema; the message names every bad key."""
 
 
+@functools.cache
+def _defaults() -> dict:
+    try:
+        with open(DEFAULT_CONFIG, encoding="utf-8") as fh:
+            d = yaml.safe_load(fh)
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read the default configuration {DEFAULT_CONFIG}: {e}") from e
+    if not isinstance(d, dict):
+        raise ConfigError(f"{DEFAULT_CONFIG}: expected a mapping of config keys")
+    return d
+
+
+def defaults() -> dict:
+    """Every key's default: ``config.yaml``, parsed once (a deep copy, free to change)."""
+    return copy.deepcopy(_defaults())
+
+
+def default(key: str) -> Any:
+    """The default of the dotted config key `key` (``"train.param_weight"`` -> 0.2), read
+    from ``config.yaml``; KeyError naming the key when it has none."""
+    node: Any = _defaults()
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise KeyError(f"config key {key!r} has no default in {DEFAULT_CONFIG.name}")
+        node = node[part]
+    return copy.deepcopy(node)
+
+
+def with_defaults(config: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> dict:
+    """`config` over the defaults (`base`, default :func:`defaults`): sections merged key by
+    key, any value the config gives (``null`` included) kept.  Returns a new dict."""
+    out = copy.deepcopy(dict(_defaults() if base is None else base))
+    for k, v in config.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = with_defaults(v, out[k])
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def section(name: str, values: Mapping[str, Any] | None = None) -> dict:
+    """Config section `name` (dotted, ``"train"``) with `values` over its defaults: what a
+    stage reads when it is handed a section mapping that may leave keys out."""
+    base = default(name)
+    if not isinstance(base, Mapping):
+        raise KeyError(f"config key {name!r} is not a section")
+    return with_defaults(values or {}, base)
+
+
+def setting(key: str) -> Any:
+    """A dataclass field whose default is config key `key`'s (:func:`default`); the key is
+    kept in the field's metadata (``config_key``) so tests can follow it."""
+    value = default(key)
+    meta = {"config_key": key}
+    if isinstance(value, list | dict):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(value), metadata=meta)
+    return dataclasses.field(default=value, metadata=meta)
+
+
+S = TypeVar("S", bound="Settings")
+
+
+class Settings:
+    """Mixin of the frozen per-stage settings dataclasses: ``SECTION`` names their config
+    section (dotted); :meth:`from_section` builds one from that section (absent keys take
+    their defaults, keys of ``OTHER_KEYS`` belong to another object and are passed over)."""
+
+    SECTION: ClassVar[str] = ""
+    OTHER_KEYS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_section(cls: type[S], section: Mapping[str, Any] | None = None, **extra: Any) -> S:
+        """The settings of config section ``SECTION`` given as a mapping (``config["train"]``);
+        `extra` sets fields that are not config keys.  ValueError names an unknown key."""
+        names = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+        section = dict(section or {})
+        unknown = sorted(set(section) - names - set(cls.OTHER_KEYS))
+        if unknown:
+            raise ValueError(
+                f"unknown {cls.SECTION} setting(s) {', '.join(unknown)} for {cls.__name__} "
+                f"(known: {', '.join(sorted(names))})"
+            )
+        kw = {k: v for k, v in section.items() if k in names}
+        return cls(**kw, **extra)
+
+    @classmethod
+    def from_config(cls: type[S], config: Mapping[str, Any], **extra: Any) -> S:
+        """The settings of a whole (validated) config: its ``SECTION``."""
+        node: Any = config
+        for part in cls.SECTION.split("."):
+            node = (node or {}).get(part) if isinstance(node, Mapping) else None
+        return cls.from_section(node, **extra)
+
+
 #: ``train.mode`` -> the voice models the workflow trains and evaluates.
 TRAIN_VARIANTS: dict[str, tuple[str, ...]] = {
     "supervised": ("supervised",),
@@ -35,8 +142,9 @@ TRAIN_VARIANTS: dict[str, tuple[str, ...]] = {
 
 
 def train_variants(config: Mapping[str, Any]) -> tuple[str, ...]:
-    """The voice models of a workflow config (``train.mode``, default supervised)."""
-    return TRAIN_VARIANTS[(config.get("train", {}) or {}).get("mode", "supervised")]
+    """The voice models of a workflow config (``train.mode``; absent: its default)."""
+    mode = (config.get("train", {}) or {}).get("mode")
+    return TRAIN_VARIANTS[default("train.mode") if mode is None else mode]
 
 
 def _dotted(path) -> str:
@@ -104,12 +212,16 @@ def nulls_from_strings(config: dict, schema: Mapping[str, Any]) -> dict:
 
 
 def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA) -> dict:
-    """Check `config` in place against the schema (naming bad keys), then fill defaults.
+    """Fill what `config` leaves out from ``config.yaml`` (:func:`with_defaults`), in place,
+    then check it against the schema, naming every bad key.
 
     A nullable key given as ``null`` text (``--config meta_csv=null``) becomes null first
     (:func:`nulls_from_strings`)."""
     schema = load_schema(schema_path)
     nulls_from_strings(config, schema)
+    filled = with_defaults(config)
+    config.clear()
+    config.update(filled)
     errors = schema_errors(config, schema)
     if errors:
         raise ConfigError(
@@ -121,7 +233,7 @@ def validate_config(config: dict, schema_path: str | os.PathLike = SCHEMA) -> di
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
     from snakemake.utils import validate
 
-    validate(config, str(schema_path), set_default=True)
+    validate(config, str(schema_path), set_default=False)
     return config
 
 
@@ -176,3 +288,52 @@ def load_config(
         else:
             config[k] = v
     return validate_config(config)
+
+
+def cli(argv: list[str]) -> int:
+    """``vox3d config [KEY] [--configfile F ...] [--set KEY=VALUE ...]``: the configuration a
+    run gets (config.yaml's defaults, then each file, then each ``--set``; validated), as
+    YAML, or one key's value."""
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="vox3d config",
+        description="Print the validated configuration: config.yaml's defaults with the given "
+        "files and values over them (what `snakemake --configfile F --config K=V` runs with).",
+    )
+    ap.add_argument("key", nargs="?", help="a dotted key (train.lr, fit); default: everything")
+    ap.add_argument("--configfile", action="append", default=[], help="a YAML file over it")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a value over it (YAML, as snakemake --config parses it: fit.batch_size=64)",
+    )  # fmt: skip
+    a = ap.parse_args(argv)
+    config: dict = {}
+    try:
+        for path in a.configfile:
+            with open(path, encoding="utf-8") as fh:
+                extra = yaml.safe_load(fh) or {}
+            if not isinstance(extra, dict):
+                raise ConfigError(f"{path}: expected a mapping of config keys")
+            config = with_defaults(extra, config)
+        for item in a.set:
+            key, sep, text = item.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+            node = yaml.safe_load(text)
+            for part in reversed(key.split(".")):
+                node = {part: node}
+            config = with_defaults(node, config)
+        validate_config(config)
+        out: Any = config
+        if a.key:
+            for part in a.key.split("."):
+                if not isinstance(out, Mapping) or part not in out:
+                    raise ConfigError(f"no config key {a.key!r}")
+                out = out[part]
+    except (ConfigError, OSError, yaml.YAMLError) as e:
+        print(f"vox3d config: {e}", file=sys.stderr)
+        return 1
+    text = yaml.safe_dump(out, sort_keys=False, default_flow_style=False)
+    print(text.removesuffix("\n...\n").rstrip("\n"))  # a scalar: no end-of-document mark
+    return 0

@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vox3d.config import section, setting
 from vox3d.io import save_torch_atomic, write_step_log
 from vox3d.safeload import BadModelFileError, load_torch
 from vox3d.voice_model import EMBED_DIM, unit_embedding
@@ -74,9 +75,10 @@ LOG_COLUMNS = (
 )  # fmt: skip
 
 
-@dataclass
+@dataclass(frozen=True)
 class DistillConfig:
-    """Settings of one unsupervised training run (stored in the model file)."""
+    """Settings of one unsupervised training run (stored in the model file): the ``demo``
+    preset's values unless a preset or ``train.unsupervised`` says otherwise."""
 
     steps: int = 300
     batch_size: int = 16
@@ -87,7 +89,7 @@ class DistillConfig:
     generator_channels: Sequence[int] = (256, 128, 64, 32, 16)
     trunk_channels: Sequence[int] = (16, 32, 64, 128, 256)
     checkpoint_every: int = 50
-    seed: int = 0
+    seed: int = setting("train.unsupervised.seed")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -126,8 +128,8 @@ PRESETS: dict[str, dict] = {
 
 def distill_config(settings: Mapping | None) -> DistillConfig:
     """A :class:`DistillConfig` from config ``train.unsupervised`` (preset + non-null overrides)."""
-    s = dict(settings or {})
-    preset = s.pop("preset", "demo")
+    s = section("train.unsupervised", settings)
+    preset = s.pop("preset")
     if preset not in PRESETS:
         raise ValueError(f"train.unsupervised.preset {preset!r}: choose from {sorted(PRESETS)}")
     d = dict(PRESETS[preset])

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vox3d import distill as D
+from vox3d.config import section
 from vox3d.distill import (
     EMBED_DIM,
     LOG_COLUMNS,
@@ -266,12 +267,12 @@ def run_train_unsupervised(
     from vox3d.train import UtteranceBank
 
     torch.set_num_threads(max(1, int(threads)))
-    s = dict(settings or {})
-    cfg = distill_config(s.get("unsupervised"))
+    s = section("train", settings)
+    cfg = distill_config(s["unsupervised"])
     encoder, emeta = load_encoder(encoder_path)
     crops = read_crops_by_identity(fit_paths)
     utts, train_ids, val_ids, meta, how = split_voices(
-        feature_paths, meta_csv, s.get("split", "auto"), float(s.get("val_fraction", 0.2)),
+        feature_paths, meta_csv, s["split"], float(s["val_fraction"]),
         among=set(crops),
     )  # fmt: skip
     leak = sorted(set(emeta.get("identities", [])) & set(val_ids))
@@ -291,7 +292,7 @@ def run_train_unsupervised(
     work = Path(out_model).parent / "unsupervised_state"
     from vox3d.torch_setup import resolve_device
 
-    device = resolve_device(s.get("device", "auto"), "train.device")
+    device = resolve_device(s["device"], "train.device")
     states, rows = train_distill(
         cfg, bank, np.concatenate(images), np.concatenate(image_labels), encoder, teacher,
         work, progress, device=device,

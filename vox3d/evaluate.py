@@ -17,7 +17,7 @@ face model (neutral expression):
 
 Metrics (:mod:`vox3d.metrics`): the four ARE ratios and their mean (errors averaged over an
 identity's predictions, then over identities; pairs from
-:func:`vox3d.face_model.select_are_pairs`, config ``evaluate.are_pairs``), RMSE after rigid
+:func:`vox3d.are_selection.select_are_pairs`, config ``evaluate.are_pairs``), RMSE after rigid
 alignment on the evaluation vertex set (face-model units; ICT: cm), and vertex R^2: the
 fraction of the targets' vertex variance around the training mean of the same target
 explained, ``r2_vertex = 1 - sum |v_pred - v_t|^2 / sum |v_mean - v_t|^2`` (raw, no
@@ -48,12 +48,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vox3d import metrics
-from vox3d.face_model import face_model_from_config, select_are_pairs
+from vox3d.are_selection import select_are_pairs
+from vox3d.config import Settings, setting
+from vox3d.face_model import face_model_from_config
 from vox3d.ground_truth import GroundTruth
 from vox3d.io import write_tsv
 from vox3d.predictions import write_predictions
@@ -420,6 +423,22 @@ def _voice_ceiling(truth: GroundTruth) -> float | None:
         return None
 
 
+@dataclass(frozen=True)
+class EvaluateSettings(Settings):
+    """The config's ``evaluate`` section (defaults: config.yaml's)."""
+
+    SECTION = "evaluate"
+
+    bootstrap: int = setting("evaluate.bootstrap")  # resamples over identities (0 = none)
+    n_figures: int = setting("evaluate.n_figures")
+    alignment: str = setting("evaluate.alignment")  # rigid | similarity
+    vertex_set: str = setting("evaluate.vertex_set")
+    are_pairs: str = setting("evaluate.are_pairs")  # cmp | landmark_rule
+    max_frames: int = setting("evaluate.max_frames")  # 0 = whole utterances
+    device: str = setting("evaluate.device")
+    seed: int = setting("evaluate.seed")
+
+
 def run_evaluate(
     model_path: str | os.PathLike,
     split_path: str | os.PathLike,
@@ -430,8 +449,8 @@ def run_evaluate(
     out_predictions: str | os.PathLike,
     ground_truth_h5: str | os.PathLike | None = None,
     face_model: Mapping | None = None,
-    settings: Mapping | None = None,
-    device: str = "auto",
+    settings: EvaluateSettings | Mapping | None = None,
+    device: str | None = None,
     out_per_coefficient: str | os.PathLike | None = None,
     out_comparisons: str | os.PathLike | None = None,
     unsupervised_path: str | os.PathLike | None = None,
@@ -455,12 +474,14 @@ def run_evaluate(
     from vox3d.featurestore import load_utterances  # torch
     from vox3d.voice_model import load_model  # torch
 
-    settings = dict(settings or {})
-    n_boot = int(settings.get("bootstrap", 1000))
-    seed = int(settings.get("seed", 0))
-    scale = settings.get("alignment", "rigid") == "similarity"
-    max_frames = int(settings.get("max_frames", 0))
-    dev = str(torch.device(resolve_device(device, "evaluate.device")))
+    st = (
+        settings
+        if isinstance(settings, EvaluateSettings)
+        else EvaluateSettings.from_section(settings)
+    )
+    n_boot, seed, max_frames = int(st.bootstrap), int(st.seed), int(st.max_frames)
+    scale = st.alignment == "similarity"
+    dev = str(torch.device(resolve_device(device or st.device, "evaluate.device")))
 
     if model_path is not None:
         model, meta = load_model(model_path)
@@ -526,11 +547,11 @@ def run_evaluate(
         p_summary += out[0]
         p_per_id += out[1]
         per_coef += out[2]
-    vset = settings.get("vertex_set", "face")
+    vset = st.vertex_set
     are_note = ""
     if space == "mesh":
         fm = face_model_from_config(face_model or {}, n_id=k)
-        sel = select_are_pairs(fm, str(settings.get("are_pairs", "cmp")))
+        sel = select_are_pairs(fm, str(st.are_pairs))
         are_note = sel.note
         midx = fm.vertex_sets.get(vset) if vset else None
         summary, per_id = [], []

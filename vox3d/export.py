@@ -40,77 +40,53 @@ longer be the ones the features (and the model) were computed from, so it is not
 Paths in every manifest (lhotse sources, ``audio_path``) are relative to the export
 folder, so the folder can be moved and two exports of the same inputs are byte-identical
 wherever they are written.  Load lhotse manifests with
-``RecordingSet.from_file(p).with_path_prefix(root)`` (or :func:`load_lhotse`).
+``RecordingSet.from_file(p).with_path_prefix(root)`` (or
+:func:`vox3d.export_formats.load_lhotse`).
 
 **Determinism.**  Rows are sorted by utterance id; gzip streams carry no name and mtime 0;
-parquet is written with the fixed settings of :data:`PARQUET_SETTINGS` by the pinned
-pyarrow; WAV headers are written here (libsndfile's float WAV has a PEAK chunk with a
-timestamp).  Every file is written atomically (:mod:`vox3d.io`).
+parquet is written with the fixed settings of :data:`vox3d.export_formats.PARQUET_SETTINGS`
+by the pinned pyarrow; WAV headers are written by hand
+(:func:`vox3d.export_formats.wav_float32_bytes`: libsndfile's float WAV has a PEAK chunk
+with a timestamp).  Every file is written atomically (:mod:`vox3d.io`).
+
+**Modules.**  This one reads the stage outputs and joins them into the export's rows
+(:func:`collect`) and runs the export (:func:`export`, :func:`cli`); the folder's names,
+the tables' columns and the rows (:class:`vox3d.export_layout.Collected`) are
+:mod:`vox3d.export_layout`; the writers of the audio files, manifests, tables and rejects
+table are :mod:`vox3d.export_formats`.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
-import gzip
-import io
-import json
 import os
-import struct
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from vox3d.config import default
+from vox3d.export_formats import write_audio, write_hf, write_lhotse, write_rejects
+from vox3d.export_layout import (
+    AUDIO_FORMATS,
+    EXPORT_DIR,
+    REJECTS_FILE,
+    Collected,
+    ExportError,
+    audio_relpath,
+    utterance_id,
+)
 from vox3d.fit_shard import FitShard, FitShardError
 from vox3d.identities import IdentitiesFile, IdentitiesFileError
 
-#: Export folder name under ``out_dir`` (the workflow writes ``OUT/voxceleb3d/``).
-EXPORT_DIR = "voxceleb3d"
 STAGE = "export"
 FORMATS = ("lhotse", "hf")
-AUDIO_FORMATS = ("wav", "flac")
-AUDIO_EXT = {"wav": ".wav", "flac": ".flac"}
-#: lhotse manifest files (relative to the export folder).
-LHOTSE_FILES = (
-    "lhotse/recordings.jsonl.gz",
-    "lhotse/supervisions.jsonl.gz",
-    "lhotse/cuts.jsonl.gz",
-)
-#: Hugging Face parquet files (relative to the export folder).
-HF_FILES = ("hf/utterances.parquet", "hf/identities.parquet")
-#: The utterances not exported (path, stage, reason), relative to the export folder.
-REJECTS_FILE = "rejects.tsv"
-#: Folder of the exported audio files (relative to the export folder).
-AUDIO_DIR = "audio"
-#: The dataset card (:mod:`vox3d.card`), relative to the export folder.
-CARD_FILE = "README.md"
-#: Fixed pyarrow.parquet.write_table settings (same table, same pyarrow -> same bytes).
-PARQUET_SETTINGS: dict[str, object] = {
-    "version": "2.6",
-    "compression": "zstd",
-    "compression_level": 3,
-    "use_dictionary": True,
-    "write_statistics": True,
-    "data_page_version": "1.0",
-    "row_group_size": 65536,
-    "store_schema": True,
-}
 #: Reason written to the export's rejects table for an utterance whose identity has no shape.
 NO_SHAPE = "identity {identity} has no fitted 3D shape (see fit/rejects.tsv); voice not exported"
-
-
-def file_key(rel: str) -> str:
-    """An export file's name without folder and extensions (``lhotse/cuts.jsonl.gz`` ->
-    ``cuts``): the name of that output in the workflow's export rules."""
-    return PurePosixPath(rel).name.split(".")[0]
-
-
-class ExportError(ValueError):
-    """An input of the export is missing, unreadable or inconsistent; the message names it."""
 
 
 # --------------------------------------------------------------------------------------
@@ -217,86 +193,7 @@ def _read_manifest(path: Path) -> dict[str, dict[str, str]]:
 
 
 # --------------------------------------------------------------------------------------
-# the table
-
-
-@dataclass
-class Collected:
-    """Everything the exports write.
-
-    utterances: one dict per exported utterance, sorted by ``utterance_id`` (columns:
-    :data:`UTTERANCE_COLUMNS`; ``shape``/``shape_spread`` (K,) float32 arrays) plus the
-    private keys ``_shard`` (extract shard path) and ``_index`` (row in it).
-    identities: one dict per exported identity, sorted (columns :data:`IDENTITY_COLUMNS`).
-    rejects: rows ``path, stage, reason`` of utterances this stage did not export.
-    feature_rejected: utterances the features stage rejected (manifest paths).
-    """
-
-    utterances: list[dict] = field(default_factory=list)
-    identities: list[dict] = field(default_factory=list)
-    rejects: list[dict] = field(default_factory=list)
-    feature_rejected: list[str] = field(default_factory=list)
-    face_model: str = ""
-    n_id: int = 0
-    sample_rate: int = 16000
-    audio_format: str = "wav"
-    split_method: str = ""
-
-
-#: Columns of ``hf/utterances.parquet`` (and of :attr:`Collected.utterances`), in order.
-UTTERANCE_COLUMNS = (
-    "utterance_id",  # <identity>/<youtube-id>/<utt> (manifest path without extension)
-    "identity",
-    "youtube_id",
-    "utterance",
-    "gender",  # m | f | null (unknown)
-    "split",  # train | val
-    "duration_s",  # seconds of audio (num_samples / sample_rate)
-    "num_samples",
-    "sample_rate",  # Hz (16000)
-    "audio_path",  # relative to the export folder
-    "source_video",  # manifest path, relative to videos_dir
-    "frames_extracted",  # frames sampled at extract.frame_rate
-    "frames_kept",  # of those, frames that passed the fit filters
-    "face_model",  # ict | bfm
-    "shape",  # (K,) float32 identity coefficients of the identity
-    "shape_spread",  # (K,) float32 robust std of the identity's frames
-    "shape_n_frames",  # frames pooled into the identity's shape
-    "shape_n_videos",  # utterances (mp4s) pooled
-    "shape_n_outliers",  # frames rejected as outliers
-)
-#: Columns of ``hf/identities.parquet``, in order.
-IDENTITY_COLUMNS = (
-    "identity",
-    "name",
-    "gender",
-    "nationality",
-    "vox1_set",  # the metadata's Set column (VoxCeleb1: dev | test)
-    "split",
-    "n_utterances",
-    "n_youtube_ids",
-    "duration_s",
-    "face_model",
-    "shape",
-    "shape_spread",
-    "shape_n_frames",
-    "shape_n_videos",
-    "shape_n_outliers",
-)
-
-
-def utterance_id(video: str) -> str:
-    """``<id>/<yt>/<utt>.mp4`` -> ``<id>/<yt>/<utt>`` (the id the features stage uses)."""
-    from vox3d.features import utterance_id as _uid
-
-    return _uid(video)
-
-
-def audio_relpath(video: str, audio_format: str = "wav") -> str:
-    """Path of an utterance's audio file relative to the export folder."""
-    if audio_format not in AUDIO_EXT:
-        raise ValueError(f"unknown audio format {audio_format!r}; choose one of {AUDIO_FORMATS}")
-    return str(PurePosixPath(AUDIO_DIR) / (utterance_id(video) + AUDIO_EXT[audio_format]))
+# the rows
 
 
 def _shape_fields(s) -> dict:
@@ -450,257 +347,6 @@ def collect(
 
 
 # --------------------------------------------------------------------------------------
-# audio
-
-
-def wav_float32_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
-    """A mono IEEE-float 32-bit WAV file (``fmt`` with format tag 3, ``fact``, ``data``)
-    of `audio` ``(S,)`` float32, written here so the bytes depend only on the samples."""
-    a = np.ascontiguousarray(audio, dtype="<f4").reshape(-1)
-    data = a.tobytes()
-    fmt = struct.pack("<HHIIHHH", 3, 1, sample_rate, sample_rate * 4, 4, 32, 0)
-    fact = struct.pack("<I", a.size)
-    body = (
-        b"WAVE"
-        + b"fmt " + struct.pack("<I", len(fmt)) + fmt
-        + b"fact" + struct.pack("<I", len(fact)) + fact
-        + b"data" + struct.pack("<I", len(data)) + data
-    )  # fmt: skip
-    if len(body) + 8 > 0xFFFFFFFF:
-        raise ValueError(f"audio too long for a WAV file ({a.size} samples)")
-    return b"RIFF" + struct.pack("<I", len(body)) + body
-
-
-def flac24_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
-    """24-bit mono FLAC of `audio` ``(S,)`` float32 in [-1, 1] (libsndfile, no metadata
-    besides the encoder's vendor string)."""
-    import soundfile as sf
-
-    buf = io.BytesIO()
-    sf.write(buf, np.asarray(audio, np.float32), sample_rate, format="FLAC", subtype="PCM_24")
-    return buf.getvalue()
-
-
-def encode_audio(audio: np.ndarray, sample_rate: int, audio_format: str) -> bytes:
-    """The file bytes of one utterance in `audio_format` (``wav`` | ``flac``)."""
-    if audio_format == "wav":
-        return wav_float32_bytes(audio, sample_rate)
-    if audio_format == "flac":
-        return flac24_bytes(audio, sample_rate)
-    raise ValueError(f"unknown audio format {audio_format!r}; choose one of {AUDIO_FORMATS}")
-
-
-def write_audio(
-    col: Collected, dest: str | os.PathLike, videos_dir: str | os.PathLike | None = None
-) -> dict[str, int]:
-    """Write every exported utterance's audio under ``dest/audio/`` (atomically; a file that
-    already has the right bytes is left alone).  Returns ``{"written", "unchanged", "bytes"}``.
-
-    The audio is the extract shard's; a shard that keeps none (``extract.keep_audio:
-    false``) has it decoded again from ``videos_dir`` (the same samples,
-    :meth:`vox3d.extract.ExtractShard.video_audio`)."""
-    from vox3d.extract import ExtractShard
-    from vox3d.io import write_bytes_atomic
-
-    dest = Path(dest)
-    (dest / AUDIO_DIR).mkdir(parents=True, exist_ok=True)  # exists even with nothing to export
-    by_shard: dict[str, list[dict]] = {}
-    for r in col.utterances:
-        by_shard.setdefault(r["_shard"], []).append(r)
-    res = {"written": 0, "unchanged": 0, "bytes": 0}
-    for shard in sorted(by_shard):
-        try:
-            sh = ExtractShard(shard)
-        except (OSError, ValueError) as e:
-            raise ExportError(str(e)) from e
-        with sh:
-            for r in by_shard[shard]:
-                try:
-                    a = sh.video_audio(r["_index"], videos_dir)
-                except (OSError, ValueError) as e:
-                    raise ExportError(str(e)) from e
-                if a.size != r["num_samples"]:
-                    raise ExportError(f"{shard}: {r['source_video']} audio length changed")
-                data = encode_audio(a, col.sample_rate, col.audio_format)
-                target = dest / r["audio_path"]
-                res["bytes"] += len(data)
-                if (
-                    target.is_file()
-                    and target.stat().st_size == len(data)
-                    and target.read_bytes() == data
-                ):
-                    res["unchanged"] += 1
-                    continue
-                write_bytes_atomic(target, data)
-                res["written"] += 1
-    return res
-
-
-# --------------------------------------------------------------------------------------
-# lhotse
-
-
-def _floats(a: np.ndarray) -> list[float]:
-    """float32 values as Python floats (exact; JSON round-trips them bit for bit)."""
-    return [float(x) for x in np.asarray(a, np.float32)]
-
-
-def lhotse_dicts(col: Collected) -> tuple[list[dict], list[dict], list[dict]]:
-    """``(recordings, supervisions, cuts)`` as lhotse's own ``to_dict()`` gives them.
-
-    Recording: id = utterance id, one ``file`` source (the audio file, relative path),
-    16 kHz, mono.  Supervision: the whole recording; ``speaker`` = identity, ``gender``;
-    ``custom``: ``youtube_id``, ``split``, ``face_model``, ``shape`` and ``shape_spread``
-    (lists of K floats, the float32 values of identities.h5), ``shape_n_frames``,
-    ``shape_n_videos``, ``shape_n_outliers``, ``frames_kept``.  Cut: one MonoCut each
-    (``<utterance id>-0``, lhotse's id for a cut of a whole recording).
-    """
-    from lhotse import CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
-    from lhotse.audio import AudioSource
-
-    recs, sups = [], []
-    for r in col.utterances:
-        rec = Recording(
-            id=r["utterance_id"],
-            sources=[AudioSource(type="file", channels=[0], source=r["audio_path"])],
-            sampling_rate=r["sample_rate"],
-            num_samples=r["num_samples"],
-            duration=r["duration_s"],
-        )
-        sup = SupervisionSegment(
-            id=r["utterance_id"],
-            recording_id=r["utterance_id"],
-            start=0.0,
-            duration=r["duration_s"],
-            channel=0,
-            speaker=r["identity"],
-            gender=r["gender"],
-            custom={
-                "youtube_id": r["youtube_id"],
-                "split": r["split"],
-                "face_model": r["face_model"],
-                "shape": _floats(r["shape"]),
-                "shape_spread": _floats(r["shape_spread"]),
-                "shape_n_frames": r["shape_n_frames"],
-                "shape_n_videos": r["shape_n_videos"],
-                "shape_n_outliers": r["shape_n_outliers"],
-                "frames_kept": r["frames_kept"],
-            },
-        )
-        recs.append(rec)
-        sups.append(sup)
-    cuts = CutSet.from_manifests(
-        recordings=RecordingSet.from_recordings(recs),
-        supervisions=SupervisionSet.from_segments(sups),
-    )
-    cut_dicts = sorted((c.to_dict() for c in cuts), key=lambda d: d["id"])
-    return [x.to_dict() for x in recs], [x.to_dict() for x in sups], cut_dicts
-
-
-def jsonl_gz_bytes(items: Iterable[Mapping]) -> bytes:
-    """JSON lines (lhotse's serialisation: ``json.dumps(item, ensure_ascii=False)``),
-    gzip-compressed with no file name and mtime 0, so equal items give equal bytes."""
-    text = "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items)
-    buf = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0, compresslevel=6) as gz:
-        gz.write(text.encode("utf-8"))
-    return buf.getvalue()
-
-
-def write_lhotse(col: Collected, dest: str | os.PathLike) -> list[Path]:
-    """Write :data:`LHOTSE_FILES` under `dest`; returns their paths."""
-    from vox3d.io import write_bytes_atomic
-
-    dest = Path(dest)
-    paths = []
-    for rel, items in zip(LHOTSE_FILES, lhotse_dicts(col), strict=True):
-        write_bytes_atomic(dest / rel, jsonl_gz_bytes(items))
-        paths.append(dest / rel)
-    return paths
-
-
-def load_lhotse(root: str | os.PathLike):
-    """``(RecordingSet, SupervisionSet, CutSet)`` of an export folder, audio paths resolved
-    against `root` (lhotse's ``with_path_prefix``)."""
-    from lhotse import CutSet, RecordingSet, SupervisionSet
-
-    root = Path(root)
-    recs = RecordingSet.from_file(root / LHOTSE_FILES[0]).with_path_prefix(root)
-    sups = SupervisionSet.from_file(root / LHOTSE_FILES[1])
-    cuts = CutSet.from_file(root / LHOTSE_FILES[2]).with_recording_path_prefix(root)
-    return recs, sups, cuts
-
-
-# --------------------------------------------------------------------------------------
-# Hugging Face (parquet)
-
-
-def _schemas():
-    import pyarrow as pa
-
-    vec = pa.list_(pa.float32())
-    types = {
-        "utterance_id": pa.string(), "identity": pa.string(), "youtube_id": pa.string(),
-        "utterance": pa.string(), "gender": pa.string(), "split": pa.string(),
-        "duration_s": pa.float64(), "num_samples": pa.int64(), "sample_rate": pa.int32(),
-        "audio_path": pa.string(), "source_video": pa.string(),
-        "frames_extracted": pa.int64(), "frames_kept": pa.int64(), "face_model": pa.string(),
-        "shape": vec, "shape_spread": vec, "shape_n_frames": pa.int64(),
-        "shape_n_videos": pa.int64(), "shape_n_outliers": pa.int64(),
-        "name": pa.string(), "nationality": pa.string(), "vox1_set": pa.string(),
-        "n_utterances": pa.int64(), "n_youtube_ids": pa.int64(),
-    }  # fmt: skip
-    utt = pa.schema([(c, types[c]) for c in UTTERANCE_COLUMNS])
-    ident = pa.schema([(c, types[c]) for c in IDENTITY_COLUMNS])
-    return utt, ident
-
-
-def _table(rows: Sequence[Mapping], schema):
-    import pyarrow as pa
-
-    cols = {}
-    for f in schema:
-        vals = [r[f.name] for r in rows]
-        if pa.types.is_list(f.type):
-            vals = [np.asarray(v, np.float32) for v in vals]
-        cols[f.name] = pa.array(vals, type=f.type)
-    return pa.Table.from_pydict(cols, schema=schema)
-
-
-def parquet_bytes(table) -> bytes:
-    """`table` as parquet with :data:`PARQUET_SETTINGS`."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, **PARQUET_SETTINGS)
-    return sink.getvalue().to_pybytes()
-
-
-def write_hf(col: Collected, dest: str | os.PathLike) -> list[Path]:
-    """Write :data:`HF_FILES` under `dest`; returns their paths."""
-    from vox3d.io import write_bytes_atomic
-
-    dest = Path(dest)
-    utt_schema, id_schema = _schemas()
-    out = []
-    for rel, rows, schema in zip(
-        HF_FILES, (col.utterances, col.identities), (utt_schema, id_schema), strict=True
-    ):
-        write_bytes_atomic(dest / rel, parquet_bytes(_table(rows, schema)))
-        out.append(dest / rel)
-    return out
-
-
-def write_rejects(col: Collected, dest: str | os.PathLike) -> Path:
-    """The export's rejects table (``path, stage, reason``) at ``dest/rejects.tsv``."""
-    from vox3d.io import write_rejects as _write
-
-    _write(Path(dest) / REJECTS_FILE, col.rejects)
-    return Path(dest) / REJECTS_FILE
-
-
-# --------------------------------------------------------------------------------------
 # one call, and the CLI
 
 
@@ -750,11 +396,13 @@ def cli(argv: Sequence[str]) -> int:
     ap.add_argument("--format", choices=FORMATS, action="append", required=True,
                     help="lhotse manifests or Hugging Face parquet (repeat for both)")  # fmt: skip
     ap.add_argument("--dest", default=None, help=f"export folder (default OUT_DIR/{EXPORT_DIR})")
-    ap.add_argument("--audio", choices=AUDIO_FORMATS, default="wav",
-                    help="wav: float32, bit-exact (default); flac: 24-bit, about half the size")  # fmt: skip
-    ap.add_argument("--split", choices=("auto", "names", "hash"), default="auto",
-                    help="identity split rule (config train.split)")  # fmt: skip
-    ap.add_argument("--val-fraction", type=float, default=0.2, help="config train.val_fraction")
+    ap.add_argument("--audio", choices=AUDIO_FORMATS, default=default("export.audio"),
+                    help="wav: float32, bit-exact; flac: 24-bit, about half the size "
+                    "(default: config export.audio)")  # fmt: skip
+    ap.add_argument("--split", choices=("auto", "names", "hash"), default=default("train.split"),
+                    help="identity split rule (default: config train.split)")  # fmt: skip
+    ap.add_argument("--val-fraction", type=float, default=default("train.val_fraction"),
+                    help="default: config train.val_fraction")  # fmt: skip
     ap.add_argument("--videos-dir", default=None,
                     help="the workflow's videos_dir, to decode audio its extract shards do not "
                     "keep (default: OUT_DIR/synthetic/videos)")  # fmt: skip

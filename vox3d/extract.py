@@ -43,30 +43,55 @@ import contextlib
 import logging
 import os
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import h5py
 import numpy as np
 
 from vox3d import __version__
+from vox3d.config import Settings, setting
 from vox3d.io import atomic_path, check_free_space, h5_group, h5_new, write_rejects, write_tsv
 from vox3d.manifest import BAD_NAME, NO_IDENTITY, read_shard
-from vox3d.video import (
-    DECODERS,
-    MIN_DECODED_FRACTION,
-    SAMPLE_RATE,
-    MediaError,
-    decode,
-)
+from vox3d.video import DECODERS, MIN_DECODED_FRACTION, SAMPLE_RATE, decode
+from vox3d.video_probe import MediaError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SAMPLE_RATE", "FORMAT", "FORMAT_VERSION", "ExtractShard", "extract_shard", "aggregate"]
+__all__ = ["SAMPLE_RATE", "FORMAT", "FORMAT_VERSION", "ExtractSettings", "ExtractShard",
+           "extract_shard", "aggregate"]  # fmt: skip
 
 FORMAT = "vox3d.extract"
 FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ExtractSettings(Settings):
+    """The config's ``extract`` section (defaults: config.yaml's)."""
+
+    SECTION = "extract"
+    #: The keys that shape an extract shard's content (rule ``extract_shard``'s params, so
+    #: that changing a stream-only key does not redo the extraction).
+    SHARD_KEYS: ClassVar[tuple[str, ...]] = ("frame_rate", "min_duration", "decoder")
+
+    frame_rate: float = setting("extract.frame_rate")  # sampled frames per second of video
+    min_duration: float = setting("extract.min_duration")  # seconds; shorter: rejected
+    decoder: str = setting("extract.decoder")  # pyav | ffmpeg
+    keep_frames: bool = setting("extract.keep_frames")
+    keep_audio: bool = setting("extract.keep_audio")
+    hwaccel: str = setting("extract.hwaccel")  # none | cuda
+    decode_workers: str = setting("extract.decode_workers")  # auto | threads | processes
+
+    @classmethod
+    def shard_params(cls, config: Mapping) -> dict:
+        """The :data:`SHARD_KEYS` of a config's ``extract`` section."""
+        st = cls.from_config(config)
+        return {k: getattr(st, k) for k in cls.SHARD_KEYS}
+
+
 STAGE = "extract"
 #: Index datasets: name -> dtype ("str" = utf-8 variable-length string).
 INDEX: dict[str, str] = {
@@ -151,7 +176,7 @@ def _float(v: str | None) -> float | None:
 
 class _FrameWriter:
     """``decode`` sink: appends one video's frames to ``frames/<name>`` as they decode, so
-    a shard job holds at most :data:`vox3d.video.FRAME_CHUNK` frames whatever the video's
+    a shard job holds at most :data:`vox3d.video_frames.FRAME_CHUNK` frames whatever the video's
     length; :meth:`drop` removes them again when the video is rejected after decoding."""
 
     def __init__(self, group: h5py.Group, name: str, out_h5: Path) -> None:
@@ -656,9 +681,9 @@ def cli(argv: Sequence[str]) -> int:
     ap.add_argument("shard_tsv", help="a shard of the manifest (OUT/shards/shard-NNNNN.tsv)")
     ap.add_argument("--videos-dir", required=True, help="root the manifest paths are relative to")
     ap.add_argument("--out", required=True, help="output HDF5 file")
-    ap.add_argument("--frame-rate", type=float, default=5.0)
-    ap.add_argument("--min-duration", type=float, default=1.0)
-    ap.add_argument("--decoder", choices=DECODERS, default="pyav")
+    ap.add_argument("--frame-rate", type=float, default=ExtractSettings.frame_rate)
+    ap.add_argument("--min-duration", type=float, default=ExtractSettings.min_duration)
+    ap.add_argument("--decoder", choices=DECODERS, default=ExtractSettings.decoder)
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(list(argv))
     res = extract_shard(

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from vox3d.config import Settings, setting
 from vox3d.pcm import PCM_SCALE, SAMPLE_RATE, BadAudio, condition
 from vox3d.vad import VAD_AGGRESSIVENESS, VAD_FRAME_MS, VAD_PADDING_MS, VAD_RATIO, remove_silence
 
@@ -70,8 +71,9 @@ FORMAT = "vox3d.features/1"
 
 
 @dataclass(frozen=True)
-class FeatureConfig:
-    """The configurable part of the feature stage (config ``features:`` section).
+class FeatureConfig(Settings):
+    """The configurable part of the feature stage (config ``features:`` section; defaults:
+    config.yaml's).
 
     kind: ``logmel`` (CMP's 64 bands) or ``mfcc`` (``n_mfcc`` coefficients, see module doc).
     float16: store frames as float16 in the HDF5 shards (reader returns float32).
@@ -81,20 +83,21 @@ class FeatureConfig:
     compression: HDF5 filter of the stored frames: ``none`` (default: fastest to write and
         read, any HDF5 tool), ``gzip`` (level 1 + shuffle: 15 % smaller, ~4x slower to
         write) or ``lzf`` (h5py's filter + shuffle: 11 % smaller); bench/features.py.
-    precision: arithmetic of the windowed frames and their spectra: ``float32`` (default:
-        about half the spectrum time; stored features within 3.3e-5 of the original's arrays, in
+    precision: arithmetic of the windowed frames and their spectra: ``float32`` (about half the spectrum time; stored features within 3.3e-5 of the original's arrays, in
         bench/features.py and tests/test_fbank.py) or ``float64`` (the original's
         arithmetic: bit-identical to its arrays).
     """
 
-    kind: str = "logmel"
-    n_mfcc: int = 20
-    float16: bool = False
-    min_voiced_s: float = 0.5
-    max_clipped: float = 0.01
-    max_dc: float = 0.01
-    compression: str = "none"
-    precision: str = "float32"
+    SECTION = "features"
+
+    kind: str = setting("features.kind")
+    n_mfcc: int = setting("features.n_mfcc")
+    float16: bool = setting("features.float16")
+    min_voiced_s: float = setting("features.min_voiced_s")
+    max_clipped: float = setting("features.max_clipped")
+    max_dc: float = setting("features.max_dc")
+    compression: str = setting("features.compression")
+    precision: str = setting("features.precision")
 
     def __post_init__(self) -> None:
         if self.precision not in ("float32", "float64"):
@@ -113,12 +116,7 @@ class FeatureConfig:
     @classmethod
     def from_mapping(cls, m: dict | None) -> FeatureConfig:
         """From a config ``features:`` mapping (unknown keys are an error)."""
-        m = dict(m or {})
-        known = {f for f in cls.__dataclass_fields__}
-        bad = sorted(set(m) - known)
-        if bad:
-            raise ValueError(f"unknown features setting(s): {', '.join(bad)}")
-        return cls(**m)
+        return cls.from_section(m)
 
     @property
     def n_features(self) -> int:

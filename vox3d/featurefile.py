@@ -37,16 +37,17 @@ def cli(argv: list[str]) -> int:
     )
     ap.add_argument("audio", help="input audio or video file")
     ap.add_argument("--out", required=True, help="output .npy")
-    ap.add_argument("--kind", choices=("logmel", "mfcc"), default="logmel")
+    ap.add_argument("--kind", choices=("logmel", "mfcc"), default=FeatureConfig.kind)
     ap.add_argument("--n-mfcc", type=int, default=FeatureConfig.n_mfcc)
     ap.add_argument(
         "--no-repeat", action="store_true", help="do not repeat to 1000 frames (raw length)"
     )
     ap.add_argument("--min-voiced-s", type=float, default=FeatureConfig.min_voiced_s)
     ap.add_argument(
-        "--precision", choices=("float64", "float32"), default="float64",
-        help="float64 (default here: bit-identical to the original's stored arrays) or "
-        "float32 (the workflow's default: faster, within ~1e-4)",
+        "--precision", choices=("float64", "float32"), default=FeatureConfig.precision,
+        help="float64 (bit-identical to the original's stored arrays) or float32 (faster, "
+        "within ~1e-4); default: config.yaml's features.precision, "
+        f"{FeatureConfig.precision}",
     )  # fmt: skip
     args = ap.parse_args(argv)
     keep_freed_memory()

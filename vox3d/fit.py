@@ -26,7 +26,7 @@ Two implementations of steps 1-3, with the same per-frame outputs:
   choice over *all* detections of each frame (:func:`choose_faces_torch`, count and
   margin as :func:`vox3d.quality.choose_face`), ROI, the cv2-exact torch crop, regression
   and the blur measure run batched on the device; per-frame fields come back once per
-  batch, pose angles are vectorised on the host (:func:`pose_angles_deg_batch`).
+  batch, pose angles are vectorised on the host (:func:`vox3d.params.pose_angles_deg_batch`).
 
 Parity (tests/test_fit.py, device cpu, real VoxCeleb2 frames, two-face and black frames):
 boxes, ROIs, scores, counts, margins, blur, keep and reason identical; parameters equal to
@@ -40,7 +40,7 @@ switched off so the GPU stays at fp32 parity; the regressor layout per precision
 
 Face model from config: ``ict`` (default) uses the ICT regressor committed in
 ``vox3d/data/ict_regressor.pth`` (layout ``ict_layout(n_id, n_exp)``, see
-:mod:`vox3d.ict_regressor`); ``bfm`` uses 3DDFA-V2's mb05 checkpoint (62 parameters).
+:mod:`vox3d.ict_checkpoint`); ``bfm`` uses 3DDFA-V2's mb05 checkpoint (62 parameters).
 """
 
 from __future__ import annotations
@@ -52,10 +52,16 @@ from pathlib import Path
 
 import numpy as np
 
-from vox3d.config import train_variants
+from vox3d.config import default, setting, train_variants
 from vox3d.fit_shard import FRAME_FIELDS, FitShard, write_fit_shard
 from vox3d.frame_source import Batch, BatchPrefetcher, Prefetcher, progress_totals
-from vox3d.params import TDDFA_LAYOUT, ParamLayout, ict_layout, pose_to_srt, rotation_to_euler
+from vox3d.params import (
+    TDDFA_LAYOUT,
+    ParamLayout,
+    ict_layout,
+    pose_angles_deg,
+    pose_angles_deg_batch,
+)
 from vox3d.quality import REASONS, Thresholds, choose_face, classify, count_reasons
 from vox3d.torch_setup import resolve_device
 
@@ -74,52 +80,55 @@ ICT_REGRESSOR_JSON = ICT_REGRESSOR.with_suffix(".json")
 @dataclass(frozen=True)
 class FitConfig:
     """Everything the fit stage needs, from config.yaml's ``face_model``, ``fit`` and
-    ``assets`` sections (see :meth:`from_config`)."""
+    ``assets`` sections (see :meth:`from_config`); defaults: config.yaml's."""
 
-    face_model: str = "ict"  # ict | bfm
-    n_id: int = 40
-    n_exp: int = 10
-    device: str = "auto"  # auto | cpu | cuda
-    batch_size: int = 32
-    precision: str = "fp32"  # fp32 | fp16 | bf16
-    cuda_graphs: bool = True  # CUDA: replay the regressor as a CUDA graph (Fitter._regress)
+    face_model: str = setting("face_model.name")  # ict | bfm
+    n_id: int = setting("face_model.n_id")
+    n_exp: int = setting("face_model.n_exp")
+    device: str = setting("fit.device")  # auto | cpu | cuda
+    batch_size: int = setting("fit.batch_size")
+    precision: str = setting("fit.precision")  # fp32 | fp16 | bf16
+    #: CUDA: replay the regressor as a CUDA graph (Fitter._regress)
+    cuda_graphs: bool = setting("fit.cuda_graphs")
     thresholds: Thresholds = field(default_factory=Thresholds)
-    landmarks: str = "none"  # none | fan
-    fan_weights: str | None = None
+    landmarks: str = setting("fit.landmarks")  # none | fan
+    fan_weights: str | None = setting("fit.fan_weights")
     faceboxes: str | None = None
     tddfa_weights: str | None = None
     tddfa_param_mean_std: str | None = None
-    ict_regressor: str | None = None  # default: vox3d/data/ict_regressor.pth
+    #: default (null): vox3d/data/ict_regressor.pth
+    ict_regressor: str | None = setting("fit.ict_regressor")
     ict_facekit: str | None = None  # ICT-FaceKit archive (fit.landmarks: fan only)
     bfm: str | None = None  # bfm_noneck_v3.pkl (fit.landmarks: fan with face_model bfm)
     threads: int = 1
     #: keep the 120x120 crop of every kept frame, JPEG-compressed, in the shard's
-    #: ``crops/`` group (:mod:`vox3d.fit_shard`); the unsupervised voice model trains on them
+    #: ``crops/`` group (:mod:`vox3d.fit_shard`); the unsupervised voice model trains on
+    #: them.  ``fit.keep_crops`` resolved (:func:`crops_needed`): its ``auto`` is a choice.
     keep_crops: bool = False
 
     @classmethod
     def from_config(cls, config: dict, threads: int = 1) -> FitConfig:
-        """Build from the whole workflow config dict (missing keys -> defaults)."""
-        fm = config.get("face_model", {}) or {}
-        fit = config.get("fit", {}) or {}
+        """Build from the whole workflow config dict (missing keys -> config.yaml's)."""
+        fm = {**default("face_model"), **(config.get("face_model", {}) or {})}
+        fit = {**default("fit"), **(config.get("fit", {}) or {})}
         assets = config.get("assets", {}) or {}
-        name = fm.get("name", "ict")
-        n_id, n_exp = (40, 10) if name == "bfm" else (fm.get("n_id", 40), fm.get("n_exp", 10))
+        name = fm["name"]
+        layout = TDDFA_LAYOUT if name == "bfm" else ict_layout(int(fm["n_id"]), int(fm["n_exp"]))
         return cls(
             face_model=name,
-            n_id=int(n_id),
-            n_exp=int(n_exp),
-            device=fit.get("device", "auto"),
-            batch_size=int(fit.get("batch_size", 32)),
-            precision=fit.get("precision", "fp32"),
-            cuda_graphs=bool(fit.get("cuda_graphs", True)),
+            n_id=layout.n_id,
+            n_exp=layout.n_exp,
+            device=fit["device"],
+            batch_size=int(fit["batch_size"]),
+            precision=fit["precision"],
+            cuda_graphs=bool(fit["cuda_graphs"]),
             thresholds=Thresholds.from_config(fit),
-            landmarks=fit.get("landmarks", "none"),
-            fan_weights=fit.get("fan_weights"),
+            landmarks=fit["landmarks"],
+            fan_weights=fit["fan_weights"],
             faceboxes=assets.get("faceboxes"),
             tddfa_weights=assets.get("tddfa_weights"),
             tddfa_param_mean_std=assets.get("tddfa_param_mean_std"),
-            ict_regressor=fit.get("ict_regressor"),
+            ict_regressor=fit["ict_regressor"],
             ict_facekit=assets.get("ict_facekit"),
             bfm=assets.get("bfm"),
             threads=int(threads),
@@ -161,7 +170,8 @@ class FitConfig:
 def crops_needed(config: dict) -> bool:
     """Whether the fit keeps its crops: config ``fit.keep_crops`` (``auto``: when
     ``train.mode`` trains the unsupervised variant, which learns from them)."""
-    keep = (config.get("fit", {}) or {}).get("keep_crops", "auto")
+    keep = (config.get("fit", {}) or {}).get("keep_crops")
+    keep = default("fit.keep_crops") if keep is None else keep
     return "unsupervised" in train_variants(config) if keep == "auto" else bool(keep)
 
 
@@ -441,7 +451,7 @@ def build_regressor(
             widen=1.0 if "mb1" in Path(weights).name else 0.5, num_params=cfg.layout.n,
             device=device, precision=precision, channels_last=channels_last, fuse_bn=fuse_bn,
         )  # fmt: skip
-    from vox3d.ict_regressor import make_regressor
+    from vox3d.ict_checkpoint import make_regressor
 
     if channels_last or fuse_bn:  # fold the BatchNorms in fp32, then cast
         ref = make_regressor(cfg.regressor_file, cfg.n_id, cfg.n_exp)
@@ -552,44 +562,6 @@ def laplacian_variance_torch(crops, windows=None):
     cnt = m.sum((1, 2))
     mean = (lap * m).sum((1, 2)) / cnt
     return ((lap - mean[:, None, None]).square() * m).sum((1, 2)) / cnt
-
-
-def pose_angles_deg_batch(params: np.ndarray) -> np.ndarray:
-    """Vectorised :func:`pose_angles_deg`: ``(N, P)`` -> ``(N, 3)`` yaw, pitch, roll (deg).
-
-    Same formulas (3DDFA-V2's ``P2sRt`` + ``matrix2angle``, gimbal branches at
-    |R[2, 0]| > 0.998); NaN rows where the pose is not finite or its first row is zero.
-    """
-    P = np.asarray(params, np.float64)[:, :12].reshape(-1, 3, 4)
-    out = np.full((P.shape[0], 3), np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r1, r2 = P[:, 0, :3], P[:, 1, :3]
-        n1 = np.sqrt((r1 * r1).sum(1))
-        n2 = np.sqrt((r2 * r2).sum(1))
-        ok = np.isfinite(P).all((1, 2)) & (n1 != 0)
-        r1, r2 = r1 / n1[:, None], r2 / n2[:, None]
-        r3 = np.cross(r1, r2)
-        r20, r21, r22 = r3[:, 0], r3[:, 1], r3[:, 2]
-        hi, lo = r20 > 0.998, r20 < -0.998
-        yaw = np.where(hi, np.pi / 2, np.where(lo, -np.pi / 2, np.arcsin(r20)))
-        c = np.cos(yaw)
-        pitch = np.where(
-            hi,
-            np.arctan2(-r1[:, 1], -r1[:, 2]),
-            np.where(lo, np.arctan2(r1[:, 1], r1[:, 2]), np.arctan2(r21 / c, r22 / c)),
-        )
-        roll = np.where(hi | lo, 0.0, np.arctan2(r2[:, 0] / c, r1[:, 0] / c))
-    out[ok] = np.degrees(np.stack([yaw, pitch, roll], 1))[ok]
-    return out
-
-
-def pose_angles_deg(params: np.ndarray) -> tuple[float, float, float]:
-    """(yaw, pitch, roll) in degrees of one parameter vector (3DDFA-V2 convention)."""
-    P = np.asarray(params[:12], np.float64).reshape(3, 4)
-    if not np.all(np.isfinite(P)) or np.linalg.norm(P[0, :3]) == 0:
-        return (np.nan, np.nan, np.nan)
-    _, R, _ = pose_to_srt(P)
-    return tuple(float(np.degrees(a)) for a in rotation_to_euler(R))
 
 
 def _empty_fields(n: int, n_params: int) -> dict[str, np.ndarray]:

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vox3d.face_model import face_model_from_config, restrict
+from vox3d.face_model import face_model_from_config, face_model_section, restrict
 from vox3d.fit_shard import FitShard
 from vox3d.ground_truth import GroundTruth
 from vox3d.identities import IdentitiesFile
@@ -405,8 +405,8 @@ def face_area_for(face_cfg: Mapping, n_id: int, vertex_set: str = FACE_SET) -> F
     """Load the configured face model (config ``face_model`` + asset paths, see
     :func:`vox3d.face_model.face_model_settings`) with ``n_id`` modes, restricted to
     ``vertex_set``."""
-    cfg = dict(face_cfg)
-    if cfg.get("name", "ict") == "ict":
+    cfg = face_model_section(face_cfg)
+    if cfg["name"] == "ict":
         cfg["subset"] = "face"  # contains narrow_face; the configured subset may be smaller
     cfg["n_exp"] = 0
     return face_area(face_model_from_config(cfg, n_id=n_id), vertex_set)

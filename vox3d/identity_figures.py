@@ -319,10 +319,10 @@ def voice_directions(face_settings: Mapping, n_id: int) -> tuple[np.ndarray, lis
     prior units and their voice features' names (:func:`vox3d.synth_rig.mapping_directions`
     on the ICT head model), for ICT runs; ``ValueError`` for another face model."""
     from vox3d import synth_rig
-    from vox3d.face_model import load_face_model
-    from vox3d.voice_synth import LINKED_FEATURES
+    from vox3d.face_model import face_model_section, load_face_model
+    from vox3d.voice_mapping import LINKED_FEATURES
 
-    if str(face_settings.get("name", "ict")) != "ict":
+    if face_model_section(face_settings)["name"] != "ict":
         raise ValueError("the synthetic voice directions are defined on the ICT face model")
     kw = {"path": face_settings["path"]} if face_settings.get("path") else {}
     model = load_face_model("ict", subset="head", n_id=n_id, n_exp=0, **kw)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from vox3d import paths
+from vox3d.config import default
 from vox3d.safeload import BadModelFileError
 
 #: Default ICT regressor checkpoint (committed; see :mod:`vox3d.ict_regressor`).
@@ -78,7 +79,7 @@ def make_regressor(face_model: str, args: argparse.Namespace):
             "train_regressor` (or `python -m vox3d.ict_regressor`), pass --ict-regressor "
             "PATH, or use --face-model bfm"
         )
-    from vox3d.ict_regressor import read_checkpoint_meta
+    from vox3d.ict_checkpoint import read_checkpoint_meta
 
     meta = read_checkpoint_meta(ckpt)
     n_id, n_exp = int(meta["n_id"]), int(meta["n_exp"])
@@ -196,7 +197,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--png", help="overlay of the meshes on the image")
     ap.add_argument("--json", help="per face: box, roi_box, params")
     ap.add_argument("--device", default="cpu", help="cpu | cuda")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    ap.add_argument(
+        "--precision", default=default("fit.precision"), choices=["fp32", "fp16", "bf16"]
+    )
     ap.add_argument("--faceboxes", default=str(paths.FACEBOXES_WEIGHTS), help="FaceBoxesProd.pth")
     ap.add_argument("--weights", help="bfm: regressor checkpoint (default mb05_120x120.pth)")
     ap.add_argument("--widen", type=float, help="bfm: MobileNet widen factor (default from name)")
@@ -204,7 +207,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--bfm", help=f"bfm: {BFM_HELP}")
     ap.add_argument("--ict-regressor", help=f"ict: checkpoint (default {ICT_REGRESSOR})")
     ap.add_argument("--ict-facekit", help="ict: ICT-FaceKit archive or FaceXModel folder")
-    ap.add_argument("--subset", default="face", help="ict: vertex subset of the mesh")
+    ap.add_argument(
+        "--subset", default=default("face_model.subset"), help="ict: vertex subset of the mesh"
+    )
     return ap
 
 

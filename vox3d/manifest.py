@@ -1,7 +1,7 @@
 """The manifest: one probe of every video under ``videos_dir``, and its split into shards.
 
 Layout of ``videos_dir`` (VoxCeleb): ``<identity>/<youtube-id>/<utterance>.<ext>`` with
-``ext`` one of :data:`vox3d.video.VIDEO_EXTENSIONS` (any case). Names may hold spaces and
+``ext`` one of :data:`vox3d.video_probe.VIDEO_EXTENSIONS` (any case). Names may hold spaces and
 any unicode. Files at another depth are still taken, so that nothing is dropped silently:
 
 * ``<identity>/<utterance>.<ext>`` (depth 2): ``youtube_id`` is empty;
@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 from vox3d.io import read_tsv, write_tsv
-from vox3d.video import VIDEO_EXTENSIONS, ProbeInfo, probe, probe_ffprobe
+from vox3d.video_probe import VIDEO_EXTENSIONS, ProbeInfo, probe, probe_ffprobe
 
 log = logging.getLogger(__name__)
 

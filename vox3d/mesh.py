@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vox3d.config import default
 from vox3d.io import atomic_path
 
 
@@ -116,17 +117,22 @@ def cli(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="vox3d mesh", description=__doc__.splitlines()[0])
     ap.add_argument("--params", required=True, help=".npy with (n,) or (B, n) parameters")
     ap.add_argument("--index", type=int, default=0, help="row of a (B, n) array")
-    ap.add_argument("--face-model", choices=("ict", "bfm"), default="ict")
+    ap.add_argument("--face-model", choices=("ict", "bfm"), default=default("face_model.name"))
     ap.add_argument(
         "--model-path",
         default=None,
         help="ICT-FaceKit archive/folder or bfm_noneck_v3.pkl (default: vox3d.paths)",
     )
     ap.add_argument(
-        "--subset", default="face", help="ICT subset: head | face_neck | face | narrow_face"
+        "--subset",
+        default=default("face_model.subset"),
+        help="ICT subset: head | face_neck | face | narrow_face",
     )
     ap.add_argument("--n-id", type=int, default=None, help="ICT identity modes (default: from n)")
-    ap.add_argument("--n-exp", type=int, default=10, help="ICT expression modes in the params")
+    ap.add_argument(
+        "--n-exp", type=int, default=default("face_model.n_exp"),
+        help="ICT expression modes in the params",
+    )  # fmt: skip
     ap.add_argument("--out", required=True, help="mesh file (.obj or .ply)")
     ap.add_argument("--posed", action="store_true", help="apply the pose (3DDFA-V2 crop coords)")
     ap.add_argument("--png", default=None, help="also write a lit render")

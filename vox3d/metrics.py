@@ -13,7 +13,7 @@ translation, Kabsch/Umeyama without scale; ``scale=True`` gives a similarity tra
 Units are the meshes' units (ICT-FaceKit: cm).
 
 A ratio whose pair the mesh does not have (``None`` in the pairs, e.g. the ear on
-``bfm_noneck_v3``, see :func:`vox3d.face_model.select_are_pairs`) is NaN, and the headline
+``bfm_noneck_v3``, see :func:`vox3d.are_selection.select_are_pairs`) is NaN, and the headline
 is then the mean of the available ratios.
 
 Intervals: percentile bootstrap over identities (resample identities with replacement,

@@ -19,7 +19,9 @@ shifts z so that its minimum is 0.  The result is in image pixels, x right, y do
 Euler angles follow 3DDFA-V2's ``utils/pose.py``: from the unit rotation ``R``,
 ``yaw = asin(R[2,0])``, ``pitch = atan2(R[2,1], R[2,2])``, ``roll = atan2(R[1,0], R[0,0])``
 (radians), i.e. ``R = Rz(roll) @ Ry(-yaw) @ Rx(pitch)``; near gimbal lock
-(``|R[2,0]| > 0.998``) roll is 0 as in the original.
+(``|R[2,0]| > 0.998``) roll is 0 as in the original.  :func:`pose_angles_deg` and
+:func:`pose_angles_deg_batch` read these angles (degrees) from parameter vectors;
+:func:`pose_matrix` builds ``P`` for a face placed in a frame.
 """
 
 from __future__ import annotations
@@ -163,6 +165,56 @@ def euler_to_rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     Rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
     return Rz @ Ry @ Rx
+
+
+def pose_matrix(R: np.ndarray, s0: float, tx: float, ty: float, roi) -> np.ndarray:
+    """``P (3, 4)`` mapping model vertices to crop coordinates (3DDFA-V2 convention, y up)
+    for a face at frame position ``x = s0 (R v)_x + tx``, ``y = -s0 (R v)_y + ty``."""
+    k = (roi[2] - roi[0]) / CROP_SIZE
+    P = np.zeros((3, 4))
+    P[:, :3] = (s0 / k) * R
+    P[0, 3] = (tx - roi[0]) / k + 1
+    P[1, 3] = CROP_SIZE - (ty - roi[1]) / k
+    P[2, 3] = 1.0
+    return P
+
+
+def pose_angles_deg_batch(params: np.ndarray) -> np.ndarray:
+    """Vectorised :func:`pose_angles_deg`: ``(N, P)`` -> ``(N, 3)`` yaw, pitch, roll (deg).
+
+    Same formulas (3DDFA-V2's ``P2sRt`` + ``matrix2angle``, gimbal branches at
+    |R[2, 0]| > 0.998); NaN rows where the pose is not finite or its first row is zero.
+    """
+    P = np.asarray(params, np.float64)[:, :12].reshape(-1, 3, 4)
+    out = np.full((P.shape[0], 3), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r1, r2 = P[:, 0, :3], P[:, 1, :3]
+        n1 = np.sqrt((r1 * r1).sum(1))
+        n2 = np.sqrt((r2 * r2).sum(1))
+        ok = np.isfinite(P).all((1, 2)) & (n1 != 0)
+        r1, r2 = r1 / n1[:, None], r2 / n2[:, None]
+        r3 = np.cross(r1, r2)
+        r20, r21, r22 = r3[:, 0], r3[:, 1], r3[:, 2]
+        hi, lo = r20 > 0.998, r20 < -0.998
+        yaw = np.where(hi, np.pi / 2, np.where(lo, -np.pi / 2, np.arcsin(r20)))
+        c = np.cos(yaw)
+        pitch = np.where(
+            hi,
+            np.arctan2(-r1[:, 1], -r1[:, 2]),
+            np.where(lo, np.arctan2(r1[:, 1], r1[:, 2]), np.arctan2(r21 / c, r22 / c)),
+        )
+        roll = np.where(hi | lo, 0.0, np.arctan2(r2[:, 0] / c, r1[:, 0] / c))
+    out[ok] = np.degrees(np.stack([yaw, pitch, roll], 1))[ok]
+    return out
+
+
+def pose_angles_deg(params: np.ndarray) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees of one parameter vector (3DDFA-V2 convention)."""
+    P = np.asarray(params[:12], np.float64).reshape(3, 4)
+    if not np.all(np.isfinite(P)) or np.linalg.norm(P[0, :3]) == 0:
+        return (np.nan, np.nan, np.nan)
+    _, R, _ = pose_to_srt(P)
+    return tuple(float(np.degrees(a)) for a in rotation_to_euler(R))
 
 
 def transform_vertices(vertices: np.ndarray, P: np.ndarray) -> np.ndarray:

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from vox3d.config import Settings, default, setting
+
 #: Reason codes stored per frame (uint8 index into this tuple).  Order = test order.
 REASONS: tuple[str, ...] = (
     "ok",
@@ -35,24 +37,34 @@ REASONS: tuple[str, ...] = (
     "landmarks",
 )
 REASON_CODE: dict[str, int] = {r: i for i, r in enumerate(REASONS)}
+_THRESHOLD_KEYS = ("min_score", "min_face_px", "max_yaw_deg", "min_blur", "face_margin",
+                   "max_landmark_nme")  # fmt: skip
 
 
 @dataclass(frozen=True)
-class Thresholds:
-    """Quality thresholds (units in the field names' docs; defaults = config.yaml)."""
+class Thresholds(Settings):
+    """Quality thresholds (units in the field names' docs; defaults: config.yaml's ``fit``)."""
 
-    min_score: float = 0.6  # detector confidence, 0..1
-    min_face_px: float = 40.0  # shorter box side, pixels of the frame
-    max_yaw_deg: float = 60.0  # |yaw|, degrees
-    min_blur: float = 60.0  # variance of the Laplacian of the in-frame grey crop (grey levels^2)
-    face_margin: float = 1.5  # area ratio largest / second largest face
-    max_landmark_nme: float = 0.1  # FAN vs model landmarks, NME (box-size normalised)
+    SECTION = "fit"
+    OTHER_KEYS = tuple(k for k in default("fit") if k not in _THRESHOLD_KEYS)
+
+    min_score: float = setting("fit.min_score")  # detector confidence, 0..1
+    min_face_px: float = setting("fit.min_face_px")  # shorter box side, pixels of the frame
+    max_yaw_deg: float = setting("fit.max_yaw_deg")  # |yaw|, degrees
+    #: variance of the Laplacian of the in-frame grey crop (grey levels^2)
+    min_blur: float = setting("fit.min_blur")
+    face_margin: float = setting("fit.face_margin")  # area ratio largest / second largest face
+    #: FAN vs model landmarks, NME (box-size normalised)
+    max_landmark_nme: float = setting("fit.max_landmark_nme")
+
+    def __post_init__(self) -> None:
+        for k in _THRESHOLD_KEYS:
+            object.__setattr__(self, k, float(getattr(self, k)))
 
     @classmethod
     def from_config(cls, fit_cfg: dict) -> Thresholds:
         """Build from the ``fit:`` section of the config (missing keys -> defaults)."""
-        names = set(cls.__dataclass_fields__)
-        return cls(**{k: float(v) for k, v in fit_cfg.items() if k in names})
+        return cls.from_section(fit_cfg)
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vox3d.config import section, setting
 from vox3d.io import save_torch_atomic, write_step_log
 from vox3d.safeload import BadModelFileError, load_torch
 from vox3d.voice_model import EMBED_DIM, ENCODER_CHANNELS, VoiceEncoder, unit_embedding
@@ -34,16 +35,17 @@ ENCODER_FORMAT = "vox3d speaker encoder 1"
 LOGIT_SCALE = 10.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class SpeakerConfig:
-    """Settings of the speaker-classifier pretraining (config ``train.voice_encoder``)."""
+    """Settings of the speaker-classifier pretraining (config ``train.voice_encoder``;
+    defaults: config.yaml's)."""
 
-    steps: int = 400
-    batch_size: int = 32
-    lr: float = 1e-3
+    steps: int = setting("train.voice_encoder.steps")
+    batch_size: int = setting("train.voice_encoder.batch_size")
+    lr: float = setting("train.voice_encoder.lr")
     crop_min: int = 100
     crop_max: int = 300
-    seed: int = 0
+    seed: int = setting("train.voice_encoder.seed")
 
     @classmethod
     def from_settings(cls, settings: Mapping | None) -> SpeakerConfig:
@@ -171,10 +173,10 @@ def run_pretrain_voice(
     from vox3d.train import UtteranceBank
 
     torch.set_num_threads(max(1, int(threads)))
-    s = dict(settings or {})
-    cfg = SpeakerConfig.from_settings(s.get("voice_encoder"))
+    s = section("train", settings)
+    cfg = SpeakerConfig.from_settings(s["voice_encoder"])
     utts, train_ids, val_ids, _, how = split_voices(
-        feature_paths, meta_csv, s.get("split", "auto"), float(s.get("val_fraction", 0.2))
+        feature_paths, meta_csv, s["split"], float(s["val_fraction"])
     )
     feats, labels, held, held_lab = [], [], [], []
     for j, ident in enumerate(train_ids):

@@ -29,7 +29,7 @@ them; a video reaches the fit once decoded, at most ``workers + 2`` in flight, i
 handed over through one file in ``/dev/shm``, :class:`_Spilled`), ahead of the fit, in
 manifest order (sorted paths):
 worker k decodes video j into its own queue of at most :data:`QUEUE_CHUNKS` chunks of
-:data:`vox3d.video.FRAME_CHUNK` frames and blocks when it is full, so memory is bounded by
+:data:`vox3d.video_frames.FRAME_CHUNK` frames and blocks when it is full, so memory is bounded by
 ``workers x QUEUE_CHUNKS x FRAME_CHUNK`` frames plus the video being fitted.  PyAV releases
 the GIL while it decodes and converts; the fit's own read-ahead thread consumes the pieces.
 ``hwaccel`` (config ``extract.hwaccel``) decodes on an FFmpeg hardware device (``cuda``:
@@ -70,7 +70,8 @@ from vox3d.features import STAGE, Utterance, _one
 from vox3d.frame_source import Piece, piece_frames
 from vox3d.io import main_not_reimported
 from vox3d.manifest import read_shard
-from vox3d.video import DECODERS, SAMPLE_RATE, MediaError, decode
+from vox3d.video import DECODERS, SAMPLE_RATE, decode
+from vox3d.video_probe import MediaError
 
 #: Frames of one video held back until its decode ends (so a rejected video never reaches
 #: the fit): 256 frames = 51 s at 5 fps, 38 MB at 224x224.

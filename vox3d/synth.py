@@ -54,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vox3d.config import default
 from vox3d.io import main_not_reimported, write_text_atomic
 from vox3d.synth_card import corpus_card, corpus_summary, write_ground_truth, write_meta_csv
 from vox3d.synth_config import _S_NOISE, SYNTH_PRESETS, SynthConfig, _rng
@@ -219,14 +220,14 @@ def build_corpus(cfg: SynthConfig, out: str | os.PathLike, threads: int = 1, pro
 def cli(argv: list[str]) -> int:
     """``vox3d synth [--preset default|paper] [--identities N ...] --out DIR``."""
     p = argparse.ArgumentParser(prog="vox3d synth", description=__doc__.split("\n")[0])
-    p.add_argument("--preset", default="default", choices=sorted(SYNTH_PRESETS))
+    p.add_argument("--preset", default=default("synthetic.preset"), choices=sorted(SYNTH_PRESETS))
     p.add_argument("--identities", type=int, default=None, help="default: the preset's")
     p.add_argument("--videos-per-identity", type=int, default=None)
     p.add_argument("--utterances-per-video", type=int, default=None)
     p.add_argument("--seconds", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--n-id", type=int, default=40)
-    p.add_argument("--n-exp", type=int, default=10)
+    p.add_argument("--n-id", type=int, default=SynthConfig.n_id)
+    p.add_argument("--n-exp", type=int, default=SynthConfig.n_exp)
     p.add_argument("--face-model-path", default=None, help="ICT-FaceKit archive or folder")
     p.add_argument(
         "--threads",

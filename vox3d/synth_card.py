@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vox3d import voice_mapping as vm
 from vox3d import voice_synth as vs
 from vox3d.ground_truth import FORMAT as GT_FORMAT
 from vox3d.ground_truth import FORMAT_VERSION as GT_FORMAT_VERSION
@@ -199,7 +200,7 @@ def corpus_summary(cfg, idents, clips, ceiling) -> dict:
     }
 
 
-def _mapping_links_table(rig: FaceRig, m: vs.VoiceMapping) -> str:
+def _mapping_links_table(rig: FaceRig, m: vm.VoiceMapping) -> str:
     """Rows of the corpus card's link table (feature, direction, gain, noise, r, names)."""
     props = proportion_correlations(rig.model, m.directions)
     rows = []
@@ -207,7 +208,7 @@ def _mapping_links_table(rig: FaceRig, m: vs.VoiceMapping) -> str:
         r = g / math.hypot(g, s) if math.hypot(g, s) > 0 else 0.0
         top = "; ".join(f"{p} {v:+.2f}" for p, v in props[j][:3])
         rows.append(
-            f"| {vs.LINKED_FEATURES[j]} | {m.direction_names[j]} | {g:g} | {s:g} | {r:.2f} | {top} |"
+            f"| {vm.LINKED_FEATURES[j]} | {m.direction_names[j]} | {g:g} | {s:g} | {r:.2f} | {top} |"
         )
     return "\n".join(rows)
 
@@ -274,11 +275,11 @@ five formant resonators whose frequencies scale with `17.5 / VTL`, vowel traject
 (Peterson & Barney), phrases separated by pauses, fricative noise, room reverberation and
 noise.  Voice parameters of an identity, with `z` its standardised shape and `e ~ N(0,1)`:
 
-    vtl_cm          = {vs.VTL_MEAN_CM[0]} (m) / {vs.VTL_MEAN_CM[1]} (f) + {m.vtl_gain} (a_vtl . z) + {m.vtl_noise} e1
-    log f0_hz       = log {vs.F0_MEAN_HZ[0]} (m) / log {vs.F0_MEAN_HZ[1]} (f) + {m.f0_gain} (a_f0 . z) + {m.f0_noise} e2
+    vtl_cm          = {vm.VTL_MEAN_CM[0]} (m) / {vm.VTL_MEAN_CM[1]} (f) + {m.vtl_gain} (a_vtl . z) + {m.vtl_noise} e1
+    log f0_hz       = log {vm.F0_MEAN_HZ[0]} (m) / log {vm.F0_MEAN_HZ[1]} (f) + {m.f0_gain} (a_f0 . z) + {m.f0_noise} e2
     log ratio_i     = {m.ratio_gain} (b_i . z) + {m.ratio_noise} e_i        (formants F1-F4, i = 1..4)
-    open_quotient   = {vs.OQ_MEAN[0]} (m) / {vs.OQ_MEAN[1]} (f) + {m.oq_gain} (a_oq . z) + {m.oq_noise} e8
-    log breathiness = log {vs.BREATH_MEAN[0]} (m) / log {vs.BREATH_MEAN[1]} (f) + {m.breath_gain} (a_br . z) + {m.breath_noise} e11
+    open_quotient   = {vm.OQ_MEAN[0]} (m) / {vm.OQ_MEAN[1]} (f) + {m.oq_gain} (a_oq . z) + {m.oq_noise} e8
+    log breathiness = log {vm.BREATH_MEAN[0]} (m) / log {vm.BREATH_MEAN[1]} (f) + {m.breath_gain} (a_br . z) + {m.breath_noise} e11
 
 `a_vtl` grows face length (landmarks 27-8: the size link, longer faces have longer
 tracts and lower formants); the other seven directions are the leading face-proportion

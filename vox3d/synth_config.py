@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from vox3d.config import default, setting
 
 #: Frame size (pixels) and rate of every synthetic clip (VoxCeleb2 dev).
 FRAME_SIZE = 224
@@ -56,17 +58,37 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), *map(int, keys)]))
 
 
+#: Named corpus sizes (config ``synthetic.preset``).  ``default``: the embedded corpus of
+#: ``make run`` (40 identities, 160 clips of 4 s; about 76 s on two cores).  ``paper``:
+#: VoxCeleb1-like for the paper-scale voice model: 1,251 identities (VoxCeleb1's count;
+#: names A-E in its proportion, the paper's validation split), 4 videos x 2 utterances = 8
+#: utterances each, 4 s: 10,008 clips, 40,032 s of video (about 9,500 CPU s to render at
+#: 9.5 ms a frame, bench/results/cpu_synth.txt: ~10 min on 16 cores).
+SYNTH_PRESETS: dict[str, dict] = {
+    "default": {"identities": 40, "videos_per_identity": 2, "utterances_per_video": 2,
+                "seconds": 4.0, "seed": 0},
+    "paper": {"identities": 1251, "videos_per_identity": 4, "utterances_per_video": 2,
+              "seconds": 4.0, "seed": 0},
+}  # fmt: skip
+
+
+def _preset(key: str):
+    """The default preset's value of `key` (config.yaml's ``synthetic.preset``)."""
+    return field(default=SYNTH_PRESETS[default("synthetic.preset")][key])
+
+
 @dataclass(frozen=True)
 class SynthConfig:
-    """Corpus size and seed (config ``synthetic:``) plus the face model used."""
+    """Corpus size and seed (config ``synthetic:``) plus the face model used; defaults: the
+    default preset's sizes and config.yaml's face model."""
 
-    identities: int = 40
-    videos_per_identity: int = 2
-    utterances_per_video: int = 2
-    seconds: float = 4.0
-    seed: int = 0
-    n_id: int = 40
-    n_exp: int = 10
+    identities: int = _preset("identities")
+    videos_per_identity: int = _preset("videos_per_identity")
+    utterances_per_video: int = _preset("utterances_per_video")
+    seconds: float = _preset("seconds")
+    seed: int = _preset("seed")
+    n_id: int = setting("face_model.n_id")
+    n_exp: int = setting("face_model.n_exp")
     metric_subset: str = "face"  # vertex subset for the voice->shape ceiling
     face_model_path: str | None = None
 
@@ -87,24 +109,10 @@ class SynthConfig:
         ``preset`` (:data:`SYNTH_PRESETS`), then every key that is not null; `model`: the
         face-model fields (``n_id``, ``n_exp``, ``metric_subset``, ``face_model_path``)."""
         s = dict(settings)
-        name = s.pop("preset", "default") or "default"
+        name = s.pop("preset", None) or default("synthetic.preset")
         if name not in SYNTH_PRESETS:
             raise ValueError(f"synthetic.preset {name!r}: choose from {sorted(SYNTH_PRESETS)}")
         d = dict(SYNTH_PRESETS[name])
         d.update({k: v for k, v in s.items() if v is not None and k in cls.__dataclass_fields__})
         d.update(model)
         return cls(**d)
-
-
-#: Named corpus sizes (config ``synthetic.preset``).  ``default``: the embedded corpus of
-#: ``make run`` (40 identities, 160 clips of 4 s; about 76 s on two cores).  ``paper``:
-#: VoxCeleb1-like for the paper-scale voice model: 1,251 identities (VoxCeleb1's count;
-#: names A-E in its proportion, the paper's validation split), 4 videos x 2 utterances = 8
-#: utterances each, 4 s: 10,008 clips, 40,032 s of video (about 9,500 CPU s to render at
-#: 9.5 ms a frame, bench/results/cpu_synth.txt: ~10 min on 16 cores).
-SYNTH_PRESETS: dict[str, dict] = {
-    "default": {"identities": 40, "videos_per_identity": 2, "utterances_per_video": 2,
-                "seconds": 4.0, "seed": 0},
-    "paper": {"identities": 1251, "videos_per_identity": 4, "utterances_per_video": 2,
-              "seconds": 4.0, "seed": 0},
-}  # fmt: skip

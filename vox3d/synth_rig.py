@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vox3d import voice_mapping as vm
 from vox3d import voice_synth as vs
 from vox3d.synth_config import (
     _S_IDENTITY,
@@ -105,7 +106,8 @@ class FaceRig:
 def load_rig(cfg: SynthConfig):
     """Load ICT-FaceKit (subset ``head``) and derive the rendering regions and the
     face -> voice mapping directions (deterministic from the model)."""
-    from vox3d.face_model import ICT_SUBSETS, load_face_model
+    from vox3d.face_model import load_face_model
+    from vox3d.ict_facekit import ICT_SUBSETS
 
     kw = {"path": cfg.face_model_path} if cfg.face_model_path else {}
     model = load_face_model("ict", subset="head", n_id=cfg.n_id, n_exp=cfg.n_exp, **kw)
@@ -217,16 +219,17 @@ def _log_ratio_gradient(model, num: tuple[int, int], den: tuple[int, int]) -> np
 
 
 def ceiling_inputs(model, vertices: np.ndarray):
-    """What :func:`vox3d.voice_synth.voice_ceiling` measures on: ``(gram (K, K), gram_sim
+    """What :func:`vox3d.voice_mapping.voice_ceiling` measures on: ``(gram (K, K), gram_sim
     (K, K), are)`` of the identity basis over `vertices` (raw and similarity-removed,
-    :func:`vox3d.voice_synth.similarity_gram`), and ``are = (mean_pts (10, 3), basis_pts
+    :func:`vox3d.voice_mapping.similarity_gram`), and ``are = (mean_pts (10, 3), basis_pts
     (K, 10, 3), pairs)`` at the evaluation's ARE vertices (``evaluate.are_pairs: cmp``,
-    :func:`vox3d.face_model.select_are_pairs`)."""
-    from vox3d.face_model import ARE_KEYS, select_are_pairs
+    :func:`vox3d.are_selection.select_are_pairs`)."""
+    from vox3d.are_pairs import ARE_KEYS
+    from vox3d.are_selection import select_are_pairs
 
     B = model.id_basis[:, vertices].astype(np.float64) * model.id_std[:, None, None]
     Bf = B.reshape(model.n_id, -1)
-    gram_sim = vs.similarity_gram(model.mean[vertices], B)
+    gram_sim = vm.similarity_gram(model.mean[vertices], B)
     pairs = select_are_pairs(model, "cmp").pairs
     pts = np.array([v for k in ARE_KEYS for v in pairs[k]], dtype=np.int64)
     local = {k: (2 * n, 2 * n + 1) for n, k in enumerate(ARE_KEYS)}
@@ -259,7 +262,7 @@ PROPORTIONS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
 
 
 def _proportion_pairs(model, spec):
-    from vox3d.face_model import select_are_pairs
+    from vox3d.are_selection import select_are_pairs
 
     pairs = select_are_pairs(model, "cmp").pairs
     out = []
@@ -310,17 +313,18 @@ def proportion_modes(model, exclude: np.ndarray, n: int = 7) -> np.ndarray:
     other and to the unit `exclude` direction, the face-length (size) link).
 
     Eigenvectors of ``W = G_sim / tr G_sim + A / tr A`` (largest first) with ``G_sim``
-    the similarity-removed Gram of the face area (:func:`vox3d.voice_synth.similarity_gram`:
+    the similarity-removed Gram of the face area (:func:`vox3d.voice_mapping.similarity_gram`:
     how much of the scale-free vertex shape a direction moves) and ``A = sum_r g_r g_r^T /
     |g_r|`` over CMP's four ARE ratios (``g_r`` the gradient of ratio ``r``: how much of the
     face proportions CMP scores a direction moves), after projecting out `exclude`.
     """
-    from vox3d.face_model import ICT_SUBSETS, select_are_pairs
+    from vox3d.are_selection import select_are_pairs
+    from vox3d.ict_facekit import ICT_SUBSETS
 
     src = model.vertex_index if model.vertex_index is not None else np.arange(model.n_vertices)
     face = np.flatnonzero(src < ICT_SUBSETS["face"])
     B = model.id_basis[:, face].astype(np.float64) * model.id_std[:, None, None]
-    gs = vs.similarity_gram(model.mean[face], B)
+    gs = vm.similarity_gram(model.mean[face], B)
     pairs = select_are_pairs(model, "cmp").pairs
     a = np.zeros_like(gs)
     for key in ("ear", "forehead", "mid", "cheek"):
@@ -363,17 +367,17 @@ def mapping_directions(model) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(rows), u_g / np.linalg.norm(u_g)
 
 
-def default_mapping(rig: FaceRig) -> vs.VoiceMapping:
+def default_mapping(rig: FaceRig) -> vm.VoiceMapping:
     """The corpus's face -> voice mapping (directions from the model, fixed gains)."""
-    return vs.VoiceMapping(directions=rig.directions)
+    return vm.VoiceMapping(directions=rig.directions)
 
 
 def compute_ceiling(cfg: SynthConfig, rig: FaceRig) -> dict[str, float]:
-    """Voice -> shape ceiling (see :func:`vox3d.voice_synth.voice_ceiling`) on the metric
+    """Voice -> shape ceiling (see :func:`vox3d.voice_mapping.voice_ceiling`) on the metric
     vertex subset: vertex R^2 raw and scale-normalised, and ARE (CMP pairs) against the
     population mean face (:func:`ceiling_inputs`)."""
     gram, gram_sim, are = ceiling_inputs(rig.model, rig.face_idx)
-    return vs.voice_ceiling(
+    return vm.voice_ceiling(
         default_mapping(rig), gram, rig.model.id_std,
         (rig.gender_dir, GENDER_GAIN, GENDER_BIAS), gram_sim=gram_sim, are=are,
     )  # fmt: skip
@@ -449,7 +453,7 @@ def draw_identities(cfg: SynthConfig, rig: FaceRig) -> list[Identity]:
 def draw_face(rng: np.random.Generator, rig: FaceRig, k: int) -> tuple[np.ndarray, str]:
     """Standardised identity ``z (k,)`` (N(0, I) clipped to +-3) and gender ("m"/"f", from
     the gender model) of one person, drawn from `rng` (the corpus's first two draws of an
-    identity; :mod:`vox3d.regressor_data` draws its fresh faces with it too)."""
+    identity; :mod:`vox3d.regressor_render` draws its fresh faces with it too)."""
     z = np.clip(rng.standard_normal(k), -3, 3)
     p_m = 1.0 / (1.0 + math.exp(-(GENDER_GAIN * float(rig.gender_dir @ z) + GENDER_BIAS)))
     gender = "m" if rng.random() < p_m else "f"

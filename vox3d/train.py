@@ -31,6 +31,7 @@ resumes from the newest checkpoint whose ``run_key`` (hash of config + data) mat
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -46,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vox3d.config import Settings, default, setting
 from vox3d.face_model import face_model_from_config
 from vox3d.featurestore import load_utterances
 from vox3d.io import save_torch_atomic, write_text_atomic
@@ -64,36 +66,48 @@ from vox3d.train_presets import PRESETS
 from vox3d.voice_model import ModelConfig, VoiceToShape, build_model
 
 
-@dataclass
-class TrainConfig:
-    """Every setting of a training run (plain values; stored in checkpoints)."""
+def _preset(key: str):
+    """A field of the run settings whose default is the default preset's value
+    (``PRESETS[train.preset]``; config.yaml's null for that key means "the preset's")."""
+    value = PRESETS[default("train.preset")][key]
+    if isinstance(value, list):
+        return field(default_factory=lambda: list(value))
+    return field(default=value)
 
-    steps: int = 600
-    batch_size: int = 32
-    lr: float = 1e-3
-    betas: Sequence[float] = field(default_factory=lambda: [0.5, 0.999])
-    weight_decay: float = 0.0
-    crop_min: int = 100
-    crop_max: int = 300
-    param_weight: float = 1.0
-    vertex_weight: float = 1.0
-    ratio_weight: float = 0.0
-    checkpoint_every: int = 100
-    eval_every: int = 100
-    log_every: int = 20
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run (plain values; stored in checkpoints): the preset's
+    schedule (:data:`vox3d.train_presets.PRESETS`) with the ``train`` section's values over
+    it (:meth:`from_preset`, :meth:`TrainSettings.run_config`).  Defaults: config.yaml's,
+    and for the schedule the default preset's."""
+
+    steps: int = _preset("steps")
+    batch_size: int = _preset("batch_size")
+    lr: float = _preset("lr")
+    betas: Sequence[float] = _preset("betas")
+    weight_decay: float = setting("train.weight_decay")
+    crop_min: int = _preset("crop_min")
+    crop_max: int = _preset("crop_max")
+    param_weight: float = setting("train.param_weight")
+    vertex_weight: float = setting("train.vertex_weight")
+    ratio_weight: float = setting("train.ratio_weight")
+    checkpoint_every: int = _preset("checkpoint_every")
+    eval_every: int = _preset("eval_every")
+    log_every: int = _preset("log_every")
     keep_checkpoints: int = 2
-    seed: int = 0
-    mode: str = "supervised"
-    amp: bool = False  # bf16 autocast on CUDA
+    seed: int = setting("train.seed")
+    mode: str = setting("train.mode")
+    amp: bool = setting("train.amp")  # bf16 autocast on CUDA
     eval_max_frames: int = 1000
     #: ``constant`` or ``cosine`` (from ``lr`` at step 0 to ``lr * lr_min_ratio`` at the
     #: last step; a pure function of the step, so a resumed run keeps the same rates).
-    lr_schedule: str = "constant"
+    lr_schedule: str = _preset("lr_schedule")
     lr_min_ratio: float = 0.05
     #: ``best``: the model file holds the weights of the evaluation step with the lowest
     #: loss on the selection identities (carved out of the training side, never the
     #: held-out ones); ``last``: the weights of the last step.
-    select: str = "last"
+    select: str = _preset("select")
     model: dict = field(default_factory=dict)  # ModelConfig overrides (hidden, dropout ...)
 
     @classmethod
@@ -146,6 +160,62 @@ class TrainConfig:
 
 #: Learning-rate schedules of :meth:`TrainConfig.lr_at`.
 LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainSettings(Settings):
+    """The config's ``train`` section as the supervised run reads it (defaults:
+    config.yaml's).  The schedule keys (``steps`` ... ``select``) are null for "the
+    preset's"; :meth:`run_config` resolves them into the run's :class:`TrainConfig`."""
+
+    SECTION = "train"
+    OTHER_KEYS = ("voice_encoder", "unsupervised")  # the unsupervised variant's settings
+
+    preset: str = setting("train.preset")
+    device: str = setting("train.device")
+    mode: str = setting("train.mode")
+    split: str = setting("train.split")
+    val_fraction: float = setting("train.val_fraction")
+    select_fraction: float = setting("train.select_fraction")
+    select: str | None = setting("train.select")
+    lr_schedule: str | None = setting("train.lr_schedule")
+    vertex_set: str = setting("train.vertex_set")
+    target: str = setting("train.target")
+    hidden: list[int] = setting("train.hidden")
+    steps: int | None = setting("train.steps")
+    batch_size: int | None = setting("train.batch_size")
+    lr: float | None = setting("train.lr")
+    crop_min: int | None = setting("train.crop_min")
+    crop_max: int | None = setting("train.crop_max")
+    checkpoint_every: int | None = setting("train.checkpoint_every")
+    param_weight: float = setting("train.param_weight")
+    vertex_weight: float = setting("train.vertex_weight")
+    ratio_weight: float = setting("train.ratio_weight")
+    weight_decay: float = setting("train.weight_decay")
+    dropout: float | None = setting("train.dropout")
+    amp: bool = setting("train.amp")
+    seed: int = setting("train.seed")
+
+    def run_config(self, space: str = "mesh") -> TrainConfig:
+        """The run's :class:`TrainConfig`: the preset's schedule with this section's values
+        over it (nulls keep the preset's).  ``space`` ``params`` (the loss on standardised
+        coefficients only) turns the vertex and ratio losses off."""
+        over = {
+            k: getattr(self, k)
+            for k in TrainConfig.__dataclass_fields__
+            if k in self.__dataclass_fields__ and k != "mode"
+        }
+        model = {}
+        if self.hidden:
+            model["hidden"] = [int(h) for h in self.hidden]
+        if self.dropout is not None:
+            model["dropout"] = float(self.dropout)
+        if model:
+            over["model"] = model
+        if space == "params":
+            over["vertex_weight"] = 0.0
+            over["ratio_weight"] = 0.0
+        return TrainConfig.from_preset(self.preset, **over)
 
 
 # --------------------------------------------------------------------------------------
@@ -628,7 +698,7 @@ def ratio_pair_vertices(pairs: Mapping[str, object]) -> np.ndarray:
 
 
 def run_train(
-    settings: Mapping,
+    settings: TrainSettings | Mapping,
     feature_paths: Sequence[str | os.PathLike],
     identities_h5: str | os.PathLike,
     meta_csv: str | os.PathLike | None,
@@ -639,8 +709,9 @@ def run_train(
     """The `train` rule: split identities, load features and targets, train, write
     ``split.tsv``, ``model.pt``, checkpoints and logs under ``out_dir``.
 
-    settings: the config's ``train`` section (``preset`` plus overrides, ``device``,
-    ``split``, ``val_fraction``, ``vertex_set``, ``target`` ...).  ``target`` picks the
+    settings: the config's ``train`` section, as :class:`TrainSettings` or the mapping it is
+    built from (``preset`` plus overrides, ``device``, ``split``, ``val_fraction``,
+    ``vertex_set``, ``target`` ...).  ``target`` picks the
     space of the loss (:func:`vox3d.targets.resolve_target_space`): ``mesh`` (parameter +
     face-area vertex + ratio losses through the face model's basis), ``params`` (the MSE on
     standardised identity coefficients only; no basis needed) or ``auto`` (mesh when the
@@ -648,35 +719,19 @@ def run_train(
     face_model: the config's ``face_model`` section plus asset paths
     (:func:`vox3d.face_model.face_model_settings`).
     """
-    s = dict(settings)
-    preset = s.pop("preset", "demo")
-    s.pop("mode", None)  # which variants the workflow trains; this is the supervised one
-    device = s.pop("device", "auto")
-    split_method = s.pop("split", "auto")
-    val_fraction = float(s.pop("val_fraction", 0.2))
-    select_fraction = float(s.pop("select_fraction", 0.0))
-    vertex_set = s.pop("vertex_set", "face")
-    target = s.pop("target", "auto")
-    hidden = s.pop("hidden", None)
-    dropout = s.pop("dropout", None)
-    overrides = {k: v for k, v in s.items() if k in TrainConfig.__dataclass_fields__}
-    model_over = {}
-    if hidden:
-        model_over["hidden"] = [int(h) for h in hidden]
-    if dropout is not None:
-        model_over["dropout"] = float(dropout)
-    if model_over:
-        overrides["model"] = model_over
+    st = settings if isinstance(settings, TrainSettings) else TrainSettings.from_section(settings)
+    preset, device, split_method = st.preset, st.device, st.split
+    val_fraction, select_fraction = float(st.val_fraction), float(st.select_fraction)
+    vertex_set = st.vertex_set
 
     ids, coef, attrs = read_identity_targets(identities_h5)
-    fm_name = str(attrs.get("face_model") or (face_model or {}).get("name", "ict"))
+    fm_name = str(
+        attrs.get("face_model") or (face_model or {}).get("name") or default("face_model.name")
+    )
     fcfg = dict(face_model or {})
     fcfg["name"] = fm_name
-    space, space_note = resolve_target_space(target, fcfg)
-    if space == "params":
-        overrides["vertex_weight"] = 0.0
-        overrides["ratio_weight"] = 0.0
-    cfg = TrainConfig.from_preset(preset, **overrides)
+    space, space_note = resolve_target_space(st.target, fcfg)
+    cfg = st.run_config(space)
     if space == "params" and cfg.param_weight <= 0:
         raise ValueError(
             "train.param_weight is 0 with a parameter-space target: the loss would be empty "
@@ -701,7 +756,7 @@ def run_train(
     fit_ids, select_ids = selection_identities(train_ids, select_fraction)
     select_note = ""
     if cfg.select == "best" and not select_ids:
-        cfg.select = "last"
+        cfg = dataclasses.replace(cfg, select="last")
         select_note = (
             f"no selection identities (train.select_fraction {select_fraction}, "
             f"{len(train_ids)} training identities): model.pt holds the last step's weights"

@@ -1,4 +1,7 @@
-"""Probe and decode talking-face videos: 16 kHz mono audio and frames at a fixed rate.
+"""Decode talking-face videos: 16 kHz mono audio and frames at a fixed rate.
+
+Probing (and :class:`~vox3d.video_probe.MediaError`) is :mod:`vox3d.video_probe`; the frame
+rule below and the hand-over of the chosen frames to a ``sink`` are :mod:`vox3d.video_frames`.
 
 Two decoders give the same result (see ``tests/test_extract.py``):
 
@@ -29,305 +32,29 @@ frame, at ``t = 0, 0.2, 0.4, ...``. Frames are uint8 RGB, full frame, no resizin
 from __future__ import annotations
 
 import logging
-import math
 import os
 import queue
 import re
 import subprocess
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from vox3d.video_frames import FRAME_CHUNK, FrameSink, NearestFrameSelector, _FrameChunks
+from vox3d.video_probe import MediaError, _ffprobe, _first_line, _open_failed, check_readable
+
 log = logging.getLogger(__name__)
 
 #: Sample rate of all extracted audio, Hz.
 SAMPLE_RATE = 16000
-#: File name extensions taken as videos (compared case-insensitively).
-VIDEO_EXTENSIONS = (".mp4", ".mpg", ".avi", ".mkv", ".webm")
 #: Decoders implemented here (config ``extract.decoder``).
 DECODERS = ("pyav", "ffmpeg")
 #: A video whose decoded frames span less than this fraction of its probed duration is
 #: taken as truncated.
 MIN_DECODED_FRACTION = 0.9
-#: Chosen frames held at most by :func:`decode` before it hands them to its ``sink``
-#: (bounded memory for any video length: 32 frames of 224x224 RGB = 4.8 MB).
-FRAME_CHUNK = 32
-#: ``sink(frames (n, H, W, 3) uint8 RGB, times (n,) float64 s)``, n <= the chunk size.
-FrameSink = Callable[[np.ndarray, np.ndarray], None]
-
-_EPS = 1e-9
-
-
-class MediaError(Exception):
-    """A file that cannot be used; ``code`` is a short category, ``str()`` a sentence."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def __reduce__(self):  # pickles with both fields (a stream decode process sends it)
-        return (MediaError, (self.code, self.message))
-
-
-# ---------------------------------------------------------------------------------------
-# probing
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class ProbeInfo:
-    """What one probe of a file says. Units: seconds, Hz, pixels."""
-
-    size_bytes: int = 0
-    duration_s: float | None = None
-    has_video: bool = False
-    has_audio: bool = False
-    fps: float | None = None
-    width: int | None = None
-    height: int | None = None
-    vcodec: str = ""
-    acodec: str = ""
-    sample_rate: int | None = None
-    channels: int | None = None
-    error: str = ""  # empty when the file probed fine; else a reason a person understands
-    error_code: str = ""
-
-    def as_row(self) -> dict[str, object]:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "error_code"}
-        d["probe_error"] = d.pop("error")
-        for k in ("has_video", "has_audio"):
-            d[k] = int(bool(d[k]))
-        if d["duration_s"] is not None:
-            d["duration_s"] = round(float(d["duration_s"]), 6)
-        if d["fps"] is not None:
-            d["fps"] = round(float(d["fps"]), 6)
-        return d
-
-
-_MAGIC = [  # (offset, bytes, container name) for "this looks like a video but is broken"
-    (4, b"ftyp", "MP4/QuickTime"),
-    (4, b"moov", "MP4/QuickTime"),
-    (4, b"mdat", "MP4/QuickTime"),
-    (0, b"\x1a\x45\xdf\xa3", "Matroska/WebM"),
-    (0, b"RIFF", "AVI"),
-    (0, b"\x00\x00\x01\xba", "MPEG program stream"),
-    (0, b"\x00\x00\x01\xb3", "MPEG video"),
-]
-
-
-def _container_guess(path: Path) -> str | None:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-    except OSError:
-        return None
-    for off, magic, name in _MAGIC:
-        if head[off : off + len(magic)] == magic:
-            return name
-    return None
-
-
-def _first_line(e: BaseException, path: Path | None = None) -> str:
-    s = str(e).strip().splitlines()
-    msg = s[0] if s else type(e).__name__
-    if path is not None:  # the rejects table names the file already
-        msg = msg.replace(f"'{path}'", "").replace(str(path), "")
-    msg = re.sub(r"^\[Errno -?\d+\]\s*", "", msg).strip(" :")
-    return msg[:200] or type(e).__name__
-
-
-def check_readable(path: str | os.PathLike) -> int:
-    """Return the size in bytes; raise :class:`MediaError` for missing/empty/unreadable."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError as e:
-        raise MediaError("unreadable", "file not found") from e
-    except OSError as e:
-        raise MediaError("unreadable", f"unreadable: {_first_line(e)}") from e
-    if not path.is_file():
-        raise MediaError("unreadable", "not a regular file")
-    if size == 0:
-        raise MediaError("empty_file", "empty file (0 bytes)")
-    if not os.access(path, os.R_OK):
-        raise MediaError("unreadable", "unreadable: permission denied")
-    return size
-
-
-def _open_failed(path: Path, e: BaseException) -> MediaError:
-    kind = _container_guess(path)
-    if kind:
-        return MediaError(
-            "unreadable",
-            f"damaged or truncated {kind} file: it cannot be opened ({_first_line(e, path)})",
-        )
-    return MediaError(
-        "unreadable", f"not a video: no known audio/video format ({_first_line(e, path)})"
-    )
-
-
-def probe(path: str | os.PathLike) -> ProbeInfo:
-    """Probe a file in-process with PyAV; never raises for bad media (see ``.error``)."""
-    import av
-
-    path = Path(path)
-    info = ProbeInfo()
-    try:
-        info.size_bytes = check_readable(path)
-        try:
-            container = av.open(str(path), metadata_errors="ignore")
-        except Exception as e:  # av.error.* for every malformed input
-            raise _open_failed(path, e) from e
-        with container:
-            vs = next((s for s in container.streams if s.type == "video"), None)
-            as_ = next((s for s in container.streams if s.type == "audio"), None)
-            if container.duration is not None:
-                info.duration_s = container.duration / 1_000_000
-            else:
-                durs = [
-                    float(s.duration * s.time_base)
-                    for s in (vs, as_)
-                    if s is not None and s.duration is not None and s.time_base is not None
-                ]
-                info.duration_s = max(durs) if durs else None
-            if vs is not None:
-                cc = vs.codec_context
-                info.has_video = True
-                info.vcodec = cc.name or ""
-                info.width, info.height = int(cc.width), int(cc.height)
-                rate = vs.average_rate or vs.guessed_rate or vs.base_rate
-                info.fps = float(rate) if rate else None
-            if as_ is not None:
-                cc = as_.codec_context
-                info.has_audio = True
-                info.acodec = cc.name or ""
-                info.sample_rate = int(cc.sample_rate or 0) or None
-                info.channels = int(cc.layout.nb_channels) if cc.layout else None
-    except MediaError as e:
-        info.error, info.error_code = e.message, e.code
-    except Exception as e:  # anything else PyAV may raise on odd input
-        info.error, info.error_code = f"probe failed: {_first_line(e)}", "unreadable"
-    return info
-
-
-def _ffprobe(path: Path) -> dict:
-    import ffmpeg
-
-    try:
-        return ffmpeg.probe(str(path))
-    except ffmpeg.Error as e:
-        err = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()
-        raise _open_failed(path, RuntimeError(err[-1] if err else "ffprobe failed")) from e
-
-
-def probe_ffprobe(path: str | os.PathLike) -> ProbeInfo:
-    """Probe with the ``ffprobe`` command (through ffmpeg-python); same fields as :func:`probe`."""
-    path = Path(path)
-    info = ProbeInfo()
-    try:
-        info.size_bytes = check_readable(path)
-        meta = _ffprobe(path)
-        streams = meta.get("streams", [])
-        vs = next((s for s in streams if s.get("codec_type") == "video"), None)
-        as_ = next((s for s in streams if s.get("codec_type") == "audio"), None)
-        dur = meta.get("format", {}).get("duration")
-        info.duration_s = float(dur) if dur not in (None, "N/A") else None
-        if vs is not None:
-            info.has_video = True
-            info.vcodec = vs.get("codec_name", "")
-            info.width, info.height = int(vs.get("width", 0)), int(vs.get("height", 0))
-            num, _, den = str(vs.get("avg_frame_rate", "0/0")).partition("/")
-            if not float(den or 0):
-                num, _, den = str(vs.get("r_frame_rate", "0/0")).partition("/")
-            info.fps = float(num) / float(den) if float(den or 0) else None
-        if as_ is not None:
-            info.has_audio = True
-            info.acodec = as_.get("codec_name", "")
-            info.sample_rate = int(as_.get("sample_rate", 0)) or None
-            info.channels = int(as_.get("channels", 0)) or None
-    except MediaError as e:
-        info.error, info.error_code = e.message, e.code
-    except Exception as e:
-        info.error, info.error_code = f"probe failed: {_first_line(e)}", "unreadable"
-    return info
-
-
-# ---------------------------------------------------------------------------------------
-# frame selection (shared by both decoders)
-# ---------------------------------------------------------------------------------------
-
-
-class NearestFrameSelector:
-    """Streaming "nearest decoded frame to each t_k = k / frame_rate" (module docstring).
-
-    Feed frames in presentation order with :meth:`feed`; it returns the frames chosen so
-    far as ``(t, payload)`` with ``t`` in seconds from the first frame. Call
-    :meth:`finish` after the last frame.
-    """
-
-    def __init__(self, frame_rate: float) -> None:
-        if not frame_rate > 0:
-            raise ValueError(f"frame_rate must be > 0, got {frame_rate}")
-        self.frame_rate = float(frame_rate)
-        self._t0: float | None = None
-        self._k = 0
-        self._prev: tuple[int, float, object] | None = None
-        self._prev_dt: float | None = None
-        self._n = 0
-        self._last_taken = -1
-
-    def _target(self) -> float:
-        return self._k / self.frame_rate
-
-    def _take(self, cand: tuple[int, float, object], out: list) -> None:
-        if cand[0] > self._last_taken:
-            out.append((cand[1], cand[2]))
-            self._last_taken = cand[0]
-
-    def feed(self, t_abs: float, payload: object) -> list[tuple[float, object]]:
-        if self._t0 is None:
-            self._t0 = t_abs
-        t = t_abs - self._t0
-        cur = (self._n, t, payload)
-        self._n += 1
-        out: list[tuple[float, object]] = []
-        if self._prev is None:
-            self._prev = cur
-            return out
-        if t <= self._prev[1]:  # non-increasing timestamp: keep the earlier frame only
-            return out
-        while self._target() <= t + _EPS:
-            tk = self._target()
-            prev = self._prev
-            self._take(prev if (tk - prev[1]) <= (t - tk) + _EPS else cur, out)
-            self._k += 1
-        self._prev_dt = t - self._prev[1]
-        self._prev = cur
-        return out
-
-    def finish(self) -> list[tuple[float, object]]:
-        out: list[tuple[float, object]] = []
-        if self._prev is None:
-            return out
-        half = 0.5 * (self._prev_dt if self._prev_dt else 1.0 / self.frame_rate)
-        while self._target() <= self._prev[1] + half + _EPS:
-            self._take(self._prev, out)
-            self._k += 1
-        return out
-
-
-def select_frame_indices(times: Iterable[float], frame_rate: float) -> list[int]:
-    """Indices of the frames :class:`NearestFrameSelector` takes from `times` (seconds)."""
-    sel = NearestFrameSelector(frame_rate)
-    out = []
-    for i, t in enumerate(times):
-        out += [p for _, p in sel.feed(float(t), i)]
-    out += [p for _, p in sel.finish()]
-    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -439,55 +166,6 @@ class _AudioBuffer:
     def result(self) -> np.ndarray:
         """``(S, C)`` float32 (``(0, 1)`` when nothing was appended)."""
         return np.zeros((0, 1), np.float32) if self._a is None else self._a[: self.n]
-
-
-class _FrameChunks:
-    """Chosen frames in order, handed to `sink` in chunks of at most `chunk` frames.
-
-    Frames whose size differs from the first frame's are resized to it (as ffmpeg does).
-    Without a sink the chunks are kept and :meth:`result` joins them.
-    """
-
-    def __init__(self, sink: FrameSink | None, chunk: int) -> None:
-        self._sink = sink
-        self._chunk = max(1, int(chunk))
-        self._frames: list[np.ndarray] = []
-        self._times: list[float] = []
-        self._kept: list[np.ndarray] = []
-        self.times: list[float] = []
-        self.size: tuple[int, int] | None = None
-        self.max_held = 0
-
-    def add(self, t: float, rgb: np.ndarray) -> None:
-        if self.size is None:
-            self.size = (int(rgb.shape[0]), int(rgb.shape[1]))
-        elif rgb.shape[:2] != self.size:
-            import cv2
-
-            rgb = cv2.resize(rgb, (self.size[1], self.size[0]))
-        self._frames.append(rgb)
-        self._times.append(t)
-        self.times.append(t)
-        self.max_held = max(self.max_held, len(self._frames))
-        if len(self._frames) >= self._chunk:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._frames:
-            return
-        arr = np.ascontiguousarray(np.stack(self._frames))
-        if self._sink is None:
-            self._kept.append(arr)
-        else:
-            self._sink(arr, np.array(self._times, dtype=np.float64))
-        self._frames, self._times = [], []
-
-    def result(self) -> np.ndarray:
-        """All frames ``(N, H, W, 3)`` (without a sink), else an empty ``(0, 0, 0, 3)``."""
-        self.flush()
-        if not self._kept:
-            return np.zeros((0, 0, 0, 3), np.uint8)
-        return self._kept[0] if len(self._kept) == 1 else np.concatenate(self._kept)
 
 
 def decode(
@@ -805,13 +483,3 @@ def _iter_frames(fh, size: int) -> Iterator[bytes]:
         if len(buf) < size:
             return
         yield buf
-
-
-def expected_frame_count(n_source: int, source_fps: float, frame_rate: float) -> int:
-    """Frames taken from `n_source` evenly spaced source frames at `source_fps` (docstring rule)."""
-    if n_source <= 0:
-        return 0
-    if frame_rate >= source_fps:
-        return n_source
-    last = (n_source - 1) / source_fps
-    return int(math.floor((last + 0.5 / source_fps) * frame_rate + _EPS)) + 1

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from vox3d import featurefile
-from vox3d.config import DEFAULT_CONFIG, load_schema
+from vox3d.config import default
 from vox3d.face_model import face_model_from_config
 from vox3d.io import atomic_path
 from vox3d.mesh import save_obj
@@ -46,11 +46,7 @@ def default_checkpoint(
     """``<out_dir>/train/model.pt``; `out_dir` defaults to config.yaml's ``out_dir``, taken
     relative to the project root (the workflow's working folder) when it is relative."""
     if out_dir is None:
-        import yaml
-
-        with open(DEFAULT_CONFIG, encoding="utf-8") as fh:
-            configured = (yaml.safe_load(fh) or {}).get("out_dir")
-        out_dir = Path(configured or load_schema()["properties"]["out_dir"]["default"])
+        out_dir = Path(default("out_dir"))
         if not out_dir.is_absolute():
             out_dir = REPO_ROOT / out_dir
     return Path(out_dir) / (UNSUPERVISED_MODEL if unsupervised else TRAINED_MODEL)
@@ -126,7 +122,11 @@ def cli(argv: list[str]) -> int:
     ap.add_argument(
         "--face-model-path", help="ICT-FaceKit archive / BFM pickle (default: config assets)"
     )
-    ap.add_argument("--subset", default="face", help="face-model vertex subset of the mesh")
+    ap.add_argument(
+        "--subset",
+        default=default("face_model.subset"),
+        help="face-model vertex subset of the mesh",
+    )
     args = ap.parse_args(argv)
 
     checkpoint = (

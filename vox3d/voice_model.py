@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vox3d.config import setting
+
 #: Channels of the voice encoder (input bands, four conv blocks), and embedding size.
 ENCODER_CHANNELS: tuple[int, ...] = (64, 256, 384, 576, 864)
 EMBED_DIM = 64
@@ -41,7 +43,7 @@ class ModelConfig:
     embed_dim: int = EMBED_DIM
     n_out: int = 40
     hidden: Sequence[int] = field(default_factory=list)
-    dropout: float = 0.2
+    dropout: float = setting("train.dropout")
 
     def to_dict(self) -> dict:
         d = asdict(self)

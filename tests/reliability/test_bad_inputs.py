@@ -288,7 +288,7 @@ def _safe_torch(path):
 
 
 def _ict_n20(path):
-    from vox3d.ict_regressor import make_regressor
+    from vox3d.ict_checkpoint import make_regressor
 
     return make_regressor(path, 20, 10)
 

@@ -2,7 +2,7 @@
 that names what went wrong, in the job's log and on the console.
 
 * a job that raises keeps its traceback in the log and on the console (``vox3d.joblog``);
-* a damaged ICT-FaceKit cache is re-parsed, never a failed job (``vox3d.face_model``);
+* a damaged ICT-FaceKit cache is re-parsed, never a failed job (``vox3d.ict_facekit``);
 * a full disk is a ``DiskFullError`` naming the file, not a SIGSEGV (``vox3d.io``);
 * a ``meta_csv`` that is not a metadata table is refused naming the file, and
   ``meta_csv=null`` on the command line means no metadata (``vox3d.metadata``,
@@ -27,9 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vox3d import face_model as fm
+from vox3d import ict_facekit, manifest, metadata, split
 from vox3d import io as vio
-from vox3d import manifest, metadata, split
 from vox3d.joblog import job_log
 from vox3d.paths import DATA_ROOT, REPO_ROOT
 from vox3d.safeload import BadModelFileError
@@ -144,16 +143,16 @@ def _damage(kind: str, cache: Path) -> None:
 def test_damaged_ict_cache_is_reparsed_and_rewritten(tmp_path, monkeypatch, kind, outcomes):
     monkeypatch.setenv("VOX3D_CACHE", str(tmp_path / "cache"))
     src = _tiny_ict(tmp_path / "FaceXModel")
-    good = fm.load_ict_arrays(src)
+    good = ict_facekit.load_ict_arrays(src)
     (cache,) = (tmp_path / "cache").glob("ict_facekit_*.npz")
     _damage(kind, cache)
     with pytest.warns(RuntimeWarning, match=re.escape(str(cache))):
-        again = fm.load_ict_arrays(src)
+        again = ict_facekit.load_ict_arrays(src)
     assert set(again) == set(good) and all(np.array_equal(again[k], good[k]) for k in good)
     # the cache was rewritten whole: the next load reads it without a warning
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        third = fm.load_ict_arrays(src)
+        third = ict_facekit.load_ict_arrays(src)
     assert all(np.array_equal(third[k], good[k]) for k in good)
     assert not list((tmp_path / "cache").glob("*.part"))
     outcomes.append((f"ict_cache_{kind}", cache.name, "face_model", "resampled: re-parsed"))
@@ -163,13 +162,13 @@ def test_damaged_cache_and_broken_source_names_the_source(tmp_path, monkeypatch,
     monkeypatch.setenv("VOX3D_CACHE", str(tmp_path / "cache"))
     src = _tiny_ict(tmp_path / "FaceXModel")
     (src / "vertex_indices.json").write_text("{not json")
-    cache = fm.ict_cache_path(src, fm._sha256(src))
+    cache = ict_facekit.ict_cache_path(src, ict_facekit._sha256(src))
     cache.write_bytes(b"")
     with (
         pytest.warns(RuntimeWarning, match=re.escape(str(cache))),
         pytest.raises(BadModelFileError, match=re.escape(str(src))),
     ):
-        fm.load_ict_arrays(src)
+        ict_facekit.load_ict_arrays(src)
     outcomes.append(("ict_cache_and_source", "bad cache + bad json", "face_model", "error: source"))
 
 
