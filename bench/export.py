@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import header  # noqa: E402
 from vox3d.export import StageInputs, collect  # noqa: E402
 from vox3d.export_layout import HF_FILES, LHOTSE_FILES, audio_relpath  # noqa: E402
-from vox3d.extract import ExtractShard  # noqa: E402
+from vox3d.extract_shard import ExtractShard  # noqa: E402
 from vox3d.io import read_tsv  # noqa: E402
 
 BIN = Path(sys.executable).parent

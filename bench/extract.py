@@ -26,7 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vox3d.extract import ExtractShard, extract_shard  # noqa: E402
+from vox3d.extract import extract_shard  # noqa: E402
+from vox3d.extract_shard import ExtractShard  # noqa: E402
 from vox3d.manifest import build_manifest, write_manifest  # noqa: E402
 from vox3d.paths import DATA_ROOT  # noqa: E402
 from vox3d.video import DECODERS  # noqa: E402

@@ -178,8 +178,8 @@ def original_style(wav: str, out_npy: str, tmp: str) -> None:
 
 
 def _write_extract_shard(path: Path, items: list[tuple[str, str, np.ndarray]]) -> None:
-    """An extract shard (vox3d.extract layout) holding only audio, for the stage timing."""
-    from vox3d import extract
+    """An extract shard (vox3d.extract_shard layout) holding only audio, for the stage timing."""
+    from vox3d import extract_shard
 
     s = h5py.string_dtype("utf-8")
     lens = np.array([len(a) for _, _, a in items], np.int64)
@@ -200,8 +200,8 @@ def _write_extract_shard(path: Path, items: list[tuple[str, str, np.ndarray]]) -
     with h5py.File(path, "w") as f:
         f.attrs.update(
             {
-                "format": extract.FORMAT,
-                "format_version": extract.FORMAT_VERSION,
+                "format": extract_shard.FORMAT,
+                "format_version": extract_shard.FORMAT_VERSION,
                 "sample_rate": 16000,
                 "frame_rate": 5.0,
                 "decoder": "pyav",
@@ -210,7 +210,7 @@ def _write_extract_shard(path: Path, items: list[tuple[str, str, np.ndarray]]) -
         f.create_dataset("audio", data=np.concatenate([a for _, _, a in items]).astype(np.float32))
         f.create_dataset("frame_times", data=np.zeros(0))
         f.create_group("frames")
-        for k, dt in extract.INDEX.items():
+        for k, dt in extract_shard.INDEX.items():
             f.create_dataset(k, data=np.array(cols[k], dtype=s if dt == "str" else dt))
         g = f.create_group("rejects")
         for k in ("path", "code", "reason"):
@@ -404,7 +404,7 @@ def _loader_rate(make, n_items: int) -> tuple[float, int]:
 def bench_reader(tmp: Path, kept: list, n_items: int, repeats: int) -> None:
     from torch.utils.data import DataLoader
 
-    from vox3d.featurestore import BatchLoader
+    from vox3d.batch_loader import BatchLoader
 
     p = tmp / "reader.h5"
     features.write(p, kept, [], fbank.FeatureConfig())

@@ -57,7 +57,7 @@ def _args(argv):
 
 
 class MemoryShard:
-    """Duck-typed :class:`vox3d.extract.ExtractShard`: ``videos`` and ``frames(i)``."""
+    """Duck-typed :class:`vox3d.extract_shard.ExtractShard`: ``videos`` and ``frames(i)``."""
 
     def __init__(self, videos: list[np.ndarray], fps: float = 5.0) -> None:
         self._frames = videos
@@ -97,7 +97,7 @@ def make_videos(n_frames: int, per_video: int, black_every: int) -> list[np.ndar
 
 
 def run_stage(fitter, shard, batch: int) -> dict[str, np.ndarray]:
-    """The stage's tensor loop (vox3d.fit._run_shard_tensor without tqdm/HDF5)."""
+    """The stage's tensor loop (vox3d.fit_loop._run_shard_tensor without tqdm/HDF5)."""
     from vox3d.frame_source import BatchPrefetcher
 
     out: dict[str, list] = {}

@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from vox3d import paths
-    from vox3d.extract import ExtractShard
+    from vox3d.extract_shard import ExtractShard
     from vox3d.fit import FitConfig, Fitter, StageClock, fit_shard
     from vox3d.manifest import build_manifest, write_manifest
 

@@ -37,7 +37,7 @@ from mp_landmarks import run_in_venv  # noqa: E402  (bench/ is sys.path[0])
 
 def kept_frames(out: Path):
     """Per identity: kept frames' images (N, H, W, 3), params (N, P), rois (N, 4)."""
-    from vox3d.extract import ExtractShard
+    from vox3d.extract_shard import ExtractShard
     from vox3d.fit_shard import FitShard
 
     per: dict[str, dict[str, list]] = {}

@@ -4,7 +4,7 @@ Runs each stage once, on one thread, on the same corpus, through the functions t
 workflow's scripts call, and prints a table:
 
 * extract  (:func:`vox3d.extract.extract_shard`): seconds of video decoded per second;
-* fit_read (:meth:`vox3d.extract.ExtractShard.frames`): frames read back from the extract
+* fit_read (:meth:`vox3d.extract_shard.ExtractShard.frames`): frames read back from the extract
   shard per second (the host side of a GPU fit);
 * fit      (:func:`vox3d.fit.fit_shard`, device cpu, model loading timed apart): frames/s;
 * features (:func:`vox3d.features.features_shard`): seconds of audio per second;
@@ -62,7 +62,8 @@ def measure(videos_dir: Path, work: Path, train_iters: int) -> dict[str, dict]:
     import torch
 
     torch.set_num_threads(1)
-    from vox3d.extract import ExtractShard, extract_shard
+    from vox3d.extract import extract_shard
+    from vox3d.extract_shard import ExtractShard
     from vox3d.fbank import FeatureConfig
     from vox3d.features import features_shard
     from vox3d.fit import FitConfig, Fitter, fit_shard

@@ -6,7 +6,8 @@ import json
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
-from vox3d.fit import FitConfig, fit_shard, write_fit_tables
+from vox3d.fit import FitConfig, fit_shard
+from vox3d.fit_tables import write_fit_tables
 from vox3d.joblog import job_log
 from vox3d.multigpu import describe_parts, devices_for, fit_shard_multi, pin_one_gpu
 

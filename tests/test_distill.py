@@ -95,7 +95,7 @@ def test_jpeg_crops_stay_close_to_the_regressor_input():
 
 def test_kept_crops_cuts_what_the_fit_regressed():
     from vox3d.crop import crop_image
-    from vox3d.fit import kept_crops
+    from vox3d.fit_loop import kept_crops
 
     rng = np.random.default_rng(3)
     frames = [rng.integers(0, 255, (90, 100, 3), dtype=np.uint8) for _ in range(3)]
@@ -317,7 +317,7 @@ def test_missing_crops_or_teacher_fail_clearly(tiny_inputs, tmp_path):
 
 def test_speaker_pretraining_learns_voices_not_labels():
     from vox3d.speaker import SpeakerConfig, pretrain_encoder, utterance_accuracy
-    from vox3d.train import UtteranceBank
+    from vox3d.train_data import UtteranceBank
 
     rng = np.random.default_rng(11)
     n = 6

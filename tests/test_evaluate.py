@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vox3d.evaluate import baseline_predictions, evaluate_predictions, mesh_vertices
+from vox3d.baselines import baseline_predictions
+from vox3d.evaluate import evaluate_predictions, mesh_vertices
 
 PAIRS = {"oicd": (0, 1), "ear": (2, 3), "forehead": (4, 5), "mid": (6, 7), "cheek": (8, 9)}
 
@@ -69,7 +70,7 @@ def test_gender_mean_uses_training_genders_only():
 
 
 def test_shuffled_voice_is_a_seeded_derangement():
-    from vox3d.evaluate import shuffled_predictions
+    from vox3d.baselines import shuffled_predictions
 
     preds = {f"id{i}": np.full((2, 3), float(i)) for i in range(9)}
     sh = shuffled_predictions(preds, seed=3)
@@ -83,7 +84,7 @@ def test_shuffled_voice_is_a_seeded_derangement():
 
 def _scenario(model_kind: str, n_val: int = 16, n_boot: int = 400):
     """Evaluate one kind of 'model' prediction against the four baselines, with comparisons."""
-    from vox3d.evaluate import compare_methods, shuffled_predictions
+    from vox3d.baselines import compare_methods, shuffled_predictions
 
     mean, basis = linear_model(k=3, v=40)
     rng = np.random.default_rng(7)

@@ -28,12 +28,13 @@ from vox3d import card as vcard
 from vox3d import export as vx
 from vox3d import export_formats as xf
 from vox3d import export_layout as xl
-from vox3d.extract import FORMAT as EX_FORMAT
-from vox3d.extract import FORMAT_VERSION, ExtractShard
+from vox3d.card_counts import StageTables
 from vox3d.extract import aggregate as extract_aggregate
+from vox3d.extract_shard import FORMAT as EX_FORMAT
+from vox3d.extract_shard import FORMAT_VERSION, ExtractShard
 from vox3d.fbank import FORMAT as FEAT_FORMAT
 from vox3d.features import collect_rejects
-from vox3d.fit import write_fit_tables
+from vox3d.fit_tables import write_fit_tables
 from vox3d.identities import aggregate_identities
 from vox3d.io import h5_group, h5_new, h5_strings, read_tsv, write_tsv
 from vox3d.manifest import MANIFEST_COLUMNS
@@ -431,7 +432,7 @@ def _config(**over) -> dict:
 def test_card_counts_filters_and_provenance(out_dir, exported, tmp_path):
     col = vx.collect(vx.StageInputs.from_out_dir(out_dir))
     cfg = _config(videos_dir=str(tmp_path / "videos"))
-    text = vcard.write_card(exported / "README.md", col, vcard.StageTables.from_out_dir(out_dir),
+    text = vcard.write_card(exported / "README.md", col, StageTables.from_out_dir(out_dir),
                             cfg, export_dir=exported)  # fmt: skip
     assert (exported / "README.md").read_text() == text
     # counts: 3 identities, 4 videos (idA/ytA1, idB/ytB1, idB/ytB2, idD/ytD1), 5 utterances
@@ -534,7 +535,7 @@ def test_fit_accuracy_against_a_known_truth(out_dir, tmp_path):
     assert acc["rows"]["fitted"]["r2_vertex"] == pytest.approx(1.0, abs=1e-9)
     assert acc["coef_corr"] == pytest.approx(1.0)
     col = vx.collect(vx.StageInputs.from_out_dir(out_dir))
-    md = vcard.card_markdown(col, vcard.StageTables.from_out_dir(out_dir), cfg, acc, synthetic=True)
+    md = vcard.card_markdown(col, StageTables.from_out_dir(out_dir), cfg, acc, synthetic=True)
     assert "Measured on this build" in md and "| fitted (this dataset) | 0.0000" in md
     assert "better than the mean face on ARE" in md and "ARE pairs `cmp`" in md
     pm = acc["rows"]["population_mean"]

@@ -16,7 +16,8 @@ import h5py
 import numpy as np
 import pytest
 
-from vox3d.extract import FORMAT_VERSION, SAMPLE_RATE, ExtractShard, aggregate, extract_shard
+from vox3d.extract import SAMPLE_RATE, aggregate, extract_shard
+from vox3d.extract_shard import FORMAT_VERSION, ExtractShard
 from vox3d.io import read_tsv
 from vox3d.manifest import MANIFEST_COLUMNS, build_manifest, write_manifest
 from vox3d.video import decode, to_mono_16k

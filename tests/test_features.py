@@ -211,8 +211,8 @@ def test_untile_detects_the_period():
 
 
 def _write_extract_fixture(path, items):
-    """An extract shard in vox3d.extract's layout (audio + index + empty frames/rejects)."""
-    from vox3d import extract
+    """An extract shard in vox3d.extract_shard's layout (audio + index + empty frames/rejects)."""
+    from vox3d import extract_shard
 
     s = h5py.string_dtype("utf-8")
     audio = np.concatenate([a for _, _, a in items]).astype(np.float32)
@@ -233,8 +233,8 @@ def _write_extract_fixture(path, items):
     with h5py.File(path, "w") as f:
         f.attrs.update(
             {
-                "format": extract.FORMAT,
-                "format_version": extract.FORMAT_VERSION,
+                "format": extract_shard.FORMAT,
+                "format_version": extract_shard.FORMAT_VERSION,
                 "sample_rate": 16000,
                 "frame_rate": 5.0,
                 "decoder": "pyav",
@@ -243,7 +243,7 @@ def _write_extract_fixture(path, items):
         f.create_dataset("audio", data=audio)
         f.create_dataset("frame_times", data=np.zeros(0))
         f.create_group("frames")
-        for k, dt in extract.INDEX.items():
+        for k, dt in extract_shard.INDEX.items():
             f.create_dataset(k, data=np.array(cols[k], dtype=s if dt == "str" else dt))
         g = f.create_group("rejects")
         for k in ("path", "code", "reason"):
@@ -330,7 +330,7 @@ def test_stage_equals_per_utterance_features(tmp_path):
 def test_audio_blocks_handle_gaps_and_odd_layouts(tmp_path):
     """Bulk audio reads give every video's samples once, in order, also when the audio of
     consecutive videos is not contiguous in the shard or a read is capped."""
-    from vox3d import extract
+    from vox3d import extract_shard
 
     rng = np.random.default_rng(0)
     items = [
@@ -347,8 +347,8 @@ def test_audio_blocks_handle_gaps_and_odd_layouts(tmp_path):
         f.create_dataset("audio", data=new)
         offs[2:] += 4
         f["audio_offset"][...] = offs
-    for cap in (extract.AUDIO_READ_SAMPLES, 6):
-        with extract.ExtractShard(ex) as sh:
+    for cap in (extract_shard.AUDIO_READ_SAMPLES, 6):
+        with extract_shard.ExtractShard(ex) as sh:
             got = list(sh.audio_blocks(cap))
         assert [k for k, _ in got] == [0, 1, 2, 3]
         for (_, _, a), (_, b) in zip(items, got, strict=True):

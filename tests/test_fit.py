@@ -14,7 +14,8 @@ from conftest import require
 from extract_shards import write_extract_shard  # noqa: E402
 
 from vox3d import paths
-from vox3d.fit import FitConfig, Fitter, StageClock, fit_shard, write_fit_tables
+from vox3d.fit import FitConfig, Fitter, StageClock, fit_shard
+from vox3d.fit_tables import write_fit_tables
 from vox3d.io import read_tsv
 from vox3d.quality import REASON_CODE, REASONS
 
@@ -300,7 +301,7 @@ def test_tensor_path_matches_cpu_path_on_real_frames(tmp_path, real_clips):
 def test_choose_faces_torch_matches_choose_face():
     import torch
 
-    from vox3d.fit import choose_faces_torch
+    from vox3d.fit_tensor import choose_faces_torch
     from vox3d.quality import choose_face
 
     rng = np.random.default_rng(0)
@@ -322,7 +323,7 @@ def test_choose_faces_torch_matches_choose_face():
 def test_vectorised_pose_and_blur_match_reference():
     import torch
 
-    from vox3d.fit import laplacian_variance_torch
+    from vox3d.fit_tensor import laplacian_variance_torch
     from vox3d.params import euler_to_rotation, pose_angles_deg, pose_angles_deg_batch
     from vox3d.quality import laplacian_variance
 
@@ -354,7 +355,7 @@ def test_blur_windows_host_and_device_agree():
     and the same masked Laplacian variance."""
     import torch
 
-    from vox3d.fit import crop_windows_torch, laplacian_variance_torch
+    from vox3d.fit_tensor import crop_windows_torch, laplacian_variance_torch
     from vox3d.quality import crop_windows, laplacian_variance
 
     roi = np.array(

@@ -26,7 +26,7 @@ needs_assets = pytest.mark.shared_data(paths.FACEBOXES_WEIGHTS)
 
 
 def _host_chunks(counts: list[int], bs: int) -> list[list[int]]:
-    """The videos of each chunk of vox3d.fit._run_shard's host path (reference model)."""
+    """The videos of each chunk of vox3d.fit_loop._run_shard's host path (reference model)."""
     chunks, cur, n = [], [], 0
     for i, c in enumerate(counts):
         if c > 0:

@@ -127,7 +127,8 @@ def test_user_bfm_file_gives_mesh_metrics(tmp_path):
     from test_evaluate import _write_inputs
 
     from vox3d import figures, identity_figures
-    from vox3d.evaluate import METHODS, evaluate_parameters, run_evaluate
+    from vox3d.baselines import METHODS
+    from vox3d.evaluate import evaluate_parameters, run_evaluate
     from vox3d.io import read_tsv
     from vox3d.train import run_train
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from vox3d.config import load_config
-from vox3d.extract import ExtractShard, extract_shard
+from vox3d.extract import extract_shard
+from vox3d.extract_shard import ExtractShard
 from vox3d.features import features_shard
 from vox3d.fit import FitConfig, fit_shard
 from vox3d.fit_shard import FitShard

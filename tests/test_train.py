@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from vox3d.safeload import load_torch
-from vox3d.train import Targets, TrainConfig, UtteranceBank, train
+from vox3d.train import TrainConfig, train
+from vox3d.train_data import Targets, UtteranceBank
 
 SMALL_MODEL = {"channels": [32, 32, 32, 32], "dropout": 0.1}
 
@@ -95,7 +96,8 @@ RUNNER = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     import torch
     from test_train import SMALL_MODEL, toy_data
-    from vox3d.train import Targets, TrainConfig, UtteranceBank, train
+    from vox3d.train import TrainConfig, train
+    from vox3d.train_data import Targets, UtteranceBank
     feats, ids, coef, basis = toy_data()
     cfg = TrainConfig(steps=400, batch_size=8, lr=1e-3, crop_min=40, crop_max=80,
                       checkpoint_every=10, eval_every=10, log_every=10, keep_checkpoints=3,
@@ -142,7 +144,7 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
 def test_ratio_loss_matches_are_metric():
     """ShapeLoss.ratios on the pair vertices equals vox3d.metrics.face_ratios of the mesh."""
     from vox3d.metrics import face_ratios
-    from vox3d.train import ShapeLoss, ratio_pair_vertices
+    from vox3d.train_loss import ShapeLoss, ratio_pair_vertices
 
     rng = np.random.default_rng(0)
     mean = rng.normal(size=(30, 3)) * 5
@@ -210,7 +212,7 @@ def test_best_selection_keeps_the_weights_of_the_lowest_selection_loss(tmp_path)
     assert final["selected_step"] == best["step"] != 120 and final["step"] == 120
     # the model file's weights are those of the best step: its checkpoint file still
     # exists only if it is one of the last two, so compare through the selection loss
-    from vox3d.train import ShapeLoss, evaluate_loss
+    from vox3d.train_loss import ShapeLoss, evaluate_loss
     from vox3d.voice_model import load_model
 
     model, _ = load_model(tmp_path / "model.pt")
@@ -228,7 +230,7 @@ def test_best_selection_keeps_the_weights_of_the_lowest_selection_loss(tmp_path)
 
 
 def test_selection_identities_come_from_the_training_side_only():
-    from vox3d.train import selection_identities
+    from vox3d.train_data import selection_identities
 
     train_ids = [f"id{k:05d}" for k in range(200)]
     fit, sel = selection_identities(train_ids, 0.15)

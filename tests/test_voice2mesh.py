@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vox3d.paths import DATA_ROOT
-from vox3d.train import save_checkpoint
+from vox3d.train_checkpoints import save_checkpoint
 from vox3d.voice_model import ModelConfig, VoiceToShape
 
 

@@ -45,7 +45,7 @@ def test_real_cmp_features_through_encoder():
 
 
 def test_destandardise_roundtrip_and_load(tmp_path):
-    from vox3d.train import save_checkpoint
+    from vox3d.train_checkpoints import save_checkpoint
 
     m = VoiceToShape(ModelConfig(n_out=5, hidden=[16]))
     m.target_mean.copy_(torch.arange(5.0))

@@ -118,7 +118,7 @@ def test_whole_workflow_on_a_tiny_synthetic_corpus(tmp_path):
     from lhotse import RecordingSet
 
     from vox3d.export_layout import utterance_id
-    from vox3d.extract import ExtractShard
+    from vox3d.extract_shard import ExtractShard
 
     exp = out / "voxceleb3d"
     utts = pq.read_table(exp / "hf" / "utterances.parquet").to_pylist()

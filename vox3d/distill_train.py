@@ -59,7 +59,7 @@ from vox3d.voice_model import ENCODER_CHANNELS, unit_embedding
 def _voice_pairs(bank, rng: np.random.Generator, batch: int, crop_min: int, crop_max: int):
     """Two utterance crops of each of `batch` speakers (a permutation, repeated when the
     batch is larger): ``(anchor (B, L, D), positive (B, L, D), speaker (B,))``."""
-    from vox3d.train import crop as crop_frames
+    from vox3d.train_data import crop as crop_frames
 
     length = int(rng.integers(crop_min, crop_max + 1))
     ids = bank.identities
@@ -98,7 +98,7 @@ def train_distill(
     """Train generator, trunk and student (module docstring) on `device`; deterministic
     on CPU (same bytes on a rerun).
 
-    bank: :class:`vox3d.train.UtteranceBank` of the training identities (labels 0..N-1);
+    bank: :class:`vox3d.train_data.UtteranceBank` of the training identities (labels 0..N-1);
     images: ``(M, 64, 64, 3) uint8`` BGR face crops with ``image_labels (M,)`` in the same
     label space; encoder: the frozen, pretrained voice encoder; teacher: the fit's
     :class:`vox3d.regressor.Regressor`.  Resumes from ``work_dir/state.pt`` when it was
@@ -264,7 +264,7 @@ def run_train_unsupervised(
     ``fit/identities.h5``, not the fitted parameters, not the ground truth."""
     from vox3d.speaker import load_encoder, split_voices
     from vox3d.split import write_split
-    from vox3d.train import UtteranceBank
+    from vox3d.train_data import UtteranceBank
 
     torch.set_num_threads(max(1, int(threads)))
     s = section("train", settings)

@@ -220,7 +220,7 @@ def collect(
     the train stage uses (a fitted shape and at least one utterance with features), so it
     equals ``train/split.tsv``.
     """
-    from vox3d.extract import ExtractShard  # h5py, video decoding: not at DAG time
+    from vox3d.extract_shard import ExtractShard  # h5py, video decoding: not at DAG time
     from vox3d.features import read_index
     from vox3d.io import read_tsv
     from vox3d.split import IdentityMeta, split_identities

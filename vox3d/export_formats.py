@@ -89,8 +89,8 @@ def write_audio(
 
     The audio is the extract shard's; a shard that keeps none (``extract.keep_audio:
     false``) has it decoded again from ``videos_dir`` (the same samples,
-    :meth:`vox3d.extract.ExtractShard.video_audio`)."""
-    from vox3d.extract import ExtractShard
+    :meth:`vox3d.extract_shard.ExtractShard.video_audio`)."""
+    from vox3d.extract_shard import ExtractShard
     from vox3d.io import write_bytes_atomic
 
     dest = Path(dest)

@@ -230,14 +230,14 @@ def features_shard(
 ) -> dict[str, int]:
     """The ``features_shard`` rule: ``OUT/extract/<shard>.h5`` -> ``OUT/features/<shard>.h5``.
 
-    Opens the shard with :class:`vox3d.extract.ExtractShard` (checks its format) and reads
+    Opens the shard with :class:`vox3d.extract_shard.ExtractShard` (checks its format) and reads
     the audio of consecutive videos in few large reads (``ExtractShard.audio_blocks``); `workers`
     processes (the rule's threads).  Returns counts.
     """
-    from vox3d import extract
+    from vox3d import extract_shard
 
     cfg = cfg or FeatureConfig()
-    with extract.ExtractShard(extract_h5) as sh:
+    with extract_shard.ExtractShard(extract_h5) as sh:
         sr = int(getattr(sh, "sample_rate", SAMPLE_RATE))
         videos = list(sh.videos)
 

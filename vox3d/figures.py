@@ -387,7 +387,7 @@ def reference_frame(
     if best is None:
         return None
     _, fp, vpath, frame, params, roi, layout = best
-    from vox3d.extract import ExtractShard
+    from vox3d.extract_shard import ExtractShard
 
     stem = Path(fp).stem
     for ep in sorted(str(p) for p in extract_shards):

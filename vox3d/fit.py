@@ -23,10 +23,12 @@ Two implementations of steps 1-3, with the same per-frame outputs:
   and copies it to the GPU on a side stream (:class:`vox3d.frame_source.BatchPrefetcher`), so the next
   batch's read and host->device copy overlap the current batch; detection
   (:meth:`FaceBoxes.detect_tensor` with the batched NMS, every candidate kept), the face
-  choice over *all* detections of each frame (:func:`choose_faces_torch`, count and
-  margin as :func:`vox3d.quality.choose_face`), ROI, the cv2-exact torch crop, regression
-  and the blur measure run batched on the device; per-frame fields come back once per
-  batch, pose angles are vectorised on the host (:func:`vox3d.params.pose_angles_deg_batch`).
+  choice over *all* detections of each frame
+  (:func:`vox3d.fit_tensor.choose_faces_torch`, count and margin as
+  :func:`vox3d.quality.choose_face`), ROI, the cv2-exact torch crop, regression and the
+  blur measure run batched on the device (:mod:`vox3d.fit_tensor`); per-frame fields come
+  back once per batch, pose angles are vectorised on the host
+  (:func:`vox3d.params.pose_angles_deg_batch`).
 
 Parity (tests/test_fit.py, device cpu, real VoxCeleb2 frames, two-face and black frames):
 boxes, ROIs, scores, counts, margins, blur, keep and reason identical; parameters equal to
@@ -38,6 +40,9 @@ forces the tensor path, as the tests do).  On CUDA with ``fit.precision: fp32`` 
 switched off so the GPU stays at fp32 parity; the regressor layout per precision is
 :func:`regressor_layout`.
 
+The loops over a shard's frames (host chunks, device batches) are :mod:`vox3d.fit_loop`;
+the shard's rejects and stats and the stage's aggregate tables, :mod:`vox3d.fit_tables`.
+
 Face model from config: ``ict`` (default) uses the ICT regressor committed in
 ``vox3d/data/ict_regressor.pth`` (layout ``ict_layout(n_id, n_exp)``, see
 :mod:`vox3d.ict_checkpoint`); ``bfm`` uses 3DDFA-V2's mb05 checkpoint (62 parameters).
@@ -46,15 +51,16 @@ Face model from config: ``ict`` (default) uses the ICT regressor committed in
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from vox3d.config import default, setting, train_variants
-from vox3d.fit_shard import FRAME_FIELDS, FitShard, write_fit_shard
-from vox3d.frame_source import Batch, BatchPrefetcher, Prefetcher, progress_totals
+from vox3d.fit_loop import _empty_fields, _run_shard
+from vox3d.fit_shard import write_fit_shard
+from vox3d.fit_tables import shard_stats, video_rejects
+from vox3d.fit_tensor import choose_faces_torch, crop_windows_torch, laplacian_variance_torch
 from vox3d.params import (
     TDDFA_LAYOUT,
     ParamLayout,
@@ -62,13 +68,9 @@ from vox3d.params import (
     pose_angles_deg,
     pose_angles_deg_batch,
 )
-from vox3d.quality import REASONS, Thresholds, choose_face, classify, count_reasons
+from vox3d.quality import Thresholds, choose_face, classify
 from vox3d.torch_setup import resolve_device
 
-STAGE = "fit"
-#: The host path gathers whole videos into a chunk until it has ``batch_size`` frames; a
-#: video longer than this many frames (51 s at 5 fps) is cut into chunks of about this size.
-MAX_CHUNK_FRAMES = 256
 ICT_REGRESSOR = Path(__file__).resolve().parent / "data" / "ict_regressor.pth"
 ICT_REGRESSOR_JSON = ICT_REGRESSOR.with_suffix(".json")
 
@@ -361,11 +363,11 @@ class Fitter:
 
         frames_rgb: ``(B, H, W, 3) uint8`` RGB tensor (any device; moved to the fitter's).
         Detection (:meth:`FaceBoxes.detect_tensor`, every candidate box kept so that NMS
-        equals the host's), the face choice (:func:`choose_faces_torch`: all detections
-        of a frame, as :func:`vox3d.quality.choose_face`), ROI, crop
+        equals the host's), the face choice (:func:`vox3d.fit_tensor.choose_faces_torch`:
+        all detections of a frame, as :func:`vox3d.quality.choose_face`), ROI, crop
         (:func:`vox3d.crop.crop_batch_torch`, cv2-exact), regression and the blur measure
-        (:func:`laplacian_variance_torch`) run batched on the device; the per-frame
-        fields (as :meth:`fit_frames` returns them) come back to the host once.
+        (:func:`vox3d.fit_tensor.laplacian_variance_torch`) run batched on the device; the
+        per-frame fields (as :meth:`fit_frames` returns them) come back to the host once.
         frames_host: the same frames ``(B, H, W, 3) uint8`` RGB on the host, needed only
         with ``fit.landmarks: fan``.
         """
@@ -476,112 +478,6 @@ def regressor_layout(device: str, precision: str) -> tuple[bool, bool]:
     return False, False
 
 
-def choose_faces_torch(dets, keep, min_score: float):
-    """Batched :func:`vox3d.quality.choose_face` on the device.
-
-    dets ``(B, K, 5) float32`` x1, y1, x2, y2 (px), score; keep ``(B, K) bool`` (real
-    detections, as :meth:`FaceBoxes.detect_tensor` returns them).  Returns ``index (B,)
-    long`` (row of the chosen face, -1 without a detection), ``n_faces (B,) long``
-    (detections scoring >= min_score) and ``margin (B,) float64`` (area of the chosen face
-    / area of the next largest; inf alone, 0 without a face above min_score).  Same
-    arithmetic (float64 areas) and the same order as ``choose_face``: largest area, then
-    best score, then first row; without a face above min_score the best-scoring row.
-    """
-    import torch
-
-    d = dets.double()
-    b, k = d.shape[:2]
-    area = (d[..., 2] - d[..., 0]).clamp_min(0) * (d[..., 3] - d[..., 1]).clamp_min(0)
-    score = d[..., 4]
-    good = keep & (score >= min_score)
-    n_good = good.sum(1)
-    inf = torch.full_like(area, float("inf"))
-    # np.lexsort((-score, -area)) as two stable sorts: secondary key first
-    o1 = torch.sort(torch.where(good, -score, inf), dim=1, stable=True).indices
-    o2 = torch.sort(torch.where(good, -area, inf).gather(1, o1), dim=1, stable=True).indices
-    order = o1.gather(1, o2)
-    best = order[:, 0]
-    any_det = keep.any(1)
-    fallback = torch.where(keep, score, torch.full_like(score, -float("inf"))).argmax(1)
-    index = torch.where(n_good > 0, best, torch.where(any_det, fallback, torch.full_like(best, -1)))
-    rows = torch.arange(b, device=d.device)
-    a_best = area[rows, best]
-    if k > 1:
-        a_second = area[rows, order[:, 1]]
-    else:
-        a_second = torch.zeros_like(a_best)
-    ratio = torch.where(a_second > 0, a_best / a_second, torch.full_like(a_best, float("inf")))
-    margin = torch.where(
-        n_good >= 2,
-        ratio,
-        torch.where(n_good == 1, torch.full_like(ratio, float("inf")), torch.zeros_like(ratio)),
-    )
-    return index, n_good, margin
-
-
-def crop_windows_torch(roi, image_hw: tuple[int, int], size: int = 120):
-    """:func:`vox3d.quality.crop_windows` on the device: ``roi (N, 4)`` -> ``(N, 4) long``
-    r0, r1, c0, c1 (same float64 operations, so the same windows)."""
-    import torch
-
-    r = torch.round(roi.double())
-    out = []
-    for a, b, n in ((r[:, 1], r[:, 3], image_hw[0]), (r[:, 0], r[:, 2], image_hw[1])):
-        scale = (b - a) / size
-        lo = torch.ceil((0.5 - a) / scale - 0.5)
-        hi = torch.floor((n - 0.5 - a) / scale - 0.5) + 1.0
-        out += [lo.clamp(0, size), hi.clamp(0, size)]
-    return torch.stack(out, 1).long()
-
-
-def laplacian_variance_torch(crops, windows=None):
-    """:func:`vox3d.quality.laplacian_variance` on the device: ``(N, H, W, 3) uint8`` BGR
-    (and optional ``windows (N, 4)`` from :func:`crop_windows_torch`) -> ``(N,) float64``
-    (same float64 arithmetic; sums may differ in the last bits)."""
-    import torch
-
-    from vox3d.quality import MIN_BLUR_PIXELS
-
-    x = crops.double()
-    g = 0.114 * x[..., 0] + 0.587 * x[..., 1] + 0.299 * x[..., 2]
-    lap = (
-        g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:] - 4.0 * g[:, 1:-1, 1:-1]
-    )
-    if windows is None:
-        lap = lap.reshape(g.shape[0], -1)
-        return (lap - lap.mean(1, keepdim=True)).square().mean(1)
-    h, w = lap.shape[1:]
-    rows = torch.arange(h, device=lap.device)
-    cols = torch.arange(w, device=lap.device)
-    mr = (rows[None] >= windows[:, :1]) & (rows[None] < windows[:, 1:2] - 2)
-    mc = (cols[None] >= windows[:, 2:3]) & (cols[None] < windows[:, 3:4] - 2)
-    mask = mr[:, :, None] & mc[:, None, :]
-    small = mask.sum((1, 2)) < MIN_BLUR_PIXELS
-    mask = mask | small[:, None, None]
-    m = mask.double()
-    cnt = m.sum((1, 2))
-    mean = (lap * m).sum((1, 2)) / cnt
-    return ((lap - mean[:, None, None]).square() * m).sum((1, 2)) / cnt
-
-
-def _empty_fields(n: int, n_params: int) -> dict[str, np.ndarray]:
-    nan32 = np.float32(np.nan)
-    return {
-        "box": np.full((n, 5), nan32, np.float32),
-        "roi": np.full((n, 4), nan32, np.float32),
-        "params": np.full((n, n_params), nan32, np.float32),
-        "score": np.full(n, nan32, np.float32),
-        "face_px": np.full(n, nan32, np.float32),
-        "n_faces": np.zeros(n, np.int16),
-        "margin": np.zeros(n, np.float32),
-        "yaw": np.full(n, nan32, np.float32),
-        "pitch": np.full(n, nan32, np.float32),
-        "roll": np.full(n, nan32, np.float32),
-        "blur": np.full(n, nan32, np.float32),
-        "landmark_nme": np.full(n, nan32, np.float32),
-    }
-
-
 # --------------------------------------------------------------------------------------
 # the shard
 
@@ -600,7 +496,7 @@ def fit_shard(
     count per reason (see :data:`vox3d.quality.REASONS`).  ``clock``: add the seconds of
     each step (read wait, detect, crop, regress, blur, host, write) to it.
     """
-    from vox3d.extract import ExtractShard
+    from vox3d.extract_shard import ExtractShard
 
     with ExtractShard(extract_path, threads=cfg.threads) as shard:
         return fit_source(shard, out_path, cfg, fitter, progress, clock, Path(extract_path).stem)
@@ -636,237 +532,3 @@ def fit_source(
     if clock is not None:
         clock.add("write", time.perf_counter() - t0)
     return stats
-
-
-def shard_stats(videos: list, frames_out: dict, rejects: list) -> dict:
-    """A fit shard's stats: ``videos``, ``videos_rejected``, ``frames``, ``kept`` and a
-    count per reason (:data:`vox3d.quality.REASONS`)."""
-    return {
-        "videos": len(videos),
-        "videos_rejected": len(rejects),
-        "frames": int(len(frames_out["video"])),
-        "kept": int(frames_out["keep"].sum()),
-        **count_reasons(frames_out["reason"]),
-    }
-
-
-def _run_shard(shard, fitter, cfg, name: str, progress: bool):
-    """Fit every frame of the frame source `shard` (:mod:`vox3d.frame_source`): returns the
-    per-frame fields (``video`` indexes ``shard.videos``) and ``{video: read error}``."""
-    from tqdm import tqdm
-
-    if fitter.tensor_path:
-        return _run_shard_tensor(shard, fitter, cfg, name, progress)
-    chunks: dict[str, list[np.ndarray]] = {k: [] for k in (*FRAME_FIELDS, "crop")}
-    read_errors: dict[int, str] = {}
-    pending: list[tuple[int, int, np.ndarray, np.ndarray]] = []  # (video, first, frames, t)
-    n_pending = 0
-    bs = max(1, cfg.batch_size)
-    cut = False  # the current video was cut (longer than MAX_CHUNK_FRAMES)
-
-    def flush() -> None:
-        nonlocal pending, n_pending
-        if not pending:
-            return
-        frames = [fr for p in pending for fr in p[2]]
-        res = fitter.fit_frames(frames)
-        for k, v in res.items():
-            chunks[k].append(v)
-        if cfg.keep_crops:
-            chunks["crop"].append(kept_crops(frames, res["roi"], res["keep"]))
-        chunks["video"].append(
-            np.concatenate([np.full(len(p[2]), p[0], np.int32) for p in pending])
-        )
-        chunks["frame"].append(
-            np.concatenate([np.arange(p[1], p[1] + len(p[2]), dtype=np.int32) for p in pending])
-        )
-        chunks["time"].append(np.concatenate([p[3] for p in pending]))
-        pending, n_pending = [], 0
-
-    bar = tqdm(
-        total=progress_totals(shard)[0], desc=f"fit {name}", unit="video",
-        disable=not progress, file=sys.stderr,
-    )  # fmt: skip
-    # chunks end where a video ends and >= batch_size frames are pending (as with whole
-    # videos: vox3d.multigpu.clean_boundaries models this); a long video is also cut
-    # every MAX_CHUNK_FRAMES, and its chunk ends with it
-    for vi, first, frames, times, err, last in Prefetcher(shard):
-        if err is not None:
-            read_errors[vi] = err
-        elif frames.shape[0] > 0:
-            pending.append((vi, first, frames, times))
-            n_pending += frames.shape[0]
-            if not last and n_pending >= max(bs, MAX_CHUNK_FRAMES):
-                flush()
-                cut = True
-        if last:
-            if n_pending >= bs or cut:
-                flush()
-            cut = False
-            bar.update(1)
-    flush()
-    bar.close()
-
-    frames_out = _concat_fields(chunks, fitter.layout.n, fitter.landmarker is not None)
-    return _drop_videos(frames_out, read_errors), read_errors
-
-
-def _drop_videos(frames_out: dict[str, np.ndarray], videos) -> dict[str, np.ndarray]:
-    """`frames_out` without the rows of `videos` (read in part before a read error)."""
-    if not len(videos) or not len(frames_out["video"]):
-        return frames_out
-    keep = ~np.isin(frames_out["video"], np.fromiter(videos, np.int64))
-    return frames_out if keep.all() else {k: v[keep] for k, v in frames_out.items()}
-
-
-def _run_shard_tensor(shard, fitter, cfg, name: str, progress: bool):
-    """:func:`_run_shard` through :meth:`Fitter.fit_batch_tensor` (same outputs, same
-    order: videos in order, frames in order; batches never mix frame sizes)."""
-    import time
-
-    import torch
-    from tqdm import tqdm
-
-    chunks: dict[str, list[np.ndarray]] = {k: [] for k in (*FRAME_FIELDS, "crop")}
-    read_errors: dict[int, str] = {}
-    total = progress_totals(shard)[1]
-    bar = tqdm(
-        total=total, desc=f"fit {name}", unit="frame",
-        disable=not progress, file=sys.stderr,
-    )  # fmt: skip
-    clk = fitter.clock
-    it = iter(BatchPrefetcher(shard, cfg.batch_size, fitter.device))
-    while True:
-        t0 = time.perf_counter()
-        item = next(it, None)
-        if clk is not None:
-            clk.add("read wait", time.perf_counter() - t0)
-        if item is None:
-            break
-        if item[0] == "error":
-            read_errors[item[1]] = item[2]
-            continue
-        b: Batch = item[1]
-        if b.ready is not None:
-            torch.cuda.current_stream(fitter.detector.device).wait_event(b.ready)
-            b.frames_dev.record_stream(torch.cuda.current_stream(fitter.detector.device))
-        t0 = time.perf_counter()
-        res = fitter.fit_batch_tensor(b.frames_dev, b.frames)
-        if clk is not None:
-            clk.add("batch wall", time.perf_counter() - t0)
-        for k, v in res.items():
-            chunks[k].append(v)
-        if cfg.keep_crops:
-            chunks["crop"].append(kept_crops(b.frames, res["roi"], res["keep"]))
-        chunks["video"].append(
-            np.concatenate([np.full(e - s, vi, np.int32) for vi, s, e in b.segments])
-        )
-        chunks["frame"].append(
-            np.concatenate([np.arange(s, e, dtype=np.int32) for _, s, e in b.segments])
-        )
-        chunks["time"].append(b.times)
-        bar.update(len(b.times))
-    bar.close()
-    frames_out = _concat_fields(chunks, fitter.layout.n, fitter.landmarker is not None)
-    return _drop_videos(frames_out, read_errors), read_errors
-
-
-def _concat_fields(chunks: dict, n_params: int, with_landmarks: bool) -> dict[str, np.ndarray]:
-    out = {}
-    empty = _empty_fields(0, n_params)
-    empty.update(
-        video=np.zeros(0, np.int32), frame=np.zeros(0, np.int32), time=np.zeros(0, np.float64),
-        keep=np.zeros(0, bool), reason=np.zeros(0, np.uint8),
-    )  # fmt: skip
-    for k in FRAME_FIELDS:
-        if k == "landmark_nme" and not with_landmarks:
-            continue
-        out[k] = np.concatenate(chunks[k]) if chunks[k] else empty[k]
-    if chunks.get("crop"):
-        out["crop"] = np.concatenate(chunks["crop"])
-    return out
-
-
-def kept_crops(frames_rgb, roi: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """The JPEG bytes (:func:`vox3d.fit_shard.encode_crop`) of the 120x120 BGR crop of each
-    kept frame, cut as the regressor's (:func:`vox3d.crop.crop_image`, cv2-exact with the
-    device path's :func:`vox3d.crop.crop_batch_torch`): ``(N,) object`` array, ``None`` for
-    frames not kept.  frames_rgb: N frames ``(H, W, 3) uint8`` RGB; roi: ``(N, 4)``."""
-    from vox3d.crop import crop_image
-    from vox3d.fit_shard import encode_crop
-
-    out = np.empty(len(keep), dtype=object)
-    for i in np.flatnonzero(keep):
-        bgr = np.ascontiguousarray(np.asarray(frames_rgb[i])[..., ::-1])
-        out[i] = encode_crop(crop_image(bgr, roi[i]))
-    return out
-
-
-def video_rejects(
-    videos: list[dict], frames: dict[str, np.ndarray], read_errors: dict[int, str]
-) -> list[dict[str, str]]:
-    """One rejects row per video with no kept frame, the reason naming the counts."""
-    rows = []
-    for vi, v in enumerate(videos):
-        path = str(v.get("video", v.get("path", vi)))
-        if vi in read_errors:
-            rows.append(
-                {"path": path, "stage": STAGE, "reason": f"frames unreadable ({read_errors[vi]})"}
-            )
-            continue
-        sel = frames["video"] == vi
-        n = int(sel.sum())
-        if n == 0:
-            rows.append({"path": path, "stage": STAGE, "reason": "no frames to fit"})
-            continue
-        if frames["keep"][sel].any():
-            continue
-        counts = count_reasons(frames["reason"][sel])
-        parts = ", ".join(
-            f"{c} {r.replace('_', ' ')}" for r, c in counts.items() if c and r != "ok"
-        )
-        rows.append(
-            {
-                "path": path,
-                "stage": STAGE,
-                "reason": f"no usable frame: {n} frames rejected ({parts})",
-            }
-        )
-    return rows
-
-
-# --------------------------------------------------------------------------------------
-# deterministic HDF5 (no object timestamps)
-
-
-# --------------------------------------------------------------------------------------
-# aggregate tables
-
-STATS_COLUMNS = ("shard", "videos", "videos_rejected", "frames", "kept", *REASONS[1:])
-
-
-def write_fit_tables(
-    shard_paths: list[str | os.PathLike],
-    identities_path: str | os.PathLike | None,
-    rejects_out: str | os.PathLike,
-    stats_out: str | os.PathLike,
-) -> None:
-    """``OUT/fit/rejects.tsv`` (every shard's video rejects + identities without a usable
-    frame) and ``OUT/fit/stats.tsv`` (one row per shard and a ``total`` row, frames counted
-    by reason)."""
-    from vox3d.io import write_rejects, write_tsv
-
-    rows, stats = [], []
-    for sp in sorted(str(p) for p in shard_paths):
-        shard = FitShard.read(sp, fields=())
-        rows += [{"path": p, "stage": STAGE, "reason": r} for p, r in shard.rejects]
-        stats.append({"shard": Path(sp).stem, **shard.stats})
-    if identities_path is not None:
-        from vox3d.identities import read_identity_rejects
-
-        rows += read_identity_rejects(identities_path)
-    total = {"shard": "total"}
-    for c in STATS_COLUMNS[1:]:
-        total[c] = sum(int(s.get(c, 0)) for s in stats)
-    write_rejects(rejects_out, rows)
-    write_tsv(stats_out, [*stats, total], STATS_COLUMNS)

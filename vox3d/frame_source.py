@@ -5,7 +5,7 @@ A **frame source** is what :func:`vox3d.fit.fit_source` fits: an object with ``v
 ``width``; complete once its pieces are exhausted) that either
 
 * reads stored frames, ``frames(i, start, stop) -> ((n, H, W, 3) uint8 RGB, (n,) float64
-  s)`` (:class:`vox3d.extract.ExtractShard`, the two-stage path of ``extract.keep_frames:
+  s)`` (:class:`vox3d.extract_shard.ExtractShard`, the two-stage path of ``extract.keep_frames:
   true``; :class:`vox3d.multigpu` slices of one), or
 * produces them itself, ``pieces()`` yielding the items of :func:`shard_pieces`
   (:class:`vox3d.stream.StreamSource`: videos decoded while they are fitted, no frame

@@ -223,7 +223,7 @@ def split_videos(
 
 
 class _ShardSlice:
-    """Videos ``start..stop-1`` of an :class:`vox3d.extract.ExtractShard`, indexed from 0
+    """Videos ``start..stop-1`` of an :class:`vox3d.extract_shard.ExtractShard`, indexed from 0
     (a frame source of :mod:`vox3d.frame_source`: ``videos`` and ``frames(i, start, stop)``)."""
 
     def __init__(self, shard, start: int, stop: int) -> None:
@@ -263,8 +263,9 @@ def _init_device(device: str) -> None:
 
 def _fit_part(extract_path: str, cfg, start: int, stop: int) -> _Part:
     """Worker: fit videos ``start..stop-1`` of one shard (the device is already set)."""
-    from vox3d.extract import ExtractShard
-    from vox3d.fit import Fitter, _run_shard
+    from vox3d.extract_shard import ExtractShard
+    from vox3d.fit import Fitter
+    from vox3d.fit_loop import _run_shard
 
     fitter = Fitter(cfg)
     shard = ExtractShard(extract_path)
@@ -299,9 +300,10 @@ def fit_shard_multi(
     its device; the parts are merged in video order and written once.  Returns the same
     stats dict as :func:`vox3d.fit.fit_shard`.
     """
-    from vox3d.extract import ExtractShard
-    from vox3d.fit import _concat_fields, shard_stats, video_rejects
+    from vox3d.extract_shard import ExtractShard
+    from vox3d.fit_loop import _concat_fields
     from vox3d.fit_shard import write_fit_shard
+    from vox3d.fit_tables import shard_stats, video_rejects
 
     devices = list(devices)
     if not devices:
@@ -341,7 +343,7 @@ def fit_shard_multi(
 
 def describe_parts(extract_path: str | os.PathLike, cfg, devices: Sequence[str]) -> str:
     """One line naming the video ranges each device gets (for the job log)."""
-    from vox3d.extract import ExtractShard
+    from vox3d.extract_shard import ExtractShard
 
     with ExtractShard(extract_path) as shard:
         videos = list(shard.videos)

@@ -83,7 +83,7 @@ def crop_windows(roi: np.ndarray, image_hw, size: int = 120) -> np.ndarray:
     ``start + (d + 0.5) * side / size - 0.5`` (``start``, ``side`` the ROI rounded as the
     crop rounds it); it is in the window when that lies in ``[0, n - 1]``.  Returns
     ``(N, 4) int64`` r0, r1, c0, c1 (half-open, crop pixels).  float64 arithmetic in the
-    same order as :func:`vox3d.fit.crop_windows_torch`, so both give the same windows.
+    same order as :func:`vox3d.fit_tensor.crop_windows_torch`, so both give the same windows.
     """
     r = np.round(np.asarray(roi, np.float64).reshape(-1, 4))
     hw = np.broadcast_to(np.asarray(image_hw, np.float64), (r.shape[0], 2))

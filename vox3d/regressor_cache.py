@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from vox3d import paths
-from vox3d.fit import choose_faces_torch
+from vox3d.fit_tensor import choose_faces_torch
 from vox3d.io import atomic_path, main_not_reimported, write_text_atomic
 from vox3d.params import CROP_SIZE, euler_to_rotation, pose_matrix, pose_to_srt
 from vox3d.quality import choose_face
@@ -57,7 +57,7 @@ class Cropper:
     """Detection + face choice + ROI + 120x120 crop, as :class:`vox3d.fit.Fitter` does it:
     on the CPU its reference path (``detect_batch``, :func:`vox3d.quality.choose_face`,
     :func:`vox3d.crop.roi_box_from_bbox`, :func:`vox3d.crop.crop_image`), on CUDA its
-    tensor path (``detect_tensor``, :func:`vox3d.fit.choose_faces_torch`,
+    tensor path (``detect_tensor``, :func:`vox3d.fit_tensor.choose_faces_torch`,
     :func:`vox3d.crop.roi_boxes_torch`, :func:`vox3d.crop.crop_batch_torch`; cv2-exact)."""
 
     def __init__(

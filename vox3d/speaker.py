@@ -71,7 +71,7 @@ class SpeakerClassifier(nn.Module):
 def pretrain_encoder(
     bank, cfg: SpeakerConfig, progress: bool = True
 ) -> tuple[SpeakerClassifier, list[dict]]:
-    """Train a :class:`SpeakerClassifier` on ``bank`` (:class:`vox3d.train.UtteranceBank`,
+    """Train a :class:`SpeakerClassifier` on ``bank`` (:class:`vox3d.train_data.UtteranceBank`,
     labels 0..N-1), deterministic on CPU.  Returns the model (eval mode) and per-step rows
     ``{step, loss, accuracy}`` (training batches)."""
     from tqdm import tqdm
@@ -170,7 +170,7 @@ def run_pretrain_voice(
     """The ``pretrain_voice`` rule (config ``train``: ``split``, ``val_fraction``,
     ``voice_encoder``).  One utterance of each training identity is held back to report
     whole-utterance accuracy beside the training batches'."""
-    from vox3d.train import UtteranceBank
+    from vox3d.train_data import UtteranceBank
 
     torch.set_num_threads(max(1, int(threads)))
     s = section("train", settings)

@@ -12,10 +12,10 @@ The audio rides the same decode (:func:`vox3d.video.decode` gives both): each de
 worker computes the utterance's features (:func:`vox3d.features.utterance_features`, the
 features stage's code) as soon as the video is decoded, and the features shard is written
 as :func:`vox3d.features.features_shard` would write it from the extract shard (the same
-bytes, tests/test_stream.py).  The extract shard keeps its layout (:mod:`vox3d.extract`)
+bytes, tests/test_stream.py).  The extract shard keeps its layout (:mod:`vox3d.extract_shard`)
 without the ``frames/<i>`` datasets (attribute ``frames_stored`` 0) and, by default,
 without the audio samples (``audio_stored`` 0; lengths and offsets are kept):
-:meth:`vox3d.extract.ExtractShard.video_audio` and ``frame`` decode them again when
+:meth:`vox3d.extract_shard.ExtractShard.video_audio` and ``frame`` decode them again when
 wanted (the export does).  So no intermediate grows with the video's pixels or samples.  With
 ``extract.keep_frames: true`` the two-stage path (``extract_shard`` writes the frames,
 ``fit_shard`` reads them) runs instead; on the CPU both give the same fit shards, byte for
@@ -46,7 +46,7 @@ are dropped from the fit's output and the remaining videos renumbered
 float bits, differ from the two-stage path's.
 
 Resumable like the other stages: both files are written to temporary names and renamed when
-complete (:class:`vox3d.extract.ShardWriter`, :func:`vox3d.fit_shard.write_fit_shard`).
+complete (:class:`vox3d.extract_shard.ShardWriter`, :func:`vox3d.fit_shard.write_fit_shard`).
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vox3d.extract import ShardWriter, check_decoded, check_row
+from vox3d.extract import check_decoded, check_row
+from vox3d.extract_shard import ShardWriter
 from vox3d.fbank import FeatureConfig
 from vox3d.features import STAGE, Utterance, _one
 from vox3d.frame_source import Piece, piece_frames
@@ -103,8 +104,8 @@ class StreamSource:
     consumes them, and writes their audio and index to an extract shard.
 
     rows: the shard's manifest rows (sorted by path here); writer: an open
-    :class:`vox3d.extract.ShardWriter` with ``store_frames`` false.  ``videos`` lists the
-    accepted videos (the fields of :class:`vox3d.extract.ExtractShard`), complete once
+    :class:`vox3d.extract_shard.ShardWriter` with ``store_frames`` false.  ``videos`` lists the
+    accepted videos (the fields of :class:`vox3d.extract_shard.ExtractShard`), complete once
     :meth:`pieces` is exhausted.  Call :meth:`close` (or use ``with``) to stop the workers.
     """
 
@@ -451,7 +452,7 @@ def _take(held: list, n: int) -> tuple[np.ndarray, np.ndarray, list, int]:
 
 
 def _video_entry(writer: ShardWriter, i: int) -> dict:
-    """Video `i` of `writer` as :attr:`vox3d.extract.ExtractShard.videos` lists it."""
+    """Video `i` of `writer` as :attr:`vox3d.extract_shard.ExtractShard.videos` lists it."""
     idx = writer.index
     keys = ("video", "identity", "audio_length", "frame_count", "height", "width")
     out = {k: idx[k][i] for k in keys}

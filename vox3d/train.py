@@ -1,18 +1,15 @@
 """Training loop of the voice -> identity shape model (CMP supervised variant).
 
-Batches are a pure function of ``(seed, step)`` (:class:`UtteranceBank`): identity drawn
-uniformly, then one of its utterances, then a random crop of ``crop_min..crop_max`` frames
-(one length per batch, as CMP's collate does; utterances shorter than the crop are
-repeated cyclically, as CMP pads).  Dropout is seeded per step too.  Hence a run resumed
-from a checkpoint continues bit-for-bit like an uninterrupted one (on CPU, where
-``torch.use_deterministic_algorithms(True)`` holds), with no data-loader state to save.
+Batches are a pure function of ``(seed, step)`` (:class:`vox3d.train_data.UtteranceBank`):
+identity drawn uniformly, then one of its utterances, then a random crop of
+``crop_min..crop_max`` frames (one length per batch, as CMP's collate does; utterances
+shorter than the crop are repeated cyclically, as CMP pads).  Dropout is seeded per step
+too.  Hence a run resumed from a checkpoint continues bit-for-bit like an uninterrupted one
+(on CPU, where ``torch.use_deterministic_algorithms(True)`` holds), with no data-loader
+state to save.
 
-Loss (supervised): ``param_weight * MSE(z_pred, z_target)`` on standardised identity
-coefficients plus ``vertex_weight * mean ||v_pred - v_target||^2 / s2`` over the face-area
-vertices of the face model, where ``s2`` is the mean squared distance of the training
-targets' face-area vertices from their mean mesh (so the vertex term is unit free and
-equals ~1 for always predicting the mean face).  Vertices are linear in the coefficients
-(``v = mean + sum_k c_k B_k``), so only the identity basis of the face area is needed.
+Loss (supervised): parameter + face-area vertex (+ face-ratio) terms, in
+:mod:`vox3d.train_loss` (:class:`vox3d.train_loss.ShapeLoss`).
 
 Parameter space (``train.target: params``, or ``auto`` for a face model without a basis,
 such as BFM without ``bfm_noneck_v3.pkl``): the loss is ``param_weight * MSE`` on the
@@ -24,46 +21,43 @@ The unsupervised / knowledge-distillation variant (CMP sec. 3.2) lives in
 ``train.mode`` picks which variants the workflow trains.
 
 Checkpoints (plain dicts of tensors / numbers / strings, loadable with
-``weights_only=True``) are written atomically every ``checkpoint_every`` steps; a rerun
-resumes from the newest checkpoint whose ``run_key`` (hash of config + data) matches.
+``weights_only=True``; :mod:`vox3d.train_checkpoints`) are written atomically every
+``checkpoint_every`` steps; a rerun resumes from the newest checkpoint whose ``run_key``
+(hash of config + data, :func:`run_key`) matches.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import os
-import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vox3d.config import Settings, default, setting
 from vox3d.face_model import face_model_from_config
 from vox3d.featurestore import load_utterances
-from vox3d.io import save_torch_atomic, write_text_atomic
-from vox3d.metrics import OICD_KEY, RATIO_PAIR_KEY, RATIOS
-from vox3d.safeload import BadModelFileError, load_torch
-from vox3d.split import (
-    hash_fraction,
-    read_meta,
-    small_data_note,
-    split_identities,
-    write_split,
-)
+from vox3d.split import read_meta, small_data_note, split_identities, write_split
 from vox3d.targets import read_identity_targets, resolve_target_space, target_stats
 from vox3d.torch_setup import resolve_device
+from vox3d.train_checkpoints import (
+    _summary_writer,
+    _write_log_csv,
+    latest_checkpoint,
+    list_checkpoints,
+    save_checkpoint,
+)
+from vox3d.train_data import Targets, UtteranceBank, selection_identities
+from vox3d.train_loss import ShapeLoss, evaluate_loss, ratio_pair_vertices
 from vox3d.train_presets import PRESETS
-from vox3d.voice_model import ModelConfig, VoiceToShape, build_model
+from vox3d.voice_model import ModelConfig, build_model
 
 
 def _preset(key: str):
@@ -219,147 +213,8 @@ class TrainSettings(Settings):
 
 
 # --------------------------------------------------------------------------------------
-# data
+# the run's key
 # --------------------------------------------------------------------------------------
-
-
-class UtteranceBank:
-    """In-memory utterances of some identities; deterministic random-crop batches.
-
-    feats: list of ``(T_i, n_bands) float32`` arrays; ids: identity index per utterance
-    (0..n_identities-1).
-    """
-
-    def __init__(self, feats: Sequence[np.ndarray], ids: Sequence[int]) -> None:
-        if len(feats) != len(ids) or not feats:
-            raise ValueError("need one identity index per utterance and at least one utterance")
-        self.feats = [np.ascontiguousarray(f, dtype=np.float32) for f in feats]
-        self.ids = np.asarray(ids, dtype=np.int64)
-        self.n_bands = int(self.feats[0].shape[1])
-        self.identities = np.unique(self.ids)
-        self.by_identity = {int(i): np.flatnonzero(self.ids == i) for i in self.identities}
-
-    def __len__(self) -> int:
-        return len(self.feats)
-
-    def fingerprint(self) -> str:
-        """sha256 over the features and labels (identifies the data in a run key)."""
-        h = hashlib.sha256()
-        for f, i in zip(self.feats, self.ids, strict=True):
-            h.update(np.int64(i).tobytes())
-            h.update(np.asarray(f.shape, np.int64).tobytes())
-            h.update(f.tobytes())
-        return h.hexdigest()
-
-    def batch(
-        self, step: int, batch_size: int, crop_min: int, crop_max: int, seed: int = 0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch of step ``step``: ``(feats (B, L, n_bands) float32, identity (B,) int64)``."""
-        rng = np.random.default_rng([seed, step])
-        length = int(rng.integers(crop_min, crop_max + 1))
-        who = rng.choice(self.identities, size=batch_size)
-        out = np.empty((batch_size, length, self.n_bands), np.float32)
-        for b, ident in enumerate(who):
-            utts = self.by_identity[int(ident)]
-            f = self.feats[int(utts[rng.integers(len(utts))])]
-            out[b] = crop(f, length, int(rng.integers(0, max(1, len(f) - length + 1))))
-        return torch.from_numpy(out), torch.from_numpy(who.astype(np.int64))
-
-
-def crop(f: np.ndarray, length: int, start: int) -> np.ndarray:
-    """``length`` frames of ``f (T, C)`` from ``start``; shorter inputs repeat cyclically."""
-    if len(f) >= length:
-        return f[start : start + length]
-    reps = math.ceil(length / len(f))
-    return np.tile(f, (reps, 1))[:length]
-
-
-@dataclass
-class Targets:
-    """Per-identity training targets.
-
-    coef: ``(n_identities, K)`` float32 identity coefficients (row = identity index);
-    basis: ``(K, Vf, 3)`` float32 identity basis on the face-area vertices, or None
-    (no vertex loss);
-    ratio_mean, ratio_basis: ``(10, 3)`` / ``(K, 10, 3)`` mean and identity basis at the
-    ARE vertex pairs in the order oicd, ear, forehead, mid, cheek (two vertices each), or
-    None (no ratio loss).
-    """
-
-    coef: np.ndarray
-    basis: np.ndarray | None = None
-    ratio_mean: np.ndarray | None = None
-    ratio_basis: np.ndarray | None = None
-
-
-# --------------------------------------------------------------------------------------
-# loss
-# --------------------------------------------------------------------------------------
-
-
-class ShapeLoss(torch.nn.Module):
-    """Parameter + face-area vertex (+ optional face-ratio) loss (see module docstring)."""
-
-    def __init__(
-        self,
-        basis: torch.Tensor | None,
-        target_std: torch.Tensor,
-        train_coef: torch.Tensor,
-        param_weight: float = 1.0,
-        vertex_weight: float = 1.0,
-        ratio_mean: torch.Tensor | None = None,
-        ratio_basis: torch.Tensor | None = None,
-        ratio_weight: float = 0.0,
-        target_mean: torch.Tensor | None = None,
-    ) -> None:
-        super().__init__()
-        self.param_weight = param_weight
-        self.ratio_weight = ratio_weight if ratio_basis is not None else 0.0
-        if self.ratio_weight > 0:
-            self.register_buffer("ratio_mean", ratio_mean.reshape(-1, 3))  # (10, 3)
-            self.register_buffer("ratio_basis", ratio_basis.reshape(ratio_basis.shape[0], -1))
-            tm = torch.zeros_like(target_std) if target_mean is None else target_mean
-            self.register_buffer("target_mean", tm)
-        self.vertex_weight = vertex_weight if basis is not None else 0.0
-        if basis is not None:
-            self.register_buffer("basis", basis.reshape(basis.shape[0], -1))  # (K, Vf*3)
-            dev = (train_coef - train_coef.mean(0, keepdim=True)) @ self.basis  # (N, Vf*3)
-            s2 = dev.pow(2).reshape(len(train_coef), -1, 3).sum(-1).mean()
-            self.register_buffer("s2", torch.clamp(s2, min=1e-12))
-        else:
-            self.basis = None
-        self.register_buffer("target_std", target_std)
-
-    def forward(self, z_pred: torch.Tensor, z_true: torch.Tensor) -> dict[str, torch.Tensor]:
-        lp = F.mse_loss(z_pred, z_true)
-        out = {"loss_param": lp}
-        total = self.param_weight * lp
-        if self.vertex_weight > 0:
-            d = ((z_pred - z_true) * self.target_std) @ self.basis  # (B, Vf*3)
-            lv = d.pow(2).reshape(len(d), -1, 3).sum(-1).mean() / self.s2
-            out["loss_vertex"] = lv
-            total = total + self.vertex_weight * lv
-        if self.ratio_weight > 0:
-            lr = (self.ratios(z_pred) - self.ratios(z_true)).abs().mean()
-            out["loss_ratio"] = lr
-            total = total + self.ratio_weight * lr
-        out["loss"] = total
-        return out
-
-    def ratios(self, z: torch.Tensor) -> torch.Tensor:
-        """ARE face ratios ``(B, 4)`` (ear, forehead, mid, cheek over OICD) of standardised
-        coefficients ``z (B, K)``."""
-        c = z * self.target_std + self.target_mean
-        v = (self.ratio_mean.reshape(1, -1) + c @ self.ratio_basis).reshape(len(z), -1, 2, 3)
-        d = (v[:, :, 0] - v[:, :, 1]).norm(dim=-1)  # (B, 5)
-        return d[:, 1:] / d[:, :1]
-
-
-# --------------------------------------------------------------------------------------
-# checkpoints
-# --------------------------------------------------------------------------------------
-
-_CKPT_RE = re.compile(r"^step-(\d{7})\.pt$")
 
 
 def run_key(cfg: TrainConfig, model_cfg: ModelConfig, data_fp: str, target_fp: str) -> str:
@@ -375,106 +230,9 @@ def run_key(cfg: TrainConfig, model_cfg: ModelConfig, data_fp: str, target_fp: s
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write a checkpoint dict atomically (torch.save to a temporary name, then rename)."""
-    save_torch_atomic(path, state)
-
-
-def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
-    if not ckpt_dir.is_dir():
-        return []
-    out = []
-    for p in ckpt_dir.iterdir():
-        m = _CKPT_RE.match(p.name)
-        if m:
-            out.append((int(m.group(1)), p))
-    return sorted(out)
-
-
-def latest_checkpoint(ckpt_dir: Path, key: str, log: Callable[[str], None] = print) -> dict | None:
-    """Newest readable checkpoint with a matching run key, else None."""
-    for _step, p in reversed(list_checkpoints(ckpt_dir)):
-        try:
-            state = load_torch(p)
-        except BadModelFileError as e:
-            log(f"skipping unreadable checkpoint: {e}")
-            continue
-        if state.get("run_key") != key:
-            log(f"ignoring checkpoint {p.name}: made with another config or data")
-            continue
-        return state
-    return None
-
-
 # --------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------
-
-
-LOG_COLUMNS = (
-    "step",
-    "loss",
-    "loss_param",
-    "loss_vertex",
-    "loss_ratio",
-    "val_loss",
-    "val_loss_param",
-    "val_loss_vertex",
-    "val_loss_ratio",
-    "lr",
-)
-
-
-def _write_log_csv(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, delimiter=",", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in LOG_COLUMNS})
-    write_text_atomic(path, buf.getvalue())
-
-
-@torch.no_grad()
-def evaluate_loss(
-    model: VoiceToShape,
-    loss_fn: ShapeLoss,
-    bank: UtteranceBank,
-    coef_z: torch.Tensor,
-    device: torch.device,
-    max_frames: int = 1000,
-) -> dict[str, float]:
-    """Mean loss over whole utterances (first ``max_frames`` frames), model in eval mode."""
-    was = model.training
-    model.eval()
-    sums: dict[str, float] = {}
-    for f, i in zip(bank.feats, bank.ids, strict=True):
-        x = torch.from_numpy(f[:max_frames])[None].to(device)
-        out = loss_fn(model(x), coef_z[int(i)][None].to(device))
-        for k, v in out.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-    model.train(was)
-    return {k: v / len(bank) for k, v in sums.items()}
-
-
-def _summary_writer(log_dir: Path, purge_step: int | None):
-    """A TensorBoard SummaryWriter, or a no-op stand-in where tensorboard is missing."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        print("tensorboard not installed: no TensorBoard logs (log.csv only)", file=sys.stderr)
-
-        class _NoTB:
-            def add_scalar(self, *a, **k):
-                pass
-
-            def flush(self):
-                pass
-
-            def close(self):
-                pass
-
-        return _NoTB()
-    return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
 
 def train(
@@ -666,35 +424,6 @@ def _train_loop(cfg, bank, targets, out, ckpt_dir, dev, val_bank, val_coef, meta
 # --------------------------------------------------------------------------------------
 # I/O edge: files of the other stages -> in-memory data; the `train` rule
 # --------------------------------------------------------------------------------------
-
-
-def selection_identities(train_ids: Sequence[str], fraction: float) -> tuple[list[str], list[str]]:
-    """Split the training side into ``(fitted, selection)`` identities, both sorted.
-
-    An identity is a selection identity when ``hash_fraction(identity + "/select")`` (a
-    stable number in [0, 1), independent of the held-out split's hash) is below
-    `fraction`; at least one identity stays on each side when there are two or more.  The
-    selection identities are never trained on: their loss picks the checkpoint
-    (``train.select: best``).  ``fraction`` 0 gives no selection identities.
-    """
-    ids = sorted(train_ids)
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"train.select_fraction must be in [0, 1), got {fraction}")
-    if fraction == 0.0 or len(ids) < 2:
-        return ids, []
-    key = {i: hash_fraction(i + "/select") for i in ids}
-    sel = [i for i in ids if key[i] < fraction] or [min(ids, key=key.__getitem__)]
-    if len(sel) == len(ids):
-        sel.remove(max(ids, key=key.__getitem__))
-    chosen = set(sel)
-    return [i for i in ids if i not in chosen], sorted(sel)
-
-
-def ratio_pair_vertices(pairs: Mapping[str, object]) -> np.ndarray:
-    """``(10,)`` vertex indices of the ARE pairs: oicd, ear, forehead, mid, cheek (the
-    order :class:`ShapeLoss` and :data:`vox3d.metrics.RATIOS` use)."""
-    keys = [OICD_KEY] + [RATIO_PAIR_KEY[r] for r in RATIOS]
-    return np.array([int(i) for k in keys for i in np.asarray(pairs[k]).reshape(2)], np.int64)
 
 
 def run_train(

@@ -128,9 +128,11 @@ def media_run(tmp_path_factory):
     """Build every media case into one videos_dir and run manifest, extract, fit and
     features on it (one shard).  Returns the outputs' paths and the rejects by stage."""
     from vox3d.config import load_config
-    from vox3d.extract import ExtractShard, aggregate, extract_shard
+    from vox3d.extract import aggregate, extract_shard
+    from vox3d.extract_shard import ExtractShard
     from vox3d.features import collect_rejects, features_shard, read_index, read_rejects
-    from vox3d.fit import FitConfig, fit_shard, write_fit_tables
+    from vox3d.fit import FitConfig, fit_shard
+    from vox3d.fit_tables import write_fit_tables
     from vox3d.io import read_tsv
     from vox3d.manifest import build_manifest, write_manifest
 

@@ -168,7 +168,8 @@ def test_long_video_extract_writes_while_decoding_and_fit_reads_in_pieces(
     long_clip, tmp_path, outcomes
 ):
     from vox3d import frame_source
-    from vox3d.extract import ExtractShard, extract_shard
+    from vox3d.extract import extract_shard
+    from vox3d.extract_shard import ExtractShard
     from vox3d.manifest import build_manifest, write_manifest
     from vox3d.video import decode
 
