@@ -98,6 +98,16 @@ def setting(key: str) -> Any:
     return dataclasses.field(default=value, metadata=meta)
 
 
+def preset_setting(presets: Mapping[str, Mapping[str, Any]], preset_key: str, key: str) -> Any:
+    """A dataclass field whose default is `key` of the default preset: ``presets[p][key]``
+    with ``p`` config key `preset_key`'s default (``"train.preset"``); for the fields whose
+    config value null means "the preset's"."""
+    value = presets[default(preset_key)][key]
+    if isinstance(value, list | dict):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(value))
+    return dataclasses.field(default=value)
+
+
 S = TypeVar("S", bound="Settings")
 
 

@@ -41,7 +41,7 @@ from vox3d import params as prm
 from vox3d import paths
 from vox3d.are_pairs import ARE_KEYS, CMP_ARE_PAIRS_BFM53K, ICT_ARE_PAIRS, choose_are_pairs
 from vox3d.bfm import BFM53K_N_VERTICES, load_bfm_arrays
-from vox3d.config import default
+from vox3d.config import section
 from vox3d.ict_facekit import (
     ICT_DEFAULT_EXPRESSIONS,
     ICT_LANDMARKS68,
@@ -396,7 +396,7 @@ def load_face_model(
 def face_model_section(face_cfg: Mapping | None) -> dict:
     """`face_cfg` (config ``face_model`` section, maybe with asset paths) over config.yaml's
     ``face_model`` defaults."""
-    return {**default("face_model"), **dict(face_cfg or {})}
+    return section("face_model", face_cfg)
 
 
 def face_model_settings(face_model: Mapping, assets: Mapping) -> dict:

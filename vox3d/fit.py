@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vox3d.config import default, setting, train_variants
+from vox3d.config import default, section, setting, train_variants
 from vox3d.fit_loop import _empty_fields, _run_shard
 from vox3d.fit_shard import write_fit_shard
 from vox3d.fit_tables import shard_stats, video_rejects
@@ -111,8 +111,8 @@ class FitConfig:
     @classmethod
     def from_config(cls, config: dict, threads: int = 1) -> FitConfig:
         """Build from the whole workflow config dict (missing keys -> config.yaml's)."""
-        fm = {**default("face_model"), **(config.get("face_model", {}) or {})}
-        fit = {**default("fit"), **(config.get("fit", {}) or {})}
+        fm = section("face_model", config.get("face_model"))
+        fit = section("fit", config.get("fit"))
         assets = config.get("assets", {}) or {}
         name = fm["name"]
         layout = TDDFA_LAYOUT if name == "bfm" else ict_layout(int(fm["n_id"]), int(fm["n_exp"]))

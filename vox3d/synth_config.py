@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from vox3d.config import default, setting
+from vox3d.config import default, preset_setting, setting
 
 #: Frame size (pixels) and rate of every synthetic clip (VoxCeleb2 dev).
 FRAME_SIZE = 224
@@ -74,7 +74,7 @@ SYNTH_PRESETS: dict[str, dict] = {
 
 def _preset(key: str):
     """The default preset's value of `key` (config.yaml's ``synthetic.preset``)."""
-    return field(default=SYNTH_PRESETS[default("synthetic.preset")][key])
+    return preset_setting(SYNTH_PRESETS, "synthetic.preset", key)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vox3d.config import Settings, default, setting
+from vox3d.config import Settings, default, preset_setting, setting
 from vox3d.face_model import face_model_from_config
 from vox3d.featurestore import load_utterances
 from vox3d.split import read_meta, small_data_note, split_identities, write_split
@@ -61,12 +61,8 @@ from vox3d.voice_model import ModelConfig, build_model
 
 
 def _preset(key: str):
-    """A field of the run settings whose default is the default preset's value
-    (``PRESETS[train.preset]``; config.yaml's null for that key means "the preset's")."""
-    value = PRESETS[default("train.preset")][key]
-    if isinstance(value, list):
-        return field(default_factory=lambda: list(value))
-    return field(default=value)
+    """A run setting whose default is the default preset's (``PRESETS[train.preset]``)."""
+    return preset_setting(PRESETS, "train.preset", key)
 
 
 @dataclass(frozen=True)

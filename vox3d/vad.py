@@ -80,30 +80,21 @@ def vad_keep_frames(pcm: np.ndarray, aggressiveness: int = VAD_AGGRESSIVENESS) -
     runs: list[tuple[int, int]] = []
     for k in range(n_frames):
         fk = frames[k]
-        if not triggered:
-            if ring_prev < 0:
-                process(handle, sr, fk, n)
-                ring_prev = k
-                continue
-            voiced = process(handle, sr, frames[ring_prev], n) + process(handle, sr, fk, n)
-            if voiced == 2:
-                triggered = True
-                seg_start = ring_prev
-                ring_prev = -1
-            else:
-                ring_prev = k
+        if ring_prev < 0:  # one frame in the ring: classify it, no decision
+            process(handle, sr, fk, n)
+            ring_prev = k
+            continue
+        voiced = process(handle, sr, frames[ring_prev], n) + process(handle, sr, fk, n)
+        if not triggered and voiced == 2:  # both voiced: a segment starts at the older one
+            triggered = True
+            seg_start = ring_prev
+            ring_prev = -1
+        elif triggered and voiced == 0:  # both unvoiced: the segment ends with frame k
+            triggered = False
+            runs.append((seg_start, k + 1))
+            ring_prev = -1
         else:
-            if ring_prev < 0:
-                process(handle, sr, fk, n)
-                ring_prev = k
-                continue
-            voiced = process(handle, sr, frames[ring_prev], n) + process(handle, sr, fk, n)
-            if voiced == 0:
-                triggered = False
-                runs.append((seg_start, k + 1))
-                ring_prev = -1
-            else:
-                ring_prev = k
+            ring_prev = k
     if triggered:
         runs.append((seg_start, n_frames))
     if not runs:
