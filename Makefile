@@ -45,7 +45,7 @@ report: setup
 	$(BIN)/snakemake --cores $(CORES) --profile profiles/default --report report.html
 
 # Both voice models side by side: the supervised one and CMP's unsupervised variant
-# (knowledge distillation, no 3D labels; vox3d/distill.py), on the embedded default.
+# (knowledge distillation, no 3D labels; vox3d/voice/distill.py), on the embedded default.
 run-both: setup
 	$(BIN)/snakemake --cores $(CORES) --profile profiles/default --config train='{mode: both}'
 

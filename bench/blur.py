@@ -5,7 +5,7 @@
 
 For every real clip of ``../shared/data/real/voxceleb`` (or ``VOX3D_DATA``): one frame a
 second, FaceBoxes' best face, the 3DDFA-V2 crop; then the variance of the Laplacian of the
-crop (:func:`vox3d.quality.laplacian_variance`) over the in-frame part of the crop (what the
+crop (:func:`vox3d.fitting.quality.laplacian_variance`) over the in-frame part of the crop (what the
 fit stage uses) and over the whole crop (the padding included), for the frame as decoded
 and blurred with a Gaussian of sigma 1-4 frame pixels.  Prints min / median / max per sigma.
 """
@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
 
     from vox3d import paths
-    from vox3d.crop import crop_image, roi_box_from_bbox
-    from vox3d.detector import FaceBoxes
-    from vox3d.quality import crop_windows, laplacian_variance
+    from vox3d.face.crop import crop_image, roi_box_from_bbox
+    from vox3d.face.detector import FaceBoxes
+    from vox3d.fitting.quality import crop_windows, laplacian_variance
 
     clips = sorted((paths.DATA_ROOT / "real" / "voxceleb").glob("*/*/*.mp4"))
     if not clips:

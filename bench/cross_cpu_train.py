@@ -24,8 +24,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from tiny_workflow import TINY  # noqa: E402
 
-from vox3d.face_model import face_model_settings  # noqa: E402
-from vox3d.train import run_train  # noqa: E402
+from vox3d.face.face_model import face_model_settings  # noqa: E402
+from vox3d.voice.train import run_train  # noqa: E402
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vox3d.manifest import MANIFEST_COLUMNS, write_manifest  # noqa: E402
+from vox3d.media.manifest import MANIFEST_COLUMNS, write_manifest  # noqa: E402
 
 
 def probe_row(

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.dag import probe_row  # noqa: E402
-from vox3d.manifest import list_shards, write_manifest  # noqa: E402
+from vox3d.media.manifest import list_shards, write_manifest  # noqa: E402
 
 VOX2_UTTERANCES = 1_128_246
 VOX2_VIDEOS = 150_480

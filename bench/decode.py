@@ -4,11 +4,11 @@
     python bench/decode.py --copies 60 --threads 1,4,8,15 --hwaccel cuda --processes 15
 
 Decodes ``--copies`` x the clips of ``--clips`` (default the 10 real VoxCeleb2 clips) with
-:func:`vox3d.video.decode` exactly as the extract and stream stages do (16 kHz mono audio,
+:func:`vox3d.media.video.decode` exactly as the extract and stream stages do (16 kHz mono audio,
 frames sampled at 5 fps, RGB) and prints seconds of video decoded per second of wall time:
 
 * ``cpu, T threads``: one process, T Python threads each decoding whole videos (the stream
-  stage's decode workers, :class:`vox3d.stream.StreamSource`); PyAV releases the GIL while
+  stage's decode workers, :class:`vox3d.fitting.stream.StreamSource`); PyAV releases the GIL while
   it decodes, so this shows how far threads scale;
 * ``cpu, P processes``: P processes of one thread (the two-stage path's extract jobs, and
   the stream stage with ``extract.decode_workers: processes``); ``per-frame ctx``: the same
@@ -18,7 +18,7 @@ frames sampled at 5 fps, RGB) and prints seconds of video decoded per second of 
 
 * ``rgb24 conversion``: PyAV's ``VideoFrame.to_ndarray(format="rgb24")`` (a new libswscale
   context per frame, automatic threads) against one context per video on the calling thread
-  (what :func:`vox3d.video.decode` does), ms per sampled frame of the first clip, and
+  (what :func:`vox3d.media.video.decode` does), ms per sampled frame of the first clip, and
   whether their bytes agree.
 
 Parity (hardware against CPU, every clip once): frame times equal, audio equal, frames'
@@ -40,7 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.machine import header  # noqa: E402
-from vox3d import video  # noqa: E402
+from vox3d.media import video  # noqa: E402
 
 _CONVERTER = video._rgb24_converter
 

@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vox3d import io  # noqa: E402
-from vox3d.docblocks import sync_block  # noqa: E402
+from vox3d.tools.docblocks import sync_block  # noqa: E402
 
 BLOCK = "default_corpus"
 
@@ -131,7 +131,7 @@ def render(out: Path) -> str:
 def render_ceiling(out: Path) -> str:
     """The corpus's voice -> shape ceiling (attribute ``voice_ceiling`` of
     ``OUT/synthetic/ground_truth.h5``, computed by the synthesize job)."""
-    from vox3d.ground_truth import GroundTruth
+    from vox3d.synthetic.ground_truth import GroundTruth
 
     path = out / "synthetic" / "ground_truth.h5"
     if not path.is_file():

@@ -6,7 +6,7 @@ Reads the finished workflow outputs under ``--out-dir`` (the default corpus of `
 ``results``) and never writes there; everything is written under ``--work`` (a temporary
 folder by default, removed at the end).  Prints:
 
-1. the corpus: exported utterances, identities, seconds of audio (``vox3d.export.collect``);
+1. the corpus: exported utterances, identities, seconds of audio (``vox3d.report.export.collect``);
 2. ``vox3d export --format hf --format lhotse OUT --dest W/wav`` (float32 WAV, the default)
    and ``vox3d export --format hf --audio flac OUT --dest W/flac`` (24-bit FLAC), each run
    ``--repeat`` times into an empty folder, timed as a subprocess (imports included): wall
@@ -43,10 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import header  # noqa: E402
-from vox3d.export import StageInputs, collect  # noqa: E402
-from vox3d.export_layout import HF_FILES, LHOTSE_FILES, audio_relpath  # noqa: E402
-from vox3d.extract_shard import ExtractShard  # noqa: E402
 from vox3d.io import read_tsv  # noqa: E402
+from vox3d.media.extract_shard import ExtractShard  # noqa: E402
+from vox3d.report.export import StageInputs, collect  # noqa: E402
+from vox3d.report.export_layout import HF_FILES, LHOTSE_FILES, audio_relpath  # noqa: E402
 
 BIN = Path(sys.executable).parent
 #: VoxCeleb2's hours of audio (Chung, Nagrani, Zisserman, Interspeech 2018).

@@ -1,6 +1,6 @@
 """Real-time factor per core of the extract stage, each decoder side by side.
 
-Runs :func:`vox3d.extract.extract_shard` (decode + 16 kHz resample + frame selection at
+Runs :func:`vox3d.media.extract.extract_shard` (decode + 16 kHz resample + frame selection at
 5 fps + HDF5 write) on a shard of the shared real clips (``real/voxceleb`` and
 ``real/other``: H.264/AAC, VP9/Opus, MPEG-1/MP2, MJPEG/PCM), one decoder thread, for each
 decoder, and prints
@@ -26,11 +26,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vox3d.extract import extract_shard  # noqa: E402
-from vox3d.extract_shard import ExtractShard  # noqa: E402
-from vox3d.manifest import build_manifest, write_manifest  # noqa: E402
+from vox3d.media.extract import extract_shard  # noqa: E402
+from vox3d.media.extract_shard import ExtractShard  # noqa: E402
+from vox3d.media.manifest import build_manifest, write_manifest  # noqa: E402
+from vox3d.media.video import DECODERS  # noqa: E402
 from vox3d.paths import DATA_ROOT  # noqa: E402
-from vox3d.video import DECODERS  # noqa: E402
 
 
 def _cpu() -> float:

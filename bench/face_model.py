@@ -20,10 +20,10 @@ import numpy as np
 
 def mean_face_ratios(model) -> dict[str, np.ndarray]:
     """ER/FR/MR/CR ``(4,)`` of `model`'s mean face under each ARE pair set
-    (``evaluate.are_pairs``: :data:`vox3d.are_pairs.ARE_PAIR_SETS`)."""
-    from vox3d.are_pairs import ARE_PAIR_SETS
-    from vox3d.are_selection import select_are_pairs
-    from vox3d.metrics import face_ratios
+    (``evaluate.are_pairs``: :data:`vox3d.face.are_pairs.ARE_PAIR_SETS`)."""
+    from vox3d.face.are_pairs import ARE_PAIR_SETS
+    from vox3d.face.are_selection import select_are_pairs
+    from vox3d.face.metrics import face_ratios
 
     mean = np.asarray(model.mean, np.float64)
     return {w: face_ratios(mean, select_are_pairs(model, w).pairs) for w in ARE_PAIR_SETS}
@@ -31,8 +31,8 @@ def mean_face_ratios(model) -> dict[str, np.ndarray]:
 
 def print_mean_face_ratios(model) -> None:
     """:func:`mean_face_ratios` beside CMP's published mean-face ratios (BFM)."""
-    from vox3d.are_pairs import CMP_MEAN_FACE_RATIOS as cmp
-    from vox3d.metrics import RATIOS
+    from vox3d.face.are_pairs import CMP_MEAN_FACE_RATIOS as cmp
+    from vox3d.face.metrics import RATIOS
 
     print(f"ARE ratios of the ICT mean face ({' / '.join(RATIOS)}):")
     for which, r in mean_face_ratios(model).items():
@@ -53,8 +53,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as cache:
         os.environ["VOX3D_CACHE"] = cache  # an empty cache: the first load parses
-        from vox3d import face_model as fm
-        from vox3d import ict_facekit
+        from vox3d.face import face_model as fm
+        from vox3d.face import ict_facekit
 
         t0 = time.perf_counter()
         arrays = ict_facekit.load_ict_arrays(a.archive)

@@ -49,10 +49,10 @@ import h5py  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
-from vox3d import fbank, features  # noqa: E402
-from vox3d.featurestore import FeatureStore, collate  # noqa: E402
+from vox3d.audio import fbank, features  # noqa: E402
+from vox3d.audio.featurestore import FeatureStore, collate  # noqa: E402
+from vox3d.audio.vad import remove_silence  # noqa: E402
 from vox3d.paths import CMP_DIR, DATA_ROOT  # noqa: E402
-from vox3d.vad import remove_silence  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ def _collector(rate, frame_ms, padding_ms, vad, frames):
 
 
 class _SphinxLogMel:
-    """Per-frame loop of the Sphinx-style extractor (filters from vox3d.fbank: same facts)."""
+    """Per-frame loop of the Sphinx-style extractor (filters from vox3d.audio.fbank: same facts)."""
 
     def __init__(self) -> None:
         self.filters = fbank.mel_filterbank()
@@ -178,8 +178,8 @@ def original_style(wav: str, out_npy: str, tmp: str) -> None:
 
 
 def _write_extract_shard(path: Path, items: list[tuple[str, str, np.ndarray]]) -> None:
-    """An extract shard (vox3d.extract_shard layout) holding only audio, for the stage timing."""
-    from vox3d import extract_shard
+    """An extract shard (vox3d.media.extract_shard layout) holding only audio, for the stage timing."""
+    from vox3d.media import extract_shard
 
     s = h5py.string_dtype("utf-8")
     lens = np.array([len(a) for _, _, a in items], np.int64)
@@ -404,7 +404,7 @@ def _loader_rate(make, n_items: int) -> tuple[float, int]:
 def bench_reader(tmp: Path, kept: list, n_items: int, repeats: int) -> None:
     from torch.utils.data import DataLoader
 
-    from vox3d.batch_loader import BatchLoader
+    from vox3d.audio.batch_loader import BatchLoader
 
     p = tmp / "reader.h5"
     features.write(p, kept, [], fbank.FeatureConfig())
@@ -470,7 +470,7 @@ def bench_reader(tmp: Path, kept: list, n_items: int, repeats: int) -> None:
 
 
 # --------------------------------------------------------------------------------------
-# 5. log-mel variants (the choices of vox3d.fbank.filterbank_energies)
+# 5. log-mel variants (the choices of vox3d.audio.fbank.filterbank_energies)
 # --------------------------------------------------------------------------------------
 def _cpu_median(jobs: dict, repeats: int) -> dict[str, float]:
     """CPU seconds (median of `repeats`, interleaved, after one warm-up) of each job."""

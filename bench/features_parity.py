@@ -34,17 +34,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import soundfile as sf  # noqa: E402
 
-from vox3d import fbank, features  # noqa: E402
-from vox3d.featurefile import file_features  # noqa: E402
-from vox3d.paths import CMP_DIR, DATA_ROOT  # noqa: E402
-from vox3d.pcm import SAMPLE_RATE, load_audio, to_pcm16  # noqa: E402
-from vox3d.vad import (  # noqa: E402
+from vox3d.audio import fbank, features  # noqa: E402
+from vox3d.audio.featurefile import file_features  # noqa: E402
+from vox3d.audio.pcm import SAMPLE_RATE, load_audio, to_pcm16  # noqa: E402
+from vox3d.audio.vad import (  # noqa: E402
     VAD_AGGRESSIVENESS,
     VAD_FRAME_MS,
     VAD_PADDING_MS,
     VAD_RATIO,
     remove_silence,
 )
+from vox3d.paths import CMP_DIR, DATA_ROOT  # noqa: E402
 
 REF = CMP_DIR / "reference_fbank"
 REAL = DATA_ROOT / "real"
@@ -105,7 +105,7 @@ def readme_voiced() -> dict[str, int]:
 
 
 def reference_parity(tmp: Path) -> None:
-    from vox3d.cli import main as vox3d_main
+    from vox3d.tools.cli import main as vox3d_main
 
     wavs = sorted(REF.glob("*.wav"))
     table = readme_voiced()
@@ -180,7 +180,7 @@ def reference_parity(tmp: Path) -> None:
 def _extract(shards: Path, tmp: Path, decoder: str) -> dict[str, Path]:
     """Extract shard of the real clips with `decoder`, and its feature shards with each
     precision (the default float32 spectra and the original's float64)."""
-    from vox3d import extract
+    from vox3d.media import extract
 
     ex = tmp / f"extract_{decoder}.h5"
     extract.extract_shard(
@@ -232,7 +232,7 @@ def _shard_audio(path: Path) -> dict[str, np.ndarray]:
 def pipeline(tmp: Path) -> None:
     import av
 
-    from vox3d.manifest import build_manifest, write_manifest
+    from vox3d.media.manifest import build_manifest, write_manifest
 
     if shutil.which("ffmpeg") is None:
         print("\n## 2. pipeline: skipped (needs the ffmpeg program)")

@@ -99,7 +99,7 @@ class Table:
 
 def make_frames(crops: torch.Tensor, n: int) -> torch.Tensor:
     """``n`` 224x224 BGR frames, one face each, from the reference crops (host)."""
-    from vox3d.crop import resize_uint8_torch
+    from vox3d.face.crop import resize_uint8_torch
 
     base = resize_uint8_torch(crops, 224, 224)
     frames = []
@@ -116,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.data:
         os.environ["VOX3D_DATA"] = a.data
     from vox3d import paths
-    from vox3d.crop import crop_batch_torch, roi_box_from_bbox, roi_boxes_torch
-    from vox3d.detector import FaceBoxes
-    from vox3d.regressor import Regressor, build_mobilenet
+    from vox3d.face.crop import crop_batch_torch, roi_box_from_bbox, roi_boxes_torch
+    from vox3d.face.detector import FaceBoxes
+    from vox3d.face.regressor import Regressor, build_mobilenet
 
     dev = torch.device(a.device)
     torch.set_num_threads(max(1, a.threads))
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     rois = np.stack([roi_box_from_bbox(d[0]) for d in dets_host])
     crops_host = crop_batch_torch(frames[:64], rois)
     if have_cv2:
-        from vox3d.crop import crop_image
+        from vox3d.face.crop import crop_image
 
         cv = np.stack([crop_image(frames[i].numpy(), rois[i]) for i in range(64)])
         print(
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                 for mode in ("default",):
                     rr = regs_pad[p]
                     try:
-                        from vox3d.regressor import PAD_CHANNELS, normalize_crops_padded
+                        from vox3d.face.regressor import PAD_CHANNELS, normalize_crops_padded
 
                         t0 = time.perf_counter()
                         cm = torch.compile(rr.model, mode=mode, dynamic=False)
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\ndetector + crop + regressor (frames/s)", file=sys.stderr)
     host_frames = [frames[i].numpy() for i in range(64)]
     if have_cv2:
-        from vox3d.crop import crop_image as _crop
+        from vox3d.face.crop import crop_image as _crop
 
         def crop_one(img, roi):
             return torch.from_numpy(_crop(img, roi)[None])

@@ -1,4 +1,4 @@
-"""Identity accuracy of the fit on the synthetic corpus (vox3d.fit_accuracy), printed.
+"""Identity accuracy of the fit on the synthetic corpus (vox3d.fitting.fit_accuracy), printed.
 
     python bench/fit_accuracy.py --out-dir results
     (reads OUT/fit/identities.h5, OUT/fit/shard-*.h5, OUT/synthetic/ground_truth.h5 and
@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vox3d import fit_accuracy as fa  # noqa: E402
+from vox3d.fitting import fit_accuracy as fa  # noqa: E402
 
 SUMMARY = (
     ("n_identities", "ids", "{:>4d}", 4),

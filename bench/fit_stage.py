@@ -1,4 +1,4 @@
-"""Frames per second of the fit stage's tensor path (vox3d.fit), reading included.
+"""Frames per second of the fit stage's tensor path (vox3d.fitting.fit), reading included.
 
     python bench/fit_stage.py --quick                    # CPU here (1 thread)
     python bench/fit_stage.py --device cuda              # H100: batch 1024, fp32 and bf16
@@ -7,8 +7,8 @@
 What runs is the stage's own loop minus HDF5: an in-memory stand-in for the extract
 shard (videos of 224x224 RGB frames made from the 3 reference crops of
 ``reference_mb05.npz``, flipped and shifted, one in ``--black-every`` videos black) goes
-through :class:`vox3d.frame_source.BatchPrefetcher` (background thread, pinned staging, copy on a
-side stream) into :meth:`vox3d.fit.Fitter.fit_batch_tensor`, which returns every per-frame
+through :class:`vox3d.fitting.frame_source.BatchPrefetcher` (background thread, pinned staging, copy on a
+side stream) into :meth:`vox3d.fitting.fit.Fitter.fit_batch_tensor`, which returns every per-frame
 field the stage writes.  Parity rows compare the device's fields with the CPU reference
 (:meth:`Fitter.fit_frames`, cv2 crops; or the tensor path on the CPU when cv2 is missing)
 on the first ``--parity-frames`` frames: boxes (px), parameters (whitened units), keep
@@ -57,7 +57,7 @@ def _args(argv):
 
 
 class MemoryShard:
-    """Duck-typed :class:`vox3d.extract_shard.ExtractShard`: ``videos`` and ``frames(i)``."""
+    """Duck-typed :class:`vox3d.media.extract_shard.ExtractShard`: ``videos`` and ``frames(i)``."""
 
     def __init__(self, videos: list[np.ndarray], fps: float = 5.0) -> None:
         self._frames = videos
@@ -79,7 +79,7 @@ class MemoryShard:
 def make_videos(n_frames: int, per_video: int, black_every: int) -> list[np.ndarray]:
     """224x224 RGB frames (one face each; every ``black_every``-th video black)."""
     from vox3d import paths
-    from vox3d.crop import resize_uint8_torch
+    from vox3d.face.crop import resize_uint8_torch
 
     ref = np.load(paths.TDDFA_DIR / "reference_mb05.npz")["crops_bgr_uint8"]
     base = resize_uint8_torch(torch.from_numpy(ref), 224, 224).numpy()[..., ::-1]
@@ -97,8 +97,8 @@ def make_videos(n_frames: int, per_video: int, black_every: int) -> list[np.ndar
 
 
 def run_stage(fitter, shard, batch: int) -> dict[str, np.ndarray]:
-    """The stage's tensor loop (vox3d.fit_loop._run_shard_tensor without tqdm/HDF5)."""
-    from vox3d.frame_source import BatchPrefetcher
+    """The stage's tensor loop (vox3d.fitting.fit_loop._run_shard_tensor without tqdm/HDF5)."""
+    from vox3d.fitting.frame_source import BatchPrefetcher
 
     out: dict[str, list] = {}
     for item in BatchPrefetcher(shard, batch, fitter.device):
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
     if a.data:
         os.environ["VOX3D_DATA"] = a.data
-    from vox3d.fit import FitConfig, Fitter
+    from vox3d.fitting.fit import FitConfig, Fitter
 
     dev = a.device
     gpu = dev == "cuda"

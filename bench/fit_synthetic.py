@@ -25,12 +25,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vox3d.face_model import load_face_model  # noqa: E402
-from vox3d.fit_shard import FitShard  # noqa: E402
-from vox3d.ground_truth import read_tables  # noqa: E402
-from vox3d.identities import IdentitiesFile  # noqa: E402
+from vox3d.face.face_model import load_face_model  # noqa: E402
+from vox3d.fitting.fit_shard import FitShard  # noqa: E402
+from vox3d.fitting.identities import IdentitiesFile  # noqa: E402
+from vox3d.fitting.quality import REASONS  # noqa: E402
 from vox3d.params import to_image  # noqa: E402
-from vox3d.quality import REASONS  # noqa: E402
+from vox3d.synthetic.ground_truth import read_tables  # noqa: E402
 
 
 def load_truth(path):

@@ -3,7 +3,7 @@
 Renders shards ``0 .. K-1`` of the training cache (data seed 0, the rule's settings) with
 ``--workers`` spawned processes, then detects and crops them on CUDA several times, with
 cuDNN's defaults (TF32 convolutions, heuristic algorithms, non-deterministic kernels
-allowed) and with :class:`vox3d.regressor_cache.Cropper`'s deterministic flags.  Prints, per
+allowed) and with :class:`vox3d.fitting.regressor_cache.Cropper`'s deterministic flags.  Prints, per
 setting, how many samples' boxes, crops and valid/invalid verdicts differ between passes,
 and writes per-sample digests to ``--json`` so that a second process (a second call of this
 script) can be compared with the first (``--compare``): the two full rule runs that gave
@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vox3d import regressor_cache as rc  # noqa: E402
-from vox3d.regressor_render import RenderConfig, resolve_codec  # noqa: E402
+from vox3d.fitting import regressor_cache as rc  # noqa: E402
+from vox3d.fitting.regressor_render import RenderConfig, resolve_codec  # noqa: E402
 
 
 def _render(job):

@@ -54,31 +54,31 @@ W=$(( $(python3 -c "import os; print(len(os.sched_getaffinity(0)))") - 1 ))
 case "${1:-render}" in
   render)  # ~9 min: the held-out set first (small), then as much of the training cache as fits
     DEV=cuda
-    step render_heldout 120 python3 -m vox3d.regressor_data render --heldout --n "$NHELD" --out "$D/heldout" \
+    step render_heldout 120 python3 -m vox3d.fitting.regressor_data render --heldout --n "$NHELD" --out "$D/heldout" \
       --workers "$W" --device "$DEV" --time-budget 90
     if ! ls "$D/heldout" 2>/dev/null | grep -q shard-; then  # the CUDA crop path failed: CPU detection
       DEV=cpu; echo "CUDA render failed; falling back to CPU detection"
-      step render_heldout 120 python3 -m vox3d.regressor_data render --heldout --n "$NHELD" --out "$D/heldout" \
+      step render_heldout 120 python3 -m vox3d.fitting.regressor_data render --heldout --n "$NHELD" --out "$D/heldout" \
         --workers "$W" --device "$DEV" --time-budget 90
     fi
-    step render 440 python3 -m vox3d.regressor_data render --n "$N" --out "$D/cache" \
+    step render 440 python3 -m vox3d.fitting.regressor_data render --n "$N" --out "$D/cache" \
       --workers "$W" --device "$DEV" --time-budget "${RENDER_BUDGET:-400}"
     ls "$D/cache" | grep -c shard- | sed 's/^/training shards: /'
     ;;
   quick)  # one 10-minute call: held-out set, a training cache, then the first training slice
     DEV=${DEV:-cpu}
-    step render_heldout 90 python3 -m vox3d.regressor_data render --heldout --n "$NHELD" --out "$D/heldout" \
+    step render_heldout 90 python3 -m vox3d.fitting.regressor_data render --heldout --n "$NHELD" --out "$D/heldout" \
       --workers "$W" --device "$DEV" --time-budget "${HELD_BUDGET:-45}"
-    step render 330 python3 -m vox3d.regressor_data render --n "$N" --out "$D/cache" \
+    step render 330 python3 -m vox3d.fitting.regressor_data render --n "$N" --out "$D/cache" \
       --workers "$W" --device "$DEV" --time-budget "${RENDER_BUDGET:-270}"
     ls "$D/cache" | grep -c shard- | sed 's/^/training shards: /'
-    step train 300 python3 -m vox3d.regressor_data train --cache "$D/cache" --heldout "$D/heldout" \
+    step train 300 python3 -m vox3d.fitting.regressor_data train --cache "$D/cache" --heldout "$D/heldout" \
       --out "$D/ict_regressor.pth" --log "$D/training_curve.tsv" --device cuda --steps "$STEPS" \
       --batch-size 256 --id-weight "$IDW" --widen "$WIDEN" --time-budget "${TRAIN_BUDGET:-200}"
     tail -n 3 "$D/training_curve.tsv"
     ;;
   train)  # resumable: stops after 520 s with a state file; call again until the checkpoint is written
-    step train "${TRAIN_SLOT:-565}" python3 -m vox3d.regressor_data train --cache "$D/cache" --heldout "$D/heldout" \
+    step train "${TRAIN_SLOT:-565}" python3 -m vox3d.fitting.regressor_data train --cache "$D/cache" --heldout "$D/heldout" \
       --out "$D/ict_regressor.pth" --log "$D/training_curve.tsv" --device cuda --steps "$STEPS" \
       --batch-size 256 --id-weight "$IDW" --widen "$WIDEN" --time-budget "${TRAIN_BUDGET:-520}"
     if [ -f "$D/ict_regressor.json" ]; then
@@ -94,7 +94,7 @@ case "${1:-render}" in
     if [ -d .gpudata/tinyin ]; then
       step cross_cpu_train 90 python3 bench/cross_cpu_train.py --inputs .gpudata/tinyin --repeat 2
     fi
-    step eval 300 python3 -m vox3d.regressor_data eval --checkpoint "$D/ict_regressor.pth" \
+    step eval 300 python3 -m vox3d.fitting.regressor_data eval --checkpoint "$D/ict_regressor.pth" \
       --heldout "$D/heldout" --device cuda --json "$OUT/heldout_accuracy.json"
     cp "$D/ict_regressor.pth" "$D/ict_regressor.json" "$D/training_curve.tsv" "$OUT/" 2>/dev/null
     ;;

@@ -41,7 +41,7 @@ left() { echo $((LIMIT - ($(date +%s) - T0))); }
   --target /tmp/site .gpunode/whl/*.whl || { echo "FAILED: wheels"; exit 1; }; }
 export PYTHONPATH="/tmp/site:$PWD" VOX3D_DATA="$PWD/.gpunode" NUMBA_CACHE_DIR=/tmp/numba \
   PYTHONUNBUFFERED=1 PYTHONHASHSEED=0
-$PY -c "import av, soxr, webrtcvad, librosa, h5py, cv2, torch, vox3d.stream, vox3d.features;
+$PY -c "import av, soxr, webrtcvad, librosa, h5py, cv2, torch, vox3d.fitting.stream, vox3d.audio.features;
 print('imports ok; torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'av', av.__version__)" \
   || { echo "FAILED: imports"; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true

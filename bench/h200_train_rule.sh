@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Retrain the ICT regressor on one GPU machine (H100 or H200, 16 cores) exactly as
 # `snakemake train_regressor` does (rules/fit.smk -> scripts/train_regressor.py ->
-# `python -m vox3d.regressor_data all ARGV`), time it, and compare the result with the
+# `python -m vox3d.fitting.regressor_data all ARGV`), time it, and compare the result with the
 # committed vox3d/data/ict_regressor.pth (+ .json).  Through the device tool:
 #
 #   run(command="bash bench/h200_train_rule.sh", carry=[".gpudata", "Sim3DR/_sim3dr.cpp"])
@@ -9,7 +9,7 @@
 # ARGV is built on the machine by running scripts/train_regressor.py itself with a stand-in
 # `snakemake` object (params from config.yaml through vox3d.config.load_config, or, where
 # jsonschema/snakemake are missing, config.yaml unvalidated: vox3d.config.defaults) and
-# capturing what it passes to vox3d.regressor_data.main.  Two things differ from the rule,
+# capturing what it passes to vox3d.fitting.regressor_data.main.  Two things differ from the rule,
 # both printed: --ict points at the carried archive (config's ../shared/... does not travel),
 # and --time-budget B is appended so that the run stops and saves its state before the
 # tool's 10-minute limit.
@@ -40,7 +40,7 @@
 #
 # .gpudata/ (ignored; laid out like ../shared/data for VOX3D_DATA): ict-facekit/ICT-FaceKit.tar.xz
 # (a subset with the archive's internal paths: generic_neutral_mesh, identity000-039, the 10
-# expressions of vox3d.ict_facekit.ICT_DEFAULT_EXPRESSIONS, vertex_indices.json with its
+# expressions of vox3d.face.ict_facekit.ICT_DEFAULT_EXPRESSIONS, vertex_indices.json with its
 # "expressions" list cut to those 10, LICENSE/README/SOURCE_COMMIT/.mtl; build_gen_model(40, 10)
 # digest 42bcfb0e... = the committed json's gen_model_sha256), 3ddfa_v2/FaceBoxesProd.pth, whl/
 # (cp312 wheels, installed only for modules the image lacks: tqdm, threadpoolctl, PyYAML,
@@ -218,7 +218,7 @@ reg, fm = cfg["fit"]["regressor"], cfg["face_model"]
 ncores = len(os.sched_getaffinity(0))
 threads = min(int(reg["workers"]) + 1, ncores)  # rule threads, capped at the cores (snakemake --cores)
 captured = {}
-import vox3d.regressor_data as rd
+import vox3d.fitting.regressor_data as rd
 def fake_main(argv):
     captured["argv"] = list(argv)
     return 0
@@ -629,10 +629,10 @@ elif rows:
 held = os.path.join(new_dir, "heldout")
 if os.path.isfile(os.path.join(held, "shard-00000.npz")):
     import torch
-    from vox3d.ict_checkpoint import load_model
-    from vox3d.ict_eval import accuracy_tables, predict_crops
-    from vox3d.ict_generator import build_gen_model
-    from vox3d.regressor_cache import load_cache
+    from vox3d.fitting.ict_checkpoint import load_model
+    from vox3d.fitting.ict_eval import accuracy_tables, predict_crops
+    from vox3d.fitting.ict_generator import build_gen_model
+    from vox3d.fitting.regressor_cache import load_cache
     torch.backends.cudnn.benchmark = False  # as in the training process, which evaluated
     torch.backends.cudnn.deterministic = True  # the committed checkpoint (ict_train._training_device)
     d = load_cache(held, keys=("crops", "params", "euler", "index"))
@@ -672,7 +672,7 @@ if [ -n "$SMOKE_ARGS" ]; then
   say "SMOKE_ARGS appended (local test, not the rule): $SMOKE_ARGS"
 fi
 "$PY" -c "import json,sys; json.dump(sys.argv[2:], open(sys.argv[1], 'w'))" "$RR/argv_final.json" "${ARGV[@]}"
-echo "python -m vox3d.regressor_data ${ARGV[*]}"
+echo "python -m vox3d.fitting.regressor_data ${ARGV[*]}"
 if [ -f "$RR/argv.prev" ] && [ "$(cat "$RR/argv.prev")" != "${ARGV[*]}" ]; then
   say "WARNING: this argv differs from the earlier call's: $(cat "$RR/argv.prev")"
 fi
@@ -683,10 +683,10 @@ if [ "$PRECHECK" = 1 ] && [ ! -f "$RR/precheck.done" ]; then
   say "=== precheck: the committed checkpoint on its own held-out renders (480, data seed 1000003), rendered here"
   tp=$(date +%s)
   DEV=$("$PY" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
-  "$PY" -m vox3d.regressor_data render --heldout --n 480 --out "$RR/precheck/heldout" --workers 1 \
+  "$PY" -m vox3d.fitting.regressor_data render --heldout --n 480 --out "$RR/precheck/heldout" --workers 1 \
       --device "$DEV" --n-id 40 --n-exp 10 --seed 0 --codec jpeg --ict "$ICT" > "$L/precheck.txt" 2>&1 \
     && "$PY" -c "import sys, torch; torch.backends.cudnn.benchmark = False; torch.backends.cudnn.deterministic = True
-from vox3d.regressor_data import main; sys.exit(main(sys.argv[1:]))" eval --checkpoint vox3d/data/ict_regressor.pth \
+from vox3d.fitting.regressor_data import main; sys.exit(main(sys.argv[1:]))" eval --checkpoint vox3d/data/ict_regressor.pth \
       --heldout "$RR/precheck/heldout" --device "$DEV" --ict "$ICT" --json "$RR/precheck/acc.json" >> "$L/precheck.txt" 2>&1
   "$PY" - "$RR/precheck/acc.json" > "$RR/precheck.verdict" 2>&1 <<'EOF' || { echo "  PRECHECK FAILED to run: $(tail -3 "$L/precheck.txt")" >> "$RR/precheck.verdict"; }
 import json, math, sys
@@ -735,14 +735,14 @@ else
     read -r _ BUDGET TRAIN_NEED < <(grep '^BUDGET' "$L/state.$RID.txt")
     [ -n "${BUDGET:-}" ] || { say "FATAL: no budget"; RC=2; break; }
     "$PY" - "$RR/runner.$RID.json" "$DEADLINE" "$BUDGET" "$TRAIN_NEED" "$POST" "$L" "$RR/run.$RID.json" \
-        "${TIMEV[@]}" "$PY" -m vox3d.regressor_data "${ARGV[@]}" --time-budget "$BUDGET" <<'EOF'
+        "${TIMEV[@]}" "$PY" -m vox3d.fitting.regressor_data "${ARGV[@]}" --time-budget "$BUDGET" <<'EOF'
 import json, sys
 path, deadline, budget, need, post, logs, result, *cmd = sys.argv[1:]
 json.dump({"cmd": cmd, "deadline": float(deadline), "budget": float(budget), "train_need": float(need),
            "post": float(post), "out": f"{logs}/rule.out", "err": f"{logs}/rule.err", "result": result},
           open(path, "w"))
 EOF
-    say "=== rule run $RID: python -m vox3d.regressor_data all ... --time-budget $BUDGET (hard stop at +${HARD}s)"
+    say "=== rule run $RID: python -m vox3d.fitting.regressor_data all ... --time-budget $BUDGET (hard stop at +${HARD}s)"
     echo "### run $RID $(date -u +%FT%TZ) --time-budget $BUDGET" | tee -a "$L/rule.out" >> "$L/rule.err"
     "$PY" "$B_DIR/runner.py" "$RR/runner.$RID.json"
     read -r RC KIND < <("$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print(r['rc'] if not r['killed'] else 3, r['kind'] or '-')" "$RR/run.$RID.json")

@@ -5,7 +5,7 @@
 
 Prints, per |yaw| bin (0-20, 20-40, 40-60 degrees) and overall, for renders drawn with the
 generator settings stored in the checkpoint's json and the held-out data seed
-(seed + vox3d.ict_eval.EVAL_SEED_OFFSET): the mean narrow-face vertex error of shape +
+(seed + vox3d.fitting.ict_eval.EVAL_SEED_OFFSET): the mean narrow-face vertex error of shape +
 expression and of the identity alone (model space, mm), the mean-face baseline (mm), and the
 68-landmark NME in the crop (over sqrt(w*h) of the true landmark box).
 """
@@ -18,8 +18,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vox3d.ict_checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
-from vox3d.ict_regressor import main  # noqa: E402
+from vox3d.fitting.ict_checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
+from vox3d.fitting.ict_regressor import main  # noqa: E402
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -17,8 +17,8 @@ NME (mean point distance / sqrt(area of the true face box)) of the corresponded 
 vertices, and the same with the mean face (true pose, identity 0: a shape-blind control;
 the two differ only by how much identity the points carry).
 
-``--write`` stores the result as :data:`vox3d.refine.MP468_ICT_JSON`
-(``vox3d/data/mediapipe468_ict.json``), which :mod:`vox3d.refine` reads.
+``--write`` stores the result as :data:`vox3d.fitting.refine.MP468_ICT_JSON`
+(``vox3d/data/mediapipe468_ict.json``), which :mod:`vox3d.fitting.refine` reads.
 """
 
 from __future__ import annotations
@@ -47,11 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from tqdm import tqdm
 
-    from vox3d.face_model import load_face_model
-    from vox3d.ground_truth import read_tables
+    from vox3d.face.face_model import load_face_model
+    from vox3d.fitting.refine import MP468_ICT_JSON, N_MP_POINTS
+    from vox3d.media.video import decode
     from vox3d.params import CROP_SIZE, to_image, transform_vertices
-    from vox3d.refine import MP468_ICT_JSON, N_MP_POINTS
-    from vox3d.video import decode
+    from vox3d.synthetic.ground_truth import read_tables
 
     t0 = time.perf_counter()
     out = Path(args.out_dir)

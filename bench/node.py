@@ -8,18 +8,18 @@ Builds a VoxCeleb-layout folder of ``--copies`` x the clips of ``--clips`` (defa
 10 real VoxCeleb2 clips; copied, each copy its own identity), then runs the
 library's stage functions the way the workflow's jobs run them:
 
-1. ``manifest``: probe every video (:func:`vox3d.manifest.build_manifest`, threads),
+1. ``manifest``: probe every video (:func:`vox3d.media.manifest.build_manifest`, threads),
    write the shards (``--shard-size`` videos each);
-2. ``extract`` in ``--workers`` processes (:func:`vox3d.extract.extract_shard`: decode,
+2. ``extract`` in ``--workers`` processes (:func:`vox3d.media.extract.extract_shard`: decode,
    resample to 16 kHz, sample frames at 5 fps, write HDF5), and, *while it runs*, ``fit``
-   of every finished shard on ``--device`` in this process (:func:`vox3d.fit.fit_shard`,
-   one :class:`~vox3d.fit.Fitter`, ``--fit-threads`` threads inflating frames), as
+   of every finished shard on ``--device`` in this process (:func:`vox3d.fitting.fit.fit_shard`,
+   one :class:`~vox3d.fitting.fit.Fitter`, ``--fit-threads`` threads inflating frames), as
    Snakemake overlaps CPU and GPU jobs on a node: the end-to-end figure;
 3. ``fit`` again over all shards with the CPUs free: the fit stage's own rate and where
-   its time goes (:class:`vox3d.fit.StageClock`: read wait, detect, crop, regress, blur,
+   its time goes (:class:`vox3d.fitting.fit.StageClock`: read wait, detect, crop, regress, blur,
    host, write).
 
-4. ``--stream``: :func:`vox3d.stream.stream_shard` on every shard as rule
+4. ``--stream``: :func:`vox3d.fitting.stream.stream_shard` on every shard as rule
    ``stream_shard`` runs it (``--stream-jobs`` at once, ``--stream-threads`` decode threads
    each, ``--hwaccel cuda`` for NVDEC; the features computed in the job, no audio kept):
    the end-to-end rate from mp4 to fit shards and features, the intermediates' bytes
@@ -61,13 +61,13 @@ def _args(argv):
     ap.add_argument("--data", help="folder laid out like ../shared/data (sets VOX3D_DATA)")
     ap.add_argument(
         "--multi-gpu", type=int, default=0,
-        help="also fit the first --multi-shards shards with vox3d.multigpu on this many GPUs "
+        help="also fit the first --multi-shards shards with vox3d.fitting.multigpu on this many GPUs "
         "and compare the files byte for byte with the one-GPU ones",
     )  # fmt: skip
     ap.add_argument("--multi-shards", type=int, default=2)
     ap.add_argument(
         "--stream", action="store_true",
-        help="also run the stream stage (vox3d.stream: decode once, fit as it decodes, no "
+        help="also run the stream stage (vox3d.fitting.stream: decode once, fit as it decodes, no "
         "frames on disk) with features, and compare its fit shards with the two-stage ones",
     )  # fmt: skip
     ap.add_argument("--stream-jobs", type=int, default=1, help="stream jobs run at once")
@@ -79,7 +79,7 @@ def _args(argv):
     )  # fmt: skip
     ap.add_argument(
         "--pickle-frames", action="store_true",
-        help="decode processes pickle their frames to the job (vox3d.stream.SPILL_FRAMES off)",
+        help="decode processes pickle their frames to the job (vox3d.fitting.stream.SPILL_FRAMES off)",
     )  # fmt: skip
     ap.add_argument("--skip-two-stage", action="store_true", help="stream stage only")
     return ap.parse_args(argv)
@@ -125,7 +125,7 @@ def compare_fit_files(a: Path, b: Path) -> str:
 
 
 def _extract_job(shard_tsv: str, videos: str, out_h5: str) -> tuple[str, float, dict]:
-    from vox3d.extract import extract_shard
+    from vox3d.media.extract import extract_shard
 
     t0 = time.perf_counter()
     res = extract_shard(shard_tsv, videos, out_h5, frame_rate=5.0, progress=False)
@@ -140,7 +140,7 @@ def _stream_job(
 ) -> dict:
     """One stream_shard job as the workflow runs it (features in the job, no audio kept)."""
     global _FITTER
-    from vox3d.fit import Fitter
+    from vox3d.fitting.fit import Fitter
 
     if _FITTER is None:
         _FITTER = Fitter(cfg, tensor_path=cfg.device == "cuda")
@@ -148,8 +148,8 @@ def _stream_job(
 
 
 def _stream_one(n, work: Path, videos: Path, cfg, threads, hw, fitter, clock, procs, spill) -> dict:
-    from vox3d import stream
-    from vox3d.stream import stream_shard
+    from vox3d.fitting import stream
+    from vox3d.fitting.stream import stream_shard
 
     stream.SPILL_FRAMES = spill  # decode processes: frames through files, or pickled
     sd = work / "stream"
@@ -168,7 +168,7 @@ def run_stream(a, work: Path, videos: Path, names: list[str], video_s: float, in
     import hashlib
     import shutil
 
-    from vox3d.fit import StageClock
+    from vox3d.fitting.fit import StageClock
 
     sd = work / "stream"
     shutil.rmtree(sd, ignore_errors=True)
@@ -212,7 +212,7 @@ def run_stream(a, work: Path, videos: Path, names: list[str], video_s: float, in
     }
     total = sum(size.values())
     rate = video_s / t_e2e
-    from vox3d import video
+    from vox3d.media import video
 
     hw_note = ""
     if a.hwaccel:
@@ -263,9 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from vox3d import paths
-    from vox3d.extract_shard import ExtractShard
-    from vox3d.fit import FitConfig, Fitter, StageClock, fit_shard
-    from vox3d.manifest import build_manifest, write_manifest
+    from vox3d.fitting.fit import FitConfig, Fitter, StageClock, fit_shard
+    from vox3d.media.extract_shard import ExtractShard
+    from vox3d.media.manifest import build_manifest, write_manifest
 
     gpu = a.device == "cuda"
     prec = a.precision or ("bf16" if gpu else "fp32")
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.multi_gpu > 1:
         import hashlib
 
-        from vox3d.multigpu import describe_parts, fit_shard_multi
+        from vox3d.fitting.multigpu import describe_parts, fit_shard_multi
 
         def digest(p: Path) -> str:
             return hashlib.sha256(p.read_bytes()).hexdigest()

@@ -27,9 +27,9 @@ def main() -> int:
     import torch
 
     from vox3d import paths
-    from vox3d.crop import crop_image, roi_box_from_bbox
-    from vox3d.detector import FaceBoxes
-    from vox3d.regressor import Regressor
+    from vox3d.face.crop import crop_image, roi_box_from_bbox
+    from vox3d.face.detector import FaceBoxes
+    from vox3d.face.regressor import Regressor
 
     torch.set_num_threads(1)
     ref = np.load(paths.TDDFA_DIR / "reference_mb05.npz")

@@ -3,7 +3,7 @@
     python bench/projection.py [--throughput vox3d/data/throughput.json]
         [--check docs/cluster.md | --write docs/cluster.md]
 
-Prints :func:`vox3d.projection.projection_markdown` for the default path (the stream stage,
+Prints :func:`vox3d.workflow.projection.projection_markdown` for the default path (the stream stage,
 ``extract.keep_frames: false``, as the dataset card of a default build) of the throughput file (whose entries
 name the bench outputs they come from: ``bench/throughput.py`` for the CPU,
 ``bench/results/h100_*.txt`` for the GPU).  ``--write`` puts it between the
@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vox3d.docblocks import sync_block  # noqa: E402
-from vox3d.projection import THROUGHPUT_JSON, projection_markdown  # noqa: E402
+from vox3d.tools.docblocks import sync_block  # noqa: E402
+from vox3d.workflow.projection import THROUGHPUT_JSON, projection_markdown  # noqa: E402
 
 BLOCK = "projection"
 

@@ -69,7 +69,7 @@ def _s(x) -> str:
 
 def write_meta(path: Path) -> dict[str, str]:
     """docs/real_voxceleb.md step 1: VoxCeleb1-format meta of the real clips (gender only)."""
-    from vox3d.split import IdentityMeta, write_meta
+    from vox3d.media.split import IdentityMeta, write_meta
 
     with open(REAL / "manifest.csv", newline="", encoding="utf-8") as fh:
         rows = [
@@ -192,19 +192,19 @@ def _ci(r: dict[str, str], c: str, fmt: str) -> str:
 
 def ict_ratios() -> None:
     from bench.face_model import mean_face_ratios
-    from vox3d import face_model as fm
-    from vox3d.are_pairs import CMP_MEAN_FACE_RATIOS
+    from vox3d.face import face_model as fm
+    from vox3d.face.are_pairs import CMP_MEAN_FACE_RATIOS
     from vox3d.paths import ICT_FACEKIT
 
     if not ICT_FACEKIT.exists():
         print("ICT mean-face ratios: ICT-FaceKit asset missing")
         return
     m = fm.load_face_model("ict", subset="face", n_id=10, n_exp=0)
-    print("\nICT mean-face ratios ER/FR/MR/CR (vox3d.metrics.face_ratios):")
+    print("\nICT mean-face ratios ER/FR/MR/CR (vox3d.face.metrics.face_ratios):")
     for name, r in mean_face_ratios(m).items():
         print(f"  evaluate.are_pairs {name}: " + "/".join(f"{x:.2f}" for x in r))
     c = CMP_MEAN_FACE_RATIOS
-    print("  CMP's own (vox3d.are_pairs.CMP_MEAN_FACE_RATIOS): "
+    print("  CMP's own (vox3d.face.are_pairs.CMP_MEAN_FACE_RATIOS): "
           + "/".join(f"{c[k]:.2f}" for k in ("ear", "forehead", "mid", "cheek")))  # fmt: skip
 
 

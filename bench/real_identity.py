@@ -9,9 +9,9 @@ people.  ``other/pcavs00473/*`` are left out: they are re-encodings of
 ``voxceleb/pcavs00473`` (the same footage).  ``id07414`` has two VoxCeleb clips: they
 keep one label (never a different-person pair) but are not queries.
 
-Frames: :func:`vox3d.video.decode` at ``--fps``, then at most ``--max-frames`` evenly
+Frames: :func:`vox3d.media.video.decode` at ``--fps``, then at most ``--max-frames`` evenly
 spaced (deterministic).  Detection, crop, regression and frame quality filters are the
-fit stage's (:class:`vox3d.fit.Fitter`, config.yaml defaults) for each face model; a
+fit stage's (:class:`vox3d.fitting.fit.Fitter`, config.yaml defaults) for each face model; a
 method uses the frames its fitter keeps.  One shape vector per clip and method:
 
 a. 3DDFA-V2 mb05 (BFM, 40 shape coefficients): the BFM basis is not available, so no
@@ -19,8 +19,8 @@ a. 3DDFA-V2 mb05 (BFM, 40 shape coefficients): the BFM basis is not available, s
    ``param_mean_std_62d_120x120.pkl`` (dimensionless); the middle kept frame, and the
    per-clip median over kept frames.
 b. ours: the committed ICT regressor (``vox3d/data/ict_regressor.pth``/``.json``); per clip
-   the fit stage's identity (:func:`vox3d.identities.robust_identity_shape` of the kept
-   frames, then :func:`vox3d.identities.calibrated_identity` with N = frames used, as
+   the fit stage's identity (:func:`vox3d.fitting.identities.robust_identity_shape` of the kept
+   frames, then :func:`vox3d.fitting.identities.calibrated_identity` with N = frames used, as
    ``aggregate_identities`` does per identity); identity mesh of the ICT ``face`` area
    (9,409 vertices, cm), similarity-aligned to the ICT mean face, as the vector (reported
    distances: RMS per vertex, mm).  Also the middle kept frame (calibrated, N = 1), the
@@ -32,7 +32,7 @@ c. MediaPipe 0.10.14 face mesh (468 points, ``bench/mp_landmarks.py`` in ``.venv
 
 Controls per row: shuffled labels (mean over 200 seeded permutations: ratio ~1, NN at
 chance); and a "mean face" row (the same vector for every clip: ratio exactly 1.0, NN
-accuracy exactly chance).  Metrics: :mod:`vox3d.consistency`.
+accuracy exactly chance).  Metrics: :mod:`vox3d.fitting.consistency`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vox3d.consistency import (  # noqa: E402
+from vox3d.fitting.consistency import (  # noqa: E402
     consistency,
     procrustes_reference,
     shuffled_control,
@@ -93,9 +93,9 @@ def clip_list() -> list[Clip]:
 
 
 def sample_frames(path: Path, fps: float, max_frames: int) -> np.ndarray:
-    """``(F, H, W, 3) uint8`` RGB: frames at `fps` (vox3d.video.decode), at most
+    """``(F, H, W, 3) uint8`` RGB: frames at `fps` (vox3d.media.video.decode), at most
     `max_frames` of them evenly spaced."""
-    from vox3d.video import decode
+    from vox3d.media.video import decode
 
     fr = decode(path, frame_rate=fps).frames
     if len(fr) > max_frames:
@@ -107,7 +107,7 @@ def fit_all(frames: list[np.ndarray], face_model: str, threads: int) -> list[dic
     """Per clip the fit stage's per-frame ``params`` (F, P) and ``keep`` (F,)."""
     from tqdm import tqdm
 
-    from vox3d.fit import FitConfig, Fitter
+    from vox3d.fitting.fit import FitConfig, Fitter
 
     fitter = Fitter(FitConfig(face_model=face_model, device="cpu", threads=threads))
     out = []
@@ -133,20 +133,20 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from tqdm import tqdm
 
-    from vox3d.face_model import load_face_model
-    from vox3d.fit import ICT_REGRESSOR_JSON
-    from vox3d.identities import (
+    from vox3d.face.face_model import load_face_model
+    from vox3d.fitting.fit import ICT_REGRESSOR_JSON
+    from vox3d.fitting.identities import (
         calibrated_identity,
         calibrated_posterior_std,
         load_identity_calibration,
         robust_identity_shape,
     )
-    from vox3d.paths import PARAM_MEAN_STD
-    from vox3d.refine import (
+    from vox3d.fitting.refine import (
         fit_identity,
         load_mp_correspondence,
         mediapipe_observations,
     )
+    from vox3d.paths import PARAM_MEAN_STD
     from vox3d.safeload import load_pickle
 
     t0 = time.perf_counter()
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("MediaPipe 468, clip mean", "px", mp_mean.reshape(k, -1) * pscale, n_mp))
 
     # d. ours, multi-frame: one ICT identity per clip fitted jointly to MediaPipe's points
-    #    of all its frames (vox3d.refine, learned correspondence), without and with the
+    #    of all its frames (vox3d.fitting.refine, learned correspondence), without and with the
     #    regressor's calibrated clip identity as the prior
     corr = load_mp_correspondence()
     joint, joint_reg = [], []

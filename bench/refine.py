@@ -4,7 +4,7 @@
 
 Needs a finished default run (``OUT/extract``, ``OUT/fit``, ``OUT/synthetic``) and, for
 the MediaPipe rows, ``.venv-mp`` (``bench/mp_landmarks.py``).  Per identity, on the frames
-the fit stage kept (:func:`vox3d.refine.fit_identity`, one identity for all its frames):
+the fit stage kept (:func:`vox3d.fitting.refine.fit_identity`, one identity for all its frames):
 
 * ``robust (workflow)``: ``fit/identities.h5`` as the workflow writes it (calibrated);
 * ``joint: regressor vertices``: observations = each kept frame's regressor mesh (600
@@ -12,9 +12,9 @@ the fit stage kept (:func:`vox3d.refine.fit_identity`, one identity for all its 
 * ``joint: mediapipe``: MediaPipe's 468 points through the learned correspondence
   (``vox3d/data/mediapipe468_ict.json``), prior N(0, 1);
 * ``joint: mediapipe + regressor prior``: the same points, prior = the workflow's
-  calibrated identity and its posterior std (:func:`vox3d.identities.calibrated_posterior_std`).
+  calibrated identity and its posterior std (:func:`vox3d.fitting.identities.calibrated_posterior_std`).
 
-Scored against the ground truth by :func:`vox3d.fit_accuracy.accuracy_table` (held-out
+Scored against the ground truth by :func:`vox3d.fitting.fit_accuracy.accuracy_table` (held-out
 identities as the workflow splits them; the mean face and a shuffled assignment are
 printed as controls).  Prints the summary rows and the cost per identity.
 """
@@ -37,8 +37,8 @@ from mp_landmarks import run_in_venv  # noqa: E402  (bench/ is sys.path[0])
 
 def kept_frames(out: Path):
     """Per identity: kept frames' images (N, H, W, 3), params (N, P), rois (N, 4)."""
-    from vox3d.extract_shard import ExtractShard
-    from vox3d.fit_shard import FitShard
+    from vox3d.fitting.fit_shard import FitShard
+    from vox3d.media.extract_shard import ExtractShard
 
     per: dict[str, dict[str, list]] = {}
     for fp in sorted(glob.glob(str(out / "fit" / "shard-*.h5"))):
@@ -75,22 +75,22 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from tqdm import tqdm
 
-    from vox3d import fit_accuracy as fa
-    from vox3d.face_model import load_face_model
-    from vox3d.fit import ICT_REGRESSOR_JSON
-    from vox3d.identities import (
+    from vox3d.face.face_model import load_face_model
+    from vox3d.fitting import fit_accuracy as fa
+    from vox3d.fitting.fit import ICT_REGRESSOR_JSON
+    from vox3d.fitting.identities import (
         IdentitiesFile,
         calibrated_posterior_std,
         load_identity_calibration,
     )
-    from vox3d.params import ict_layout
-    from vox3d.refine import (
+    from vox3d.fitting.refine import (
         fit_identity,
         load_mp_correspondence,
         mediapipe_observations,
         regressor_observations,
         subsample_vertices,
     )
+    from vox3d.params import ict_layout
 
     out = Path(args.out_dir)
     work = Path(args.work or out / "bench_refine")

@@ -4,14 +4,14 @@
         [--out-dir results]
 
 Prints, from the checkpoint's json (written by its training run, ``rule train_regressor`` /
-``python -m vox3d.regressor_data``): how it was trained (steps, batch, renders, valid crops,
+``python -m vox3d.fitting.regressor_data``): how it was trained (steps, batch, renders, valid crops,
 device), its accuracy on the held-out renders (identity error after similarity alignment as
 a ratio of the mean face's, identity R^2 and slope per mode 0-9, 68-landmark NME, yaw error
 overall and per |yaw| bin) and what its identity calibration was measured on.
 
 With ``--out-dir`` of a finished default run (``make run``; reads ``OUT/fit/shard-*.h5``,
 ``OUT/synthetic/ground_truth.h5``): the same two figures on the corpus for single frames
-(every kept frame scored alone, as the renders are; :mod:`vox3d.fit_accuracy`, all
+(every kept frame scored alone, as the renders are; :mod:`vox3d.fitting.fit_accuracy`, all
 identities) next to the renders', and their relative difference (issue 16, item 2: the
 corpus figure within 20% of the renders' one).
 """
@@ -25,7 +25,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vox3d.ict_checkpoint import DEFAULT_CHECKPOINT, read_checkpoint_meta  # noqa: E402
+from vox3d.fitting.ict_checkpoint import DEFAULT_CHECKPOINT, read_checkpoint_meta  # noqa: E402
 
 N_MODES = 10
 
@@ -76,7 +76,7 @@ def renders_report(meta: dict) -> dict:
 
 def corpus_single_frame(out_dir: str) -> dict:
     """Single-frame identity accuracy of the fit on the corpus, all identities."""
-    from vox3d import fit_accuracy as fa
+    from vox3d.fitting import fit_accuracy as fa
 
     truth = fa.read_true_identities(os.path.join(out_dir, "synthetic", "ground_truth.h5"))
     frames = fa.read_frame_coefficients(

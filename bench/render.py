@@ -1,4 +1,4 @@
-"""Benchmark of the Sim3DR rasterizer through vox3d.render.
+"""Benchmark of the Sim3DR rasterizer through vox3d.face.render.
 
 Renders the full ICT-FaceKit head (26,719 vertices, 52,220 triangles) at 512x512 and
 prints milliseconds per render (best and median of the repeats) without lighting, with
@@ -17,8 +17,8 @@ import time
 import numpy as np
 
 from vox3d import params as P
-from vox3d.face_model import load_face_model
-from vox3d.render import Light, Mesh, render_batch, render_full
+from vox3d.face.face_model import load_face_model
+from vox3d.face.render import Light, Mesh, render_batch, render_full
 
 
 def head_in_image(size: int, yaw_deg: float = 20.0):

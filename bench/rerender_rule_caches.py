@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.compare_render_caches import compare  # noqa: E402
-from vox3d import regressor_data  # noqa: E402
+from vox3d.fitting import regressor_data  # noqa: E402
 
 
 def opt(argv: list[str], flag: str) -> str | None:

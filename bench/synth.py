@@ -18,7 +18,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from vox3d import synth_config, synth_render, synth_rig
+from vox3d.synthetic import synth_config, synth_render, synth_rig
 
 
 def _cpu() -> float:

@@ -3,11 +3,11 @@
 Runs each stage once, on one thread, on the same corpus, through the functions the
 workflow's scripts call, and prints a table:
 
-* extract  (:func:`vox3d.extract.extract_shard`): seconds of video decoded per second;
-* fit_read (:meth:`vox3d.extract_shard.ExtractShard.frames`): frames read back from the extract
+* extract  (:func:`vox3d.media.extract.extract_shard`): seconds of video decoded per second;
+* fit_read (:meth:`vox3d.media.extract_shard.ExtractShard.frames`): frames read back from the extract
   shard per second (the host side of a GPU fit);
-* fit      (:func:`vox3d.fit.fit_shard`, device cpu, model loading timed apart): frames/s;
-* features (:func:`vox3d.features.features_shard`): seconds of audio per second;
+* fit      (:func:`vox3d.fitting.fit.fit_shard`, device cpu, model loading timed apart): frames/s;
+* features (:func:`vox3d.audio.features.features_shard`): seconds of audio per second;
 * train    (``bench/train.py --device cpu --source host``, the paper preset: batch 64,
   crops 300-800 frames): iterations/s.
 
@@ -62,12 +62,12 @@ def measure(videos_dir: Path, work: Path, train_iters: int) -> dict[str, dict]:
     import torch
 
     torch.set_num_threads(1)
-    from vox3d.extract import extract_shard
-    from vox3d.extract_shard import ExtractShard
-    from vox3d.fbank import FeatureConfig
-    from vox3d.features import features_shard
-    from vox3d.fit import FitConfig, Fitter, fit_shard
-    from vox3d.manifest import build_manifest, write_manifest
+    from vox3d.audio.fbank import FeatureConfig
+    from vox3d.audio.features import features_shard
+    from vox3d.fitting.fit import FitConfig, Fitter, fit_shard
+    from vox3d.media.extract import extract_shard
+    from vox3d.media.extract_shard import ExtractShard
+    from vox3d.media.manifest import build_manifest, write_manifest
 
     rows = build_manifest(videos_dir, progress=False)
     names = write_manifest(rows, work / "manifest.tsv", work / "shards", len(rows) or 1)

@@ -10,7 +10,7 @@ vox3d's pure-Python modules (no h5py, no tqdm, no tensorboard), so it runs on a 
 Data: random in-memory features of the real shapes (utterances of 1000 frames x 64 bands,
 as CMP stores them; 40 identity coefficients; an identity basis over the 9,409 face-area
 vertices of ICT-FaceKit).  ``--source gpu`` keeps all utterances on the device and crops
-there (no host work per step); ``--source host`` uses :class:`vox3d.train_data.UtteranceBank`
+there (no host work per step); ``--source host`` uses :class:`vox3d.voice.train_data.UtteranceBank`
 (numpy crops, copied to the device each step), the path the CPU trainer uses.  The real
 run reads its utterances from the HDF5 feature shards into memory once before training,
 so neither includes HDF5 reading time.
@@ -28,10 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vox3d.train_data import UtteranceBank  # noqa: E402
-from vox3d.train_loss import ShapeLoss  # noqa: E402
-from vox3d.train_presets import PRESETS  # noqa: E402
-from vox3d.voice_model import ModelConfig, VoiceToShape  # noqa: E402
+from vox3d.voice.train_data import UtteranceBank  # noqa: E402
+from vox3d.voice.train_loss import ShapeLoss  # noqa: E402
+from vox3d.voice.train_presets import PRESETS  # noqa: E402
+from vox3d.voice.voice_model import ModelConfig, VoiceToShape  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The unsupervised variant (vox3d.distill) on the default corpus, scored beside the
+"""The unsupervised variant (vox3d.voice.distill) on the default corpus, scored beside the
 supervised model (issue 20).
 
     python bench/unsupervised.py --out-dir results --work /tmp/unsup --steps 300
@@ -8,7 +8,7 @@ and split.tsv, OUT/fit/identities.h5, OUT/synthetic/ground_truth.h5); fits its e
 shards again with ``fit.keep_crops`` (the same fit, plus the crops) into WORK/fit, pretrains
 the voice encoder (rule pretrain_voice), trains the unsupervised variant for ``--steps``
 (rule train_unsupervised, demo preset otherwise) and evaluates both models with the
-workflow's evaluation (vox3d.evaluate.run_evaluate) on the run's held-out identities.
+workflow's evaluation (vox3d.voice.evaluate.run_evaluate) on the run's held-out identities.
 Prints per method and target ARE, RMSE and similarity-aligned vertex R^2, the paired
 bootstrap of the unsupervised model against each baseline (ARE, RMSE), how often the
 GAN's identity classifier names the speaker of a face generated from a training
@@ -46,11 +46,11 @@ def main() -> int:
     import torch
 
     from vox3d.config import load_config
-    from vox3d.distill_train import run_train_unsupervised
-    from vox3d.evaluate import run_evaluate
-    from vox3d.face_model import face_model_settings
-    from vox3d.fit import FitConfig, fit_shard
-    from vox3d.speaker import run_pretrain_voice
+    from vox3d.face.face_model import face_model_settings
+    from vox3d.fitting.fit import FitConfig, fit_shard
+    from vox3d.voice.distill_train import run_train_unsupervised
+    from vox3d.voice.evaluate import run_evaluate
+    from vox3d.voice.speaker import run_pretrain_voice
 
     torch.set_num_threads(args.threads)
     out, work = Path(args.out_dir), Path(args.work)

@@ -23,7 +23,7 @@ the held-out ones) and scored on its held-out identities:
 * controls: ``gender only``; ``shuffled`` (the exact-voice predictor given another held-out
   identity's voice, a fixed derangement); the train mean face is the reference (gain 0).
 
-Scores: ARE (CMP pairs, :func:`vox3d.metrics.face_ratios`, mean over the four ratios and
+Scores: ARE (CMP pairs, :func:`vox3d.face.metrics.face_ratios`, mean over the four ratios and
 the held-out identities) and its gain over the train mean face; and per voice parameter the
 held-out R^2 of each feature set's ridge prediction of it (which links are audible).
 
@@ -89,14 +89,14 @@ def main() -> int:
     a = ap.parse_args()
     import yaml
 
+    from vox3d.audio.features import read_index
+    from vox3d.audio.featurestore import load_utterances
     from vox3d.config import DEFAULT_CONFIG
-    from vox3d.face_model import face_model_from_config, face_model_settings
-    from vox3d.features import read_index
-    from vox3d.featurestore import load_utterances
-    from vox3d.ground_truth import GroundTruth
-    from vox3d.metrics import are_errors, face_ratios
-    from vox3d.split import read_split
-    from vox3d.voice_synth import VOICE_PARAM_NAMES
+    from vox3d.face.face_model import face_model_from_config, face_model_settings
+    from vox3d.face.metrics import are_errors, face_ratios
+    from vox3d.media.split import read_split
+    from vox3d.synthetic.ground_truth import GroundTruth
+    from vox3d.synthetic.voice_synth import VOICE_PARAM_NAMES
 
     out = Path(a.out_dir)
     truth = GroundTruth.read(out / "synthetic" / "ground_truth.h5")

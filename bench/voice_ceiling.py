@@ -2,43 +2,43 @@
 
 The ceiling is the best linear predictor of the identity shape from the exact face-linked
 voice features (and gender): what a model that hears the voice perfectly could know.  By
-Monte Carlo over the generative model (:func:`vox3d.voice_mapping.simulate_voices`: ``z ~
+Monte Carlo over the generative model (:func:`vox3d.synthetic.voice_mapping.simulate_voices`: ``z ~
 N(0, I)``, gender from the gender model, the linear voice features with their noise, no
 clipping), the predictor is fitted by least squares on one sample of ``--n-samples``
 identities and scored on an independent one of the same size, for:
 
 * ``previous``: the mapping before issue 17 (rebuilt here: ``a_vtl`` face length,
   ``a_f0`` minus jaw width, ``b_1..b_4`` random in the leading 10 modes, seed
-  ``vox3d.synth_config.MAPPING_SEED``; 6 linked features);
-* ``new``: :func:`vox3d.synth_rig.default_mapping` (face length + 7 face-proportion modes;
+  ``vox3d.synthetic.synth_config.MAPPING_SEED``; 6 linked features);
+* ``new``: :func:`vox3d.synthetic.synth_rig.default_mapping` (face length + 7 face-proportion modes;
   8 linked features);
 * ``new, 6 links``: the new directions without the open-quotient / breathiness links;
 * controls: ``deaf`` (the new directions, every gain 0: the voice carries no face) and
   ``shuffled`` (the new mapping's predictor given another identity's voice and gender).
 
 Measures (face model and areas as the evaluation: ICT-FaceKit, config ``face_model``,
-``n_id`` 40, the ``face`` area of 9,409 vertices; ``vox3d.synth_rig.ceiling_inputs``):
+``n_id`` 40, the ``face`` area of 9,409 vertices; ``vox3d.synthetic.synth_rig.ceiling_inputs``):
 
 * ``R2 coef``: R^2 of the 40 identity coefficients;
 * ``R2 vert``: face-area vertex R^2 (no alignment; both meshes in the model frame);
 * ``R2 sim``: scale-normalised vertex R^2, linearised, on the whole sample: the vertex
   errors after removing the 7 similarity motions of the mean face (translation, rotation,
-  uniform scale; :func:`vox3d.voice_mapping.similarity_gram`);
+  uniform scale; :func:`vox3d.synthetic.voice_mapping.similarity_gram`);
 * ``R2 sim exact``: the same by exact similarity alignment (Umeyama with scale,
-  ``vox3d.fit_accuracy._vertex_ss`` as ``r2_vertex_sim`` of vox3d.fit_accuracy and
-  vox3d.evaluate): each predicted face and the population mean face are similarity-aligned
+  ``vox3d.fitting.fit_accuracy._vertex_ss`` as ``r2_vertex_sim`` of vox3d.fitting.fit_accuracy and
+  vox3d.voice.evaluate): each predicted face and the population mean face are similarity-aligned
   onto each true face, ``1 - sum |align(p_i) - t_i|^2 / sum |align(mean) - t_i|^2``, on the
   first ``--n-exact`` identities of the scoring sample;
 * ``ARE``: CMP's face-ratio error with the evaluation's pairs (``evaluate.are_pairs: cmp``,
-  :func:`vox3d.are_selection.select_are_pairs`; :func:`vox3d.metrics.face_ratios`), per
+  :func:`vox3d.face.are_selection.select_are_pairs`; :func:`vox3d.face.metrics.face_ratios`), per
   identity the mean over the four ratios of ``|ratio(pred) - ratio(true)|``, then the mean
-  over identities (checked against :func:`vox3d.metrics.identity_errors` on full meshes);
+  over identities (checked against :func:`vox3d.face.metrics.identity_errors` on full meshes);
   ``ARE mf`` the population mean face's and ``ARE gain`` = ``1 - ARE / ARE mf``.
 
 Each link: the feature, its direction, gain, noise, the within-gender correlation of the
 feature with its direction's projection ``d . z`` (analytic ``gain / sqrt(gain^2 +
 noise^2)`` and measured on the sample), and the named proportions the direction correlates
-with most (:func:`vox3d.synth_rig.proportion_correlations`).
+with most (:func:`vox3d.synthetic.synth_rig.proportion_correlations`).
 
 Run: ``.venv/bin/python bench/voice_ceiling.py --out bench/results/cpu_voice_ceiling.txt``.
 """
@@ -58,13 +58,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import header  # noqa: E402
-from vox3d import metrics, synth_config, synth_rig  # noqa: E402
-from vox3d import voice_mapping as vm  # noqa: E402
-from vox3d.fit_accuracy import _vertex_ss  # noqa: E402
+from vox3d.face import metrics  # noqa: E402
+from vox3d.fitting.fit_accuracy import _vertex_ss  # noqa: E402
+from vox3d.synthetic import synth_config, synth_rig  # noqa: E402
+from vox3d.synthetic import voice_mapping as vm  # noqa: E402
 
 
 def previous_directions(model) -> np.ndarray:
-    """The mapping directions ``(6, K)`` before issue 17 (vox3d.synth at bbf119e)."""
+    """The mapping directions ``(6, K)`` before issue 17 (vox3d.synthetic.synth at bbf119e)."""
     K = model.n_id
     a_vtl = synth_rig._landmark_distance_gradient(model, 27, 8)
     a_f0 = -synth_rig._landmark_distance_gradient(model, 4, 12)
@@ -96,8 +97,8 @@ def exact_sim_r2(model, idx, pred, true, chunk=250) -> float:
 
 def check_are(model, are, pred, true, n=200) -> float:
     """Largest difference between the bench's vectorised ARE and
-    :func:`vox3d.metrics.identity_errors` on full meshes, over `n` identities."""
-    from vox3d.are_selection import select_are_pairs
+    :func:`vox3d.face.metrics.identity_errors` on full meshes, over `n` identities."""
+    from vox3d.face.are_selection import select_are_pairs
 
     pairs = select_are_pairs(model, "cmp").pairs
     mean = model.mean.astype(np.float64)
@@ -245,7 +246,7 @@ def run(a) -> None:
     c = synth_rig.compute_ceiling(synth_config.SynthConfig(), rig)
     print()
     print(
-        "vox3d.synth_rig.compute_ceiling (the corpus card's, 200,000 + 200,000, seed 12345): "
+        "vox3d.synthetic.synth_rig.compute_ceiling (the corpus card's, 200,000 + 200,000, seed 12345): "
         + ", ".join(f"{k} {v:.3f}" for k, v in sorted(c.items()) if k != "n_samples")
     )
     print(f"wall {time.time() - t0:.0f} s")

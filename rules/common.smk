@@ -3,19 +3,21 @@
 
 import os
 
-from vox3d import jobsize
-from vox3d.export_layout import EXPORT_DIR
-from vox3d.extract import ExtractSettings
+from vox3d.workflow import jobsize
+from vox3d.report.export_layout import EXPORT_DIR
+from vox3d.media.extract import ExtractSettings
 from vox3d.config import train_variants as vox3d_train_variants
-from vox3d.fit import FitConfig, crops_needed
-from vox3d.jobsize import VIDEO_S  # a workflow global: bench/resources.py reads it
-from vox3d.manifest import list_shards
+from vox3d.fitting.fit import FitConfig, crops_needed
+# VIDEO_S is a workflow global: bench/resources.py reads it
+from vox3d.workflow.jobsize import VIDEO_S
+from vox3d.media.manifest import list_shards
 from vox3d.torch_setup import job_gpus
 
 OUT = os.path.normpath(config["out_dir"])
 # GPUs of a fit_shard or stream_shard job (vox3d.torch_setup.job_gpus: cuda, or auto on a
 # machine with nvidia-smi).  `--set-resources fit_shard:gpu=N` runs N processes, one per GPU
-# (scripts/fit.py, vox3d/multigpu.py); give it N x mem_mb too (fit_shard:mem_mb=...).  A
+# (scripts/fit.py, vox3d/fitting/multigpu.py); give it N x mem_mb too
+# (fit_shard:mem_mb=...).  A
 # stream_shard job takes at most one GPU: spread shards over GPUs as separate jobs.
 FIT_GPUS = job_gpus("fit", config["fit"]["device"])
 
@@ -46,7 +48,7 @@ def meta_csv():
 
 
 def export_out(rel):
-    """OUT/voxceleb3d/<rel>, the export folder (rel: one of vox3d.export_layout's file names)."""
+    """OUT/voxceleb3d/<rel>, the export folder (rel: one of vox3d.report.export_layout's file names)."""
     return out(f"{EXPORT_DIR}/{rel}")
 
 
@@ -93,36 +95,36 @@ def feature_shards(wildcards=None):
 
 
 # Job sizes (resources:) are set from measurements; docs/cluster.md has the table.  The
-# measured rates and the arithmetic live in vox3d/jobsize.py (VIDEO_S: seconds per video).
+# measured rates and the arithmetic live in vox3d/workflow/jobsize.py (VIDEO_S: seconds per video).
 
 
 def shard_minutes(s_per_video_s, margin=10.0, floor=5):
     """Runtime request in minutes of a per-shard job that took `s_per_video_s` seconds of
-    wall time per second of video, for config shard_size videos (vox3d.jobsize)."""
+    wall time per second of video, for config shard_size videos (vox3d.workflow.jobsize)."""
     return jobsize.shard_minutes(s_per_video_s, config["shard_size"], margin, floor)
 
 
 def fit_identities_mem_mb(wildcards, input):
     """Memory request in MB of `fit_identities`: it holds every kept frame's identity
-    coefficients (vox3d.jobsize.fit_identities_mem_mb)."""
+    coefficients (vox3d.workflow.jobsize.fit_identities_mem_mb)."""
     return jobsize.fit_identities_mem_mb(
         len(input.shards), config["shard_size"], config["extract"]["frame_rate"]
     )
 
 
 def fit_identities_minutes(wildcards, input):
-    """Runtime request in minutes of `fit_identities` (vox3d.jobsize)."""
+    """Runtime request in minutes of `fit_identities` (vox3d.workflow.jobsize)."""
     return jobsize.fit_identities_minutes(len(input.shards))
 
 
 def train_minutes(threads, margin=3.0, floor=10):
     """Runtime request in minutes of `train` on `threads` threads: its steps (train.steps,
-    else the preset's) at the measured speed, times `margin` (vox3d.jobsize)."""
+    else the preset's) at the measured speed, times `margin` (vox3d.workflow.jobsize)."""
     return jobsize.train_minutes(config["train"], threads, margin, floor)
 
 
 def unsupervised_minutes(wildcards):
-    """Runtime request of train_unsupervised (vox3d.jobsize.unsupervised_minutes)."""
+    """Runtime request of train_unsupervised (vox3d.workflow.jobsize.unsupervised_minutes)."""
     return jobsize.unsupervised_minutes(config["train"])
 
 

@@ -1,5 +1,5 @@
 # Held-out evaluation against baselines, and the report's figures.  Logic:
-# vox3d/evaluate.py, vox3d/figures.py
+# vox3d/voice/evaluate.py, vox3d/report/figures.py
 
 TARGETS.extend(
     [

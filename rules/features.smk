@@ -1,7 +1,7 @@
 # Features: per shard, voice activity detection + CMP's 64-band log-mel (or MFCC) of every
 # utterance -> OUT/features/<shard>.h5; `features_rejects` gathers every shard's rejects.
-# Logic: vox3d/fbank.py (settings; VAD in vox3d/vad.py, decoding in vox3d/pcm.py),
-# vox3d/features.py (stage), vox3d/featurestore.py (reader).
+# Logic: vox3d/audio/fbank.py (settings; VAD in vox3d/audio/vad.py, decoding in vox3d/audio/pcm.py),
+# vox3d/audio/features.py (stage), vox3d/audio/featurestore.py (reader).
 
 TARGETS.append(out("features/rejects.tsv"))
 
@@ -25,7 +25,7 @@ if config["extract"]["keep_frames"]:
         threads: 1
         resources:
             # measured (bench/results/cpu_resources.txt: default run, 2 loaded cores): max RSS
-            # 129 MiB; runtime: vox3d.jobsize.FEATURES_S_PER_S (measured s per s of audio there)
+            # 129 MiB; runtime: vox3d.workflow.jobsize.FEATURES_S_PER_S (measured s per s of audio there)
             mem_mb=500,
             disk_mb=1000,
             runtime=shard_minutes(jobsize.FEATURES_S_PER_S),

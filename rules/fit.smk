@@ -1,7 +1,7 @@
 # Fit: per shard, FaceBoxes + 3DDFA-V2 crop + MobileNet regressor -> OUT/fit/<shard>.h5
 # (per-frame box, roi, 3DMM parameters, quality fields, keep/reason); per identity a robust
 # shape -> OUT/fit/identities.h5; rejects and per-reason counts -> OUT/fit/{rejects,stats}.tsv.
-# Logic: vox3d/fit.py, vox3d/quality.py, vox3d/identities.py, vox3d/ict_checkpoint.py.
+# Logic: vox3d/fitting/fit.py, vox3d/fitting/quality.py, vox3d/fitting/identities.py, vox3d/fitting/ict_checkpoint.py.
 
 TARGETS.extend([out("fit/identities.h5"), out("fit/rejects.tsv"), out("fit/stats.tsv")])
 # Synthetic corpus only (ground truth known): identity accuracy of the fit (rule fit_accuracy).
@@ -27,8 +27,8 @@ if config["extract"]["keep_frames"]:
         threads: 1
         resources:
             # measured on CPU (bench/results/cpu_resources.txt: default run, 2 loaded cores):
-            # max RSS 525 MiB; runtime: vox3d.jobsize.FIT_S_PER_S (measured s per s of video
-            # there; a GPU is faster).  Frames are read in pieces (vox3d.fit.
+            # max RSS 525 MiB; runtime: vox3d.workflow.jobsize.FIT_S_PER_S (measured s per s of video
+            # there; a GPU is faster).  Frames are read in pieces (vox3d.fitting.fit.
             # READ_FRAMES) and a long video is fitted in chunks: a 10-minute clip (3,001 frames)
             # peaked at 701 MB (3,849 MB when read whole).  GPU: host memory not measured here (the
             # CUDA libraries and pinned batches add GBs): 6000
@@ -57,7 +57,7 @@ rule fit_identities:
     threads: 1
     resources:
         # the kept frames' identity coefficients are held: 1000 MB + KB a frame x frames, and
-        # seconds a shard x3 (vox3d.jobsize.fit_identities_mem_mb, fit_identities_minutes).
+        # seconds a shard x3 (vox3d.workflow.jobsize.fit_identities_mem_mb, fit_identities_minutes).
         # Measured (bench/results/cpu_resources.txt): max RSS 123 MiB, 0.67 s a shard
         mem_mb=fit_identities_mem_mb,
         disk_mb=1000,
@@ -139,7 +139,7 @@ rule fit:
 # its training frames with the corpus's renderer into OUT/regressor/cache (fresh identities,
 # the fit stage's detector + crop; resumable shards) and held-out frames into
 # OUT/regressor/heldout, trains on the cached crops, evaluates, writes the checkpoint, its
-# json (accuracy, training curve) and OUT/regressor/training_curve.tsv (vox3d/regressor_data.py).
+# json (accuracy, training curve) and OUT/regressor/training_curve.tsv (vox3d/fitting/regressor_data.py).
 # With the settings in config fit.regressor (those in vox3d/data/ict_regressor.json) it made
 # the committed vox3d/data/ict_regressor.pth on one H100; a second run there gave another
 # checkpoint of the same accuracy (GPU renders not yet bit-reproducible: bench/results/

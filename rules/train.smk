@@ -1,6 +1,6 @@
 # Voice -> identity shape models (Cross-Modal Perceptionist): supervised (rule train) and
 # unsupervised (rules pretrain_voice, train_unsupervised), as train.mode asks.
-# Logic: vox3d/train.py, vox3d/speaker.py, vox3d/distill.py
+# Logic: vox3d/voice/train.py, vox3d/voice/speaker.py, vox3d/voice/distill.py
 
 if "supervised" in train_variants():
     TARGETS.append(out("train/model.pt"))
@@ -27,7 +27,7 @@ rule train:
     resources:
         # measured (bench/results/cpu_resources.txt): demo preset on CPU (2 threads, loaded cores)
         # max RSS 1,081 MiB, 600 steps in 92 s; mem x3.7; output (model, checkpoints) 62 MB;
-        # runtime from the steps: train_minutes (common.smk, vox3d.jobsize)
+        # runtime from the steps: train_minutes (common.smk, vox3d.workflow.jobsize)
         mem_mb=4000,
         disk_mb=1000,
         runtime=lambda wc, threads: train_minutes(threads),
@@ -87,7 +87,7 @@ rule train_unsupervised:
     resources:
         # measured (bench/results/cpu_unsupervised.txt): demo preset 0.60 s a step of batch
         # 16 on 2 loaded cores; max RSS 1,168 MiB in a default run_both run; runtime from the
-        # steps and batch (vox3d.jobsize.unsupervised_minutes)
+        # steps and batch (vox3d.workflow.jobsize.unsupervised_minutes)
         mem_mb=4000,
         disk_mb=1000,
         runtime=unsupervised_minutes,

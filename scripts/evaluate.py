@@ -1,11 +1,11 @@
-"""Snakemake entry point of rule `evaluate` (thin: parse snakemake.*, call vox3d.evaluate)."""
+"""Snakemake entry point of rule `evaluate` (thin: parse snakemake.*, call vox3d.voice.evaluate)."""
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 import torch
 
-from vox3d.evaluate import EvaluateSettings, run_evaluate
-from vox3d.face_model import face_model_settings
+from vox3d.face.face_model import face_model_settings
 from vox3d.joblog import job_log
+from vox3d.voice.evaluate import EvaluateSettings, run_evaluate
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 

@@ -1,17 +1,17 @@
 """Snakemake script of `export_audio`, `export_lhotse`, `export_hf` and `export_card`
-(OUT/voxceleb3d/).  Thin: all logic is in vox3d.export, vox3d.export_formats
-and vox3d.card (vox3d.card_counts)."""
+(OUT/voxceleb3d/).  Thin: all logic is in vox3d.report.export, vox3d.report.export_formats
+and vox3d.report.card (vox3d.report.card_counts)."""
 
 import json
 from pathlib import Path
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
-from vox3d.card import write_card
-from vox3d.card_counts import StageTables
-from vox3d.export import StageInputs, collect
-from vox3d.export_formats import write_audio, write_hf, write_lhotse, write_rejects
 from vox3d.joblog import job_log
+from vox3d.report.card import write_card
+from vox3d.report.card_counts import StageTables
+from vox3d.report.export import StageInputs, collect
+from vox3d.report.export_formats import write_audio, write_hf, write_lhotse, write_rejects
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 

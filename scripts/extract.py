@@ -4,8 +4,8 @@ import logging
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
-from vox3d.extract import ExtractSettings, aggregate, extract_shard
 from vox3d.joblog import job_log
+from vox3d.media.extract import ExtractSettings, aggregate, extract_shard
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 

@@ -5,8 +5,8 @@ import logging
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
-from vox3d.fbank import FeatureConfig
-from vox3d.features import collect_rejects, features_shard
+from vox3d.audio.fbank import FeatureConfig
+from vox3d.audio.features import collect_rejects, features_shard
 from vox3d.joblog import job_log
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)

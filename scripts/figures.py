@@ -1,12 +1,12 @@
-"""Snakemake entry point of rule `figures` (thin: parse snakemake.*, call vox3d.figures)."""
+"""Snakemake entry point of rule `figures` (thin: parse snakemake.*, call vox3d.report.figures)."""
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
-from vox3d import distill_figures, figures, identity_figures
-from vox3d.evaluate import EvaluateSettings
-from vox3d.face_model import face_model_settings
+from vox3d.face.face_model import face_model_settings
 from vox3d.joblog import job_log
-from vox3d.split import read_meta
+from vox3d.media.split import read_meta
+from vox3d.report import distill_figures, figures, identity_figures
+from vox3d.voice.evaluate import EvaluateSettings
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 inp, out = smk.input, smk.output

@@ -1,15 +1,15 @@
 """Snakemake script of `fit_shard` (one extract shard -> fit HDF5) and `fit_rejects`
-(aggregate rejects and per-reason counts).  Thin: all logic is in vox3d.fit (one process)
-and vox3d.multigpu (one process per GPU when the job has resources gpu > 1)."""
+(aggregate rejects and per-reason counts).  Thin: all logic is in vox3d.fitting.fit (one process)
+and vox3d.fitting.multigpu (one process per GPU when the job has resources gpu > 1)."""
 
 import json
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
-from vox3d.fit import FitConfig, fit_shard
-from vox3d.fit_tables import write_fit_tables
+from vox3d.fitting.fit import FitConfig, fit_shard
+from vox3d.fitting.fit_tables import write_fit_tables
+from vox3d.fitting.multigpu import describe_parts, devices_for, fit_shard_multi, pin_one_gpu
 from vox3d.joblog import job_log
-from vox3d.multigpu import describe_parts, devices_for, fit_shard_multi, pin_one_gpu
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 

@@ -1,13 +1,13 @@
 """Snakemake script of `fit_accuracy`: OUT/fit/identities.h5 against the synthetic corpus's
 ground truth -> OUT/fit/accuracy.tsv and accuracy.png.  Thin: all logic is in
-vox3d.fit_accuracy (and vox3d.identity_figures for the figure)."""
+vox3d.fitting.fit_accuracy (and vox3d.report.identity_figures for the figure)."""
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
-from vox3d.face_model import face_model_settings
-from vox3d.fit_accuracy import run_fit_accuracy
-from vox3d.identity_figures import plot_fit_accuracy
+from vox3d.face.face_model import face_model_settings
+from vox3d.fitting.fit_accuracy import run_fit_accuracy
 from vox3d.joblog import job_log
+from vox3d.report.identity_figures import plot_fit_accuracy
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 inp, p = smk.input, smk.params

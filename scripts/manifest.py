@@ -5,7 +5,7 @@ import logging
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
 from vox3d.joblog import job_log
-from vox3d.manifest import build_manifest, write_manifest
+from vox3d.media.manifest import build_manifest, write_manifest
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 

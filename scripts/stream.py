@@ -1,16 +1,16 @@
 """Snakemake script of `stream_shard` (one shard -> extract HDF5 without frames, fit HDF5 and
-features HDF5 in one pass).  Thin: all logic is in vox3d.stream."""
+features HDF5 in one pass).  Thin: all logic is in vox3d.fitting.stream."""
 
 import json
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
-from vox3d.extract import ExtractSettings
-from vox3d.fbank import FeatureConfig
-from vox3d.fit import FitConfig
+from vox3d.audio.fbank import FeatureConfig
+from vox3d.fitting.fit import FitConfig
+from vox3d.fitting.multigpu import pin_one_gpu
+from vox3d.fitting.stream import decode_in_processes, stream_shard
 from vox3d.joblog import job_log
-from vox3d.multigpu import pin_one_gpu
-from vox3d.stream import decode_in_processes, stream_shard
+from vox3d.media.extract import ExtractSettings
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 

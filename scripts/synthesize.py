@@ -1,4 +1,4 @@
-"""Snakemake script of `synthesize`: the embedded synthetic corpus (vox3d.synth)."""
+"""Snakemake script of `synthesize`: the embedded synthetic corpus (vox3d.synthetic.synth)."""
 
 import logging
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
 from vox3d.joblog import job_log
-from vox3d.synth import build_corpus
-from vox3d.synth_config import SynthConfig
+from vox3d.synthetic.synth import build_corpus
+from vox3d.synthetic.synth_config import SynthConfig
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 

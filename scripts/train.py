@@ -1,13 +1,13 @@
-"""Snakemake entry point of rule `train` (thin: parse snakemake.*, call vox3d.train)."""
+"""Snakemake entry point of rule `train` (thin: parse snakemake.*, call vox3d.voice.train)."""
 
 from pathlib import Path
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 import torch
 
-from vox3d.face_model import face_model_settings
+from vox3d.face.face_model import face_model_settings
 from vox3d.joblog import job_log
-from vox3d.train import TrainSettings, run_train
+from vox3d.voice.train import TrainSettings, run_train
 
 smk = snakemake  # noqa: F821  (injected by Snakemake)
 

@@ -1,15 +1,15 @@
 """Snakemake script of `train_regressor` (and a plain command line: it forwards to
-``python -m vox3d.regressor_data`` when run outside Snakemake).  Thin: logic in
-vox3d.regressor_data and what it drives: vox3d.regressor_render / regressor_cache (the
-render cache), vox3d.ict_train (training) and vox3d.ict_eval (evaluation)."""
+``python -m vox3d.fitting.regressor_data`` when run outside Snakemake).  Thin: logic in
+vox3d.fitting.regressor_data and what it drives: vox3d.fitting.regressor_render / regressor_cache (the
+render cache), vox3d.fitting.ict_train (training) and vox3d.fitting.ict_eval (evaluation)."""
 
 import sys
 from pathlib import Path
 
 import _repo  # noqa: F401  (puts the repository on sys.path)
 
+from vox3d.fitting.regressor_data import REGRESSOR_FLAGS, main
 from vox3d.joblog import job_log
-from vox3d.regressor_data import REGRESSOR_FLAGS, main
 
 if "snakemake" in globals():
     smk = globals()["snakemake"]

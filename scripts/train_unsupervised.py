@@ -1,6 +1,6 @@
 """Snakemake script of `pretrain_voice` (the speaker-classifier voice encoder) and
-`train_unsupervised` (the unsupervised variant).  Thin: logic in vox3d.speaker and
-vox3d.distill."""
+`train_unsupervised` (the unsupervised variant).  Thin: logic in vox3d.voice.speaker and
+vox3d.voice.distill."""
 
 from pathlib import Path
 
@@ -13,15 +13,15 @@ smk = snakemake  # noqa: F821  (injected by Snakemake)
 with job_log(smk.log[0]):
     meta = smk.input.meta[0] if smk.input.meta else None
     if smk.rule == "pretrain_voice":
-        from vox3d.speaker import run_pretrain_voice
+        from vox3d.voice.speaker import run_pretrain_voice
 
         run_pretrain_voice(
             dict(smk.params.settings), list(smk.input.features), meta, smk.output.model,
             smk.output.log_csv, threads=smk.threads,
         )  # fmt: skip
     else:
-        from vox3d.distill_train import run_train_unsupervised
-        from vox3d.fit import FitConfig
+        from vox3d.fitting.fit import FitConfig
+        from vox3d.voice.distill_train import run_train_unsupervised
 
         run_train_unsupervised(
             dict(smk.params.settings), list(smk.input.features), list(smk.input.fit_shards),

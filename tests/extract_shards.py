@@ -1,4 +1,4 @@
-"""Test helper: write an extract shard (vox3d.extract_shard's HDF5 layout) from frames in memory."""
+"""Test helper: write an extract shard (vox3d.media.extract_shard's HDF5 layout) from frames in memory."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 
 
 def write_extract_shard(path, videos):
-    """An extract shard in vox3d.extract_shard's format: videos = [(path, identity, frames RGB)]."""
-    from vox3d.extract_shard import FORMAT, FORMAT_VERSION
+    """An extract shard in vox3d.media.extract_shard's format: videos = [(path, identity, frames RGB)]."""
+    from vox3d.media.extract_shard import FORMAT, FORMAT_VERSION
 
     s = h5py.string_dtype("utf-8")
     with h5py.File(path, "w") as f:

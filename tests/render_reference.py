@@ -1,6 +1,6 @@
 """An independent, slow, pure-numpy reference rasterizer for testing Sim3DR.
 
-It states the rendering rules of :mod:`vox3d.render` in a different form from the C++
+It states the rendering rules of :mod:`vox3d.face.render` in a different form from the C++
 kernel, triangle by triangle over each bounding box:
 
 * vertices snapped to 1/256 pixel (``floor(256 x + 0.5)``), pixel centres at +0.5;
@@ -9,7 +9,7 @@ kernel, triangle by triangle over each bounding box:
   the triangle to its right);
 * barycentric coordinates from a 2x2 linear solve; depth = barycentric mix of z; the
   larger z wins, ties keep the earlier triangle;
-* shading as documented in :mod:`vox3d.render` (per-pixel normalised normal, or per-vertex
+* shading as documented in :mod:`vox3d.face.render` (per-pixel normalised normal, or per-vertex
   lighting for Gouraud; ambient + Lambert + Phong with viewer (0, 0, 1), two-sided),
   rounding half up.
 

@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-from vox3d.cli import COMMANDS, main
+from vox3d.tools.cli import COMMANDS, main
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

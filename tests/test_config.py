@@ -121,8 +121,9 @@ def test_ordinary_output_folders_are_accepted(out_dir):
 
 def test_train_job_is_sized_from_the_presets(cfg):
     """The train rule's runtime takes its steps from the one table of presets
-    (vox3d.train_presets.PRESETS, which vox3d.train reads too), whose names are the schema's."""
-    from vox3d import jobsize, train_presets
+    (vox3d.voice.train_presets.PRESETS, which vox3d.voice.train reads too), whose names are the schema's."""
+    from vox3d.voice import train_presets
+    from vox3d.workflow import jobsize
 
     schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
     enum = schema["properties"]["train"]["properties"]["preset"]["enum"]
@@ -150,7 +151,7 @@ def _schema_leaves(node: dict, prefix: str = "") -> dict[str, dict]:
 
 
 def _library_sources() -> list[Path]:
-    return sorted([*(REPO / "vox3d").glob("*.py"), *(REPO / "scripts").glob("*.py")])
+    return sorted([*(REPO / "vox3d").rglob("*.py"), *(REPO / "scripts").glob("*.py")])
 
 
 def restated_defaults(paths, defaults_by_name, root: Path = REPO) -> list[str]:
@@ -259,11 +260,11 @@ def test_the_restatement_scan_finds_restatements(tmp_path):
 
 
 def _stage_settings():
-    from vox3d.evaluate import EvaluateSettings
-    from vox3d.extract import ExtractSettings
-    from vox3d.fbank import FeatureConfig
-    from vox3d.quality import Thresholds
-    from vox3d.train import TrainSettings
+    from vox3d.audio.fbank import FeatureConfig
+    from vox3d.fitting.quality import Thresholds
+    from vox3d.media.extract import ExtractSettings
+    from vox3d.voice.evaluate import EvaluateSettings
+    from vox3d.voice.train import TrainSettings
 
     return [ExtractSettings, FeatureConfig, Thresholds, TrainSettings, EvaluateSettings]
 
@@ -295,8 +296,8 @@ def test_stage_settings_read_their_section_from_config_yaml(cls):
 
 
 def test_train_settings_resolve_the_preset_and_the_overrides():
-    from vox3d.train import TrainSettings
-    from vox3d.train_presets import PRESETS
+    from vox3d.voice.train import TrainSettings
+    from vox3d.voice.train_presets import PRESETS
 
     st = TrainSettings.from_section({"preset": "paper", "lr": 5e-4, "ratio_weight": 0.0})
     cfg = st.run_config()
@@ -320,7 +321,7 @@ def test_with_defaults_keeps_what_the_config_says():
 
 
 def test_config_command_prints_what_a_run_gets(tmp_path, capsys):
-    from vox3d.cli import main
+    from vox3d.tools.cli import main
 
     assert main(["config", "fit.batch_size"]) == 0
     assert capsys.readouterr().out.strip() == "32"

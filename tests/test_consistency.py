@@ -1,11 +1,11 @@
-"""vox3d.consistency: identity-consistency figures and similarity alignment (fast)."""
+"""vox3d.fitting.consistency: identity-consistency figures and similarity alignment (fast)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from vox3d.consistency import (
+from vox3d.fitting.consistency import (
     consistency,
     consistency_from_distances,
     pairwise_distances,

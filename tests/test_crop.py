@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vox3d import paths
-from vox3d.crop import (
+from vox3d.face.crop import (
     CROP_SIZE,
     crop_batch_torch,
     crop_image,

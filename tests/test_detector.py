@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vox3d import paths
-from vox3d.detector import (
+from vox3d.face.detector import (
     FaceBoxes,
     FaceBoxesNet,
     detection_scale,

@@ -1,5 +1,5 @@
 """The unsupervised variant (issue 20): crops kept by the fit, the networks and losses of
-vox3d.distill, the speaker pretraining, and a training run that reads no 3D label."""
+vox3d.voice.distill, the speaker pretraining, and a training run that reads no 3D label."""
 
 from __future__ import annotations
 
@@ -13,10 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-from vox3d import distill, distill_train
-from vox3d.fit_shard import FitShard, FitShardError, decode_crop, encode_crop, write_fit_shard
+from vox3d.fitting.fit_shard import (
+    FitShard,
+    FitShardError,
+    decode_crop,
+    encode_crop,
+    write_fit_shard,
+)
+from vox3d.fitting.quality import Thresholds
 from vox3d.params import ict_layout
-from vox3d.quality import Thresholds
+from vox3d.voice import distill, distill_train
 
 
 def _fitter(n_id=40, n_exp=10):
@@ -94,8 +100,8 @@ def test_jpeg_crops_stay_close_to_the_regressor_input():
 
 
 def test_kept_crops_cuts_what_the_fit_regressed():
-    from vox3d.crop import crop_image
-    from vox3d.fit_loop import kept_crops
+    from vox3d.face.crop import crop_image
+    from vox3d.fitting.fit_loop import kept_crops
 
     rng = np.random.default_rng(3)
     frames = [rng.integers(0, 255, (90, 100, 3), dtype=np.uint8) for _ in range(3)]
@@ -109,7 +115,7 @@ def test_kept_crops_cuts_what_the_fit_regressed():
 
 
 def test_keep_crops_auto_follows_the_train_mode():
-    from vox3d.fit import crops_needed
+    from vox3d.fitting.fit import crops_needed
 
     assert not crops_needed({"train": {"mode": "supervised"}, "fit": {"keep_crops": "auto"}})
     assert crops_needed({"train": {"mode": "both"}, "fit": {"keep_crops": "auto"}})
@@ -186,7 +192,7 @@ def test_distill_presets_and_bad_settings():
 def _features(path, rng, identities, utts=3, frames=160):
     """A 64-band log-mel feature shard through the stage's writer: each speaker a band
     profile of its own."""
-    from vox3d import fbank, features
+    from vox3d.audio import fbank, features
 
     kept = []
     for j, ident in enumerate(identities):
@@ -225,8 +231,8 @@ def _settings():
 
 def _train(tmp, out, fit_dir):
     from vox3d.config import load_config
-    from vox3d.fit import FitConfig
-    from vox3d.speaker import run_pretrain_voice
+    from vox3d.fitting.fit import FitConfig
+    from vox3d.voice.speaker import run_pretrain_voice
 
     out.mkdir(parents=True, exist_ok=True)
     feats = sorted(str(p) for p in (tmp / "features").glob("*.h5"))
@@ -288,7 +294,7 @@ def test_unsupervised_model_serves_coefficients(tiny_inputs, tmp_path):
     coef = m.coefficients(x)
     assert coef.shape == (2, 40) and torch.isfinite(coef).all()
     # calibrated: the posterior mean of the teacher's raw identity outputs
-    from vox3d.identities import calibrated_gain
+    from vox3d.fitting.identities import calibrated_gain
 
     cal = m.meta["calibration"]
     assert cal is not None
@@ -304,7 +310,7 @@ def test_missing_crops_or_teacher_fail_clearly(tiny_inputs, tmp_path):
     _shard(bare / "shard-00000.h5", np.random.default_rng(8), ids, crops=False)
     with pytest.raises(FitShardError, match="keep_crops"):
         _train(tmp, tmp_path / "x", bare)
-    from vox3d.fit import FitConfig
+    from vox3d.fitting.fit import FitConfig
 
     with pytest.raises(FileNotFoundError, match="teacher"):
         distill.load_teacher(FitConfig(ict_regressor=str(tmp_path / "nope.pth")))
@@ -316,8 +322,8 @@ def test_missing_crops_or_teacher_fail_clearly(tiny_inputs, tmp_path):
 
 
 def test_speaker_pretraining_learns_voices_not_labels():
-    from vox3d.speaker import SpeakerConfig, pretrain_encoder, utterance_accuracy
-    from vox3d.train_data import UtteranceBank
+    from vox3d.voice.speaker import SpeakerConfig, pretrain_encoder, utterance_accuracy
+    from vox3d.voice.train_data import UtteranceBank
 
     rng = np.random.default_rng(11)
     n = 6

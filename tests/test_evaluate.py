@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vox3d.baselines import baseline_predictions
-from vox3d.evaluate import evaluate_predictions, mesh_vertices
+from vox3d.voice.baselines import baseline_predictions
+from vox3d.voice.evaluate import evaluate_predictions, mesh_vertices
 
 PAIRS = {"oicd": (0, 1), "ear": (2, 3), "forehead": (4, 5), "mid": (6, 7), "cheek": (8, 9)}
 
@@ -70,7 +70,7 @@ def test_gender_mean_uses_training_genders_only():
 
 
 def test_shuffled_voice_is_a_seeded_derangement():
-    from vox3d.baselines import shuffled_predictions
+    from vox3d.voice.baselines import shuffled_predictions
 
     preds = {f"id{i}": np.full((2, 3), float(i)) for i in range(9)}
     sh = shuffled_predictions(preds, seed=3)
@@ -84,7 +84,7 @@ def test_shuffled_voice_is_a_seeded_derangement():
 
 def _scenario(model_kind: str, n_val: int = 16, n_boot: int = 400):
     """Evaluate one kind of 'model' prediction against the four baselines, with comparisons."""
-    from vox3d.baselines import compare_methods, shuffled_predictions
+    from vox3d.voice.baselines import compare_methods, shuffled_predictions
 
     mean, basis = linear_model(k=3, v=40)
     rng = np.random.default_rng(7)
@@ -146,11 +146,11 @@ def test_comparisons_tell_perfect_mean_face_and_shuffled_voice_apart():
 
 
 def _write_inputs(tmp_path, n_ids=12, k=6, seed=0):
-    """Feature shard (vox3d.features format), identities.h5 (fit format), meta csv."""
+    """Feature shard (vox3d.audio.features format), identities.h5 (fit format), meta csv."""
     import h5py
 
-    from vox3d.fbank import FeatureConfig, UtteranceFeatures
-    from vox3d.features import Utterance, write
+    from vox3d.audio.fbank import FeatureConfig, UtteranceFeatures
+    from vox3d.audio.features import Utterance, write
 
     rng = np.random.default_rng(seed)
     coef = rng.normal(size=(n_ids, k)).astype(np.float32)
@@ -182,11 +182,11 @@ def _write_inputs(tmp_path, n_ids=12, k=6, seed=0):
 
 @pytest.mark.slow
 def test_train_evaluate_figures_on_stage_formats(tmp_path):
-    from vox3d import figures
-    from vox3d.evaluate import run_evaluate
-    from vox3d.face_model import face_model_from_config
+    from vox3d.face.face_model import face_model_from_config
     from vox3d.io import read_tsv
-    from vox3d.train import run_train
+    from vox3d.report import figures
+    from vox3d.voice.evaluate import run_evaluate
+    from vox3d.voice.train import run_train
 
     names, coef = _write_inputs(tmp_path)
     shards = [tmp_path / "features" / "shard-00000.h5"]
@@ -244,7 +244,7 @@ def test_train_evaluate_figures_on_stage_formats(tmp_path):
     figures.plot_dataset_stats(
         tmp_path / "ev" / "stats.png", split_tsv=tmp_path / "train" / "split.tsv"
     )
-    from vox3d.identity_figures import plot_identity_panels
+    from vox3d.report.identity_figures import plot_identity_panels
 
     plot_identity_panels(tmp_path / "ev" / "predictions.h5", fm, tmp_path / "ev" / "ids.png", n=2)
     for p in ("are", "curves", "stats", "ids"):
@@ -252,11 +252,11 @@ def test_train_evaluate_figures_on_stage_formats(tmp_path):
 
 
 def test_ground_truth_has_one_layout(tmp_path):
-    """vox3d.ground_truth.GroundTruth reads the layout vox3d.synth_card writes (identities/id +
+    """vox3d.synthetic.ground_truth.GroundTruth reads the layout vox3d.synthetic.synth_card writes (identities/id +
     id_coef, gender, voice) and refuses others, naming the file."""
     import h5py
 
-    from vox3d.ground_truth import GroundTruth, GroundTruthError
+    from vox3d.synthetic.ground_truth import GroundTruth, GroundTruthError
 
     def read_ground_truth(p):
         return GroundTruth.read(p).coefficients()
@@ -304,7 +304,7 @@ def test_ground_truth_has_one_layout(tmp_path):
 
 
 def test_parameter_metrics_by_hand():
-    from vox3d.evaluate import evaluate_parameters
+    from vox3d.voice.evaluate import evaluate_parameters
 
     mu, sd = np.array([0.0, 0.0]), np.array([1.0, 2.0])
     preds = {"model": {"x": np.array([[0.0, 0.0], [2.0, 2.0]])}}
@@ -322,7 +322,7 @@ def test_parameter_metrics_by_hand():
 
 
 def test_parameter_metrics_perfect_model_mean_and_gender_baselines():
-    from vox3d.evaluate import evaluate_parameters
+    from vox3d.voice.evaluate import evaluate_parameters
 
     rng = np.random.default_rng(2)
     ids = [f"id{i}" for i in range(14)]
@@ -362,8 +362,8 @@ def test_parameter_metrics_perfect_model_mean_and_gender_baselines():
 
 
 def test_target_space_resolution():
-    from vox3d.face_model import mesh_available
-    from vox3d.targets import NO_MESH_NOTE, resolve_target_space
+    from vox3d.face.face_model import mesh_available
+    from vox3d.voice.targets import NO_MESH_NOTE, resolve_target_space
 
     assert mesh_available({"name": "ict"}) and not mesh_available({"name": "bfm", "path": None})
     assert mesh_available({"name": "bfm", "path": "/x/bfm_noneck_v3.pkl"})
@@ -382,10 +382,10 @@ def test_train_evaluate_figures_in_parameter_space(tmp_path):
     columns, a note saying why, figures that draw no mesh; no face model is ever loaded."""
     import h5py
 
-    from vox3d import figures, identity_figures
-    from vox3d.evaluate import NO_MESH_NOTE, run_evaluate
     from vox3d.io import read_tsv
-    from vox3d.train import run_train
+    from vox3d.report import figures, identity_figures
+    from vox3d.voice.evaluate import NO_MESH_NOTE, run_evaluate
+    from vox3d.voice.train import run_train
 
     names, coef = _write_inputs(tmp_path, n_ids=8, k=40)
     with h5py.File(tmp_path / "identities.h5", "a") as f:
@@ -472,12 +472,12 @@ def test_train_evaluate_figures_in_parameter_space(tmp_path):
 
 
 def test_predictions_reader_reads_what_the_writer_wrote(tmp_path):
-    """vox3d.predictions: the reader gives back the writer's arrays, dtypes and attributes;
+    """vox3d.voice.predictions: the reader gives back the writer's arrays, dtypes and attributes;
     the top-level method groups are the fitted target's; a file of another kind fails
     naming it."""
     import h5py
 
-    from vox3d.predictions import Predictions, PredictionsError, write_predictions
+    from vox3d.voice.predictions import Predictions, PredictionsError, write_predictions
 
     rng = np.random.default_rng(0)
     ids = ["id2", "id1"]

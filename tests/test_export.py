@@ -1,4 +1,4 @@
-"""The Voxceleb-3D export (vox3d.export) and its dataset card (vox3d.card), issue 9 items 4-5.
+"""The Voxceleb-3D export (vox3d.report.export) and its dataset card (vox3d.report.card), issue 9 items 4-5.
 
 A small out_dir is built here in the stages' real layouts (extract shards readable by
 ``ExtractShard``; fit shards pooled by the real ``aggregate_identities``; the stats and
@@ -24,21 +24,21 @@ import h5py
 import numpy as np
 import pytest
 
-from vox3d import card as vcard
-from vox3d import export as vx
-from vox3d import export_formats as xf
-from vox3d import export_layout as xl
-from vox3d.card_counts import StageTables
-from vox3d.extract import aggregate as extract_aggregate
-from vox3d.extract_shard import FORMAT as EX_FORMAT
-from vox3d.extract_shard import FORMAT_VERSION, ExtractShard
-from vox3d.fbank import FORMAT as FEAT_FORMAT
-from vox3d.features import collect_rejects
-from vox3d.fit_tables import write_fit_tables
-from vox3d.identities import aggregate_identities
+from vox3d.audio.fbank import FORMAT as FEAT_FORMAT
+from vox3d.audio.features import collect_rejects
+from vox3d.fitting.fit_tables import write_fit_tables
+from vox3d.fitting.identities import aggregate_identities
 from vox3d.io import h5_group, h5_new, h5_strings, read_tsv, write_tsv
-from vox3d.manifest import MANIFEST_COLUMNS
+from vox3d.media.extract import aggregate as extract_aggregate
+from vox3d.media.extract_shard import FORMAT as EX_FORMAT
+from vox3d.media.extract_shard import FORMAT_VERSION, ExtractShard
+from vox3d.media.manifest import MANIFEST_COLUMNS
 from vox3d.params import ict_layout
+from vox3d.report import card as vcard
+from vox3d.report import export as vx
+from vox3d.report import export_formats as xf
+from vox3d.report import export_layout as xl
+from vox3d.report.card_counts import StageTables
 
 N_ID, N_EXP, SR = 6, 2, 16000
 META = {
@@ -409,7 +409,7 @@ def test_missing_or_bad_input_names_the_file(out_dir, tmp_path):
 
 
 def test_cli(out_dir, tmp_path, capsys):
-    from vox3d.cli import main
+    from vox3d.tools.cli import main
 
     dest = tmp_path / "cli"
     assert main(["export", "--format", "hf", str(out_dir), "--dest", str(dest)]) == 0
@@ -448,7 +448,7 @@ def test_card_counts_filters_and_provenance(out_dir, exported, tmp_path):
     assert "| features | silence | | 1 |" in text
     assert "| export | identity has no fitted 3D shape | 7 utterances | 2 |" in text
     assert "| extract | (all reasons) | 8 videos | 0 |" in text
-    # the VoxCeleb2 build-time projection (vox3d.projection), with its measured inputs
+    # the VoxCeleb2 build-time projection (vox3d.workflow.projection), with its measured inputs
     assert "## Build-time projection" in text and "Projected build time: VoxCeleb2" in text
     assert "| fit_gpu |" in text and "Measured end to end on GPU nodes" in text
     # provenance
@@ -513,7 +513,7 @@ def test_git_commit(tmp_path):
 
 def test_fit_accuracy_against_a_known_truth(out_dir, tmp_path):
     """A ground truth equal to the fitted shapes gives zero error; the mean face does not."""
-    from vox3d.face_model import face_model_settings
+    from vox3d.face.face_model import face_model_settings
 
     ref = _identities(out_dir)
     ids = sorted(ref)

@@ -16,13 +16,17 @@ import h5py
 import numpy as np
 import pytest
 
-from vox3d.extract import SAMPLE_RATE, aggregate, extract_shard
-from vox3d.extract_shard import FORMAT_VERSION, ExtractShard
 from vox3d.io import read_tsv
-from vox3d.manifest import MANIFEST_COLUMNS, build_manifest, write_manifest
-from vox3d.video import decode, to_mono_16k
-from vox3d.video_frames import NearestFrameSelector, expected_frame_count, select_frame_indices
-from vox3d.video_probe import MediaError
+from vox3d.media.extract import SAMPLE_RATE, aggregate, extract_shard
+from vox3d.media.extract_shard import FORMAT_VERSION, ExtractShard
+from vox3d.media.manifest import MANIFEST_COLUMNS, build_manifest, write_manifest
+from vox3d.media.video import decode, to_mono_16k
+from vox3d.media.video_frames import (
+    NearestFrameSelector,
+    expected_frame_count,
+    select_frame_indices,
+)
+from vox3d.media.video_probe import MediaError
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME_RATE = 5.0
@@ -161,7 +165,7 @@ def test_hardware_frames_convert_to_the_cpu_pixels(real_clips):
     differs (the up-to-50-grey-level gap measured on the GPU)."""
     from av.video.reformatter import VideoReformatter
 
-    from vox3d.video import _rgb24_converter
+    from vox3d.media.video import _rgb24_converter
 
     cpu, hw, to_nv12 = _rgb24_converter(None), _rgb24_converter("cuda"), VideoReformatter()
     direct_differs = 0
@@ -211,7 +215,15 @@ def test_killed_then_resumed_shard(corpus, tmp_path):
     write_manifest(rows, tmp_path / "m.tsv", tmp_path / "sh", 100)
     shard = tmp_path / "sh" / "shard-00000.tsv"
     final = tmp_path / "out" / "x.h5"
-    cmd = [sys.executable, "-m", "vox3d.cli", "extract", str(shard), "--videos-dir", str(root)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vox3d.tools.cli",
+        "extract",
+        str(shard),
+        "--videos-dir",
+        str(root),
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd + ["--out", str(final)], env=env, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60

@@ -12,9 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from vox3d import are_pairs, bfm, ict_facekit
-from vox3d import face_model as fm
 from vox3d import params as P
+from vox3d.face import are_pairs, bfm, ict_facekit
+from vox3d.face import face_model as fm
 from vox3d.paths import BFM_TRI, ICT_FACEKIT, PARAM_MEAN_STD
 from vox3d.safeload import BadModelFileError, UnsafeFileError, load_pickle
 
@@ -48,7 +48,7 @@ def test_ict_topology_units_and_orientation(ict_head):
     assert lm[30, 2] > lm[36, 2] and lm[8, 1] < lm[30, 1] < lm[27, 1]
     # triangles counter-clockwise from outside: face normals point away from the centre,
     # and the normal at the nose tip points forwards
-    from vox3d.render import vertex_normals
+    from vox3d.face.render import vertex_normals
 
     n = vertex_normals(m.mean, m.triangles)
     assert n[m.landmarks68[30], 2] > 0.8
@@ -285,7 +285,7 @@ def make_bfm_fixture_vertices(ict_face) -> tuple[np.ndarray, np.ndarray]:
     import scipy.sparse.linalg as spl
     from scipy import ndimage
 
-    from vox3d.render import render_full
+    from vox3d.face.render import render_full
 
     tri = np.asarray(load_pickle(BFM_TRI)).T.astype(np.int64)
     V = int(tri.max()) + 1
@@ -410,7 +410,7 @@ def test_bfm_loader_real_shapes(bfm_fixture):
 
 @needs_ict
 def test_bfm_fixture_renders_as_a_face(bfm_fixture):
-    from vox3d.render import Light, render_full
+    from vox3d.face.render import Light, render_full
 
     path, *_ = bfm_fixture
     m = fm.load_face_model("bfm", path=path)

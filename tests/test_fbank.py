@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from vox3d import fbank
-from vox3d.featurefile import file_features
+from vox3d.audio import fbank
+from vox3d.audio.featurefile import file_features
+from vox3d.audio.pcm import BadAudio, condition, to_pcm16
+from vox3d.audio.vad import remove_silence, vad_keep_frames
 from vox3d.paths import CMP_DIR, DATA_ROOT
-from vox3d.pcm import BadAudio, condition, to_pcm16
-from vox3d.vad import remove_silence, vad_keep_frames
 
 REF = CMP_DIR / "reference_fbank"
 REAL = DATA_ROOT / "real"
@@ -274,7 +274,7 @@ def test_to_pcm16_rounds_like_ffmpeg():
 @needs_ref
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg program")
 def test_cli_video_and_wav(tmp_path):
-    from vox3d.cli import main
+    from vox3d.tools.cli import main
 
     ref = np.load(REF / "id06811_00216.npy")
     out = tmp_path / "a.npy"

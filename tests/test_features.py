@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from vox3d import fbank, features
-from vox3d.featurestore import FeatureStore
+from vox3d.audio import fbank, features
+from vox3d.audio.featurestore import FeatureStore
 from vox3d.io import read_tsv
 from vox3d.paths import CMP_DIR, DATA_ROOT
 
@@ -211,8 +211,8 @@ def test_untile_detects_the_period():
 
 
 def _write_extract_fixture(path, items):
-    """An extract shard in vox3d.extract_shard's layout (audio + index + empty frames/rejects)."""
-    from vox3d import extract_shard
+    """An extract shard in vox3d.media.extract_shard's layout (audio + index + empty frames/rejects)."""
+    from vox3d.media import extract_shard
 
     s = h5py.string_dtype("utf-8")
     audio = np.concatenate([a for _, _, a in items]).astype(np.float32)
@@ -276,8 +276,8 @@ def test_real_clips_through_manifest_extract_features(tmp_path):
     The extract stage cuts the AAC end padding that `ffmpeg -i x.mp4 x.wav` keeps, so only
     the clip whose declared duration covers every decoded sample (pcavs00373) is bit-equal
     to the reference; the others keep CMP's statistics."""
-    from vox3d import extract
-    from vox3d.manifest import build_manifest, write_manifest
+    from vox3d.media import extract
+    from vox3d.media.manifest import build_manifest, write_manifest
 
     rows = build_manifest(DATA_ROOT / "real" / "voxceleb", None, "pyav", 1)
     write_manifest(rows, tmp_path / "manifest.tsv", tmp_path / "shards", 64)
@@ -330,7 +330,7 @@ def test_stage_equals_per_utterance_features(tmp_path):
 def test_audio_blocks_handle_gaps_and_odd_layouts(tmp_path):
     """Bulk audio reads give every video's samples once, in order, also when the audio of
     consecutive videos is not contiguous in the shard or a read is capped."""
-    from vox3d import extract_shard
+    from vox3d.media import extract_shard
 
     rng = np.random.default_rng(0)
     items = [

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from vox3d import fbank, features
-from vox3d.batch_loader import BatchLoader
-from vox3d.featurestore import CMPCollate, FeatureStore, collate
+from vox3d.audio import fbank, features
+from vox3d.audio.batch_loader import BatchLoader
+from vox3d.audio.featurestore import CMPCollate, FeatureStore, collate
 
 
 def _shard(path, spec, start_uid=0, float16=False):

@@ -1,4 +1,4 @@
-"""Fit stage (vox3d.fit) on small hand-made extract shards: rendered ICT faces with known
+"""Fit stage (vox3d.fitting.fit) on small hand-made extract shards: rendered ICT faces with known
 ground truth, black frames (no face), reasons counted, determinism, bad input."""
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ from conftest import require
 from extract_shards import write_extract_shard  # noqa: E402
 
 from vox3d import paths
-from vox3d.fit import FitConfig, Fitter, StageClock, fit_shard
-from vox3d.fit_tables import write_fit_tables
+from vox3d.fitting.fit import FitConfig, Fitter, StageClock, fit_shard
+from vox3d.fitting.fit_tables import write_fit_tables
+from vox3d.fitting.quality import REASON_CODE, REASONS
 from vox3d.io import read_tsv
-from vox3d.quality import REASON_CODE, REASONS
 
 needs_tddfa = pytest.mark.shared_data(paths.FACEBOXES_WEIGHTS, paths.MB05_WEIGHTS)
 
 
 @pytest.fixture(scope="module")
 def gen_model():
-    from vox3d.ict_generator import build_gen_model
+    from vox3d.fitting.ict_generator import build_gen_model
 
     require(paths.ICT_FACEKIT)
     return build_gen_model(8, 4)
@@ -32,7 +32,7 @@ def gen_model():
 
 @pytest.fixture(scope="module")
 def frames(gen_model):
-    from vox3d.ict_generator import GenConfig, render_frame
+    from vox3d.fitting.ict_generator import GenConfig, render_frame
 
     cfg = GenConfig(n_id=8, n_exp=4, yaw_deg=25, pitch_deg=10, roll_deg=5)
     return [render_frame(gen_model, cfg, i, degrade=False) for i in range(3)]
@@ -43,10 +43,10 @@ def random_checkpoint(tmp_path_factory, gen_model):
     """A randomly initialised ICT regressor in the committed layout (wiring, not accuracy)."""
     import torch
 
-    from vox3d.ict_generator import GenConfig
-    from vox3d.ict_train import TrainConfig, save_checkpoint
+    from vox3d.face.regressor import build_mobilenet
+    from vox3d.fitting.ict_generator import GenConfig
+    from vox3d.fitting.ict_train import TrainConfig, save_checkpoint
     from vox3d.params import ict_layout
-    from vox3d.regressor import build_mobilenet
 
     torch.manual_seed(0)
     lay = ict_layout(8, 4)
@@ -101,7 +101,7 @@ def test_fit_shard_faces_black_frames_and_determinism(tmp_path, frames, random_c
     assert rej_paths == ["idB/yt/00001.mp4"]
     assert "no usable frame" in rej_reasons[0] and "3 no face" in rej_reasons[0]
     # the format's one reader reads what the writer wrote
-    from vox3d.fit_shard import FRAME_FIELDS, FitShard, FitShardError
+    from vox3d.fitting.fit_shard import FRAME_FIELDS, FitShard, FitShardError
 
     sh = FitShard.read(out1)
     assert set(sh.frames) == set(FRAME_FIELDS) - {"landmark_nme"} and sh.layout.n_id == 8
@@ -115,7 +115,7 @@ def test_fit_shard_faces_black_frames_and_determinism(tmp_path, frames, random_c
     fit_shard(ext, out2, cfg, fitter=fitter, progress=False)
     assert out1.read_bytes() == out2.read_bytes()
     # aggregate tables: every frame counted by reason, the black video in rejects
-    from vox3d.identities import aggregate_identities
+    from vox3d.fitting.identities import aggregate_identities
 
     ids = tmp_path / "identities.h5"
     summary = aggregate_identities([out1], ids)
@@ -169,7 +169,7 @@ def test_empty_shard_and_unreadable_video(tmp_path, random_checkpoint):
 
 
 def test_config_mismatch_names_the_checkpoint(random_checkpoint):
-    from vox3d.ict_checkpoint import make_regressor
+    from vox3d.fitting.ict_checkpoint import make_regressor
     from vox3d.safeload import BadModelFileError
 
     with pytest.raises(BadModelFileError, match="n_id=8"):
@@ -184,8 +184,8 @@ def test_real_no_face_videos_become_rejects(tmp_path):
     real VoxCeleb2 clip through manifest -> extract -> fit: rejects, no crash."""
     import shutil
 
-    from vox3d.extract import extract_shard
-    from vox3d.manifest import cli as manifest_cli
+    from vox3d.media.extract import extract_shard
+    from vox3d.media.manifest import cli as manifest_cli
 
     real = paths.DATA_ROOT / "real"
     srcs = {
@@ -257,7 +257,7 @@ def test_tensor_path_matches_cpu_path_on_real_frames(tmp_path, real_clips):
     black frames: the tensor path (device cpu) gives the reference path's outputs."""
     import cv2
 
-    from vox3d.regressor import load_param_mean_std
+    from vox3d.face.regressor import load_param_mean_std
 
     clips = real_clips[:3]
     real = [_decode(c, 3) for c in clips]
@@ -301,8 +301,8 @@ def test_tensor_path_matches_cpu_path_on_real_frames(tmp_path, real_clips):
 def test_choose_faces_torch_matches_choose_face():
     import torch
 
-    from vox3d.fit_tensor import choose_faces_torch
-    from vox3d.quality import choose_face
+    from vox3d.fitting.fit_tensor import choose_faces_torch
+    from vox3d.fitting.quality import choose_face
 
     rng = np.random.default_rng(0)
     b, k = 200, 6
@@ -323,9 +323,9 @@ def test_choose_faces_torch_matches_choose_face():
 def test_vectorised_pose_and_blur_match_reference():
     import torch
 
-    from vox3d.fit_tensor import laplacian_variance_torch
+    from vox3d.fitting.fit_tensor import laplacian_variance_torch
+    from vox3d.fitting.quality import laplacian_variance
     from vox3d.params import euler_to_rotation, pose_angles_deg, pose_angles_deg_batch
-    from vox3d.quality import laplacian_variance
 
     rng = np.random.default_rng(1)
     params = []
@@ -355,8 +355,8 @@ def test_blur_windows_host_and_device_agree():
     and the same masked Laplacian variance."""
     import torch
 
-    from vox3d.fit_tensor import crop_windows_torch, laplacian_variance_torch
-    from vox3d.quality import crop_windows, laplacian_variance
+    from vox3d.fitting.fit_tensor import crop_windows_torch, laplacian_variance_torch
+    from vox3d.fitting.quality import crop_windows, laplacian_variance
 
     roi = np.array(
         [[10.2, 20.7, 90.2, 100.7], [-40.0, -30.0, 180.0, 190.0], [150.0, 150.0, 400.0, 400.0],
@@ -382,8 +382,8 @@ def test_blur_ignores_the_black_padding_of_a_crop():
     sharpness (it did: whole-crop variance stays high however blurred the face)."""
     import cv2
 
-    from vox3d.crop import crop_image
-    from vox3d.quality import crop_windows, laplacian_variance
+    from vox3d.face.crop import crop_image
+    from vox3d.fitting.quality import crop_windows, laplacian_variance
 
     clip = sorted((paths.DATA_ROOT / "real" / "voxceleb").glob("*/*/*.mp4"))[0]
     frame = np.ascontiguousarray(_decode(clip, 1)[0][..., ::-1])

@@ -1,4 +1,4 @@
-"""Trust checks of the fit-accuracy measures (vox3d.fit_accuracy): they score the truth
+"""Trust checks of the fit-accuracy measures (vox3d.fitting.fit_accuracy): they score the truth
 perfectly, and fail for shape-blind answers (the mean face for everyone, somebody else's
 face); a similarity transform of the truth is error-free only after alignment."""
 
@@ -8,11 +8,11 @@ import h5py
 import numpy as np
 import pytest
 
-from vox3d import fit_accuracy as fa
-from vox3d.face_model import load_face_model
+from vox3d.face.face_model import load_face_model
+from vox3d.fitting import fit_accuracy as fa
 from vox3d.io import read_tsv
-from vox3d.predictions import write_predictions
-from vox3d.split import IdentityMeta, write_meta
+from vox3d.media.split import IdentityMeta, write_meta
+from vox3d.voice.predictions import write_predictions
 
 N_IDS, K = 40, 40
 
@@ -188,7 +188,7 @@ def test_run_fit_accuracy_files(tmp_path, truth):
         tmp_path / "identities.h5", tmp_path / "ground_truth.h5", tmp_path / "accuracy.tsv",
         {"name": "ict", "subset": "face", "n_id": K, "n_exp": 10}, tmp_path / "meta.csv",
     )  # fmt: skip
-    from vox3d.identity_figures import plot_fit_accuracy  # the rule's figure
+    from vox3d.report.identity_figures import plot_fit_accuracy  # the rule's figure
 
     plot_fit_accuracy(rows, tmp_path / "accuracy.png")
     table = read_tsv(tmp_path / "accuracy.tsv")
@@ -206,7 +206,7 @@ def test_run_fit_accuracy_files(tmp_path, truth):
 
 
 def test_signed_displacement_along_normals():
-    from vox3d.identity_figures import signed_displacement
+    from vox3d.report.identity_figures import signed_displacement
 
     rng = np.random.default_rng(3)
     mean = rng.normal(size=(50, 3))
@@ -219,7 +219,7 @@ def test_signed_displacement_along_normals():
 
 
 def _predictions_h5(path, truth, with_gt: bool):
-    """A predictions.h5 written by vox3d.evaluate's writer, for two held-out identities."""
+    """A predictions.h5 written by vox3d.voice.evaluate's writer, for two held-out identities."""
     ids = sorted(truth)[:2]
     model = {i: np.stack([0.2 * truth[i], 0.3 * truth[i]]) for i in ids}
     targets = {"fitted": {i: 0.5 * truth[i] for i in ids}}
@@ -231,11 +231,11 @@ def _predictions_h5(path, truth, with_gt: bool):
 
 
 def test_identities_figure_gains_ground_truth_columns(tmp_path, truth):
-    """evaluate/identities.png through vox3d.identity_figures.plot_identities: with the synthetic
+    """evaluate/identities.png through vox3d.report.identity_figures.plot_identities: with the synthetic
     corpus's ground truth three more columns (true mesh, true - mean face, |fitted - true|)."""
     from PIL import Image
 
-    from vox3d import identity_figures
+    from vox3d.report import identity_figures
 
     widths = {}
     for gt in (False, True):
@@ -266,7 +266,7 @@ def test_are_uses_the_pairs_the_face_model_carries(area, truth):
 
 
 def _by_target_h5(path, true, pred, fitted, with_gt: bool):
-    """predictions.h5 by vox3d.evaluate's writer (by_target/<target>/model, target_<target>)."""
+    """predictions.h5 by vox3d.voice.evaluate's writer (by_target/<target>/model, target_<target>)."""
     ids = [f"id{k:05d}" for k in range(len(true))]
     targets = {"fitted": dict(zip(ids, fitted, strict=True))}
     if with_gt:
@@ -280,12 +280,12 @@ def _by_target_h5(path, true, pred, fitted, with_gt: bool):
 
 def test_voice_directions_figure_projects_on_the_generators_directions(tmp_path):
     """evaluate/voice_directions.png: with a ground truth, the panels are the synthetic
-    corpus's 8 face -> voice directions (vox3d.synth_rig.mapping_directions); an oracle's points
+    corpus's 8 face -> voice directions (vox3d.synthetic.synth_rig.mapping_directions); an oracle's points
     lie on the diagonal, the mean face's on the training mean's line; without a ground
     truth, the first 8 coefficients standardised by the training identities."""
-    from vox3d import synth_rig
-    from vox3d.face_model import load_face_model
-    from vox3d.identity_figures import plot_voice_directions, voice_direction_points
+    from vox3d.face.face_model import load_face_model
+    from vox3d.report.identity_figures import plot_voice_directions, voice_direction_points
+    from vox3d.synthetic import synth_rig
 
     rng = np.random.default_rng(0)
     z = rng.normal(size=(12, 40))

@@ -1,4 +1,4 @@
-"""ICT regressor data generation and training (vox3d.ict_generator, ict_train, ict_eval,
+"""ICT regressor data generation and training (vox3d.fitting.ict_generator, ict_train, ict_eval,
 ict_checkpoint)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import require
 
-from vox3d import ict_checkpoint, ict_eval, ict_generator, ict_train
+from vox3d.fitting import ict_checkpoint, ict_eval, ict_generator, ict_train
 from vox3d.params import ict_layout, to_image
 from vox3d.paths import ICT_FACEKIT
 
@@ -38,9 +38,9 @@ def test_samples_deterministic_and_distinct(gm):
 
 
 def test_params_place_the_face_where_it_is_rendered(gm, monkeypatch):
-    """Frame -> detector-style box -> ROI -> crop (vox3d.crop): the true parameters project
+    """Frame -> detector-style box -> ROI -> crop (vox3d.face.crop): the true parameters project
     the mesh onto the face pixels of the crop, and to_image maps them back to the frame."""
-    from vox3d.crop import crop_image, roi_box_from_bbox
+    from vox3d.face.crop import crop_image, roi_box_from_bbox
 
     monkeypatch.setattr(
         ict_generator, "_background", lambda rng, size: np.zeros((size, size, 3), np.float32)
@@ -134,7 +134,7 @@ def test_committed_checkpoint_reads_shape_and_a_pose_oracle_does_not(tmp_path):
     held-out renders of its own generator (pose and landmarks), and it reads identity. The
     same bar rejects an oracle that knows the true pose and expression and outputs the mean
     identity (NME and vertex error look fine for it: that is what fooled the old test)."""
-    from vox3d import regressor_cache, regressor_render
+    from vox3d.fitting import regressor_cache, regressor_render
     from vox3d.safeload import load_torch
 
     path = ict_checkpoint.DEFAULT_CHECKPOINT

@@ -1,4 +1,4 @@
-"""Robust per-identity aggregation (vox3d.identities) on synthetic numbers."""
+"""Robust per-identity aggregation (vox3d.fitting.identities) on synthetic numbers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from vox3d.identities import (
+from vox3d.fitting.identities import (
     aggregate_identities,
     huber_mean,
     mahalanobis_inliers,
@@ -85,12 +85,12 @@ def test_nonfinite_frames_ignored_and_all_nan_raises():
 
 
 def _write_fit_shard(path, videos, frames_video, keep, params, n_id=4, n_exp=2):
-    """A fit shard through the stage's own writer (vox3d.fit_shard.write_fit_shard)."""
+    """A fit shard through the stage's own writer (vox3d.fitting.fit_shard.write_fit_shard)."""
     from types import SimpleNamespace
 
-    from vox3d.fit_shard import write_fit_shard
+    from vox3d.fitting.fit_shard import write_fit_shard
+    from vox3d.fitting.quality import Thresholds
     from vox3d.params import ict_layout
-    from vox3d.quality import Thresholds
 
     fitter = SimpleNamespace(
         cfg=SimpleNamespace(
@@ -141,7 +141,7 @@ def test_aggregate_identities_file(tmp_path):
     rej = read_identity_rejects(out)
     assert len(rej) == 1 and rej[0]["path"] == "idC" and "no usable frame" in rej[0]["reason"]
     # the one reader of the format reads what the writer wrote
-    from vox3d.identities import IdentitiesFile, IdentitiesFileError
+    from vox3d.fitting.identities import IdentitiesFile, IdentitiesFileError
 
     rd = IdentitiesFile.read(out)
     assert rd.ids == ("idA", "idB") and rd.face_model == "ict" and rd.n_id == n_id
@@ -184,7 +184,7 @@ CAL_TRUTH = {
 
 
 def test_clipped_normal_std_matches_draws():
-    from vox3d.identities import clipped_normal_std
+    from vox3d.fitting.identities import clipped_normal_std
 
     z = np.clip(np.random.default_rng(5).standard_normal(2_000_000), -3, 3)
     assert abs(clipped_normal_std(3.0) - z.std()) < 1e-3
@@ -193,7 +193,7 @@ def test_clipped_normal_std_matches_draws():
 
 
 def test_calibrate_identity_recovers_the_gaussian_model():
-    from vox3d.identities import calibrate_identity
+    from vox3d.fitting.identities import calibrate_identity
 
     t = CAL_TRUTH
     pred, true, group = _gaussian_frames(
@@ -224,7 +224,7 @@ def _slope(x, y):
 
 
 def test_calibrated_identity_is_the_posterior_mean():
-    from vox3d.identities import (
+    from vox3d.fitting.identities import (
         calibrated_frames,
         calibrated_gain,
         calibrated_identity,
@@ -275,7 +275,7 @@ def test_calibrated_identity_is_the_posterior_mean():
 
 
 def test_aggregate_identities_with_and_without_calibration(tmp_path):
-    from vox3d.identities import calibrated_identity
+    from vox3d.fitting.identities import calibrated_identity
 
     rng = np.random.default_rng(9)
     n_id, n_exp = 4, 2
@@ -331,7 +331,7 @@ def test_aggregate_identities_with_and_without_calibration(tmp_path):
 
 
 def test_load_identity_calibration(tmp_path):
-    from vox3d.identities import load_identity_calibration
+    from vox3d.fitting.identities import load_identity_calibration
 
     meta = {"face_model": "ict", "n_id": 4, "param_mean": [0.0]}
     (tmp_path / "r.json").write_text(json.dumps(meta))

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from vox3d import paths
-from vox3d.cli import main as vox3d_main
-from vox3d.image2mesh import cli
-from vox3d.regressor import build_mobilenet
+from vox3d.face.regressor import build_mobilenet
 from vox3d.safeload import load_pickle
+from vox3d.tools.cli import main as vox3d_main
+from vox3d.tools.image2mesh import cli
 
 IMG = paths.TDDFA_DIR / "examples" / "trump_hillary.jpg"
 
@@ -159,7 +159,7 @@ def _fake_ict_checkpoint(path, n_id=4, n_exp=3):
 
 def test_ict_regressor_json(tmp_path):
     """Wiring of --face-model ict with a randomly initialised checkpoint in the layout
-    of vox3d.ict_regressor (proves the plumbing, not accuracy)."""
+    of vox3d.fitting.ict_regressor (proves the plumbing, not accuracy)."""
     ck = tmp_path / "ict.pth"
     n = _fake_ict_checkpoint(ck)
     js = tmp_path / "f.json"

@@ -32,6 +32,25 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+def _packages() -> set[str]:
+    """The package and its room subpackages (``vox3d``, ``vox3d.face``, ...)."""
+    return {m for m, p in _modules().items() if p.name == "__init__.py"}
+
+
+def test_subpackages_are_rooms_without_code():
+    """Each room subpackage's ``__init__`` holds its docstring only: no re-exports, no
+    shims, so a module has one import path."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    room_names = set(documented_rooms(text).values()) - {BASE_ROOM}
+    subs = {m.removeprefix("vox3d.") for m in _packages()} - {"vox3d"}
+    assert subs == room_names, f"subpackages {sorted(subs)} vs rooms {sorted(room_names)}"
+    for sub in sorted(subs):
+        path = PACKAGE / sub / "__init__.py"
+        body = ast.parse(path.read_text(encoding="utf-8")).body
+        assert len(body) == 1 and isinstance(body[0], ast.Expr), f"{path}: docstring only"
+        assert isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)
+
+
 def import_graph() -> dict[str, dict[str, list[int]]]:
     """``{module: {imported vox3d module: [line numbers]}}`` (the package itself, whose
     ``__init__`` holds only the version, is no node)."""
@@ -98,8 +117,10 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
 def test_graph_sees_function_level_imports():
     """The parser finds imports inside functions (the kind that hid evaluate <-> train)."""
     graph = import_graph()
-    assert "vox3d.face_model" in graph["vox3d.evaluate"]
-    assert "vox3d.voice_model" in graph["vox3d.evaluate"]  # imported inside run_evaluate
+    assert "vox3d.face.face_model" in graph["vox3d.voice.evaluate"]
+    assert (
+        "vox3d.voice.voice_model" in graph["vox3d.voice.evaluate"]
+    )  # imported inside run_evaluate
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
@@ -121,8 +142,8 @@ def test_workflow_time_modules_do_not_import_torch():
     face-model configuration and the target readers are light too."""
     code = (
         "import sys\n"
-        "import vox3d.config, vox3d.manifest, vox3d.face_model, vox3d.targets, vox3d.split\n"
-        "import vox3d.fit, vox3d.jobsize, vox3d.train_presets, vox3d.torch_setup, vox3d.export\n"
+        "import vox3d.config, vox3d.media.manifest, vox3d.face.face_model, vox3d.voice.targets, vox3d.media.split\n"
+        "import vox3d.fitting.fit, vox3d.workflow.jobsize, vox3d.voice.train_presets, vox3d.torch_setup, vox3d.report.export\n"
         "import vox3d.outlock\n"
         "heavy = sorted(m for m in ('torch', 'matplotlib') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
@@ -144,15 +165,20 @@ def _block(text: str, name: str) -> str:
 
 
 def documented_rooms(text: str) -> dict[str, str]:
-    """``{module: room}`` from the table block of docs/architecture.md."""
+    """``{module: room}`` from the table block of docs/architecture.md.  A room is a
+    subpackage: module ``m`` of room ``r`` is ``vox3d.r.m``, except the base room's, which
+    are the package's top-level modules ``vox3d.m``."""
     rooms: dict[str, str] = {}
     for line in _block(text, "table").splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) != 2 or cells[0] in ("room", "") or set(cells[0]) <= {"-"}:
             continue
+        pkg = "vox3d" if cells[0] == BASE_ROOM else f"vox3d.{cells[0]}"
         for mod in (m.strip().strip("`") for m in cells[1].split(",")):
-            assert f"vox3d.{mod}" not in rooms, f"{ARCHITECTURE}: {mod} is in two rooms"
-            rooms[f"vox3d.{mod}"] = cells[0]
+            assert not any(k.endswith(f".{mod}") for k in rooms), (
+                f"{ARCHITECTURE}: {mod} is in two rooms"
+            )
+            rooms[f"{pkg}.{mod}"] = cells[0]
     return rooms
 
 
@@ -183,18 +209,20 @@ def test_room_parsers_read_what_they_should():
         "<!-- /rooms:graph -->\n"
     )
     rooms = documented_rooms(text)
-    assert rooms == {"vox3d.x": "a", "vox3d.y": "a", "vox3d.z": "b"}
+    assert rooms == {"vox3d.a.x": "a", "vox3d.a.y": "a", "vox3d.b.z": "b"}
+    assert documented_rooms(text.replace("| b |", f"| {BASE_ROOM} |"))["vox3d.z"] == BASE_ROOM
     assert documented_edges(text) == {("a", "b")}
-    graph = {"vox3d.x": {"vox3d.y": [1], "vox3d.z": [2]}, "vox3d.z": {}, "vox3d.y": {}}
-    assert room_edges(graph, rooms) == {("a", "b"): ["vox3d.x -> vox3d.z"]}
+    graph = {"vox3d.a.x": {"vox3d.a.y": [1], "vox3d.b.z": [2]}, "vox3d.b.z": {}, "vox3d.a.y": {}}
+    assert room_edges(graph, rooms) == {("a", "b"): ["vox3d.a.x -> vox3d.b.z"]}
 
 
 def test_architecture_page_matches_the_imports():
-    """docs/architecture.md: every module in one room, the drawn graph = the computed one
-    (without the base room), no cycle between rooms, the base room imports no other."""
+    """docs/architecture.md: every module in one room and in that room's subpackage, the
+    drawn graph = the computed one (without the base room), no cycle between rooms, the
+    base room imports no other."""
     text = ARCHITECTURE.read_text(encoding="utf-8")
     rooms = documented_rooms(text)
-    graph = {m: ts for m, ts in import_graph().items() if m != "vox3d"}
+    graph = {m: ts for m, ts in import_graph().items() if m not in _packages()}
     assert set(rooms) == set(graph), (
         f"{ARCHITECTURE}: modules without a room {sorted(set(graph) - set(rooms))}, "
         f"rooms naming no module {sorted(set(rooms) - set(graph))}"

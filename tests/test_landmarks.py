@@ -1,4 +1,4 @@
-"""Optional FAN landmark check (vox3d.landmarks): geometry, missing weights, and the wiring
+"""Optional FAN landmark check (vox3d.face.landmarks): geometry, missing weights, and the wiring
 through the fit stage with a randomly initialised FAN in the upstream layout."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import require
 
-from vox3d import landmarks as lmk
+from vox3d.face import landmarks as lmk
 
 
 def test_missing_weights_names_file_and_url(tmp_path, monkeypatch):
@@ -55,8 +55,8 @@ def test_fit_with_fan_landmarks(tmp_path, monkeypatch):
     require(paths.FACEBOXES_WEIGHTS, paths.ICT_FACEKIT)
     from test_fit import write_extract_shard
 
-    from vox3d.fit import FitConfig, Fitter, fit_shard
-    from vox3d.ict_generator import GenConfig, build_gen_model, render_frame
+    from vox3d.fitting.fit import FitConfig, Fitter, fit_shard
+    from vox3d.fitting.ict_generator import GenConfig, build_gen_model, render_frame
 
     gm = build_gen_model(8, 4)
     ckpt_dir = tmp_path / "hub" / "checkpoints"
@@ -65,9 +65,9 @@ def test_fit_with_fan_landmarks(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     assert lmk.default_fan_path() == ckpt_dir / lmk.FAN_FILE
     # the random ICT checkpoint of the fit tests
-    from vox3d.ict_train import TrainConfig, save_checkpoint
+    from vox3d.face.regressor import build_mobilenet
+    from vox3d.fitting.ict_train import TrainConfig, save_checkpoint
     from vox3d.params import ict_layout
-    from vox3d.regressor import build_mobilenet
 
     lay = ict_layout(8, 4)
     mean = np.zeros(lay.n, np.float32)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vox3d.io import read_tsv
-from vox3d.manifest import (
+from vox3d.media.manifest import (
     MANIFEST_COLUMNS,
     build_manifest,
     find_videos,
@@ -18,7 +18,7 @@ from vox3d.manifest import (
     split_shards,
     write_manifest,
 )
-from vox3d.video_probe import probe, probe_ffprobe
+from vox3d.media.video_probe import probe, probe_ffprobe
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from vox3d import mesh
+from vox3d.face import mesh
 from vox3d.paths import ICT_FACEKIT
 
 V = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32)
@@ -43,8 +43,8 @@ def test_obj_without_colours_and_errors(tmp_path):
 
 @pytest.mark.shared_data(ICT_FACEKIT)
 def test_cli_ict_params_to_obj_and_png(tmp_path, capsys):
-    from vox3d.cli import main
-    from vox3d.face_model import load_face_model
+    from vox3d.face.face_model import load_face_model
+    from vox3d.tools.cli import main
 
     p = np.zeros(62, np.float32)
     p[:12] = [1, 0, 0, 60, 0, 1, 0, 60, 0, 0, 1, 0]

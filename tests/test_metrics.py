@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import require
 
-from vox3d import metrics
+from vox3d.face import metrics
 
 # A toy "face": vertices placed so each ratio pair has a known length.
 #   0-1 oicd (length 10), 2-3 ear (14), 4-5 forehead (12), 6-7 mid (7), 8-9 cheek (11)
@@ -175,7 +175,7 @@ CMP_RATIOS = [1.41, 1.16, 1.11, 1.00]  # ER FR MR CR on CMP's mean face
 
 @pytest.fixture(scope="module")
 def ict_face():
-    from vox3d.face_model import load_face_model
+    from vox3d.face.face_model import load_face_model
     from vox3d.paths import ICT_FACEKIT
 
     require(ICT_FACEKIT)
@@ -183,7 +183,7 @@ def ict_face():
 
 
 def test_ict_cmp_pairs_give_cmp_mean_face_ratios_and_are_mirror_pairs(ict_face):
-    from vox3d import are_pairs, are_selection
+    from vox3d.face import are_pairs, are_selection
 
     m = ict_face
     v = m.mean.astype(np.float64)
@@ -226,7 +226,7 @@ def test_ict_cmp_pairs_give_cmp_mean_face_ratios_and_are_mirror_pairs(ict_face):
 
 
 def test_cmp_bfm_indices_refused_outside_the_53k_topology():
-    from vox3d import are_pairs
+    from vox3d.face import are_pairs
 
     with pytest.raises(ValueError, match=r"42117 is outside the bfm_noneck_v3 topology \(38,365"):
         are_pairs.cmp_are_pairs_bfm(38365, "bfm_noneck_v3")
@@ -243,7 +243,7 @@ def test_bfm_fallback_carries_pairs_by_landmarks_and_marks_the_ear_unavailable(i
     finds the same vertices, has no ear pair, and says why in its note."""
     import dataclasses
 
-    from vox3d import are_pairs, are_selection
+    from vox3d.face import are_pairs, are_selection
 
     m = ict_face
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""vox3d.multigpu: one fit process per device, merged into the same bytes as one process.
+"""vox3d.fitting.multigpu: one fit process per device, merged into the same bytes as one process.
 
 Runs on the CPU: the device list ``["cpu", "cpu"]`` (the ``VOX3D_FIT_DEVICES`` hook) stands
 in for two GPUs; each worker is a real spawned process."""
@@ -12,8 +12,8 @@ from conftest import require
 from extract_shards import write_extract_shard  # noqa: E402
 
 from vox3d import paths
-from vox3d.fit import FitConfig, fit_shard
-from vox3d.multigpu import (
+from vox3d.fitting.fit import FitConfig, fit_shard
+from vox3d.fitting.multigpu import (
     clean_boundaries,
     devices_for,
     fit_shard_multi,
@@ -26,7 +26,7 @@ needs_assets = pytest.mark.shared_data(paths.FACEBOXES_WEIGHTS)
 
 
 def _host_chunks(counts: list[int], bs: int) -> list[list[int]]:
-    """The videos of each chunk of vox3d.fit_loop._run_shard's host path (reference model)."""
+    """The videos of each chunk of vox3d.fitting.fit_loop._run_shard's host path (reference model)."""
     chunks, cur, n = [], [], 0
     for i, c in enumerate(counts):
         if c > 0:
@@ -80,7 +80,7 @@ def test_devices_for_env_hook():
 
 @pytest.fixture(scope="module")
 def face_frames():
-    from vox3d.ict_generator import GenConfig, build_gen_model, render_frame
+    from vox3d.fitting.ict_generator import GenConfig, build_gen_model, render_frame
 
     require(paths.ICT_FACEKIT)
     gm = build_gen_model(8, 4)
@@ -138,8 +138,8 @@ def test_workers_do_not_rerun_an_unguarded_main_script(tmp_path, shard_and_refer
     marker = tmp_path / "main_runs.txt"
     script = tmp_path / "job_script.py"
     script.write_text(
-        "from vox3d.fit import FitConfig\n"
-        "from vox3d.multigpu import fit_shard_multi\n"
+        "from vox3d.fitting.fit import FitConfig\n"
+        "from vox3d.fitting.multigpu import fit_shard_multi\n"
         f"open({str(marker)!r}, 'a').write('x')\n"
         f"fit_shard_multi({str(ext)!r}, {str(out)!r}, FitConfig.from_config({FIT!r}), "
         "['cpu', 'cpu'])\n"
@@ -180,7 +180,7 @@ def test_pin_one_gpu_lock_is_released_when_a_job_is_killed(tmp_path):
     import time
 
     code = (
-        "import time; from vox3d.multigpu import pin_one_gpu; "
+        "import time; from vox3d.fitting.multigpu import pin_one_gpu; "
         f"h = pin_one_gpu(['0', '1'], {str(tmp_path)!r}, {{}}, wait=False); "
         "print(h[0], flush=True); time.sleep(60)"
     )

@@ -2,7 +2,7 @@
 small manifest builds the whole DAG, and the jobs land where the profiles say: GPU rules on
 the GPU partition with a GPU request, CPU rules on the CPU partition without one, small
 per-shard jobs grouped.  Placement comes from the SLURM executor plugin's own functions
-(vox3d.placement); no sbatch, sinfo or qsub is needed."""
+(vox3d.workflow.placement); no sbatch, sinfo or qsub is needed."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from dag_vox2 import vox2_rows  # noqa: E402
 
-from vox3d.manifest import write_manifest  # noqa: E402
+from vox3d.media.manifest import write_manifest  # noqa: E402
 
 pytest.importorskip("snakemake_executor_plugin_slurm")
 pytest.importorskip("snakemake_executor_plugin_cluster_generic")
@@ -41,7 +41,7 @@ def small_run(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def placement(profile: str, videos: Path, out: Path, *config: str) -> list[dict]:
-    cmd = [sys.executable, "-m", "vox3d.placement", "--profile", profile, "--nolock",
+    cmd = [sys.executable, "-m", "vox3d.workflow.placement", "--profile", profile, "--nolock",
            "--config", f"videos_dir={videos}", f"out_dir={out}", "shard_size=4", *config]  # fmt: skip
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

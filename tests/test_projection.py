@@ -1,4 +1,4 @@
-"""vox3d.projection: the arithmetic on made-up numbers, and the committed throughput file."""
+"""vox3d.workflow.projection: the arithmetic on made-up numbers, and the committed throughput file."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from vox3d.projection import (
+from vox3d.workflow.projection import (
     REQUIRED,
     THROUGHPUT_JSON,
     load_throughput,

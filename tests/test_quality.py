@@ -1,10 +1,10 @@
-"""Quality filters (vox3d.quality): each reason counted, first failing test wins."""
+"""Quality filters (vox3d.fitting.quality): each reason counted, first failing test wins."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from vox3d.quality import (
+from vox3d.fitting.quality import (
     REASON_CODE,
     REASONS,
     Thresholds,

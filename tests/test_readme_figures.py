@@ -1,7 +1,7 @@
 """README figures come from bench scripts, and stay true (issue 15, item 6).
 
 Every figure of a claim that cites a recorded bench output (``bench/results/NAME``) is in
-that output (vox3d.docfigures), and every row of the README's benchmark tables cites one.
+that output (vox3d.tools.docfigures), and every row of the README's benchmark tables cites one.
 Every generated block (``<!-- bench:NAME -->``) in the README and docs names a script that
 prints it.  The slow test runs the default workflow exactly as ``make run`` does (only
 ``out_dir`` moved) and checks the README's default-corpus tables against what
@@ -22,7 +22,7 @@ import pytest
 import yaml
 from tiny_workflow import ROOT, run_snakemake
 
-from vox3d import docblocks, docfigures
+from vox3d.tools import docblocks, docfigures
 
 #: Block name -> the bench script that prints it.
 GENERATORS = {
@@ -173,7 +173,7 @@ def test_readme_default_corpus_tables_match_a_fresh_default_run(tmp_path):
 
 def test_cited_figures_are_in_the_recorded_outputs():
     """Every figure of a README / docs claim that cites ``bench/results/NAME`` is in that
-    file (vox3d.docfigures): rerunning a bench and committing its output makes the claims
+    file (vox3d.tools.docfigures): rerunning a bench and committing its output makes the claims
     that still quote the old value fail here."""
     problems = [m for doc in DOCS for m in docfigures.stale_figures(doc, RESULTS)]
     assert not problems, "\n".join(problems)

@@ -47,7 +47,7 @@ def write_small_bfm(path: Path) -> dict[str, np.ndarray]:
     (``param_mean_std_62d_120x120.pkl``) moves the face as one ICT std.  Only numpy arrays
     in a dict: what the restricted unpickler admits.
     """
-    from vox3d.face_model import load_face_model
+    from vox3d.face.face_model import load_face_model
 
     ict = load_face_model("ict", subset="narrow_face", n_id=40, n_exp=10)
     std = np.asarray(load_pickle(PARAM_MEAN_STD)["std"], np.float64)
@@ -71,7 +71,7 @@ def write_small_bfm(path: Path) -> dict[str, np.ndarray]:
 def write_real_meta(path: Path) -> dict[str, str]:
     """The VoxCeleb1-format meta csv of the real clips from ``real/manifest.csv`` (gender
     only: the clips carry no VoxCeleb1 names); returns ``{identity: gender}``."""
-    from vox3d.split import IdentityMeta, write_meta
+    from vox3d.media.split import IdentityMeta, write_meta
 
     genders: dict[str, str] = {}
     with open(REAL / "manifest.csv", newline="", encoding="utf-8") as fh:
@@ -89,7 +89,7 @@ def write_real_meta(path: Path) -> dict[str, str]:
 
 @needs_ict
 def test_user_bfm_file_layout_and_triangles(tmp_path):
-    from vox3d import face_model as fm
+    from vox3d.face import face_model as fm
     from vox3d.params import TDDFA_LAYOUT
 
     d = write_small_bfm(tmp_path / "bfm_synthetic.pkl")
@@ -126,11 +126,11 @@ def test_user_bfm_file_gives_mesh_metrics(tmp_path):
     and the parameter metrics too (same numbers as without the file)."""
     from test_evaluate import _write_inputs
 
-    from vox3d import figures, identity_figures
-    from vox3d.baselines import METHODS
-    from vox3d.evaluate import evaluate_parameters, run_evaluate
     from vox3d.io import read_tsv
-    from vox3d.train import run_train
+    from vox3d.report import figures, identity_figures
+    from vox3d.voice.baselines import METHODS
+    from vox3d.voice.evaluate import evaluate_parameters, run_evaluate
+    from vox3d.voice.train import run_train
 
     bfm = tmp_path / "bfm_synthetic.pkl"
     write_small_bfm(bfm)

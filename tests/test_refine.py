@@ -1,4 +1,4 @@
-"""vox3d.refine: multi-frame identity fit and the MediaPipe -> ICT correspondence."""
+"""vox3d.fitting.refine: multi-frame identity fit and the MediaPipe -> ICT correspondence."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from vox3d.params import euler_to_rotation
-from vox3d.refine import (
+from vox3d.fitting.refine import (
     MP468_ICT_JSON,
     N_MP_POINTS,
     RefineConfig,
@@ -19,6 +18,7 @@ from vox3d.refine import (
     mediapipe_observations,
     subsample_vertices,
 )
+from vox3d.params import euler_to_rotation
 
 # MediaPipe face-mesh index -> Multi-PIE 68 landmark (nose tip, chin, eye corners, mouth
 # corners), the anatomical check of the learned correspondence.
@@ -27,7 +27,7 @@ MP_TO_68 = {4: 30, 152: 8, 33: 36, 263: 45, 133: 39, 362: 42, 61: 48, 291: 54}
 
 @pytest.fixture(scope="module")
 def model():
-    from vox3d.face_model import load_face_model
+    from vox3d.face.face_model import load_face_model
 
     return load_face_model("ict", subset="face", n_id=40, n_exp=10)
 
@@ -42,7 +42,7 @@ def project(model, vertex, alpha, beta, yaw, pitch, s=9.0, t=(112.0, 112.0)):
 
 def sim_error(model, a, b):
     """Mean per-vertex distance (cm) between identity meshes after similarity alignment."""
-    from vox3d.metrics import align
+    from vox3d.face.metrics import align
 
     pa, pb = model.vertices(a).astype(np.float64), model.vertices(b).astype(np.float64)
     return float(np.linalg.norm(align(pa, pb, scale=True) - pb, axis=1).mean())

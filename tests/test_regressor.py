@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from vox3d import paths
-from vox3d.crop import crop_image, roi_box_from_bbox
-from vox3d.detector import FaceBoxes
-from vox3d.regressor import (
+from vox3d.face.crop import crop_image, roi_box_from_bbox
+from vox3d.face.detector import FaceBoxes
+from vox3d.face.regressor import (
     Regressor,
     build_mobilenet,
     load_mobilenet,
@@ -156,7 +156,7 @@ def test_padded_input_same_output(ref, channels_last):
 
 
 def test_padded_normalisation_matches_plain():
-    from vox3d.regressor import normalize_crops, normalize_crops_padded
+    from vox3d.face.regressor import normalize_crops, normalize_crops_padded
 
     g = torch.Generator().manual_seed(0)
     c = torch.randint(0, 256, (2, 120, 120, 3), dtype=torch.uint8, generator=g)

@@ -1,6 +1,6 @@
-"""The regressor's training data (vox3d.regressor_render, regressor_cache, regressor_data):
+"""The regressor's training data (vox3d.fitting.regressor_render, regressor_cache, regressor_data):
 the corpus's renderer, the fit stage's crop path, the identity-geometry loss
-(vox3d.ict_train), and the synth.py refactor it relies on."""
+(vox3d.fitting.ict_train), and the synth.py refactor it relies on."""
 
 from __future__ import annotations
 
@@ -10,16 +10,9 @@ import numpy as np
 import pytest
 from conftest import require
 
-from vox3d import (
-    ict_train,
-    paths,
-    regressor_cache,
-    regressor_data,
-    regressor_render,
-    synth_config,
-    synth_render,
-    synth_rig,
-)
+from vox3d import paths
+from vox3d.fitting import ict_train, regressor_cache, regressor_data, regressor_render
+from vox3d.synthetic import synth_config, synth_render, synth_rig
 
 #: sha256 of the draws of a tiny corpus (2 identities, seed 3, 1.2 s clips: identities, one
 #: video spec, one utterance track), each value rounded to float32 first.  The draws are
@@ -167,8 +160,8 @@ def test_fresh_identities_not_from_a_corpus(kit):
 def test_crops_come_from_the_fit_stage_crop_path(kit):
     """Re-detecting the face in the frame with the fit stage's own code gives the same ROI,
     and the target pose maps the landmarks to where they are in the frame."""
-    from vox3d.crop import crop_image
-    from vox3d.fit import FitConfig, Fitter
+    from vox3d.face.crop import crop_image
+    from vox3d.fitting.fit import FitConfig, Fitter
     from vox3d.params import to_image, transform_vertices
 
     fitter = Fitter(FitConfig(device="cpu"))
@@ -218,8 +211,8 @@ def test_identity_geometry_loss_ignores_similarity():
 
 def test_identity_geometry_matches_similarity_alignment(kit):
     """On the ICT face: for a small identity change the projected error equals the error
-    left after a least-squares similarity alignment (vox3d.metrics.align)."""
-    from vox3d.metrics import align
+    left after a least-squares similarity alignment (vox3d.face.metrics.align)."""
+    from vox3d.face.metrics import align
 
     fi = kit.rig.face_idx[::10]
     ref = kit.rig.model.mean[fi].astype(np.float64)
@@ -243,8 +236,8 @@ def test_rule_settings_are_those_of_the_committed_checkpoint():
     from dataclasses import asdict
 
     from vox3d.config import load_config
-    from vox3d.ict_checkpoint import DEFAULT_CHECKPOINT
-    from vox3d.ict_train import TrainConfig
+    from vox3d.fitting.ict_checkpoint import DEFAULT_CHECKPOINT
+    from vox3d.fitting.ict_train import TrainConfig
 
     reg = load_config()["fit"]["regressor"]
     meta = json.loads(DEFAULT_CHECKPOINT.with_suffix(".json").read_text())

@@ -1,4 +1,4 @@
-"""Sim3DR (via vox3d.render) against the independent numpy reference, plus fill-rule,
+"""Sim3DR (via vox3d.face.render) against the independent numpy reference, plus fill-rule,
 culling, clipping, robustness, multi-mesh, batch and threading properties."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from render_reference import reference_normals, reference_render
 
-from vox3d.paths import ICT_FACEKIT
-from vox3d.render import (
+from vox3d.face.render import (
     Light,
     Mesh,
     fit_to_image,
@@ -21,6 +20,7 @@ from vox3d.render import (
     render_shape,
     vertex_normals,
 )
+from vox3d.paths import ICT_FACEKIT
 
 H = W = 64
 
@@ -309,7 +309,7 @@ def test_bad_arguments_raise():
 @pytest.mark.shared_data(ICT_FACEKIT)
 def test_ict_face_matches_reference_lit():
     from vox3d import params as P
-    from vox3d.face_model import load_face_model
+    from vox3d.face.face_model import load_face_model
 
     m = load_face_model("ict", subset="narrow_face")
     pose = P.srt_to_pose(2.6 * 120 / 64, P.euler_to_rotation(0.4, 0.1, 0.05), [60, 65, 0])

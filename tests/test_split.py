@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from vox3d.media.split import IdentityMeta, read_meta, read_split, split_identities, write_split
 from vox3d.paths import DATA_ROOT
-from vox3d.split import IdentityMeta, read_meta, read_split, split_identities, write_split
 
 
 def test_paper_split_on_real_vox1_meta():
@@ -48,7 +48,7 @@ def test_partial_names_fall_back_to_hash_and_both_sides_nonempty():
 
 
 def test_meta_layouts_vox1_vox2_and_written_file(tmp_path):
-    from vox3d.split import write_meta
+    from vox3d.media.split import write_meta
 
     # VoxCeleb2's vox2_meta.csv has no nationality column: Set must not land in it
     (tmp_path / "vox2.csv").write_text(
@@ -67,7 +67,7 @@ def test_meta_layouts_vox1_vox2_and_written_file(tmp_path):
     back = read_meta(tmp_path / "meta.tsv")
     assert back == {r.identity: r for r in rows}
     # the manifest stage reads the same file to the same genders
-    from vox3d.manifest import read_meta as manifest_meta
+    from vox3d.media.manifest import read_meta as manifest_meta
 
     assert manifest_meta(tmp_path / "meta.tsv")["id06209"]["gender"] == "m"
     with pytest.raises(ValueError, match="tab"):
@@ -75,7 +75,7 @@ def test_meta_layouts_vox1_vox2_and_written_file(tmp_path):
 
 
 def test_split_errors_are_clear():
-    from vox3d.split import check_split
+    from vox3d.media.split import check_split
 
     with pytest.raises(ValueError, match="cannot split 1 identity"):
         split_identities(["only"], {})

@@ -1,4 +1,4 @@
-"""The stream stage (vox3d.stream, extract.keep_frames: false) against the two-stage path
+"""The stream stage (vox3d.fitting.stream, extract.keep_frames: false) against the two-stage path
 (extract_shard stores the frames, fit_shard reads them), on real clips and broken files."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import h5py
 import numpy as np
 import pytest
 
+from vox3d.audio.features import features_shard
 from vox3d.config import load_config
-from vox3d.extract import extract_shard
-from vox3d.extract_shard import ExtractShard
-from vox3d.features import features_shard
-from vox3d.fit import FitConfig, fit_shard
-from vox3d.fit_shard import FitShard
-from vox3d.manifest import build_manifest, write_manifest
-from vox3d.stream import stream_shard
+from vox3d.fitting.fit import FitConfig, fit_shard
+from vox3d.fitting.fit_shard import FitShard
+from vox3d.fitting.stream import stream_shard
+from vox3d.media.extract import extract_shard
+from vox3d.media.extract_shard import ExtractShard
+from vox3d.media.manifest import build_manifest, write_manifest
 
 
 def _sha(p: Path) -> str:
@@ -173,7 +173,7 @@ def test_decode_processes_give_the_same_bytes(runs, shard, cfg, tmp_path):
 
 
 def test_decode_workers_auto_takes_processes_from_two_workers():
-    from vox3d.stream import decode_in_processes
+    from vox3d.fitting.stream import decode_in_processes
 
     assert [decode_in_processes("auto", n) for n in (1, 2, 15)] == [False, True, True]
     assert not decode_in_processes("threads", 15) and decode_in_processes("processes", 1)
@@ -185,7 +185,7 @@ def _spill_folders() -> list[Path]:
     import os
     import tempfile
 
-    import vox3d.stream as stream
+    import vox3d.fitting.stream as stream
 
     roots = {Path("/dev/shm"), Path(tempfile.gettempdir())}
     return [p for r in roots for p in r.glob(f"{stream._SPILL_PREFIX}*-{os.getpid()}")]
@@ -194,7 +194,7 @@ def _spill_folders() -> list[Path]:
 def test_spilled_frames_come_back_whole_and_leave_no_file(tmp_path):
     """Decode processes hand their frames over through a file: chunks of any shape come
     back equal, in order, and the file is gone once read."""
-    from vox3d.stream import _Spilled
+    from vox3d.fitting.stream import _Spilled
 
     rng = np.random.default_rng(0)
     chunks = [
@@ -214,8 +214,8 @@ def test_spilled_frames_come_back_whole_and_leave_no_file(tmp_path):
 def test_frames_are_pickled_where_no_file_can_be_written(shard, tmp_path):
     """A spill folder that cannot take the file (here: gone) falls back to the pickle, with
     the frames a file would have carried."""
-    from vox3d.manifest import read_shard
-    from vox3d.stream import _decode_in_process, _Spilled
+    from vox3d.fitting.stream import _decode_in_process, _Spilled
+    from vox3d.media.manifest import read_shard
 
     root, tsv = shard
     row = next(r for r in sorted(read_shard(tsv), key=lambda r: r["path"]) if "pcavs" in r["path"])
@@ -239,7 +239,7 @@ def test_spill_folders_of_dead_jobs_are_removed(tmp_path, monkeypatch):
     import sys
     import tempfile
 
-    import vox3d.stream as stream
+    import vox3d.fitting.stream as stream
 
     monkeypatch.setattr(os, "access", lambda p, m: False if p == "/dev/shm" else True)
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
@@ -257,7 +257,7 @@ def test_spill_folders_of_dead_jobs_are_removed(tmp_path, monkeypatch):
 def test_a_crashed_decode_process_fails_the_job(shard, cfg, tmp_path, monkeypatch):
     """A decode process that dies (here: os._exit in the worker, as a segfault would) fails
     the job with the pool's error; nothing is written."""
-    import vox3d.stream as stream
+    import vox3d.fitting.stream as stream
 
     root, tsv = shard
     monkeypatch.setattr(stream, "_decode_in_process", _die)
@@ -276,7 +276,7 @@ def _die(job, spill_dir=None):
 
 
 def test_a_failed_fit_leaves_neither_file(shard, cfg, tmp_path, monkeypatch):
-    from vox3d import fit
+    from vox3d.fitting import fit
 
     root, tsv = shard
 
@@ -292,7 +292,7 @@ def test_a_failed_fit_leaves_neither_file(shard, cfg, tmp_path, monkeypatch):
 
 def test_a_decoder_crash_fails_the_job_not_the_video(shard, cfg, tmp_path, monkeypatch):
     """Only a bad video (MediaError) is a reject; any other decode failure ends the job."""
-    from vox3d import stream
+    from vox3d.fitting import stream
 
     root, tsv = shard
 
@@ -311,7 +311,7 @@ def test_hardware_decode_matches_the_cpu_or_falls_back(real_clips):
     too: frame times, audio and pixels (NVDEC's NV12 rearranged into the CPU decoder's
     YUV420P before the same RGB conversion; bench/results/h100_stream_decode_onectx.txt:
     0 grey levels on all 10 clips, where PyAV's own NV12 -> RGB differed by up to 50)."""
-    from vox3d import video
+    from vox3d.media import video
 
     for clip in real_clips[:3]:
         cpu = video.decode(clip, 5.0)
@@ -328,7 +328,7 @@ def test_hardware_decode_matches_the_cpu_or_falls_back(real_clips):
 def test_failed_hardware_decode_gives_the_sink_only_the_cpu_frames(real_clips, monkeypatch):
     """A hardware decode that fails after decoding some frames must hand the sink none of
     them: the sink sees the CPU decode's frames once, in order."""
-    from vox3d import video
+    from vox3d.media import video
 
     clip = real_clips[0]
     want = video.decode(clip, 5.0)

@@ -1,4 +1,4 @@
-"""Tests of the synthetic corpus (vox3d.synth): format, ground truth against the pixels and
+"""Tests of the synthetic corpus (vox3d.synthetic.synth): format, ground truth against the pixels and
 the audio, determinism.  The corpus tests build a tiny corpus (3 identities, 1 s clips)."""
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import librosa
 import numpy as np
 import pytest
 
-from vox3d import paths, synth, synth_card, synth_config, synth_render, synth_rig
-from vox3d import voice_synth as vs
+from vox3d import paths
+from vox3d.synthetic import synth, synth_card, synth_config, synth_render, synth_rig
+from vox3d.synthetic import voice_synth as vs
 
 TINY = dict(identities=3, videos_per_identity=1, utterances_per_video=2, seconds=1.0, seed=7)
 
@@ -190,9 +191,9 @@ def test_ground_truth_layout(corpus):
 
 
 def test_ground_truth_tables_read_what_the_generator_wrote(corpus):
-    """vox3d.ground_truth.read_tables (the benches' reader of per-frame truth): the stored
+    """vox3d.synthetic.ground_truth.read_tables (the benches' reader of per-frame truth): the stored
     arrays and dtypes, strings decoded, attributes; a missing dataset fails naming the file."""
-    from vox3d.ground_truth import GroundTruthError, read_tables
+    from vox3d.synthetic.ground_truth import GroundTruthError, read_tables
 
     gt = corpus / "ground_truth.h5"
     attrs, t = read_tables(gt, {"frames": ("pose", "exp"), "utterances": ("path", "n_frames")})

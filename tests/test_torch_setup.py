@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vox3d import evaluate, fit, train, voice2mesh
+from vox3d.fitting import fit
+from vox3d.tools import voice2mesh
 from vox3d.torch_setup import resolve_device
+from vox3d.voice import evaluate, train
 
 
 @pytest.mark.parametrize("gpu", [False, True])

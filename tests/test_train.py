@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from vox3d.safeload import load_torch
-from vox3d.train import TrainConfig, train
-from vox3d.train_data import Targets, UtteranceBank
+from vox3d.voice.train import TrainConfig, train
+from vox3d.voice.train_data import Targets, UtteranceBank
 
 SMALL_MODEL = {"channels": [32, 32, 32, 32], "dropout": 0.1}
 
@@ -85,7 +85,7 @@ def test_loss_falls_on_toy_data(tmp_path):
 
 
 def test_the_supervised_config_refuses_another_variant():
-    """TrainConfig is the supervised model's; the unsupervised one has vox3d.distill's."""
+    """TrainConfig is the supervised model's; the unsupervised one has vox3d.voice.distill's."""
     with pytest.raises(ValueError, match="DistillConfig"):
         TrainConfig(mode="unsupervised").validate()
 
@@ -96,8 +96,8 @@ RUNNER = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     import torch
     from test_train import SMALL_MODEL, toy_data
-    from vox3d.train import TrainConfig, train
-    from vox3d.train_data import Targets, UtteranceBank
+    from vox3d.voice.train import TrainConfig, train
+    from vox3d.voice.train_data import Targets, UtteranceBank
     feats, ids, coef, basis = toy_data()
     cfg = TrainConfig(steps=400, batch_size=8, lr=1e-3, crop_min=40, crop_max=80,
                       checkpoint_every=10, eval_every=10, log_every=10, keep_checkpoints=3,
@@ -142,9 +142,9 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
 
 
 def test_ratio_loss_matches_are_metric():
-    """ShapeLoss.ratios on the pair vertices equals vox3d.metrics.face_ratios of the mesh."""
-    from vox3d.metrics import face_ratios
-    from vox3d.train_loss import ShapeLoss, ratio_pair_vertices
+    """ShapeLoss.ratios on the pair vertices equals vox3d.face.metrics.face_ratios of the mesh."""
+    from vox3d.face.metrics import face_ratios
+    from vox3d.voice.train_loss import ShapeLoss, ratio_pair_vertices
 
     rng = np.random.default_rng(0)
     mean = rng.normal(size=(30, 3)) * 5
@@ -212,8 +212,8 @@ def test_best_selection_keeps_the_weights_of_the_lowest_selection_loss(tmp_path)
     assert final["selected_step"] == best["step"] != 120 and final["step"] == 120
     # the model file's weights are those of the best step: its checkpoint file still
     # exists only if it is one of the last two, so compare through the selection loss
-    from vox3d.train_loss import ShapeLoss, evaluate_loss
-    from vox3d.voice_model import load_model
+    from vox3d.voice.train_loss import ShapeLoss, evaluate_loss
+    from vox3d.voice.voice_model import load_model
 
     model, _ = load_model(tmp_path / "model.pt")
     loss_fn = ShapeLoss(
@@ -230,7 +230,7 @@ def test_best_selection_keeps_the_weights_of_the_lowest_selection_loss(tmp_path)
 
 
 def test_selection_identities_come_from_the_training_side_only():
-    from vox3d.train_data import selection_identities
+    from vox3d.voice.train_data import selection_identities
 
     train_ids = [f"id{k:05d}" for k in range(200)]
     fit, sel = selection_identities(train_ids, 0.15)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from vox3d.paths import DATA_ROOT
-from vox3d.train_checkpoints import save_checkpoint
-from vox3d.voice_model import ModelConfig, VoiceToShape
+from vox3d.voice.train_checkpoints import save_checkpoint
+from vox3d.voice.voice_model import ModelConfig, VoiceToShape
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def checkpoint(tmp_path):
 
 def _voice2mesh(audio, *args) -> int:
     """`vox3d voice2mesh AUDIO ARGS...` in process (paths as strings)."""
-    from vox3d.cli import main
+    from vox3d.tools.cli import main
 
     return main(["voice2mesh", str(audio), *(str(a) for a in args)])
 
@@ -51,7 +51,7 @@ def test_voice2mesh_writes_mesh_and_render(tmp_path, checkpoint, audio):
 
 
 def test_voice2mesh_video_and_bad_input(tmp_path, checkpoint):
-    from vox3d.cli import main
+    from vox3d.tools.cli import main
 
     clip = sorted((DATA_ROOT / "real" / "voxceleb").rglob("*.mp4"))[0]
     assert (
@@ -88,10 +88,10 @@ def test_voice2mesh_defaults_to_the_workflow_model(tmp_path, checkpoint, capsys)
     # no --checkpoint: <out_dir>/train/model.pt, out_dir from config.yaml (project root)
     import yaml
 
-    from vox3d.cli import main
     from vox3d.config import DEFAULT_CONFIG
     from vox3d.paths import REPO_ROOT
-    from vox3d.voice2mesh import default_checkpoint
+    from vox3d.tools.cli import main
+    from vox3d.tools.voice2mesh import default_checkpoint
 
     configured = yaml.safe_load(DEFAULT_CONFIG.read_text())["out_dir"]
     assert default_checkpoint() == REPO_ROOT / configured / "train" / "model.pt"
@@ -109,7 +109,7 @@ def test_voice2mesh_defaults_to_the_workflow_model(tmp_path, checkpoint, capsys)
 
 @pytest.mark.parametrize("how", ["--out-dir", "--checkpoint"])
 def test_voice2mesh_missing_model_names_the_path(tmp_path, capsys, how):
-    from vox3d.cli import main
+    from vox3d.tools.cli import main
 
     wav = DATA_ROOT / "cmp" / "reference_fbank" / "id06811_00216.wav"
     given = tmp_path / "empty"
@@ -122,13 +122,13 @@ def test_voice2mesh_missing_model_names_the_path(tmp_path, capsys, how):
 
 
 def test_voice2mesh_serves_the_unsupervised_variant(tmp_path, checkpoint):
-    """The unsupervised model file (vox3d.distill) is recognised by its format, gives a
+    """The unsupervised model file (vox3d.voice.distill) is recognised by its format, gives a
     mesh and the generated face image; a supervised one refuses --face-png."""
     from PIL import Image
 
-    from vox3d import distill
-    from vox3d.regressor import build_mobilenet
-    from vox3d.voice_model import VoiceEncoder
+    from vox3d.face.regressor import build_mobilenet
+    from vox3d.voice import distill
+    from vox3d.voice.voice_model import VoiceEncoder
 
     torch.manual_seed(1)
     cfg = distill.DistillConfig()

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from vox3d.paths import CMP_DIR
-from vox3d.voice_model import ModelConfig, VoiceEncoder, VoiceToShape, load_model
+from vox3d.voice.voice_model import ModelConfig, VoiceEncoder, VoiceToShape, load_model
 
 
 def test_encoder_layers_match_cmp():
@@ -45,7 +45,7 @@ def test_real_cmp_features_through_encoder():
 
 
 def test_destandardise_roundtrip_and_load(tmp_path):
-    from vox3d.train_checkpoints import save_checkpoint
+    from vox3d.voice.train_checkpoints import save_checkpoint
 
     m = VoiceToShape(ModelConfig(n_out=5, hidden=[16]))
     m.target_mean.copy_(torch.arange(5.0))
@@ -65,8 +65,8 @@ def test_destandardise_roundtrip_and_load(tmp_path):
 
 def test_real_cmp_features_through_reader_and_encoder(tmp_path):
     """preprocessed_MFCC -> feature shard -> FeatureStore (eval and train) -> encoder."""
-    from vox3d.features import features_from_cmp_npy
-    from vox3d.featurestore import FeatureStore, load_utterances
+    from vox3d.audio.features import features_from_cmp_npy
+    from vox3d.audio.featurestore import FeatureStore, load_utterances
 
     root = CMP_DIR / "preprocessed_MFCC"
     shard = tmp_path / "cmp.h5"

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import require
 
-from vox3d import voice_mapping as vm
-from vox3d import voice_synth as vs
 from vox3d.paths import ICT_FACEKIT
+from vox3d.synthetic import voice_mapping as vm
+from vox3d.synthetic import voice_synth as vs
 
 SR = vs.SAMPLE_RATE
 
@@ -210,7 +210,7 @@ def test_similarity_gram_ignores_size_and_pose():
     assert abs(g[0, 0]) < 1e-9 and abs(g[1, 1]) < 1e-9  # scale, rotation + translation
     assert g[2, 2] > 0.1 and g[3, 3] == pytest.approx(g[2, 2])
     # first order: exact similarity alignment of mean + eps * shape onto mean
-    from vox3d.metrics import align
+    from vox3d.face.metrics import align
 
     eps = 1e-3
     p = mean + eps * shape[None][0]
@@ -223,7 +223,7 @@ def test_similarity_gram_ignores_size_and_pose():
 
 @pytest.fixture(scope="module")
 def rig_inputs():
-    from vox3d import synth_config, synth_rig
+    from vox3d.synthetic import synth_config, synth_rig
 
     require(ICT_FACEKIT)
     rig = synth_rig.load_rig(synth_config.SynthConfig())
@@ -242,7 +242,7 @@ def test_default_mapping_ceiling_meets_the_issue_targets(rig_inputs):
     """Issue 17: the ceiling oracle improves ARE (CMP pairs) by >= 35% over the population
     mean face and reaches scale-normalised vertex R^2 >= 0.5, with margin; size still
     carries some of it (the face-length link)."""
-    from vox3d import synth_rig
+    from vox3d.synthetic import synth_rig
 
     rig, inputs, gl = rig_inputs
     m = synth_rig.default_mapping(rig)
@@ -261,7 +261,7 @@ def test_default_mapping_ceiling_meets_the_issue_targets(rig_inputs):
 def test_ceiling_controls_fail_for_a_voice_without_the_face(rig_inputs):
     """A deaf voice (every gain 0) scores what gender alone does, ~0; another identity's
     voice (shuffled pairs) scores below the mean face."""
-    from vox3d import synth_rig
+    from vox3d.synthetic import synth_rig
 
     rig, inputs, gl = rig_inputs
     m = synth_rig.default_mapping(rig)

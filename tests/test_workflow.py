@@ -22,7 +22,7 @@ import pytest
 import yaml
 from tiny_workflow import ROOT, TINY, run_snakemake  # noqa: E402
 
-from vox3d.fit import ICT_REGRESSOR, ICT_REGRESSOR_JSON
+from vox3d.fitting.fit import ICT_REGRESSOR, ICT_REGRESSOR_JSON
 
 
 def _snakemake(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -52,8 +52,8 @@ def test_whole_workflow_on_a_tiny_synthetic_corpus(tmp_path):
     # The fit reads identity on a corpus whose answer is known, by a bar that a
     # mean-identity oracle fails (issue 15, item 5): after similarity alignment the fitted
     # shapes are under 0.85x the mean face's error and explain part of the identity modes.
-    from vox3d import fit_accuracy as fa
-    from vox3d.face_model import face_model_settings
+    from vox3d.face.face_model import face_model_settings
+    from vox3d.fitting import fit_accuracy as fa
 
     with open(out / "fit" / "accuracy.tsv", newline="") as fh:
         acc = {r["identity"]: r for r in csv.DictReader(fh, delimiter="\t")}
@@ -117,8 +117,8 @@ def test_whole_workflow_on_a_tiny_synthetic_corpus(tmp_path):
     import pyarrow.parquet as pq
     from lhotse import RecordingSet
 
-    from vox3d.export_layout import utterance_id
-    from vox3d.extract_shard import ExtractShard
+    from vox3d.media.extract_shard import ExtractShard
+    from vox3d.report.export_layout import utterance_id
 
     exp = out / "voxceleb3d"
     utts = pq.read_table(exp / "hf" / "utterances.parquet").to_pylist()
@@ -199,7 +199,7 @@ def test_unsupervised_mode_alone_trains_and_scores_only_that_variant(tmp_path):
     }  # fmt: skip
     with open(out / "train" / "unsupervised_split.tsv", newline="") as fh:
         held = {r["identity"] for r in csv.DictReader(fh, delimiter="\t") if r["set"] == "val"}
-    from vox3d.predictions import Predictions
+    from vox3d.voice.predictions import Predictions
 
     assert set(Predictions.read(out / "evaluate" / "predictions.h5").identities) <= held
     for name in ("identities", "training_curves", "unsupervised_faces", "gan_curves"):

@@ -4,7 +4,7 @@
 ``config.yaml`` holds the default of every key, documented beside its value; the schema
 says only what a value may be. :func:`default` reads one default (``default("train.lr")``)
 and :func:`setting` declares a settings dataclass field whose default is that value, so a
-stage's settings object (:class:`vox3d.fit.FitConfig`, :class:`vox3d.train.TrainSettings`,
+stage's settings object (:class:`vox3d.fitting.fit.FitConfig`, :class:`vox3d.voice.train.TrainSettings`,
 ...) never restates a number; ``tests/test_config.py`` walks the schema and proves each
 default has this one home.
 

@@ -11,6 +11,9 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: The package's own data files (`vox3d/data/`: the committed ICT regressor, measured
+#: throughputs, the MediaPipe correspondence), shipped with the package.
+PACKAGE_DATA = Path(__file__).resolve().parent / "data"
 DATA_ROOT = Path(os.environ.get("VOX3D_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 #: ICT-FaceKit "Face Model Light" archive or FaceXModel/ folder.

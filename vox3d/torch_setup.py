@@ -155,7 +155,7 @@ def resolve_device(device: str, setting: str = "device") -> str:
 #: DAG has one (``nvidia-smi`` on PATH).  The fit is where a GPU pays (docs/cluster.md); the
 #: other stages' ``auto`` requests none and uses a GPU only when the job happens to see one
 #: (:func:`resolve_device`), which keeps their jobs on CPU nodes (train's runtime request,
-#: ``vox3d.jobsize.train_it_s``, assumes the CPU unless its device is ``cuda``).
+#: ``vox3d.workflow.jobsize.train_it_s``, assumes the CPU unless its device is ``cuda``).
 AUTO_GPU_STAGES: frozenset[str] = frozenset({"fit"})
 
 

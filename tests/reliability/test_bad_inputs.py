@@ -127,14 +127,14 @@ MEDIA_CASES = EXTRACT_CASES + FIT_CASES + FEATURES_CASES
 def media_run(tmp_path_factory):
     """Build every media case into one videos_dir and run manifest, extract, fit and
     features on it (one shard).  Returns the outputs' paths and the rejects by stage."""
+    from vox3d.audio.features import collect_rejects, features_shard, read_index, read_rejects
     from vox3d.config import load_config
-    from vox3d.extract import aggregate, extract_shard
-    from vox3d.extract_shard import ExtractShard
-    from vox3d.features import collect_rejects, features_shard, read_index, read_rejects
-    from vox3d.fit import FitConfig, fit_shard
-    from vox3d.fit_tables import write_fit_tables
+    from vox3d.fitting.fit import FitConfig, fit_shard
+    from vox3d.fitting.fit_tables import write_fit_tables
     from vox3d.io import read_tsv
-    from vox3d.manifest import build_manifest, write_manifest
+    from vox3d.media.extract import aggregate, extract_shard
+    from vox3d.media.extract_shard import ExtractShard
+    from vox3d.media.manifest import build_manifest, write_manifest
 
     root = tmp_path_factory.mktemp("hostile_videos")
     out = tmp_path_factory.mktemp("hostile_out")
@@ -254,25 +254,25 @@ def test_media(case: Case, media_run, outcomes):
 
 
 def _faceboxes(path):
-    from vox3d.detector import load_faceboxes_net
+    from vox3d.face.detector import load_faceboxes_net
 
     return load_faceboxes_net(path)
 
 
 def _mb05(path):
-    from vox3d.regressor import load_mobilenet
+    from vox3d.face.regressor import load_mobilenet
 
     return load_mobilenet(path, widen_factor=0.5, num_classes=62)
 
 
 def _mb1(path):
-    from vox3d.regressor import load_mobilenet
+    from vox3d.face.regressor import load_mobilenet
 
     return load_mobilenet(path, widen_factor=1.0, num_classes=62)
 
 
 def _mean_std(path):
-    from vox3d.regressor import load_param_mean_std
+    from vox3d.face.regressor import load_param_mean_std
 
     return load_param_mean_std(path)
 
@@ -290,20 +290,20 @@ def _safe_torch(path):
 
 
 def _ict_n20(path):
-    from vox3d.ict_checkpoint import make_regressor
+    from vox3d.fitting.ict_checkpoint import make_regressor
 
     return make_regressor(path, 20, 10)
 
 
 def _fit_shard(path):
-    from vox3d.fit import FitConfig, fit_shard
+    from vox3d.fitting.fit import FitConfig, fit_shard
 
     cfg = FitConfig.from_config({"fit": {"device": "cpu"}})
     return fit_shard(path, path.with_name("fit_out.h5"), cfg, progress=False)
 
 
 def _features_shard(path):
-    from vox3d.features import features_shard
+    from vox3d.audio.features import features_shard
 
     return features_shard(path, path.with_name("feat_out.h5"), progress=False)
 
@@ -331,7 +331,7 @@ def _not_extract_h5(path: Path) -> Path:
 def _truncated_extract_h5(path: Path) -> Path:
     full = path.with_name("full_extract.h5")
     with h5py.File(full, "w") as f:
-        f.attrs.update(format="vox3d.extract", format_version=1)
+        f.attrs.update(format="vox3d.media.extract", format_version=1)
         f["audio"] = np.zeros(100_000, np.float32)
     return hostile.truncated_copy(full, path, 0.3)
 

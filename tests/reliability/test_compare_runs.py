@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vox3d.compare import cli, compare_runs
+from vox3d.tools.compare import cli, compare_runs
 
 
 def _tree(root, files):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from vox3d.compare import compare_runs
+from vox3d.tools.compare import compare_runs
 
 
 @pytest.mark.slow

@@ -2,10 +2,10 @@
 that names what went wrong, in the job's log and on the console.
 
 * a job that raises keeps its traceback in the log and on the console (``vox3d.joblog``);
-* a damaged ICT-FaceKit cache is re-parsed, never a failed job (``vox3d.ict_facekit``);
+* a damaged ICT-FaceKit cache is re-parsed, never a failed job (``vox3d.face.ict_facekit``);
 * a full disk is a ``DiskFullError`` naming the file, not a SIGSEGV (``vox3d.io``);
 * a ``meta_csv`` that is not a metadata table is refused naming the file, and
-  ``meta_csv=null`` on the command line means no metadata (``vox3d.metadata``,
+  ``meta_csv=null`` on the command line means no metadata (``vox3d.media.metadata``,
   ``vox3d.config``).
 
 Each case adds a row to the session's outcome table (``conftest.py``).
@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vox3d import ict_facekit, manifest, metadata, split
 from vox3d import io as vio
+from vox3d.face import ict_facekit
 from vox3d.joblog import job_log
+from vox3d.media import manifest, metadata, split
 from vox3d.paths import DATA_ROOT, REPO_ROOT
 from vox3d.safeload import BadModelFileError
 
@@ -197,7 +198,7 @@ def _assert_disk_full(err: BaseException, target: Path) -> None:
 
 
 def test_extract_refuses_to_fill_the_disk(one_clip_shard, tmp_path, monkeypatch, outcomes):
-    from vox3d.extract import extract_shard
+    from vox3d.media.extract import extract_shard
 
     shard, videos = one_clip_shard
     out = tmp_path / "extract" / "shard-00000.h5"
@@ -248,7 +249,7 @@ def test_atomic_write_on_a_full_filesystem(tiny_fs, outcomes):
 
 
 def test_extract_on_a_full_filesystem(one_clip_shard, tiny_fs, outcomes):
-    from vox3d.extract import extract_shard
+    from vox3d.media.extract import extract_shard
 
     shard, videos = one_clip_shard
     out = tiny_fs / "shard-00000.h5"

@@ -4,7 +4,7 @@ extract, fit and train jobs are writing, rerun, and get exactly the uninterrupte
 One out_dir is interrupted three times, each time at the moment a stage's job is
 mid-write (its temporary ``.<name>.*.part`` file exists, or its log has appeared), then
 the workflow is rerun to completion with ``--rerun-incomplete``.  Afterwards no temporary
-file is left, every output of the clean run exists, and :func:`vox3d.compare.compare_runs`
+file is left, every output of the clean run exists, and :func:`vox3d.tools.compare.compare_runs`
 finds no differing byte (logs, benchmarks and TensorBoard aside).
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from vox3d.compare import compare_runs
+from vox3d.tools.compare import compare_runs
 
 #: (stage, what to wait for under OUT): kill the moment one of the globs matches.
 KILL_POINTS = [

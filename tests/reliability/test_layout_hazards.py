@@ -30,7 +30,7 @@ def _link(path: Path, target: str | Path) -> None:
 
 
 def test_symlink_loop_and_duplicate_links_give_each_file_once(tmp_path, caplog, outcomes):
-    from vox3d.manifest import build_manifest, find_videos, write_manifest
+    from vox3d.media.manifest import build_manifest, find_videos, write_manifest
 
     root = tmp_path / "videos"
     hostile.copy_real(hostile.CLIP)(root, "id1/yt/clip.mp4")
@@ -44,7 +44,7 @@ def test_symlink_loop_and_duplicate_links_give_each_file_once(tmp_path, caplog, 
     _link(root / "id4", root / "id1")  # a second link to a whole folder
     _link(root / "id5/yt/broken.mp4", tmp_path / "missing.mp4")  # listed; the probe says why
 
-    with caplog.at_level(logging.WARNING, logger="vox3d.manifest"):
+    with caplog.at_level(logging.WARNING, logger="vox3d.media.manifest"):
         found, bad = find_videos(root)
     assert found == [
         "id0/yt/first.mp4",
@@ -75,9 +75,9 @@ def test_symlink_loop_and_duplicate_links_give_each_file_once(tmp_path, caplog, 
 
 
 def test_tab_and_newline_names_become_extract_rejects(tmp_path, outcomes):
-    from vox3d.extract import aggregate, extract_shard
     from vox3d.io import read_tsv
-    from vox3d.manifest import BAD_NAME, build_manifest, escape_path, write_manifest
+    from vox3d.media.extract import aggregate, extract_shard
+    from vox3d.media.manifest import BAD_NAME, build_manifest, escape_path, write_manifest
 
     root = tmp_path / "videos"
     hostile.copy_real(hostile.CLIP)(root, "id1/yt/good.mp4")
@@ -128,7 +128,7 @@ def long_clip(tmp_path_factory) -> Path:
 def test_streaming_decode_holds_a_bounded_number_of_frames(long_clip, outcomes):
     import tracemalloc
 
-    from vox3d.video import decode
+    from vox3d.media.video import decode
 
     chunk = 16
     sizes, times = [], []
@@ -167,11 +167,11 @@ def test_streaming_decode_holds_a_bounded_number_of_frames(long_clip, outcomes):
 def test_long_video_extract_writes_while_decoding_and_fit_reads_in_pieces(
     long_clip, tmp_path, outcomes
 ):
-    from vox3d import frame_source
-    from vox3d.extract import extract_shard
-    from vox3d.extract_shard import ExtractShard
-    from vox3d.manifest import build_manifest, write_manifest
-    from vox3d.video import decode
+    from vox3d.fitting import frame_source
+    from vox3d.media.extract import extract_shard
+    from vox3d.media.extract_shard import ExtractShard
+    from vox3d.media.manifest import build_manifest, write_manifest
+    from vox3d.media.video import decode
 
     root = long_clip.parents[2]
     # rejected after decoding (truncated): its frames, already written, must be dropped

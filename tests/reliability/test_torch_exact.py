@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 _ORDERS = {
     "vox3d then torch": "import vox3d, torch",
     "torch then vox3d": "import torch, vox3d",
-    "torch via a vox3d module": "import vox3d.regressor",
+    "torch via a vox3d module": "import vox3d.face.regressor",
 }
 
 
