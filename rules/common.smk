@@ -48,7 +48,8 @@ def meta_csv():
 
 
 def export_out(rel):
-    """OUT/voxceleb3d/<rel>, the export folder (rel: one of vox3d.report.export_layout's file names)."""
+    """OUT/voxceleb3d/<rel>, the export folder (rel: one of the file names of
+    vox3d.report.export_layout)."""
     return out(f"{EXPORT_DIR}/{rel}")
 
 

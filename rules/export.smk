@@ -1,8 +1,10 @@
 # Export: the finished Voxceleb-3D under OUT/voxceleb3d/ -- the audio of every exported
 # utterance (audio/), lhotse manifests (lhotse/*.jsonl.gz), Hugging Face parquet tables
 # (hf/*.parquet), the utterances not exported (rejects.tsv) and the dataset card (README.md).
-# Logic: vox3d/report/export.py (the rows), vox3d/report/export_formats.py (audio, manifests, tables),
-# vox3d/report/card.py (the card).  File names are the library's (vox3d.report.export_layout: EXPORT_DIR,
+# Logic: vox3d/report/export.py (the rows), vox3d/report/export_formats.py (audio, manifests,
+# tables),
+# vox3d/report/card.py (the card).  File names are the library's (vox3d.report.export_layout:
+# EXPORT_DIR,
 # AUDIO_DIR, LHOTSE_FILES, HF_FILES, ...).
 
 from vox3d.report import export_layout as vx

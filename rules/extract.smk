@@ -24,10 +24,12 @@ if config["extract"]["keep_frames"]:
         threads: 1
         resources:
             # measured (bench/results/cpu_resources.txt: default run, 2 loaded cores): max RSS
-            # 105 MiB; runtime: vox3d.workflow.jobsize.EXTRACT_S_PER_S (measured s per s of video there);
+            # 105 MiB; runtime: vox3d.workflow.jobsize.EXTRACT_S_PER_S (measured s per s of video
+            # there);
             # output 0.40 MB per s of video, so disk_mb 1000 holds 2,500 s of video
             # (shard_size x VIDEO_S).  Frames stream to the file as they decode (at most
-            # 32 held, vox3d.media.video_frames.FRAME_CHUNK), so a video's length only adds its audio: a
+            # 32 held, vox3d.media.video_frames.FRAME_CHUNK), so a video's length only adds its
+            # audio: a
             # 10-minute clip peaked at 212 MB (2,255 MB when all its frames were held)
             mem_mb=1000,
             disk_mb=1000,

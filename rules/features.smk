@@ -25,7 +25,8 @@ if config["extract"]["keep_frames"]:
         threads: 1
         resources:
             # measured (bench/results/cpu_resources.txt: default run, 2 loaded cores): max RSS
-            # 129 MiB; runtime: vox3d.workflow.jobsize.FEATURES_S_PER_S (measured s per s of audio there)
+            # 129 MiB; runtime: vox3d.workflow.jobsize.FEATURES_S_PER_S (measured s per s of audio
+            # there)
             mem_mb=500,
             disk_mb=1000,
             runtime=shard_minutes(jobsize.FEATURES_S_PER_S),

@@ -1,7 +1,8 @@
 # Fit: per shard, FaceBoxes + 3DDFA-V2 crop + MobileNet regressor -> OUT/fit/<shard>.h5
 # (per-frame box, roi, 3DMM parameters, quality fields, keep/reason); per identity a robust
 # shape -> OUT/fit/identities.h5; rejects and per-reason counts -> OUT/fit/{rejects,stats}.tsv.
-# Logic: vox3d/fitting/fit.py, vox3d/fitting/quality.py, vox3d/fitting/identities.py, vox3d/fitting/ict_checkpoint.py.
+# Logic: vox3d/fitting/fit.py, vox3d/fitting/quality.py, vox3d/fitting/identities.py,
+# vox3d/fitting/ict_checkpoint.py.
 
 TARGETS.extend([out("fit/identities.h5"), out("fit/rejects.tsv"), out("fit/stats.tsv")])
 # Synthetic corpus only (ground truth known): identity accuracy of the fit (rule fit_accuracy).
@@ -27,9 +28,10 @@ if config["extract"]["keep_frames"]:
         threads: 1
         resources:
             # measured on CPU (bench/results/cpu_resources.txt: default run, 2 loaded cores):
-            # max RSS 525 MiB; runtime: vox3d.workflow.jobsize.FIT_S_PER_S (measured s per s of video
-            # there; a GPU is faster).  Frames are read in pieces (vox3d.fitting.fit.
-            # READ_FRAMES) and a long video is fitted in chunks: a 10-minute clip (3,001 frames)
+            # max RSS 525 MiB; runtime: vox3d.workflow.jobsize.FIT_S_PER_S (measured s per s
+            # of video there; a GPU is faster).  Frames are read in pieces
+            # (vox3d.fitting.frame_source.READ_FRAMES) and a long video is fitted in chunks:
+            # a 10-minute clip (3,001 frames)
             # peaked at 701 MB (3,849 MB when read whole).  GPU: host memory not measured here (the
             # CUDA libraries and pinned batches add GBs): 6000
             mem_mb=6000 if FIT_GPUS else 1500,
@@ -139,7 +141,8 @@ rule fit:
 # its training frames with the corpus's renderer into OUT/regressor/cache (fresh identities,
 # the fit stage's detector + crop; resumable shards) and held-out frames into
 # OUT/regressor/heldout, trains on the cached crops, evaluates, writes the checkpoint, its
-# json (accuracy, training curve) and OUT/regressor/training_curve.tsv (vox3d/fitting/regressor_data.py).
+# json (accuracy, training curve) and OUT/regressor/training_curve.tsv
+# (vox3d/fitting/regressor_data.py).
 # With the settings in config fit.regressor (those in vox3d/data/ict_regressor.json) it made
 # the committed vox3d/data/ict_regressor.pth on one H100; a second run there gave another
 # checkpoint of the same accuracy (GPU renders not yet bit-reproducible: bench/results/
@@ -158,7 +161,8 @@ rule train_regressor:
     threads: config["fit"]["regressor"]["workers"] + 1
     resources:
         # the cache is held in memory (and on the GPU) while training: ~43 KB a sample,
-        # max RSS 21.6 GB for 250,000; 475 s on one H100, 16 cores (bench/results/h100_train_rule.txt)
+        # max RSS 21.6 GB for 250,000; 475 s on one H100, 16 cores
+        # (bench/results/h100_train_rule.txt)
         mem_mb=24000,
         disk_mb=16000,
         runtime=60,

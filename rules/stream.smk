@@ -1,8 +1,10 @@
 # Stream (extract.keep_frames: false, the default): per shard one job decodes each video once,
 # writes its index to OUT/extract/<shard>.h5 (no frames; audio only with extract.keep_audio),
 # fits its frames as they decode into OUT/fit/<shard>.h5 and computes the voice features of
-# its audio into OUT/features/<shard>.h5.  Logic: vox3d/fitting/stream.py (decode workers ahead of the fit),
-# vox3d/fitting/frame_source.py, vox3d/fitting/fit.py.  The two-stage path (extract_shard + fit_shard) runs
+# its audio into OUT/features/<shard>.h5.  Logic: vox3d/fitting/stream.py (decode workers ahead of
+# the fit),
+# vox3d/fitting/frame_source.py, vox3d/fitting/fit.py.  The two-stage path (extract_shard +
+# fit_shard) runs
 # with extract.keep_frames: true instead.
 
 if not config["extract"]["keep_frames"]:

@@ -155,8 +155,8 @@ def _library_sources() -> list[Path]:
 
 
 def restated_defaults(paths, defaults_by_name, root: Path = REPO) -> list[str]:
-    """Places in `paths` that restate a config default: a dataclass field, a ``.get`` /
-    ``.pop`` fallback or an argparse ``default=`` whose name is a config key's last part and
+    """Places in `paths` that restate a config default: a dataclass field, a function
+    parameter's default, a ``.get`` / ``.pop`` fallback or an argparse ``default=`` whose name is a config key's last part and
     whose literal value is that key's default (``param_weight: float = 0.2``,
     ``s.get("device", "auto")``, ``add_argument("--n-mfcc", default=20)``)."""
     import ast
@@ -189,6 +189,14 @@ def restated_defaults(paths, defaults_by_name, root: Path = REPO) -> list[str]:
                         and restates(st.target.id, st.value)
                     ):
                         hits.append(f"{where}:{st.lineno}: field {st.target.id}")
+            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+                a = node.args
+                pos = [*a.posonlyargs, *a.args]
+                pairs = [*zip(pos[len(pos) - len(a.defaults) :], a.defaults, strict=True)]
+                pairs += [(k, d) for k, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d]
+                for arg, dflt in pairs:
+                    if restates(arg.arg, dflt):
+                        hits.append(f"{where}:{node.lineno}: parameter {arg.arg}")
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 f, args = node.func.attr, node.args
                 if (
@@ -251,12 +259,17 @@ def test_the_restatement_scan_finds_restatements(tmp_path):
         "import argparse\n"
         "class C:\n    param_weight: float = 0.2\n    other: int = 3\n"
         "def f(s):\n    return s.get('device', 'auto'), s.get('device', 'cpu')\n"
-        "argparse.ArgumentParser().add_argument('--n-mfcc', type=int, default=20)\n",
+        "argparse.ArgumentParser().add_argument('--n-mfcc', type=int, default=20)\n"
+        "def g(x, frame_rate=5.0, *, val_fraction=0.2, other=3):\n    return x\n",
         encoding="utf-8",
     )
-    by_name = {"param_weight": [0.2], "device": ["auto"], "n_mfcc": [20], "other": [4]}
+    by_name = {"param_weight": [0.2], "device": ["auto"], "n_mfcc": [20], "other": [4],
+               "frame_rate": [5.0], "val_fraction": [0.2]}  # fmt: skip
     hits = [h.split(": ", 1)[1] for h in restated_defaults([src], by_name, root=tmp_path)]
-    assert sorted(hits) == [".get('device', ...)", "argument --n-mfcc", "field param_weight"]
+    assert sorted(hits) == [
+        ".get('device', ...)", "argument --n-mfcc", "field param_weight",
+        "parameter frame_rate", "parameter val_fraction",
+    ]  # fmt: skip
 
 
 def _stage_settings():

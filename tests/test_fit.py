@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import require
 from extract_shards import write_extract_shard  # noqa: E402
+from kit_frames import face_frames
 
 from vox3d import paths
 from vox3d.fitting.fit import FitConfig, Fitter, StageClock, fit_shard
@@ -23,23 +24,13 @@ needs_tddfa = pytest.mark.shared_data(paths.FACEBOXES_WEIGHTS, paths.MB05_WEIGHT
 
 
 @pytest.fixture(scope="module")
-def gen_model():
-    from vox3d.fitting.ict_generator import build_gen_model
-
-    require(paths.ICT_FACEKIT)
-    return build_gen_model(8, 4)
+def frames():
+    """Three synthetic frames of the kit (kit_frames.face_frames), one person each."""
+    return face_frames(3)
 
 
 @pytest.fixture(scope="module")
-def frames(gen_model):
-    from vox3d.fitting.ict_generator import GenConfig, render_frame
-
-    cfg = GenConfig(n_id=8, n_exp=4, yaw_deg=25, pitch_deg=10, roll_deg=5)
-    return [render_frame(gen_model, cfg, i, degrade=False) for i in range(3)]
-
-
-@pytest.fixture(scope="module")
-def random_checkpoint(tmp_path_factory, gen_model):
+def random_checkpoint(tmp_path_factory):
     """A randomly initialised ICT regressor in the committed layout (wiring, not accuracy)."""
     import torch
 
@@ -67,7 +58,7 @@ def _ict_cfg(ckpt, **kw):
 
 @needs_tddfa
 def test_fit_shard_faces_black_frames_and_determinism(tmp_path, frames, random_checkpoint):
-    faces = np.stack([f.image for f in frames])
+    faces = np.stack([f.frame for f in frames])
     black = np.zeros((3, 224, 224, 3), np.uint8)
     ext = tmp_path / "shard-00000.h5"
     write_extract_shard(
@@ -91,11 +82,15 @@ def test_fit_shard_faces_black_frames_and_determinism(tmp_path, frames, random_c
         assert (fr["reason"][3:] == REASON_CODE["no_face"]).all()
         assert (fr["score"][:3] > 0.9).all() and (fr["n_faces"][:3] == 1).all()
         assert (fr["blur"][:3] > 0).all()
-        # the detector box surrounds the true landmarks
+        # the detector box surrounds the true landmarks and overlaps their box
+        from vox3d.fitting.regressor_cache import box_iou
+
         for i, fm in enumerate(frames):
             x1, y1, x2, y2 = fr["box"][i, :4]
             lm = fm.landmarks
             assert x1 < lm[:, 0].mean() < x2 and y1 < lm[:, 1].mean() < y2
+        iou = box_iou(fr["box"][:3, :4].astype(np.float64), np.stack([f.face_box for f in frames]))
+        assert (iou > 0.5).all(), iou
         rej_paths = [s.decode() for s in f["rejects/path"][()]]
         rej_reasons = [s.decode() for s in f["rejects/reason"][()]]
     assert rej_paths == ["idB/yt/00001.mp4"]
@@ -131,7 +126,7 @@ def test_fit_shard_faces_black_frames_and_determinism(tmp_path, frames, random_c
 
 @needs_tddfa
 def test_filters_reject_by_reason(tmp_path, frames, random_checkpoint):
-    faces = np.stack([f.image for f in frames])
+    faces = np.stack([f.frame for f in frames])
     ext = tmp_path / "shard-00001.h5"
     write_extract_shard(ext, [("idA/yt/00002.mp4", "idA", faces)])
     # thresholds no face can pass: every frame rejected for the first failing test

@@ -1,5 +1,5 @@
-"""ICT regressor data generation and training (vox3d.fitting.ict_generator, ict_train, ict_eval,
-ict_checkpoint)."""
+"""The ICT regressor's model arrays, training loop, checkpoint and accuracy
+(vox3d.fitting.ict_generator, ict_train, ict_eval, ict_checkpoint)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import require
 
-from vox3d.fitting import ict_checkpoint, ict_eval, ict_generator, ict_train
-from vox3d.params import ict_layout, to_image
+from vox3d.fitting import ict_checkpoint, ict_eval, ict_generator, ict_train, regressor_cache
+from vox3d.params import euler_to_rotation, ict_layout, pose_matrix
 from vox3d.paths import ICT_FACEKIT
 
 
@@ -21,63 +21,27 @@ def gm():
     return ict_generator.build_gen_model(6, 3)
 
 
-def test_samples_deterministic_and_distinct(gm):
-    cfg = ict_generator.GenConfig(n_id=6, n_exp=3)
-    a, b = ict_generator.make_sample(gm, cfg, 5), ict_generator.make_sample(gm, cfg, 5)
-    assert a.crop.dtype == np.uint8 and a.crop.shape == (120, 120, 3)
-    assert a.params.shape == (ict_layout(6, 3).n,)
-    np.testing.assert_array_equal(a.crop, b.crop)
-    np.testing.assert_array_equal(a.params, b.params)
-    c = ict_generator.make_sample(gm, cfg, 6)
-    assert not np.array_equal(a.crop, c.crop)
-    # params do not depend on whether the crop is rendered
-    np.testing.assert_array_equal(
-        ict_generator.make_sample(gm, cfg, 5, render=False).params, a.params
-    )
-    assert abs(a.yaw) <= cfg.yaw_deg
-
-
-def test_params_place_the_face_where_it_is_rendered(gm, monkeypatch):
-    """Frame -> detector-style box -> ROI -> crop (vox3d.face.crop): the true parameters project
-    the mesh onto the face pixels of the crop, and to_image maps them back to the frame."""
-    from vox3d.face.crop import crop_image, roi_box_from_bbox
-
-    monkeypatch.setattr(
-        ict_generator, "_background", lambda rng, size: np.zeros((size, size, 3), np.float32)
-    )
-    cfg = ict_generator.GenConfig(n_id=6, n_exp=3)
-    for i in range(3):
-        fr = ict_generator.render_frame(gm, cfg, i, degrade=False)
-        box = ict_generator.detector_box(fr.landmarks[:, 0], fr.landmarks[:, 1], cfg, None)
-        roi = roi_box_from_bbox(box)
-        p = fr.params_for_roi(roi)
-        P = p[:12].reshape(3, 4).astype(np.float64)
-        v = gm.vertices(p[12:18], p[18:21]).astype(np.float64)
-        pc = v @ P[:, :3].T + P[:, 3]  # crop coordinates, 3DDFA convention
-        back = to_image(pc[gm.landmarks68], roi)
-        np.testing.assert_allclose(back[:, :2], fr.landmarks, atol=1e-3)
-        crop = crop_image(np.ascontiguousarray(fr.image[..., ::-1]), roi)
-        mask = crop.max(-1) > 0
-        px = to_image(pc, (0, 0, 120, 120))  # crop pixel coordinates
-        ys, xs = np.nonzero(mask)
-        # mesh extent = face-pixel extent (within the resampling blur), where inside the crop
-        fx = to_image(pc, roi)  # frame pixels: only vertices inside the frame are drawn
-        inside = (px[:, 0] > 1) & (px[:, 0] < 118) & (px[:, 1] > 1) & (px[:, 1] < 118)
-        inside &= (fx[:, 0] > 1) & (fx[:, 0] < 222) & (fx[:, 1] > 1) & (fx[:, 1] < 222)
-        assert inside.mean() > 0.3
-        for ax, pix in ((0, xs), (1, ys)):
-            lo, hi = px[inside, ax].min(), px[inside, ax].max()
-            assert abs(lo - pix.min()) < 2.5 and abs(hi - pix.max()) < 2.5
-        lm = np.round(px[gm.landmarks68, :2]).astype(int)
-        ok = (lm >= 0).all(1) & (lm < 120).all(1)
-        assert mask[lm[ok, 1], lm[ok, 0]].mean() > 0.95
+def _param_draws(gm, n: int, yaw_deg: float, seed: int = 0):
+    """`n` true parameter vectors ``(n, P)`` (ict layout) and their yaw ``(n,)`` deg:
+    identity N(0, id_std) clipped at 3 std, expression in [0, 1] (each active with
+    probability 0.45), yaw uniform in +-`yaw_deg`, pitch +-25, roll +-15, 4-8 frame px per
+    cm near the centre of a 224 px frame, in the crop of ROI (50, 50, 174, 174)."""
+    rng = np.random.default_rng(seed)
+    rows, yaws = [], []
+    for _ in range(n):
+        yaw = rng.uniform(-yaw_deg, yaw_deg)
+        R = euler_to_rotation(*np.radians([yaw, rng.uniform(-25, 25), rng.uniform(-15, 15)]))
+        tx, ty = 112 + rng.normal(0, 3, 2)
+        P = pose_matrix(R, rng.uniform(4, 8), tx, ty, (50.0, 50.0, 174.0, 174.0))
+        alpha = np.clip(rng.normal(0, 1, gm.n_id), -3, 3) * gm.id_std[: gm.n_id]
+        beta = rng.uniform(0, 1, gm.n_exp) * (rng.uniform(0, 1, gm.n_exp) < 0.45)
+        rows.append(np.concatenate([P.reshape(-1), alpha, beta]))
+        yaws.append(yaw)
+    return np.array(rows), np.array(yaws)
 
 
 def test_accuracy_tables_zero_for_truth(gm):
-    cfg = ict_generator.GenConfig(n_id=6, n_exp=3)
-    s = [ict_generator.make_sample(gm, cfg, i, render=False) for i in range(40)]
-    y = np.stack([x.params for x in s]).astype(np.float64)
-    yaw = np.array([x.yaw for x in s])
+    y, yaw = _param_draws(gm, 40, 60.0)
     acc = ict_eval.accuracy_tables(gm, y, y, yaw)
     assert acc["all"]["vertex_mm"] == 0 and acc["all"]["nme"] == 0
     assert sum(acc[k]["n"] for k in ("yaw_0_20", "yaw_20_40", "yaw_40_60")) == 40
@@ -88,36 +52,53 @@ def test_accuracy_tables_zero_for_truth(gm):
     assert acc["all"]["vertex_mm"] > 0 and acc["all"]["nme"] > 0
 
 
-def test_train_is_deterministic_and_checkpoint_loads(gm, tmp_path):
-    cfg = ict_generator.GenConfig(n_id=6, n_exp=3)
-    tc = ict_train.TrainConfig(steps=2, batch_size=4, n_loss_vertices=50)
-    mean, std = ict_generator.param_stats(gm, cfg, 200)
-    m1 = ict_train.train(gm, cfg, tc, mean, std, progress=False)
-    m2 = ict_train.train(gm, cfg, tc, mean, std, progress=False)
-    for (k, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items(), strict=True):
-        assert torch.equal(a, b), k
+def _tiny_cache(gm, folder, n: int = 12) -> None:
+    """A render cache of one shard (vox3d.fitting.regressor_cache's layout, the keys
+    train_from_cache reads): random crops, drawn targets, the last sample invalid."""
+    y, _ = _param_draws(gm, n, 60.0, seed=1)
+    crops = np.random.default_rng(2).integers(0, 256, (n, 120, 120, 3), dtype=np.uint8)
+    valid = np.arange(n) < n - 1
+    folder.mkdir()
+    regressor_cache.write_shard(
+        regressor_cache.shard_path(folder, 0),
+        {"crops": crops, "params": y.astype(np.float32), "valid": valid},
+    )
+
+
+def test_train_from_cache_is_deterministic_resumes_and_checkpoint_loads(gm, tmp_path):
+    cache = tmp_path / "cache"
+    _tiny_cache(gm, cache)
+    tc = ict_train.TrainConfig(steps=2, batch_size=4, n_loss_vertices=50, device="cpu")
+    runs = [
+        ict_train.train_from_cache(gm, cache, tc, tmp_path / f"state{k}.pt", progress=False)
+        for k in (1, 2, 1)  # twice from scratch, then the finished state resumed
+    ]
+    (m1, mean, std, curve, finished), (m2, *_), (m3, *_) = runs
+    assert finished and m1.steps_done == 2 and m3.steps_done == 2
+    for other in (m2, m3):
+        for (k, a), (_, b) in zip(m1.state_dict().items(), other.state_dict().items(), strict=True):
+            assert torch.equal(a, b), k
+    # whitening from the valid samples' targets only
+    y = regressor_cache.load_cache(cache, keys=("params",))["params"].astype(np.float64)
+    assert len(y) == 11
+    np.testing.assert_allclose(mean, y.mean(0), rtol=1e-5, atol=1e-6)
     out = tmp_path / "r.pth"
+    cfg = ict_generator.GenConfig(n_id=6, n_exp=3)
     meta = ict_train.save_checkpoint(m1, out, cfg, tc, mean, std, gm=gm)
     assert meta["sha256"] == ict_checkpoint.sha256_file(out)
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["n_id"] == 6 and saved["layout"]["param_n_exp"] == 3
+    assert saved["gen_model_sha256"] == gm.digest() and saved["steps_done"] == 2
     from vox3d.safeload import load_torch
 
     assert load_torch(out).keys() == m1.state_dict().keys()  # weights_only=True
     reg = ict_checkpoint.make_regressor(out, 6, 3)
-    crops = np.stack([ict_generator.make_sample(gm, cfg, i).crop for i in range(3)])
+    crops = regressor_cache.load_cache(cache, keys=("crops",))["crops"][:3]
     pred = reg.predict(crops)
     assert pred.shape == (3, ict_layout(6, 3).n) and np.isfinite(pred).all()
     # the Regressor de-whitens with the json's mean/std
     raw = reg.raw(crops)
     np.testing.assert_allclose(pred, raw * std + mean, rtol=1e-5, atol=1e-5)
-
-
-def test_gen_model_roundtrip(gm, tmp_path):
-    gm.save(tmp_path / "g.npz")
-    g2 = ict_generator.GenModel.load(tmp_path / "g.npz")
-    assert g2.digest() == gm.digest()
-    np.testing.assert_array_equal(g2.smooth_basis, gm.smooth_basis)
 
 
 def _reads_shape(acc: dict) -> bool:
@@ -134,7 +115,7 @@ def test_committed_checkpoint_reads_shape_and_a_pose_oracle_does_not(tmp_path):
     held-out renders of its own generator (pose and landmarks), and it reads identity. The
     same bar rejects an oracle that knows the true pose and expression and outputs the mean
     identity (NME and vertex error look fine for it: that is what fooled the old test)."""
-    from vox3d.fitting import regressor_cache, regressor_render
+    from vox3d.fitting import regressor_render
     from vox3d.safeload import load_torch
 
     path = ict_checkpoint.DEFAULT_CHECKPOINT
@@ -169,10 +150,7 @@ def test_accuracy_tables_identity_fields(gm):
     """Truth: R^2 and slope 1, no error after similarity alignment; the mean face: R^2
     <= 0, slope 0, ratio 1; a pure scaling of the true identity's shape is forgiven by the
     similarity-aligned error but not by the plain one."""
-    cfg = ict_generator.GenConfig(n_id=6, n_exp=3, yaw_deg=85)
-    s = [ict_generator.make_sample(gm, cfg, i, render=False) for i in range(60)]
-    y = np.stack([x.params for x in s]).astype(np.float64)
-    yaw = np.array([x.yaw for x in s])
+    y, yaw = _param_draws(gm, 60, 85.0)
     acc = ict_eval.accuracy_tables(gm, y, y, yaw)
     assert acc["id_r2"] == pytest.approx([1.0] * 6) and acc["id_slope_mean"] == pytest.approx(1)
     assert acc["all"]["id_sim_mm"] == pytest.approx(0, abs=1e-9)

@@ -158,8 +158,8 @@ def _fake_ict_checkpoint(path, n_id=4, n_exp=3):
 
 
 def test_ict_regressor_json(tmp_path):
-    """Wiring of --face-model ict with a randomly initialised checkpoint in the layout
-    of vox3d.fitting.ict_regressor (proves the plumbing, not accuracy)."""
+    """Wiring of --face-model ict with a randomly initialised checkpoint in the ICT
+    regressor's layout (vox3d.params.ict_layout; proves the plumbing, not accuracy)."""
     ck = tmp_path / "ict.pth"
     n = _fake_ict_checkpoint(ck)
     js = tmp_path / "f.json"

@@ -53,12 +53,12 @@ def test_fit_with_fan_landmarks(tmp_path, monkeypatch):
     from vox3d import paths
 
     require(paths.FACEBOXES_WEIGHTS, paths.ICT_FACEKIT)
+    from kit_frames import face_frames
     from test_fit import write_extract_shard
 
     from vox3d.fitting.fit import FitConfig, Fitter, fit_shard
-    from vox3d.fitting.ict_generator import GenConfig, build_gen_model, render_frame
+    from vox3d.fitting.ict_generator import GenConfig
 
-    gm = build_gen_model(8, 4)
     ckpt_dir = tmp_path / "hub" / "checkpoints"
     ckpt_dir.mkdir(parents=True)
     _random_fan(ckpt_dir / lmk.FAN_FILE)
@@ -80,7 +80,7 @@ def test_fit_with_fan_landmarks(tmp_path, monkeypatch):
                 "max_yaw_deg": 90, "min_blur": 0, "max_landmark_nme": 1e-6},
     })  # fmt: skip
     fitter = Fitter(cfg)
-    frames = np.stack([render_frame(gm, GenConfig(n_id=8, n_exp=4), i).image for i in range(2)])
+    frames = np.stack([s.frame for s in face_frames(2)])
     ext = tmp_path / "shard-00000.h5"
     write_extract_shard(ext, [("a/b/c.mp4", "a", frames)])
     stats = fit_shard(ext, tmp_path / "fit.h5", cfg, fitter=fitter, progress=False)

@@ -6,9 +6,9 @@ in for two GPUs; each worker is a real spawned process."""
 from __future__ import annotations
 
 import h5py
+import kit_frames
 import numpy as np
 import pytest
-from conftest import require
 from extract_shards import write_extract_shard  # noqa: E402
 
 from vox3d import paths
@@ -80,12 +80,7 @@ def test_devices_for_env_hook():
 
 @pytest.fixture(scope="module")
 def face_frames():
-    from vox3d.fitting.ict_generator import GenConfig, build_gen_model, render_frame
-
-    require(paths.ICT_FACEKIT)
-    gm = build_gen_model(8, 4)
-    cfg = GenConfig(n_id=8, n_exp=4, yaw_deg=20, pitch_deg=8, roll_deg=4)
-    return np.stack([render_frame(gm, cfg, i, degrade=False).image for i in range(4)])
+    return np.stack([s.frame for s in kit_frames.face_frames(4)])
 
 
 COUNTS = [3, 5, 2, 7, 1, 4, 6]

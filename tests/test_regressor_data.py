@@ -253,6 +253,8 @@ def test_rule_settings_are_those_of_the_committed_checkpoint():
     defaults = asdict(TrainConfig())
     for key in ("weight_decay", "vertex_weight", "n_loss_vertices", "warmup_frac", "amp"):
         assert defaults[key] == tr[key], key
+    for key in ("steps", "batch_size", "lr", "id_weight", "widen", "device", "workers", "seed"):
+        assert defaults[key] == reg[key], key  # the library's defaults are the rule's settings
     gen = regressor_render.RenderConfig(seed=reg["seed"]).as_dict()
     recorded = dict(meta["generator"])
     assert recorded.pop("codec") in ("auto", reg["codec"])  # "auto" resolved to jpeg there

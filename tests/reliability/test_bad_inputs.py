@@ -331,7 +331,7 @@ def _not_extract_h5(path: Path) -> Path:
 def _truncated_extract_h5(path: Path) -> Path:
     full = path.with_name("full_extract.h5")
     with h5py.File(full, "w") as f:
-        f.attrs.update(format="vox3d.media.extract", format_version=1)
+        f.attrs.update(format="vox3d.extract", format_version=1)
         f["audio"] = np.zeros(100_000, np.float32)
     return hostile.truncated_copy(full, path, 0.3)
 

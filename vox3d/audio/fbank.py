@@ -50,7 +50,7 @@ from vox3d.audio.vad import (
     VAD_RATIO,
     remove_silence,
 )
-from vox3d.config import Settings, setting
+from vox3d.config import Settings, default, setting
 
 # --------------------------------------------------------------------------------------
 # Settings (CMP's, do not change: they define the feature format)
@@ -73,7 +73,7 @@ NORM_EPS = float(np.finfo(np.float32).eps)
 #: Stored arrays shorter than this are tiled to exactly this many frames.
 MIN_STORED_FRAMES = 1000
 #: Format name/version written into every feature file.
-FORMAT = "vox3d.audio.features/1"
+FORMAT = "vox3d.features/1"
 
 
 @dataclass(frozen=True)
@@ -478,7 +478,9 @@ class UtteranceFeatures:
         return repeat_frames(self.frames, MIN_STORED_FRAMES)
 
 
-def cmp_features(pcm: np.ndarray, kind: str = "logmel", n_mfcc: int = 20) -> np.ndarray:
+def cmp_features(
+    pcm: np.ndarray, kind: str = default("features.kind"), n_mfcc: int = default("features.n_mfcc")
+) -> np.ndarray:
     """The original pipeline end to end on 16 kHz int16: the stored (>= 1000, D) float32.
 
     Raises :class:`BadAudio` when VAD keeps nothing.

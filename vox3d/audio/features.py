@@ -38,6 +38,7 @@ from vox3d.audio.fbank import (
     utterance_features,
 )
 from vox3d.audio.pcm import SAMPLE_RATE, BadAudio
+from vox3d.config import default
 
 _TUNED = False  # keep_freed_memory() applied in this process
 
@@ -335,7 +336,7 @@ def untile(arr: np.ndarray, n: int = MIN_STORED_FRAMES) -> np.ndarray:
 
 
 def features_from_cmp_npy(
-    root: str | os.PathLike, out_h5: str | os.PathLike, float16: bool = False
+    root: str | os.PathLike, out_h5: str | os.PathLike, float16: bool = default("features.float16")
 ) -> int:
     """Build a feature shard from a folder of CMP ``<id>/<yt>/<utt>.npy`` arrays.
 

@@ -43,6 +43,7 @@ from torch.utils.data import Dataset
 
 from vox3d.audio.fbank import MIN_STORED_FRAMES
 from vox3d.audio.features import read_index
+from vox3d.config import default
 
 
 class FeatureStore(Dataset):
@@ -75,7 +76,7 @@ class FeatureStore(Dataset):
         identities: Sequence[str] | None = None,
         crop: tuple[int, int] = (300, 800),
         mode: str = "train",
-        seed: int = 0,
+        seed: int = default("train.seed"),
         items_per_epoch: int | None = None,
         batch_size: int | None = None,
         sampling: str = "identity",
@@ -417,7 +418,9 @@ class CMPCollate:
     ``batch_size``).  Its generator is seeded with ``seed`` and the DataLoader worker id, so
     batches depend on the number of workers; prefer ``FeatureStore(batch_size=...)``."""
 
-    def __init__(self, crop: tuple[int, int] = (300, 800), seed: int = 0) -> None:
+    def __init__(
+        self, crop: tuple[int, int] = (300, 800), seed: int = default("train.seed")
+    ) -> None:
         self.crop = (int(crop[0]), int(crop[1]))
         self.seed = int(seed)
         self._rng: np.random.Generator | None = None

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vox3d import paths
+from vox3d.config import default
 from vox3d.face.crop import resize_uint8_torch
 from vox3d.safeload import BadModelFileError, check_state_dict, load_torch
 
@@ -339,7 +340,7 @@ class FaceBoxes:
         top_k: int = 5000,
         keep_top_k: int = 750,
         vis_threshold: float | None = 0.5,
-        precision: str = "fp32",
+        precision: str = default("fit.precision"),
         fuse_bn: bool = False,
     ) -> None:
         self.device = torch.device(device)

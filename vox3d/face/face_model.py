@@ -39,7 +39,7 @@ import numpy as np
 
 from vox3d import params as prm
 from vox3d import paths
-from vox3d.config import section
+from vox3d.config import default, section
 from vox3d.face.are_pairs import ARE_KEYS, CMP_ARE_PAIRS_BFM53K, ICT_ARE_PAIRS, choose_are_pairs
 from vox3d.face.bfm import BFM53K_N_VERTICES, load_bfm_arrays
 from vox3d.face.ict_facekit import (
@@ -343,12 +343,12 @@ def _bfm_model(arrays, n_id: int, n_exp: int) -> FaceModel:
 
 
 def load_face_model(
-    name: str = "ict",
+    name: str = default("face_model.name"),
     *,
     path: str | os.PathLike | None = None,
-    subset: str = "face",
-    n_id: int = 40,
-    n_exp: int = 10,
+    subset: str = default("face_model.subset"),
+    n_id: int = default("face_model.n_id"),
+    n_exp: int = default("face_model.n_exp"),
     exp_names: Sequence[str] | None = None,
     tri_path: str | os.PathLike | None = None,
     use_cache: bool = True,

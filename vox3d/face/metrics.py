@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from vox3d.config import default
+
 #: Ratio names in column order, and the face model ``are_pairs`` key each one uses.
 RATIOS: tuple[str, ...] = ("er", "fr", "mr", "cr")
 RATIO_PAIR_KEY: dict[str, str] = {"er": "ear", "fr": "forehead", "mr": "mid", "cr": "cheek"}
@@ -153,7 +155,10 @@ METRIC_COLUMNS: tuple[str, ...] = tuple(f"are_{r}" for r in RATIOS) + ("are_mean
 
 
 def bootstrap_ci(
-    values: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+    values: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = default("evaluate.seed"),
+    level: float = 0.95,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap interval of the mean over rows (identities).
 
@@ -175,7 +180,9 @@ def bootstrap_ci(
 
 
 def summarise(
-    per_identity: Sequence[Mapping[str, float]], n_boot: int = 1000, seed: int = 0
+    per_identity: Sequence[Mapping[str, float]],
+    n_boot: int = 1000,
+    seed: int = default("evaluate.seed"),
 ) -> dict[str, float]:
     """Mean over identities of each metric column, with ``*_lo`` / ``*_hi`` bounds and
     ``n_identities``."""
@@ -196,7 +203,7 @@ def paired_bootstrap(
     a: np.ndarray,
     b: np.ndarray,
     n_boot: int = 1000,
-    seed: int = 0,
+    seed: int = default("evaluate.seed"),
     level: float = 0.95,
     stat=None,
 ) -> dict[str, float]:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vox3d import paths
+from vox3d.config import default
 from vox3d.face.crop import CROP_SIZE
 from vox3d.safeload import BadModelFileError, check_state_dict, load_pickle, load_torch
 
@@ -345,10 +346,10 @@ class Regressor:
         self,
         weights: str | os.PathLike | Mapping[str, torch.Tensor] = paths.MB05_WEIGHTS,
         param_mean_std: str | os.PathLike | Mapping | tuple = paths.PARAM_MEAN_STD,
-        widen: float = 0.5,
+        widen: float = default("fit.regressor.widen"),
         num_params: int = 62,
         device: str | torch.device = "cpu",
-        precision: str = "fp32",
+        precision: str = default("fit.precision"),
         channels_last: bool = False,
         fuse_bn: bool = False,
         cudnn_relu: bool = False,

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vox3d.config import default
 from vox3d.face.metrics import align
 
 
@@ -173,7 +174,7 @@ def shuffled_control(
     x: np.ndarray,
     labels: Sequence,
     n_perm: int = 200,
-    seed: int = 0,
+    seed: int = default("evaluate.seed"),
     sessions: Sequence | None = None,
     **kw,
 ) -> tuple[float, float, float]:

@@ -440,7 +440,7 @@ class Fitter:
 def build_regressor(
     cfg: FitConfig,
     device: str = "cpu",
-    precision: str = "fp32",
+    precision: str = default("fit.precision"),
     channels_last: bool = False,
     fuse_bn: bool = False,
 ):

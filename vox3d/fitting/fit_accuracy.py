@@ -48,6 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vox3d.config import default
 from vox3d.face.face_model import face_model_from_config, face_model_section, restrict
 from vox3d.face.metrics import RATIOS, align, face_ratios
 from vox3d.fitting.fit_shard import FitShard
@@ -393,7 +394,10 @@ def read_frame_coefficients(shard_paths: Iterable) -> dict[str, np.ndarray]:
 
 
 def held_out_identities(
-    identities: Iterable[str], meta_csv=None, method: str = "auto", val_fraction: float = 0.2
+    identities: Iterable[str],
+    meta_csv=None,
+    method: str = "auto",
+    val_fraction: float = default("train.val_fraction"),
 ) -> list[str]:
     """The held-out (validation) identities of the training split (:mod:`vox3d.media.split`: names
     A-E when every identity has a name in ``meta_csv``, else the hash split)."""
@@ -418,8 +422,8 @@ def run_fit_accuracy(
     out_tsv,
     face_cfg: Mapping,
     meta_csv=None,
-    split: str = "auto",
-    val_fraction: float = 0.2,
+    split: str = default("train.split"),
+    val_fraction: float = default("train.val_fraction"),
 ) -> list[dict]:
     """The ``fit_accuracy`` rule: fitted identity shapes of ``identities_h5`` against the
     synthetic corpus's ``ground_truth_h5`` -> ``out_tsv`` (:func:`columns`); returns the

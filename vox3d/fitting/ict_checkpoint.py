@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from vox3d import paths
+from vox3d.config import default
 from vox3d.safeload import BadModelFileError
 
 DATA_DIR = paths.PACKAGE_DATA
@@ -63,7 +64,7 @@ def make_regressor(
     n_id: int,
     n_exp: int,
     device: str = "cpu",
-    precision: str = "fp32",
+    precision: str = default("fit.precision"),
 ):
     """A :class:`vox3d.face.regressor.Regressor` for the ICT checkpoint `path` (+ its json).
 

@@ -1,9 +1,8 @@
-"""Accuracy of an ICT regressor: held-out renders, the metrics and their table.
+"""Accuracy of an ICT regressor: the metrics, their table, held-out render caches.
 
-:func:`evaluate` runs a model on fresh held-out renders of the old generator
-(:mod:`vox3d.fitting.ict_generator`), :func:`evaluate_cache` on a held-out render cache of the
-corpus's renderer (:mod:`vox3d.fitting.regressor_cache`); both report :func:`accuracy_tables`,
-which :func:`format_accuracy` prints.
+:func:`evaluate_cache` runs a model on a held-out render cache of the corpus's renderer
+(:mod:`vox3d.fitting.regressor_cache`) and reports :func:`accuracy_tables`, which
+:func:`format_accuracy` prints.
 """
 
 from __future__ import annotations
@@ -13,64 +12,29 @@ import os
 import numpy as np
 
 from vox3d.face.metrics import align
-from vox3d.fitting.ict_generator import GenConfig, GenModel, make_sample
+from vox3d.fitting.ict_generator import GenModel
 from vox3d.fitting.regressor_cache import load_cache
 from vox3d.params import pose_angles_deg_batch
-
-#: Data seed of held-out evaluation renders (training uses GenConfig.seed; the sample
-#: index ranges never meet because the seeds differ).
-EVAL_SEED_OFFSET = 1_000_003
 
 YAW_BINS = ((0.0, 20.0), (20.0, 40.0), (40.0, 60.0), (60.0, 75.0), (75.0, 90.0))
 #: Identity modes whose R^2 / slope :func:`accuracy_tables` reports (the leading ones).
 R2_MODES = 10
 
 
-def evaluate(
-    model,
-    gm: GenModel,
-    gen: GenConfig,
-    mean: np.ndarray,
-    std: np.ndarray,
-    n: int = 600,
-    device: str = "cpu",
-    batch_size: int = 100,
-) -> dict:
-    """Accuracy on `n` held-out renders (data seed ``gen.seed + EVAL_SEED_OFFSET``).
+def accuracy_tables(gm: GenModel, pred: np.ndarray, y: np.ndarray, yaw: np.ndarray) -> dict:
+    """Metrics of predicted vs true parameters (B, P), true yaw (B,) degrees.
 
     Per yaw bin (|yaw| degrees) and overall: ``vertex_mm`` mean face-area (narrow face)
     vertex error of the shape + expression (model space, mm, no pose), ``id_vertex_mm``
-    of the identity alone, ``mean_face_mm`` the same for the mean face (baseline), and
-    ``nme`` the 68-landmark 2-D error in the crop over sqrt(w*h) of the true landmark box.
-    """
-    import torch
-
-    from vox3d.face.regressor import normalize_crops
-
-    seed = gen.seed + EVAL_SEED_OFFSET
-    samples = [make_sample(gm, gen, i, seed) for i in range(n)]
-    crops = torch.from_numpy(np.stack([s.crop for s in samples]))
-    y = np.stack([s.params for s in samples]).astype(np.float64)
-    yaw = np.array([s.yaw for s in samples])
-    preds = []
-    with torch.inference_mode():
-        for b in range(0, n, batch_size):
-            x = normalize_crops(crops[b : b + batch_size].to(device))
-            preds.append(model(x).float().cpu().numpy())
-    pred = np.concatenate(preds) * std + mean
-    return accuracy_tables(gm, pred, y, yaw)
-
-
-def accuracy_tables(gm: GenModel, pred: np.ndarray, y: np.ndarray, yaw: np.ndarray) -> dict:
-    """Metrics of predicted vs true parameters (B, P); see :func:`evaluate`.
-
-    Besides those: per yaw bin ``id_sim_mm``, the identity's narrow-face error after a
-    similarity alignment (Umeyama with scale: absolute size and placement are invisible
-    in an image), ``mean_face_sim_mm`` the same for the mean face, ``id_sim_ratio`` their
-    ratio, and ``yaw_err_deg`` the mean |yaw error| (deg, yaw read from the predicted pose
-    as the fit stage reads it); overall ``id_r2`` / ``id_slope`` / ``id_spread`` of the
-    leading :data:`R2_MODES` identity coefficients (R^2 of predicted vs true over the
-    samples, least-squares slope of predicted on true, std ratio) and their means.
+    of the identity alone, ``mean_face_mm`` the same for the mean face (baseline),
+    ``nme`` the 68-landmark 2-D error in the crop over sqrt(w*h) of the true landmark
+    box, ``id_sim_mm`` the identity's narrow-face error after a similarity alignment
+    (Umeyama with scale: absolute size and placement are invisible in an image),
+    ``mean_face_sim_mm`` the same for the mean face, ``id_sim_ratio`` their ratio, and
+    ``yaw_err_deg`` the mean |yaw error| (deg, yaw read from the predicted pose as the
+    fit stage reads it); overall ``id_r2`` / ``id_slope`` / ``id_spread`` of the leading
+    :data:`R2_MODES` identity coefficients (R^2 of predicted vs true over the samples,
+    least-squares slope of predicted on true, std ratio) and their means.
     """
     k, j = gm.n_id, gm.n_exp
     fi = gm.face_idx

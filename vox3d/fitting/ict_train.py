@@ -1,9 +1,8 @@
-"""Training the ICT regressor (:mod:`vox3d.fitting.ict_regressor`) and writing its checkpoint.
+"""Training the ICT regressor and writing its checkpoint.
 
-Two loops: :func:`train` on batches of fresh renders of the old generator
-(:mod:`vox3d.fitting.ict_generator`, through :class:`RenderDataset`), and :func:`train_from_cache`
-on a render cache of the corpus's renderer (:mod:`vox3d.fitting.regressor_cache`; the committed
-checkpoint's way), whose loss adds the identity error after similarity alignment
+:func:`train_from_cache` trains the MobileNet on a render cache of the corpus's renderer
+(:mod:`vox3d.fitting.regressor_cache`; the command line is :mod:`vox3d.fitting.regressor_data`),
+with a loss that adds the identity error after similarity alignment
 (:func:`identity_form`, :func:`identity_geometry_form`).  :func:`save_checkpoint` writes
 the ``.pth`` and its json (read back by :mod:`vox3d.fitting.ict_checkpoint`).
 """
@@ -22,47 +21,11 @@ import numpy as np
 
 from vox3d.config import setting
 from vox3d.fitting.ict_checkpoint import sha256_file
-from vox3d.fitting.ict_generator import GenConfig, GenModel, make_sample
+from vox3d.fitting.ict_generator import GenConfig, GenModel
 from vox3d.fitting.regressor_cache import load_cache
 from vox3d.io import save_torch_atomic, write_text_atomic
 from vox3d.params import ict_layout
 from vox3d.safeload import load_torch
-
-# --------------------------------------------------------------------------------------
-# torch data set
-
-
-class RenderDataset:
-    """Map-style dataset: item i -> (crop (120,120,3) uint8 BGR tensor, params (P,) float32,
-    yaw degrees).  Deterministic in (seed, i).  Safe with DataLoader workers."""
-
-    def __init__(self, gm: GenModel, cfg: GenConfig, n: int, seed: int | None = None) -> None:
-        self.gm, self.cfg, self.n = gm, cfg, n
-        self.seed = cfg.seed if seed is None else seed
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int):
-        import torch
-
-        s = make_sample(self.gm, self.cfg, int(i), self.seed)
-        return torch.from_numpy(s.crop), torch.from_numpy(s.params), torch.tensor(s.yaw)
-
-
-def _worker_init(_: int) -> None:
-    """One thread per render worker (torch and the BLAS under numpy): many workers with a
-    full BLAS thread pool each oversubscribe the cores many times over."""
-    import torch
-
-    torch.set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:  # set OMP_NUM_THREADS=1 / OPENBLAS_NUM_THREADS=1 instead
-        pass
-
 
 # --------------------------------------------------------------------------------------
 # training
@@ -70,19 +33,22 @@ def _worker_init(_: int) -> None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1500
-    batch_size: int = 64
+    """Settings of :func:`train_from_cache` (the checkpoint json records them all as
+    ``training``; ``workers`` and ``max_minutes`` are recorded only, as the first
+    checkpoints carried them: nothing reads them)."""
+
+    steps: int = setting("fit.regressor.steps")
+    batch_size: int = setting("fit.regressor.batch_size")
     lr: float = setting("fit.regressor.lr")
     weight_decay: float = 1e-4
     vertex_weight: float = 0.02  # per crop pixel of mean posed-vertex distance
     n_loss_vertices: int = 600
     widen: float = setting("fit.regressor.widen")
-    workers: int = 0
-    device: str = "cpu"
+    workers: int = setting("fit.regressor.workers")
+    device: str = setting("fit.regressor.device")
     threads: int = 1
-    max_minutes: float = 0.0  # > 0: stop early after this wall time (steps_done < steps)
-    # train_from_cache only:
-    id_weight: float = 0.0  # x identity error after similarity removal (mean sq., mm^2)
+    max_minutes: float = 0.0
+    id_weight: float = setting("fit.regressor.id_weight")  # x identity error after similarity removal (mean sq., mm^2)
     warmup_frac: float = 0.03  # linear warm-up (fraction of steps), then cosine to lr/100
     amp: bool = True  # CUDA: bf16 autocast
     seed: int = setting("fit.regressor.seed")  # torch init and batch draws
@@ -127,76 +93,6 @@ def _training_device(tc: TrainConfig):
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     return dev
-
-
-def train(
-    gm: GenModel,
-    gen: GenConfig,
-    tc: TrainConfig,
-    mean: np.ndarray,
-    std: np.ndarray,
-    progress: bool = True,
-    log=None,
-):
-    """Train the MobileNet on `tc.steps` batches of fresh renders; returns the model (eval).
-
-    Deterministic on CPU for fixed (gen, tc) (torch seeded with gen.seed, fixed data).
-    """
-    import torch
-    from tqdm import tqdm
-
-    from vox3d.face.regressor import build_mobilenet, normalize_crops
-
-    torch.manual_seed(gen.seed)
-    dev = _training_device(tc)
-    n_params = ict_layout(gm.n_id, gm.n_exp).n
-    model = build_mobilenet(tc.widen, n_params).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=tc.lr, total_steps=tc.steps, pct_start=0.15, div_factor=10, final_div_factor=100
-    )
-    mean_t = torch.from_numpy(mean).to(dev)
-    std_t = torch.from_numpy(std).to(dev)
-    posed = _PosedVertices(gm, _loss_vertex_index(gm, tc.n_loss_vertices), dev)
-    ds = RenderDataset(gm, gen, tc.steps * tc.batch_size)
-    dl = torch.utils.data.DataLoader(
-        ds, batch_size=tc.batch_size, shuffle=False, num_workers=tc.workers,
-        worker_init_fn=_worker_init if tc.workers else None, drop_last=True,
-        persistent_workers=False, prefetch_factor=4 if tc.workers else None,
-        pin_memory=dev.type == "cuda",
-    )  # fmt: skip
-    model.train()
-    bar = tqdm(
-        dl, total=tc.steps, desc="train ict regressor", disable=not progress, file=sys.stderr
-    )
-    t0 = time.time()
-    t_wait = 0.0
-    t_last = time.time()
-    for step, (crops, params, _) in enumerate(bar):
-        t_wait += time.time() - t_last
-        x = normalize_crops(crops.to(dev, non_blocking=True))
-        y = params.to(dev, non_blocking=True)
-        out = model(x)
-        loss_p = torch.mean((out - (y - mean_t) / std_t) ** 2)
-        pred = out * std_t + mean_t
-        loss_v = torch.mean(torch.linalg.norm(posed(pred) - posed(y), dim=-1))
-        loss = loss_p + tc.vertex_weight * loss_v
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        model.steps_done = step + 1
-        if tc.max_minutes > 0 and time.time() - t0 > 60 * tc.max_minutes:
-            print(f"stopping early after {step + 1} steps (max_minutes)", file=sys.stderr)
-            break
-        if step % 25 == 0 or step == tc.steps - 1:
-            lp, lv = float(loss_p.detach()), float(loss_v.detach())
-            bar.set_postfix(param=f"{lp:.3f}", vdc_px=f"{lv:.2f}")
-            if log is not None:
-                log.write(f"{step}\t{lp:.5f}\t{lv:.4f}\t{time.time() - t0:.1f}\t{t_wait:.1f}\n")
-                log.flush()
-        t_last = time.time()
-    return model.eval()
 
 
 # --------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from vox3d import paths
+from vox3d.config import default
 from vox3d.fitting.fit_tensor import choose_faces_torch
 from vox3d.fitting.quality import choose_face
 from vox3d.fitting.regressor_render import (
@@ -48,8 +49,7 @@ from vox3d.params import CROP_SIZE, euler_to_rotation, pose_matrix, pose_to_srt
 from vox3d.synthetic.synth_config import FRAME_SIZE
 from vox3d.torch_setup import resolve_device
 
-#: Held-out renders use data seed ``seed + HELDOUT_SEED_OFFSET`` (as the old generator's
-#: ``vox3d.fitting.ict_eval.EVAL_SEED_OFFSET``).
+#: Held-out renders use data seed ``seed + HELDOUT_SEED_OFFSET``.
 HELDOUT_SEED_OFFSET = 1_000_003
 #: Cache format.
 CACHE_FORMAT = "vox3d regressor cache 1"
@@ -70,7 +70,7 @@ class Cropper:
         self,
         device: str = "cpu",
         weights: str | None = None,
-        min_score: float = 0.6,
+        min_score: float = default("fit.min_score"),
         deterministic: bool = False,
     ):
         from vox3d.face.detector import FaceBoxes
@@ -271,7 +271,7 @@ def render_cache(
     n: int,
     out: str | os.PathLike,
     workers: int = 1,
-    device: str = "auto",
+    device: str = default("fit.device"),
     heldout: bool = False,
     progress: bool = True,
     time_budget: float | None = None,

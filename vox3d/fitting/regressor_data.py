@@ -120,9 +120,9 @@ def calibrate_checkpoint(
     cache: str | os.PathLike | None = None,
     workers: int = 1,
     device: str = "cpu",
-    max_yaw_deg: float = 60.0,
+    max_yaw_deg: float = default("fit.max_yaw_deg"),
     ict: str | None = None,
-    shard_size: int = 128,
+    cache_shard_size: int = 128,
     write: bool = True,
 ) -> dict:
     """Identity calibration of an ICT checkpoint, written into its json.
@@ -146,7 +146,7 @@ def calibrate_checkpoint(
     gen = RenderConfig.from_dict(meta["generator"])
     data_seed = int(meta.get("data_seed", gen.seed)) + CALIB_SEED_OFFSET
     cfg = replace(
-        gen, seed=data_seed, codec=str(meta.get("codec", gen.codec)), shard_size=shard_size,
+        gen, seed=data_seed, codec=str(meta.get("codec", gen.codec)), shard_size=cache_shard_size,
         face_model_path=ict,
     )  # fmt: skip
     n = int(n_groups) * cfg.group

@@ -66,6 +66,7 @@ import numpy as np
 
 from vox3d.audio.fbank import FeatureConfig
 from vox3d.audio.features import STAGE, Utterance, _one
+from vox3d.config import default
 from vox3d.fitting.frame_source import Piece, piece_frames
 from vox3d.io import main_not_reimported
 from vox3d.media.extract import check_decoded, check_row
@@ -116,7 +117,7 @@ class StreamSource:
         writer: ShardWriter,
         frame_rate: float,
         min_duration: float,
-        decoder: str = "pyav",
+        decoder: str = default("extract.decoder"),
         workers: int = 1,
         decoder_threads: int = 1,
         hold_frames: int = HOLD_FRAMES,
@@ -466,9 +467,9 @@ def stream_shard(
     extract_h5: str | os.PathLike,
     fit_h5: str | os.PathLike,
     fit_cfg,
-    frame_rate: float = 5.0,
-    min_duration: float = 1.0,
-    decoder: str = "pyav",
+    frame_rate: float = default("extract.frame_rate"),
+    min_duration: float = default("extract.min_duration"),
+    decoder: str = default("extract.decoder"),
     workers: int = 1,
     progress: bool = True,
     clock=None,

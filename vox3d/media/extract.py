@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from vox3d.config import Settings, setting
+from vox3d.config import Settings, default, setting
 from vox3d.io import write_rejects, write_tsv
 from vox3d.media.extract_shard import ExtractShard, ShardWriter, _float
 from vox3d.media.manifest import BAD_NAME, NO_IDENTITY, read_shard
@@ -133,9 +133,9 @@ def extract_shard(
     shard_tsv: str | os.PathLike,
     videos_dir: str | os.PathLike,
     out_h5: str | os.PathLike,
-    frame_rate: float = 5.0,
-    min_duration: float = 1.0,
-    decoder: str = "pyav",
+    frame_rate: float = default("extract.frame_rate"),
+    min_duration: float = default("extract.min_duration"),
+    decoder: str = default("extract.decoder"),
     threads: int = 1,
     progress: bool = True,
 ) -> dict[str, int]:

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 __all__ = ["FORMAT", "FORMAT_VERSION", "ShardWriter", "ExtractShard"]
 
 
-FORMAT = "vox3d.media.extract"
+FORMAT = "vox3d.extract"
 FORMAT_VERSION = 1
 
 #: Index datasets: name -> dtype ("str" = utf-8 variable-length string).

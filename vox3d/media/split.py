@@ -14,6 +14,7 @@ import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
+from vox3d.config import default
 from vox3d.io import read_tsv, write_tsv
 
 # Identity metadata (``meta_csv``) has one reader and writer: vox3d.media.metadata (re-exported).
@@ -34,7 +35,7 @@ def split_identities(
     identities: Iterable[str],
     meta: Mapping[str, IdentityMeta] | None = None,
     method: str = "auto",
-    val_fraction: float = 0.2,
+    val_fraction: float = default("train.val_fraction"),
 ) -> tuple[list[str], list[str], str]:
     """Split identities into ``(train, val, method_used)``, each list sorted.
 

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vox3d.config import default
 from vox3d.media.video_frames import FRAME_CHUNK, FrameSink, NearestFrameSelector, _FrameChunks
 from vox3d.media.video_probe import MediaError, _ffprobe, _first_line, _open_failed, check_readable
 
@@ -170,8 +171,8 @@ class _AudioBuffer:
 
 def decode(
     path: str | os.PathLike,
-    frame_rate: float = 5.0,
-    decoder: str = "pyav",
+    frame_rate: float = default("extract.frame_rate"),
+    decoder: str = default("extract.decoder"),
     threads: int = 1,
     sink: FrameSink | None = None,
     chunk: int = FRAME_CHUNK,

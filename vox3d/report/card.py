@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from vox3d import __version__
-from vox3d.config import with_defaults
+from vox3d.config import default, with_defaults
 from vox3d.face.are_selection import select_are_pairs
 from vox3d.face.face_model import face_model_from_config, face_model_settings
 from vox3d.io import write_text_atomic
@@ -107,10 +107,10 @@ def fit_accuracy(
     identities_h5: str | os.PathLike,
     ground_truth_h5: str | os.PathLike,
     face_model: Mapping,
-    vertex_set: str = "face",
+    vertex_set: str = default("evaluate.vertex_set"),
     n_boot: int = 1000,
-    seed: int = 0,
-    are_pairs: str = "cmp",
+    seed: int = default("evaluate.seed"),
+    are_pairs: str = default("evaluate.are_pairs"),
 ) -> dict:
     """Fitted identity shapes (``fit/identities.h5``) against the synthetic ground truth.
 

@@ -210,7 +210,7 @@ def _shape_fields(s) -> dict:
 def collect(
     inputs: StageInputs,
     split_method: str = "auto",
-    val_fraction: float = 0.2,
+    val_fraction: float = default("train.val_fraction"),
     audio_format: str = "wav",
 ) -> Collected:
     """Join the stage outputs into the export's rows (see the module doc for what is kept).
@@ -356,7 +356,7 @@ def export(
     dest: str | os.PathLike | None = None,
     audio_format: str = "wav",
     split_method: str = "auto",
-    val_fraction: float = 0.2,
+    val_fraction: float = default("train.val_fraction"),
     write_audio_files: bool = True,
     videos_dir: str | os.PathLike | None = None,
 ) -> dict:

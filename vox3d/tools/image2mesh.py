@@ -31,7 +31,7 @@ from vox3d import paths
 from vox3d.config import default
 from vox3d.safeload import BadModelFileError
 
-#: Default ICT regressor checkpoint (committed; see :mod:`vox3d.fitting.ict_regressor`).
+#: Default ICT regressor checkpoint (committed; trained by :mod:`vox3d.fitting.regressor_data`).
 ICT_REGRESSOR = paths.PACKAGE_DATA / "ict_regressor.pth"
 BFM_HELP = (
     "bfm_noneck_v3.pkl (the BFM basis of 3DDFA-V2: github.com/cleardusk/3DDFA_V2, "
@@ -76,8 +76,8 @@ def make_regressor(face_model: str, args: argparse.Namespace):
     if not ckpt.is_file():
         raise Image2MeshError(
             f"{ckpt}: ICT regressor checkpoint not found; train it with `snakemake "
-            "train_regressor` (or `python -m vox3d.fitting.ict_regressor`), pass --ict-regressor "
-            "PATH, or use --face-model bfm"
+            "train_regressor` (or `python -m vox3d.fitting.regressor_data all`, see its --help), "
+            "pass --ict-regressor PATH, or use --face-model bfm"
         )
     from vox3d.fitting.ict_checkpoint import read_checkpoint_meta
 

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from vox3d.config import default
 from vox3d.face import metrics
 
 #: The voice model and the baselines it is compared with, in table order.
@@ -82,7 +83,7 @@ def baseline_predictions(
 
 
 def shuffled_predictions(
-    predictions: Mapping[str, np.ndarray], seed: int = 0
+    predictions: Mapping[str, np.ndarray], seed: int = default("evaluate.seed")
 ) -> dict[str, np.ndarray]:
     """Each identity gets the predictions of another one: a derangement of the sorted
     identities (a random order, each taking its successor's predictions, cyclically; seeded
@@ -101,7 +102,7 @@ def compare_methods(
     method: str = "model",
     baselines: Sequence[str] = BASELINES,
     n_boot: int = 1000,
-    seed: int = 0,
+    seed: int = default("evaluate.seed"),
 ) -> list[dict]:
     """`method` against each baseline, per target and metric, paired over identities.
 

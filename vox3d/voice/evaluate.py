@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vox3d.config import Settings, setting
+from vox3d.config import Settings, default, setting
 from vox3d.face import metrics
 from vox3d.face.are_selection import select_are_pairs
 from vox3d.face.face_model import face_model_from_config
@@ -111,7 +111,7 @@ def evaluate_predictions(
     train_mean_coef: np.ndarray,
     scale: bool = False,
     n_boot: int = 1000,
-    seed: int = 0,
+    seed: int = default("evaluate.seed"),
 ) -> tuple[list[dict], list[dict]]:
     """Score every method against every target.
 
@@ -171,7 +171,7 @@ def evaluate_parameters(
     train_mean: np.ndarray,
     train_std: np.ndarray,
     n_boot: int = 1000,
-    seed: int = 0,
+    seed: int = default("evaluate.seed"),
 ) -> tuple[list[dict], list[dict], list[dict]]:
     """Score every method against every target in coefficient space (module docstring).
 
@@ -254,7 +254,10 @@ def evaluate_parameters(
 
 
 def pooled_r2(
-    sq_err: Sequence[float], sq_dev: Sequence[float], n_boot: int = 1000, seed: int = 0
+    sq_err: Sequence[float],
+    sq_dev: Sequence[float],
+    n_boot: int = 1000,
+    seed: int = default("evaluate.seed"),
 ) -> tuple[float, float, float]:
     """``1 - sum(sq_err) / sum(sq_dev)`` over identities with a 95% percentile bootstrap
     interval over identities: ``(r2, lo, hi)`` (NaN bounds without resampling or with one
@@ -272,7 +275,10 @@ def pooled_r2(
 
 
 def predict_utterances(
-    model, feats: Sequence[np.ndarray], device: str = "cpu", max_frames: int = 0
+    model,
+    feats: Sequence[np.ndarray],
+    device: str = "cpu",
+    max_frames: int = default("evaluate.max_frames"),
 ):
     """Identity coefficients ``(N, K)`` for utterances ``(T_i, bands)`` (each whole, or its
     first ``max_frames`` frames when > 0), one forward pass each, eval mode."""

@@ -238,7 +238,7 @@ def train(
     out_dir: str | os.PathLike,
     val_bank: UtteranceBank | None = None,
     val_coef: np.ndarray | None = None,
-    device: str = "auto",
+    device: str = default("train.device"),
     meta: Mapping | None = None,
     threads: int | None = None,
     progress: bool = True,

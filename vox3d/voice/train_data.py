@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from vox3d.config import default
 from vox3d.media.split import hash_fraction
 
 
@@ -47,7 +48,12 @@ class UtteranceBank:
         return h.hexdigest()
 
     def batch(
-        self, step: int, batch_size: int, crop_min: int, crop_max: int, seed: int = 0
+        self,
+        step: int,
+        batch_size: int,
+        crop_min: int,
+        crop_max: int,
+        seed: int = default("train.seed"),
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch of step ``step``: ``(feats (B, L, n_bands) float32, identity (B,) int64)``."""
         rng = np.random.default_rng([seed, step])

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vox3d.config import default
 from vox3d.face.metrics import OICD_KEY, RATIO_PAIR_KEY, RATIOS
 from vox3d.voice.train_data import UtteranceBank
 from vox3d.voice.voice_model import VoiceToShape
@@ -34,7 +35,7 @@ class ShapeLoss(torch.nn.Module):
         target_std: torch.Tensor,
         train_coef: torch.Tensor,
         param_weight: float = 1.0,
-        vertex_weight: float = 1.0,
+        vertex_weight: float = default("train.vertex_weight"),
         ratio_mean: torch.Tensor | None = None,
         ratio_basis: torch.Tensor | None = None,
         ratio_weight: float = 0.0,

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vox3d.config import setting
+from vox3d.config import default, setting
 
 #: Channels of the voice encoder (input bands, four conv blocks), and embedding size.
 ENCODER_CHANNELS: tuple[int, ...] = (64, 256, 384, 576, 864)
@@ -90,7 +90,11 @@ class ShapeHead(nn.Module):
     """Regressor from the L2-normalised embedding to standardised shape coefficients."""
 
     def __init__(
-        self, embed_dim: int, n_out: int, hidden: Sequence[int] = (), dropout: float = 0.2
+        self,
+        embed_dim: int,
+        n_out: int,
+        hidden: Sequence[int] = (),
+        dropout: float = default("train.dropout"),
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
