@@ -471,7 +471,7 @@ def test_bfm_wrong_layouts_are_clear_errors(tmp_path):
 def test_ict_archive_parse_into_fresh_cache(tmp_path):
     # parse the real archive in a fresh process with an empty cache, then load the cache
     code = (
-        "import time, numpy as np; from vox3d import ict_facekit;"
+        "import time, numpy as np; from vox3d.face import ict_facekit;"
         "t=time.perf_counter(); a=ict_facekit.load_ict_arrays(); t1=time.perf_counter()-t;"
         "t=time.perf_counter(); b=ict_facekit.load_ict_arrays(); t2=time.perf_counter()-t;"
         "assert all(np.array_equal(a[k], b[k]) for k in a); print(t1, t2)"
