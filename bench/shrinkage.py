@@ -75,12 +75,12 @@ from bench.fit_accuracy import SUMMARY, _fmt  # noqa: E402
 from bench.machine import header  # noqa: E402
 from vox3d.fitting import fit_accuracy as fa  # noqa: E402
 from vox3d.fitting.fit import FitConfig  # noqa: E402
-from vox3d.fitting.fit_shard import FitShard  # noqa: E402
 from vox3d.fitting.identities import (  # noqa: E402
     CALIBRATION_KEYS,
     IdentitiesFile,
     calibrated_gain,
     calibrated_identity,
+    gather_identity_frames,
     regressor_calibration,
     robust_identity_shape,
 )
@@ -102,17 +102,7 @@ def pooled_shapes(shard_paths, mahal_quantile: float, huber_k: float) -> dict:
     shards as :func:`vox3d.fitting.identities.aggregate_identities` gathers them (kept frames, the
     video path as label, shard then file order), pooled by its
     :func:`vox3d.fitting.identities.robust_identity_shape`."""
-    per: dict[str, dict[str, list]] = {}
-    for sp in sorted(str(p) for p in shard_paths):
-        s = FitShard.read(sp, fields=("video", "keep", "params"))
-        sl = s.layout.shape
-        video, keep, params = s.frames["video"], s.frames["keep"].astype(bool), s.frames["params"]
-        for vi, (vpath, ident) in enumerate(zip(s.video_paths, s.video_identities, strict=True)):
-            e = per.setdefault(ident, {"coeffs": [], "video": []})
-            sel = (video == vi) & keep
-            if sel.any():
-                e["coeffs"].append(params[sel][:, sl].astype(np.float64))
-                e["video"].append(np.full(int(sel.sum()), vpath, dtype=object))
+    per, _, _ = gather_identity_frames(shard_paths)
     return {
         i: robust_identity_shape(
             np.concatenate(e["coeffs"]),

@@ -347,6 +347,35 @@ def regressor_calibration(fit_config) -> tuple[dict | None, str | None]:
 # I/O: fit shards -> identities.h5
 
 
+def gather_identity_frames(shard_paths) -> tuple[dict, str | None, int | None]:
+    """The kept frames of every identity in fit shards (read in sorted path order):
+    ``({identity: {"coeffs": [(n, K) float64], "video": [(n,) video path], "paths":
+    [video path]}}, face_model, n_id)``; shards of different face models fail, naming the
+    shard."""
+    per_id: dict[str, dict[str, list]] = {}
+    face_model, n_id = None, None
+    for sp in sorted(str(p) for p in shard_paths):
+        s = FitShard.read(sp, fields=("video", "keep", "params"))
+        fm, k = str(s.attrs["face_model"]), int(s.attrs["n_id"])
+        if face_model is None:
+            face_model, n_id = fm, k
+        elif (fm, k) != (face_model, n_id):
+            raise ValueError(
+                f"{sp}: face model {fm}/{k} differs from "
+                f"the other shards ({face_model}/{n_id}); refit all shards with one config"
+            )
+        sl = s.layout.shape
+        video, keep, params = s.frames["video"], s.frames["keep"].astype(bool), s.frames["params"]
+        for vi, (vpath, ident) in enumerate(zip(s.video_paths, s.video_identities, strict=True)):
+            entry = per_id.setdefault(ident, {"coeffs": [], "video": [], "paths": []})
+            entry["paths"].append(vpath)
+            sel = (video == vi) & keep
+            if sel.any():
+                entry["coeffs"].append(params[sel][:, sl].astype(np.float64))
+                entry["video"].append(np.full(int(sel.sum()), vpath, dtype=object))
+    return per_id, face_model, n_id
+
+
 def aggregate_identities(
     shard_paths: Sequence[str | os.PathLike],
     out_path: str | os.PathLike,
@@ -375,27 +404,7 @@ def aggregate_identities(
     from vox3d import __version__
     from vox3d.io import atomic_path, h5_group, h5_new, h5_strings
 
-    per_id: dict[str, dict[str, list]] = {}
-    face_model, n_id = None, None
-    for sp in sorted(str(p) for p in shard_paths):
-        s = FitShard.read(sp, fields=("video", "keep", "params"))
-        fm, k = str(s.attrs["face_model"]), int(s.attrs["n_id"])
-        if face_model is None:
-            face_model, n_id = fm, k
-        elif (fm, k) != (face_model, n_id):
-            raise ValueError(
-                f"{sp}: face model {fm}/{k} differs from "
-                f"the other shards ({face_model}/{n_id}); refit all shards with one config"
-            )
-        sl = s.layout.shape
-        video, keep, params = s.frames["video"], s.frames["keep"].astype(bool), s.frames["params"]
-        for vi, (vpath, ident) in enumerate(zip(s.video_paths, s.video_identities, strict=True)):
-            entry = per_id.setdefault(ident, {"coeffs": [], "video": [], "paths": []})
-            entry["paths"].append(vpath)
-            sel = (video == vi) & keep
-            if sel.any():
-                entry["coeffs"].append(params[sel][:, sl].astype(np.float64))
-                entry["video"].append(np.full(int(sel.sum()), vpath, dtype=object))
+    per_id, face_model, n_id = gather_identity_frames(shard_paths)
     if calibration is not None:
         cal_k = len(_calibration_arrays(calibration)["s"])
         want = (calibration.get("face_model", face_model), int(calibration.get("n_id", cal_k)))
