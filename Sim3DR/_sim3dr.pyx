@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """Low-level Cython binding of the Sim3DR C++ rasterizer (rasterize.cpp).
 
-Only :mod:`vox3d.render` calls this; it validates and converts arguments first.  Every
+Only :mod:`vox3d.face.render` calls this; it validates and converts arguments first.  Every
 array passed here must already be C-contiguous with the documented dtype.  All rendering
 runs with the GIL released.
 """
