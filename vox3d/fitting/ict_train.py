@@ -48,7 +48,9 @@ class TrainConfig:
     device: str = setting("fit.regressor.device")
     threads: int = 1
     max_minutes: float = 0.0
-    id_weight: float = setting("fit.regressor.id_weight")  # x identity error after similarity removal (mean sq., mm^2)
+    id_weight: float = setting(
+        "fit.regressor.id_weight"
+    )  # x identity error after similarity removal (mean sq., mm^2)
     warmup_frac: float = 0.03  # linear warm-up (fraction of steps), then cosine to lr/100
     amp: bool = True  # CUDA: bf16 autocast
     seed: int = setting("fit.regressor.seed")  # torch init and batch draws
