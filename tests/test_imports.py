@@ -3,7 +3,8 @@
 Every module under ``vox3d/`` is parsed with :mod:`ast` (never imported), and every
 ``import vox3d...`` / ``from vox3d... import`` / relative import, at module level *and*
 inside functions, becomes an edge between modules; a cycle hidden by function-level
-imports counts as much as one at the top.
+imports counts as much as one at the top.  A function-level vox3d import is only for a
+module that loads a heavy package (:data:`HEAVY`) its importer does not load at import time.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import ast
 import re
 import subprocess
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vox3d"
@@ -51,35 +53,41 @@ def test_subpackages_are_rooms_without_code():
         assert isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)
 
 
+def _import_names(node: ast.Import | ast.ImportFrom, pkg: str) -> list[str]:
+    """The dotted names an import statement in package ``pkg`` may bind: ``import a.b``
+    gives ``a.b``; ``from a import b`` gives ``a`` and ``a.b`` (``b`` may be a module);
+    relative imports are made absolute."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    base = node.module or ""
+    if node.level:
+        parts = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+        base = ".".join(parts + ([base] if base else []))
+    return [base] + [f"{base}.{a.name}" for a in node.names]
+
+
+def _resolve(name: str, mods: Iterable[str]) -> str | None:
+    """The longest module of ``mods`` that ``name`` is or lies in, or None."""
+    while name and name not in mods:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
 def import_graph() -> dict[str, dict[str, list[int]]]:
     """``{module: {imported vox3d module: [line numbers]}}`` (the package itself, whose
     ``__init__`` holds only the version, is no node)."""
     mods = _modules()
-
-    def resolve(name: str) -> str | None:
-        while name and name not in mods:
-            name = name.rpartition(".")[0]
-        return name if name and name != "vox3d" else None
-
     graph: dict[str, dict[str, list[int]]] = {}
     for mod, path in mods.items():
         pkg = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
         edges: dict[str, list[int]] = {}
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    parts = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
-                    base = ".".join(parts + ([base] if base else []))
-                names = [base] + [f"{base}.{a.name}" for a in node.names]
-            else:
+            if not isinstance(node, ast.Import | ast.ImportFrom):
                 continue
-            for name in names:
+            for name in _import_names(node, pkg):
                 if name == "vox3d" or name.startswith("vox3d."):
-                    target = resolve(name)
-                    if target and target != mod:
+                    target = _resolve(name, mods)
+                    if target and target not in ("vox3d", mod):
                         lines = edges.setdefault(target, [])
                         if node.lineno not in lines:
                             lines.append(node.lineno)
@@ -149,6 +157,148 @@ def test_workflow_time_modules_do_not_import_torch():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PACKAGE.parent)
+
+
+# function-level imports: internal ones sit at module top, unless hoisting one would make
+# importing the module load a heavy third-party package it does not load today
+
+#: Third-party packages slow or big enough to import only where they are needed, and the
+#: compiled Sim3DR extension (``vox3d.face.render``), which an unbuilt checkout lacks: the
+#: commands that render only with ``--png`` (``vox3d mesh``, ``image2mesh``) run without it.
+HEAVY = frozenset(
+    {"torch", "torchvision", "matplotlib", "cv2", "scipy", "librosa", "av", "Sim3DR"}
+    | {"face_alignment", "mediapipe", "numba", "soxr", "PIL", "sklearn"}
+)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _top_level_imports(body: list[ast.stmt]) -> Iterator[ast.Import | ast.ImportFrom]:
+    """The imports a module runs when it is imported: its own statements and those of its
+    module-level ``if`` / ``try`` blocks, except under ``if TYPE_CHECKING:``."""
+    for node in body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        elif isinstance(node, ast.If):
+            if not _is_type_checking(node.test):
+                yield from _top_level_imports(node.body)
+            yield from _top_level_imports(node.orelse)
+        elif isinstance(node, ast.Try | ast.TryStar):
+            for block in (node.body, *(h.body for h in node.handlers), node.orelse):
+                yield from _top_level_imports(block)
+            yield from _top_level_imports(node.finalbody)
+
+
+def _function_level_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """The imports inside functions (nested ones once), by line."""
+    found: dict[tuple[int, int], ast.Import | ast.ImportFrom] = {}
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import | ast.ImportFrom):
+                    found[(node.lineno, node.col_offset)] = node
+    return [found[k] for k in sorted(found)]
+
+
+def _third_party(node: ast.Import | ast.ImportFrom) -> set[str]:
+    """The top-level packages outside vox3d that an import statement loads."""
+    if isinstance(node, ast.Import):
+        roots = {a.name.partition(".")[0] for a in node.names}
+    else:
+        roots = {(node.module or "").partition(".")[0]} if not node.level else set()
+    return roots - {"vox3d"}
+
+
+def _internal_targets(
+    node: ast.Import | ast.ImportFrom, mod: str, mods: Iterable[str], packages: set[str]
+) -> set[str]:
+    """The vox3d modules (or packages) an import statement of module ``mod`` imports."""
+    pkg = mod if mod in packages else mod.rpartition(".")[0]
+    targets = set()
+    for name in _import_names(node, pkg):
+        if name == "vox3d" or name.startswith("vox3d."):
+            target = _resolve(name, mods)
+            if target and target != mod:
+                targets.add(target)
+    return targets
+
+
+def heavy_at_import(trees: dict[str, ast.Module], packages: set[str]) -> dict[str, set[str]]:
+    """``{module: the HEAVY packages importing it loads}``, computed statically: its own
+    top-level third-party imports and, transitively, those of the vox3d modules it
+    imports at top (a package counts with its own ``__init__``'s imports only)."""
+    heavy: dict[str, set[str]] = {}
+    deps: dict[str, set[str]] = {}
+    for mod, tree in trees.items():
+        heavy[mod], deps[mod] = set(), set()
+        for node in _top_level_imports(tree.body):
+            heavy[mod] |= _third_party(node) & HEAVY
+            deps[mod] |= _internal_targets(node, mod, trees, packages)
+    changed = True
+    while changed:
+        changed = False
+        for mod in trees:
+            new = heavy[mod].union(*(heavy[d] for d in deps[mod]))
+            if new != heavy[mod]:
+                heavy[mod], changed = new, True
+    return heavy
+
+
+def misplaced_lazy_imports(trees: dict[str, ast.Module], packages: set[str]) -> list[str]:
+    """``module:line -> target`` for each function-level vox3d import that could sit at
+    module top: importing its target loads no HEAVY package the module does not already."""
+    heavy = heavy_at_import(trees, packages)
+    out = []
+    for mod, tree in sorted(trees.items()):
+        for node in _function_level_imports(tree):
+            targets = _internal_targets(node, mod, trees, packages)
+            if targets and set().union(*(heavy[t] for t in targets)) <= heavy[mod]:
+                # name the module, not also the package it is imported from
+                shown = sorted(
+                    t for t in targets if not any(u.startswith(f"{t}.") for u in targets)
+                )
+                out.append(f"{mod}:{node.lineno} -> {', '.join(shown)}")
+    return out
+
+
+def test_lazy_import_rule_on_a_synthetic_package():
+    """Control: a lazy import of a light module is reported, one of a module that loads
+    torch (itself or through another module) is not, unless the importer loads torch too;
+    ``if TYPE_CHECKING:`` imports load nothing."""
+    sources = {
+        "vox3d": "",
+        "vox3d.light": "import json\nif TYPE_CHECKING:\n    import torch\n",
+        "vox3d.heavy": "try:\n    import torch.nn\nexcept ImportError:\n    pass\n",
+        "vox3d.middle": "from vox3d.heavy import x\n",
+        "vox3d.user": (
+            "def f():\n    from vox3d.light import y\n"
+            "def g():\n    from vox3d import heavy, middle\n"
+        ),
+        "vox3d.torchy": "import torch\ndef h():\n    from vox3d import middle\n",
+    }
+    trees = {m: ast.parse(s) for m, s in sources.items()}
+    heavy = heavy_at_import(trees, {"vox3d"})
+    assert heavy["vox3d.light"] == set()
+    assert heavy["vox3d.heavy"] == heavy["vox3d.middle"] == {"torch"}
+    assert misplaced_lazy_imports(trees, {"vox3d"}) == [
+        "vox3d.torchy:3 -> vox3d.middle",
+        "vox3d.user:2 -> vox3d.light",
+    ]
+
+
+def test_function_level_imports_are_only_for_heavy_modules():
+    """docs/architecture.md: a vox3d import sits inside a function only where hoisting it
+    would make importing the module load a HEAVY package it does not load today."""
+    trees = {m: ast.parse(p.read_text(encoding="utf-8"), str(p)) for m, p in _modules().items()}
+    misplaced = misplaced_lazy_imports(trees, _packages())
+    assert not misplaced, (
+        "function-level vox3d imports of light modules; move them to module top:\n  "
+        + "\n  ".join(misplaced)
+    )
 
 
 # the rooms of docs/architecture.md

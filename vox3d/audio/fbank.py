@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from vox3d import __version__
 from vox3d.audio.pcm import PCM_SCALE, SAMPLE_RATE, BadAudio, condition
 from vox3d.audio.vad import (
     VAD_AGGRESSIVENESS,
@@ -170,8 +171,6 @@ class FeatureConfig(Settings):
 def package_versions() -> dict[str, str]:
     """Versions of the packages that compute the features (HDF5 attributes)."""
     from importlib import metadata
-
-    from vox3d import __version__
 
     out = {"version_vox3d": __version__, "version_numpy": np.__version__}
     for dist in ("webrtcvad-wheels", "librosa", "soxr", "h5py"):

@@ -35,10 +35,13 @@ from vox3d.audio.fbank import (
     FeatureConfig,
     UtteranceFeatures,
     keep_freed_memory,
+    repeat_frames,
     utterance_features,
 )
 from vox3d.audio.pcm import SAMPLE_RATE, BadAudio
 from vox3d.config import default
+from vox3d.io import atomic_path, h5_group, h5_new, write_rejects
+from vox3d.media import extract_shard
 
 _TUNED = False  # keep_freed_memory() applied in this process
 
@@ -165,8 +168,6 @@ def write(
     """
     import h5py
 
-    from vox3d.io import atomic_path, h5_group, h5_new
-
     if compression == "config":
         compression = None if cfg.compression == "none" else cfg.compression
         compression_opts = COMPRESSION_OPTS if compression == "gzip" else None
@@ -235,8 +236,6 @@ def features_shard(
     the audio of consecutive videos in few large reads (``ExtractShard.audio_blocks``); `workers`
     processes (the rule's threads).  Returns counts.
     """
-    from vox3d.media import extract_shard
-
     cfg = cfg or FeatureConfig()
     with extract_shard.ExtractShard(extract_h5) as sh:
         sr = int(getattr(sh, "sample_rate", SAMPLE_RATE))
@@ -288,8 +287,6 @@ def read_utterance(path: str | os.PathLike, i: int, repeat: bool = False) -> np.
     (the array CMP stores)."""
     import h5py
 
-    from vox3d.audio.fbank import repeat_frames
-
     with h5py.File(path, "r") as h:
         o = int(h["index/offset"][i])
         n = int(h["index/length"][i])
@@ -311,8 +308,6 @@ def read_rejects(path: str | os.PathLike) -> list[dict[str, str]]:
 
 def collect_rejects(shards: Iterable[str | os.PathLike], out_tsv: str | os.PathLike) -> int:
     """The ``features_rejects`` rule: every shard's rejects into one table; returns rows."""
-    from vox3d.io import write_rejects
-
     rows = [r for p in sorted(str(s) for s in shards) for r in read_rejects(p)]
     write_rejects(out_tsv, rows)
     return len(rows)

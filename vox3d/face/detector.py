@@ -37,6 +37,7 @@ from torch import nn
 from vox3d import paths
 from vox3d.config import default
 from vox3d.face.crop import resize_uint8_torch
+from vox3d.face.regressor import fold_batchnorm
 from vox3d.safeload import BadModelFileError, check_state_dict, load_torch
 
 #: Anchor sizes in pixels per detection source, and the sources' strides.
@@ -154,8 +155,6 @@ def fuse_faceboxes_bn(net: FaceBoxesNet) -> FaceBoxesNet:
     """Fold each BatchNorm into its convolution (in place; eval mode).  Besides saving
     passes, this avoids a cancellation in half precision: the first conv's outputs reach
     ~1500 and its BatchNorm subtracts a mean of similar size."""
-    from vox3d.face.regressor import fold_batchnorm
-
     for m in net.modules():
         if isinstance(m, _ConvBN) and isinstance(m.bn, nn.BatchNorm2d):
             m.conv = fold_batchnorm(m.conv, m.bn)

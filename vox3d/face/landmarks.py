@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vox3d.params import split, to_image
+from vox3d.safeload import BadModelFileError, check_state_dict, load_torch
+
 #: Upstream 2DFAN-4 weights (face-alignment 1.5's ``models_urls['2DFAN-4']``).
 FAN_URL = "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar"
 FAN_FILE = FAN_URL.rsplit("/", 1)[1]
@@ -54,8 +57,6 @@ def load_fan(path: str | os.PathLike | None = None, device: str = "cpu"):
 
     import torch
     from face_alignment.models.fan import FAN
-
-    from vox3d.safeload import BadModelFileError, check_state_dict, load_torch
 
     p = Path(path) if path else default_fan_path()
     if not p.is_file():
@@ -151,8 +152,6 @@ class FanLandmarker:
 
     def model_landmarks(self, params: np.ndarray, rois: np.ndarray) -> np.ndarray:
         """(B, 68, 2) model landmarks of fitted params (B, P) in frame pixels."""
-        from vox3d.params import split, to_image
-
         P, a, e = split(np.asarray(params, np.float64), self.layout)
         out = np.empty((len(params), 68, 2))
         for i in range(len(params)):

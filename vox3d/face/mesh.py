@@ -14,8 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from vox3d import paths
 from vox3d.config import default
+from vox3d.face.face_model import load_face_model, model_layout
 from vox3d.io import atomic_path
+from vox3d.params import ict_layout, split, transform_vertices
+from vox3d.safeload import BadModelFileError
 
 
 def _check(vertices, triangles, colors):
@@ -108,11 +112,7 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
 
 def cli(argv: list[str] | None = None) -> int:
     """``vox3d mesh``: parameters -> mesh file (+ optional PNG render)."""
-    from vox3d import paths
-    from vox3d.face.face_model import load_face_model, model_layout
     from vox3d.face.render import render_shape
-    from vox3d.params import ict_layout, split, transform_vertices
-    from vox3d.safeload import BadModelFileError
 
     ap = argparse.ArgumentParser(prog="vox3d mesh", description=__doc__.splitlines()[0])
     ap.add_argument("--params", required=True, help=".npy with (n,) or (B, n) parameters")

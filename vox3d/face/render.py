@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from Sim3DR import _sim3dr
+from vox3d.params import euler_to_rotation
 
 #: Flat grey used when a mesh has no vertex colours.
 DEFAULT_COLOR = (0.75, 0.75, 0.75)
@@ -333,8 +334,6 @@ def fit_to_image(
     the camera) -> image coordinates ``(V, 3)`` float32: rotated by the Euler angles
     (radians, :func:`vox3d.params.euler_to_rotation`), scaled so the mesh spans `fill` of
     the image and centred; y flipped, z shifted to min 0 (larger = nearer)."""
-    from vox3d.params import euler_to_rotation
-
     h, w = (size, size) if np.isscalar(size) else size
     v = np.asarray(vertices, dtype=np.float64) @ euler_to_rotation(yaw, pitch, roll).T
     lo, hi = v.min(axis=0), v.max(axis=0)

@@ -58,6 +58,8 @@ import numpy as np
 
 from vox3d import paths
 from vox3d.config import default, section, setting, train_variants
+from vox3d.face.face_model import load_face_model
+from vox3d.face.landmarks import FanLandmarker
 from vox3d.fitting.fit_loop import _empty_fields, _run_shard
 from vox3d.fitting.fit_shard import write_fit_shard
 from vox3d.fitting.fit_tables import shard_stats, video_rejects
@@ -66,7 +68,15 @@ from vox3d.fitting.fit_tensor import (
     crop_windows_torch,
     laplacian_variance_torch,
 )
-from vox3d.fitting.quality import Thresholds, choose_face, classify
+from vox3d.fitting.ict_checkpoint import make_regressor
+from vox3d.fitting.quality import (
+    Thresholds,
+    choose_face,
+    classify,
+    crop_windows,
+    laplacian_variance,
+)
+from vox3d.media.extract_shard import ExtractShard
 from vox3d.params import (
     TDDFA_LAYOUT,
     ParamLayout,
@@ -150,8 +160,6 @@ class FitConfig:
     def regressor_file(self) -> str:
         """The regressor weights the fit reads: the ICT checkpoint (``fit.ict_regressor``,
         default the committed one) or 3DDFA-V2's ``assets.tddfa_weights``."""
-        from vox3d import paths
-
         if self.face_model == "bfm":
             return str(self.tddfa_weights or paths.MB05_WEIGHTS)
         return str(self.ict_regressor or ICT_REGRESSOR)
@@ -162,8 +170,6 @@ class FitConfig:
         checkpoint's json, which also holds the identity calibration of ``fit_identities``).
         The workflow lists them as inputs, so that replacing one refits.  FAN weights are
         left out: their default location is torch's hub cache, resolved at run time."""
-        from vox3d import paths
-
         files = [str(self.faceboxes or paths.FACEBOXES_WEIGHTS), self.regressor_file]
         if self.face_model == "bfm":
             files.append(str(self.tddfa_param_mean_std or paths.PARAM_MEAN_STD))
@@ -230,7 +236,6 @@ class Fitter:
         only; see the module docstring for why the CPU keeps the cv2 path)."""
         import torch
 
-        from vox3d import paths
         from vox3d.face.detector import FaceBoxes
 
         self.cfg = cfg
@@ -255,9 +260,6 @@ class Fitter:
         )
         self.landmarker = None
         if cfg.landmarks == "fan":
-            from vox3d.face.face_model import load_face_model
-            from vox3d.face.landmarks import FanLandmarker
-
             fm = load_face_model(
                 cfg.face_model,
                 path=cfg.ict_facekit if cfg.face_model == "ict" else cfg.bfm,
@@ -277,7 +279,6 @@ class Fitter:
         optionally ``landmark_nme``; then ``reason`` (uint8) and ``keep``.
         """
         from vox3d.face.crop import crop_image, roi_box_from_bbox
-        from vox3d.fitting.quality import crop_windows, laplacian_variance
 
         bgr = [np.ascontiguousarray(np.asarray(f)[..., ::-1]) for f in frames_rgb]
         n = len(bgr)
@@ -448,7 +449,6 @@ def build_regressor(
     `cfg`: 3DDFA-V2's MobileNet with ``assets.tddfa_*`` for BFM, the ICT checkpoint
     (``fit.ict_regressor``, its json's whitening) for ICT.  The fit stage and the
     unsupervised variant's teacher (:mod:`vox3d.voice.distill`) are built here."""
-    from vox3d import paths
     from vox3d.face.regressor import Regressor
 
     if cfg.face_model == "bfm":
@@ -458,7 +458,6 @@ def build_regressor(
             widen=1.0 if "mb1" in Path(weights).name else 0.5, num_params=cfg.layout.n,
             device=device, precision=precision, channels_last=channels_last, fuse_bn=fuse_bn,
         )  # fmt: skip
-    from vox3d.fitting.ict_checkpoint import make_regressor
 
     if channels_last or fuse_bn:  # fold the BatchNorms in fp32, then cast
         ref = make_regressor(cfg.regressor_file, cfg.n_id, cfg.n_exp)
@@ -501,8 +500,6 @@ def fit_shard(
     count per reason (see :data:`vox3d.fitting.quality.REASONS`).  ``clock``: add the seconds of
     each step (read wait, detect, crop, regress, blur, host, write) to it.
     """
-    from vox3d.media.extract_shard import ExtractShard
-
     with ExtractShard(extract_path, threads=cfg.threads) as shard:
         return fit_source(shard, out_path, cfg, fitter, progress, clock, Path(extract_path).stem)
 

@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 
-from vox3d.fitting.fit_shard import FRAME_FIELDS
+from vox3d.fitting.fit_shard import FRAME_FIELDS, encode_crop
 from vox3d.fitting.frame_source import Batch, BatchPrefetcher, Prefetcher, progress_totals
 
 #: The host path gathers whole videos into a chunk until it has ``batch_size`` frames; a
@@ -192,7 +192,6 @@ def kept_crops(frames_rgb, roi: np.ndarray, keep: np.ndarray) -> np.ndarray:
     device path's :func:`vox3d.face.crop.crop_batch_torch`): ``(N,) object`` array, ``None`` for
     frames not kept.  frames_rgb: N frames ``(H, W, 3) uint8`` RGB; roi: ``(N, 4)``."""
     from vox3d.face.crop import crop_image
-    from vox3d.fitting.fit_shard import encode_crop
 
     out = np.empty(len(keep), dtype=object)
     for i in np.flatnonzero(keep):

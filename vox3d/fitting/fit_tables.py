@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from vox3d.fitting.fit_shard import FitShard
+from vox3d.fitting.identities import read_identity_rejects
 from vox3d.fitting.quality import REASONS, count_reasons
+from vox3d.io import write_rejects, write_tsv
 
 STAGE = "fit"
 
@@ -77,16 +79,12 @@ def write_fit_tables(
     """``OUT/fit/rejects.tsv`` (every shard's video rejects + identities without a usable
     frame) and ``OUT/fit/stats.tsv`` (one row per shard and a ``total`` row, frames counted
     by reason)."""
-    from vox3d.io import write_rejects, write_tsv
-
     rows, stats = [], []
     for sp in sorted(str(p) for p in shard_paths):
         shard = FitShard.read(sp, fields=())
         rows += [{"path": p, "stage": STAGE, "reason": r} for p, r in shard.rejects]
         stats.append({"shard": Path(sp).stem, **shard.stats})
     if identities_path is not None:
-        from vox3d.fitting.identities import read_identity_rejects
-
         rows += read_identity_rejects(identities_path)
     total = {"shard": "total"}
     for c in STATS_COLUMNS[1:]:

@@ -12,6 +12,8 @@ so importing this module (with :mod:`vox3d.fitting.fit`, at DAG time) stays ligh
 
 from __future__ import annotations
 
+from vox3d.fitting.quality import MIN_BLUR_PIXELS
+
 
 def choose_faces_torch(dets, keep, min_score: float):
     """Batched :func:`vox3d.fitting.quality.choose_face` on the device.
@@ -76,8 +78,6 @@ def laplacian_variance_torch(crops, windows=None):
     (and optional ``windows (N, 4)`` from :func:`crop_windows_torch`) -> ``(N,) float64``
     (same float64 arithmetic; sums may differ in the last bits)."""
     import torch
-
-    from vox3d.fitting.quality import MIN_BLUR_PIXELS
 
     x = crops.double()
     g = 0.114 * x[..., 0] + 0.587 * x[..., 1] + 0.299 * x[..., 2]

@@ -48,8 +48,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vox3d import __version__
 from vox3d.fitting.fit_shard import FitShard
-from vox3d.io import h5_attrs, h5_read, h5_str
+from vox3d.io import atomic_path, h5_attrs, h5_group, h5_new, h5_read, h5_str, h5_strings
 
 MAD_TO_STD = 1.482602218505602  # 1 / Phi^-1(3/4): MAD of a normal -> its std
 #: Format tag of an identity calibration (:func:`calibrate_identity`).
@@ -401,9 +402,6 @@ def aggregate_identities(
     calibration's arrays.  Its ``face_model`` / ``n_id`` (when present) must match the
     shards'.
     """
-    from vox3d import __version__
-    from vox3d.io import atomic_path, h5_group, h5_new, h5_strings
-
     per_id, face_model, n_id = gather_identity_frames(shard_paths)
     if calibration is not None:
         cal_k = len(_calibration_arrays(calibration)["s"])

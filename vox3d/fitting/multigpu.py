@@ -51,7 +51,12 @@ from pathlib import Path
 
 import numpy as np
 
+from vox3d.fitting.fit import Fitter
+from vox3d.fitting.fit_loop import _concat_fields, _run_shard
+from vox3d.fitting.fit_shard import write_fit_shard
+from vox3d.fitting.fit_tables import shard_stats, video_rejects
 from vox3d.io import main_not_reimported
+from vox3d.media.extract_shard import ExtractShard
 
 DEVICES_ENV = "VOX3D_FIT_DEVICES"
 #: folder of the per-card lock files of :func:`pin_one_gpu` (node-local; default under the
@@ -263,10 +268,6 @@ def _init_device(device: str) -> None:
 
 def _fit_part(extract_path: str, cfg, start: int, stop: int) -> _Part:
     """Worker: fit videos ``start..stop-1`` of one shard (the device is already set)."""
-    from vox3d.fitting.fit import Fitter
-    from vox3d.fitting.fit_loop import _run_shard
-    from vox3d.media.extract_shard import ExtractShard
-
     fitter = Fitter(cfg)
     shard = ExtractShard(extract_path)
     try:
@@ -300,11 +301,6 @@ def fit_shard_multi(
     its device; the parts are merged in video order and written once.  Returns the same
     stats dict as :func:`vox3d.fitting.fit.fit_shard`.
     """
-    from vox3d.fitting.fit_loop import _concat_fields
-    from vox3d.fitting.fit_shard import write_fit_shard
-    from vox3d.fitting.fit_tables import shard_stats, video_rejects
-    from vox3d.media.extract_shard import ExtractShard
-
     devices = list(devices)
     if not devices:
         raise ValueError("fit_shard_multi needs at least one device")
@@ -343,8 +339,6 @@ def fit_shard_multi(
 
 def describe_parts(extract_path: str | os.PathLike, cfg, devices: Sequence[str]) -> str:
     """One line naming the video ranges each device gets (for the job log)."""
-    from vox3d.media.extract_shard import ExtractShard
-
     with ExtractShard(extract_path) as shard:
         videos = list(shard.videos)
     counts = [int(v.get("frame_count", 0)) for v in videos]

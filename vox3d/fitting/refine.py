@@ -42,6 +42,8 @@ from pathlib import Path
 import numpy as np
 
 from vox3d import paths
+from vox3d.face.face_model import local_vertex_index
+from vox3d.params import to_image, transform_vertices
 
 #: MediaPipe face mesh points used (the 468 of the face-mesh model, no iris points).
 N_MP_POINTS = 468
@@ -86,8 +88,6 @@ def load_mp_correspondence(path: str | os.PathLike = MP468_ICT_JSON) -> Correspo
 def local_vertices(model, full_index: np.ndarray) -> np.ndarray:
     """Indices into `model`'s vertices of full-topology vertex indices ``(P,)``
     (:func:`vox3d.face.face_model.local_vertex_index`); an error for any outside the subset."""
-    from vox3d.face.face_model import local_vertex_index
-
     local = local_vertex_index(model, full_index)
     missing = np.asarray(full_index).reshape(-1)[local < 0]
     if len(missing):
@@ -309,8 +309,6 @@ def regressor_observations(
     image px; vertex ``(P,)`` local indices.  Returns ``(vertex, obs (F, P, 2), valid,
     sigma (P,))`` with every point observed and the same `sigma` (model units).
     """
-    from vox3d.params import to_image, transform_vertices
-
     obs = np.empty((len(params), len(vertex), 2))
     for f, (p, roi) in enumerate(zip(params, rois, strict=True)):
         p = np.asarray(p, np.float64)

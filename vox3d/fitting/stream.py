@@ -65,8 +65,9 @@ from pathlib import Path
 import numpy as np
 
 from vox3d.audio.fbank import FeatureConfig
-from vox3d.audio.features import STAGE, Utterance, _one
+from vox3d.audio.features import STAGE, Utterance, _one, write
 from vox3d.config import default
+from vox3d.fitting.fit import fit_source
 from vox3d.fitting.frame_source import Piece, piece_frames
 from vox3d.io import main_not_reimported
 from vox3d.media.extract import check_decoded, check_row
@@ -493,8 +494,6 @@ def stream_shard(
     {"utterances", "rejected"} (with features_h5)}``.  processes: decode in `workers`
     processes instead of threads (the same bytes; config ``extract.decode_workers``).
     """
-    from vox3d.fitting.fit import fit_source  # lazy: torch; decode processes import this module
-
     if not keep_audio and features_h5 is None:
         raise ValueError("keep_audio false needs features_h5: nothing else would read the audio")
     if features_h5 is not None and features_cfg is None:
@@ -513,8 +512,6 @@ def stream_shard(
                 src, fit_h5, fit_cfg, fitter, progress, clock, Path(shard_tsv).stem
             )
         if features_h5 is not None:
-            from vox3d.audio.features import write
-
             write(
                 features_h5, src.utterances, src.feature_rejects, features_cfg,
                 source=Path(extract_h5).name,

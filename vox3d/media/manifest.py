@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 from vox3d.io import read_tsv, write_tsv
+from vox3d.media.metadata import read_meta as read_identity_meta
 from vox3d.media.video_probe import VIDEO_EXTENSIONS, ProbeInfo, probe, probe_ffprobe
 
 log = logging.getLogger(__name__)
@@ -168,8 +169,6 @@ def read_meta(path: str | os.PathLike) -> dict[str, dict[str, str]]:
 
     Read by :func:`vox3d.media.metadata.read_meta` (the one reader: format, gender rule and the
     :class:`~vox3d.media.metadata.MetadataError` for a file that is not such a table)."""
-    from vox3d.media.metadata import read_meta as read_identity_meta
-
     return {i: m.fields() for i, m in read_identity_meta(path).items()}
 
 

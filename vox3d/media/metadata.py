@@ -27,6 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from vox3d.io import write_text_atomic
+
 #: Header of the VoxCeleb1 metadata table (tab separated), as written by :func:`write_meta`.
 META_COLUMNS = ("VoxCeleb1 ID", "VGGFace1 ID", "Gender", "Nationality", "Set")
 
@@ -146,8 +148,6 @@ def write_meta(path: str | os.PathLike, rows: Iterable[IdentityMeta]) -> None:
 
     Unknown fields are written empty (an empty name means "no name": the ``names`` split
     then refuses and ``auto`` falls back to the hash split)."""
-    from vox3d.io import write_text_atomic
-
     lines = ["\t".join(META_COLUMNS)]
     for m in sorted(rows, key=lambda m: m.identity):
         fields = (m.identity, m.name, m.gender, m.nationality, m.set)

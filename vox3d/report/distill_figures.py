@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from vox3d.face.face_model import face_model_from_config  # noqa: E402
 from vox3d.report import figures as _fig  # noqa: E402
 from vox3d.voice.predictions import Predictions  # noqa: E402
 
@@ -87,7 +88,6 @@ def plot_unsupervised_faces(
     import torch
 
     from vox3d.audio.featurestore import load_utterances
-    from vox3d.face.face_model import face_model_from_config
     from vox3d.voice.distill import load_unsupervised, tensor_to_images
 
     model = load_unsupervised(model_pt)

@@ -69,9 +69,13 @@ from pathlib import Path
 
 import numpy as np
 
+from vox3d.audio.features import read_index
 from vox3d.config import default
 from vox3d.fitting.fit_shard import FitShard, FitShardError
 from vox3d.fitting.identities import IdentitiesFile, IdentitiesFileError
+from vox3d.io import read_tsv
+from vox3d.media.extract_shard import ExtractShard
+from vox3d.media.split import IdentityMeta, split_identities
 from vox3d.report.export_formats import write_audio, write_hf, write_lhotse, write_rejects
 from vox3d.report.export_layout import (
     AUDIO_FORMATS,
@@ -181,8 +185,6 @@ def read_identity_shapes(path: str | os.PathLike) -> tuple[dict[str, IdentitySha
 
 
 def _read_manifest(path: Path) -> dict[str, dict[str, str]]:
-    from vox3d.io import read_tsv
-
     try:
         rows = read_tsv(path)
     except FileNotFoundError as e:
@@ -220,11 +222,6 @@ def collect(
     the train stage uses (a fitted shape and at least one utterance with features), so it
     equals ``train/split.tsv``.
     """
-    from vox3d.audio.features import read_index
-    from vox3d.io import read_tsv
-    from vox3d.media.extract_shard import ExtractShard  # h5py, video decoding: not at DAG time
-    from vox3d.media.split import IdentityMeta, split_identities
-
     if audio_format not in AUDIO_FORMATS:
         raise ValueError(f"unknown audio format {audio_format!r}; choose one of {AUDIO_FORMATS}")
     inputs.check()

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vox3d.io import write_bytes_atomic
+from vox3d.io import write_rejects as _write
+from vox3d.media.extract_shard import ExtractShard
 from vox3d.report.export_layout import (
     AUDIO_DIR,
     AUDIO_FORMATS,
@@ -90,9 +93,6 @@ def write_audio(
     The audio is the extract shard's; a shard that keeps none (``extract.keep_audio:
     false``) has it decoded again from ``videos_dir`` (the same samples,
     :meth:`vox3d.media.extract_shard.ExtractShard.video_audio`)."""
-    from vox3d.io import write_bytes_atomic
-    from vox3d.media.extract_shard import ExtractShard
-
     dest = Path(dest)
     (dest / AUDIO_DIR).mkdir(parents=True, exist_ok=True)  # exists even with nothing to export
     by_shard: dict[str, list[dict]] = {}
@@ -200,8 +200,6 @@ def jsonl_gz_bytes(items: Iterable[Mapping]) -> bytes:
 
 def write_lhotse(col: Collected, dest: str | os.PathLike) -> list[Path]:
     """Write :data:`LHOTSE_FILES` under `dest`; returns their paths."""
-    from vox3d.io import write_bytes_atomic
-
     dest = Path(dest)
     paths = []
     for rel, items in zip(LHOTSE_FILES, lhotse_dicts(col), strict=True):
@@ -270,8 +268,6 @@ def parquet_bytes(table) -> bytes:
 
 def write_hf(col: Collected, dest: str | os.PathLike) -> list[Path]:
     """Write :data:`HF_FILES` under `dest`; returns their paths."""
-    from vox3d.io import write_bytes_atomic
-
     dest = Path(dest)
     utt_schema, id_schema = _schemas()
     out = []
@@ -285,7 +281,5 @@ def write_hf(col: Collected, dest: str | os.PathLike) -> list[Path]:
 
 def write_rejects(col: Collected, dest: str | os.PathLike) -> Path:
     """The export's rejects table (``path, stage, reason``) at ``dest/rejects.tsv``."""
-    from vox3d.io import write_rejects as _write
-
     _write(Path(dest) / REJECTS_FILE, col.rejects)
     return Path(dest) / REJECTS_FILE

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from vox3d.audio.features import utterance_id as _uid
+
 #: Export folder name under ``out_dir`` (the workflow writes ``OUT/voxceleb3d/``).
 EXPORT_DIR = "voxceleb3d"
 AUDIO_FORMATS = ("wav", "flac")
@@ -109,8 +111,6 @@ IDENTITY_COLUMNS = (
 
 def utterance_id(video: str) -> str:
     """``<id>/<yt>/<utt>.mp4`` -> ``<id>/<yt>/<utt>`` (the id the features stage uses)."""
-    from vox3d.audio.features import utterance_id as _uid
-
     return _uid(video)
 
 

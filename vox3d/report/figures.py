@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 from vox3d.face.render import Light, render  # noqa: E402
 from vox3d.fitting.fit_shard import FitShard  # noqa: E402
 from vox3d.io import atomic_path  # noqa: E402
+from vox3d.media.extract_shard import ExtractShard  # noqa: E402
 from vox3d.voice.predictions import Predictions  # noqa: E402
 
 _METHOD_COLORS = {
@@ -387,7 +388,6 @@ def reference_frame(
     if best is None:
         return None
     _, fp, vpath, frame, params, roi, layout = best
-    from vox3d.media.extract_shard import ExtractShard
 
     stem = Path(fp).stem
     for ep in sorted(str(p) for p in extract_shards):

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from vox3d.face.face_model import face_model_from_config
+from vox3d.face.face_model import face_model_from_config, face_model_section, load_face_model
 from vox3d.face.metrics import align
 from vox3d.face.render import vertex_normals
 from vox3d.fitting.fit_accuracy import FACE_SET
@@ -34,6 +34,7 @@ from vox3d.params import split as split_params
 from vox3d.params import to_image, transform_vertices
 from vox3d.report import figures as _fig
 from vox3d.report.figures import plt  # the Agg backend is selected there
+from vox3d.synthetic.voice_mapping import LINKED_FEATURES
 from vox3d.voice.evaluate import mesh_vertices
 from vox3d.voice.predictions import Predictions
 
@@ -318,9 +319,7 @@ def voice_directions(face_settings: Mapping, n_id: int) -> tuple[np.ndarray, lis
     """The synthetic corpus's face -> voice directions ``(8, n_id)`` in the coefficients'
     prior units and their voice features' names (:func:`vox3d.synthetic.synth_rig.mapping_directions`
     on the ICT head model), for ICT runs; ``ValueError`` for another face model."""
-    from vox3d.face.face_model import face_model_section, load_face_model
     from vox3d.synthetic import synth_rig
-    from vox3d.synthetic.voice_mapping import LINKED_FEATURES
 
     if face_model_section(face_settings)["name"] != "ict":
         raise ValueError("the synthetic voice directions are defined on the ICT face model")

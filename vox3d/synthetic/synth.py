@@ -56,6 +56,7 @@ import numpy as np
 
 from vox3d.config import default
 from vox3d.io import main_not_reimported, write_text_atomic
+from vox3d.params import pose_to_srt, rotation_to_euler
 from vox3d.synthetic.synth_card import (
     corpus_card,
     corpus_summary,
@@ -176,8 +177,6 @@ def _render_video(job: tuple[int, int]) -> list[ClipResult]:
 
 
 def _euler_of_pose(p12: np.ndarray) -> tuple[float, float, float]:
-    from vox3d.params import pose_to_srt, rotation_to_euler
-
     _, R, _ = pose_to_srt(np.asarray(p12).reshape(3, 4))
     return rotation_to_euler(R)
 

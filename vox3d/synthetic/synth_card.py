@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from vox3d.io import atomic_path, write_text_atomic
+from vox3d.params import CROP_SIZE
 from vox3d.synthetic import voice_mapping as vm
 from vox3d.synthetic import voice_synth as vs
 from vox3d.synthetic.ground_truth import FORMAT as GT_FORMAT
@@ -63,8 +64,6 @@ def write_ground_truth(path, cfg, rig, idents, specs, clips, ceiling) -> None:
     """Write ``ground_truth.h5`` (layout in the corpus card and the file's attributes; its
     reader: :class:`vox3d.synthetic.ground_truth.GroundTruth`)."""
     import h5py
-
-    from vox3d.params import CROP_SIZE
 
     model = rig.model
     mapping = default_mapping(rig)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from vox3d.io import atomic_path
+from vox3d.params import CROP_SIZE, euler_to_rotation, srt_to_pose, to_image, transform_vertices
 from vox3d.synthetic import voice_synth as vs
 from vox3d.synthetic.synth_config import (
     _S_AUDIO,
@@ -304,8 +305,6 @@ def frame_pose(
     """Pose ``P (3, 4)`` (params convention, roi = whole frame) that rotates the model by
     the Euler angles, scales it to `scale` px / cm and puts model point `anchor` at image
     position `center_px`."""
-    from vox3d.params import CROP_SIZE, euler_to_rotation, srt_to_pose
-
     R = euler_to_rotation(*np.radians(euler_deg))
     k = CROP_SIZE / FRAME_SIZE  # crop units per image pixel
     s_c = scale * k
@@ -317,8 +316,6 @@ def frame_pose(
 
 def project(vertices: np.ndarray, P: np.ndarray) -> np.ndarray:
     """Model vertices ``(V, 3)`` -> image coordinates ``(V, 3) float32`` of the full frame."""
-    from vox3d.params import to_image, transform_vertices
-
     return to_image(transform_vertices(vertices, P), (0, 0, FRAME_SIZE, FRAME_SIZE))
 
 

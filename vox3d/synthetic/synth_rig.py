@@ -11,6 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vox3d.face.are_pairs import ARE_KEYS
+from vox3d.face.are_selection import select_are_pairs
+from vox3d.face.face_model import load_face_model
+from vox3d.face.ict_facekit import ICT_SUBSETS
 from vox3d.synthetic import voice_mapping as vm
 from vox3d.synthetic import voice_synth as vs
 from vox3d.synthetic.synth_config import (
@@ -106,9 +110,6 @@ class FaceRig:
 def load_rig(cfg: SynthConfig):
     """Load ICT-FaceKit (subset ``head``) and derive the rendering regions and the
     face -> voice mapping directions (deterministic from the model)."""
-    from vox3d.face.face_model import load_face_model
-    from vox3d.face.ict_facekit import ICT_SUBSETS
-
     kw = {"path": cfg.face_model_path} if cfg.face_model_path else {}
     model = load_face_model("ict", subset="head", n_id=cfg.n_id, n_exp=cfg.n_exp, **kw)
     V = model.n_vertices
@@ -224,9 +225,6 @@ def ceiling_inputs(model, vertices: np.ndarray):
     :func:`vox3d.synthetic.voice_mapping.similarity_gram`), and ``are = (mean_pts (10, 3), basis_pts
     (K, 10, 3), pairs)`` at the evaluation's ARE vertices (``evaluate.are_pairs: cmp``,
     :func:`vox3d.face.are_selection.select_are_pairs`)."""
-    from vox3d.face.are_pairs import ARE_KEYS
-    from vox3d.face.are_selection import select_are_pairs
-
     B = model.id_basis[:, vertices].astype(np.float64) * model.id_std[:, None, None]
     Bf = B.reshape(model.n_id, -1)
     gram_sim = vm.similarity_gram(model.mean[vertices], B)
@@ -262,8 +260,6 @@ PROPORTIONS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
 
 
 def _proportion_pairs(model, spec):
-    from vox3d.face.are_selection import select_are_pairs
-
     pairs = select_are_pairs(model, "cmp").pairs
     out = []
     for a, b in spec:
@@ -318,9 +314,6 @@ def proportion_modes(model, exclude: np.ndarray, n: int = 7) -> np.ndarray:
     |g_r|`` over CMP's four ARE ratios (``g_r`` the gradient of ratio ``r``: how much of the
     face proportions CMP scores a direction moves), after projecting out `exclude`.
     """
-    from vox3d.face.are_selection import select_are_pairs
-    from vox3d.face.ict_facekit import ICT_SUBSETS
-
     src = model.vertex_index if model.vertex_index is not None else np.arange(model.n_vertices)
     face = np.flatnonzero(src < ICT_SUBSETS["face"])
     B = model.id_basis[:, face].astype(np.float64) * model.id_std[:, None, None]

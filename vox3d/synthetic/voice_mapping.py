@@ -50,6 +50,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from vox3d.face.metrics import face_ratios
+
 #: Gender-specific means (index 0 = "m", 1 = "f").
 VTL_MEAN_CM = (17.0, 14.8)
 F0_MEAN_HZ = (118.0, 205.0)
@@ -282,8 +284,6 @@ def are_errors_of(
     ``are = (mean_pts (P, 3), basis_pts (K, P, 3), pairs)``: the mean face and the identity
     basis at the P ARE vertices, `pairs` indexing those points.
     """
-    from vox3d.face.metrics import face_ratios
-
     mean_pts, basis_pts, pairs = are
     mp = np.asarray(mean_pts, dtype=np.float64)
     bp = np.asarray(basis_pts, dtype=np.float64)

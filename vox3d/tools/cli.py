@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from vox3d import __version__
+
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: ("module:function", one-line help)
     "config": ("vox3d.config:cli", "print the validated configuration or one key's value"),
@@ -41,8 +43,6 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] == "--version":
-        from vox3d import __version__
-
         print(__version__)
         return 0
     name, rest = argv[0], argv[1:]

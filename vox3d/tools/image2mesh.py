@@ -29,6 +29,10 @@ import numpy as np
 
 from vox3d import paths
 from vox3d.config import default
+from vox3d.face.face_model import load_face_model
+from vox3d.fitting.ict_checkpoint import read_checkpoint_meta
+from vox3d.io import write_bytes_atomic, write_text_atomic
+from vox3d.params import TDDFA_LAYOUT, ict_layout, split, to_image, transform_vertices
 from vox3d.safeload import BadModelFileError
 
 #: Default ICT regressor checkpoint (committed; trained by :mod:`vox3d.fitting.regressor_data`).
@@ -59,7 +63,6 @@ def read_image_bgr(path: str | Path) -> np.ndarray:
 def make_regressor(face_model: str, args: argparse.Namespace):
     """``(Regressor, layout, model_info dict)`` for the chosen face model."""
     from vox3d.face.regressor import Regressor
-    from vox3d.params import TDDFA_LAYOUT, ict_layout
 
     if face_model == "bfm":
         weights = Path(args.weights) if args.weights else paths.MB05_WEIGHTS
@@ -79,7 +82,6 @@ def make_regressor(face_model: str, args: argparse.Namespace):
             "train_regressor` (or `python -m vox3d.fitting.regressor_data all`, see its --help), "
             "pass --ict-regressor PATH, or use --face-model bfm"
         )
-    from vox3d.fitting.ict_checkpoint import read_checkpoint_meta
 
     meta = read_checkpoint_meta(ckpt)
     n_id, n_exp = int(meta["n_id"]), int(meta["n_exp"])
@@ -130,8 +132,6 @@ def faces_to_json(
 
 def load_mesh_model(face_model: str, args: argparse.Namespace, layout):
     """The face model for ``--out`` / ``--png`` (clear error when its file is missing)."""
-    from vox3d.face.face_model import load_face_model
-
     if face_model == "bfm":
         if not args.bfm:
             raise Image2MeshError(
@@ -146,8 +146,6 @@ def load_mesh_model(face_model: str, args: argparse.Namespace, layout):
 
 def face_vertices_image(fm, params: np.ndarray, roi_box, layout) -> np.ndarray:
     """Vertices ``(V, 3) float32`` of one face in image pixels (x right, y down, z near)."""
-    from vox3d.params import split, to_image, transform_vertices
-
     P, a_shp, a_exp = split(np.asarray(params, np.float32), layout)
     v = fm.vertices(a_shp, a_exp)
     return to_image(transform_vertices(v, P), roi_box)
@@ -157,8 +155,6 @@ def write_obj(
     path: str | Path, meshes: list[np.ndarray], triangles: np.ndarray, height: int
 ) -> None:
     """One OBJ holding every face mesh, y up (``x, height - y, z``), atomically."""
-    from vox3d.io import write_text_atomic
-
     lines = [f"# vox3d image2mesh: {len(meshes)} face(s), image coordinates, y up"]
     tri = np.asarray(triangles, np.int64)
     off = 0
@@ -237,8 +233,6 @@ def _run(args: argparse.Namespace) -> int:
     detector = FaceBoxes(args.faceboxes, device=args.device)
     faces = fit_image(img, detector, regressor)
     if args.json:
-        from vox3d.io import write_text_atomic
-
         doc = faces_to_json(faces, args.image, img.shape, args.face_model, info, layout)
         write_text_atomic(args.json, json.dumps(doc, indent=1) + "\n")
     print(f"{args.image}: {len(faces)} face(s)")
@@ -251,8 +245,6 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{args.out}: {len(meshes)} mesh(es), {fm.n_vertices} vertices each")
         if args.png:
             import cv2
-
-            from vox3d.io import write_bytes_atomic
 
             ok, buf = cv2.imencode(".png", render_overlay(img, meshes, fm.triangles))
             if not ok:

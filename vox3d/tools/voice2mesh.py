@@ -31,7 +31,7 @@ from vox3d.face.face_model import face_model_from_config
 from vox3d.face.mesh import save_obj
 from vox3d.io import atomic_path
 from vox3d.paths import REPO_ROOT
-from vox3d.safeload import BadModelFileError
+from vox3d.safeload import BadModelFileError, load_torch
 from vox3d.torch_setup import resolve_device
 
 #: Where the workflow's `train` rule writes the final model, under ``out_dir``.
@@ -56,7 +56,6 @@ def load_voice_model(checkpoint: str | Path):
     """``(model, metadata, variant)`` of either variant's model file (``supervised``:
     :class:`vox3d.voice.voice_model.VoiceToShape`; ``unsupervised``:
     :class:`vox3d.voice.distill.UnsupervisedVoiceModel`), told apart by the file's format tag."""
-    from vox3d.safeload import load_torch
     from vox3d.voice.distill import MODEL_FORMAT, load_unsupervised
     from vox3d.voice.voice_model import load_model
 

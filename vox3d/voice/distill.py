@@ -55,9 +55,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from vox3d.config import section, setting
+from vox3d.face.regressor import build_mobilenet
+from vox3d.fitting.fit import build_regressor
+from vox3d.fitting.identities import calibrated_gain, load_identity_calibration
 from vox3d.io import save_torch_atomic, write_step_log
+from vox3d.params import CROP_SIZE
 from vox3d.safeload import BadModelFileError, load_torch
-from vox3d.voice.voice_model import EMBED_DIM, unit_embedding
+from vox3d.voice.voice_model import EMBED_DIM, VoiceEncoder, unit_embedding
 
 #: Model file format tag (``train/unsupervised.pt``).
 MODEL_FORMAT = "vox3d unsupervised voice2face 1"
@@ -192,8 +196,6 @@ def jittered(e: torch.Tensor, gen: torch.Generator | None, std: float = JITTER_S
 def to_regressor_input(img: torch.Tensor) -> torch.Tensor:
     """Images ``(B, 3, S, S)`` in [-1, 1] (BGR) -> the regressor's input ``(B, 3, 120, 120)``:
     bilinear upsampling, then pixel ``p = (x + 1) 127.5`` normalised as ``(p - 127.5) / 128``."""
-    from vox3d.params import CROP_SIZE
-
     up = F.interpolate(img, size=(CROP_SIZE, CROP_SIZE), mode="bilinear", align_corners=False)
     return up * (127.5 / 128.0)
 
@@ -295,8 +297,6 @@ class UnsupervisedVoiceModel(nn.Module):
         raw = self.params(feats)[:, self.id_slice].double()
         cal = self.meta.get("calibration")
         if cal:
-            from vox3d.fitting.identities import calibrated_gain
-
             bias = torch.tensor(cal["bias"], dtype=torch.float64, device=raw.device)
             gain = torch.from_numpy(calibrated_gain(cal, 1)).to(raw.device)
             raw = (raw - bias) * gain
@@ -322,9 +322,6 @@ def load_unsupervised(
 ) -> UnsupervisedVoiceModel:
     """Load ``train/unsupervised.pt`` safely (``weights_only``), in eval mode; `blob`: the
     file's contents already loaded that way (`path` then only names it in errors)."""
-    from vox3d.face.regressor import build_mobilenet
-    from vox3d.voice.voice_model import VoiceEncoder
-
     if blob is None:
         blob = load_torch(path, map_location=map_location)
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
@@ -378,9 +375,6 @@ class Teacher:
 def load_teacher(fit_cfg) -> Teacher:
     """The teacher of a :class:`vox3d.fitting.fit.FitConfig` (the fit's own regressor, on CPU, fp32);
     a missing file fails with its path."""
-    from vox3d.fitting.fit import build_regressor
-    from vox3d.fitting.identities import load_identity_calibration
-
     path = Path(fit_cfg.regressor_file)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: the teacher (the fit's regressor) is missing")

@@ -29,8 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from vox3d.config import section
+from vox3d.fitting.fit_shard import FitShard
 from vox3d.io import save_torch_atomic
+from vox3d.media.split import write_split
 from vox3d.safeload import BadModelFileError, load_torch
+from vox3d.torch_setup import resolve_device
 from vox3d.voice import distill as D
 from vox3d.voice.distill import (
     EMBED_DIM,
@@ -52,15 +55,15 @@ from vox3d.voice.distill import (
     to_regressor_input,
     write_log_csv,
 )
-from vox3d.voice.speaker import top1_accuracy
+from vox3d.voice.speaker import load_encoder, split_voices, top1_accuracy
+from vox3d.voice.train_data import UtteranceBank
+from vox3d.voice.train_data import crop as crop_frames
 from vox3d.voice.voice_model import ENCODER_CHANNELS, unit_embedding
 
 
 def _voice_pairs(bank, rng: np.random.Generator, batch: int, crop_min: int, crop_max: int):
     """Two utterance crops of each of `batch` speakers (a permutation, repeated when the
     batch is larger): ``(anchor (B, L, D), positive (B, L, D), speaker (B,))``."""
-    from vox3d.voice.train_data import crop as crop_frames
-
     length = int(rng.integers(crop_min, crop_max + 1))
     ids = bank.identities
     who = np.concatenate([rng.permutation(ids) for _ in range(math.ceil(batch / len(ids)))])[:batch]
@@ -222,8 +225,6 @@ def read_crops_by_identity(fit_paths: Sequence[str | os.PathLike]) -> dict[str, 
     """The kept frames' crops ``(120, 120, 3) uint8`` BGR of every identity, from fit shards
     written with ``fit.keep_crops`` (sorted shards, frame order); a shard without crops
     fails with its path."""
-    from vox3d.fitting.fit_shard import FitShard
-
     out: dict[str, list[np.ndarray]] = {}
     for p in sorted(str(x) for x in fit_paths):
         shard = FitShard.read(p, fields=("video",))
@@ -262,10 +263,6 @@ def run_train_unsupervised(
     (``split``, ``val_fraction``, ``unsupervised``); fit_cfg: the fit's
     :class:`vox3d.fitting.fit.FitConfig` (its regressor is the teacher).  Reads no 3D label: not
     ``fit/identities.h5``, not the fitted parameters, not the ground truth."""
-    from vox3d.media.split import write_split
-    from vox3d.voice.speaker import load_encoder, split_voices
-    from vox3d.voice.train_data import UtteranceBank
-
     torch.set_num_threads(max(1, int(threads)))
     s = section("train", settings)
     cfg = distill_config(s["unsupervised"])
@@ -290,7 +287,6 @@ def run_train_unsupervised(
     bank = UtteranceBank(feats, labels)
     teacher = load_teacher(fit_cfg)
     work = Path(out_model).parent / "unsupervised_state"
-    from vox3d.torch_setup import resolve_device
 
     device = resolve_device(s["device"], "train.device")
     states, rows = train_distill(

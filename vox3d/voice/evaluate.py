@@ -60,7 +60,12 @@ from vox3d.voice.baselines import (
     shuffled_predictions,
 )
 from vox3d.voice.predictions import write_predictions
-from vox3d.voice.targets import NO_MESH_NOTE, read_identity_targets, target_stats
+from vox3d.voice.targets import (
+    NO_MESH_NOTE,
+    read_identity_targets,
+    resolve_target_space,
+    target_stats,
+)
 
 #: Vertex R^2 columns: raw and after similarity alignment.
 R2_VERTEX = ("r2_vertex", "r2_vertex_sim")
@@ -373,8 +378,6 @@ def run_evaluate(
     if model_path is not None:
         model, meta = load_model(model_path)
     elif unsupervised_path is not None:  # train.mode: unsupervised
-        from vox3d.voice.targets import resolve_target_space
-
         space0, note0 = resolve_target_space("auto", dict(face_model or {}))
         model, meta = None, {"target_space": space0, "notes": [note0]}
     else:

@@ -24,9 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vox3d.audio.featurestore import load_utterances
 from vox3d.config import section, setting
 from vox3d.io import save_torch_atomic, write_step_log
+from vox3d.media.split import read_meta, split_identities
 from vox3d.safeload import BadModelFileError, load_torch
+from vox3d.voice.train_data import UtteranceBank
 from vox3d.voice.voice_model import EMBED_DIM, ENCODER_CHANNELS, VoiceEncoder, unit_embedding
 
 ENCODER_FORMAT = "vox3d speaker encoder 1"
@@ -148,9 +151,6 @@ def split_voices(
     """Utterances by identity and the identity split of the unsupervised variant (the
     supervised one's rule, :func:`vox3d.media.split.split_identities`, on the identities with
     features, or those of them in `among`): ``(utts, train, val, meta, method)``."""
-    from vox3d.audio.featurestore import load_utterances
-    from vox3d.media.split import read_meta, split_identities
-
     meta = read_meta(meta_csv)
     utts = load_utterances(feature_paths)
     ids = sorted(i for i in utts if among is None or i in among)
@@ -170,8 +170,6 @@ def run_pretrain_voice(
     """The ``pretrain_voice`` rule (config ``train``: ``split``, ``val_fraction``,
     ``voice_encoder``).  One utterance of each training identity is held back to report
     whole-utterance accuracy beside the training batches'."""
-    from vox3d.voice.train_data import UtteranceBank
-
     torch.set_num_threads(max(1, int(threads)))
     s = section("train", settings)
     cfg = SpeakerConfig.from_settings(s["voice_encoder"])

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vox3d.config import default, setting
+from vox3d.safeload import BadModelFileError, load_torch
 
 #: Channels of the voice encoder (input bands, four conv blocks), and embedding size.
 ENCODER_CHANNELS: tuple[int, ...] = (64, 256, 384, 576, 864)
@@ -161,8 +162,6 @@ def load_model(path, map_location: str = "cpu", blob=None) -> tuple[VoiceToShape
     ``face_model``, ``n_id``, ``config`` ...).  Loaded with ``weights_only=True``; `blob`:
     the file's contents already loaded that way (`path` then only names it in errors).
     """
-    from vox3d.safeload import BadModelFileError, load_torch
-
     if blob is None:
         blob = load_torch(path, map_location=map_location)
     if not isinstance(blob, dict) or "model" not in blob or "model_config" not in blob:
