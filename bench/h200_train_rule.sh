@@ -38,7 +38,7 @@
 # (480 samples, data seed 1000003, one worker) and evaluates the committed checkpoint on it:
 # equal figures = this machine renders the committed data (its time is not the rule's).
 #
-# .gpudata/ (ignored; laid out like ../shared/data for VOX3D_DATA): ict-facekit/ICT-FaceKit.tar.xz
+# .gpudata/ (ignored; built by `python bench/gpudata.py --wheels DIR`; laid out like ../shared/data for VOX3D_DATA): ict-facekit/ICT-FaceKit.tar.xz
 # (a subset with the archive's internal paths: generic_neutral_mesh, identity000-039, the 10
 # expressions of vox3d.face.ict_facekit.ICT_DEFAULT_EXPRESSIONS, vertex_indices.json with its
 # "expressions" list cut to those 10, LICENSE/README/SOURCE_COMMIT/.mtl; build_gen_model(40, 10)
