@@ -82,6 +82,11 @@ def _args(argv):
         help="decode processes pickle their frames to the job (vox3d.fitting.stream.SPILL_FRAMES off)",
     )  # fmt: skip
     ap.add_argument("--skip-two-stage", action="store_true", help="stream stage only")
+    ap.add_argument(
+        "--keep-crops", action="store_true",
+        help="the fit keeps each kept frame's 120x120 crop (JPEG) in its shard (fit.keep_crops: "
+        "true, as train.mode unsupervised / both does); the crops' bytes are printed apart",
+    )  # fmt: skip
     return ap.parse_args(argv)
 
 
@@ -160,6 +165,14 @@ def _stream_one(n, work: Path, videos: Path, cfg, threads, hw, fitter, clock, pr
     )  # fmt: skip
 
 
+def crop_storage(fit_shards: list[Path]) -> tuple[int, int]:
+    """``(crops, JPEG bytes)`` the fit shards keep (0, 0 without ``fit.keep_crops``)."""
+    from vox3d.fitting.fit_shard import FitShard
+
+    sizes = [FitShard.crop_storage(p) for p in fit_shards]
+    return sum(n for n, _ in sizes), sum(b for _, b in sizes)
+
+
 def run_stream(a, work: Path, videos: Path, names: list[str], video_s: float, input_bytes: int,
                cfg, fitter) -> None:  # fmt: skip
     """The stream stage on every shard as rule ``stream_shard`` runs it (``--stream-jobs``
@@ -212,6 +225,7 @@ def run_stream(a, work: Path, videos: Path, names: list[str], video_s: float, in
     }
     total = sum(size.values())
     rate = video_s / t_e2e
+    n_crops, crop_bytes = crop_storage(sorted((sd / "fit").glob("*.h5")))
     from vox3d.media import video
 
     hw_note = ""
@@ -235,6 +249,12 @@ def run_stream(a, work: Path, videos: Path, names: list[str], video_s: float, in
         f"{total / 1e6:,.1f} MB for {input_bytes / 1e6:,.1f} MB of mp4: "
         f"{total / input_bytes:.3f}x the input"
     )
+    if n_crops:
+        print(
+            f"  of which the kept crops (JPEG, fit.keep_crops): {n_crops:,} crops, "
+            f"{crop_bytes / 1e6:,.1f} MB = {crop_bytes / input_bytes:.3f}x the input, "
+            f"{crop_bytes / n_crops / 1e3:.1f} KB a crop; without them {(total - crop_bytes) / input_bytes:.3f}x"
+        )
     if clock.seconds:
         print("stream (one job): where the fit's time goes (s)")
         for k, v in sorted(clock.seconds.items(), key=lambda kv: -kv[1]):
@@ -293,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = FitConfig.from_config(
         {"face_model": {"name": "bfm"},
-         "fit": {"device": a.device, "batch_size": bsz, "precision": prec}},
+         "fit": {"device": a.device, "batch_size": bsz, "precision": prec,
+                 "keep_crops": a.keep_crops}},
         threads=a.fit_threads,
     )  # fmt: skip
     fitter = Fitter(cfg, tensor_path=True)

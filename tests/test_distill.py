@@ -81,6 +81,9 @@ def test_fit_shard_keeps_the_crops_of_kept_frames(tmp_path):
     missing = np.flatnonzero(~frames["keep"])[:1]
     with pytest.raises(FitShardError, match="no crop"):
         shard.crops(missing)
+    n, size = FitShard.crop_storage(tmp_path / "s.h5")
+    assert n == len(rows) == int(frames["keep"].sum())
+    assert size == sum(len(frames["crop"][r]) for r in rows)
 
 
 def test_a_shard_without_crops_says_how_to_get_them(tmp_path):
@@ -89,6 +92,7 @@ def test_a_shard_without_crops_says_how_to_get_them(tmp_path):
     assert not shard.has_crops
     with pytest.raises(FitShardError, match=r"s\.h5.*keep_crops"):
         shard.crops()
+    assert FitShard.crop_storage(tmp_path / "s.h5") == (0, 0)
 
 
 def test_jpeg_crops_stay_close_to_the_regressor_input():

@@ -212,3 +212,15 @@ class FitShard:
                 raise FitShardError(f"{self.path}: bad crops group ({e})") from e
         out = np.stack(images) if images else np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
         return want, out
+
+    @staticmethod
+    def crop_storage(path: str | os.PathLike) -> tuple[int, int]:
+        """``(crops, JPEG bytes)`` that the shard at `path` keeps, read without decoding
+        anything; ``(0, 0)`` for a shard written without ``fit.keep_crops``."""
+        with h5_read(path, FitShardError) as f:
+            if "crops" not in f:
+                return 0, 0
+            try:
+                return int(f["crops/row"].shape[0]), int(f["crops/bytes"].shape[0])
+            except KeyError as e:
+                raise FitShardError(f"{path}: bad crops group ({e})") from e
