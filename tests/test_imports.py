@@ -77,20 +77,17 @@ def import_graph() -> dict[str, dict[str, list[int]]]:
     """``{module: {imported vox3d module: [line numbers]}}`` (the package itself, whose
     ``__init__`` holds only the version, is no node)."""
     mods = _modules()
+    packages = {m for m, p in mods.items() if p.name == "__init__.py"}
     graph: dict[str, dict[str, list[int]]] = {}
     for mod, path in mods.items():
-        pkg = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
         edges: dict[str, list[int]] = {}
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
             if not isinstance(node, ast.Import | ast.ImportFrom):
                 continue
-            for name in _import_names(node, pkg):
-                if name == "vox3d" or name.startswith("vox3d."):
-                    target = _resolve(name, mods)
-                    if target and target not in ("vox3d", mod):
-                        lines = edges.setdefault(target, [])
-                        if node.lineno not in lines:
-                            lines.append(node.lineno)
+            for target in sorted(_internal_targets(node, mod, mods, packages) - {"vox3d"}):
+                lines = edges.setdefault(target, [])
+                if node.lineno not in lines:
+                    lines.append(node.lineno)
         graph[mod] = edges
     return graph
 
