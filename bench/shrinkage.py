@@ -357,27 +357,21 @@ def main(argv=None) -> int:
         "slope mean(r^alpha); modes 0-9 are the same in both scopes"
     )
     print(f"{'estimator':<31}{'':<9}" + "".join(f"{j:>7d}" for j in range(fa.N_MODES)))
-    for name in per_mode:
-        s = summ[name]["held_out"]
-        print(
-            f"{name:<31}{'slope':<9}"
-            + "".join(f"{s[f'slope_m{j}']:>7.3f}" for j in range(fa.N_MODES))
-        )
-        se = np.nanstd(boot[name], axis=0, ddof=1)
-        print(f"{'':<31}{'SE':<9}" + "".join(f"{x:>7.3f}" for x in se))
-        if name in alpha_of:
-            e = np.mean([r[i][: fa.N_MODES] ** alpha_of[name] for i in held], axis=0)
-            print(f"{'':<31}{'expected':<9}" + "".join(f"{x:>7.3f}" for x in e))
-    print("training identities, the same slopes (for comparison)")
-    for name in per_mode:
-        s = summ[name]["train"]
-        print(
-            f"{name:<31}{'slope':<9}"
-            + "".join(f"{s[f'slope_m{j}']:>7.3f}" for j in range(fa.N_MODES))
-        )
-        if name in alpha_of:
-            e = np.mean([r[i][: fa.N_MODES] ** alpha_of[name] for i in train], axis=0)
-            print(f"{'':<31}{'expected':<9}" + "".join(f"{x:>7.3f}" for x in e))
+    for group, members in (("held_out", held), ("train", train)):
+        if group == "train":
+            print("training identities, the same slopes (for comparison)")
+        for name in per_mode:
+            s = summ[name][group]
+            print(
+                f"{name:<31}{'slope':<9}"
+                + "".join(f"{s[f'slope_m{j}']:>7.3f}" for j in range(fa.N_MODES))
+            )
+            if group == "held_out":  # the bootstrap resamples the held-out identities
+                se = np.nanstd(boot[name], axis=0, ddof=1)
+                print(f"{'':<31}{'SE':<9}" + "".join(f"{x:>7.3f}" for x in se))
+            if name in alpha_of:
+                e = np.mean([r[i][: fa.N_MODES] ** alpha_of[name] for i in members], axis=0)
+                print(f"{'':<31}{'expected':<9}" + "".join(f"{x:>7.3f}" for x in e))
     print(
         f"\nheld-out slope of modes {', '.join(map(str, INTERVAL_MODES))}: 95 % bootstrap "
         "percentile interval [2.5 %, 97.5 %], and the share of resamples below "
