@@ -29,30 +29,24 @@ from pathlib import Path
 from vox3d.face.ict_facekit import ICT_DEFAULT_EXPRESSIONS
 from vox3d.paths import PACKAGE_DATA
 
-ROOT = "ICT-FaceKit/"
 N_ID = 40
 
 
-def subset_names(names: list[str]) -> list[str]:
-    """The archive members the subset keeps (directories and files, archive order)."""
+def keep_member(m: tarfile.TarInfo) -> bool:
+    """Whether the subset keeps archive member `m`: every directory and non-OBJ file, and
+    the OBJs of the neutral mesh, identities 0-39 and the default expressions."""
+    base = m.name.rsplit("/", 1)[-1]
     keep_obj = {"generic_neutral_mesh.obj"} | {f"identity{i:03d}.obj" for i in range(N_ID)}
     keep_obj |= {f"{e}.obj" for e in ICT_DEFAULT_EXPRESSIONS}
-    out = []
-    for n in names:
-        base = n.rstrip("/").rsplit("/", 1)[-1]
-        if n.endswith("/") or base in keep_obj or not base.endswith(".obj"):
-            out.append(n)
-    return out
+    return m.isdir() or not base.endswith(".obj") or base in keep_obj
 
 
 def write_subset(src: Path, dst: Path) -> int:
     """Write the subset archive `dst` from the full ICT-FaceKit archive `src`; returns bytes."""
     tmp = dst.with_suffix(".tmp")
     with tarfile.open(src, "r:xz") as tin, tarfile.open(tmp, "w:xz", preset=6) as tout:
-        members = tin.getmembers()
-        keep = set(subset_names([m.name + ("/" if m.isdir() else "") for m in members]))
-        for m in members:
-            if (m.name + ("/" if m.isdir() else "")) not in keep:
+        for m in tin.getmembers():
+            if not keep_member(m):
                 continue
             if m.isdir():
                 tout.addfile(m)
