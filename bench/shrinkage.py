@@ -39,7 +39,7 @@ mean face's) <= 0.5; mean R^2 over modes 0-9 >= 0.5; every slope of modes 0-9 in
 [0.6, 1.4]; ARE ratio <= 0.6.
 
 Per-mode slopes of modes 0-9 on held-out identities, with a bootstrap standard error (1000
-resamples of the 10 held-out identities with replacement, numpy default_rng(0), the same
+resamples of the held-out identities with replacement, numpy default_rng(0), the same
 resamples for every estimator) and the 95 % percentile interval of modes 6, 8 and 9; the
 calibration's expected slope (mean over the identities of r^alpha) beside them.
 

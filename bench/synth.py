@@ -4,9 +4,9 @@ Prints, for one 4 s clip (100 frames) of the default configuration, CPU millisec
 frame of the voice synthesis, of the per-frame geometry (expression + projection), of
 the Sim3DR render, of the post-processing (blur + noise), and of the x264 / AAC encoding
 (ffmpeg, a child process), and the projected single-core and two-core time of the
-default corpus (config ``synthetic:``).
+default corpus (config ``synthetic:``; the sizes default to the ``default`` preset's).
 
-    PYTHONPATH=. .venv/bin/python bench/synth.py [--identities 40 --videos 2 --utts 2]
+    PYTHONPATH=. .venv/bin/python bench/synth.py [--identities 80 --videos 2 --utts 1]
 """
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ def _child_cpu() -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--identities", type=int, default=40)
-    ap.add_argument("--videos", type=int, default=2)
-    ap.add_argument("--utts", type=int, default=2)
-    ap.add_argument("--seconds", type=float, default=4.0)
+    preset = synth_config.SYNTH_PRESETS["default"]
+    ap.add_argument("--identities", type=int, default=preset["identities"])
+    ap.add_argument("--videos", type=int, default=preset["videos_per_identity"])
+    ap.add_argument("--utts", type=int, default=preset["utterances_per_video"])
+    ap.add_argument("--seconds", type=float, default=preset["seconds"])
     a = ap.parse_args()
     cfg = synth_config.SynthConfig(identities=2, seconds=a.seconds)
     t0 = _cpu()

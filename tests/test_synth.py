@@ -310,7 +310,7 @@ def test_presets_size_the_corpus_and_keys_override_them():
     from vox3d.config import load_config
 
     cfg = synth_config.SynthConfig.from_settings(load_config()["synthetic"])
-    assert (cfg.identities, cfg.videos_per_identity, cfg.utterances_per_video) == (40, 2, 2)
+    assert (cfg.identities, cfg.videos_per_identity, cfg.utterances_per_video) == (80, 2, 1)
     assert cfg.seconds == 4.0 and cfg.seed == 0
     paper = synth_config.SynthConfig.from_settings({"preset": "paper"})
     assert paper.identities >= 1200 and paper.videos_per_identity * paper.utterances_per_video >= 8
@@ -322,3 +322,31 @@ def test_presets_size_the_corpus_and_keys_override_them():
     assert custom.identities == 300 and custom.videos_per_identity == paper.videos_per_identity
     with pytest.raises(ValueError, match="synthetic.preset 'huge'"):
         synth_config.SynthConfig.from_settings({"preset": "huge"})
+
+
+@pytest.mark.shared_data(paths.ICT_FACEKIT)
+def test_default_corpus_holds_out_20_of_80_identities_by_name(tmp_path):
+    """The default corpus (config.yaml's preset): 80 identities x 2 videos x 1 utterance of
+    4 s = 160 clips; 20 names start with A-E (round(80 * 309 / 1251) = 20), and the
+    workflow's split of its vox1_meta.csv (``train.split`` auto, as fit_accuracy and train
+    read it) holds out exactly those 20 and trains on the other 60, enough not to be a
+    pipeline check.  Identities only: no clip is rendered."""
+    from vox3d.config import default, load_config
+    from vox3d.media.split import read_meta, small_data_note, split_identities
+
+    cfg = synth_config.SynthConfig.from_settings(load_config()["synthetic"])
+    assert (cfg.identities, cfg.videos_per_identity, cfg.utterances_per_video) == (80, 2, 1)
+    assert cfg.identities * cfg.videos_per_identity * cfg.utterances_per_video == 160
+    assert cfg.identities * cfg.videos_per_identity * cfg.utterances_per_video * cfg.seconds == 640
+    idents = synth_rig.draw_identities(cfg, synth_rig.load_rig(cfg))
+    assert len({p.vox_id for p in idents}) == len({p.name for p in idents}) == 80
+    a_e = {p.vox_id for p in idents if p.name[0] in "ABCDE"}
+    assert len(a_e) == 20
+    synth_card.write_meta_csv(tmp_path / "vox1_meta.csv", idents)
+    meta = read_meta(tmp_path / "vox1_meta.csv")
+    train, val, how = split_identities(
+        [p.vox_id for p in idents], meta, default("train.split"), default("train.val_fraction")
+    )
+    assert how == "names" and set(val) == a_e
+    assert len(val) == 20 and len(train) == 60 and not set(train) & set(val)
+    assert small_data_note(len(train), len(val)) == ""
