@@ -48,6 +48,8 @@ VOX2_HOURS = 2442.0  # hours of video in VoxCeleb2 (dev + test)
 
 
 def _args(argv):
+    from vox3d.config import default
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clips", help="VoxCeleb-layout folder (default: the shared real clips)")
     ap.add_argument("--copies", type=int, default=2, help="copies of each clip")
@@ -87,7 +89,22 @@ def _args(argv):
         help="the fit keeps each kept frame's 120x120 crop (JPEG) in its shard (fit.keep_crops: "
         "true, as train.mode unsupervised / both does); the crops' bytes are printed apart",
     )  # fmt: skip
+    ap.add_argument(
+        "--crops-per-video", type=_cap, default=default("fit.crops_per_video"),
+        help="with --keep-crops: at most this many crops a video (fit.crops_per_video; null: "
+        "every kept frame's; default: config.yaml's)",
+    )  # fmt: skip
     return ap.parse_args(argv)
+
+
+def _cap(text: str) -> int | None:
+    """``--crops-per-video``: an integer >= 1, or null / none (every kept frame's crop)."""
+    if text.strip().lower() in ("null", "none"):
+        return None
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--crops-per-video must be >= 1 or null, got {text}")
+    return n
 
 
 def make_corpus(clips: Path, dest: Path, copies: int) -> list[str]:
@@ -250,8 +267,10 @@ def run_stream(a, work: Path, videos: Path, names: list[str], video_s: float, in
         f"{total / input_bytes:.3f}x the input"
     )
     if n_crops:
+        cap = cfg.crops_per_video
+        cap_note = "every kept frame's" if cap is None else f"at most {cap} a video"
         print(
-            f"  of which the kept crops (JPEG, fit.keep_crops): {n_crops:,} crops, "
+            f"  of which the kept crops (JPEG, fit.keep_crops, {cap_note}): {n_crops:,} crops, "
             f"{crop_bytes / 1e6:,.1f} MB = {crop_bytes / input_bytes:.3f}x the input, "
             f"{crop_bytes / n_crops / 1e3:.1f} KB a crop; without them {(total - crop_bytes) / input_bytes:.3f}x"
         )
@@ -314,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = FitConfig.from_config(
         {"face_model": {"name": "bfm"},
          "fit": {"device": a.device, "batch_size": bsz, "precision": prec,
-                 "keep_crops": a.keep_crops}},
+                 "keep_crops": a.keep_crops, "crops_per_video": a.crops_per_video}},
         threads=a.fit_threads,
     )  # fmt: skip
     fitter = Fitter(cfg, tensor_path=True)

@@ -8,6 +8,7 @@ from vox3d.report.export_layout import EXPORT_DIR
 from vox3d.media.extract import ExtractSettings
 from vox3d.config import train_variants as vox3d_train_variants
 from vox3d.fitting.fit import FitConfig, crops_needed
+
 # VIDEO_S is a workflow global: bench/resources.py reads it
 from vox3d.workflow.jobsize import VIDEO_S
 from vox3d.media.manifest import list_shards
@@ -101,7 +102,8 @@ def feature_shards(wildcards=None):
 
 def shard_minutes(s_per_video_s, margin=10.0, floor=5):
     """Runtime request in minutes of a per-shard job that took `s_per_video_s` seconds of
-    wall time per second of video, for config shard_size videos (vox3d.workflow.jobsize)."""
+    wall time per second of video, for config shard_size videos (vox3d.workflow.jobsize).
+    """
     return jobsize.shard_minutes(s_per_video_s, config["shard_size"], margin, floor)
 
 
@@ -120,7 +122,8 @@ def fit_identities_minutes(wildcards, input):
 
 def train_minutes(threads, margin=3.0, floor=10):
     """Runtime request in minutes of `train` on `threads` threads: its steps (train.steps,
-    else the preset's) at the measured speed, times `margin` (vox3d.workflow.jobsize)."""
+    else the preset's) at the measured speed, times `margin` (vox3d.workflow.jobsize).
+    """
     return jobsize.train_minutes(config["train"], threads, margin, floor)
 
 
@@ -137,8 +140,12 @@ def train_variants():
 
 def fit_settings():
     """The fit jobs' settings: face_model, fit (keep_crops resolved to true / false) and
-    assets sections."""
-    fit = dict(config["fit"], keep_crops=crops_needed(config))
+    assets sections.  crops_per_video (which crops the fit shards store) is in them only
+    when the crops are kept, so that changing it refits then and only then."""
+    keep = crops_needed(config)
+    fit = dict(config["fit"], keep_crops=keep)
+    if not keep:
+        fit.pop("crops_per_video", None)
     return {"face_model": config["face_model"], "fit": fit, "assets": config["assets"]}
 
 

@@ -25,10 +25,14 @@ from vox3d.params import ict_layout
 from vox3d.voice import distill, distill_train
 
 
-def _fitter(n_id=40, n_exp=10):
+def _fitter(n_id=40, n_exp=10, crops_per_video=None):
     return SimpleNamespace(
         cfg=SimpleNamespace(
-            face_model="ict", thresholds=Thresholds(), precision="fp32", landmarks="none"
+            face_model="ict",
+            thresholds=Thresholds(),
+            precision="fp32",
+            landmarks="none",
+            crops_per_video=crops_per_video,
         ),
         layout=ict_layout(n_id, n_exp),
         model_file="ict_regressor.pth",
@@ -43,7 +47,7 @@ def _face(rng, shade):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _shard(path, rng, identities, frames_per_video=6, n_id=40, n_exp=10, crops=True):
+def _shard(path, rng, identities, frames_per_video=6, n_id=40, n_exp=10, crops=True, cap=None):
     videos = [{"video": f"{i}/v/{k}.mp4", "identity": i} for i in identities for k in range(2)]
     n = len(videos) * frames_per_video
     video = np.repeat(np.arange(len(videos), dtype=np.int32), frames_per_video)
@@ -59,7 +63,7 @@ def _shard(path, rng, identities, frames_per_video=6, n_id=40, n_exp=10, crops=T
         for r in np.flatnonzero(keep):
             c[r] = encode_crop(_face(rng, shade[videos[video[r]]["identity"]]))
         frames["crop"] = c
-    write_fit_shard(path, videos, frames, [], {"frames": n}, _fitter(n_id, n_exp))
+    write_fit_shard(path, videos, frames, [], {"frames": n}, _fitter(n_id, n_exp, cap))
     return frames
 
 
@@ -84,6 +88,90 @@ def test_fit_shard_keeps_the_crops_of_kept_frames(tmp_path):
     n, size = FitShard.crop_storage(tmp_path / "s.h5")
     assert n == len(rows) == int(frames["keep"].sum())
     assert size == sum(len(frames["crop"][r]) for r in rows)
+
+
+def test_crop_selection_spreads_the_cap_over_each_videos_kept_frames():
+    from vox3d.fitting.fit_shard import crop_selection
+
+    video = np.zeros(41, np.int32)
+    has = np.ones(41, bool)
+    # 41 kept frames, cap 8: floor(k * 40 / 7 + 1/2), first and last included
+    assert np.flatnonzero(crop_selection(video, has, 8)).tolist() == [0, 6, 11, 17, 23, 29, 34, 40]
+    assert np.flatnonzero(crop_selection(video, has, 1)).tolist() == [0]
+    assert np.flatnonzero(crop_selection(video, has, 2)).tolist() == [0, 40]
+    assert np.array_equal(crop_selection(video, has, 41), has)
+    assert np.array_equal(crop_selection(video, has, 100), has)  # cap above the count: all
+    assert np.array_equal(crop_selection(video, has, None), has)  # null: every kept frame
+    # frames without a crop are never chosen; positions count the frames that have one
+    has = np.array([False, True, False, True, True, False, True, True, False])
+    got = crop_selection(np.zeros(9, np.int32), has, 3)
+    assert np.flatnonzero(got).tolist() == [1, 4, 7] and not np.any(got & ~has)
+    assert np.array_equal(crop_selection(np.zeros(9, np.int32), has, None), has)
+    # videos independent (also when their rows interleave); a video with none adds nothing
+    video = np.array([0, 1, 0, 1, 0, 1, 0, 2, 2])
+    has = np.array([True, True, True, True, True, True, True, False, False])
+    got = crop_selection(video, has, 2)
+    assert np.flatnonzero(got).tolist() == [0, 1, 5, 6]
+    alone = crop_selection(np.zeros(3, np.int32), np.ones(3, bool), 2)
+    assert np.array_equal(got[video == 1], alone)
+    assert crop_selection(np.zeros(0, np.int32), np.zeros(0, bool), 3).shape == (0,)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="crops_per_video"):
+            crop_selection(video, has, bad)
+
+
+def test_a_capped_shard_stores_min_cap_kept_crops_a_video(tmp_path):
+    rng = np.random.default_rng(5)
+    cap = 3
+    frames = _shard(tmp_path / "s.h5", rng, ["idA", "idB", "idC"], frames_per_video=12, cap=cap)
+    shard = FitShard.read(tmp_path / "s.h5")
+    assert shard.crops_per_video == cap
+    kept = np.bincount(frames["video"][frames["keep"]], minlength=len(shard.video_paths))
+    assert kept.max() > cap  # else the cap decides nothing
+    rows, imgs = shard.crops()
+    stored = np.bincount(frames["video"][rows], minlength=len(kept))
+    assert np.array_equal(stored, np.minimum(kept, cap))  # fails if the cap were ignored
+    assert np.all(frames["keep"][rows])
+    from vox3d.fitting.fit_shard import crop_selection
+
+    want = np.flatnonzero(crop_selection(frames["video"], frames["keep"], cap))
+    assert np.array_equal(rows, want)
+    for r, img in zip(rows, imgs, strict=True):
+        assert np.array_equal(img, decode_crop(frames["crop"][r]))
+    n, size = FitShard.crop_storage(tmp_path / "s.h5")
+    assert n == len(rows) == int(np.minimum(kept, cap).sum())
+    assert size == sum(len(frames["crop"][r]) for r in rows)
+    # every frame's fields are still there, kept ones included
+    assert np.array_equal(shard.frames["keep"], frames["keep"])
+    assert np.array_equal(shard.frames["params"], frames["params"])
+    assert np.array_equal(shard.n_kept, kept)
+    # the unsupervised rule's reader gets the chosen crops
+    by_id = distill_train.read_crops_by_identity([tmp_path / "s.h5"])
+    assert {k: len(v) for k, v in by_id.items()} == {
+        i: int(stored[2 * j] + stored[2 * j + 1]) for j, i in enumerate(["idA", "idB", "idC"])
+    }
+    # an uncapped shard of the same frames stores every kept crop, and says so
+    pairs = zip(shard.video_paths, shard.video_identities, strict=True)
+    videos = [{"video": p, "identity": i} for p, i in pairs]
+    n = len(frames["video"])
+    write_fit_shard(tmp_path / "all.h5", videos, frames, [], {"frames": n}, _fitter())
+    assert FitShard.read(tmp_path / "all.h5").crops_per_video is None
+    assert FitShard.crop_storage(tmp_path / "all.h5")[0] == int(kept.sum())
+    # reruns give the same bytes
+    write_fit_shard(
+        tmp_path / "again.h5", videos, frames, [], {"frames": n}, _fitter(crops_per_video=cap)
+    )
+    assert (tmp_path / "again.h5").read_bytes() == (tmp_path / "s.h5").read_bytes()
+
+
+def test_fit_config_reads_the_crop_cap():
+    from vox3d.config import default
+    from vox3d.fitting.fit import FitConfig
+
+    assert FitConfig().crops_per_video == default("fit.crops_per_video")
+    assert FitConfig.from_config({}).crops_per_video == default("fit.crops_per_video")
+    assert FitConfig.from_config({"fit": {"crops_per_video": 3}}).crops_per_video == 3
+    assert FitConfig.from_config({"fit": {"crops_per_video": None}}).crops_per_video is None
 
 
 def test_a_shard_without_crops_says_how_to_get_them(tmp_path):

@@ -125,6 +125,39 @@ def test_fit_shard_faces_black_frames_and_determinism(tmp_path, frames, random_c
 
 
 @needs_tddfa
+def test_fit_stores_at_most_crops_per_video_crops(tmp_path, frames, random_checkpoint):
+    """fit.keep_crops with fit.crops_per_video: min(cap, kept) crops a video, spread over
+    its kept frames; every frame's fit fields as without a cap."""
+    from vox3d.fitting.fit_shard import FitShard
+
+    faces = np.stack([f.frame for f in frames])
+    ext = tmp_path / "shard-00000.h5"
+    write_extract_shard(
+        ext,
+        [("idA/yt/00001.mp4", "idA", faces), ("idB/yt/00001.mp4", "idB", faces[::-1][:2])],
+    )
+    shards = {}
+    for cap in (2, None):
+        cfg = _ict_cfg(random_checkpoint, keep_crops=True, crops_per_video=cap)
+        assert cfg.keep_crops and cfg.crops_per_video == cap
+        shards[cap] = tmp_path / f"fit-{cap}.h5"
+        fit_shard(ext, shards[cap], cfg, fitter=Fitter(cfg), progress=False)
+    capped, full = FitShard.read(shards[2]), FitShard.read(shards[None])
+    assert list(full.n_kept) == [3, 2]  # idA: 3 kept frames > cap
+    assert capped.crops_per_video == 2 and full.crops_per_video is None
+    for k, v in full.frames.items():
+        np.testing.assert_array_equal(capped.frames[k], v, err_msg=k)
+    rows, imgs = capped.crops()
+    assert rows.tolist() == [0, 2, 3, 4]  # idA's first and last, idB's two
+    assert np.bincount(capped.frames["video"][rows]).tolist() == [2, 2]
+    full_rows, full_imgs = full.crops()
+    assert full_rows.tolist() == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(imgs, full_imgs[[0, 2, 3, 4]])
+    assert FitShard.crop_storage(shards[2])[0] == 4
+    assert FitShard.crop_storage(shards[None])[0] == 5
+
+
+@needs_tddfa
 def test_filters_reject_by_reason(tmp_path, frames, random_checkpoint):
     faces = np.stack([f.frame for f in frames])
     ext = tmp_path / "shard-00001.h5"

@@ -118,10 +118,14 @@ class FitConfig:
     ict_facekit: str | None = None  # ICT-FaceKit archive (fit.landmarks: fan only)
     bfm: str | None = None  # bfm_noneck_v3.pkl (fit.landmarks: fan with face_model bfm)
     threads: int = 1
-    #: keep the 120x120 crop of every kept frame, JPEG-compressed, in the shard's
-    #: ``crops/`` group (:mod:`vox3d.fitting.fit_shard`); the unsupervised voice model trains on
-    #: them.  ``fit.keep_crops`` resolved (:func:`crops_needed`): its ``auto`` is a choice.
+    #: keep the 120x120 crops of kept frames, JPEG-compressed, in the shard's ``crops/``
+    #: group (:mod:`vox3d.fitting.fit_shard`); the unsupervised voice model trains on them.
+    #: ``fit.keep_crops`` resolved (:func:`crops_needed`): its ``auto`` is a choice.
     keep_crops: bool = False
+    #: with ``keep_crops``: at most this many crops a video, evenly spaced over its kept
+    #: frames (:func:`vox3d.fitting.fit_shard.crop_selection`); None: every kept frame's.
+    #: Every frame is still fitted and written; only which crops are stored changes.
+    crops_per_video: int | None = setting("fit.crops_per_video")
 
     @classmethod
     def from_config(cls, config: dict, threads: int = 1) -> FitConfig:
@@ -131,6 +135,7 @@ class FitConfig:
         assets = config.get("assets", {}) or {}
         name = fm["name"]
         layout = TDDFA_LAYOUT if name == "bfm" else ict_layout(int(fm["n_id"]), int(fm["n_exp"]))
+        cap = fit["crops_per_video"]
         return cls(
             face_model=name,
             n_id=layout.n_id,
@@ -150,6 +155,7 @@ class FitConfig:
             bfm=assets.get("bfm"),
             threads=int(threads),
             keep_crops=crops_needed(config),
+            crops_per_video=None if cap is None else int(cap),
         )
 
     @property

@@ -190,7 +190,9 @@ def kept_crops(frames_rgb, roi: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """The JPEG bytes (:func:`vox3d.fitting.fit_shard.encode_crop`) of the 120x120 BGR crop of each
     kept frame, cut as the regressor's (:func:`vox3d.face.crop.crop_image`, cv2-exact with the
     device path's :func:`vox3d.face.crop.crop_batch_torch`): ``(N,) object`` array, ``None`` for
-    frames not kept.  frames_rgb: N frames ``(H, W, 3) uint8`` RGB; roi: ``(N, 4)``."""
+    frames not kept.  frames_rgb: N frames ``(H, W, 3) uint8`` RGB; roi: ``(N, 4)``.  The
+    shard stores only those :func:`vox3d.fitting.fit_shard.crop_selection` picks
+    (``fit.crops_per_video``), chosen when it is written."""
     from vox3d.face.crop import crop_image
 
     out = np.empty(len(keep), dtype=object)

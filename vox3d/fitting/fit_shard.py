@@ -27,7 +27,8 @@ FRAME_FIELDS = (
 
 
 #: The crops kept with ``fit.keep_crops``: JPEG (this quality, 4:2:0) of the 120x120 BGR
-#: crop the regressor read, one per kept frame.
+#: crop the regressor read, one per kept frame up to ``fit.crops_per_video`` a video
+#: (:func:`crop_selection`).
 CROP_JPEG_QUALITY = 95
 CROP_FORMAT = f"jpeg q{CROP_JPEG_QUALITY} bgr"
 
@@ -57,6 +58,43 @@ def decode_crop(data: np.ndarray) -> np.ndarray:
     return img
 
 
+def crop_selection(video: np.ndarray, has_crop: np.ndarray, cap: int | None) -> np.ndarray:
+    """Which frames' crops a fit shard stores (``fit.crops_per_video``): ``(N,) bool``.
+
+    video: ``(N,)`` int, each frame's video index; has_crop: ``(N,)`` bool, the frames that
+    have a crop (the kept ones); cap: at most this many crops a video (an int >= 1), None:
+    every frame that has one.  Videos are independent; within a video the n frames with a
+    crop are taken in row order (the fit writes frame order) and, when n > cap, those at
+    positions ``floor(k (n - 1) / (cap - 1) + 1/2)`` for ``k = 0 .. cap - 1`` are chosen
+    (evenly spaced, the first and the last included; ``cap`` = 1: the first), computed in
+    integers, so the choice is deterministic.  A frame without a crop is never chosen.
+    """
+    has = np.asarray(has_crop, bool)
+    video = np.asarray(video)
+    if video.shape != has.shape:
+        raise ValueError(f"video {video.shape} and has_crop {has.shape} differ in shape")
+    if cap is None:
+        return has.copy()
+    if isinstance(cap, bool) or int(cap) != cap or cap < 1:
+        raise ValueError(f"crops_per_video must be an integer >= 1 or None, got {cap!r}")
+    cap = int(cap)
+    out = np.zeros(has.shape, bool)
+    rows = np.flatnonzero(has)
+    order = np.argsort(video[rows], kind="stable")  # by video, row order within one
+    rows, vids = rows[order], video[rows][order]
+    cuts = np.flatnonzero(np.diff(vids) != 0) + 1
+    for group in np.split(rows, cuts):
+        n = len(group)
+        if n <= cap:
+            out[group] = True
+        elif cap == 1:
+            out[group[0]] = True
+        else:
+            k = np.arange(cap, dtype=np.int64)
+            out[group[(2 * k * (n - 1) + (cap - 1)) // (2 * (cap - 1))]] = True
+    return out
+
+
 def write_fit_shard(
     out_path: str | os.PathLike,
     videos: list[dict],
@@ -76,7 +114,10 @@ def write_fit_shard(
     * with ``fit.keep_crops`` (a ``crop`` entry in `frames`: ``(N,) object``, JPEG bytes or
       None per frame): ``crops/row`` ``(M,) int64`` (the frame's row in ``frames/``),
       ``crops/offset`` ``(M + 1,) int64`` and ``crops/bytes`` (the M JPEGs end to end),
-      attribute ``crop_format`` (:data:`CROP_FORMAT`).  Read with :meth:`FitShard.crops`.
+      attribute ``crop_format`` (:data:`CROP_FORMAT`).  Only the frames that
+      :func:`crop_selection` picks under ``fit.crops_per_video`` (``cfg.crops_per_video``)
+      are stored; a cap is recorded as attribute ``crops_per_video`` (int; absent: every
+      kept frame's crop).  Read with :meth:`FitShard.crops`.
 
     Attributes: ``face_model``, ``n_id``, ``n_exp``, ``param_n_*`` (the layout),
     ``model_file``, ``thresholds`` (json), ``reason_names`` (json list, index = code),
@@ -109,7 +150,9 @@ def write_fit_shard(
         h5_strings(g, "path", [r["path"] for r in rejects])
         h5_strings(g, "reason", [r["reason"] for r in rejects])
         if crops is not None:
-            rows = np.asarray([i for i, c in enumerate(crops) if c is not None], np.int64)
+            cap = cfg.crops_per_video
+            has = np.fromiter((c is not None for c in crops), bool, len(crops))
+            rows = np.flatnonzero(crop_selection(frames["video"], has, cap)).astype(np.int64)
             parts = [np.asarray(crops[i], np.uint8) for i in rows]
             offset = np.concatenate([[0], np.cumsum([len(b) for b in parts])]).astype(np.int64)
             g = h5_group(f, "crops")
@@ -118,6 +161,8 @@ def write_fit_shard(
             data = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
             g.create_dataset("bytes", data=data, track_times=False)
             f.attrs["crop_format"] = CROP_FORMAT
+            if cap is not None:
+                f.attrs["crops_per_video"] = np.int64(cap)
         f.attrs["face_model"] = cfg.face_model
         f.attrs["n_id"] = fitter.layout.n_id
         f.attrs["n_exp"] = fitter.layout.n_exp
@@ -185,6 +230,13 @@ class FitShard:
     def has_crops(self) -> bool:
         """Whether the shard kept its crops (``fit.keep_crops``)."""
         return "crop_format" in self.attrs
+
+    @property
+    def crops_per_video(self) -> int | None:
+        """The cap its crops were chosen under (``fit.crops_per_video``, :func:`crop_selection`);
+        None: every kept frame's crop was stored (or none, without :attr:`has_crops`)."""
+        cap = self.attrs.get("crops_per_video")
+        return None if cap is None else int(cap)
 
     def crops(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The kept crops: ``(rows (M,) int64, images (M, 120, 120, 3) uint8 BGR)``, rows

@@ -222,9 +222,9 @@ def train_distill(
 
 
 def read_crops_by_identity(fit_paths: Sequence[str | os.PathLike]) -> dict[str, list[np.ndarray]]:
-    """The kept frames' crops ``(120, 120, 3) uint8`` BGR of every identity, from fit shards
-    written with ``fit.keep_crops`` (sorted shards, frame order); a shard without crops
-    fails with its path."""
+    """The stored crops ``(120, 120, 3) uint8`` BGR of every identity, from fit shards
+    written with ``fit.keep_crops`` (kept frames, at most ``fit.crops_per_video`` a video;
+    sorted shards, frame order); a shard without crops fails with its path."""
     out: dict[str, list[np.ndarray]] = {}
     for p in sorted(str(x) for x in fit_paths):
         shard = FitShard.read(p, fields=("video",))
