@@ -5,7 +5,8 @@ supervised model (issue 20).
 
 Takes a finished default run (``make run``: OUT/extract, OUT/features, OUT/train/model.pt
 and split.tsv, OUT/fit/identities.h5, OUT/synthetic/ground_truth.h5); fits its extract
-shards again with ``fit.keep_crops`` (the same fit, plus the crops) into WORK/fit, pretrains
+shards again with ``fit.keep_crops`` (the same fit, plus the crops; a stream run's videos are
+decoded again, its extract shards hold no frames) into WORK/fit, pretrains
 the voice encoder (rule pretrain_voice), trains the unsupervised variant for ``--steps``
 (rule train_unsupervised, demo preset otherwise) and evaluates both models with the
 workflow's evaluation (vox3d.voice.evaluate.run_evaluate) on the run's held-out identities.
@@ -48,6 +49,9 @@ def main() -> int:
     from vox3d.config import load_config
     from vox3d.face.face_model import face_model_settings
     from vox3d.fitting.fit import FitConfig, fit_shard
+    from vox3d.fitting.stream import stream_shard
+    from vox3d.media.extract import ExtractSettings
+    from vox3d.media.extract_shard import ExtractShard
     from vox3d.voice.distill_train import run_train_unsupervised
     from vox3d.voice.evaluate import run_evaluate
     from vox3d.voice.speaker import run_pretrain_voice
@@ -64,8 +68,21 @@ def main() -> int:
     t = time.time()
     for p in sorted((out / "extract").glob("shard-*.h5")):
         dst = work / "fit" / p.name
-        if not dst.is_file():
+        if dst.is_file():
+            continue
+        with ExtractShard(p) as ex:
+            stored = ex.frames_stored
+        if stored:  # two-stage run (extract.keep_frames: true): refit the stored frames
             fit_shard(p, dst, fit_cfg, progress=False)
+        else:  # stream run (the default): decode the shard's videos again, straight to the fit
+            st = ExtractSettings.from_section(conf["extract"])
+            videos_dir = conf.get("videos_dir") or out / "synthetic" / "videos"
+            (work / "extract").mkdir(exist_ok=True)
+            stream_shard(
+                out / "shards" / f"{p.stem}.tsv", videos_dir, work / "extract" / p.name,
+                dst, fit_cfg, frame_rate=st.frame_rate, min_duration=st.min_duration,
+                decoder=st.decoder, workers=args.threads, progress=False,
+            )  # fmt: skip
     print(
         f"fit with crops: {time.time() - t:.1f} s ({len(list((work / 'fit').glob('shard-*.h5')))} shards)"
     )
