@@ -268,7 +268,7 @@ def test_triplet_loss_skips_same_speaker_negatives():
 
 
 def test_distill_presets_and_bad_settings():
-    assert distill.distill_config({}).steps == 300
+    assert distill.distill_config({}).steps == 600
     paper = distill.distill_config({"preset": "paper"})
     assert paper.steps == 50000 and tuple(paper.generator_channels) == (1024, 512, 256, 128, 64)
     assert distill.distill_config({"steps": 7, "batch_size": None}).steps == 7

@@ -84,7 +84,7 @@ class DistillConfig:
     """Settings of one unsupervised training run (stored in the model file): the ``demo``
     preset's values unless a preset or ``train.unsupervised`` says otherwise."""
 
-    steps: int = 300
+    steps: int = 600
     batch_size: int = 16
     lr: float = 2e-4
     betas: Sequence[float] = (0.5, 0.999)

@@ -49,9 +49,10 @@ TRAIN_IT_S_CPU_CORE = 1.35
 TRAIN_IT_S_DEMO = 1.9
 
 
-#: Unsupervised variant, demo preset (batch 16) on 2 loaded CPU cores: 300 steps in 178.6 s
-#: (bench/results/cpu_unsupervised.txt).  Sized per sample-step (0.60 s / 16); the paper
-#: preset's wider networks and any GPU are not measured here.
+#: Unsupervised variant, demo preset (batch 16) on 2 CPU cores: 600 steps in 248.7 s, 0.41 s a
+#: step (bench/results/cpu_unsupervised.txt); sized per sample-step at the 0.60 s a step of an
+#: earlier run on 2 loaded cores (300 steps in 178.6 s); the paper preset's wider networks
+#: and any GPU are not measured here.
 UNSUP_S_PER_SAMPLE_CPU = 0.60 / 16
 
 
