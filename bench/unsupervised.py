@@ -65,6 +65,9 @@ def main() -> int:
     fit_cfg = dataclasses.replace(
         FitConfig.from_config(conf, threads=args.threads), keep_crops=True
     )
+    st = ExtractSettings.from_section(conf["extract"])
+    videos_dir = conf.get("videos_dir") or out / "synthetic" / "videos"
+    (work / "extract").mkdir(exist_ok=True)
     t = time.time()
     for p in sorted((out / "extract").glob("shard-*.h5")):
         dst = work / "fit" / p.name
@@ -75,9 +78,6 @@ def main() -> int:
         if stored:  # two-stage run (extract.keep_frames: true): refit the stored frames
             fit_shard(p, dst, fit_cfg, progress=False)
         else:  # stream run (the default): decode the shard's videos again, straight to the fit
-            st = ExtractSettings.from_section(conf["extract"])
-            videos_dir = conf.get("videos_dir") or out / "synthetic" / "videos"
-            (work / "extract").mkdir(exist_ok=True)
             stream_shard(
                 out / "shards" / f"{p.stem}.tsv", videos_dir, work / "extract" / p.name,
                 dst, fit_cfg, frame_rate=st.frame_rate, min_duration=st.min_duration,
