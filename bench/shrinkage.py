@@ -295,6 +295,17 @@ def main(argv=None) -> int:
         "reliability r of modes 0-9 (mean over identities): "
         + " ".join(f"{x:.3f}" for x in rr.mean(0))
     )
+    # the same model's reliability with unlimited frames: the per-person share rho of the
+    # frame noise does not average out, so this caps what more frames or videos can give
+    r_inf = (c["s"] * calibrated_gain(calib, 10**9))[: fa.N_MODES]
+    print(
+        "reliability with unlimited frames per identity (the calibration's cap): "
+        + " ".join(f"{x:.3f}" for x in r_inf)
+    )
+    print(
+        "per-person share rho of the frame noise, modes 0-9: "
+        + " ".join(f"{x:.3f}" for x in np.asarray(calib["rho"], np.float64)[: fa.N_MODES])
+    )
     print(
         "self-check: posterior mean = identities.h5 shape (and the pooled m = shape_robust) "
         f"bit for bit; its accuracy rows = OUT/fit/accuracy.tsv exactly ({n_checked} values); "
