@@ -20,6 +20,11 @@ the held-out ones) and scored on its held-out identities:
   *before* CMP's per-utterance normalisation (the shards' ``index/mean``, ``index/std``,
   averaged over the identity's utterances): the long-term spectrum, which the normalised
   frames the voice model sees no longer carry, and gender;
+* ``speaker embedding + gender`` (with ``--speaker-steps N``): CMP's supervised recipe, a
+  voice encoder pretrained as a speaker classifier on the training identities' utterances
+  and frozen (:func:`vox3d.voice.speaker.pretrain_encoder`, the ``pretrain_voice`` rule's
+  trainer, N steps), read linearly: the mean over an identity's utterances of its 64-d unit
+  embedding of each whole utterance, and gender;
 * controls: ``gender only``; ``shuffled`` (the exact-voice predictor given another held-out
   identity's voice, a fixed derangement); the train mean face is the reference (gain 0).
 
@@ -83,9 +88,37 @@ def probe(xtr, ytr, xte) -> tuple[np.ndarray, float]:
     return xte @ w + b, lam
 
 
+def speaker_features(utts, tr, te, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per identity, the mean unit embedding (64,) of its whole utterances under a speaker
+    encoder pretrained for `steps` steps on the training identities' utterances (the
+    ``pretrain_voice`` rule's trainer and defaults, 2 threads), for `tr` and `te`."""
+    import torch
+
+    from vox3d.voice.speaker import SpeakerConfig, pretrain_encoder
+    from vox3d.voice.train_data import UtteranceBank
+    from vox3d.voice.voice_model import unit_embedding
+
+    torch.set_num_threads(2)
+    feats, labels = [], []
+    for j, ident in enumerate(tr):
+        feats += utts[ident]
+        labels += [j] * len(utts[ident])
+    model, _ = pretrain_encoder(UtteranceBank(feats, labels), SpeakerConfig(steps=steps), False)
+
+    def embed(ids):
+        with torch.no_grad():
+            return np.stack([np.mean([unit_embedding(
+                model.encoder, torch.from_numpy(np.asarray(u, np.float32))[None])[0].numpy()
+                for u in utts[i]], axis=0) for i in ids]).astype(np.float64)  # fmt: skip
+
+    return embed(tr), embed(te)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out-dir", default="results", help="a workflow run's out_dir")
+    ap.add_argument("--speaker-steps", type=int, default=0,
+                    help="pretrain a speaker encoder for N steps and probe its embedding (0: skip)")  # fmt: skip
     a = ap.parse_args()
     import yaml
 
@@ -175,6 +208,14 @@ def main() -> int:
     sttr, stte = np.hstack([stat_feats(tr), gcol(tr)]), np.hstack([stat_feats(te), gcol(te)])
     p_st, lam_t = probe(sttr, ytr, stte)
     rows.append(("utterance stats + gender", p_st, lam_t))
+    sets = [("log-mel summary", ftr, fte), ("spectral shape + gender", str_, ste),
+            ("band correlations + gender", cotr, cote), ("utterance stats + gender", sttr, stte)]  # fmt: skip
+    if a.speaker_steps > 0:
+        sptr, spte = speaker_features(utts, tr, te, a.speaker_steps)
+        sptr, spte = np.hstack([sptr, gcol(tr)]), np.hstack([spte, gcol(te)])
+        p_sp, lam_p = probe(sptr, ytr, spte)
+        rows.append(("speaker embedding + gender", p_sp, lam_p))
+        sets.append(("speaker embedding + gender", sptr, spte))
     p_g, lam_g = probe(gcol(tr), ytr, gcol(te))
     rows.append(("gender only", p_g, lam_g))
     rows.append(("shuffled (exact voice)", p_exact[perm], lam_e))
@@ -192,14 +233,15 @@ def main() -> int:
     vt = np.stack([voice[i] for i in tr])
     vv = np.stack([voice[i] for i in te])
     r2s = []
-    for xa, xb in ((ftr, fte), (str_, ste), (cotr, cote), (sttr, stte)):
+    for _, xa, xb in sets:
         pv, _ = probe(xa, vt, xb)
         r2s.append(1 - ((vv - pv) ** 2).sum(0) / ((vv - vv.mean(0)) ** 2).sum(0))
-    print(f"  {'parameter':<18} {'log-mel summary':>16} {'spectral shape + gender':>24} "
-          f"{'band correlations + gender':>27} {'utterance stats + gender':>25}")  # fmt: skip
+    print(f"  {'parameter':<18} " + "  ".join(f"{n:>{len(n)}}" for n, _, _ in sets))
     for j, name in enumerate(VOICE_PARAM_NAMES):
-        print(f"  {name:<18} {r2s[0][j]:>16.2f} {r2s[1][j]:>24.2f} {r2s[2][j]:>27.2f} "
-              f"{r2s[3][j]:>25.2f}")  # fmt: skip
+        print(
+            f"  {name:<18} "
+            + "  ".join(f"{r[j]:>{len(n)}.2f}" for (n, _, _), r in zip(sets, r2s, strict=True))
+        )
     return 0
 
 

@@ -441,6 +441,35 @@ def normalize(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return f, mean, std
 
 
+#: What the supervised voice model reads (config ``train.input_norm``): ``utterance``, CMP's
+#: normalised frames (:func:`normalize`: each band's mean 0 and std 1 within the utterance),
+#: or ``none``, the features as computed, which keep the utterance's long-term spectrum
+#: (where the formants are) that the normalisation removes.  A model file without the field
+#: was trained on ``utterance`` (:data:`CMP_INPUT_NORM`).
+INPUT_NORMS = ("utterance", "none")
+CMP_INPUT_NORM = INPUT_NORMS[0]
+
+
+def model_input(
+    frames: np.ndarray, mean: np.ndarray, std: np.ndarray, norm: str = CMP_INPUT_NORM
+) -> np.ndarray:
+    """The voice model's input from stored normalised frames ``(T, D)`` and their utterance's
+    normalisation ``mean``, ``std`` ``(D,)`` (:func:`normalize`'s outputs): the frames
+    themselves for ``utterance``; for ``none`` the features before normalisation,
+    ``frames * (std + NORM_EPS) + mean`` (float32; in log-mel units, within float32 rounding
+    of what :func:`normalize` was given).  Tiling (:func:`repeat_frames`) commutes with it."""
+    if norm not in INPUT_NORMS:
+        raise ValueError(f"input normalisation {norm!r}: choose from {INPUT_NORMS}")
+    f = np.asarray(frames, np.float32)
+    if norm == "utterance":
+        return f
+    m = np.asarray(mean, np.float32)
+    s = np.asarray(std, np.float32)
+    if m.shape != f.shape[1:] or s.shape != f.shape[1:]:
+        raise ValueError(f"mean {m.shape} / std {s.shape} do not match frames {f.shape}")
+    return (f * (s + np.float32(NORM_EPS)) + m).astype(np.float32)
+
+
 def repeat_frames(feats: np.ndarray, n: int = MIN_STORED_FRAMES) -> np.ndarray:
     """Tile (T, D) along time and cut to exactly `n` frames when T < n; else unchanged."""
     t = feats.shape[0]

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vox3d.audio.fbank import MIN_STORED_FRAMES
+from vox3d.audio.fbank import CMP_INPUT_NORM, MIN_STORED_FRAMES, model_input
 from vox3d.audio.features import read_index
 from vox3d.config import default
 
@@ -101,6 +101,7 @@ class FeatureStore(Dataset):
         self.epoch = 0
 
         file_idx, offsets, lengths, utt_ids, utt_idents = [], [], [], [], []
+        means, stds = [], []
         self.n_features: int | None = None
         for fi, p in enumerate(self.paths):
             ix = read_index(p)
@@ -115,6 +116,8 @@ class FeatureStore(Dataset):
             lengths.append(ix["length"])
             utt_ids += ix["utterance"]
             utt_idents += ix["identity"]
+            means.append(ix.get("mean", np.full((n, d), np.nan, np.float32)))
+            stds.append(ix.get("std", np.full((n, d), np.nan, np.float32)))
         if identities is None:
             self.identities = sorted(set(utt_idents))
         else:
@@ -128,6 +131,10 @@ class FeatureStore(Dataset):
         self._offset = (np.concatenate(offsets) if offsets else np.zeros(0, np.int64))[sel]
         self._length = (np.concatenate(lengths) if lengths else np.zeros(0, np.int64))[sel]
         self.utterances = [utt_ids[i] for i in sel]
+        d = self.n_features or 0
+        #: (U, D) each utterance's per-band mean and std before normalisation (the index's)
+        self.norm_mean = (np.concatenate(means) if means else np.zeros((0, d), np.float32))[sel]
+        self.norm_std = (np.concatenate(stds) if stds else np.zeros((0, d), np.float32))[sel]
         self.labels = np.array(
             [self.identity_to_index[utt_idents[i]] for i in sel], np.int64
         ).reshape(-1)
@@ -354,10 +361,14 @@ class FeatureStore(Dataset):
 
 
 def load_utterances(
-    feature_paths: Sequence[str | os.PathLike], identities: Sequence[str] | None = None
+    feature_paths: Sequence[str | os.PathLike],
+    identities: Sequence[str] | None = None,
+    norm: str = CMP_INPUT_NORM,
 ) -> dict[str, list[np.ndarray]]:
     """Whole utterances ``{identity: [(T, bands) float32, ...]}`` from feature shards, read
-    through :class:`FeatureStore` (eval mode), in store order."""
+    through :class:`FeatureStore` (eval mode), in store order, as the voice model reads them
+    (:func:`vox3d.audio.fbank.model_input`): ``norm`` ``utterance`` (CMP's normalised frames,
+    as stored) or ``none`` (before normalisation, from each utterance's index statistics)."""
     paths = sorted(str(p) for p in feature_paths)
     store = FeatureStore(paths, identities=list(identities) if identities else None, mode="eval")
     names = list(store.identities)
@@ -366,7 +377,15 @@ def load_utterances(
         item = store[i]
         feats, ident = item[0], item[1]
         name = names[int(ident)] if not isinstance(ident, str) else ident
-        out.setdefault(name, []).append(np.asarray(feats, np.float32))
+        f = np.asarray(feats, np.float32)
+        if norm != CMP_INPUT_NORM:
+            if not np.isfinite(store.norm_mean[i]).all():
+                raise ValueError(
+                    f"{store.paths[store._file[i]]}: utterance {store.utterances[i]} has no "
+                    f"normalisation statistics in its index (needed for input_norm {norm!r})"
+                )
+            f = model_input(f, store.norm_mean[i], store.norm_std[i], norm)
+        out.setdefault(name, []).append(f)
     return out
 
 

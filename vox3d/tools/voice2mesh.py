@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from vox3d.audio import featurefile
+from vox3d.audio.fbank import CMP_INPUT_NORM, model_input, repeat_frames
 from vox3d.audio.pcm import BadAudio
 from vox3d.config import default
 from vox3d.face.face_model import face_model_from_config
@@ -78,7 +79,11 @@ def predict_coefficients(
     model, meta, variant = load_voice_model(checkpoint)
     if face_png and variant != "unsupervised":
         raise ValueError(f"{checkpoint}: a supervised model generates no face image (--face-png)")
-    feats = np.asarray(featurefile.file_features(str(audio)).stored(), dtype=np.float32)
+    uf = featurefile.file_features(str(audio))
+    # the input the model was trained on: CMP's normalised frames, or the log-mel before
+    # that normalisation (a supervised model with input_norm none)
+    norm = model.cfg.input_norm if variant == "supervised" else CMP_INPUT_NORM
+    feats = repeat_frames(model_input(uf.frames, uf.mean, uf.std, norm))
     if feats.ndim != 2 or feats.shape[1] != model.cfg.n_bands or len(feats) == 0:
         raise ValueError(f"{audio}: no usable voice features (shape {feats.shape})")
     model.to(dev)

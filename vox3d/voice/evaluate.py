@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vox3d.audio.fbank import CMP_INPUT_NORM
 from vox3d.config import Settings, default, setting
 from vox3d.face import metrics
 from vox3d.face.are_selection import select_are_pairs
@@ -398,6 +399,8 @@ def run_evaluate(
         targets["ground_truth"] = {i: gt[i][:k] for i in val_ids if i in gt}
         ceiling = _voice_ceiling(truth)
 
+    # each model reads the input it was trained on (vox3d.audio.fbank.model_input); the
+    # unsupervised variant's encoder reads CMP's normalised frames
     utts = load_utterances(feature_paths, val_ids)
     if not utts:
         raise ValueError(
@@ -412,8 +415,10 @@ def run_evaluate(
         voice_models[("unsupervised", "unsupervised_shuffled")] = um
     voice_preds = {}
     for (name, control), m in voice_models.items():
+        norm = m.cfg.input_norm if name == "model" else CMP_INPUT_NORM
+        inputs = utts if norm == CMP_INPUT_NORM else load_utterances(feature_paths, val_ids, norm)
         voice_preds[name] = {
-            i: predict_utterances(m, utts[i], dev, max_frames) for i in sorted(utts)
+            i: predict_utterances(m, inputs[i], dev, max_frames) for i in sorted(inputs)
         }
         voice_preds[control] = shuffled_predictions(voice_preds[name], seed)
     # per target: its baselines and its training statistics (the R^2 reference)

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vox3d.audio.fbank import CMP_INPUT_NORM
 from vox3d.audio.featurestore import load_utterances
 from vox3d.config import Settings, default, preset_setting, setting
 from vox3d.face.face_model import face_model_from_config
@@ -183,6 +184,7 @@ class TrainSettings(Settings):
     ratio_weight: float = setting("train.ratio_weight")
     weight_decay: float = setting("train.weight_decay")
     dropout: float | None = setting("train.dropout")
+    input_norm: str = setting("train.input_norm")
     amp: bool = setting("train.amp")
     seed: int = setting("train.seed")
 
@@ -200,6 +202,8 @@ class TrainSettings(Settings):
             model["hidden"] = [int(h) for h in self.hidden]
         if self.dropout is not None:
             model["dropout"] = float(self.dropout)
+        if self.input_norm != CMP_INPUT_NORM:  # CMP's is the model's default
+            model["input_norm"] = str(self.input_norm)
         if model:
             over["model"] = model
         if space == "params":
@@ -466,7 +470,7 @@ def run_train(
         print(space_note, file=sys.stderr)
 
     meta = read_meta(meta_csv)
-    utts = load_utterances(feature_paths)
+    utts = load_utterances(feature_paths, norm=st.input_norm)
     usable = sorted(set(ids) & set(utts))
     if len(usable) < 2:
         raise ValueError(

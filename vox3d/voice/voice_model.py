@@ -10,6 +10,10 @@ Architecture facts (carried over from the papers, code written here):
   embedding, L2-normalised before the regressor (CMP's inference path).
 * Supervised head (CMP's "direct MLP"): dropout 0.2 then linear layers from the 64-d
   embedding to the identity shape coefficients; ``hidden`` adds hidden layers (ReLU).
+* Input: CMP's per-utterance normalised log-mel frames, or (``ModelConfig.input_norm``
+  ``none``, not CMP's) the log-mel before that normalisation.  CMP pairs the head with a
+  frozen voice encoder pretrained as a speaker classifier (its ``voice_embedding.pth``);
+  here the supervised encoder is trained with the head.
   CMP also predicts scale and expression; identity shape is what Voxceleb-3D targets, so
   only the ``n_id`` identity coefficients are regressed here.
 
@@ -27,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vox3d.audio.fbank import CMP_INPUT_NORM, INPUT_NORMS
 from vox3d.config import default, setting
 from vox3d.safeload import BadModelFileError, load_torch
 
@@ -45,6 +50,13 @@ class ModelConfig:
     n_out: int = 40
     hidden: Sequence[int] = field(default_factory=list)
     dropout: float = setting("train.dropout")
+    #: the input it was trained on (:data:`vox3d.audio.fbank.INPUT_NORMS`; config
+    #: ``train.input_norm``): feed it :func:`vox3d.audio.fbank.model_input` of this norm
+    input_norm: str = CMP_INPUT_NORM
+
+    def __post_init__(self) -> None:
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm {self.input_norm!r}: choose from {INPUT_NORMS}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
