@@ -10,12 +10,12 @@ Architecture facts (carried over from the papers, code written here):
   embedding, L2-normalised before the regressor (CMP's inference path).
 * Supervised head (CMP's "direct MLP"): dropout 0.2 then linear layers from the 64-d
   embedding to the identity shape coefficients; ``hidden`` adds hidden layers (ReLU).
+  CMP also predicts scale and expression; identity shape is what Voxceleb-3D targets, so
+  only the ``n_id`` identity coefficients are regressed here.
 * Input: CMP's per-utterance normalised log-mel frames, or (``ModelConfig.input_norm``
   ``none``, not CMP's) the log-mel before that normalisation.  CMP pairs the head with a
   frozen voice encoder pretrained as a speaker classifier (its ``voice_embedding.pth``);
   here the supervised encoder is trained with the head.
-  CMP also predicts scale and expression; identity shape is what Voxceleb-3D targets, so
-  only the ``n_id`` identity coefficients are regressed here.
 
 The network predicts *standardised* coefficients ``z``; ``coef = z * target_std +
 target_mean`` with the training-set statistics stored as buffers, so a checkpoint is
