@@ -22,10 +22,11 @@ peak between two samples of a long job is missed; a job that ends before its fir
 shows the RSS of its shell only (flagged).  ``max_rss`` is in MiB (2^20 bytes), as SLURM's
 ``--mem`` (which the SLURM executor sets from ``mem_mb``) is.
 
-    .venv/bin/python bench/resources.py --out-dir results [--config key=value ...]
+    .venv/bin/python bench/resources.py --out-dir results [--configfile F ...] [--config key=value ...]
 
-``--config`` is passed to both dry runs: give the settings the run was made with (default
-config: ``make run``).  Run from anywhere; the workflow is this repository's.
+``--configfile`` and ``--config`` are passed to both dry runs: give the settings the run was
+made with (default config: ``make run``; a run made with overlays such as
+``bench/voice300.yaml`` needs the same overlays, else its DAG is not the run's).  Run from anywhere; the workflow is this repository's.
 """
 
 from __future__ import annotations
@@ -78,10 +79,13 @@ def dry_run_jobs(argv: list[str]) -> list:
     return jobs
 
 
-def run_jobs(out_dir: Path, config: list[str]) -> tuple[list, dict]:
+def run_jobs(
+    out_dir: Path, config: list[str], configfiles: list[str] | None = None
+) -> tuple[list, dict]:
     """Every job of the run's DAG with its resources (see the module doc), and the workflow's
-    globals (``VIDEO_S``, ``config``)."""
-    cfg = ["--config", f"out_dir={out_dir}", *config]
+    globals (``VIDEO_S``, ``config``).  `configfiles`: the run's config overlays."""
+    files = [str(Path(f).resolve()) for f in configfiles or []]
+    cfg = [*(["--configfile", *files] if files else []), "--config", f"out_dir={out_dir}", *config]
     first = dry_run_jobs([*cfg, "--forceall"])
     if not first:
         raise RuntimeError("the dry run lists no jobs")
@@ -148,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out-dir", required=True, type=Path, help="the run's out_dir")
     ap.add_argument("--config", nargs="*", default=[], help="key=value settings of the run")
+    ap.add_argument("--configfile", nargs="*", default=[], help="config overlays of the run")
     a = ap.parse_args(argv)
     out_dir = a.out_dir.resolve()
-    jobs, glob = run_jobs(out_dir, a.config)
+    jobs, glob = run_jobs(out_dir, a.config, a.configfile)
     config = glob["config"]
     video_s = float(glob["VIDEO_S"])
     shard_size = int(config["shard_size"])
