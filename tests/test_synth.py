@@ -310,8 +310,8 @@ def test_presets_size_the_corpus_and_keys_override_them():
     from vox3d.config import load_config
 
     cfg = synth_config.SynthConfig.from_settings(load_config()["synthetic"])
-    assert (cfg.identities, cfg.videos_per_identity, cfg.utterances_per_video) == (80, 2, 1)
-    assert cfg.seconds == 4.0 and cfg.seed == 0
+    assert (cfg.identities, cfg.videos_per_identity, cfg.utterances_per_video) == (300, 1, 2)
+    assert cfg.seconds == 2.0 and cfg.seed == 0
     paper = synth_config.SynthConfig.from_settings({"preset": "paper"})
     assert paper.identities >= 1200 and paper.videos_per_identity * paper.utterances_per_video >= 8
     names = synth_rig.draw_names(paper.identities, ["m", "f"] * (paper.identities // 2) + ["m"], 0)
@@ -325,28 +325,29 @@ def test_presets_size_the_corpus_and_keys_override_them():
 
 
 @pytest.mark.shared_data(paths.ICT_FACEKIT)
-def test_default_corpus_holds_out_20_of_80_identities_by_name(tmp_path):
-    """The default corpus (config.yaml's preset): 80 identities x 2 videos x 1 utterance of
-    4 s = 160 clips; 20 names start with A-E (round(80 * 309 / 1251) = 20), and the
+def test_default_corpus_holds_out_74_of_300_identities_by_name(tmp_path):
+    """The default corpus (config.yaml's preset): 300 identities x 1 video x 2 utterances of
+    2 s = 600 clips; 74 names start with A-E (round(300 * 309 / 1251) = 74), and the
     workflow's split of its vox1_meta.csv (``train.split`` auto, as fit_accuracy and train
-    read it) holds out exactly those 20 and trains on the other 60, enough not to be a
-    pipeline check.  Identities only: no clip is rendered."""
+    read it) holds out exactly those 74 and trains on the other 226, enough for the voice
+    link to be learnable (bench/results/cpu_voice_link_scale.txt).  Identities only: no clip
+    is rendered."""
     from vox3d.config import default, load_config
     from vox3d.media.split import read_meta, small_data_note, split_identities
 
     cfg = synth_config.SynthConfig.from_settings(load_config()["synthetic"])
-    assert (cfg.identities, cfg.videos_per_identity, cfg.utterances_per_video) == (80, 2, 1)
-    assert cfg.identities * cfg.videos_per_identity * cfg.utterances_per_video == 160
-    assert cfg.identities * cfg.videos_per_identity * cfg.utterances_per_video * cfg.seconds == 640
+    assert (cfg.identities, cfg.videos_per_identity, cfg.utterances_per_video) == (300, 1, 2)
+    assert cfg.identities * cfg.videos_per_identity * cfg.utterances_per_video == 600
+    assert cfg.identities * cfg.videos_per_identity * cfg.utterances_per_video * cfg.seconds == 1200
     idents = synth_rig.draw_identities(cfg, synth_rig.load_rig(cfg))
-    assert len({p.vox_id for p in idents}) == len({p.name for p in idents}) == 80
+    assert len({p.vox_id for p in idents}) == len({p.name for p in idents}) == 300
     a_e = {p.vox_id for p in idents if p.name[0] in "ABCDE"}
-    assert len(a_e) == 20
+    assert len(a_e) == 74
     synth_card.write_meta_csv(tmp_path / "vox1_meta.csv", idents)
     meta = read_meta(tmp_path / "vox1_meta.csv")
     train, val, how = split_identities(
         [p.vox_id for p in idents], meta, default("train.split"), default("train.val_fraction")
     )
     assert how == "names" and set(val) == a_e
-    assert len(val) == 20 and len(train) == 60 and not set(train) & set(val)
+    assert len(val) == 74 and len(train) == 226 and not set(train) & set(val)
     assert small_data_note(len(train), len(val)) == ""

@@ -59,15 +59,16 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
 
 
 #: Named corpus sizes (config ``synthetic.preset``).  ``default``: the embedded corpus of
-#: ``make run``: 80 identities x 2 videos x 1 utterance of 4 s = 160 clips, 640 s of video
-#: (20 names A-E held out, 60 training; CPU cost per frame: bench/results/cpu_synth.txt).
+#: ``make run``: 300 identities x 1 video x 2 utterances of 2 s = 600 clips, 1,200 s of video
+#: (74 names A-E held out, 226 training: enough for the voice link to be learnable,
+#: bench/results/cpu_voice_link_scale.txt; CPU cost per frame: bench/results/cpu_synth.txt).
 #: ``paper``: VoxCeleb1-like for the paper-scale voice model: 1,251 identities (VoxCeleb1's
 #: count; names A-E in its proportion, the paper's validation split), 4 videos x 2
 #: utterances = 8 utterances each, 4 s: 10,008 clips, 40,032 s of video (about 9,500 CPU s
 #: to render at 9.5 ms a frame, bench/results/cpu_synth.txt: ~10 min on 16 cores).
 SYNTH_PRESETS: dict[str, dict] = {
-    "default": {"identities": 80, "videos_per_identity": 2, "utterances_per_video": 1,
-                "seconds": 4.0, "seed": 0},
+    "default": {"identities": 300, "videos_per_identity": 1, "utterances_per_video": 2,
+                "seconds": 2.0, "seed": 0},
     "paper": {"identities": 1251, "videos_per_identity": 4, "utterances_per_video": 2,
               "seconds": 4.0, "seed": 0},
 }  # fmt: skip
