@@ -26,7 +26,8 @@ shows the RSS of its shell only (flagged).  ``max_rss`` is in MiB (2^20 bytes), 
 
 ``--configfile`` and ``--config`` are passed to both dry runs: give the settings the run was
 made with (default config: ``make run``; a run made with overlays such as
-``bench/voice300.yaml`` needs the same overlays, else its DAG is not the run's).  Run from anywhere; the workflow is this repository's.
+``bench/voice300.yaml`` needs the same overlays, else its DAG is not the run's).  Run from
+anywhere; the workflow is this repository's.
 """
 
 from __future__ import annotations

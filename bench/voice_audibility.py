@@ -105,11 +105,14 @@ def speaker_features(utts, tr, te, steps: int) -> tuple[np.ndarray, np.ndarray]:
         labels += [j] * len(utts[ident])
     model, _ = pretrain_encoder(UtteranceBank(feats, labels), SpeakerConfig(steps=steps), False)
 
-    def embed(ids):
+    def embed(ids) -> np.ndarray:
+        rows = []
         with torch.no_grad():
-            return np.stack([np.mean([unit_embedding(
-                model.encoder, torch.from_numpy(np.asarray(u, np.float32))[None])[0].numpy()
-                for u in utts[i]], axis=0) for i in ids]).astype(np.float64)  # fmt: skip
+            for i in ids:
+                xs = [torch.from_numpy(np.asarray(u, np.float32))[None] for u in utts[i]]
+                e = [unit_embedding(model.encoder, x)[0].numpy() for x in xs]
+                rows.append(np.mean(e, axis=0))
+        return np.stack(rows).astype(np.float64)
 
     return embed(tr), embed(te)
 

@@ -399,9 +399,13 @@ def run_evaluate(
         targets["ground_truth"] = {i: gt[i][:k] for i in val_ids if i in gt}
         ceiling = _voice_ceiling(truth)
 
-    # each model reads the input it was trained on (vox3d.audio.fbank.model_input); the
-    # unsupervised variant's encoder reads CMP's normalised frames
-    utts = load_utterances(feature_paths, val_ids)
+    # each model reads the input it was trained on (vox3d.audio.fbank.model_input; the
+    # unsupervised variant's encoder reads CMP's normalised frames), each input read once
+    norms = {"model": model.cfg.input_norm} if model is not None else {}
+    if unsupervised_path is not None:
+        norms["unsupervised"] = CMP_INPUT_NORM
+    inputs = {n: load_utterances(feature_paths, val_ids, n) for n in sorted(set(norms.values()))}
+    utts = next(iter(inputs.values()))  # every input has the same identities
     if not utts:
         raise ValueError(
             f"none of the {len(val_ids)} validation identities of {split_path} has features "
@@ -415,11 +419,8 @@ def run_evaluate(
         voice_models[("unsupervised", "unsupervised_shuffled")] = um
     voice_preds = {}
     for (name, control), m in voice_models.items():
-        norm = m.cfg.input_norm if name == "model" else CMP_INPUT_NORM
-        inputs = utts if norm == CMP_INPUT_NORM else load_utterances(feature_paths, val_ids, norm)
-        voice_preds[name] = {
-            i: predict_utterances(m, inputs[i], dev, max_frames) for i in sorted(inputs)
-        }
+        x = inputs[norms[name]]
+        voice_preds[name] = {i: predict_utterances(m, x[i], dev, max_frames) for i in sorted(x)}
         voice_preds[control] = shuffled_predictions(voice_preds[name], seed)
     # per target: its baselines and its training statistics (the R^2 reference)
     train_truth = {"fitted": fitted}
